@@ -1,0 +1,29 @@
+"""Retrieval evaluation: blocked nearest neighbours, Recall@K, MAP@R, R-precision, NMI, F1.
+
+``evaluate(embeddings, labels)`` is the entry point; ``RetrievalEvaluation``
+runs it on a held-out split during ``fit``; ``plots`` draws the figures
+(matplotlib extra).
+"""
+
+from rankloss_tf.evaluation.callback import RetrievalEvaluation
+from rankloss_tf.evaluation.clustering import clustering_metrics, pairwise_f1
+from rankloss_tf.evaluation.embedding import embed_dataset
+from rankloss_tf.evaluation.metrics import evaluate
+from rankloss_tf.evaluation.neighbours import nearest_neighbours
+from rankloss_tf.evaluation.plots import plot_recall_at_k, plot_retrieval_gallery, plot_tsne
+from rankloss_tf.evaluation.report import format_table
+from rankloss_tf.evaluation.retrieval import retrieval_metrics
+
+__all__ = [
+    "RetrievalEvaluation",
+    "clustering_metrics",
+    "embed_dataset",
+    "evaluate",
+    "format_table",
+    "nearest_neighbours",
+    "pairwise_f1",
+    "plot_recall_at_k",
+    "plot_retrieval_gallery",
+    "plot_tsne",
+    "retrieval_metrics",
+]

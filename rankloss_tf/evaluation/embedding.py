@@ -1,0 +1,64 @@
+"""Embedding a dataset of ``(uint8 image, label)`` with a model, batch by batch."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["embed_dataset"]
+
+
+def embed_dataset(model, dataset, batch_size=256, thumbnail_size=None):
+    """Embeds every image of a dataset.
+
+    Args:
+        model: a ``keras.Model`` (run with ``predict_on_batch``) or any
+            callable mapping a ``uint8 [b, H, W, C]`` batch to ``[b, D]``
+            embeddings or to ``{"embeddings": [b, D]}`` (a SavedModel
+            ``serving_default`` signature called as ``fn(images=...)``).
+        dataset: ``tf.data.Dataset`` of ``(image [H, W, C], label)`` pairs,
+            or of batches ``(images [b, H, W, C], labels [b])``.
+        batch_size: batch size used when ``dataset`` is not batched.
+        thumbnail_size: if set, also return the images resized to fit in
+            ``thumbnail_size`` x ``thumbnail_size`` (for plots).
+
+    Returns:
+        ``(embeddings float32 [N, D], labels [N])``, plus ``thumbnails uint8
+        [N, h, w, C]`` when ``thumbnail_size`` is set.
+
+    Example:
+    >>> import numpy as np, tensorflow as tf
+    >>> ds = tf.data.Dataset.from_tensor_slices((np.zeros((3, 8, 8, 1), np.uint8), [0, 1, 1]))
+    >>> embeddings, labels = embed_dataset(lambda x: tf.ones([tf.shape(x)[0], 4]), ds)
+    >>> embeddings.shape, labels.tolist()
+    ((3, 4), [0, 1, 1])
+    """
+    if not isinstance(dataset, tf.data.Dataset):
+        raise ValueError(f"`dataset` must be a tf.data.Dataset. Received: {type(dataset).__name__}")
+    if len(dataset.element_spec[0].shape) == 3:
+        dataset = dataset.batch(int(batch_size))
+    predict = model.predict_on_batch if isinstance(model, keras.Model) else None
+    embeddings, labels, thumbnails = [], [], []
+    for images, batch_labels in dataset.prefetch(tf.data.AUTOTUNE):
+        if predict is not None:
+            output = predict(images)
+        else:
+            output = model(images=images) if _takes_keyword_images(model) else model(images)
+        if isinstance(output, dict):
+            output = output["embeddings"]
+        embeddings.append(np.asarray(output, np.float32))
+        labels.append(np.asarray(batch_labels))
+        if thumbnail_size:
+            height, width = images.shape[1:3]
+            scale = min(1.0, thumbnail_size / max(height, width))
+            size = (max(1, round(height * scale)), max(1, round(width * scale)))
+            thumbnails.append(tf.cast(tf.image.resize(images, size, antialias=True), tf.uint8).numpy())
+    if not embeddings:
+        raise ValueError("`dataset` is empty. Received: a dataset with no elements")
+    result = (np.concatenate(embeddings), np.concatenate(labels))
+    return result + (np.concatenate(thumbnails),) if thumbnail_size else result
+
+
+def _takes_keyword_images(function):
+    """Whether ``function`` is a SavedModel signature (it takes ``images=`` only)."""
+    signature = getattr(function, "structured_input_signature", None)
+    return bool(signature) and "images" in signature[1]

@@ -1,0 +1,119 @@
+"""Retrieval metrics from blocked nearest neighbours: Recall@K, MAP@R, R-precision.
+
+Leave-one-out protocol: every sample is a query against all the others.
+Definitions (pytorch-metric-learning's ``AccuracyCalculator``, Musgrave et al.
+2020, "A Metric Learning Reality Check"), for a query of class c with
+R = (number of samples of c) - 1 and rel(i) = 1 when its i-th neighbour is of
+class c:
+
+- Recall@K = 1 if any of the K nearest neighbours is of class c, else 0
+  (Song et al. 2016; equals PML's ``precision_at_1`` for K = 1).
+- R-precision = (1/R) * sum_{i<=R} rel(i).
+- MAP@R = (1/R) * sum_{i<=R} rel(i) * precision@i.
+
+Each metric is the mean over queries. Queries alone in their class (R = 0)
+have no right answer and are left out of every mean. R is capped at
+``max_r`` (as PML caps it at its ``k``), which bounds the neighbours fetched
+per query.
+"""
+
+import logging
+
+import numpy as np
+
+from rankloss_tf.evaluation.neighbours import iterate_neighbours
+
+__all__ = ["check_ks", "check_labels", "retrieval_metrics"]
+
+logger = logging.getLogger(__name__)
+
+
+def check_ks(ks):
+    """Validates ``ks`` (positive ints, strictly increasing) and returns them as a tuple."""
+    try:
+        ks = tuple(int(k) for k in ks)
+    except (TypeError, ValueError):
+        raise ValueError(f"`ks` must be a sequence of positive integers. Received: ks={ks!r}") from None
+    if not ks or min(ks) < 1 or list(ks) != sorted(set(ks)):
+        raise ValueError(
+            f"`ks` must be non-empty, positive and strictly increasing. Received: ks={ks}"
+        )
+    return ks
+
+
+def check_labels(embeddings, labels):
+    """Validates ``[N, D]`` embeddings against ``[N]`` labels; returns both as arrays."""
+    embeddings = np.asarray(embeddings)
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if embeddings.ndim != 2 or embeddings.shape[0] < 2:
+        raise ValueError(
+            f"`embeddings` must be an [N, D] array with N >= 2. Received: shape={embeddings.shape}"
+        )
+    if labels.ndim != 1 or labels.shape[0] != embeddings.shape[0]:
+        raise ValueError(
+            f"`labels` must be [N] with N = {embeddings.shape[0]} (the embeddings' rows). "
+            f"Received: shape={labels.shape}"
+        )
+    return embeddings, labels
+
+
+def retrieval_metrics(embeddings, labels, ks=(1, 2, 4, 8), metric="cosine", block_size=1024, max_r=1000):
+    """Recall@K, MAP@R and R-precision of leave-one-out retrieval.
+
+    Args:
+        embeddings: float ``[N, D]``.
+        labels: ``[N]`` class labels (any type numpy can compare).
+        ks: the K of Recall@K, strictly increasing, at most ``N - 1``.
+        metric: ``"cosine"`` or ``"l2"``.
+        block_size: queries per matmul block (memory ``block_size * N`` floats).
+        max_r: cap on R for MAP@R and R-precision; a query's R is
+            ``min(class size - 1, max_r)``.
+
+    Returns:
+        ``{"recall@K": float for each K, "map@r": float, "r_precision": float}``.
+
+    Example:
+    >>> import numpy as np
+    >>> x = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    >>> retrieval_metrics(x, [0, 0, 1, 1], ks=(1,))
+    {'recall@1': 1.0, 'map@r': 1.0, 'r_precision': 1.0}
+    """
+    embeddings, labels = check_labels(embeddings, labels)
+    ks = check_ks(ks)
+    if int(max_r) < 1:
+        raise ValueError(f"`max_r` must be a positive integer. Received: max_r={max_r}")
+    _, class_ids, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    r = np.minimum(counts[class_ids] - 1, int(max_r))
+    num_queries = int(np.count_nonzero(r))
+    if num_queries == 0:
+        raise ValueError(
+            "Retrieval metrics need a class with at least two samples. "
+            f"Received: {len(labels)} labels, all distinct"
+        )
+    if num_queries < len(labels):
+        logger.info("%d queries alone in their class are left out of the metrics.", len(labels) - num_queries)
+    if counts.max() - 1 > int(max_r):
+        logger.warning("R capped at max_r=%d for classes larger than %d samples.", max_r, max_r + 1)
+    k = max(ks[-1], int(r.max()))
+    recall_hits = np.zeros(len(ks))
+    average_precision = 0.0
+    r_precision = 0.0
+    ranks = np.arange(1, k + 1)
+    for start, indices, _ in iterate_neighbours(embeddings, None, k, metric, block_size):
+        block_ids = class_ids[start : start + len(indices)]
+        block_r = r[start : start + len(indices)]
+        valid = block_r > 0
+        matches = (class_ids[indices] == block_ids[:, None])[valid]
+        block_r = block_r[valid]
+        for i, top in enumerate(ks):
+            recall_hits[i] += np.count_nonzero(matches[:, :top].any(axis=1))
+        relevant = matches & (ranks[None, :] <= block_r[:, None])
+        hits_so_far = np.cumsum(relevant, axis=1)
+        average_precision += np.sum(np.sum(relevant * hits_so_far / ranks, axis=1) / block_r)
+        r_precision += np.sum(hits_so_far[:, -1] / block_r)
+    metrics = {f"recall@{top}": float(hits / num_queries) for top, hits in zip(ks, recall_hits)}
+    metrics["map@r"] = float(average_precision / num_queries)
+    metrics["r_precision"] = float(r_precision / num_queries)
+    return metrics

@@ -1,0 +1,274 @@
+"""Embedding model builders: backbone + projection + L2 normalisation.
+
+Every model built here takes raw ``uint8`` images ``[N, H, W, C]`` and returns
+L2-normalised ``float32`` embeddings ``[N, D]``: the input preprocessing
+(resizing, channel tiling, the backbone's own pixel scaling) is a layer of the
+model, so a trained or exported model needs no preprocessing code beside it.
+
+Backbones:
+
+- ``"small_cnn"``: a CPU-friendly convolutional network (blocks of
+  conv 3x3 (64) -> batch norm -> ReLU -> max-pool 2x2, as in the Omniglot
+  networks of Vinyals et al. 2016 and Snell et al. 2017), suited to Omniglot
+  and digits.
+- any ``keras.applications`` constructor name (``"ResNet50"``,
+  ``"MobileNetV2"``, ``"EfficientNetB0"``, ...), with that application's own
+  ``preprocess_input`` inside the model.
+- ``"efficientnet_lite0"`` and other names provided by
+  ``rankloss_tf.backbones`` (imported only when such a name is asked for).
+"""
+
+import importlib
+
+import keras
+
+__all__ = [
+    "ImagePreprocessing",
+    "build_embedding_model",
+    "small_cnn",
+]
+
+
+_EXTERNAL_BACKBONES = ("efficientnet_lite0",)
+
+
+def _application(name):
+    """Returns the ``keras.applications`` constructor called ``name``, or None."""
+    constructor = getattr(keras.applications, name, None)
+    if constructor is None or not callable(constructor) or not name[:1].isupper():
+        return None
+    return constructor
+
+
+def _preprocess_function(backbone):
+    """The ``preprocess_input`` of the ``keras.applications`` module of ``backbone``."""
+    module_name = _application(backbone).__module__
+    public_name = module_name.replace("keras.src.applications", "keras.applications")
+    try:
+        module = importlib.import_module(public_name)
+    except ImportError:
+        module = importlib.import_module(module_name)
+    return module.preprocess_input
+
+
+@keras.saving.register_keras_serializable(package="rankloss_tf")
+class ImagePreprocessing(keras.layers.Layer):
+    """Turns raw ``uint8`` images into the float input a backbone expects.
+
+    Steps: cast to float32; resize to ``image_size`` (area interpolation, so
+    downsampling averages pixels); tile a single channel to ``channels``; scale
+    pixels, either to [0, 1] (``backbone=None``) or with the
+    ``keras.applications`` ``preprocess_input`` of ``backbone``.
+
+    Args:
+        image_size: ``(height, width)`` to resize to, or None to keep the
+            input size.
+        channels: number of output channels, or None to keep the input
+            channels. A one-channel input is tiled; other mismatches are
+            errors.
+        backbone: a ``keras.applications`` constructor name whose
+            ``preprocess_input`` scales the pixels, or None for ``x / 255``.
+
+    Input shape: ``[N, H, W, C]``, any dtype (``uint8`` normally), values in
+    [0, 255]. Output shape: ``[N, height, width, channels]``, float32.
+
+    Example:
+    >>> import numpy as np
+    >>> layer = ImagePreprocessing(image_size=(4, 4), channels=3)
+    >>> layer(np.full((2, 8, 8, 1), 255, np.uint8)).shape
+    TensorShape([2, 4, 4, 3])
+    """
+
+    def __init__(self, image_size=None, channels=None, backbone=None, **kwargs):
+        super().__init__(**kwargs)
+        if image_size is not None:
+            image_size = tuple(int(s) for s in image_size)
+            if len(image_size) != 2 or min(image_size) < 1:
+                raise ValueError(
+                    "`image_size` must be (height, width) with positive sizes. "
+                    f"Received: image_size={image_size}"
+                )
+        if channels is not None and int(channels) < 1:
+            raise ValueError(f"`channels` must be positive. Received: channels={channels}")
+        if backbone is not None and _application(backbone) is None:
+            raise ValueError(
+                "`backbone` must name a keras.applications model or be None. "
+                f"Received: backbone={backbone!r}"
+            )
+        self.image_size = image_size
+        self.channels = None if channels is None else int(channels)
+        self.backbone = backbone
+        self._preprocess = None if backbone is None else _preprocess_function(backbone)
+
+    def build(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(
+                f"Expected images of shape [N, H, W, C]. Received: input_shape={input_shape}"
+            )
+        in_channels = input_shape[-1]
+        if self.channels is not None and in_channels not in (1, self.channels):
+            raise ValueError(
+                f"Cannot map {in_channels} input channels to {self.channels}. "
+                f"Received: input_shape={input_shape}"
+            )
+
+    def call(self, images):
+        x = keras.ops.cast(images, "float32")
+        if self.image_size is not None:
+            x = keras.ops.image.resize(x, self.image_size, interpolation="area")
+        if self.channels is not None and x.shape[-1] != self.channels:
+            x = keras.ops.tile(x, [1, 1, 1, self.channels])
+        if self._preprocess is None:
+            return x / 255.0
+        return self._preprocess(x)
+
+    def compute_output_shape(self, input_shape):
+        height, width = self.image_size or input_shape[1:3]
+        return (input_shape[0], height, width, self.channels or input_shape[-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            image_size=self.image_size, channels=self.channels, backbone=self.backbone
+        )
+        return config
+
+
+def _check_input_shape(input_shape):
+    input_shape = tuple(int(s) for s in input_shape)
+    if len(input_shape) != 3 or min(input_shape) < 1:
+        raise ValueError(
+            f"`input_shape` must be (height, width, channels). Received: input_shape={input_shape}"
+        )
+    return input_shape
+
+
+def small_cnn(input_shape, image_size=None, filters=64, blocks=None, name="small_cnn"):
+    """A small convolutional feature extractor for raw ``uint8`` images.
+
+    ``blocks`` times: conv 3x3 (``filters``) -> batch norm -> ReLU -> max-pool
+    2x2, then global average pooling. By default the number of blocks is the
+    largest (at most 4) that leaves a feature map of at least 2x2.
+
+    Args:
+        input_shape: ``(height, width, channels)`` of the raw images.
+        image_size: ``(height, width)`` the images are resized to inside the
+            model (e.g. ``(28, 28)`` for 105x105 Omniglot), or None.
+        filters: convolution width.
+        blocks: number of conv blocks, or None for the default rule.
+        name: model name.
+
+    Returns:
+        A ``keras.Model`` mapping ``uint8 [N, H, W, C]`` to ``float32 [N, filters]``.
+
+    Example:
+    >>> small_cnn((8, 8, 1)).output_shape
+    (None, 64)
+    """
+    input_shape = _check_input_shape(input_shape)
+    size = image_size or input_shape[:2]
+    if blocks is None:
+        blocks = 1
+        while blocks < 4 and min(size) // 2 ** (blocks + 1) >= 2:
+            blocks += 1
+    if blocks < 1 or min(size) // 2**blocks < 1:
+        raise ValueError(
+            f"`blocks` must be >= 1 and leave a non-empty feature map for image size {size}. "
+            f"Received: blocks={blocks}"
+        )
+    inputs = keras.Input(input_shape, dtype="uint8", name="images")
+    x = ImagePreprocessing(image_size=image_size, name="preprocessing")(inputs)
+    for i in range(blocks):
+        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
+        x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
+        x = keras.layers.ReLU(name=f"relu{i}")(x)
+        x = keras.layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    outputs = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _applications_backbone(backbone, input_shape, image_size, weights):
+    """A ``keras.applications`` feature extractor with its preprocessing inside."""
+    size = tuple(image_size or input_shape[:2])
+    inputs = keras.Input(input_shape, dtype="uint8", name="images")
+    x = ImagePreprocessing(
+        image_size=image_size, channels=3, backbone=backbone, name="preprocessing"
+    )(inputs)
+    try:
+        network = _application(backbone)(
+            include_top=False, weights=weights, input_shape=size + (3,), pooling="avg"
+        )
+    except (ValueError, OSError) as error:
+        raise ValueError(
+            f"Could not build keras.applications.{backbone} with weights={weights!r} on "
+            f"{size + (3,)} inputs: {error}. Received: backbone={backbone!r}"
+        ) from error
+    return keras.Model(inputs, network(x), name=backbone)
+
+
+def _external_backbone(backbone, input_shape, image_size, weights):
+    """A backbone from ``rankloss_tf.backbones`` (e.g. ``"efficientnet_lite0"``)."""
+    backbones = importlib.import_module("rankloss_tf.backbones")
+    return backbones.build(backbone, input_shape=input_shape, image_size=image_size, weights=weights)
+
+
+def build_embedding_model(
+    input_shape,
+    embedding_dim=64,
+    backbone="small_cnn",
+    image_size=None,
+    weights=None,
+    normalize=True,
+    name="embedding_model",
+):
+    """Builds an embedding model: backbone -> dense projection -> L2 normalisation.
+
+    Args:
+        input_shape: ``(height, width, channels)`` of the raw ``uint8`` images.
+        embedding_dim: size ``D`` of the embeddings.
+        backbone: ``"small_cnn"``, a ``keras.applications`` constructor name
+            (e.g. ``"ResNet50"``), or a name from ``rankloss_tf.backbones``
+            (``"efficientnet_lite0"``).
+        image_size: ``(height, width)`` the images are resized to inside the
+            model, or None to keep their size.
+        weights: backbone weights: None (random), ``"imagenet"`` (downloaded
+            or cached by Keras) or a path to a weights file. Ignored by
+            ``"small_cnn"``.
+        normalize: whether to L2-normalise the embeddings (unit norm rows).
+        name: model name.
+
+    Returns:
+        A ``keras.Model`` mapping ``uint8 [N, H, W, C]`` to ``float32 [N, D]``.
+
+    Raises:
+        ValueError: unknown backbone, bad shapes or sizes.
+
+    Example:
+    >>> import numpy as np
+    >>> model = build_embedding_model((8, 8, 1), embedding_dim=16)
+    >>> model(np.zeros((2, 8, 8, 1), np.uint8)).shape
+    TensorShape([2, 16])
+    """
+    input_shape = _check_input_shape(input_shape)
+    if int(embedding_dim) < 1:
+        raise ValueError(
+            f"`embedding_dim` must be a positive integer. Received: embedding_dim={embedding_dim}"
+        )
+    if backbone == "small_cnn":
+        features = small_cnn(input_shape, image_size=image_size)
+    elif backbone in _EXTERNAL_BACKBONES:
+        features = _external_backbone(backbone, input_shape, image_size, weights)
+    elif isinstance(backbone, str) and _application(backbone) is not None:
+        features = _applications_backbone(backbone, input_shape, image_size, weights)
+    else:
+        raise ValueError(
+            "`backbone` must be 'small_cnn', a keras.applications model name (e.g. "
+            f"'ResNet50') or one of {list(_EXTERNAL_BACKBONES)}. Received: backbone={backbone!r}"
+        )
+    inputs = keras.Input(input_shape, dtype="uint8", name="images")
+    x = features(inputs)
+    x = keras.layers.Dense(int(embedding_dim), name="projection")(x)
+    if normalize:
+        x = keras.layers.UnitNormalization(axis=-1, name="l2_normalize")(x)
+    outputs = keras.layers.Activation("linear", dtype="float32", name="embeddings")(x)
+    return keras.Model(inputs, outputs, name=name)
