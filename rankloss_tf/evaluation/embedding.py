@@ -13,8 +13,7 @@ def embed_dataset(model, dataset, batch_size=256, thumbnail_size=None):
     Args:
         model: a ``keras.Model`` (run with ``predict_on_batch``) or any
             callable mapping a ``uint8 [b, H, W, C]`` batch to ``[b, D]``
-            embeddings or to ``{"embeddings": [b, D]}`` (a SavedModel
-            ``serving_default`` signature called as ``fn(images=...)``).
+            embeddings (e.g. ``export.SavedModelEmbedder``).
         dataset: ``tf.data.Dataset`` of ``(image [H, W, C], label)`` pairs,
             or of batches ``(images [b, H, W, C], labels [b])``.
         batch_size: batch size used when ``dataset`` is not batched.
@@ -39,12 +38,7 @@ def embed_dataset(model, dataset, batch_size=256, thumbnail_size=None):
     predict = model.predict_on_batch if isinstance(model, keras.Model) else None
     embeddings, labels, thumbnails = [], [], []
     for images, batch_labels in dataset.prefetch(tf.data.AUTOTUNE):
-        if predict is not None:
-            output = predict(images)
-        else:
-            output = model(images=images) if _takes_keyword_images(model) else model(images)
-        if isinstance(output, dict):
-            output = output["embeddings"]
+        output = predict(images) if predict is not None else model(images)
         embeddings.append(np.asarray(output, np.float32))
         labels.append(np.asarray(batch_labels))
         if thumbnail_size:
@@ -57,8 +51,3 @@ def embed_dataset(model, dataset, batch_size=256, thumbnail_size=None):
     result = (np.concatenate(embeddings), np.concatenate(labels))
     return result + (np.concatenate(thumbnails),) if thumbnail_size else result
 
-
-def _takes_keyword_images(function):
-    """Whether ``function`` is a SavedModel signature (it takes ``images=`` only)."""
-    signature = getattr(function, "structured_input_signature", None)
-    return bool(signature) and "images" in signature[1]
