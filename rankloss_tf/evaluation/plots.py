@@ -35,7 +35,7 @@ def _save(figure, path):
     return path
 
 
-def plot_tsne(embeddings, labels, path, max_points=2000, seed=0):
+def plot_tsne(embeddings, labels, path, max_points=1000, seed=0):
     """2-D t-SNE map of the embeddings, one colour per class.
 
     Args:
@@ -43,7 +43,8 @@ def plot_tsne(embeddings, labels, path, max_points=2000, seed=0):
         labels: ``[N]`` class labels.
         path: output image file (``.png``, ``.pdf``, ...).
         max_points: at most this many points (a seeded random subset) are
-            embedded, t-SNE being O(N log N) per iteration.
+            embedded, t-SNE (Barnes-Hut, 500 iterations) being O(N log N)
+            per iteration.
         seed: random state of the subset and of t-SNE.
 
     Returns:
@@ -53,7 +54,7 @@ def plot_tsne(embeddings, labels, path, max_points=2000, seed=0):
     rng = np.random.default_rng(seed)
     keep = np.sort(rng.permutation(len(labels))[:max_points])
     points = TSNE(
-        n_components=2, init="pca", perplexity=min(30.0, (len(keep) - 1) / 3), random_state=seed
+        n_components=2, init="pca", perplexity=min(30.0, (len(keep) - 1) / 3), max_iter=500, random_state=seed
     ).fit_transform(embeddings[keep])
     _, colours = np.unique(labels[keep], return_inverse=True)
     figure = _figure(7, 7)
