@@ -300,3 +300,18 @@ def test_semihard_memory_is_quadratic():
     embeddings = tf.math.l2_normalize(tf.random.stateless_normal([2048, 64], seed=[1, 2]), axis=1)
     value = tf.reduce_mean(ops.triplet_semihard_loss(labels, embeddings))
     assert np.isfinite(value.numpy())
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_semihard_sorting_path_matches_oracle(monkeypatch, jit):
+    # Batches with many positives per anchor are mined by sorting instead of per-positive passes.
+    from rankloss_tf.ops import mining
+
+    monkeypatch.setattr(mining, "MAX_POSITIVE_PASSES", 0)
+    rng = np.random.RandomState(11)
+    for batch_size, num_classes in [(40, 2), (30, 3), (24, 9)]:
+        labels = rng.randint(0, num_classes, batch_size)
+        embeddings = rng.normal(size=(batch_size, 4)).astype(np.float32)
+        kernel = tf.function(lambda y, x: ops.triplet_semihard_loss(y, x, distance="squared_l2"), jit_compile=jit)
+        got = float(tf.reduce_mean(kernel(labels, embeddings)))
+        assert got == pytest.approx(oracles.triplet_semihard(labels, embeddings, 1.0, "squared_l2"), rel=2e-5)

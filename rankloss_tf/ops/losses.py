@@ -74,7 +74,7 @@ def semihard_from_distances(labels, distances, margin):
     smallest distance (the anchor itself) in place of a negative.
     """
     positives = positive_mask(labels)
-    negative_distance, has_negative = semihard_negatives(distances, negative_mask(labels))
+    negative_distance, has_negative = semihard_negatives(distances, positives, negative_mask(labels))
     row_min = tf.reduce_min(distances, axis=1, keepdims=True)
     negative_distance = tf.where(has_negative[:, None], negative_distance, row_min)
     pair_losses = tf.maximum(distances - negative_distance + margin, 0.0)
