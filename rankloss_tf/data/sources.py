@@ -52,8 +52,8 @@ class IndexedExamples:
         """Maps a dataset of index vectors [B] to (examples [B, ...], labels [B]) batches.
 
         Arrays are gathered in one `tf.gather` per batch; with a `decode_fn`
-        every example is decoded in parallel, then the batch is rebuilt with the
-        same sizes (the input must be finite: one epoch).
+        every example is decoded in parallel, then the batches are rebuilt with
+        the same sizes (so only the last input batch may be smaller than `batch_size`).
         """
         if self.decode_fn is None:
             return index_batches.map(self.gather, num_parallel_calls=num_parallel_calls, deterministic=True)
