@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from rankloss_tf.datasets.images import image_decoder
+from rankloss_tf.datasets.images import image_decoder, image_hw
 from rankloss_tf.datasets.tfds_sets import load_tfds
 
 TRAIN_CLASSES = 98
@@ -54,7 +54,7 @@ def load_cars196(split, data_dir=None, image_size=None):
         return load_tfds("cars196", split, data_dir, image_size)
     paths, labels = read_local_index(data_dir, split)
     decode = image_decoder(image_size, channels=3)
-    shape = [LOCAL_SIZE, LOCAL_SIZE, 3] if image_size is None else None
+    shape = [*(image_hw(image_size) or (LOCAL_SIZE, LOCAL_SIZE)), 3]
     return tf.data.Dataset.from_tensor_slices((paths, labels)).map(
         lambda path, label: (tf.ensure_shape(decode(path), shape), label), num_parallel_calls=tf.data.AUTOTUNE
     )
