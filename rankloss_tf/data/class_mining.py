@@ -115,7 +115,9 @@ class HardClassSampler:
             tf.data.AUTOTUNE,
         )
         parts = [np.asarray(keras.ops.convert_to_numpy(embed_fn(examples))) for examples, _ in embedded]
-        embeddings = tf.reshape(tf.constant(np.concatenate(parts), tf.float32), [num_candidates, self.samples_per_candidate, -1])
+        embeddings = tf.reshape(
+            tf.constant(np.concatenate(parts), tf.float32), [num_candidates, self.samples_per_candidate, -1]
+        )
         neighbours, violations = _most_violating(embeddings, int(self._neighbours.shape[1]), block_size)
         self._candidates.assign(candidates.astype(np.int64))
         self._neighbours.assign(neighbours)

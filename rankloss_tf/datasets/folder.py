@@ -33,7 +33,9 @@ def load_folder(path, split, image_size=None, train_fraction=0.5, seed=0):
         if images:
             files[class_dir.name] = images
     if not files:
-        raise ValueError(f"The folder holds no class sub-folder with images ({', '.join(IMAGE_SUFFIXES)}). Received: {path!r}")
+        raise ValueError(
+            f"The folder holds no class sub-folder with images ({', '.join(IMAGE_SUFFIXES)}). Received: {path!r}"
+        )
     order = np.random.default_rng(seed).permutation(len(files))
     num_train = int(round(train_fraction * len(files)))
     chosen = np.sort(order[:num_train] if split == "train" else order[num_train:])
