@@ -77,15 +77,15 @@ def _columns_by_sorting(fixed, negatives):
     count is the rank of the semi-hard negative among the sorted negatives. Only sorts,
     cumulative sums and scatters: no [B, B, B] intermediate, also under XLA.
     """
-    batch_size = tf.shape(fixed)[0]
+    num_columns = tf.shape(fixed)[1]
     infinity = tf.fill(tf.shape(fixed), tf.constant(float("inf"), fixed.dtype))
     negative_values = tf.where(negatives, fixed, infinity)
     order = tf.argsort(tf.concat([negative_values, fixed], axis=1), axis=1, stable=True)
-    is_negative = tf.concat([tf.cast(negatives, tf.int32), tf.zeros_like(order[:, batch_size:])], axis=1)
+    is_negative = tf.concat([tf.cast(negatives, tf.int32), tf.zeros_like(order[:, num_columns:])], axis=1)
     counts = tf.math.cumsum(tf.gather(is_negative, order, batch_dims=1), axis=1)
-    rows = tf.broadcast_to(tf.range(batch_size)[:, None], tf.shape(order))
+    rows = tf.broadcast_to(tf.range(tf.shape(fixed)[0])[:, None], tf.shape(order))
     counts = tf.scatter_nd(tf.stack([rows, order], axis=-1), counts, tf.shape(order))
-    at_or_below = counts[:, batch_size:]
+    at_or_below = counts[:, num_columns:]
     count = tf.reduce_sum(tf.cast(negatives, tf.int32), axis=1)[:, None]
     position = tf.where(at_or_below < count, at_or_below, tf.maximum(count - 1, 0))
     return tf.gather(tf.argsort(negative_values, axis=1, stable=True), position, batch_dims=1)
@@ -102,9 +102,9 @@ def semihard_negatives(distances, positives, negatives):
     by binary search, O(B^2 log B).
 
     Args:
-        distances: float [B, B], D[a, x].
-        positives: bool [B, B], P(a) per row.
-        negatives: bool [B, B], N(a) per row.
+        distances: float [B, R], D[a, x] (R = B, or a reference set).
+        positives: bool [B, R], P(a) per row.
+        negatives: bool [B, R], N(a) per row.
 
     Returns:
         `(negative_distance [B, B], has_negative [B])`: `negative_distance[a, p]` is
