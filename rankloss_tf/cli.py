@@ -75,7 +75,7 @@ def _add_training_arguments(parser):
     parser.add_argument("--samples-per-class", type=positive_int, help="K of the P x K batches")
     parser.add_argument("--epochs", type=positive_int, help="training epochs")
     parser.add_argument("--steps-per-epoch", type=positive_int, help="batches per epoch (default: one pass)")
-    parser.add_argument("--embedding-dim", type=positive_int, default=64, help="embedding size (default 64)")
+    parser.add_argument("--embedding-dim", type=positive_int, help="embedding size (default 128; digits 64)")
     parser.add_argument("--backbone", default="small_cnn",
                         help="small_cnn (default), a keras.applications name (ResNet50, ...) or efficientnet_lite0")
     parser.add_argument("--weights", help="backbone weights: imagenet or a weights file (default: random)")

@@ -54,9 +54,9 @@ logger = logging.getLogger(__name__)
 # Per-dataset defaults for the fields of TrainConfig left as None; the "default"
 # entry serves every other dataset (224x224 photos).
 DATASET_DEFAULTS = {
-    "omniglot": dict(image_size=28, classes_per_batch=32, samples_per_class=4, epochs=12),
-    "digits": dict(image_size=None, classes_per_batch=5, samples_per_class=16, epochs=15),
-    "default": dict(image_size=None, classes_per_batch=32, samples_per_class=4, epochs=20),
+    "omniglot": dict(image_size=32, classes_per_batch=32, samples_per_class=4, epochs=40, embedding_dim=128),
+    "digits": dict(image_size=None, classes_per_batch=5, samples_per_class=16, epochs=15, embedding_dim=64),
+    "default": dict(image_size=None, classes_per_batch=32, samples_per_class=4, epochs=20, embedding_dim=128),
 }
 
 MODEL_FILE = "model.keras"
@@ -84,7 +84,8 @@ class TrainConfig:
             ``rankloss_tf.backbones`` name.
         image_size: side the images are resized to inside the model (None: as loaded).
         weights: backbone weights (None, "imagenet" or a file).
-        learning_rate: Adam learning rate.
+        learning_rate: initial Adam learning rate, decayed to 0 over the
+            run with a cosine schedule.
         seed: seed of the weights initialisation, the sampler and k-means.
         out_dir: run directory (checkpoints, model, metrics, plots).
         export_dir: if set, where the SavedModel is exported.
@@ -103,7 +104,7 @@ class TrainConfig:
     samples_per_class: int = None
     epochs: int = None
     steps_per_epoch: int = None
-    embedding_dim: int = 64
+    embedding_dim: int = None
     backbone: str = "small_cnn"
     image_size: int = None
     weights: str = None
@@ -218,7 +219,8 @@ def train(config, callbacks=()):
         image_size=image_size,
         weights=config.weights,
     )
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss)
+    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=config.epochs * steps)
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
     fit_callbacks = [
         keras.callbacks.BackupAndRestore(str(out_dir / "backup")),
         keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=True),

@@ -59,7 +59,7 @@ def test_train_on_omniglot(tmp_path, capsys):
     assert status == 0 and "| nmi |" in out
     record = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert set(record["metrics"]) == METRIC_NAMES
-    assert record["config"]["image_size"] == 28
+    assert record["config"]["image_size"] == 32 and record["config"]["embedding_dim"] == 128
     assert keras.models.load_model(tmp_path / "run" / "model.keras").input_shape == (None, 105, 105, 1)
 
 
