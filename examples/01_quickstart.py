@@ -4,18 +4,23 @@
 # Deep metric learning trains a model to map images to embeddings in which images of
 # the same class are close and images of different classes are far apart; new classes
 # are then recognised by nearest-neighbour search, without retraining. This example
-# goes through the whole flow on scikit-learn's handwritten digits (no download):
+# goes through the whole flow on Omniglot's handwritten characters:
 #
 # 1. P x K batches: P classes with K samples each, so that every batch holds positive
 #    pairs (`rankloss_tf.data.pk_batches`);
 # 2. a small CNN that maps uint8 images to unit-norm embeddings
 #    (`rankloss_tf.models.build_embedding_model`);
 # 3. the angular loss (Wang et al., ICCV 2017) with alpha = 45 degrees;
-# 4. zero-shot evaluation: train on digits 0-4, retrieve among digits 5-9, never seen
-#    in training (Recall@K, MAP@R, NMI, F1);
+# 4. zero-shot evaluation: retrieval among characters of alphabets never seen in
+#    training (Recall@K, MAP@R, NMI, F1);
 # 5. export as a SavedModel that serves raw uint8 images (see `05_serving.py`).
 #
-# Run: `python examples/01_quickstart.py` (add `--smoke` for a run of a few seconds).
+# Omniglot comes from TensorFlow Datasets (downloaded on first use), or from a local copy
+# of its `images_background_small*.zip` files (`--data-dir`). Offline, use
+# `--dataset digits` (scikit-learn's bundled 8x8 digits: train on 0-4, test on 5-9); the
+# smoke run (`--smoke`, a few seconds) always uses the digits.
+#
+# Run: `python examples/01_quickstart.py [--data-dir DIR | --dataset digits] [--smoke]`.
 
 # %%
 import argparse
@@ -31,23 +36,28 @@ from rankloss_tf import evaluation, export, models
 
 parser = argparse.ArgumentParser(description="Train, evaluate and export an embedding model.")
 parser.add_argument("--smoke", action="store_true", help="a tiny run (seconds, on CPU)")
+parser.add_argument("--dataset", default="omniglot", choices=["omniglot", "digits"])
+parser.add_argument("--data-dir", help="a local copy of Omniglot (default: TensorFlow Datasets)")
 parser.add_argument("--output", default="runs/quickstart", help="where to write the export")
 args, _ = parser.parse_known_args()  # a notebook kernel passes arguments of its own
 SMOKE = args.smoke or os.environ.get("RANKLOSS_TF_SMOKE") == "1"
-EPOCHS, STEPS = (1, 5) if SMOKE else (10, 100)
+DATASET = "digits" if SMOKE else args.dataset
+EPOCHS, STEPS = (1, 5) if SMOKE else (5, 100)
 keras.utils.set_random_seed(0)
 
 # %% [markdown]
 # ## 1. P x K batches
 #
 # `rankloss_tf.datasets.load` returns a `tf.data.Dataset` of (uint8 image, label) with
-# disjoint train and test classes. `pk_batches` turns the training half into an endless,
-# seeded stream of batches of 5 classes x 8 samples.
+# disjoint train and test classes; Omniglot's 105x105 images are resized to 28x28.
+# `pk_batches` turns the training half into an endless, seeded stream of batches of
+# P classes x K samples (32 x 4; the digits have only 5 training classes: 5 x 8).
 
 # %%
-train = rl.datasets.load("digits", "train")  # digits 0-4, 8x8x1 uint8
-test = rl.datasets.load("digits", "test")  # digits 5-9
-batches = rl.data.pk_batches(train, classes_per_batch=5, samples_per_class=8, seed=0)
+IMAGE_SIZE, P, K = (28, 32, 4) if DATASET == "omniglot" else (None, 5, 8)
+train = rl.datasets.load(DATASET, "train", data_dir=args.data_dir, image_size=IMAGE_SIZE).cache()
+test = rl.datasets.load(DATASET, "test", data_dir=args.data_dir, image_size=IMAGE_SIZE).cache()
+batches = rl.data.pk_batches(train, classes_per_batch=P, samples_per_class=K, seed=0)
 images, labels = next(iter(batches))
 print("batch:", images.shape, images.dtype, "labels:", labels.numpy())
 
@@ -55,10 +65,10 @@ print("batch:", images.shape, images.dtype, "labels:", labels.numpy())
 # ## 2. The embedding model
 #
 # The model takes raw uint8 images (its first layer does the preprocessing) and returns
-# L2-normalised embeddings of size 32.
+# L2-normalised embeddings of size 64.
 
 # %%
-model = models.build_embedding_model(input_shape=(8, 8, 1), embedding_dim=32)
+model = models.build_embedding_model(input_shape=images.shape[1:], embedding_dim=64)
 model.summary()
 
 # %% [markdown]
@@ -86,13 +96,13 @@ test_embeddings, test_labels = evaluation.embed_dataset(model, test)
 metrics = evaluation.evaluate(test_embeddings, test_labels)
 print(evaluation.format_table(metrics))
 for name in ("recall@1", "map@r"):
-    print(f"{name} on unseen digits: {before[name]:.3f} before training, {metrics[name]:.3f} after")
+    print(f"{name} on unseen classes: {before[name]:.3f} before training, {metrics[name]:.3f} after")
 
 # %% [markdown]
 # ## 5. Export
 #
-# The SavedModel has one signature, `serving_default(images: uint8 [N, 8, 8, 1])
-# -> {"embeddings": float32 [N, 32]}`, and loads without rankloss_tf.
+# The SavedModel has one signature, `serving_default(images: uint8 [N, H, W, 1])
+# -> {"embeddings": float32 [N, 64]}`, and loads without rankloss_tf.
 
 # %%
 export_dir = export.export_saved_model(model, Path(args.output) / "embedder", overwrite=True)

@@ -10,8 +10,9 @@
 # Serving does) and Keras 3 (`keras.layers.TFSMLayer`), embeds a gallery of images once,
 # and then answers queries by nearest-neighbour search in the gallery.
 #
-# Run `python examples/01_quickstart.py` first, then
-# `python examples/05_serving.py` (add `--smoke` for a run of a few seconds).
+# Run `python examples/01_quickstart.py` first, then `python examples/05_serving.py` with
+# the same `--dataset` / `--data-dir` (add `--smoke` to both for runs of a few seconds on
+# the digits).
 
 # %%
 import argparse
@@ -28,17 +29,23 @@ from rankloss_tf import evaluation, export, models
 parser = argparse.ArgumentParser(description="Serve an exported embedding model.")
 parser.add_argument("--smoke", action="store_true", help="a tiny run (seconds, on CPU)")
 parser.add_argument("--model", default="runs/quickstart/embedder", help="the SavedModel directory")
+parser.add_argument("--dataset", default="omniglot", choices=["omniglot", "digits"])
+parser.add_argument("--data-dir", help="a local copy of Omniglot (default: TensorFlow Datasets)")
 args, _ = parser.parse_known_args()  # a notebook kernel passes arguments of its own
 SMOKE = args.smoke or os.environ.get("RANKLOSS_TF_SMOKE") == "1"
+DATASET = "digits" if SMOKE else args.dataset
+IMAGE_SIZE = 28 if DATASET == "omniglot" else None
 K = 5
 model_dir = Path(args.model)
+test = rl.datasets.load(DATASET, "test", data_dir=args.data_dir, image_size=IMAGE_SIZE)
+image_shape = tuple(test.element_spec[0].shape)
 
 if not (model_dir / "saved_model.pb").is_file():
     # Without the quickstart's export, export an untrained model of the same shape, so
     # that the example runs on its own (its answers are then those of random features).
     print(f"{model_dir} not found: run 01_quickstart.py first; exporting an untrained model instead")
     keras.utils.set_random_seed(0)
-    export.export_saved_model(models.build_embedding_model((8, 8, 1), embedding_dim=32), model_dir)
+    export.export_saved_model(models.build_embedding_model(image_shape, embedding_dim=64), model_dir)
 
 # %% [markdown]
 # ## Load the SavedModel
@@ -53,28 +60,28 @@ serve = loaded.signatures["serving_default"]
 print("signature:", serve.structured_input_signature[1], "->", serve.structured_outputs)
 
 layer = keras.layers.TFSMLayer(str(model_dir), call_endpoint="serving_default")
-images_input = keras.Input(shape=(8, 8, 1), dtype="uint8")
+images_input = keras.Input(shape=image_shape, dtype="uint8")
 keras_embedder = keras.Model(images_input, layer(images_input)["embeddings"])
 
-probe = next(iter(rl.datasets.load("digits", "test").batch(8)))[0]
+probe = next(iter(test.batch(8)))[0]
 np.testing.assert_allclose(serve(images=probe)["embeddings"], keras_embedder(probe), atol=1e-6)
 
 # %% [markdown]
 # ## Embed the gallery once
 #
-# The gallery: the digits 5-9 (classes the quickstart model never saw in training). A
-# few images per class are held out as queries. Embeddings of the gallery are computed
+# The gallery: the test classes, which the quickstart model never saw in training. Some
+# images are held out as queries. Embeddings of the gallery are computed
 # once and kept; a query costs one forward pass and one nearest-neighbour search.
 
 # %%
-images, labels = (np.concatenate(part) for part in zip(*rl.datasets.load("digits", "test").batch(512)))
+images, labels = (np.concatenate(part) for part in zip(*test.batch(1024)))
 rng = np.random.default_rng(0)
 query_index = rng.choice(len(labels), size=10 if SMOKE else 100, replace=False)
 is_gallery = np.ones(len(labels), bool)
 is_gallery[query_index] = False
 gallery_images, gallery_labels = images[is_gallery], labels[is_gallery]
 gallery = np.concatenate(
-    [serve(images=batch)["embeddings"].numpy() for batch in np.array_split(gallery_images, 4)]
+    [serve(images=batch)["embeddings"].numpy() for batch in np.array_split(gallery_images, len(gallery_images) // 256 + 1)]
 )
 print("gallery:", gallery.shape)
 
@@ -95,6 +102,6 @@ def answer(query_images, k=K):
 
 neighbour_labels, similarities = answer(images[query_index])
 for label, found, scores in list(zip(labels[query_index], neighbour_labels, similarities))[:5]:
-    print(f"query digit {label}: neighbours {found.tolist()}, similarities", " ".join(f"{s:.3f}" for s in scores))
+    print(f"query of class {label}: neighbours {found.tolist()}, similarities", " ".join(f"{s:.3f}" for s in scores))
 precision = np.mean(neighbour_labels == labels[query_index][:, None])
 print(f"precision@{K} over {len(query_index)} queries: {precision:.3f}")
