@@ -61,7 +61,7 @@ train = rl.datasets.load(DATASET, "train", data_dir=args.data_dir, image_size=IM
 test = rl.datasets.load(DATASET, "test", data_dir=args.data_dir, image_size=IMAGE_SIZE).cache()
 batches = rl.data.pk_batches(train, classes_per_batch=P, samples_per_class=K, seed=0)
 images, labels = next(iter(batches))
-print("batch:", images.shape, images.dtype, "labels:", labels.numpy())
+print("batch:", images.shape, images.dtype, "labels:", labels.numpy()[: 3 * K], "...")
 
 # %% [markdown]
 # ## 2. The embedding model
