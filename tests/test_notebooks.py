@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_examples import skip_without_required_modules
+
 nbclient = pytest.importorskip("nbclient")
 nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("ipykernel")
@@ -26,6 +28,7 @@ def test_every_notebook_is_tested():
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs_in_smoke_mode(name, workdir, monkeypatch):
+    skip_without_required_modules(name.replace(".ipynb", ".py"))
     monkeypatch.setenv("RANKLOSS_TF_SMOKE", "1")  # the notebooks' stand-in for --smoke
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
