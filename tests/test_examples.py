@@ -14,6 +14,7 @@ EXAMPLES = sorted(path.name for path in (ROOT / "examples").glob("[0-9][0-9]_*.p
 # Library modules an example needs beyond the losses, data and datasets.
 REQUIRES = {
     "01_quickstart.py": ("rankloss_tf.models", "rankloss_tf.evaluation", "rankloss_tf.export"),
+    "03_tf1_session.py": ("rankloss_tf.compat.v1",),
     "05_serving.py": ("rankloss_tf.models", "rankloss_tf.evaluation", "rankloss_tf.export"),
 }
 TIMEOUT_SECONDS = 300  # a hang fails; a slow, loaded machine does not (smoke runs take < 60 s)
@@ -46,6 +47,7 @@ def test_every_example_is_listed():
     assert EXAMPLES == [
         "01_quickstart.py",
         "02_migrate_from_tfa.py",
+        "03_tf1_session.py",
         "04_multi_device.py",
         "05_serving.py",
         "06_cross_modal.py",
