@@ -39,6 +39,7 @@ import keras  # noqa: E402 (after the device set-up)
 import numpy as np  # noqa: E402
 
 import rankloss_tf as rl  # noqa: E402
+from rankloss_tf import models  # noqa: E402
 
 strategy = tf.distribute.MirroredStrategy(devices)
 print("replicas:", strategy.num_replicas_in_sync, devices)
@@ -57,16 +58,7 @@ batches = rl.data.pk_batches(train, classes_per_batch=5, samples_per_class=8, se
 
 
 def build_model():
-    return keras.Sequential(
-        [
-            keras.Input((8, 8, 1)),
-            keras.layers.Rescaling(1.0 / 255),
-            keras.layers.Flatten(),
-            keras.layers.Dense(64, activation="relu"),
-            keras.layers.Dense(16),
-            keras.layers.UnitNormalization(),
-        ]
-    )
+    return models.build_embedding_model(input_shape=(8, 8, 1), embedding_dim=16)
 
 
 with strategy.scope():
