@@ -35,6 +35,9 @@ def _gather_replicas(labels, embeddings):
     if context is None or context.num_replicas_in_sync <= 1:
         return None
     labels, embeddings = standardize_inputs(labels, embeddings)
+    # Pin both to this replica's device: MultiWorkerMirroredStrategy takes the gather's
+    # destination from the tensor's device, and a tf.function input has none.
+    labels, embeddings = tf.identity(labels), tf.identity(embeddings)
     local_size = tf.shape(labels)[0]
     sizes = context.all_gather(local_size[None], axis=0)
     replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
