@@ -17,7 +17,7 @@ import tensorflow as tf
 from rankloss_tf.losses import RankingLoss
 from rankloss_tf.ops.distances import pairwise_distances
 from rankloss_tf.ops.losses import check_margin, hard_from_distances, semihard_from_distances
-from rankloss_tf.ops.masks import standardize_inputs
+from rankloss_tf.ops.masks import negative_mask, positive_mask, standardize_inputs
 
 _METRICS = {"L2": "l2", "squared-L2": "squared_l2", "angular": "cosine"}
 
@@ -36,7 +36,8 @@ def _distances(embeddings, distance_metric):
 def _semihard_per_anchor(y_true, y_pred, margin=1.0, distance_metric="L2"):
     dtype = tf.convert_to_tensor(y_pred).dtype
     labels, embeddings = standardize_inputs(y_true, y_pred)
-    losses = semihard_from_distances(labels, _distances(embeddings, distance_metric), check_margin(margin))
+    distances = _distances(embeddings, distance_metric)
+    losses = semihard_from_distances(distances, positive_mask(labels), negative_mask(labels), check_margin(margin))
     return tf.cast(losses, dtype)
 
 
@@ -44,7 +45,14 @@ def _hard_per_anchor(y_true, y_pred, margin=1.0, soft=False, distance_metric="L2
     dtype = tf.convert_to_tensor(y_pred).dtype
     labels, embeddings = standardize_inputs(y_true, y_pred)
     distances = _distances(embeddings, distance_metric)
-    losses = hard_from_distances(labels, distances, check_margin(margin), bool(soft), skip_anchors_without_positive=False)
+    losses = hard_from_distances(
+        distances,
+        positive_mask(labels),
+        negative_mask(labels),
+        check_margin(margin),
+        bool(soft),
+        skip_anchors_without_positive=False,
+    )
     return tf.cast(losses, dtype)
 
 

@@ -67,23 +67,67 @@ def log1p_sum_exp(logits, mask):
     return shift + tf.math.log(total)
 
 
-def semihard_from_distances(labels, distances, margin):
+def distances_and_masks(labels, embeddings, distance, reference_labels=None, reference_embeddings=None):
+    """Distances and positive / negative masks of a batch against itself or a reference set.
+
+    Args:
+        labels: class labels [B] or [B, 1].
+        embeddings: float [B, D].
+        distance: "l2", "squared_l2" or "cosine".
+        reference_labels: optional labels [R] of a reference set (e.g. the gallery, or
+            the other modality in cross-modal retrieval); given with
+            `reference_embeddings` [R, D]. Anchors then come from the batch and
+            positives / negatives from the reference set.
+
+    Returns:
+        `(distances [B, R], positives [B, R], negatives [B, R], dtype)`, R = B without a
+        reference set (then the anchor itself is neither positive nor negative), and
+        `dtype` the dtype of `embeddings` for the result.
+
+    Raises:
+        ValueError: bad shapes, or only one of the two reference arguments.
+    """
+    dtype = tf.convert_to_tensor(embeddings).dtype
+    labels, embeddings = standardize_inputs(labels, embeddings)
+    if reference_labels is None and reference_embeddings is None:
+        distances = pairwise_distances(embeddings, distance)
+        return distances, positive_mask(labels), negative_mask(labels), dtype
+    if reference_labels is None or reference_embeddings is None:
+        raise ValueError(
+            "`reference_labels` and `reference_embeddings` go together. Received: "
+            f"reference_labels is None: {reference_labels is None}, "
+            f"reference_embeddings is None: {reference_embeddings is None}"
+        )
+    reference_labels, reference_embeddings = standardize_inputs(reference_labels, reference_embeddings)
+    if embeddings.shape[-1] is not None and reference_embeddings.shape[-1] not in (None, embeddings.shape[-1]):
+        raise ValueError(
+            "`embeddings` and `reference_embeddings` must have the same dimension. "
+            f"Received: embeddings.shape={embeddings.shape}, "
+            f"reference_embeddings.shape={reference_embeddings.shape}"
+        )
+    reference_embeddings = tf.cast(reference_embeddings, embeddings.dtype)
+    same = tf.equal(labels[:, None], tf.cast(reference_labels, labels.dtype)[None, :])
+    distances = pairwise_distances(embeddings, distance, reference=reference_embeddings)
+    return distances, same, tf.logical_not(same), dtype
+
+
+def semihard_from_distances(distances, positives, negatives, margin):
     """Per-anchor semi-hard triplet losses (tfa's rule) from a distance matrix [B, B].
 
-    As in tfa, the pairs of an anchor without any negative are compared with the row's
-    smallest distance (the anchor itself) in place of a negative.
+    As in tfa, the pairs of an anchor without any negative are compared with the anchor
+    itself (distance 0) in place of a negative.
     """
-    positives = positive_mask(labels)
-    negative_distance, has_negative = semihard_negatives(distances, negative_mask(labels))
-    row_min = tf.reduce_min(distances, axis=1, keepdims=True)
-    negative_distance = tf.where(has_negative[:, None], negative_distance, row_min)
+    negative_distance, has_negative = semihard_negatives(distances, positives, negatives)
+    negative_distance = tf.where(has_negative[:, None], negative_distance, tf.zeros_like(negative_distance))
     pair_losses = tf.maximum(distances - negative_distance + margin, 0.0)
     pair_losses = tf.where(positives, pair_losses, tf.zeros_like(pair_losses))
     num_pairs = tf.reduce_sum(tf.cast(positives, tf.int32))
     return _per_anchor_mean(tf.reduce_sum(pair_losses, axis=1), num_pairs)
 
 
-def triplet_semihard_loss(labels, embeddings, margin=1.0, distance="l2"):
+def triplet_semihard_loss(
+    labels, embeddings, margin=1.0, distance="l2", reference_labels=None, reference_embeddings=None
+):
     """Triplet loss with semi-hard negative mining (FaceNet), tfa 0.23's rule.
 
     For every ordered positive pair (a, p), the negative n* is the closest n with a
@@ -103,6 +147,10 @@ def triplet_semihard_loss(labels, embeddings, margin=1.0, distance="l2"):
         embeddings: float [B, D].
         margin: float >= 0.
         distance: "l2" (default, not squared), "squared_l2" or "cosine".
+        reference_labels: optional labels [R] of a reference set, with
+            `reference_embeddings` [R, D]: positives and negatives are then taken from
+            it (query vs gallery, or cross-modal: image anchors vs text references).
+            See `distances_and_masks`.
 
     Returns:
         Per-anchor losses [B] whose mean is the loss, dtype of `embeddings`.
@@ -113,13 +161,13 @@ def triplet_semihard_loss(labels, embeddings, margin=1.0, distance="l2"):
         2.4142
     """
     margin, distance = check_margin(margin), check_distance(distance)
-    dtype = tf.convert_to_tensor(embeddings).dtype
-    labels, embeddings = standardize_inputs(labels, embeddings)
-    distances = pairwise_distances(embeddings, distance)
-    return tf.cast(semihard_from_distances(labels, distances, margin), dtype)
+    distances, positives, negatives, dtype = distances_and_masks(
+        labels, embeddings, distance, reference_labels, reference_embeddings
+    )
+    return tf.cast(semihard_from_distances(distances, positives, negatives, margin), dtype)
 
 
-def hard_from_distances(labels, distances, margin, soft, skip_anchors_without_positive=True):
+def hard_from_distances(distances, positives, negatives, margin, soft, skip_anchors_without_positive=True):
     """Per-anchor batch-hard triplet losses (tfa's rule) from a distance matrix [B, B].
 
     As in tfa, an anchor without a negative takes the row's largest distance as its
@@ -127,8 +175,8 @@ def hard_from_distances(labels, distances, margin, soft, skip_anchors_without_po
     `skip_anchors_without_positive=False`, which reproduces tfa exactly (the row's
     smallest distance, the anchor itself, stands in for the positive).
     """
-    positive_distance, has_positive = hardest_positive(distances, positive_mask(labels))
-    negative_distance, has_negative = hardest_negative(distances, negative_mask(labels))
+    positive_distance, has_positive = hardest_positive(distances, positives)
+    negative_distance, has_negative = hardest_negative(distances, negatives)
     positive_distance = tf.where(has_positive, positive_distance, tf.reduce_min(distances, axis=1))
     negative_distance = tf.where(has_negative, negative_distance, tf.reduce_max(distances, axis=1))
     gap = positive_distance - negative_distance
@@ -138,7 +186,9 @@ def hard_from_distances(labels, distances, margin, soft, skip_anchors_without_po
     return losses
 
 
-def triplet_hard_loss(labels, embeddings, margin=1.0, soft=False, distance="l2"):
+def triplet_hard_loss(
+    labels, embeddings, margin=1.0, soft=False, distance="l2", reference_labels=None, reference_embeddings=None
+):
     """Batch-hard triplet loss: hardest positive and hardest negative of every anchor.
 
         l(a) = max(max_{p in P(a)} D[a, p] - min_{n in N(a)} D[a, n] + margin, 0),
@@ -156,6 +206,10 @@ def triplet_hard_loss(labels, embeddings, margin=1.0, soft=False, distance="l2")
         margin: float >= 0 (unused when `soft`).
         soft: use the soft-margin form.
         distance: "l2", "squared_l2" or "cosine".
+        reference_labels: optional labels [R] of a reference set, with
+            `reference_embeddings` [R, D]: positives and negatives are then taken from
+            it (query vs gallery, or cross-modal: image anchors vs text references).
+            See `distances_and_masks`.
 
     Returns:
         Per-anchor losses [B], dtype of `embeddings`.
@@ -166,18 +220,21 @@ def triplet_hard_loss(labels, embeddings, margin=1.0, soft=False, distance="l2")
         1.0
     """
     margin, distance = check_margin(margin), check_distance(distance)
-    dtype = tf.convert_to_tensor(embeddings).dtype
-    labels, embeddings = standardize_inputs(labels, embeddings)
-    distances = pairwise_distances(embeddings, distance)
-    return tf.cast(hard_from_distances(labels, distances, margin, bool(soft)), dtype)
+    distances, positives, negatives, dtype = distances_and_masks(
+        labels, embeddings, distance, reference_labels, reference_embeddings
+    )
+    return tf.cast(hard_from_distances(distances, positives, negatives, margin, bool(soft)), dtype)
 
 
-def contrastive_loss(labels, embeddings, margin=1.0, distance="l2"):
+def contrastive_loss(
+    labels, embeddings, margin=1.0, distance="l2", reference_labels=None, reference_embeddings=None
+):
     """Contrastive loss over all pairs of the batch (Hadsell, Chopra, LeCun 2006).
 
     For a pair (a, b), a != b, with d = D[a, b]:
         l(a, b) = d^2 if labels match, else max(margin - d, 0)^2
-    (tfa's per-pair form, without the 1/2). Per anchor: the mean over its B - 1 pairs.
+    (tfa's per-pair form, without the 1/2). Per anchor: the mean over its B - 1 pairs
+    (or over the R references).
     Unlike the triplet losses, a batch of negatives only still has a loss: every pair
     of the batch is a valid pair.
 
@@ -186,6 +243,10 @@ def contrastive_loss(labels, embeddings, margin=1.0, distance="l2"):
         embeddings: float [B, D].
         margin: float >= 0.
         distance: "l2", "squared_l2" or "cosine".
+        reference_labels: optional labels [R] of a reference set, with
+            `reference_embeddings` [R, D]: positives and negatives are then taken from
+            it (query vs gallery, or cross-modal: image anchors vs text references).
+            See `distances_and_masks`.
 
     Returns:
         Per-anchor losses [B], dtype of `embeddings`.
@@ -196,18 +257,14 @@ def contrastive_loss(labels, embeddings, margin=1.0, distance="l2"):
         1.0
     """
     margin, distance = check_margin(margin), check_distance(distance)
-    dtype = tf.convert_to_tensor(embeddings).dtype
-    labels, embeddings = standardize_inputs(labels, embeddings)
-    distances = pairwise_distances(embeddings, distance)
-    pair_losses = tf.where(
-        positive_mask(labels),
-        tf.square(distances),
-        tf.square(tf.maximum(margin - distances, 0.0)),
+    distances, positives, negatives, dtype = distances_and_masks(
+        labels, embeddings, distance, reference_labels, reference_embeddings
     )
-    not_self = tf.logical_not(tf.eye(tf.shape(labels)[0], dtype=tf.bool))
-    pair_losses = tf.where(not_self, pair_losses, tf.zeros_like(pair_losses))
-    others = tf.cast(tf.shape(labels)[0] - 1, pair_losses.dtype)
-    return tf.cast(tf.math.divide_no_nan(tf.reduce_sum(pair_losses, axis=1), others), dtype)
+    zeros = tf.zeros_like(distances)
+    pair_losses = tf.where(positives, tf.square(distances), zeros)
+    pair_losses += tf.where(negatives, tf.square(tf.maximum(margin - distances, 0.0)), zeros)
+    num_pairs = tf.reduce_sum(tf.cast(tf.logical_or(positives, negatives), distances.dtype), axis=1)
+    return tf.cast(tf.math.divide_no_nan(tf.reduce_sum(pair_losses, axis=1), num_pairs), dtype)
 
 
 def _npair_terms(similarity, partner, negatives, variant):
