@@ -145,7 +145,7 @@ class TripletSemiHardLoss(RankingLoss):
     Example:
         >>> loss = TripletSemiHardLoss()
         >>> round(float(loss([0, 0, 1], [[0.0, 1.0], [1.0, 0.0], [0.0, 0.9]])), 4)
-        0.6476
+        1.6915
     """
 
     kernel = staticmethod(kernels.triplet_semihard_loss)
@@ -242,7 +242,7 @@ class AngularLoss(RankingLoss):
     Example:
         >>> loss = AngularLoss(alpha=45)
         >>> round(float(loss([0, 0, 1, 1], [[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]])), 4)
-        1.6734
+        0.3736
     """
 
     kernel = staticmethod(kernels.angular_loss)
@@ -271,7 +271,7 @@ class NPairAngularLoss(RankingLoss):
     Example:
         >>> loss = NPairAngularLoss(alpha=45, lam=2.0)
         >>> round(float(loss([0, 0, 1, 1], [[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]])), 4)
-        1.9021
+        0.7841
     """
 
     kernel = staticmethod(kernels.npair_angular_loss)
