@@ -25,6 +25,18 @@ from rankloss_tf.ops import losses as kernels
 from rankloss_tf.ops.distances import check_distance
 from rankloss_tf.ops.masks import standardize_inputs
 
+__all__ = [
+    "RankingLoss",
+    "ContrastiveLoss",
+    "TripletSemiHardLoss",
+    "TripletHardLoss",
+    "NPairLoss",
+    "AngularLoss",
+    "NPairAngularLoss",
+    "LOSSES",
+    "get",
+]
+
 
 def _gather_replicas(labels, embeddings):
     """All replicas' (labels, embeddings) and this replica's slice of the global batch.
@@ -57,6 +69,15 @@ class RankingLoss(keras.losses.Loss):
         name: loss name.
         reduction: Keras reduction of the per-anchor losses.
         dtype: dtype of the returned loss (default: Keras' floatx).
+
+    Example:
+        >>> from rankloss_tf import ops
+        >>> class SquaredSemiHard(RankingLoss):
+        ...     kernel = staticmethod(ops.triplet_semihard_loss)
+        ...     def kernel_params(self):
+        ...         return {"margin": 0.2, "distance": "squared_l2"}
+        >>> round(float(SquaredSemiHard()([0, 0, 1], [[0.0, 1.0], [1.0, 0.0], [0.0, 0.9]])), 4)
+        1.29
     """
 
     kernel = None
