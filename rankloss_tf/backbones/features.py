@@ -2,8 +2,10 @@
 
 For the frozen-backbone protocol every image goes through the pretrained backbone
 once; the embedding head then trains on the cached [N, F] features in seconds.
-A cache file is keyed by the backbone name, a hash of its weights, the image size
-and the dataset's identity, so that any change of these computes afresh. Files are
+A cache file is keyed by the backbone name, a hash of its weights file, a
+fingerprint of what the backbone computes (its features of two fixed probe images:
+this catches a change of preprocessing or architecture too), the image size and
+the dataset's identity, so that any change of these computes afresh. Files are
 written to a temporary name and renamed, so an interrupted run never leaves a
 truncated cache file behind; an unreadable or mismatching file is recomputed.
 """
@@ -50,18 +52,38 @@ def weights_id(backbone, weights):
     return f"keras-{keras.__version__}:imagenet"
 
 
-def _cache_metadata(backbone, weights, image_size, dataset_id):
+def backbone_fingerprint(model, image_size):
+    """Hex digest of what the backbone computes: its features of two fixed probe images.
+
+    Catches every change that alters features (weights, preprocessing,
+    architecture), which a weights hash alone would miss; features are rounded to
+    4 decimals before hashing.
+    """
+    probe = np.random.default_rng(0).integers(0, 256, (2, image_size, image_size, 3), dtype=np.uint8)
+    features = np.round(np.asarray(model(probe, training=False), np.float64), 4) + 0.0
+    return hashlib.sha256(features.tobytes()).hexdigest()[:16]
+
+
+def _cache_metadata(model, backbone, weights, image_size, dataset_id):
     return {
         "format": _CACHE_FORMAT,
         "backbone": backbone,
         "weights": weights_id(backbone, weights),
+        "fingerprint": backbone_fingerprint(model, image_size),
         "image_size": image_size,
         "dataset": dataset_id,
     }
 
 
+def _cache_path(metadata, cache_dir):
+    key = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode()).hexdigest()[:16]
+    slug = re.sub(r"[^A-Za-z0-9.]+", "_", metadata["dataset"]).strip("_")[-60:]
+    directory = Path(cache_dir) if cache_dir is not None else default_cache_dir("features")
+    return directory / f"{slug}-{metadata['backbone']}-{metadata['image_size']}-{key}.npz"
+
+
 def feature_cache_path(dataset_id, backbone=LITE0, weights="imagenet", image_size=224, cache_dir=None):
-    """The cache file of one dataset split's features.
+    """The cache file of one dataset split's features (builds the backbone to key it).
 
     Args:
         dataset_id: a string naming the images and their order, e.g.
@@ -71,18 +93,15 @@ def feature_cache_path(dataset_id, backbone=LITE0, weights="imagenet", image_siz
 
     Returns:
         `pathlib.Path` "<dataset>-<backbone>-<size>-<key>.npz", key = the first 16
-        hex digits of the SHA-256 of the metadata (backbone, weights hash, size,
-        dataset).
+        hex digits of the SHA-256 of the metadata: backbone name, weights file hash,
+        `backbone_fingerprint`, image size and dataset id.
 
     Example:
         >>> feature_cache_path("digits:test", "resnet50", cache_dir="/tmp").name  # doctest: +SKIP
         'digits_test-resnet50-224-5c1f0a8e2b7d9c11.npz'
     """
-    metadata = _cache_metadata(backbone, weights, image_size, dataset_id)
-    key = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode()).hexdigest()[:16]
-    slug = re.sub(r"[^A-Za-z0-9.]+", "_", dataset_id).strip("_")[-60:]
-    directory = Path(cache_dir) if cache_dir is not None else default_cache_dir("features")
-    return directory / f"{slug}-{backbone}-{image_size}-{key}.npz"
+    model = build_backbone(backbone, image_size=image_size, weights=weights, trainable=False)
+    return _cache_path(_cache_metadata(model, backbone, weights, image_size, dataset_id), cache_dir)
 
 
 def _read_cache(path, metadata):
@@ -151,7 +170,7 @@ def extract_features(
         EfficientNet-Lite0) and the labels [N] in the dataset's order.
 
     Raises:
-        ValueError: on a dataset that does not yield (image, label) pairs.
+        ValueError: on an empty dataset or one that does not yield (image, label) pairs.
 
     Example:
         >>> images = np.zeros((4, 32, 32, 3), np.uint8)
@@ -160,25 +179,32 @@ def extract_features(
         >>> features.shape, labels.tolist()
         ((4, 576), [0, 1, 2, 3])
     """
-    use_cache = dataset_id is not None and weights is not None
-    if use_cache:
-        metadata = _cache_metadata(backbone, weights, image_size, dataset_id)
-        path = feature_cache_path(dataset_id, backbone, weights, image_size, cache_dir)
+    batches = _batched_images(dataset, image_size, batch_size)
+    model = build_backbone(backbone, image_size=image_size, weights=weights, trainable=False)
+    path = None
+    if dataset_id is not None and weights is not None:
+        metadata = _cache_metadata(model, backbone, weights, image_size, dataset_id)
+        path = _cache_path(metadata, cache_dir)
         cached = _read_cache(path, metadata)
         if cached is not None:
             logger.info("Features from cache %s", path)
             return cached
-    batches = _batched_images(dataset, image_size, batch_size)
-    model = build_backbone(backbone, image_size=image_size, weights=weights, trainable=False)
-    forward = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
     count = int(dataset.cardinality()) if dataset.element_spec[0].shape.rank == 3 else -1
-    progress = keras.utils.Progbar(count if count >= 0 else None, verbose=verbose, unit_name="image")
+    features, labels = _embed(model, batches, count if count >= 0 else None, verbose)
+    if path is not None:
+        atomic_savez(path, features=features, labels=labels, metadata=json.dumps(metadata, sort_keys=True))
+    return features, labels
+
+
+def _embed(model, batches, count, verbose):
+    """Runs the backbone over all batches with a progress bar: (features, labels)."""
+    forward = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
+    progress = keras.utils.Progbar(count, verbose=verbose, unit_name="image")
     features, labels = [], []
     for images, batch_labels in batches:
         features.append(forward(images).numpy().astype(np.float32))
         labels.append(batch_labels.numpy())
         progress.add(len(features[-1]))
-    features, labels = np.concatenate(features), np.concatenate(labels)
-    if use_cache:
-        atomic_savez(path, features=features, labels=labels, metadata=json.dumps(metadata, sort_keys=True))
-    return features, labels
+    if not features:
+        raise ValueError("`dataset` has no images. Received: an empty dataset")
+    return np.concatenate(features), np.concatenate(labels)
