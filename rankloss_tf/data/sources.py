@@ -1,0 +1,93 @@
+"""Random access to examples by index: in-memory arrays, a materialised tf.data.Dataset, or files."""
+
+import numpy as np
+import tensorflow as tf
+
+from rankloss_tf.data.class_index import as_label_array
+
+
+class IndexedExamples:
+    """Examples that can be fetched by index inside a tf.data pipeline.
+
+    Args:
+        data: the examples, one of
+            (a) an array / tensor [N, ...] or a nested structure (dict, tuple) of them;
+            (b) a `tf.data.Dataset` of (example, label) pairs, with `labels=None`:
+                it is iterated once and held in memory (examples and labels);
+                for data that does not fit, pass file paths (c) instead, or a
+                dataset of encoded image bytes with a `decode_fn`;
+            (c) file paths (a list or string array [N]) with a `decode_fn`.
+        labels: integer labels [N] for (a) and (c); None for (b).
+        decode_fn: optional function mapping one fetched example (e.g. a path
+            or encoded bytes, a scalar string tensor) to the model input.
+
+    Raises:
+        ValueError: for missing / extra labels or mismatched lengths.
+    """
+
+    def __init__(self, data, labels=None, decode_fn=None):
+        if isinstance(data, tf.data.Dataset):
+            if labels is not None:
+                raise ValueError(
+                    "A tf.data.Dataset must yield (example, label) pairs; do not pass `labels`. "
+                    f"Received: labels of type {type(labels).__name__}"
+                )
+            data, labels = _materialise(data)
+        elif labels is None:
+            raise ValueError("`labels` is required unless `data` is a tf.data.Dataset. Received: labels=None")
+        self.labels = as_label_array(labels)
+        if isinstance(data, (list, tuple)) and data and isinstance(data[0], (str, bytes)):
+            data = np.asarray(data)
+        self.examples = tf.nest.map_structure(tf.convert_to_tensor, data)
+        for leaf in tf.nest.flatten(self.examples):
+            if leaf.shape.rank == 0 or leaf.shape[0] != self.labels.shape[0]:
+                raise ValueError(
+                    f"Every example array needs the labels' length {self.labels.shape[0]} as first dimension. "
+                    f"Received: shape {leaf.shape}"
+                )
+        self.decode_fn = decode_fn
+        self._labels = tf.constant(self.labels)
+
+    def batches(self, index_batches, batch_size, num_parallel_calls):
+        """Maps a dataset of index vectors [B] to (examples [B, ...], labels [B]) batches.
+
+        Arrays are gathered in one `tf.gather` per batch; with a `decode_fn`
+        every example is decoded in parallel, then the batches are rebuilt with
+        the same sizes (so only the last input batch may be smaller than `batch_size`).
+        """
+        if self.decode_fn is None:
+            return index_batches.map(self.gather, num_parallel_calls=num_parallel_calls, deterministic=True)
+        return (
+            index_batches.unbatch()
+            .map(self._decode_one, num_parallel_calls=num_parallel_calls, deterministic=True)
+            .batch(batch_size)
+        )
+
+    def gather(self, indices):
+        """Fetches undecoded examples and labels at `indices` [B]."""
+        examples = tf.nest.map_structure(lambda leaf: tf.gather(leaf, indices), self.examples)
+        return examples, tf.gather(self._labels, indices)
+
+    def _decode_one(self, index):
+        example, label = self.gather(index)
+        return self.decode_fn(example), label
+
+
+def _materialise(dataset):
+    """Reads a dataset of (example, label) pairs into NumPy arrays, in one pass."""
+    spec = dataset.element_spec
+    if not (isinstance(spec, tuple) and len(spec) == 2):
+        raise ValueError(f"The dataset must yield (example, label) pairs. Received: element_spec {spec}")
+    try:
+        chunks = list(dataset.batch(4096).as_numpy_iterator())
+    except tf.errors.InvalidArgumentError as error:
+        raise ValueError(
+            "The dataset's examples differ in shape, so they cannot be held in memory as arrays: resize "
+            "them, or pass file paths / encoded bytes with a `decode_fn`. "
+            f"Received: element_spec {spec}"
+        ) from error
+    if not chunks:
+        raise ValueError("The dataset is empty. Received: 0 elements")
+    examples = tf.nest.map_structure(lambda *parts: np.concatenate(parts), *[chunk[0] for chunk in chunks])
+    labels = np.concatenate([chunk[1] for chunk in chunks])
+    return examples, labels

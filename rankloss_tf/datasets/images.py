@@ -1,0 +1,58 @@
+"""Image decoding and resizing shared by the loaders; uint8 in, uint8 out."""
+
+import tensorflow as tf
+
+
+def image_hw(image_size):
+    """Returns `image_size` (int or (height, width), or None) as a (height, width) tuple or None.
+
+    Raises:
+        ValueError: for sizes that are not positive integers.
+    """
+    if image_size is None:
+        return None
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if len(size) != 2 or not all(isinstance(side, int) and side > 0 for side in size):
+        raise ValueError(
+            f"`image_size` must be a positive int or (height, width). Received: image_size={image_size!r}"
+        )
+    return size
+
+
+def resize_uint8(image, image_size):
+    """Resizes a uint8 image [H, W, C] to `image_size` (antialiased bilinear), keeping uint8.
+
+    None, or the image's own size, returns the image unchanged.
+    """
+    size = image_hw(image_size)
+    if size is None or tuple(image.shape[:2]) == size:
+        return image
+    resized = tf.image.resize(image, size, antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+
+def image_decoder(image_size=None, channels=3, from_files=True):
+    """Returns a function decoding one image (a file path, or its encoded bytes) to uint8 [H, W, C].
+
+    Use it as the `decode_fn` of `rankloss_tf.data.pk_batches` for file paths.
+
+    Args:
+        image_size: int or (height, width) to resize to; None keeps the size.
+        channels: 1 (grayscale) or 3 (RGB).
+        from_files: True when given paths, False when given encoded bytes.
+
+    Example:
+    >>> decode = image_decoder(image_size=224)
+    >>> batches = pk_batches(paths, labels, classes_per_batch=32,
+    ...                      samples_per_class=4, decode_fn=decode)
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"`channels` must be 1 or 3. Received: channels={channels!r}")
+    image_hw(image_size)
+
+    def decode(path_or_bytes):
+        contents = tf.io.read_file(path_or_bytes) if from_files else path_or_bytes
+        image = tf.io.decode_image(contents, channels=channels, expand_animations=False)
+        return resize_uint8(image, image_size)
+
+    return decode

@@ -1,0 +1,124 @@
+"""Online mining of positives and negatives from a distance matrix.
+
+Every function takes a distance matrix `distances` [B, B] and boolean masks [B, B]
+(row = anchor) and works with static shapes, so it compiles under XLA.
+"""
+
+import tensorflow as tf
+
+
+def masked_maximum(values, mask):
+    """Row-wise maximum of `values` over `mask`.
+
+    Args:
+        values: float [B, N].
+        mask: bool [B, N].
+
+    Returns:
+        `(maximum [B], found [B] bool)`; `maximum` is 0 where a row has no masked entry.
+    """
+    found = tf.reduce_any(mask, axis=1)
+    lowest = tf.fill(tf.shape(values), tf.constant(-float("inf"), values.dtype))
+    maximum = tf.reduce_max(tf.where(mask, values, lowest), axis=1)
+    return tf.where(found, maximum, tf.zeros_like(maximum)), found
+
+
+def masked_minimum(values, mask):
+    """Row-wise minimum of `values` over `mask`; 0 where a row has none. See `masked_maximum`."""
+    maximum, found = masked_maximum(-values, mask)
+    return -maximum, found
+
+
+def hardest_positive(distances, positives):
+    """Largest distance to a positive, per anchor: `(distance [B], found [B])`."""
+    return masked_maximum(distances, positives)
+
+
+def hardest_negative(distances, negatives):
+    """Smallest distance to a negative, per anchor: `(distance [B], found [B])`."""
+    return masked_minimum(distances, negatives)
+
+
+# Above this many positives per anchor, sorting each row beats one pass per positive.
+MAX_POSITIVE_PASSES = 32
+
+
+def _columns_by_positive_passes(fixed, positives, negatives, num_passes):
+    """Semi-hard negative columns with one O(B^2) pass per positive of the anchors.
+
+    Pass s handles the s-th positive of every anchor: O(B^2 K) for K samples per class.
+    """
+    infinity = tf.fill(tf.shape(fixed), tf.constant(float("inf"), fixed.dtype))
+    negative_values = tf.where(negatives, fixed, infinity)
+    farthest = tf.argmax(tf.where(negatives, fixed, -infinity), axis=1, output_type=tf.int32)
+    slot = tf.math.cumsum(tf.cast(positives, tf.int32), axis=1, exclusive=True)
+    slot = tf.where(positives, slot, -tf.ones_like(slot))
+
+    def one_pass(s, columns):
+        chosen = tf.equal(slot, s)
+        positive_distance = tf.reduce_sum(tf.where(chosen, fixed, tf.zeros_like(fixed)), axis=1)
+        beyond = tf.where(negative_values > positive_distance[:, None], negative_values, infinity)
+        closest = tf.argmin(beyond, axis=1, output_type=tf.int32)
+        found = tf.reduce_min(beyond, axis=1) < float("inf")
+        column = tf.where(found, closest, farthest)
+        return s + 1, tf.where(chosen, column[:, None], columns)
+
+    _, columns = tf.while_loop(
+        lambda s, _: s < num_passes, one_pass, (tf.constant(0), tf.zeros_like(slot))
+    )
+    return columns
+
+
+def _columns_by_sorting(fixed, negatives):
+    """Semi-hard negative columns by sorting each anchor's row: O(B^2 log B).
+
+    Sorting each row's negatives together with its query distances D[a, p] (ties:
+    negatives first) counts, for every p, the negatives at distance <= D[a, p]; that
+    count is the rank of the semi-hard negative among the sorted negatives. Only sorts,
+    cumulative sums and scatters: no [B, B, B] intermediate, also under XLA.
+    """
+    num_columns = tf.shape(fixed)[1]
+    infinity = tf.fill(tf.shape(fixed), tf.constant(float("inf"), fixed.dtype))
+    negative_values = tf.where(negatives, fixed, infinity)
+    order = tf.argsort(tf.concat([negative_values, fixed], axis=1), axis=1, stable=True)
+    is_negative = tf.concat([tf.cast(negatives, tf.int32), tf.zeros_like(order[:, num_columns:])], axis=1)
+    counts = tf.math.cumsum(tf.gather(is_negative, order, batch_dims=1), axis=1)
+    rows = tf.broadcast_to(tf.range(tf.shape(fixed)[0])[:, None], tf.shape(order))
+    counts = tf.scatter_nd(tf.stack([rows, order], axis=-1), counts, tf.shape(order))
+    at_or_below = counts[:, num_columns:]
+    count = tf.reduce_sum(tf.cast(negatives, tf.int32), axis=1)[:, None]
+    position = tf.where(at_or_below < count, at_or_below, tf.maximum(count - 1, 0))
+    return tf.gather(tf.argsort(negative_values, axis=1, stable=True), position, batch_dims=1)
+
+
+def semihard_negatives(distances, positives, negatives):
+    """The semi-hard negative of every (anchor, positive) pair, FaceNet's rule as in tfa.
+
+    For anchor a and positive p, the negative is the closest n in N(a) with
+    D[a, n] > D[a, p]; if there is none, the farthest n in N(a). Memory is O(B^2)
+    (tfa builds a [B * B, B] tensor). Time is O(B^2 K) with one masked pass per
+    positive when classes have K <= `MAX_POSITIVE_PASSES` + 1 samples in the batch;
+    above that, each anchor's negatives are sorted once and every D[a, p] is located
+    by binary search, O(B^2 log B).
+
+    Args:
+        distances: float [B, R], D[a, x] (R = B, or a reference set).
+        positives: bool [B, R], P(a) per row.
+        negatives: bool [B, R], N(a) per row.
+
+    Returns:
+        `(negative_distance [B, B], has_negative [B])`: `negative_distance[a, p]` is
+        D[a, n*(a, p)] for positive pairs, differentiable with respect to `distances`
+        (other entries are unspecified); rows of anchors without negatives hold 0.
+    """
+    fixed = tf.stop_gradient(distances)
+    num_passes = tf.reduce_max(tf.reduce_sum(tf.cast(positives, tf.int32), axis=1))
+    columns = tf.cond(
+        num_passes <= MAX_POSITIVE_PASSES,
+        lambda: _columns_by_positive_passes(fixed, positives, negatives, num_passes),
+        lambda: _columns_by_sorting(fixed, negatives),
+    )
+    negative_distance = tf.gather(distances, columns, batch_dims=1)
+    has_negative = tf.reduce_any(negatives, axis=1)
+    zeros = tf.zeros_like(negative_distance)
+    return tf.where(has_negative[:, None], negative_distance, zeros), has_negative
