@@ -29,7 +29,7 @@ fine-tune the whole network (GoogLeNet) where this trains a head only.
 Writes benchmarks/results/cars196.json and cars196.md.
 
 Usage: python benchmarks/cars196.py [--data-dir ../shared/data/cars196] [--seeds 0 1 2]
-       [--steps 2000] [--cache-dir DIR]
+       [--steps 2000] [--cache-dir DIR] [--methods ...]
 """
 
 import argparse
@@ -143,6 +143,14 @@ def markdown(summary, extraction, args):
     lines += [
         "",
         "Paper R@1: Wang et al. 2017, Table 2 (uncropped images, fine-tuned GoogLeNet).",
+        "",
+        "Ordering by mean R@1, here: " + " > ".join(
+            f"{method} {summary[method]['recall@1'][0]:.1f}"
+            for method in sorted(summary, key=lambda m: -summary[m]["recall@1"][0])
+        ) + ".",
+        "In the paper: " + " > ".join(
+            f"{method} {r1}" for method, r1 in sorted(PAPER_RECALL_AT_1.items(), key=lambda item: -item[1])
+        ) + ".",
         "",
         "Feature extraction (EfficientNet-Lite0, 224x224, batch 64): "
         + "; ".join(

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rankloss_tf.backbones import build_backbone, efficientnet_lite0, imagenet_weights_path
+from rankloss_tf.backbones import build_backbone, convert, efficientnet_lite0, imagenet_weights_path
 from rankloss_tf.backbones.efficientnet_lite import INPUT_MEAN, INPUT_STD, _same_padding
 from rankloss_tf.backbones.torch_state_dict import read_torch_state_dict
 from rankloss_tf.backbones.weights import keras_layer_name, torch_to_keras
@@ -134,6 +134,16 @@ def test_state_dict_reader_rejects_other_files_and_foreign_code(tmp_path):
         read_torch_state_dict(tmp_path / "hostile.pth")
 
 
+def test_convert_refuses_missing_or_unpublished_sources(tmp_path):
+    with pytest.raises(ValueError, match="Received: source="):
+        convert(tmp_path / "out.npz", tmp_path / "missing.pth")
+    other = tmp_path / "other.pth"
+    other.write_bytes(b"not the published file")
+    with pytest.raises(ValueError, match="Not the published"):
+        convert(tmp_path / "out.npz", other)
+    assert not (tmp_path / "out.npz").exists()
+
+
 def test_imagenet_weights_load_and_classify_cars(imagenet_weights):
     images = cars196_images(16)
     logits = efficientnet_lite0(weights=imagenet_weights).predict(images, verbose=0)
@@ -171,8 +181,6 @@ def test_keras_logits_match_the_pytorch_network(tmp_path):
          "print(F.get_model_file_path())"],
         check=True, capture_output=True, text=True,
     ).stdout.strip()
-    from rankloss_tf.backbones import convert
-
     weights = convert(tmp_path / "lite0.npz", source)
     np.save(tmp_path / "images.npy", images)
     script = Path(__file__).with_name("torch_efficientnet_lite0_logits.py")
