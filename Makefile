@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench docs clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
+
+docs: $(STAMP)
+	$(PY) docs/make_api.py
+	$(PY) docs/make_notebooks.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache runs

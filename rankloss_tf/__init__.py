@@ -1,6 +1,6 @@
 """rankloss_tf: deep metric learning (retrieval) for TensorFlow 2 / Keras 3."""
 
-from rankloss_tf import data, datasets, ops
+from rankloss_tf import backbones, data, datasets, ops
 from rankloss_tf.losses import (
     AngularLoss,
     ContrastiveLoss,
@@ -13,6 +13,7 @@ from rankloss_tf.losses import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "backbones",
     "data",
     "datasets",
     "ops",

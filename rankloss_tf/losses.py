@@ -25,6 +25,18 @@ from rankloss_tf.ops import losses as kernels
 from rankloss_tf.ops.distances import check_distance
 from rankloss_tf.ops.masks import standardize_inputs
 
+__all__ = [
+    "RankingLoss",
+    "ContrastiveLoss",
+    "TripletSemiHardLoss",
+    "TripletHardLoss",
+    "NPairLoss",
+    "AngularLoss",
+    "NPairAngularLoss",
+    "LOSSES",
+    "get",
+]
+
 
 def _gather_replicas(labels, embeddings):
     """All replicas' (labels, embeddings) and this replica's slice of the global batch.
@@ -35,6 +47,9 @@ def _gather_replicas(labels, embeddings):
     if context is None or context.num_replicas_in_sync <= 1:
         return None
     labels, embeddings = standardize_inputs(labels, embeddings)
+    # Pin both to this replica's device: MultiWorkerMirroredStrategy takes the gather's
+    # destination from the tensor's device, and a tf.function input has none.
+    labels, embeddings = tf.identity(labels), tf.identity(embeddings)
     local_size = tf.shape(labels)[0]
     sizes = context.all_gather(local_size[None], axis=0)
     replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
@@ -54,6 +69,15 @@ class RankingLoss(keras.losses.Loss):
         name: loss name.
         reduction: Keras reduction of the per-anchor losses.
         dtype: dtype of the returned loss (default: Keras' floatx).
+
+    Example:
+        >>> from rankloss_tf import ops
+        >>> class SquaredSemiHard(RankingLoss):
+        ...     kernel = staticmethod(ops.triplet_semihard_loss)
+        ...     def kernel_params(self):
+        ...         return {"margin": 0.2, "distance": "squared_l2"}
+        >>> round(float(SquaredSemiHard()([0, 0, 1], [[0.0, 1.0], [1.0, 0.0], [0.0, 0.9]])), 4)
+        1.29
     """
 
     kernel = None
@@ -142,7 +166,7 @@ class TripletSemiHardLoss(RankingLoss):
     Example:
         >>> loss = TripletSemiHardLoss()
         >>> round(float(loss([0, 0, 1], [[0.0, 1.0], [1.0, 0.0], [0.0, 0.9]])), 4)
-        0.6476
+        1.6915
     """
 
     kernel = staticmethod(kernels.triplet_semihard_loss)
@@ -239,7 +263,7 @@ class AngularLoss(RankingLoss):
     Example:
         >>> loss = AngularLoss(alpha=45)
         >>> round(float(loss([0, 0, 1, 1], [[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]])), 4)
-        1.6734
+        0.3736
     """
 
     kernel = staticmethod(kernels.angular_loss)
@@ -268,7 +292,7 @@ class NPairAngularLoss(RankingLoss):
     Example:
         >>> loss = NPairAngularLoss(alpha=45, lam=2.0)
         >>> round(float(loss([0, 0, 1, 1], [[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]])), 4)
-        1.9021
+        0.7841
     """
 
     kernel = staticmethod(kernels.npair_angular_loss)

@@ -19,6 +19,17 @@ from rankloss_tf.ops.distances import pairwise_distances
 from rankloss_tf.ops.losses import check_margin, hard_from_distances, semihard_from_distances
 from rankloss_tf.ops.masks import negative_mask, positive_mask, standardize_inputs
 
+__all__ = [
+    "TripletSemiHardLoss",
+    "TripletHardLoss",
+    "ContrastiveLoss",
+    "NpairsLoss",
+    "triplet_semihard_loss",
+    "triplet_hard_loss",
+    "contrastive_loss",
+    "npairs_loss",
+]
+
 _METRICS = {"L2": "l2", "squared-L2": "squared_l2", "angular": "cosine"}
 
 

@@ -42,9 +42,16 @@ class HardClassSampler:
         seed: integer seed.
 
     Example:
-    >>> sampler = HardClassSampler(x, y, classes_per_batch=16, samples_per_class=2)
-    >>> model.fit(sampler.dataset(), steps_per_epoch=100,
-    ...           callbacks=[HardClassMining(sampler, every_n_batches=50)])
+    >>> x = np.random.default_rng(0).random((200, 8), dtype="float32")
+    >>> y = np.repeat(np.arange(20), 10)
+    >>> sampler = HardClassSampler(x, y, classes_per_batch=4, samples_per_class=2)
+    >>> from rankloss_tf.losses import NPairLoss
+    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    >>> model.compile(optimizer="adam", loss=NPairLoss())
+    >>> history = model.fit(sampler.dataset(), steps_per_epoch=4, verbose=0,
+    ...                     callbacks=[HardClassMining(sampler, every_n_batches=2)])
+    >>> len(history.history["loss"])
+    1
     """
 
     def __init__(
@@ -208,6 +215,18 @@ class HardClassMining(keras.callbacks.Callback):
         embed_fn: callable examples -> embeddings; defaults to the trained
             model called with `training=False`.
         every_n_batches: refresh period in batches; None = once per epoch.
+
+    Example:
+    >>> x = np.random.default_rng(1).random((120, 6), dtype="float32")
+    >>> y = np.repeat(np.arange(12), 10)
+    >>> sampler = HardClassSampler(x, y, classes_per_batch=3, samples_per_class=2)
+    >>> callback = HardClassMining(sampler, every_n_batches=2)
+    >>> from rankloss_tf.losses import TripletHardLoss
+    >>> model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4)])
+    >>> model.compile(optimizer="sgd", loss=TripletHardLoss())
+    >>> _ = model.fit(sampler.dataset(), steps_per_epoch=2, verbose=0, callbacks=[callback])
+    >>> callback.sampler is sampler
+    True
     """
 
     def __init__(self, sampler, embed_fn=None, every_n_batches=None):

@@ -42,9 +42,10 @@ def image_decoder(image_size=None, channels=3, from_files=True):
         from_files: True when given paths, False when given encoded bytes.
 
     Example:
-    >>> decode = image_decoder(image_size=224)
-    >>> batches = pk_batches(paths, labels, classes_per_batch=32,
-    ...                      samples_per_class=4, decode_fn=decode)
+    >>> png = tf.io.encode_png(tf.zeros([8, 8, 1], tf.uint8))
+    >>> decode = image_decoder(image_size=4, channels=1, from_files=False)
+    >>> decode(png).shape
+    TensorShape([4, 4, 1])
     """
     if channels not in (1, 3):
         raise ValueError(f"`channels` must be 1 or 3. Received: channels={channels!r}")

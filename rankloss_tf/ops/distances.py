@@ -28,7 +28,8 @@ def safe_sqrt(x):
         `sqrt(max(x, 0))`, with a zero gradient wherever `x <= 0`.
     """
     positive = x > 0.0
-    return tf.where(positive, tf.sqrt(tf.where(positive, x, tf.ones_like(x))), 0.0)
+    one, zero = tf.ones([], x.dtype), tf.zeros([], x.dtype)
+    return tf.where(positive, tf.sqrt(tf.where(positive, x, one)), zero)
 
 
 def pairwise_distances(embeddings, distance="l2", reference=None):
@@ -66,7 +67,7 @@ def pairwise_distances(embeddings, distance="l2", reference=None):
     )
     squared = tf.maximum(squared, 0.0)
     if reference is None:
-        squared *= 1.0 - tf.eye(tf.shape(embeddings)[0], dtype=embeddings.dtype)
+        squared = tf.linalg.set_diag(squared, tf.zeros_like(squared[:, 0]))
     if distance == "squared_l2":
         return squared
     return safe_sqrt(squared)

@@ -60,7 +60,7 @@ def log1p_sum_exp(logits, mask):
     Returns:
         Float [B]; 0 for a row without masked entries.
     """
-    lowest = tf.fill(tf.shape(logits), tf.constant(-float("inf"), logits.dtype))
+    lowest = tf.constant(-float("inf"), logits.dtype)
     masked = tf.where(mask, logits, lowest)
     shift = tf.stop_gradient(tf.maximum(tf.reduce_max(masked, axis=1), 0.0))
     total = tf.exp(-shift) + tf.reduce_sum(tf.exp(masked - shift[:, None]), axis=1)
@@ -118,9 +118,9 @@ def semihard_from_distances(distances, positives, negatives, margin):
     itself (distance 0) in place of a negative.
     """
     negative_distance, has_negative = semihard_negatives(distances, positives, negatives)
-    negative_distance = tf.where(has_negative[:, None], negative_distance, tf.zeros_like(negative_distance))
+    negative_distance = tf.where(has_negative[:, None], negative_distance, tf.zeros([], negative_distance.dtype))
     pair_losses = tf.maximum(distances - negative_distance + margin, 0.0)
-    pair_losses = tf.where(positives, pair_losses, tf.zeros_like(pair_losses))
+    pair_losses = tf.where(positives, pair_losses, tf.zeros([], pair_losses.dtype))
     num_pairs = tf.reduce_sum(tf.cast(positives, tf.int32))
     return _per_anchor_mean(tf.reduce_sum(pair_losses, axis=1), num_pairs)
 
@@ -182,7 +182,7 @@ def hard_from_distances(distances, positives, negatives, margin, soft, skip_anch
     gap = positive_distance - negative_distance
     losses = tf.math.softplus(gap) if soft else tf.maximum(gap + margin, 0.0)
     if skip_anchors_without_positive:
-        losses = tf.where(has_positive, losses, tf.zeros_like(losses))
+        losses = tf.where(has_positive, losses, tf.zeros([], losses.dtype))
     return losses
 
 
@@ -260,7 +260,7 @@ def contrastive_loss(
     distances, positives, negatives, dtype = distances_and_masks(
         labels, embeddings, distance, reference_labels, reference_embeddings
     )
-    zeros = tf.zeros_like(distances)
+    zeros = tf.zeros([], distances.dtype)
     pair_losses = tf.where(positives, tf.square(distances), zeros)
     pair_losses += tf.where(negatives, tf.square(tf.maximum(margin - distances, 0.0)), zeros)
     num_pairs = tf.reduce_sum(tf.cast(tf.logical_or(positives, negatives), distances.dtype), axis=1)
@@ -273,7 +273,7 @@ def _npair_terms(similarity, partner, negatives, variant):
     if variant == "mc":
         return log1p_sum_exp(logits, negatives)
     softplus = tf.math.softplus(logits)
-    return tf.reduce_sum(tf.where(negatives, softplus, tf.zeros_like(softplus)), axis=1)
+    return tf.reduce_sum(tf.where(negatives, softplus, tf.zeros([], softplus.dtype)), axis=1)
 
 
 def npair_loss(labels, embeddings, variant="mc", l2_reg=0.002):
@@ -316,11 +316,11 @@ def npair_loss(labels, embeddings, variant="mc", l2_reg=0.002):
     is_anchor, is_positive, partner, negatives = npair_tuples(labels)
     similarity = tf.matmul(embeddings, embeddings, transpose_b=True)
     terms = _npair_terms(similarity, partner, negatives, variant)
-    losses = tf.where(is_anchor, terms, tf.zeros_like(terms))
+    losses = tf.where(is_anchor, terms, tf.zeros([], terms.dtype))
     if l2_reg > 0:
         in_tuple = tf.logical_or(is_anchor, is_positive)
         squared_norms = tf.reduce_sum(tf.square(embeddings), axis=1)
-        losses += 0.25 * l2_reg * tf.where(in_tuple, squared_norms, tf.zeros_like(squared_norms))
+        losses += 0.25 * l2_reg * tf.where(in_tuple, squared_norms, tf.zeros([], squared_norms.dtype))
     num_tuples = tf.reduce_sum(tf.cast(is_anchor, tf.int32))
     return tf.cast(_per_anchor_mean(losses, num_tuples), dtype)
 
@@ -358,7 +358,7 @@ def angular_loss(labels, embeddings, alpha=45.0):
     Example:
         >>> x = [[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]]
         >>> round(float(tf.reduce_mean(angular_loss([0, 0, 1, 1], x))), 4)
-        1.6734
+        0.3736
     """
     scale, pair_weight = _angular_coefficients(alpha)
     dtype = tf.convert_to_tensor(embeddings).dtype
@@ -369,12 +369,12 @@ def angular_loss(labels, embeddings, alpha=45.0):
     cosines = tf.matmul(unit, unit, transpose_b=True)
     negatives = negative_mask(labels)
     weights = tf.exp(scale * (cosines - 1.0))
-    anchor_weights = tf.where(negatives, weights, tf.zeros_like(weights))
+    anchor_weights = tf.where(negatives, weights, tf.zeros([], weights.dtype))
     sums = tf.matmul(anchor_weights, weights, transpose_b=True)  # [a, p]: sum over n
     positives = tf.logical_and(positive_mask(labels), sums > 0.0)
-    safe_sums = tf.where(positives, sums, tf.ones_like(sums))
+    safe_sums = tf.where(positives, sums, tf.ones([], sums.dtype))
     logits = 2.0 * scale - pair_weight * cosines + tf.math.log(safe_sums)
-    pair_losses = tf.where(positives, tf.math.softplus(logits), tf.zeros_like(logits))
+    pair_losses = tf.where(positives, tf.math.softplus(logits), tf.zeros([], logits.dtype))
     num_pairs = tf.reduce_sum(tf.cast(positive_mask(labels), tf.int32))
     losses = _per_anchor_mean(tf.reduce_sum(pair_losses, axis=1), num_pairs)
     return tf.cast(losses, dtype)
@@ -404,7 +404,7 @@ def npair_angular_loss(labels, embeddings, alpha=45.0, lam=2.0):
     Example:
         >>> x = [[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]]
         >>> round(float(tf.reduce_mean(npair_angular_loss([0, 0, 1, 1], x))), 4)
-        1.9021
+        0.7841
     """
     scale, pair_weight = _angular_coefficients(alpha)
     lam = check_non_negative("lam", lam)
@@ -420,6 +420,6 @@ def npair_angular_loss(labels, embeddings, alpha=45.0, lam=2.0):
     anchor_positive = tf.gather(cosines, partner[:, None], batch_dims=1)  # [B, 1]
     logits = scale * (cosines + partner_cosines) - pair_weight * anchor_positive
     terms = npair_terms + lam * log1p_sum_exp(logits, negatives)
-    losses = tf.where(is_anchor, terms, tf.zeros_like(terms))
+    losses = tf.where(is_anchor, terms, tf.zeros([], terms.dtype))
     num_tuples = tf.reduce_sum(tf.cast(is_anchor, tf.int32))
     return tf.cast(_per_anchor_mean(losses, num_tuples), dtype)

@@ -18,9 +18,9 @@ def masked_maximum(values, mask):
         `(maximum [B], found [B] bool)`; `maximum` is 0 where a row has no masked entry.
     """
     found = tf.reduce_any(mask, axis=1)
-    lowest = tf.fill(tf.shape(values), tf.constant(-float("inf"), values.dtype))
+    lowest = tf.constant(-float("inf"), values.dtype)
     maximum = tf.reduce_max(tf.where(mask, values, lowest), axis=1)
-    return tf.where(found, maximum, tf.zeros_like(maximum)), found
+    return tf.where(found, maximum, tf.zeros([], maximum.dtype)), found
 
 
 def masked_minimum(values, mask):
@@ -48,15 +48,15 @@ def _columns_by_positive_passes(fixed, positives, negatives, num_passes):
 
     Pass s handles the s-th positive of every anchor: O(B^2 K) for K samples per class.
     """
-    infinity = tf.fill(tf.shape(fixed), tf.constant(float("inf"), fixed.dtype))
+    infinity = tf.constant(float("inf"), fixed.dtype)
     negative_values = tf.where(negatives, fixed, infinity)
     farthest = tf.argmax(tf.where(negatives, fixed, -infinity), axis=1, output_type=tf.int32)
     slot = tf.math.cumsum(tf.cast(positives, tf.int32), axis=1, exclusive=True)
-    slot = tf.where(positives, slot, -tf.ones_like(slot))
+    slot = tf.where(positives, slot, -1)
 
     def one_pass(s, columns):
         chosen = tf.equal(slot, s)
-        positive_distance = tf.reduce_sum(tf.where(chosen, fixed, tf.zeros_like(fixed)), axis=1)
+        positive_distance = tf.reduce_sum(tf.where(chosen, fixed, tf.zeros([], fixed.dtype)), axis=1)
         beyond = tf.where(negative_values > positive_distance[:, None], negative_values, infinity)
         closest = tf.argmin(beyond, axis=1, output_type=tf.int32)
         found = tf.reduce_min(beyond, axis=1) < float("inf")
@@ -78,7 +78,7 @@ def _columns_by_sorting(fixed, negatives):
     cumulative sums and scatters: no [B, B, B] intermediate, also under XLA.
     """
     num_columns = tf.shape(fixed)[1]
-    infinity = tf.fill(tf.shape(fixed), tf.constant(float("inf"), fixed.dtype))
+    infinity = tf.constant(float("inf"), fixed.dtype)
     negative_values = tf.where(negatives, fixed, infinity)
     order = tf.argsort(tf.concat([negative_values, fixed], axis=1), axis=1, stable=True)
     is_negative = tf.concat([tf.cast(negatives, tf.int32), tf.zeros_like(order[:, num_columns:])], axis=1)
@@ -120,5 +120,4 @@ def semihard_negatives(distances, positives, negatives):
     )
     negative_distance = tf.gather(distances, columns, batch_dims=1)
     has_negative = tf.reduce_any(negatives, axis=1)
-    zeros = tf.zeros_like(negative_distance)
-    return tf.where(has_negative[:, None], negative_distance, zeros), has_negative
+    return tf.where(has_negative[:, None], negative_distance, tf.zeros([], distances.dtype)), has_negative

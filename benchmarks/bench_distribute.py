@@ -1,0 +1,155 @@
+"""`model.fit` step time on 1 vs 2 logical CPU devices (MirroredStrategy, cross-replica mining).
+
+Each configuration runs in its own process (logical devices are process-wide):
+- 1 device, no strategy;
+- 2 logical devices, MirroredStrategy, `TripletSemiHardLoss(cross_replica=True)`;
+- 2 logical devices, MirroredStrategy, local mining (`cross_replica=False`), to show the
+  cost of the all-gather.
+Model: scikit-learn digits (64 features) -> Dense 256 relu -> Dense 128 -> L2 norm,
+global batch P=32 x K=4, SGD. The step time is the median over timed steps after one
+warm-up epoch (tracing excluded). Logical devices share the same cores: this measures
+the overhead of the strategy and the gather, not a speed-up.
+Writes benchmarks/results/distribute.json and distribute.md (--quick: under .bench/).
+
+Usage: python benchmarks/bench_distribute.py [--steps 40] [--quick]
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+P, K = 32, 4
+CONFIGS = {
+    "1 device": {"devices": 1, "cross_replica": True},
+    "2 logical devices, cross_replica=True": {"devices": 2, "cross_replica": True},
+    "2 logical devices, cross_replica=False": {"devices": 2, "cross_replica": False},
+}
+
+
+def pk_digits(steps, seed=0):
+    """`steps` P x K batches of scikit-learn digits, concatenated."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x, y = (data.data / 16.0).astype(np.float32), data.target.astype(np.int32)
+    rng = np.random.RandomState(seed)
+    rows = []
+    for _ in range(steps):
+        # 10 digit classes: P=32 draws 32 (class, K samples) groups, classes repeating.
+        for c in rng.choice(10, P, replace=True):
+            rows.append(rng.choice(np.flatnonzero(y == c), K, replace=False))
+    rows = np.concatenate(rows)
+    return x[rows], y[rows]
+
+
+def time_fit(devices, cross_replica, steps):
+    """Median and mean step time (ms) of `model.fit` in this process."""
+    import tensorflow as tf
+
+    if devices > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
+    import keras
+
+    from rankloss_tf.losses import TripletSemiHardLoss
+
+    strategy = (
+        tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(devices)])
+        if devices > 1
+        else tf.distribute.get_strategy()
+    )
+    keras.utils.set_random_seed(0)
+    x, y = pk_digits(steps + 3)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(P * K).cache()
+    with strategy.scope():
+        model = keras.Sequential(
+            [
+                keras.Input((64,)),
+                keras.layers.Dense(256, activation="relu"),
+                keras.layers.Dense(128),
+                keras.layers.UnitNormalization(),
+            ]
+        )
+        model.compile(optimizer=keras.optimizers.SGD(0.05), loss=TripletSemiHardLoss(cross_replica=cross_replica))
+    model.fit(dataset.take(3), epochs=1, verbose=0)  # tracing and warm-up
+
+    class StepTimes(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            times.append(time.perf_counter() - self.start)
+
+    times = []
+    model.fit(dataset.skip(3), epochs=1, verbose=0, callbacks=[StepTimes()])
+    return {"median_ms": 1e3 * float(np.median(times)), "mean_ms": 1e3 * float(np.mean(times)), "steps": len(times)}
+
+
+def run_config(name, steps):
+    config = CONFIGS[name]
+    command = [sys.executable, __file__, "--worker", str(config["devices"]), str(config["cross_replica"]), str(steps)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    load = os.getloadavg()[0]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+    return {**config, **json.loads(result.stdout.strip().splitlines()[-1]), "load_before": load}
+
+
+def markdown(report):
+    lines = [
+        "# model.fit step time: 1 vs 2 logical CPU devices",
+        "",
+        "Produced by `python benchmarks/bench_distribute.py`. scikit-learn digits, Dense 256 relu -> Dense 128 "
+        f"-> L2 norm, TripletSemiHardLoss, global batch {P} x {K} = {P * K}, SGD; median over "
+        f"{report['steps']} timed steps after a warm-up epoch, each configuration in a fresh process.",
+        "",
+        f"Machine: {report['machine']}. The logical devices share the same {report['cores']} cores, so this "
+        "measures the overhead of MirroredStrategy and of the cross-replica all-gather, not a speed-up. "
+        "The machine is shared: the 1-minute load average before each run is given.",
+        "",
+        "| configuration | median step | mean step | load before |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, row in report["results"].items():
+        lines.append(f"| {name} | {row['median_ms']:.1f} ms | {row['mean_ms']:.1f} ms | {row['load_before']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=40, help="timed steps per configuration")
+    parser.add_argument("--quick", action="store_true", help="5 timed steps; results under .bench/")
+    parser.add_argument("--worker", nargs=3, metavar=("DEVICES", "CROSS_REPLICA", "STEPS"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        devices, cross_replica, steps = int(args.worker[0]), args.worker[1] == "True", int(args.worker[2])
+        sys.stdout.write(json.dumps(time_fit(devices, cross_replica, steps)) + "\n")
+        return
+    steps = 5 if args.quick else args.steps
+    import tensorflow as tf
+
+    report = {
+        "steps": steps,
+        "cores": os.cpu_count(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}",
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "results": {name: run_config(name, steps) for name in CONFIGS},
+    }
+    out = ROOT / ".bench" if args.quick else HERE / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "distribute.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "distribute.md").write_text(markdown(report))
+    sys.stdout.write(markdown(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""Frozen-backbone features, computed once per image and cached on disk.
+
+For the frozen-backbone protocol every image goes through the pretrained backbone
+once; the embedding head then trains on the cached [N, F] features in seconds.
+A cache file is keyed by the backbone name, a hash of its weights file, a
+fingerprint of what the backbone computes (its features of two fixed probe images:
+this catches a change of preprocessing or architecture too), the image size and
+the dataset's identity, so that any change of these computes afresh. Files are
+written to a temporary name and renamed, so an interrupted run never leaves a
+truncated cache file behind; an unreadable or mismatching file is recomputed.
+"""
+
+import hashlib
+import json
+import logging
+import re
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from rankloss_tf.backbones.files import atomic_savez, default_cache_dir, file_sha256
+from rankloss_tf.backbones.registry import LITE0, build_backbone
+from rankloss_tf.backbones.weights import imagenet_weights_path
+
+_CACHE_FORMAT = 1
+
+logger = logging.getLogger(__name__)
+
+
+def weights_id(backbone, weights):
+    """A string that changes whenever the backbone's weights do.
+
+    Args:
+        backbone: backbone name (see `build_backbone`).
+        weights: "imagenet" or a weights file path.
+
+    Returns:
+        "sha256:<hex>" of the weights file for EfficientNet-Lite0 and for paths;
+        "keras-<version>:imagenet" for `keras.applications` ImageNet weights.
+
+    Raises:
+        ValueError: for `weights=None` (random weights give features worth no cache).
+    """
+    if weights is None:
+        raise ValueError("Random weights give features that are not worth caching. Received: weights=None")
+    if weights != "imagenet":
+        return f"sha256:{file_sha256(weights)}"
+    if backbone == LITE0:
+        return f"sha256:{file_sha256(imagenet_weights_path())}"
+    return f"keras-{keras.__version__}:imagenet"
+
+
+def backbone_fingerprint(model, image_size):
+    """Hex digest of what the backbone computes: its features of two fixed probe images.
+
+    Catches every change that alters features (weights, preprocessing,
+    architecture), which a weights hash alone would miss; features are rounded to
+    4 decimals before hashing.
+    """
+    probe = np.random.default_rng(0).integers(0, 256, (2, image_size, image_size, 3), dtype=np.uint8)
+    features = np.round(np.asarray(model(probe, training=False), np.float64), 4) + 0.0
+    return hashlib.sha256(features.tobytes()).hexdigest()[:16]
+
+
+def _cache_metadata(model, backbone, weights, image_size, dataset_id):
+    return {
+        "format": _CACHE_FORMAT,
+        "backbone": backbone,
+        "weights": weights_id(backbone, weights),
+        "fingerprint": backbone_fingerprint(model, image_size),
+        "image_size": image_size,
+        "dataset": dataset_id,
+    }
+
+
+def _cache_path(metadata, cache_dir):
+    key = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode()).hexdigest()[:16]
+    slug = re.sub(r"[^A-Za-z0-9.]+", "_", metadata["dataset"]).strip("_")[-60:]
+    directory = Path(cache_dir) if cache_dir is not None else default_cache_dir("features")
+    return directory / f"{slug}-{metadata['backbone']}-{metadata['image_size']}-{key}.npz"
+
+
+def feature_cache_path(dataset_id, backbone=LITE0, weights="imagenet", image_size=224, cache_dir=None):
+    """The cache file of one dataset split's features (builds the backbone to key it).
+
+    Args:
+        dataset_id: a string naming the images and their order, e.g.
+            "cars196:/data/cars196:test".
+        backbone, weights, image_size: as for `extract_features`.
+        cache_dir: cache directory; default `default_cache_dir("features")`.
+
+    Returns:
+        `pathlib.Path` "<dataset>-<backbone>-<size>-<key>.npz", key = the first 16
+        hex digits of the SHA-256 of the metadata: backbone name, weights file hash,
+        `backbone_fingerprint`, image size and dataset id.
+
+    Example:
+        >>> feature_cache_path("digits:test", "resnet50", cache_dir="/tmp").name  # doctest: +SKIP
+        'digits_test-resnet50-224-5c1f0a8e2b7d9c11.npz'
+    """
+    model = build_backbone(backbone, image_size=image_size, weights=weights, trainable=False)
+    return _cache_path(_cache_metadata(model, backbone, weights, image_size, dataset_id), cache_dir)
+
+
+def _read_cache(path, metadata):
+    """Cached (features, labels), or None when absent, unreadable or for other inputs."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as cached:
+            if json.loads(str(cached["metadata"])) != metadata:
+                logger.warning("Feature cache %s is for other inputs; recomputing.", path)
+                return None
+            return cached["features"], cached["labels"]
+    except (OSError, ValueError, KeyError, EOFError) as error:
+        logger.warning("Feature cache %s is unreadable (%s); recomputing.", path, error)
+        return None
+
+
+def _batched_images(dataset, image_size, batch_size):
+    """Batches `(image, label)` elements and brings images to uint8 [S, S, 3]."""
+    spec = dataset.element_spec
+    if not isinstance(spec, tuple) or len(spec) != 2 or spec[0].shape.rank not in (3, 4):
+        raise ValueError(
+            "`dataset` must yield (image [H, W, 3], label) pairs, batched or not. "
+            f"Received: element_spec={spec!r}"
+        )
+    if spec[0].shape.rank == 3:
+        dataset = dataset.batch(batch_size)
+
+    def resize(images, labels):
+        if images.shape[1:3] != (image_size, image_size):
+            images = tf.image.resize(images, (image_size, image_size))
+            images = tf.cast(tf.clip_by_value(tf.round(images), 0.0, 255.0), tf.uint8)
+        return images, labels
+
+    return dataset.map(resize, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+
+
+def extract_features(
+    dataset,
+    backbone=LITE0,
+    image_size=224,
+    weights="imagenet",
+    dataset_id=None,
+    cache_dir=None,
+    batch_size=64,
+    verbose="auto",
+):
+    """Embeds every image once with a frozen pretrained backbone, cached on disk.
+
+    Args:
+        dataset: `tf.data.Dataset` of `(image, label)` pairs, image uint8 RGB
+            [H, W, 3] (or float 0..255), batched or not; images of another size are
+            resized to `image_size` (bilinear). Iterated once, in order.
+        backbone: backbone name (see `build_backbone`), default "efficientnet_lite0".
+        image_size: input side in pixels.
+        weights: "imagenet" or a weights file path (None: random, never cached).
+        dataset_id: a string naming the images and their order ("cars196:<root>:test");
+            None disables the cache.
+        cache_dir: cache directory; default `$RANKLOSS_TF_CACHE/features` or
+            `~/.cache/rankloss_tf/features`.
+        batch_size: images per forward pass when `dataset` is not batched.
+        verbose: Keras progress-bar verbosity ("auto", 0, 1 or 2).
+
+    Returns:
+        (features, labels): float32 [N, F] pooled backbone features (F = 1280 for
+        EfficientNet-Lite0) and the labels [N] in the dataset's order.
+
+    Raises:
+        ValueError: on an empty dataset or one that does not yield (image, label) pairs.
+
+    Example:
+        >>> images = np.zeros((4, 32, 32, 3), np.uint8)
+        >>> ds = tf.data.Dataset.from_tensor_slices((images, np.arange(4)))
+        >>> features, labels = extract_features(ds, "MobileNetV3Small", 32, weights=None)
+        >>> features.shape, labels.tolist()
+        ((4, 576), [0, 1, 2, 3])
+    """
+    batches = _batched_images(dataset, image_size, batch_size)
+    model = build_backbone(backbone, image_size=image_size, weights=weights, trainable=False)
+    path = None
+    if dataset_id is not None and weights is not None:
+        metadata = _cache_metadata(model, backbone, weights, image_size, dataset_id)
+        path = _cache_path(metadata, cache_dir)
+        cached = _read_cache(path, metadata)
+        if cached is not None:
+            logger.info("Features from cache %s", path)
+            return cached
+    count = int(dataset.cardinality()) if dataset.element_spec[0].shape.rank == 3 else -1
+    features, labels = _embed(model, batches, count if count >= 0 else None, verbose)
+    if path is not None:
+        atomic_savez(path, features=features, labels=labels, metadata=json.dumps(metadata, sort_keys=True))
+    return features, labels
+
+
+def _embed(model, batches, count, verbose):
+    """Runs the backbone over all batches with a progress bar: (features, labels)."""
+    forward = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
+    progress = keras.utils.Progbar(count, verbose=verbose, unit_name="image")
+    features, labels = [], []
+    for images, batch_labels in batches:
+        features.append(forward(images).numpy().astype(np.float32))
+        labels.append(batch_labels.numpy())
+        progress.add(len(features[-1]))
+    if not features:
+        raise ValueError("`dataset` has no images. Received: an empty dataset")
+    return np.concatenate(features), np.concatenate(labels)

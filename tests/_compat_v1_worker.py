@@ -1,0 +1,97 @@
+"""TF 1.x graph-mode run of `rankloss_tf.compat.v1` (eager execution is off process-wide).
+
+`tests/test_compat_v1.py` runs `python tests/_compat_v1_worker.py BATCH.npz`. With
+placeholders and a `tf.compat.v1.Session`, the script evaluates every loss and its
+gradients (`tf.compat.v1.gradients`) on the batch, then takes `tf.compat.v1.train`
+gradient-descent steps on a projection of the features, and prints a JSON report as the
+last line of stdout.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rankloss_tf.compat import v1  # noqa: E402
+
+LEARNING_RATE = 0.05
+TRAIN_STEPS = 5
+
+
+def graph_losses(labels, pair_labels, binary, embeddings, anchors, positives):
+    """Every compat.v1 loss on placeholders: `{name: scalar tensor}`."""
+    return {
+        "triplet_semihard_loss": v1.triplet_semihard_loss(labels, embeddings, margin=0.5),
+        "lifted_struct_loss": v1.lifted_struct_loss(labels, embeddings, margin=1.0),
+        "contrastive_loss": v1.contrastive_loss(binary, anchors, positives, margin=1.5),
+        "npairs_loss": v1.npairs_loss(pair_labels, anchors, positives, reg_lambda=0.01, print_losses=True),
+        "angular_loss": v1.angular_loss(pair_labels, anchors, positives, alpha=40.0),
+        "npair_angular_loss": v1.npair_angular_loss(pair_labels, anchors, positives, alpha=45.0, lam=2.0),
+    }
+
+
+def main(path):
+    tf.compat.v1.disable_eager_execution()
+    data = np.load(path)
+    dim = data["embeddings"].shape[1]
+    labels = tf.compat.v1.placeholder(tf.int32, [None], name="labels")
+    pair_labels = tf.compat.v1.placeholder(tf.int32, [None], name="pair_labels")
+    binary = tf.compat.v1.placeholder(tf.int32, [None], name="binary")
+    embeddings = tf.compat.v1.placeholder(tf.float32, [None, dim], name="embeddings")
+    anchors = tf.compat.v1.placeholder(tf.float32, [None, dim], name="anchors")
+    positives = tf.compat.v1.placeholder(tf.float32, [None, dim], name="positives")
+    losses = graph_losses(labels, pair_labels, binary, embeddings, anchors, positives)
+    gradients = {
+        name: tf.compat.v1.gradients(loss, [embeddings, anchors, positives], unconnected_gradients="zero")
+        for name, loss in losses.items()
+    }
+    feed = {
+        labels: data["labels"],
+        pair_labels: data["pair_labels"],
+        binary: data["binary"],
+        embeddings: data["embeddings"],
+        anchors: data["anchors"],
+        positives: data["positives"],
+    }
+
+    # Training: embeddings = features @ W, one plain-SGD optimizer per loss.
+    features = tf.compat.v1.placeholder(tf.float32, [None, data["features"].shape[1]], name="features")
+    trained = {}
+    for name in losses:
+        with tf.compat.v1.variable_scope(name):
+            weights = tf.compat.v1.get_variable(
+                "weights", initializer=tf.constant(data["projection"]), use_resource=False
+            )
+        projected = tf.matmul(features, weights)
+        half = tf.shape(projected)[0] // 2
+        loss = graph_losses(labels, pair_labels, binary, projected, projected[:half], projected[half:])[name]
+        step = tf.compat.v1.train.GradientDescentOptimizer(LEARNING_RATE).minimize(loss)
+        trained[name] = (loss, step, weights)
+    train_feed = {**feed, features: data["features"]}
+
+    report = {}
+    with tf.compat.v1.Session() as session:
+        session.run(tf.compat.v1.global_variables_initializer())
+        values, grads = session.run([losses, gradients], feed)
+        for name in losses:
+            loss, step, weights = trained[name]
+            history = []
+            for _ in range(TRAIN_STEPS):
+                history.append(float(session.run(loss, train_feed)))
+                session.run(step, train_feed)
+            history.append(float(session.run(loss, train_feed)))
+            report[name] = {
+                "value": float(values[name]),
+                "gradients": [np.asarray(g).tolist() for g in grads[name]],
+                "train_losses": history,
+                "trained_weights": session.run(weights).tolist(),
+            }
+    sys.stdout.write(json.dumps({"executing_eagerly": tf.executing_eagerly(), "losses": report}) + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
