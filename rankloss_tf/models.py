@@ -14,8 +14,8 @@ Backbones:
 - any ``keras.applications`` constructor name (``"ResNet50"``,
   ``"MobileNetV2"``, ``"EfficientNetB0"``, ...), with that application's own
   ``preprocess_input`` inside the model.
-- ``"efficientnet_lite0"`` and other names provided by
-  ``rankloss_tf.backbones`` (imported only when such a name is asked for).
+- ``"efficientnet_lite0"`` from ``rankloss_tf.backbones`` (imported only
+  when asked for; it normalises its own 0..255 RGB input).
 """
 
 import importlib
@@ -67,7 +67,9 @@ class ImagePreprocessing(keras.layers.Layer):
             channels. A one-channel input is tiled; other mismatches are
             errors.
         backbone: a ``keras.applications`` constructor name whose
-            ``preprocess_input`` scales the pixels, or None for ``x / 255``.
+            ``preprocess_input`` scales the pixels, or None.
+        rescale: without ``backbone``: divide by 255 (True) or keep 0..255
+            (False, for backbones that normalise their own input).
 
     Input shape: ``[N, H, W, C]``, any dtype (``uint8`` normally), values in
     [0, 255]. Output shape: ``[N, height, width, channels]``, float32.
@@ -79,7 +81,7 @@ class ImagePreprocessing(keras.layers.Layer):
     TensorShape([2, 4, 4, 3])
     """
 
-    def __init__(self, image_size=None, channels=None, backbone=None, **kwargs):
+    def __init__(self, image_size=None, channels=None, backbone=None, rescale=True, **kwargs):
         super().__init__(**kwargs)
         if image_size is not None:
             image_size = tuple(int(s) for s in image_size)
@@ -98,6 +100,7 @@ class ImagePreprocessing(keras.layers.Layer):
         self.image_size = image_size
         self.channels = None if channels is None else int(channels)
         self.backbone = backbone
+        self.rescale = bool(rescale)
         self._preprocess = None if backbone is None else _preprocess_function(backbone)
 
     def build(self, input_shape):
@@ -118,9 +121,9 @@ class ImagePreprocessing(keras.layers.Layer):
             x = keras.ops.image.resize(x, self.image_size, interpolation="area")
         if self.channels is not None and x.shape[-1] != self.channels:
             x = keras.ops.tile(x, [1, 1, 1, self.channels])
-        if self._preprocess is None:
-            return x / 255.0
-        return self._preprocess(x)
+        if self._preprocess is not None:
+            return self._preprocess(x)
+        return x / 255.0 if self.rescale else x
 
     def compute_output_shape(self, input_shape):
         height, width = self.image_size or input_shape[1:3]
@@ -129,7 +132,7 @@ class ImagePreprocessing(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            image_size=self.image_size, channels=self.channels, backbone=self.backbone
+            image_size=self.image_size, channels=self.channels, backbone=self.backbone, rescale=self.rescale
         )
         return config
 
@@ -207,9 +210,15 @@ def _applications_backbone(backbone, input_shape, image_size, weights):
 
 
 def _external_backbone(backbone, input_shape, image_size, weights):
-    """A backbone from ``rankloss_tf.backbones`` (e.g. ``"efficientnet_lite0"``)."""
+    """A ``rankloss_tf.backbones`` model (e.g. ``"efficientnet_lite0"``) on square RGB 0..255 input."""
+    size = tuple(image_size or input_shape[:2])
+    if size[0] != size[1]:
+        raise ValueError(f"Backbone {backbone!r} needs square images; pass image_size. Received: image size {size}")
     backbones = importlib.import_module("rankloss_tf.backbones")
-    return backbones.build(backbone, input_shape=input_shape, image_size=image_size, weights=weights)
+    network = backbones.build_backbone(backbone, image_size=size[0], weights=weights)
+    inputs = keras.Input(input_shape, dtype="uint8", name="images")
+    x = ImagePreprocessing(image_size=image_size, channels=3, rescale=False, name="preprocessing")(inputs)
+    return keras.Model(inputs, network(x), name=backbone)
 
 
 def build_embedding_model(

@@ -49,6 +49,15 @@ def test_keras_applications_backbone_on_grayscale():
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-5)
 
 
+def test_efficientnet_lite0_backbone():
+    model = build_embedding_model((40, 40, 1), embedding_dim=8, backbone="efficientnet_lite0", image_size=(32, 32))
+    embeddings = model(uint8_images((2, 40, 40, 1))).numpy()
+    assert embeddings.shape == (2, 8) and np.isfinite(embeddings).all()
+    # The backbone normalises its own 0..255 input: the preprocessing only resizes and tiles.
+    preprocessing = model.layers[1].get_layer("preprocessing")
+    assert np.asarray(preprocessing(np.full((1, 40, 40, 1), 200, np.uint8))).max() == pytest.approx(200)
+
+
 def test_keras_file_round_trip(tmp_path):
     model = build_embedding_model((105, 105, 1), embedding_dim=16, image_size=(28, 28))
     x = uint8_images((4, 105, 105, 1))
@@ -65,6 +74,7 @@ def test_keras_file_round_trip(tmp_path):
         (dict(input_shape=(8, 8), backbone="small_cnn"), "input_shape"),
         (dict(input_shape=(8, 8, 1), embedding_dim=0), "embedding_dim"),
         (dict(input_shape=(8, 8, 3), backbone="MobileNetV2", image_size=(8, 8, 8)), "image_size"),
+        (dict(input_shape=(40, 32, 3), backbone="efficientnet_lite0"), "square"),
     ],
 )
 def test_bad_arguments_raise_value_error(kwargs, match):
