@@ -161,7 +161,15 @@ def _run(args):
 
 
 def main(argv=None):
-    """Entry point of the ``rankloss-tf`` console script; returns the exit status."""
+    """Entry point of the ``rankloss-tf`` console script; returns the exit status.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Example:
+    >>> main(["train", "--dataset", "digits", "--epochs", "2", "--out", "/tmp/run"])  # doctest: +SKIP
+    0
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

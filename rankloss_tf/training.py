@@ -93,6 +93,11 @@ class TrainConfig:
         eval_every: also evaluate (no clustering) on the test split every
             this many epochs; 0 evaluates only at the end.
         verbose: Keras ``fit`` verbosity (1: progress bar, 2: a line per epoch, 0: silent).
+
+    Example:
+    >>> config = TrainConfig(dataset="omniglot", data_dir=None).resolved()
+    >>> config.image_size, config.classes_per_batch, config.samples_per_class, config.epochs
+    (32, 32, 4, 40)
     """
 
     dataset: str = "omniglot"
@@ -152,6 +157,11 @@ class TrainResult:
         out_dir: the run directory.
         history: the ``keras.callbacks.History`` of this call's ``fit``.
         seconds: wall times: "fit", "evaluate" and "total".
+
+    Example:
+    >>> result = train(TrainConfig(dataset="digits", out_dir="/tmp/run"))  # doctest: +SKIP
+    >>> result.metrics["recall@1"], result.seconds["total"]  # doctest: +SKIP
+    (0.94..., 30.1...)
     """
 
     metrics: dict
@@ -271,6 +281,11 @@ def load_model(path):
 
     Raises:
         ValueError: ``path`` is none of these.
+
+    Example:
+    >>> model = load_model("runs/demo")  # doctest: +SKIP
+    >>> model(images).shape  # doctest: +SKIP
+    TensorShape([16, 128])
     """
     path = Path(path)
     if (path / "saved_model.pb").is_file():
@@ -301,6 +316,10 @@ def evaluate_model(model_path, dataset, data_dir=None, split="test", ks=(1, 2, 4
 
     Raises:
         ValueError: bad paths or names, or images of another shape than the model's input.
+
+    Example:
+    >>> evaluate_model("runs/demo/saved_model", "digits")  # doctest: +SKIP
+    {'recall@1': 0.94..., ...}
     """
     if data_dir is not None and not Path(data_dir).is_dir():
         raise ValueError(f"Data directory not found. Received: data_dir={data_dir!r}")
@@ -327,6 +346,10 @@ def export_model(model_path, export_dir, overwrite=False):
 
     Returns:
         ``Path`` of the export.
+
+    Example:
+    >>> export_model("runs/demo", "exported/demo", overwrite=True)  # doctest: +SKIP
+    PosixPath('exported/demo')
     """
     model = load_model(model_path)
     if isinstance(model, SavedModelEmbedder):

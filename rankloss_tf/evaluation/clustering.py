@@ -44,7 +44,12 @@ def pairwise_f1(labels, cluster_ids):
 
 
 def cluster_scores(labels, cluster_ids):
-    """``{"nmi": ..., "f1": ...}`` of a clustering against class labels."""
+    """``{"nmi": ..., "f1": ...}`` of a clustering against class labels.
+
+    Example:
+    >>> cluster_scores([0, 0, 1, 1], [3, 3, 4, 4])
+    {'nmi': 1.0, 'f1': 1.0}
+    """
     return {
         "nmi": float(normalized_mutual_info_score(labels, cluster_ids)),
         "f1": pairwise_f1(labels, cluster_ids),
@@ -52,7 +57,13 @@ def cluster_scores(labels, cluster_ids):
 
 
 def kmeans_clusters(embeddings, num_clusters, seed=0):
-    """k-means (k-means++ init, scikit-learn) cluster ids ``[N]`` of ``[N, D]`` embeddings."""
+    """k-means (k-means++ init, scikit-learn) cluster ids ``[N]`` of ``[N, D]`` embeddings.
+
+    Example:
+    >>> ids = kmeans_clusters(np.array([[0.0], [0.1], [5.0], [5.1]]), 2)
+    >>> bool(ids[0] == ids[1] != ids[2] == ids[3])
+    True
+    """
     return KMeans(n_clusters=int(num_clusters), n_init="auto", random_state=seed).fit_predict(
         np.asarray(embeddings, np.float32)
     )

@@ -67,6 +67,11 @@ def iterate_neighbours(queries, references=None, k=1, metric="cosine", block_siz
 
     Raises:
         ValueError: bad shapes, metric, ``k`` or ``block_size``.
+
+    Example:
+    >>> x = np.array([[0.0], [1.0], [3.0]])
+    >>> [(start, idx[:, 0].tolist()) for start, idx, _ in iterate_neighbours(x, k=1, metric="l2", block_size=2)]
+    [(0, [1, 0]), (2, [1])]
     """
     if metric not in METRICS:
         raise ValueError(f"`metric` must be one of {METRICS}. Received: metric={metric!r}")

@@ -49,6 +49,11 @@ def plot_tsne(embeddings, labels, path, max_points=1000, seed=0):
 
     Returns:
         ``Path`` of the written figure.
+
+    Example:
+    >>> x = np.random.default_rng(0).normal(size=(60, 8))
+    >>> plot_tsne(x, np.arange(60) % 3, "/tmp/tsne.png").name
+    'tsne.png'
     """
     embeddings, labels = np.asarray(embeddings, np.float32), np.asarray(labels)
     rng = np.random.default_rng(seed)
@@ -75,6 +80,10 @@ def plot_recall_at_k(metrics, path):
 
     Returns:
         ``Path`` of the written figure.
+
+    Example:
+    >>> plot_recall_at_k({"recall@1": 0.6, "recall@2": 0.75, "map@r": 0.3}, "/tmp/recall.png").name
+    'recall.png'
     """
     points = sorted(
         (int(match.group(1)), value)
@@ -111,6 +120,12 @@ def plot_retrieval_gallery(images, labels, embeddings, path, num_queries=8, k=5,
 
     Returns:
         ``Path`` of the written figure.
+
+    Example:
+    >>> rng = np.random.default_rng(0)
+    >>> images = rng.integers(0, 256, size=(30, 8, 8, 1), dtype=np.uint8)
+    >>> plot_retrieval_gallery(images, np.arange(30) % 3, rng.normal(size=(30, 4)), "/tmp/gallery.png").name
+    'gallery.png'
     """
     images, labels = np.asarray(images), np.asarray(labels)
     rng = np.random.default_rng(seed)

@@ -29,7 +29,12 @@ logger = logging.getLogger(__name__)
 
 
 def check_ks(ks):
-    """Validates ``ks`` (positive ints, strictly increasing) and returns them as a tuple."""
+    """Validates ``ks`` (positive ints, strictly increasing) and returns them as a tuple.
+
+    Example:
+    >>> check_ks([1, 2, 4])
+    (1, 2, 4)
+    """
     try:
         ks = tuple(int(k) for k in ks)
     except (TypeError, ValueError):
@@ -42,7 +47,13 @@ def check_ks(ks):
 
 
 def check_labels(embeddings, labels):
-    """Validates ``[N, D]`` embeddings against ``[N]`` labels; returns both as arrays."""
+    """Validates ``[N, D]`` embeddings against ``[N]`` labels; returns both as arrays.
+
+    Example:
+    >>> embeddings, labels = check_labels(np.zeros((3, 2)), [[0], [1], [1]])
+    >>> labels.tolist()
+    [0, 1, 1]
+    """
     embeddings = np.asarray(embeddings)
     labels = np.asarray(labels)
     if labels.ndim == 2 and labels.shape[1] == 1:
