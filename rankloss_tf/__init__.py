@@ -1,0 +1,23 @@
+"""rankloss_tf: deep metric learning (retrieval) for TensorFlow 2 / Keras 3."""
+
+from rankloss_tf import ops
+from rankloss_tf.losses import (
+    AngularLoss,
+    ContrastiveLoss,
+    NPairAngularLoss,
+    NPairLoss,
+    TripletHardLoss,
+    TripletSemiHardLoss,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ops",
+    "AngularLoss",
+    "ContrastiveLoss",
+    "NPairAngularLoss",
+    "NPairLoss",
+    "TripletHardLoss",
+    "TripletSemiHardLoss",
+]

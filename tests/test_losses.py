@@ -1,0 +1,302 @@
+"""Loss kernels and Keras classes: golden values, NumPy oracles, compilation, gradients, errors."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+from rankloss_tf import losses, ops
+from tests import oracles
+
+GOLDEN_E = np.array(
+    [[1, 0, 0], [0.8, 0.6, 0], [0, 1, 0], [0, 0.6, 0.8], [0.6, 0, 0.8], [-0.6, -0.8, 0]], np.float32
+)
+GOLDEN_Y = np.array([0, 0, 1, 1, 2, 2])
+DISTANCES = ("l2", "squared_l2", "cosine")
+
+# (kernel, oracle, kwargs) for every loss and option.
+CASES = [
+    (ops.triplet_semihard_loss, oracles.triplet_semihard, {"margin": m, "distance": d})
+    for m in (1.0, 0.2)
+    for d in DISTANCES
+]
+CASES += [
+    (ops.triplet_hard_loss, oracles.triplet_hard, {"margin": 1.0, "soft": s, "distance": d})
+    for s in (False, True)
+    for d in DISTANCES
+]
+CASES += [(ops.contrastive_loss, oracles.contrastive, {"margin": m, "distance": d}) for m in (1.0, 0.5) for d in DISTANCES]
+CASES += [
+    (ops.npair_loss, oracles.npair, {"variant": v, "l2_reg": r}) for v in ("mc", "ovo") for r in (0.0, 0.002)
+]
+CASES += [(ops.angular_loss, oracles.angular, {"alpha": a}) for a in (36.0, 45.0, 55.0, 75.0)]
+CASES += [(ops.npair_angular_loss, oracles.npair_angular, {"alpha": a, "lam": lam}) for a in (36.0, 45.0) for lam in (0.5, 2.0)]
+CASE_IDS = [f"{k.__name__}-{'-'.join(str(v) for v in kw.values())}" for k, _, kw in CASES]
+
+KERAS_CLASSES = [
+    (losses.ContrastiveLoss, ops.contrastive_loss, {"margin": 0.7, "distance": "cosine"}),
+    (losses.TripletSemiHardLoss, ops.triplet_semihard_loss, {"margin": 0.3, "distance": "squared_l2"}),
+    (losses.TripletHardLoss, ops.triplet_hard_loss, {"margin": 0.4, "soft": True, "distance": "l2"}),
+    (losses.NPairLoss, ops.npair_loss, {"variant": "ovo", "l2_reg": 0.01}),
+    (losses.AngularLoss, ops.angular_loss, {"alpha": 40.0}),
+    (losses.NPairAngularLoss, ops.npair_angular_loss, {"alpha": 50.0, "lam": 1.5}),
+]
+
+
+def random_batch(seed, batch_size=24, dim=5, num_classes=None, pk=None):
+    """Random embeddings with labels: either PK (P classes x K samples, shuffled) or free draws."""
+    rng = np.random.RandomState(seed)
+    if pk is not None:
+        p, k = pk
+        labels = rng.permutation(np.repeat(rng.choice(1000, p, replace=False), k))
+    else:
+        labels = rng.randint(0, num_classes, size=batch_size)
+    embeddings = rng.normal(size=(len(labels), dim)).astype(np.float32)
+    return labels.astype(np.int32), embeddings
+
+
+BATCHES = [
+    random_batch(0, pk=(6, 2)),  # N-pair layout
+    random_batch(1, pk=(4, 5)),  # K > 2 (odd)
+    random_batch(2, batch_size=20, num_classes=9),  # classes of size 1 and several
+    random_batch(3, batch_size=16, num_classes=4),
+    random_batch(4, batch_size=7, num_classes=20),  # mostly singletons
+]
+
+
+def mean(kernel, labels, embeddings, **kwargs):
+    return float(tf.reduce_mean(kernel(labels, embeddings, **kwargs)))
+
+
+@pytest.mark.parametrize(
+    "margin,values",
+    [(1.0, (0.81385547, 0.7, 0.8333333)), (0.2, (0.093967654, 0.15333334, 0.10666666))],
+)
+def test_golden_semihard(margin, values):
+    for distance, expected in zip(DISTANCES, values):
+        got = mean(ops.triplet_semihard_loss, GOLDEN_Y, GOLDEN_E, margin=margin, distance=distance)
+        assert got == pytest.approx(expected, abs=1e-6)
+
+
+def test_golden_hard():
+    hard = (1.0419079, 1.1733333, 1.0866667)
+    soft = (0.730117, 0.8600638, 0.7584966)
+    for distance, h, s in zip(DISTANCES, hard, soft):
+        assert mean(ops.triplet_hard_loss, GOLDEN_Y, GOLDEN_E, distance=distance) == pytest.approx(h, abs=1e-6)
+        assert mean(ops.triplet_hard_loss, GOLDEN_Y, GOLDEN_E, soft=True, distance=distance) == pytest.approx(
+            s, abs=1e-6
+        )
+
+
+def test_golden_npair_and_angular():
+    assert mean(ops.npair_loss, GOLDEN_Y, GOLDEN_E, l2_reg=0.0) == pytest.approx(1.0450543, abs=1e-6)
+    assert mean(ops.angular_loss, GOLDEN_Y, GOLDEN_E, alpha=40) == pytest.approx(1.6044104, abs=1e-5)
+    assert mean(ops.angular_loss, GOLDEN_Y, GOLDEN_E, alpha=45) == pytest.approx(2.0181359, abs=1e-5)
+
+
+def test_golden_tfa_docstring_cases():
+    labels, embeddings = [0, 0], [[0.0, 1.0], [1.0, 0.0]]
+    assert mean(ops.triplet_semihard_loss, labels, embeddings) == pytest.approx(2.4142137, abs=1e-6)
+    assert mean(ops.triplet_hard_loss, labels, embeddings) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_hand_worked_contrastive():
+    # Pairs: (0,1) positive at distance 0.5 -> 0.25; (0,2) and (1,2) negatives at
+    # distances 1 and 0.5 with margin 1 -> 0 and 0.25. Per anchor: [0.125, 0.25, 0.125].
+    labels = [0, 0, 1]
+    embeddings = [[0.0, 0.0], [0.5, 0.0], [1.0, 0.0]]
+    got = ops.contrastive_loss(labels, embeddings).numpy()
+    np.testing.assert_allclose(got, [0.125, 0.25, 0.125], atol=1e-7)
+
+
+@pytest.mark.parametrize("kernel,oracle,kwargs", CASES, ids=CASE_IDS)
+def test_matches_numpy_oracle(kernel, oracle, kwargs):
+    for labels, embeddings in BATCHES:
+        expected = oracle(labels, embeddings, **kwargs)
+        got = mean(kernel, labels, embeddings, **kwargs)
+        assert got == pytest.approx(expected, rel=2e-5, abs=2e-5), (labels, kwargs)
+
+
+@pytest.mark.parametrize("kernel,oracle,kwargs", CASES[::2], ids=CASE_IDS[::2])
+def test_eager_function_and_xla_agree(kernel, oracle, kwargs):
+    labels, embeddings = BATCHES[1]
+    eager = kernel(labels, embeddings, **kwargs).numpy()
+    graph = tf.function(lambda y, x: kernel(y, x, **kwargs))(labels, embeddings).numpy()
+    xla = tf.function(lambda y, x: kernel(y, x, **kwargs), jit_compile=True)(labels, embeddings).numpy()
+    np.testing.assert_allclose(graph, eager, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(xla, eager, rtol=1e-4, atol=1e-5)
+
+
+def _gradient(kernel, labels, embeddings, **kwargs):
+    x = tf.Variable(embeddings)
+    with tf.GradientTape() as tape:
+        value = tf.reduce_mean(kernel(labels, x, **kwargs))
+    return value.numpy(), tape.gradient(value, x).numpy()
+
+
+@pytest.mark.parametrize("kernel,oracle,kwargs", CASES, ids=CASE_IDS)
+def test_gradients_finite_with_identical_embeddings(kernel, oracle, kwargs):
+    embeddings = np.tile(np.float32([[0.6, 0.8, 0.0]]), (6, 1))
+    value, grad = _gradient(kernel, [0, 0, 1, 1, 2, 2], embeddings, **kwargs)
+    assert np.isfinite(value) and np.all(np.isfinite(grad))
+    value, grad = _gradient(kernel, [0, 0, 1, 1, 2, 2], np.zeros((6, 3), np.float32), **kwargs)
+    assert np.all(np.isfinite(grad))
+
+
+@pytest.mark.parametrize("kernel,oracle,kwargs", [c for c in CASES if c[0] is not ops.contrastive_loss])
+def test_no_positive_pair_gives_zero(kernel, oracle, kwargs):
+    rng = np.random.RandomState(7)
+    value, grad = _gradient(kernel, np.arange(8), rng.normal(size=(8, 4)).astype(np.float32), **kwargs)
+    assert value == 0.0
+    assert np.all(grad == 0.0)
+
+
+def test_gradient_matches_finite_differences():
+    labels, embeddings = BATCHES[3]
+    embeddings = embeddings.astype(np.float64)
+    for kernel, kwargs in [
+        (ops.triplet_semihard_loss, {}),
+        (ops.triplet_hard_loss, {"soft": True}),
+        (ops.contrastive_loss, {}),
+        (ops.npair_loss, {}),
+        (ops.angular_loss, {}),
+        (ops.npair_angular_loss, {}),
+    ]:
+        theoretical, numerical = tf.test.compute_gradient(
+            lambda x: tf.reduce_mean(kernel(labels, x, **kwargs)), [tf.constant(embeddings)], delta=1e-6
+        )
+        np.testing.assert_allclose(theoretical[0], numerical[0], rtol=1e-4, atol=1e-5, err_msg=kernel.__name__)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float64"])
+def test_low_and_high_precision_inputs(dtype):
+    labels, embeddings = BATCHES[1]
+    for kernel, _, kwargs in CASES[::3]:
+        cast = tf.cast(embeddings, dtype)
+        got = kernel(labels, cast, **kwargs)
+        assert got.dtype == cast.dtype
+        reference = kernel(labels, tf.cast(cast, tf.float32), **kwargs)
+        tolerance = 1e-5 if dtype == "float64" else 2e-2
+        np.testing.assert_allclose(
+            tf.cast(got, tf.float32).numpy(), reference.numpy(), rtol=tolerance, atol=tolerance
+        )
+
+
+def test_large_int32_labels_stay_distinct():
+    big = np.array([2**24, 2**24 + 1, 2**24, 2**24 + 1, 2**24 + 2, 2**24 + 2], np.int32)
+    small = np.array([0, 1, 0, 1, 2, 2], np.int32)
+    for cls, _, kwargs in KERAS_CLASSES:
+        loss = cls(**kwargs)
+        assert float(loss(big, GOLDEN_E)) == pytest.approx(float(loss(small, GOLDEN_E)), abs=1e-6)
+
+
+def test_labels_of_shape_b_and_b1_agree():
+    for cls, _, kwargs in KERAS_CLASSES:
+        loss = cls(**kwargs)
+        a = float(loss(GOLDEN_Y, GOLDEN_E))
+        b = float(loss(GOLDEN_Y[:, None], GOLDEN_E))
+        assert a == pytest.approx(b)
+
+
+@pytest.mark.parametrize("cls,kernel,kwargs", KERAS_CLASSES)
+def test_keras_class_equals_kernel_and_round_trips(cls, kernel, kwargs):
+    labels, embeddings = BATCHES[2]
+    loss = cls(**kwargs)
+    assert float(loss(labels, embeddings)) == pytest.approx(mean(kernel, labels, embeddings, **kwargs), rel=1e-6)
+    config = loss.get_config()
+    clone = cls.from_config(config)
+    assert clone.get_config() == config
+    restored = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert type(restored) is cls and restored.get_config() == config
+
+
+def test_sample_weight_weights_anchors():
+    labels, embeddings = BATCHES[3]
+    loss = losses.TripletHardLoss()
+    per_anchor = ops.triplet_hard_loss(labels, embeddings).numpy()
+    weights = np.linspace(0.0, 2.0, len(labels)).astype(np.float32)
+    expected = np.sum(per_anchor * weights) / len(labels)
+    assert float(loss(labels, embeddings, sample_weight=weights)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_get_builds_by_name():
+    assert isinstance(losses.get("npair_angular", lam=1.0), losses.NPairAngularLoss)
+    assert set(losses.LOSSES) == {"contrastive", "triplet_semihard", "triplet_hard", "npair", "angular", "npair_angular"}
+    with pytest.raises(ValueError, match="Received: name='arcface'"):
+        losses.get("arcface")
+
+
+@pytest.mark.parametrize(
+    "build,match",
+    [
+        (lambda: losses.TripletSemiHardLoss(distance="euclidean"), "distance='euclidean'"),
+        (lambda: losses.ContrastiveLoss(margin=-1.0), "margin=-1.0"),
+        (lambda: losses.TripletHardLoss(margin=float("nan")), "margin=nan"),
+        (lambda: losses.AngularLoss(alpha=90), "alpha=90"),
+        (lambda: losses.AngularLoss(alpha=0), "alpha=0"),
+        (lambda: losses.NPairAngularLoss(alpha=-5), "alpha=-5"),
+        (lambda: losses.NPairAngularLoss(lam=-1), "lam=-1"),
+        (lambda: losses.NPairLoss(variant="multi"), "variant='multi'"),
+        (lambda: losses.NPairLoss(l2_reg=-0.1), "l2_reg=-0.1"),
+    ],
+)
+def test_bad_options_raise(build, match):
+    with pytest.raises(ValueError, match=match):
+        build()
+
+
+@pytest.mark.parametrize("kernel", [k for k, _, _ in CASES[::4]])
+def test_bad_shapes_raise(kernel):
+    with pytest.raises(ValueError, match=r"embeddings.shape=\(4,\)"):
+        kernel([0, 0, 1, 1], np.zeros(4, np.float32))
+    with pytest.raises(ValueError, match=r"labels.shape=\(2, 2\)"):
+        kernel([[0, 0], [1, 1]], np.zeros((4, 3), np.float32))
+    with pytest.raises(ValueError, match="same batch size"):
+        kernel([0, 0, 1], np.zeros((4, 3), np.float32))
+    with pytest.raises(ValueError, match="float tensor"):
+        kernel([0, 0, 1, 1], np.zeros((4, 3), np.int32))
+
+
+def _digits_pk(num_batches=12, p=5, k=4, seed=0):
+    """PK batches of scikit-learn digits features (a real dataset)."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = (data.data / 16.0).astype(np.float32)
+    y = data.target.astype(np.int32)
+    rng = np.random.RandomState(seed)
+    xs, ys = [], []
+    for _ in range(num_batches):
+        for c in rng.choice(10, p, replace=False):
+            idx = rng.choice(np.flatnonzero(y == c), k, replace=False)
+            xs.append(x[idx])
+            ys.append(y[idx])
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+@pytest.mark.parametrize("cls,kernel,kwargs", KERAS_CLASSES)
+def test_fit_lowers_loss_and_model_reloads(cls, kernel, kwargs, tmp_path):
+    keras.utils.set_random_seed(0)
+    x, y = _digits_pk()
+    model = keras.Sequential(
+        [keras.Input((64,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(16), keras.layers.UnitNormalization()]
+    )
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss=cls(**kwargs))
+    before = model.evaluate(x, y, batch_size=20, verbose=0)
+    model.fit(x, y, batch_size=20, epochs=4, shuffle=False, verbose=0)
+    after = model.evaluate(x, y, batch_size=20, verbose=0)
+    assert after < before * 0.9
+    path = tmp_path / "model.keras"
+    model.save(path)
+    reloaded = keras.models.load_model(path, safe_mode=True)
+    assert type(reloaded.loss) is cls
+    assert reloaded.loss.get_config() == model.loss.get_config()
+    assert reloaded.evaluate(x, y, batch_size=20, verbose=0) == pytest.approx(after, rel=1e-5)
+
+
+def test_semihard_memory_is_quadratic():
+    # A B=2048 batch would need a [B*B, B] float tensor of 32 GB in tfa's formulation.
+    labels = np.repeat(np.arange(512), 4)
+    embeddings = tf.math.l2_normalize(tf.random.stateless_normal([2048, 64], seed=[1, 2]), axis=1)
+    value = tf.reduce_mean(ops.triplet_semihard_loss(labels, embeddings))
+    assert np.isfinite(value.numpy())
