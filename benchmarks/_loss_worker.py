@@ -2,7 +2,7 @@
 
 Run by ``bench_losses.py`` as ``python _loss_worker.py '<json>'`` with the keys
 ``impl`` (ours | ours_xla | tfa | pml | matmul), ``loss``, ``batch``, ``dim``,
-``per_class``, ``repeats``, ``budget_s`` and ``seed``. Prints one JSON line:
+``per_class``, ``repeats``, ``min_time_s``, ``budget_s`` and ``seed``. Prints one JSON line:
 the median, minimum and maximum time of the timed forward+backward passes, the loss
 value, and the process's resident memory before the first pass and at its peak.
 
@@ -20,7 +20,6 @@ import time
 
 import numpy as np
 
-MIN_TIME_S = 2.0
 MAX_PASSES = 50
 
 # (loss, per-impl builder name); the builders are below, one per framework.
@@ -166,9 +165,10 @@ def measure(config):
     warmup_s = time.perf_counter() - start
     times = []
     spent = 0.0
-    # At least `repeats` passes (more, up to MAX_PASSES, while under MIN_TIME_S: a robust median
-    # for fast kernels), and no pass started that would overrun `budget_s`.
-    while (len(times) < config["repeats"] or spent < MIN_TIME_S) and len(times) < MAX_PASSES and (
+    # At least `repeats` passes (more, up to MAX_PASSES, while under `min_time_s`: a robust
+    # median for fast kernels), and no pass started that would overrun `budget_s`.
+    min_time_s = config.get("min_time_s", 2.0)
+    while (len(times) < config["repeats"] or spent < min_time_s) and len(times) < MAX_PASSES and (
         not times or spent + times[-1] <= config["budget_s"]
     ):
         start = time.perf_counter()

@@ -17,7 +17,8 @@ The worker warms up once (tracing), then times passes and reports the median;
 the memory figure is the peak resident memory of the whole worker process. The
 parent polls the worker's resident memory and kills it above ``--mem-cap-gb``
 (recorded as OOM), or after ``--timeout`` seconds; larger B for that series are
-then skipped.
+then skipped. A run stopped because the (shared) machine ran low on memory is
+retried once when memory is free again.
 
 Results: ``<out>.json`` (every measurement and the machine), ``<out>.md`` (a
 table per loss and D, and the headline ratios) and ``<out>_D<d>.png`` plots.
@@ -38,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -106,6 +108,16 @@ def process_rss_gb(pid):
     return 0.0
 
 
+def wait_for_memory(needed_gb, patience_s):
+    """Wait until the machine has ``needed_gb`` available; False after ``patience_s``."""
+    deadline = time.monotonic() + patience_s
+    while mem_available_gb() < needed_gb:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(5.0)
+    return True
+
+
 def python_for(impl):
     """The interpreter that runs ``impl``."""
     env_name = IMPL_ENV.get(impl)
@@ -156,10 +168,10 @@ def machine_description(impls):
                 break
     with open("/proc/meminfo") as meminfo:
         total_gb = int(meminfo.readline().split()[1]) / 1e6
-    ours = subprocess.run(
-        [sys.executable, "-c", "import tensorflow as tf, keras; print(tf.__version__, keras.__version__)"],
-        capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-    ).stdout.split()
+    try:
+        ours = [metadata.version("tensorflow"), metadata.version("keras")]
+    except metadata.PackageNotFoundError:
+        ours = []
     description = {
         "cpu": cpu,
         "cores": len(os.sched_getaffinity(0)),
@@ -196,10 +208,13 @@ def sweep(args, records):
             config = {
                 "impl": impl, "loss": loss, "batch": batch, "dim": dim,
                 "per_class": per_class(loss), "repeats": args.repeats,
-                "budget_s": args.budget, "seed": 0,
+                "budget_s": args.budget, "min_time_s": args.min_time, "seed": 0,
             }
             load = os.getloadavg()[0]
             result = run_config(config, args.timeout, args.mem_cap_gb, args.mem_reserve_gb)
+            if result["status"] == "aborted" and wait_for_memory(args.mem_cap_gb + 2.0, args.wait):
+                load = os.getloadavg()[0]
+                result = run_config(config, args.timeout, args.mem_cap_gb, args.mem_reserve_gb)
             result.update(impl=impl, loss=loss, batch=batch, dim=dim, load_before=round(load, 2))
             records[(impl, loss, batch, dim)] = result
             print(f"{impl:12s} {loss:13s} D={dim:<4d} B={batch:<6d} {format_cell(result)}", flush=True)
@@ -225,7 +240,8 @@ def format_cell(result):
 
 
 def largest_ok(records, impl, loss, dim):
-    sizes = [key[2] for key, r in records.items() if key[:2] == (impl, loss) and key[3] == dim and r["status"] == "ok"]
+    sizes = [key[2] for key, r in records.items()
+             if key[:2] == (impl, loss) and key[3] == dim and r["status"] == "ok"]
     return max(sizes) if sizes else None
 
 
@@ -340,7 +356,8 @@ def plot(out, records):
 def save(args, records):
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    settings = {k: getattr(args, k) for k in ("repeats", "budget", "timeout", "mem_cap_gb", "max_batch_d512")}
+    settings = {k: getattr(args, k) for k in ("repeats", "budget", "min_time", "timeout", "mem_cap_gb",
+                                              "max_batch_d512")}
     payload = {"machine": args.machine, "settings": settings,
                "results": [records[key] for key in sorted(records, key=str)]}
     out.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")
@@ -363,11 +380,17 @@ def parse_args(argv):
     parser.add_argument("--dims", nargs="+", type=int, default=[128, 512])
     parser.add_argument("--max-batch-d512", type=int, default=16384, help="largest B tried at D=512")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--budget", type=float, default=30.0, help="seconds of timed passes per configuration")
+    parser.add_argument("--budget", type=float, default=30.0,
+                        help="seconds of timed passes per configuration")
+    parser.add_argument("--min-time", type=float, default=2.0,
+                        help="keep timing fast kernels (up to 50 passes) until this many seconds")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per configuration")
     parser.add_argument("--mem-cap-gb", type=float, default=16.0)
     parser.add_argument("--mem-reserve-gb", type=float, default=1.0,
                         help="abort a run when the machine has less memory available than this")
+    parser.add_argument("--wait", type=float, default=600.0,
+                        help="after a run aborted for lack of machine memory, wait up to this many "
+                        "seconds for memory to free up, then retry it once")
     parser.add_argument("--out", default=str(HERE / "results" / "losses"), help="output path without suffix")
     parser.add_argument("--update", action="store_true", help="merge into the existing results at --out")
     parser.add_argument("--quick", action="store_true",

@@ -274,7 +274,8 @@ def run(out_dir=HERE / "results"):
     versions = [f"tfa: TensorFlow {envs.versions('tfa')}", f"pml: PyTorch {envs.versions('pml')}"]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "golden.json").write_text(json.dumps({"environments": versions, "rows": rows}, indent=1) + "\n")
+    payload = {"environments": versions, "rows": rows}
+    (out_dir / "golden.json").write_text(json.dumps(payload, indent=1) + "\n")
     (out_dir / "golden.md").write_text(markdown(rows, versions))
     return rows
 
