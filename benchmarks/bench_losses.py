@@ -51,6 +51,7 @@ import envs  # noqa: E402  (benchmarks/ is not a package)
 LOSSES = ["semihard", "hard", "contrastive", "npair", "angular", "npair_angular"]
 IMPLS = ["ours", "ours_xla", "tfa", "pml", "matmul", "matmul_torch"]
 FLOORS = ("matmul", "matmul_torch")
+DEFAULT_MEM_CAP_GB = 16.0
 SUPPORTED = {
     "ours": set(LOSSES),
     "ours_xla": set(LOSSES),
@@ -215,7 +216,8 @@ def sweep(args, records):
             if result["status"] == "aborted" and wait_for_memory(args.mem_cap_gb + 2.0, args.wait):
                 load = os.getloadavg()[0]
                 result = run_config(config, args.timeout, args.mem_cap_gb, args.mem_reserve_gb)
-            result.update(impl=impl, loss=loss, batch=batch, dim=dim, load_before=round(load, 2))
+            result.update(impl=impl, loss=loss, batch=batch, dim=dim, load_before=round(load, 2),
+                          mem_cap_gb=args.mem_cap_gb)
             records[(impl, loss, batch, dim)] = result
             print(f"{impl:12s} {loss:13s} D={dim:<4d} B={batch:<6d} {format_cell(result)}", flush=True)
             save(args, records)
@@ -235,7 +237,10 @@ def format_cell(result):
         return "–"
     status = result["status"]
     if status == "ok":
-        return f"{format_time(result['time_s'])} / {result['peak_rss_gb']:.2f} G"
+        cell = f"{format_time(result['time_s'])} / {result['peak_rss_gb']:.2f} G"
+        if result.get("mem_cap_gb", DEFAULT_MEM_CAP_GB) > DEFAULT_MEM_CAP_GB:
+            cell += f" (over the cap: rerun with {result['mem_cap_gb']:g} G)"
+        return cell
     return {"oom": "OOM", "timeout": "timeout", "aborted": "aborted", "error": "error"}[status]
 
 
@@ -385,7 +390,7 @@ def parse_args(argv):
     parser.add_argument("--min-time", type=float, default=2.0,
                         help="keep timing fast kernels (up to 50 passes) until this many seconds")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per configuration")
-    parser.add_argument("--mem-cap-gb", type=float, default=16.0)
+    parser.add_argument("--mem-cap-gb", type=float, default=DEFAULT_MEM_CAP_GB)
     parser.add_argument("--mem-reserve-gb", type=float, default=1.0,
                         help="abort a run when the machine has less memory available than this")
     parser.add_argument("--wait", type=float, default=600.0,
