@@ -246,7 +246,8 @@ def format_cell(result):
 
 def largest_ok(records, impl, loss, dim):
     sizes = [key[2] for key, r in records.items()
-             if key[:2] == (impl, loss) and key[3] == dim and r["status"] == "ok"]
+             if key[:2] == (impl, loss) and key[3] == dim and r["status"] == "ok"
+             and r["peak_rss_gb"] <= DEFAULT_MEM_CAP_GB]
     return max(sizes) if sizes else None
 
 
@@ -292,6 +293,9 @@ def markdown(machine, settings, records):
     headline_batch = 1024
     lines += [
         f"## Headline (D={headline_dim}, B={headline_batch})",
+        "",
+        f"Dimensions measured: {', '.join(map(str, dims))}. Largest B: the largest batch that ran "
+        f"within {DEFAULT_MEM_CAP_GB:g} GB and the timeout.",
         "",
         "| loss | ours | ours/tfa time | ours/PML time | largest B: ours / tfa / PML |",
         "| --- | --- | --- | --- | --- |",
