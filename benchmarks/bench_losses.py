@@ -352,12 +352,14 @@ def plot(out, records):
                                 if k[0] == impl and k[1] == key_loss and k[3] == dim and r["status"] == "ok")
                 if points:
                     style = ":" if impl in FLOORS else "-"
-                    axis.plot(*zip(*points), style, marker="o", label=LABELS[impl])
+                    color = f"C{IMPLS.index(impl)}"
+                    axis.plot(*zip(*points), style, marker="o", color=color, label=LABELS[impl])
             axis.set(xscale="log", yscale="log", xlabel="B", title=f"{loss}, D={dim}")
             axis.set_xscale("log", base=2)
         axes[0][0].set_ylabel("forward+backward time (s)")
-        axes[0][-1].legend(fontsize=7)
-        figure.tight_layout()
+        handles = {label: line for axis in axes[0] for line, label in zip(*axis.get_legend_handles_labels())}
+        figure.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), fontsize=8)
+        figure.tight_layout(rect=(0, 0.08, 1, 1))
         figure.savefig(f"{out}_D{dim}.png", dpi=90)
         plt.close(figure)
 
