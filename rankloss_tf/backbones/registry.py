@@ -23,7 +23,7 @@ def backbone_names():
 
     Example:
         >>> names = backbone_names()
-        >>> names[0], "ResNet50" in names
+        >>> names[0], "resnet50" in names
         ('efficientnet_lite0', True)
     """
     return [LITE0, *sorted(_applications())]
