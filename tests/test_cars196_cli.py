@@ -85,16 +85,16 @@ def test_frozen_features_on_cars196_cached_then_reused_and_exported(tiny_cars196
         np.testing.assert_allclose(embeddings, want / np.linalg.norm(want, axis=1, keepdims=True), atol=2e-4)
 
 
-def test_fine_tune_trains_the_whole_network(tmp_path, capsys):
-    status, out = run_cli(capsys, "train", "--dataset", "digits", "--backbone", "efficientnet_lite0", "--weights",
-                          "random", "--fine-tune", "--image-size", "32", "--epochs", "1", "--steps-per-epoch", "1",
-                          "--embedding-dim", "8", "--no-plots", "--out", tmp_path / "run", "--verbose", "0")
-    assert status == 0 and "frozen" not in out
-    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+def test_fine_tune_trains_the_whole_network(tmp_path):
+    config = training.TrainConfig(dataset="digits", backbone="efficientnet_lite0", weights="random", fine_tune=True,
+                                  image_size=32, epochs=1, steps_per_epoch=1, embedding_dim=8, plots=False,
+                                  out_dir=str(tmp_path), verbose=0)
+    result = training.train(config)
+    record = json.loads((tmp_path / "metrics.json").read_text())
     assert record["protocol"] == "end to end" and record["config"]["fine_tune"] is True
-    model = keras.models.load_model(tmp_path / "run" / "model.keras")
-    assert model.input_shape == (None, 8, 8, 1) and model.output_shape == (None, 8)
-    assert len(model.trainable_weights) > 100  # the backbone's convolutions and batch norms, not just the head
+    assert result.model.input_shape == (None, 8, 8, 1) and result.model.output_shape == (None, 8)
+    assert len(result.model.trainable_weights) > 100  # the backbone's convolutions and batch norms, not just the head
+    assert (tmp_path / "model.keras").is_file()
 
 
 def test_cars196_defaults():
