@@ -1,6 +1,6 @@
 """rankloss_tf: deep metric learning (retrieval) for TensorFlow 2 / Keras 3."""
 
-from rankloss_tf import backbones, data, datasets, ops
+from rankloss_tf import backbones, data, datasets, evaluation, export, models, ops
 from rankloss_tf.losses import (
     AngularLoss,
     ContrastiveLoss,
@@ -16,6 +16,9 @@ __all__ = [
     "backbones",
     "data",
     "datasets",
+    "evaluation",
+    "export",
+    "models",
     "ops",
     "AngularLoss",
     "ContrastiveLoss",

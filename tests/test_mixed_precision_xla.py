@@ -99,3 +99,26 @@ def test_fit_under_xla_and_mixed_precision(policy, float32_run, policy_name, jit
         else:
             assert initial[key] == pytest.approx(float32_initial[key], rel=3e-2), name
     assert all(np.all(np.isfinite(w)) for w in model.get_weights())
+
+
+def test_evaluation_kernel_under_xla_and_half_precision():
+    """The blocked kNN kernel compiles with XLA, and half-precision embeddings evaluate like float32."""
+    from rankloss_tf.evaluation import evaluate
+    from rankloss_tf.evaluation.neighbours import _block_top_k
+
+    rng = np.random.RandomState(3)
+    labels = np.repeat(np.arange(20), 5)
+    embeddings = (rng.normal(size=(20, 16))[labels] + 0.3 * rng.normal(size=(100, 16))).astype(np.float32)
+    references = tf.math.l2_normalize(embeddings, axis=1)
+    block = references[:32]
+    args = (block, tf.constant(0), references, None, 5, True)
+    eager = _block_top_k.python_function(*args)
+    compiled = tf.function(_block_top_k.python_function, jit_compile=True)(*args)
+    np.testing.assert_array_equal(compiled.indices.numpy(), eager.indices.numpy())
+    np.testing.assert_allclose(compiled.values.numpy(), eager.values.numpy(), rtol=1e-5, atol=1e-6)
+
+    reference = evaluate(embeddings, labels, clustering=False)
+    for dtype in ("float16", "bfloat16"):
+        got = evaluate(tf.cast(embeddings, dtype), labels, clustering=False)
+        for key, value in reference.items():
+            assert abs(got[key] - value) <= 0.03, (dtype, key, got[key], value)

@@ -14,7 +14,11 @@ from rankloss_tf.backbones.weights import convert
 
 
 def main(argv=None):
-    """Parses `--output` and `--source` and runs `convert`."""
+    """Parses `--output` and `--source` and runs `convert`.
+
+    Example:
+        >>> main(["--output", "/tmp/lite0.npz"])  # doctest: +SKIP
+    """
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output", help="the .npz to write (default: the cache)")
     parser.add_argument("--source", help="the .pth or .whl (default: the installed package)")

@@ -19,7 +19,13 @@ def _applications():
 
 
 def backbone_names():
-    """Names `build_backbone` accepts: "efficientnet_lite0" and keras.applications models."""
+    """Names `build_backbone` accepts: "efficientnet_lite0" and keras.applications models.
+
+    Example:
+        >>> names = backbone_names()
+        >>> names[0], "resnet50" in names
+        ('efficientnet_lite0', True)
+    """
     return [LITE0, *sorted(_applications())]
 
 

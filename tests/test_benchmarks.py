@@ -1,0 +1,52 @@
+"""The benchmark scripts: the loss sweep on a tiny batch, and parity with the real tfa / PML.
+
+The parity test needs the pinned reference environments of benchmarks/envs.py
+(`python benchmarks/envs.py`, a few minutes and ~2.5 GB); it is skipped without them.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import bench_losses  # noqa: E402
+import envs  # noqa: E402
+
+
+def test_loss_sweep_writes_tables_and_stops_a_series_at_the_memory_cap(tmp_path):
+    out = tmp_path / "losses"
+    bench_losses.main([
+        "--impls", "ours", "--losses", "npair", "--batches", "16", "32",
+        "--dims", "8", "--repeats", "1", "--min-time", "0", "--out", str(out),
+    ])
+    results = json.loads(out.with_suffix(".json").read_text())
+    statuses = {(r["impl"], r["loss"], r["batch"]): r["status"] for r in results["results"]}
+    assert statuses == {("ours", "npair", 16): "ok", ("ours", "npair", 32): "ok"}
+    assert all(r["time_s"] > 0 and r["peak_rss_gb"] > 0.05 for r in results["results"])
+    assert results["machine"]["cores"] >= 1
+    table = out.with_suffix(".md").read_text()
+    assert "## npair, D=8" in table and "| 32 |" in table
+
+    # A cap below what TensorFlow alone needs: the first run is killed, the larger B skipped.
+    bench_losses.main([
+        "--impls", "matmul", "--batches", "16", "32", "--dims", "8", "--repeats", "1",
+        "--mem-cap-gb", "0.05", "--out", str(out),
+    ])
+    results = json.loads(out.with_suffix(".json").read_text())["results"]
+    assert [(r["batch"], r["status"]) for r in results] == [(16, "oom")]
+    assert "OOM" in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.skipif(not (envs.is_ready("tfa") and envs.is_ready("pml")),
+                    reason="reference environments absent: run benchmarks/envs.py")
+def test_parity_with_tfa_and_pml(tmp_path):
+    import golden
+
+    rows = golden.run(tmp_path)
+    assert golden.failures(rows) == []
+    assert {row["loss"] for row in rows} == {"semihard", "hard", "contrastive", "npairs", "angular"}
+    assert sum("design_value" in row for row in rows) == 15
