@@ -278,8 +278,12 @@ def _fit_callbacks(config, out_dir, test_data, callbacks):
 
 
 def _dataset_id(config, split):
+    """The feature-cache name of one split: dataset, resolved data location, split."""
+    name = config.dataset
+    if name.startswith(datasets.FOLDER_PREFIX):
+        name = datasets.FOLDER_PREFIX + str(Path(name[len(datasets.FOLDER_PREFIX):]).resolve())
     source = "default" if config.data_dir is None else Path(config.data_dir).resolve()
-    return f"{config.dataset}:{source}:{split}"
+    return f"{name}:{source}:{split}"
 
 
 def train(config, callbacks=()):
