@@ -40,13 +40,11 @@ import platform
 import time
 from pathlib import Path
 
-import keras
 import numpy as np
 
-from rankloss_tf.backbones import extract_features
-from rankloss_tf.data import pk_batches
 from rankloss_tf.datasets import load
 from rankloss_tf.evaluation import evaluate
+from rankloss_tf.frozen_backbone import backbone_features, train_head
 from rankloss_tf.losses import AngularLoss, NPairAngularLoss, NPairLoss, TripletSemiHardLoss
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -76,31 +74,23 @@ PAPER_RECALL_AT_1 = {
 def cached_features(data_dir, split, cache_dir):
     """(features [N, 1280], labels [N], seconds) of one half, through the feature cache."""
     start = time.perf_counter()
-    features, labels = extract_features(
+    features, labels = backbone_features(
         load("cars196", split, data_dir=data_dir),
-        backbone=BACKBONE,
-        image_size=IMAGE_SIZE,
+        BACKBONE,
+        IMAGE_SIZE,
+        "imagenet",
         dataset_id=f"cars196:{Path(data_dir).resolve()}:{split}",
         cache_dir=cache_dir,
     )
     return features, labels, time.perf_counter() - start
 
 
-def train_head(train, method, seed, steps):
+def train_method_head(train, method, seed, steps):
     """A linear 1280 -> 512 embedding head trained on cached features with one loss."""
     make_loss, classes_per_batch, samples_per_class, normalise = METHODS[method]
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((train[0].shape[1],))
-    outputs = keras.layers.Dense(EMBEDDING_DIM, name="embedding")(inputs)
-    if normalise:
-        outputs = keras.layers.UnitNormalization()(outputs)
-    model = keras.Model(inputs, outputs)
-    model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss=make_loss())
-    batches = pk_batches(
-        *train, classes_per_batch=classes_per_batch, samples_per_class=samples_per_class, seed=seed
-    )
-    model.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0)
-    return model
+    head, _ = train_head(*train, make_loss(), EMBEDDING_DIM, classes_per_batch, samples_per_class,
+                         steps_per_epoch=steps, learning_rate=LEARNING_RATE, normalize=normalise, seed=seed)
+    return head
 
 
 def run(train, test, method, seed, steps):
@@ -109,7 +99,7 @@ def run(train, test, method, seed, steps):
     if method is None:
         embeddings = test[0]
     else:
-        embeddings = train_head(train, method, seed, steps).predict(test[0], batch_size=1024, verbose=0)
+        embeddings = train_method_head(train, method, seed, steps).predict(test[0], batch_size=1024, verbose=0)
     metrics = evaluate(embeddings, test[1], ks=(1, 2, 4, 8), seed=seed)
     result = {name: 100.0 * metrics[name] for name in COLUMNS}
     result["seconds"] = time.perf_counter() - start

@@ -5,6 +5,7 @@ Argument parsing only; the work is done by ``rankloss_tf.training``.
 Examples::
 
     rankloss-tf train --dataset omniglot --data-dir data/omniglot --loss npair_angular --export runs/omniglot/saved_model
+    rankloss-tf train --dataset cars196 --data-dir data/cars196 --backbone efficientnet_lite0 --out runs/cars196
     rankloss-tf evaluate --model runs/omniglot/saved_model --dataset omniglot --data-dir data/omniglot
     rankloss-tf export --model runs/omniglot --out exported/omniglot
     rankloss-tf demo      # what `make demo` runs
@@ -75,12 +76,23 @@ def _add_training_arguments(parser):
     parser.add_argument("--samples-per-class", type=positive_int, help="K of the P x K batches")
     parser.add_argument("--epochs", type=positive_int, help="training epochs")
     parser.add_argument("--steps-per-epoch", type=positive_int, help="batches per epoch (default: one pass)")
-    parser.add_argument("--embedding-dim", type=positive_int, help="embedding size (default 128; digits 64)")
+    parser.add_argument("--embedding-dim", type=positive_int,
+                        help="embedding size (default 128; digits 64, cars196 512)")
     parser.add_argument("--backbone", default="small_cnn",
-                        help="small_cnn (default), a keras.applications name (ResNet50, ...) or efficientnet_lite0")
-    parser.add_argument("--weights", help="backbone weights: imagenet or a weights file (default: random)")
-    parser.add_argument("--image-size", type=positive_int, help="side the images are resized to inside the model")
-    parser.add_argument("--learning-rate", type=_number(float, 0, math.inf, open_interval=True), default=1e-3)
+                        help="small_cnn (default), efficientnet_lite0 or a keras.applications name (ResNet50, ...); "
+                             "a pretrained backbone stays frozen: its features are computed once and cached, "
+                             "and an embedding head trains on them")
+    parser.add_argument("--weights", help="pretrained backbone weights: imagenet (default), a weights file, "
+                                          "or random (with --fine-tune)")
+    parser.add_argument("--fine-tune", action="store_true",
+                        help="train the whole pretrained network on the images instead of a head on cached "
+                             "features (slow without a GPU)")
+    parser.add_argument("--cache-dir", help="feature cache of frozen backbones (default ~/.cache/rankloss_tf/features)")
+    parser.add_argument("--image-size", type=positive_int,
+                        help="side the images are resized to inside the model (default: as loaded; 224 for "
+                             "pretrained backbones)")
+    parser.add_argument("--learning-rate", type=_number(float, 0, math.inf, open_interval=True),
+                        help="initial Adam learning rate, cosine-decayed (default 1e-3)")
     parser.add_argument("--seed", type=_number(int), default=0)
     parser.add_argument("--eval-every", type=_number(int, minimum=0), default=0,
                         help="also evaluate on the test split every N epochs (default: only at the end)")
@@ -141,7 +153,8 @@ def _run(args):
         else:
             fields = {f for f in training.TrainConfig.__dataclass_fields__}
             config = training.TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
-        print(f"Training {config.loss} on {config.dataset}"
+        protocol = f" (frozen {config.backbone} features)" if config.resolved().frozen else ""
+        print(f"Training {config.loss} on {config.dataset}{protocol}"
               f"{f' ({config.data_dir})' if config.data_dir else ''}; run directory {config.out_dir}", flush=True)
         result = training.train(config)
         print(f"\nTest metrics ({config.dataset}, held-out classes), "

@@ -25,6 +25,9 @@ import keras
 __all__ = [
     "ImagePreprocessing",
     "build_embedding_model",
+    "build_feature_extractor",
+    "is_pretrained_backbone",
+    "projection_head",
     "small_cnn",
 ]
 
@@ -221,6 +224,98 @@ def _external_backbone(backbone, input_shape, image_size, weights):
     return keras.Model(inputs, network(x), name=backbone)
 
 
+def is_pretrained_backbone(backbone):
+    """True for the backbones that come with pretrained weights.
+
+    These are ``"efficientnet_lite0"`` and the ``keras.applications`` names;
+    ``"small_cnn"`` and unknown names are False.
+
+    Example:
+    >>> is_pretrained_backbone("efficientnet_lite0"), is_pretrained_backbone("small_cnn")
+    (True, False)
+    """
+    return backbone in _EXTERNAL_BACKBONES or (isinstance(backbone, str) and _application(backbone) is not None)
+
+
+def build_feature_extractor(input_shape, backbone="small_cnn", image_size=None, weights=None):
+    """Builds a backbone with its preprocessing inside: ``uint8`` images to pooled features.
+
+    Args:
+        input_shape: ``(height, width, channels)`` of the raw ``uint8`` images.
+        backbone: ``"small_cnn"``, a ``keras.applications`` constructor name
+            (e.g. ``"ResNet50"``), or a name from ``rankloss_tf.backbones``
+            (``"efficientnet_lite0"``).
+        image_size: ``(height, width)`` the images are resized to inside the
+            model, or None to keep their size.
+        weights: backbone weights: None (random), ``"imagenet"`` or a path to
+            a weights file. Ignored by ``"small_cnn"``.
+
+    Returns:
+        A ``keras.Model`` mapping ``uint8 [N, H, W, C]`` to ``float32 [N, F]``.
+
+    Raises:
+        ValueError: unknown backbone, bad shapes or sizes.
+
+    Example:
+    >>> build_feature_extractor((8, 8, 1)).output_shape
+    (None, 64)
+    """
+    input_shape = _check_input_shape(input_shape)
+    if backbone == "small_cnn":
+        return small_cnn(input_shape, image_size=image_size)
+    if backbone in _EXTERNAL_BACKBONES:
+        return _external_backbone(backbone, input_shape, image_size, weights)
+    if is_pretrained_backbone(backbone):
+        return _applications_backbone(backbone, input_shape, image_size, weights)
+    raise ValueError(
+        "`backbone` must be 'small_cnn', a keras.applications model name (e.g. "
+        f"'ResNet50') or one of {list(_EXTERNAL_BACKBONES)}. Received: backbone={backbone!r}"
+    )
+
+
+def _check_embedding_dim(embedding_dim):
+    if isinstance(embedding_dim, bool) or int(embedding_dim) < 1:
+        raise ValueError(
+            f"`embedding_dim` must be a positive integer. Received: embedding_dim={embedding_dim}"
+        )
+    return int(embedding_dim)
+
+
+def _project(x, embedding_dim, normalize):
+    """Dense projection to ``embedding_dim`` -> optional L2 normalisation -> float32 embeddings."""
+    x = keras.layers.Dense(embedding_dim, name="projection")(x)
+    if normalize:
+        x = keras.layers.UnitNormalization(axis=-1, name="l2_normalize")(x)
+    return keras.layers.Activation("linear", dtype="float32", name="embeddings")(x)
+
+
+def projection_head(feature_dim, embedding_dim=64, normalize=True, name="projection_head"):
+    """The embedding head alone: features ``[N, F]`` -> dense -> L2 normalisation -> ``[N, D]``.
+
+    The head of ``build_embedding_model``, for training on precomputed
+    (frozen-backbone) features: ``embeddings = normalize(features @ W + b)``.
+
+    Args:
+        feature_dim: size ``F`` of the input features.
+        embedding_dim: size ``D`` of the embeddings.
+        normalize: whether to L2-normalise the embeddings (unit norm rows).
+        name: model name.
+
+    Returns:
+        A ``keras.Model`` mapping ``float32 [N, F]`` to ``float32 [N, D]``.
+
+    Example:
+    >>> import numpy as np
+    >>> head = projection_head(1280, embedding_dim=512)
+    >>> np.linalg.norm(head(np.ones((2, 1280), np.float32)), axis=1).round(4).tolist()
+    [1.0, 1.0]
+    """
+    if isinstance(feature_dim, bool) or int(feature_dim) < 1:
+        raise ValueError(f"`feature_dim` must be a positive integer. Received: feature_dim={feature_dim}")
+    inputs = keras.Input((int(feature_dim),), name="features")
+    return keras.Model(inputs, _project(inputs, _check_embedding_dim(embedding_dim), normalize), name=name)
+
+
 def build_embedding_model(
     input_shape,
     embedding_dim=64,
@@ -259,25 +354,7 @@ def build_embedding_model(
     TensorShape([2, 16])
     """
     input_shape = _check_input_shape(input_shape)
-    if int(embedding_dim) < 1:
-        raise ValueError(
-            f"`embedding_dim` must be a positive integer. Received: embedding_dim={embedding_dim}"
-        )
-    if backbone == "small_cnn":
-        features = small_cnn(input_shape, image_size=image_size)
-    elif backbone in _EXTERNAL_BACKBONES:
-        features = _external_backbone(backbone, input_shape, image_size, weights)
-    elif isinstance(backbone, str) and _application(backbone) is not None:
-        features = _applications_backbone(backbone, input_shape, image_size, weights)
-    else:
-        raise ValueError(
-            "`backbone` must be 'small_cnn', a keras.applications model name (e.g. "
-            f"'ResNet50') or one of {list(_EXTERNAL_BACKBONES)}. Received: backbone={backbone!r}"
-        )
+    embedding_dim = _check_embedding_dim(embedding_dim)
+    features = build_feature_extractor(input_shape, backbone, image_size, weights)
     inputs = keras.Input(input_shape, dtype="uint8", name="images")
-    x = features(inputs)
-    x = keras.layers.Dense(int(embedding_dim), name="projection")(x)
-    if normalize:
-        x = keras.layers.UnitNormalization(axis=-1, name="l2_normalize")(x)
-    outputs = keras.layers.Activation("linear", dtype="float32", name="embeddings")(x)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(inputs, _project(features(inputs), embedding_dim, normalize), name=name)
