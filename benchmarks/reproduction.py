@@ -53,7 +53,7 @@ from rankloss_tf.training import TrainConfig, train
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "omniglot"
-DEFAULT_EPOCHS = 12
+DEFAULT_EPOCHS = 16
 COLUMNS = ("recall@1", "recall@2", "recall@4", "recall@8", "nmi", "f1")
 BATCH_SIZE = 128
 OVO_LOSS = "npair_ovo"
@@ -261,7 +261,7 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
     parser.add_argument("--out", default=None, help="results path without suffix (default benchmarks/results/reproduction)")
     parser.add_argument("--resume", action="store_true", help="keep the runs already in the results file")
-    parser.add_argument("--discussion", default=None, help="a text file whose paragraph ends the Markdown")
+    parser.add_argument("--discussion", default=None, help="a text file that ends the Markdown (kept by --resume)")
     parser.add_argument("--quick", action="store_true", help="1 epoch, seed 0, results under .bench/")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -271,18 +271,20 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
     json_path = out.with_suffix(".json")
 
-    runs = {}
+    runs, discussion = {}, None
     if args.resume and json_path.is_file():
         previous = json.loads(json_path.read_text())
         if previous["settings"]["epochs"] == args.epochs:
-            runs = previous["runs"]
-    discussion = Path(args.discussion).read_text().strip() if args.discussion else None
+            runs, discussion = previous["runs"], previous.get("discussion")
+    if args.discussion:
+        discussion = Path(args.discussion).read_text().strip()
     record = {
         "settings": {"epochs": args.epochs, "steps_per_epoch": 2720 // BATCH_SIZE, "learning_rate": 1e-3,
                      "batch_size": BATCH_SIZE, "seeds": args.seeds, "data_dir": str(args.data_dir)},
         "methods": {k: dataclasses.asdict(m) for k, m in METHODS.items()},
         "machine": machine(),
         "runs": runs,
+        "discussion": discussion,
     }
 
     def write():
