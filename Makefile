@@ -23,6 +23,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
+	if [ -d ../shared/data/cars196 ]; then $(PY) benchmarks/cars196.py; else echo "Cars196 data absent: benchmarks/cars196.py skipped"; fi
 
 docs: $(STAMP)
 	$(PY) docs/make_api.py

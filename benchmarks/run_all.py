@@ -32,7 +32,7 @@ import envs  # noqa: E402  (benchmarks/ is not a package)
 
 def scripts():
     """{short name: path}: golden first, then bench_losses, then the other bench_*.py."""
-    found = {"golden": HERE / "golden.py"}
+    found = {"golden": HERE / "golden.py", "reproduction": HERE / "reproduction.py"}
     found.update({path.stem[len("bench_"):]: path for path in sorted(HERE.glob("bench_*.py"))})
     order = ["golden", "losses"]
     return {name: found[name] for name in order + sorted(set(found) - set(order)) if name in found}

@@ -98,6 +98,8 @@ class TrainConfig:
         loss: a ``rankloss_tf.losses.get`` name.
         alpha: angular / npair_angular angle in degrees (None: the loss default).
         margin: contrastive / triplet margin (None: the loss default).
+        loss_options: further keyword arguments of the loss class, e.g.
+            ``{"variant": "ovo"}`` for "npair" (None: none).
         classes_per_batch: P of the P x K batches.
         samples_per_class: K of the P x K batches.
         epochs: training epochs; one epoch = about one pass over the
@@ -135,6 +137,7 @@ class TrainConfig:
     loss: str = "npair_angular"
     alpha: float = None
     margin: float = None
+    loss_options: dict = None
     classes_per_batch: int = None
     samples_per_class: int = None
     epochs: int = None
@@ -238,6 +241,7 @@ class TrainResult:
 
 def _build_loss(config):
     kwargs = {name: getattr(config, name) for name in ("alpha", "margin") if getattr(config, name) is not None}
+    kwargs.update(config.loss_options or {})
     try:
         return losses.get(config.loss, **kwargs)
     except TypeError:
