@@ -117,8 +117,20 @@ class RankingLoss(keras.losses.Loss):
         return config
 
 
+class _MarginDistanceLoss(RankingLoss):
+    """Configuration shared by the losses that take a `margin` and a `distance`."""
+
+    def __init__(self, margin, distance, cross_replica, name, **kwargs):
+        super().__init__(cross_replica=cross_replica, name=name, **kwargs)
+        self.margin = kernels.check_margin(margin)
+        self.distance = check_distance(distance)
+
+    def kernel_params(self):
+        return {"margin": self.margin, "distance": self.distance}
+
+
 @keras.saving.register_keras_serializable(package="rankloss_tf")
-class ContrastiveLoss(RankingLoss):
+class ContrastiveLoss(_MarginDistanceLoss):
     """Contrastive loss over all pairs of the batch; see `ops.contrastive_loss`.
 
     l(a, b) = d^2 for same-label pairs, max(margin - d, 0)^2 otherwise, d = D[a, b].
@@ -140,16 +152,11 @@ class ContrastiveLoss(RankingLoss):
     kernel = staticmethod(kernels.contrastive_loss)
 
     def __init__(self, margin=1.0, distance="l2", cross_replica=False, name="contrastive_loss", **kwargs):
-        super().__init__(cross_replica=cross_replica, name=name, **kwargs)
-        self.margin = kernels.check_margin(margin)
-        self.distance = check_distance(distance)
-
-    def kernel_params(self):
-        return {"margin": self.margin, "distance": self.distance}
+        super().__init__(margin, distance, cross_replica, name, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="rankloss_tf")
-class TripletSemiHardLoss(RankingLoss):
+class TripletSemiHardLoss(_MarginDistanceLoss):
     """Triplet loss with semi-hard negative mining (FaceNet), equal to tfa 0.23's.
 
     For each ordered positive pair (a, p): n* = the closest negative farther than p
@@ -172,16 +179,11 @@ class TripletSemiHardLoss(RankingLoss):
     kernel = staticmethod(kernels.triplet_semihard_loss)
 
     def __init__(self, margin=1.0, distance="l2", cross_replica=False, name="triplet_semihard_loss", **kwargs):
-        super().__init__(cross_replica=cross_replica, name=name, **kwargs)
-        self.margin = kernels.check_margin(margin)
-        self.distance = check_distance(distance)
-
-    def kernel_params(self):
-        return {"margin": self.margin, "distance": self.distance}
+        super().__init__(margin, distance, cross_replica, name, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="rankloss_tf")
-class TripletHardLoss(RankingLoss):
+class TripletHardLoss(_MarginDistanceLoss):
     """Batch-hard triplet loss (hardest positive, hardest negative per anchor), equal to tfa's.
 
     l(a) = max(max_p D[a, p] - min_n D[a, n] + margin, 0), or softplus of the gap when
@@ -204,13 +206,11 @@ class TripletHardLoss(RankingLoss):
     kernel = staticmethod(kernels.triplet_hard_loss)
 
     def __init__(self, margin=1.0, soft=False, distance="l2", cross_replica=False, name="triplet_hard_loss", **kwargs):
-        super().__init__(cross_replica=cross_replica, name=name, **kwargs)
-        self.margin = kernels.check_margin(margin)
+        super().__init__(margin, distance, cross_replica, name, **kwargs)
         self.soft = bool(soft)
-        self.distance = check_distance(distance)
 
     def kernel_params(self):
-        return {"margin": self.margin, "soft": self.soft, "distance": self.distance}
+        return {**super().kernel_params(), "soft": self.soft}
 
 
 @keras.saving.register_keras_serializable(package="rankloss_tf")
