@@ -317,6 +317,61 @@ def test_semihard_sorting_path_matches_oracle(monkeypatch, jit):
         assert got == pytest.approx(oracles.triplet_semihard(labels, embeddings, 1.0, "squared_l2"), rel=2e-5)
 
 
+def _angular_reference(cosines, pairs, negatives, scale, pair_weight):
+    """The per-pair formula on [B, B] tensors, differentiated by autodiff."""
+    weights = tf.exp(scale * (cosines - 1.0))
+    sums = tf.matmul(tf.where(negatives, weights, 0.0), weights, transpose_b=True)
+    valid = pairs & (sums > 0.0)
+    logits = 2.0 * scale - pair_weight * cosines + tf.math.log(tf.where(valid, sums, 1.0))
+    return tf.reduce_sum(tf.where(valid, tf.math.softplus(logits), 0.0), axis=1)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("max_passes", [0, 32])
+def test_angular_pair_losses_and_gradient(monkeypatch, jit, max_passes):
+    # Per-positive passes with a hand-written gradient (PK batches), or one product (large classes).
+    from rankloss_tf.ops import mining
+    from rankloss_tf.ops.angular import angular_pair_losses
+
+    monkeypatch.setattr(mining, "MAX_POSITIVE_PASSES", max_passes)
+    rng = np.random.RandomState(5)
+    for labels in [rng.randint(0, 9, 24), np.repeat(np.arange(6), 4), np.arange(8), rng.randint(0, 2, 20),
+                   np.zeros(5, int)]:
+        x = tf.math.l2_normalize(tf.constant(rng.normal(size=(len(labels), 6))), axis=1)
+        same = tf.constant(labels[:, None] == labels[None, :])
+        pairs, negatives = same & ~tf.eye(len(labels), dtype=tf.bool), ~same
+        upstream = tf.constant(rng.uniform(size=len(labels)))
+
+        def value_and_gradient(x, kernel):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                values = kernel(tf.matmul(x, x, transpose_b=True), pairs, negatives, 4.0, 4.0)
+                objective = tf.reduce_sum(values * upstream)
+            return values, tape.gradient(objective, x)
+
+        got = tf.function(lambda x: value_and_gradient(x, angular_pair_losses), jit_compile=jit)(x)
+        expected = value_and_gradient(x, _angular_reference)
+        for value, reference in zip(got, expected):
+            np.testing.assert_allclose(value.numpy(), reference.numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_npair_tuples_match_the_loop_oracle(jit):
+    from rankloss_tf.ops.masks import npair_tuples
+
+    rng = np.random.RandomState(3)
+    cases = [np.zeros(0, np.int64), np.array([4]), np.array([2**24 + 1, 2**24, 2**24 + 1, 2**24]),
+             np.array([0.5, -1.0, 0.5, 0.5, -1.0])]
+    cases += [rng.randint(0, n, size) for n, size in [(3, 11), (9, 24), (40, 30), (2, 64)]]
+    tuples = tf.function(npair_tuples, jit_compile=jit)
+    for labels in cases:
+        anchors, positives, valid = (t.numpy() for t in tuples(tf.constant(labels)))
+        assert len(anchors) == len(labels) // 2
+        got = sorted(zip(anchors[valid].tolist(), positives[valid].tolist()))
+        assert got == oracles.npair_tuples(labels.tolist()), labels
+        assert len(set(anchors.tolist())) == len(anchors)
+
+
 def _cross_distances(x, r, distance):
     d = oracles.distance_matrix(np.concatenate([x, r]), distance)
     return d[: len(x), len(x) :]

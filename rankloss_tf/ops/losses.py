@@ -17,6 +17,7 @@ from rankloss_tf.ops.masks import (
     positive_mask,
     standardize_inputs,
 )
+from rankloss_tf.ops.angular import angular_pair_losses
 from rankloss_tf.ops.mining import hardest_negative, hardest_positive, semihard_negatives
 
 NPAIR_VARIANTS = ("mc", "ovo")
@@ -267,13 +268,44 @@ def contrastive_loss(
     return tf.cast(tf.math.divide_no_nan(tf.reduce_sum(pair_losses, axis=1), num_pairs), dtype)
 
 
-def _npair_terms(similarity, partner, negatives, variant):
-    """Per-anchor N-pair term from a similarity matrix S: logits S[i, j] - S[i, i+]."""
-    logits = similarity - tf.gather(similarity, partner[:, None], batch_dims=1)
+def _npair_terms(similarity, negatives, variant):
+    """Per-tuple N-pair term from S [T, T] = anchors . positives: logits S[i, j] - S[i, i]."""
+    logits = similarity - tf.linalg.diag_part(similarity)[:, None]
     if variant == "mc":
         return log1p_sum_exp(logits, negatives)
     softplus = tf.math.softplus(logits)
     return tf.reduce_sum(tf.where(negatives, softplus, tf.zeros([], softplus.dtype)), axis=1)
+
+
+@tf.custom_gradient
+def _gather_rows(params, indices):
+    """`tf.gather(params, indices)` with a dense gradient (a sum over repeated rows).
+
+    `tf.gather` alone hands a `tf.IndexedSlices` gradient to a `tf.Variable` input.
+    """
+
+    def gradient(upstream):
+        return tf.math.unsorted_segment_sum(upstream, indices, tf.shape(params)[0]), None
+
+    return tf.gather(params, indices), gradient
+
+
+def _tuple_batch(labels, embeddings):
+    """N-pair tuples of a batch: anchors, positives [T, D], valid [T] and negatives [T, T]."""
+    anchors, positives, valid = npair_tuples(labels)
+    tuple_labels = tf.gather(labels, anchors)
+    negatives = tf.logical_and(
+        tf.logical_and(valid[:, None], valid[None, :]),
+        tf.not_equal(tuple_labels[:, None], tuple_labels[None, :]),
+    )
+    return anchors, _gather_rows(embeddings, anchors), _gather_rows(embeddings, positives), valid, negatives
+
+
+def _tuple_losses_to_anchors(terms, valid, anchors, batch_size):
+    """Per-tuple terms [T] -> per-anchor losses [B] whose mean is the mean over tuples."""
+    terms = tf.where(valid, terms, tf.zeros([], terms.dtype))
+    losses = tf.scatter_nd(anchors[:, None], terms, batch_size[None])
+    return _per_anchor_mean(losses, tf.reduce_sum(tf.cast(valid, tf.int32)))
 
 
 def npair_loss(labels, embeddings, variant="mc", l2_reg=0.002):
@@ -300,8 +332,8 @@ def npair_loss(labels, embeddings, variant="mc", l2_reg=0.002):
         l2_reg: weight of the embedding L2 regulariser, >= 0.
 
     Returns:
-        Per-anchor losses [B] (0 for non-anchors, plus each sample's regulariser share),
-        whose mean is the loss.
+        Per-anchor losses [B] (0 for samples that are not an anchor; a tuple's
+        regulariser is on its anchor), whose mean is the loss.
 
     Example:
         >>> loss = npair_loss([0, 0, 1, 1], [[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]], l2_reg=0.0)
@@ -313,16 +345,13 @@ def npair_loss(labels, embeddings, variant="mc", l2_reg=0.002):
     l2_reg = check_non_negative("l2_reg", l2_reg)
     dtype = tf.convert_to_tensor(embeddings).dtype
     labels, embeddings = standardize_inputs(labels, embeddings)
-    is_anchor, is_positive, partner, negatives = npair_tuples(labels)
-    similarity = tf.matmul(embeddings, embeddings, transpose_b=True)
-    terms = _npair_terms(similarity, partner, negatives, variant)
-    losses = tf.where(is_anchor, terms, tf.zeros([], terms.dtype))
+    anchors, anchor_embeddings, positive_embeddings, valid, negatives = _tuple_batch(labels, embeddings)
+    similarity = tf.matmul(anchor_embeddings, positive_embeddings, transpose_b=True)
+    terms = _npair_terms(similarity, negatives, variant)
     if l2_reg > 0:
-        in_tuple = tf.logical_or(is_anchor, is_positive)
-        squared_norms = tf.reduce_sum(tf.square(embeddings), axis=1)
-        losses += 0.25 * l2_reg * tf.where(in_tuple, squared_norms, tf.zeros([], squared_norms.dtype))
-    num_tuples = tf.reduce_sum(tf.cast(is_anchor, tf.int32))
-    return tf.cast(_per_anchor_mean(losses, num_tuples), dtype)
+        squared_norms = tf.reduce_sum(tf.square(anchor_embeddings) + tf.square(positive_embeddings), axis=1)
+        terms += 0.25 * l2_reg * squared_norms
+    return tf.cast(_tuple_losses_to_anchors(terms, valid, anchors, tf.shape(labels)[0]), dtype)
 
 
 def _angular_coefficients(alpha):
@@ -340,9 +369,10 @@ def angular_loss(labels, embeddings, alpha=45.0):
     and the loss is the mean over ordered positive pairs (0 without any). With unit-norm
     inputs this equals pytorch-metric-learning's `AngularLoss(alpha)`.
 
-    The sum over n is computed for all pairs at once without a [pairs, B, D] (or
-    [B, B, B]) tensor: sum_n exp(4t x_a.x_n) exp(4t x_p.x_n) is one [B, B] x [B, B]
-    matrix product of exponentiated cosines, so memory stays O(B^2).
+    The sum over n needs no [pairs, B, D] (or [B, B, B]) tensor: with W = exp(4t cos),
+    sum_n exp(4t x_a.x_n) exp(4t x_p.x_n) = sum_n W[a, n] W[p, n], computed for the
+    positive pairs only (`rankloss_tf.ops.angular`): O(B^2) memory, O(B^2 K) time for
+    K samples per class.
 
     Reference: Wang, Zhou, Wen, Liu, Lin, "Deep Metric Learning with Angular Loss",
     ICCV 2017.
@@ -367,16 +397,10 @@ def angular_loss(labels, embeddings, alpha=45.0):
     compute_dtype = tf.float64 if scale > 20.0 else unit.dtype
     unit = tf.math.l2_normalize(tf.cast(unit, compute_dtype), axis=1)
     cosines = tf.matmul(unit, unit, transpose_b=True)
-    negatives = negative_mask(labels)
-    weights = tf.exp(scale * (cosines - 1.0))
-    anchor_weights = tf.where(negatives, weights, tf.zeros([], weights.dtype))
-    sums = tf.matmul(anchor_weights, weights, transpose_b=True)  # [a, p]: sum over n
-    positives = tf.logical_and(positive_mask(labels), sums > 0.0)
-    safe_sums = tf.where(positives, sums, tf.ones([], sums.dtype))
-    logits = 2.0 * scale - pair_weight * cosines + tf.math.log(safe_sums)
-    pair_losses = tf.where(positives, tf.math.softplus(logits), tf.zeros([], logits.dtype))
-    num_pairs = tf.reduce_sum(tf.cast(positive_mask(labels), tf.int32))
-    losses = _per_anchor_mean(tf.reduce_sum(pair_losses, axis=1), num_pairs)
+    pairs = positive_mask(labels)
+    pair_losses = angular_pair_losses(cosines, pairs, negative_mask(labels), scale, pair_weight)
+    num_pairs = tf.reduce_sum(tf.cast(pairs, tf.int32))
+    losses = _per_anchor_mean(pair_losses, num_pairs)
     return tf.cast(losses, dtype)
 
 
@@ -410,16 +434,15 @@ def npair_angular_loss(labels, embeddings, alpha=45.0, lam=2.0):
     lam = check_non_negative("lam", lam)
     dtype = tf.convert_to_tensor(embeddings).dtype
     labels, embeddings = standardize_inputs(labels, embeddings)
-    is_anchor, _, partner, negatives = npair_tuples(labels)
+    anchors, anchor_embeddings, positive_embeddings, valid, negatives = _tuple_batch(labels, embeddings)
     npair_terms = _npair_terms(
-        tf.matmul(embeddings, embeddings, transpose_b=True), partner, negatives, "mc"
+        tf.matmul(anchor_embeddings, positive_embeddings, transpose_b=True), negatives, "mc"
     )
-    unit = tf.math.l2_normalize(embeddings, axis=1)
-    cosines = tf.matmul(unit, unit, transpose_b=True)
-    partner_cosines = tf.gather(cosines, partner)  # row i: x_{i+} . x_j
-    anchor_positive = tf.gather(cosines, partner[:, None], batch_dims=1)  # [B, 1]
-    logits = scale * (cosines + partner_cosines) - pair_weight * anchor_positive
+    anchor_units = tf.math.l2_normalize(anchor_embeddings, axis=1)
+    positive_units = tf.math.l2_normalize(positive_embeddings, axis=1)
+    # logits[i, j] = 4t (x_i + x_i+) . x_j+ - 2 (1 + t) x_i . x_i+
+    anchor_positive = tf.reduce_sum(anchor_units * positive_units, axis=1, keepdims=True)
+    logits = scale * tf.matmul(anchor_units + positive_units, positive_units, transpose_b=True)
+    logits -= pair_weight * anchor_positive
     terms = npair_terms + lam * log1p_sum_exp(logits, negatives)
-    losses = tf.where(is_anchor, terms, tf.zeros([], terms.dtype))
-    num_tuples = tf.reduce_sum(tf.cast(is_anchor, tf.int32))
-    return tf.cast(_per_anchor_mean(losses, num_tuples), dtype)
+    return tf.cast(_tuple_losses_to_anchors(terms, valid, anchors, tf.shape(labels)[0]), dtype)

@@ -79,24 +79,29 @@ def npair_tuples(labels):
     class with K > 2 samples gives K // 2 tuples, and an odd last sample is unused.
     The negatives of a tuple are the positives of the tuples of the other classes.
 
+    One stable sort of the labels finds the tuples: O(B log B), no [B, B] mask. A
+    batch has at most B // 2 tuples, so the result has that static size (XLA) and the
+    losses work on T x T = (B / 2)^2 similarities, not B x B.
+
     Args:
         labels: class labels [B].
 
     Returns:
-        `(is_anchor [B] bool, is_positive [B] bool, partner [B] int32,
-        negatives [B, B] bool)`: `partner[i]` is the index of anchor i's positive
-        (meaningful where `is_anchor`), and `negatives[i, j]` is True when i is an
-        anchor and j a positive of another class.
+        `(anchors [T] int32, positives [T] int32, valid [T] bool)` with T = B // 2:
+        tuple t is (anchors[t], positives[t]) where `valid[t]`; the padding entries
+        after the last tuple have `valid` False and anchor indices distinct from the
+        real anchors.
     """
-    same = same_label_mask(labels)
-    index = tf.range(tf.shape(labels)[0])
-    earlier = index[:, None] > index[None, :]
-    rank = tf.reduce_sum(tf.cast(tf.logical_and(same, earlier), tf.int32), axis=1)
-    is_next = tf.logical_and(same, tf.equal(rank[None, :], rank[:, None] + 1))
-    is_anchor = tf.logical_and(tf.equal(rank % 2, 0), tf.reduce_any(is_next, axis=1))
-    partner = tf.argmax(tf.cast(is_next, tf.int32), axis=1, output_type=tf.int32)
-    is_positive = tf.equal(rank % 2, 1)
-    negatives = tf.logical_and(
-        tf.logical_and(is_anchor[:, None], is_positive[None, :]), tf.logical_not(same)
-    )
-    return is_anchor, is_positive, partner, negatives
+    size = tf.shape(labels)[0]
+    index = tf.range(size)
+    order = tf.argsort(labels, stable=True)
+    ordered = tf.gather(labels, order)
+    starts = tf.logical_or(tf.equal(index, 0), tf.not_equal(ordered, tf.roll(ordered, 1, axis=0)))
+    class_of = tf.cumsum(tf.cast(starts, tf.int32)) - 1
+    first = tf.gather(tf.math.unsorted_segment_min(index, class_of, size), class_of)
+    has_next = tf.logical_and(index < size - 1, tf.equal(ordered, tf.roll(ordered, -1, axis=0)))
+    is_anchor = tf.logical_and(tf.equal((index - first) % 2, 0), has_next)
+    picks = tf.argsort(tf.cast(tf.logical_not(is_anchor), tf.int32), stable=True)[: size // 2]
+    anchors = tf.gather(order, picks)
+    positives = tf.gather(order, tf.minimum(picks + 1, tf.maximum(size - 1, 0)))
+    return anchors, positives, tf.gather(is_anchor, picks)

@@ -39,8 +39,23 @@ def hardest_negative(distances, negatives):
     return masked_minimum(distances, negatives)
 
 
-# Above this many positives per anchor, sorting each row beats one pass per positive.
+# Above this many positives per anchor, one pass per positive no longer pays: semi-hard
+# mining sorts each row instead, the angular loss uses one [B, B] x [B, B] product.
 MAX_POSITIVE_PASSES = 32
+
+
+def positive_slots(positives):
+    """Rank of each positive among its anchor's positives, in column order.
+
+    Args:
+        positives: bool [B, R].
+
+    Returns:
+        int32 [B, R]: `slot[a, p]` = s for the s-th positive p of anchor a (from 0), -1
+        where `positives` is False. Pass s of a per-positive loop handles `slot == s`.
+    """
+    slot = tf.math.cumsum(tf.cast(positives, tf.int32), axis=1, exclusive=True)
+    return tf.where(positives, slot, -1)
 
 
 def _columns_by_positive_passes(fixed, positives, negatives, num_passes):
@@ -51,8 +66,7 @@ def _columns_by_positive_passes(fixed, positives, negatives, num_passes):
     infinity = tf.constant(float("inf"), fixed.dtype)
     negative_values = tf.where(negatives, fixed, infinity)
     farthest = tf.argmax(tf.where(negatives, fixed, -infinity), axis=1, output_type=tf.int32)
-    slot = tf.math.cumsum(tf.cast(positives, tf.int32), axis=1, exclusive=True)
-    slot = tf.where(positives, slot, -1)
+    slot = positive_slots(positives)
 
     def one_pass(s, columns):
         chosen = tf.equal(slot, s)
