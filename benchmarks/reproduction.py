@@ -26,7 +26,7 @@ reproduction_recall1.png (``--quick``: .bench/reproduction.* instead).
 
 Usage::
 
-    python benchmarks/reproduction.py                    # 9 losses x 3 seeds
+    python benchmarks/reproduction.py                    # 11 rows x 3 seeds
     python benchmarks/reproduction.py --quick            # 1 epoch, seed 0
     python benchmarks/reproduction.py --losses npair_mc npair_ovo --seeds 0 1 --epochs 8 --resume
 """
@@ -58,13 +58,17 @@ BATCH_SIZE = 128
 
 @dataclasses.dataclass(frozen=True)
 class Method:
-    """One row of the table: a loss name of ``losses.LOSSES``, its angle, and the batch shape."""
+    """One row of the table: a loss name of ``losses.LOSSES``, its options, and the batch shape.
+
+    ``normalize=False``: the model outputs unnormalised embeddings (Sohn's N-pair setting).
+    """
 
     label: str
     loss: str
     samples_per_class: int
     alpha: float = None
     loss_options: dict = None
+    normalize: bool = None
 
 
 # key -> Method; triplet / contrastive: 32 x 4; the N-pair batch (Sohn 2016): 64 x 2.
@@ -78,6 +82,9 @@ METHODS = {
     "angular_45": Method("angular (alpha 45)", "angular", 2, 45.0),
     "angular_55": Method("angular (alpha 55)", "angular", 2, 55.0),
     "npair_angular": Method("N-pair + angular (alpha 45)", "npair_angular", 2, 45.0),
+    "npair_mc_raw": Method("N-pair mc, unnormalised", "npair", 2, normalize=False),
+    "npair_angular_raw": Method("N-pair + angular (alpha 45), unnormalised", "npair_angular", 2, 45.0,
+                                normalize=False),
 }
 # Wang et al. 2017, Table 2 (Stanford Cars, fine-tuned GoogLeNet), Recall@1 in %
 # (the figures benchmarks/cars196.py compares with).
@@ -98,11 +105,12 @@ def run_one(method, seed, epochs, data_dir, runs_dir):
         loss=method.loss,
         loss_options=method.loss_options,
         alpha=method.alpha,
+        normalize=method.normalize,
         classes_per_batch=BATCH_SIZE // method.samples_per_class,
         samples_per_class=method.samples_per_class,
         epochs=epochs,
         seed=seed,
-        out_dir=str(Path(runs_dir) / f"{method.loss}_{method.alpha}_{method.loss_options}_{seed}"),
+        out_dir=str(Path(runs_dir) / f"{method.loss}_{method.alpha}_{method.loss_options}_{method.normalize}_{seed}"),
         plots=False,
         export_dir=None,
         verbose=0,

@@ -78,6 +78,9 @@ def _add_training_arguments(parser):
     parser.add_argument("--steps-per-epoch", type=positive_int, help="batches per epoch (default: one pass)")
     parser.add_argument("--embedding-dim", type=positive_int,
                         help="embedding size (default 128; digits 64, cars196 512)")
+    parser.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
+                        help="L2-normalise the embeddings in the model (default: yes, except a frozen-feature "
+                        "head for npair / angular losses); --no-normalize trains on raw embeddings")
     parser.add_argument("--backbone", default="small_cnn",
                         help="small_cnn (default), efficientnet_lite0 or a keras.applications name (ResNet50, ...); "
                              "a pretrained backbone stays frozen: its features are computed once and cached, "

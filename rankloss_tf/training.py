@@ -106,6 +106,11 @@ class TrainConfig:
             training images (``steps_per_epoch`` batches).
         steps_per_epoch: batches per epoch (None: training images // (P x K)).
         embedding_dim: embedding size D.
+        normalize: L2-normalise the embeddings inside the model (None: yes,
+            except for the frozen-feature head of the N-pair and angular losses,
+            ``RAW_HEAD_LOSSES``). False trains on unnormalised embeddings, e.g.
+            N-pair on raw dot products as in Sohn 2016; evaluation always
+            compares directions (cosine).
         backbone: "small_cnn", a ``keras.applications`` name or a
             ``rankloss_tf.backbones`` name.
         image_size: side the images are resized to inside the model (None: as
@@ -143,6 +148,7 @@ class TrainConfig:
     epochs: int = None
     steps_per_epoch: int = None
     embedding_dim: int = None
+    normalize: bool = None
     backbone: str = "small_cnn"
     image_size: int = None
     weights: str = None
@@ -169,6 +175,13 @@ class TrainConfig:
         return config
 
     @property
+    def normalized(self):
+        """Whether the model L2-normalises its embeddings (``normalize`` or its default)."""
+        if self.normalize is not None:
+            return self.normalize
+        return not (self.frozen and self.loss in RAW_HEAD_LOSSES)
+
+    @property
     def frozen(self):
         """True when a head trains on cached features of a frozen pretrained backbone."""
         return is_pretrained_backbone(self.backbone) and not self.fine_tune
@@ -187,6 +200,8 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+        if self.normalize not in (None, True, False):
+            raise ValueError(f"`normalize` must be True, False or None. Received: normalize={self.normalize!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"`learning_rate` must be positive. Received: learning_rate={self.learning_rate!r}")
         if self.eval_every < 0:
@@ -358,7 +373,8 @@ def _train_whole(config, loss, schedule, steps, train_images, test_images, input
         samples_per_class=config.samples_per_class,
         seed=config.seed,
     )
-    model = _build(build_embedding_model, config, input_shape, embedding_dim=config.embedding_dim)
+    model = _build(build_embedding_model, config, input_shape, embedding_dim=config.embedding_dim,
+                   normalize=config.normalized)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
     history = model.fit(batches, epochs=config.epochs, steps_per_epoch=steps, shuffle=False,
                         callbacks=_fit_callbacks(config, out_dir, test_images, callbacks), verbose=config.verbose)
@@ -380,7 +396,7 @@ def _train_frozen(config, loss, schedule, steps, train_images, test_images, inpu
         train_features, train_labels, loss, config.embedding_dim,
         classes_per_batch=config.classes_per_batch, samples_per_class=config.samples_per_class,
         steps_per_epoch=steps, epochs=config.epochs, learning_rate=schedule,
-        normalize=config.loss not in RAW_HEAD_LOSSES, seed=config.seed,
+        normalize=config.normalized, seed=config.seed,
         callbacks=_fit_callbacks(config, out_dir, test_data, callbacks), verbose=config.verbose)
     embeddings = head.predict(test_features, batch_size=1024, verbose=0)
     embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)

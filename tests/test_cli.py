@@ -95,6 +95,23 @@ def test_interrupted_run_resumes_from_last_epoch(tmp_path):
     assert not (tmp_path / "backup").exists() and (tmp_path / "metrics.json").is_file()
 
 
+def test_normalize_option_trains_on_raw_embeddings(tmp_path, capsys):
+    status, _ = run_cli(capsys, "train", "--dataset", "digits", "--loss", "npair", "--no-normalize",
+                        "--samples-per-class", "2", "--epochs", "1", "--steps-per-epoch", "2",
+                        "--embedding-dim", "8", "--no-plots", "--out", tmp_path / "run", "--verbose", "0")
+    assert status == 0
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["config"]["normalize"] is False
+    images = np.random.default_rng(0).integers(0, 256, size=(4, 8, 8, 1), dtype=np.uint8)
+    norms = np.linalg.norm(keras.models.load_model(tmp_path / "run" / "model.keras")(images).numpy(), axis=1)
+    assert not np.allclose(norms, 1.0)
+    # Defaults: normalised end to end; a frozen-feature head keeps N-pair / angular embeddings raw.
+    assert training.TrainConfig(loss="npair").normalized
+    assert not training.TrainConfig(loss="npair", backbone="efficientnet_lite0").normalized
+    assert training.TrainConfig(loss="npair", backbone="efficientnet_lite0", normalize=True).normalized
+    with pytest.raises(ValueError, match="normalize='yes'"):
+        training.TrainConfig(dataset="digits", normalize="yes").resolved()
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
