@@ -11,9 +11,10 @@ Measures, each in a fresh subprocess (so peak resident memory is its own):
    ``NearestNeighbors(algorithm="brute")``: time, peak RSS, and whether both
    found the same neighbours.
 
-Writes benchmarks/results/evaluation.json and evaluation.md.
+Writes benchmarks/results/evaluation.json and evaluation.md (--quick: N = 10k
+only, results under .bench/results-quick/).
 
-Usage: python benchmarks/bench_evaluation.py [--sizes 10000 25000 50000 100000]
+Usage: python benchmarks/bench_evaluation.py [--sizes 10000 25000 50000 100000] [--quick]
 """
 
 import argparse
@@ -30,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
+QUICK_RESULTS = Path(__file__).resolve().parents[1] / ".bench" / "results-quick"
 DIM = 512
 
 
@@ -96,7 +98,11 @@ def main():
     parser.add_argument("--sizes", type=int, nargs="+", default=[10000, 25000, 50000, 100000])
     parser.add_argument("--evaluate-size", type=int, default=60000)
     parser.add_argument("--one", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="N = 10,000 only; results under .bench/")
     args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.evaluate_size = [10000], 10000
+    out = QUICK_RESULTS if args.quick else RESULTS
     if args.one:
         kind, n, *rest = args.one
         result = run_evaluate(int(n)) if kind == "evaluate" else run_knn(int(n), *rest)
@@ -123,8 +129,8 @@ def main():
 
     results = dict(machine=dict(cpus=os.cpu_count(), platform=platform.platform(), tensorflow=tf.__version__,
                                 sklearn=sklearn.__version__), dim=DIM, evaluate=evaluation, knn_scaling=scaling)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "evaluation.json").write_text(json.dumps(results, indent=2) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "evaluation.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [
         "# Evaluation benchmark",
         "",
@@ -146,7 +152,7 @@ def main():
         f"{row['sklearn_seconds']:.1f} s / {row['sklearn_peak_rss_gb']:.2f} GB | {row['same_neighbour_sets']:.2%} |"
         for row in scaling
     ]
-    (RESULTS / "evaluation.md").write_text("\n".join(lines) + "\n")
+    (out / "evaluation.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

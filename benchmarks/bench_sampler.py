@@ -7,9 +7,10 @@ Measures, in one run and on one machine:
   TripletSemiHardLoss, fed from a cached batch (so the input is free);
 - the same model fed by each sampler (end to end).
 The sampler must not be the bottleneck: its samples/s must exceed the training
-step's. Writes benchmarks/results/sampler.json and sampler.md.
+step's. Writes benchmarks/results/sampler.json and sampler.md (--quick: fewer
+batches and steps, results under .bench/results-quick/).
 
-Usage: python benchmarks/bench_sampler.py [--data-dir ../shared/data/omniglot]
+Usage: python benchmarks/bench_sampler.py [--data-dir ../shared/data/omniglot] [--quick]
 """
 
 import argparse
@@ -31,6 +32,7 @@ from rankloss_tf.losses import TripletSemiHardLoss
 
 P, K = 32, 4
 RESULTS = Path(__file__).resolve().parent / "results"
+QUICK_RESULTS = Path(__file__).resolve().parents[1] / ".bench" / "results-quick"
 
 
 def samples_per_second(dataset, batches, warmup=5):
@@ -89,7 +91,11 @@ def main():
     parser.add_argument("--data-dir", default=str(default))
     parser.add_argument("--batches", type=int, default=300)
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--quick", action="store_true", help="30 batches, 5 steps; results under .bench/")
     args = parser.parse_args()
+    if args.quick:
+        args.batches, args.steps = 30, 5
+    results = QUICK_RESULTS if args.quick else RESULTS
 
     images, labels = zip(*datasets.load("omniglot", "train", data_dir=args.data_dir).as_numpy_iterator())
     images, labels = np.stack(images), np.array(labels)
@@ -115,10 +121,10 @@ def main():
         "sampler_not_bottleneck": min(figures["sampler_in_memory"], figures["sampler_png_files"])
         > figures["train_step_cached_batch"],
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "sampler.json").write_text(json.dumps(report, indent=2) + "\n")
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "sampler.json").write_text(json.dumps(report, indent=2) + "\n")
     rows = "\n".join(f"| {name} | {value:,.0f} |" for name, value in report["figures"].items())
-    (RESULTS / "sampler.md").write_text(
+    (results / "sampler.md").write_text(
         "# P x K sampler throughput vs. training step\n\n"
         f"Omniglot train alphabets, P={P} x K={K} batches of 105x105x1 uint8; {report['machine']}.\n"
         f"Model: {report['model']}.\n\n| measure | samples/s |\n| --- | --- |\n{rows}\n\n"

@@ -50,3 +50,16 @@ def test_parity_with_tfa_and_pml(tmp_path):
     assert golden.failures(rows) == []
     assert {row["loss"] for row in rows} == {"semihard", "hard", "contrastive", "npairs", "angular"}
     assert sum("design_value" in row for row in rows) == 15
+
+
+def test_every_script_run_all_passes_quick_to_accepts_it():
+    import subprocess
+
+    import run_all
+
+    for name, path in run_all.scripts().items():
+        if name == "golden":  # run_all runs the parity check in full
+            continue
+        help_text = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True,
+                                   timeout=120).stdout
+        assert "--quick" in help_text, name
