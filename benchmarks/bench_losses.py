@@ -383,6 +383,8 @@ def save(args, records):
     out.parent.mkdir(parents=True, exist_ok=True)
     settings = {k: getattr(args, k) for k in ("repeats", "budget", "min_time", "timeout", "mem_cap_gb",
                                               "max_batch_d512")}
+    # --update keeps the settings of the run it adds to; each record holds its own cap.
+    settings = getattr(args, "previous_settings", None) or settings
     payload = {"machine": args.machine, "settings": settings,
                "results": [records[key] for key in sorted(records, key=str)]}
     out.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")
@@ -444,6 +446,8 @@ def main(argv=None):
     args.machine = machine_description(args.impls)
     out = Path(args.out)
     records = load(out.with_suffix(".json")) if args.update else {}
+    if records:
+        args.previous_settings = json.loads(out.with_suffix(".json").read_text())["settings"]
     sweep(args, records)
     save(args, records)
     plot(args.out, records)

@@ -10,6 +10,7 @@ import math
 
 import tensorflow as tf
 
+from rankloss_tf.ops.angular import angular_pair_losses
 from rankloss_tf.ops.distances import check_distance, pairwise_distances
 from rankloss_tf.ops.masks import (
     negative_mask,
@@ -17,7 +18,6 @@ from rankloss_tf.ops.masks import (
     positive_mask,
     standardize_inputs,
 )
-from rankloss_tf.ops.angular import angular_pair_losses
 from rankloss_tf.ops.mining import hardest_negative, hardest_positive, semihard_negatives
 
 NPAIR_VARIANTS = ("mc", "ovo")
