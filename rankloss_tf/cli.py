@@ -1,55 +1,77 @@
 """The ``rankloss-tf`` command: train | evaluate | export | demo.
 
-Argument parsing only; the work is done by ``rankloss_tf.training``.
+Parsing and dispatch only. ``train``'s flags are generated from
+``TrainConfig``'s fields (help, bounds and defaults live there); the work is
+done by ``rankloss_tf.training`` and ``rankloss_tf.artifacts``. TensorFlow is
+imported only once a command runs, so ``--help`` is instant.
 
 Examples::
 
-    rankloss-tf train --dataset omniglot --data-dir data/omniglot --loss npair_angular --export runs/omniglot/saved_model
+    rankloss-tf train --dataset folder:~/photos --export runs/photos/saved_model --out runs/photos
+    rankloss-tf train --dataset omniglot --data-dir data/omniglot --loss npair_angular
     rankloss-tf train --dataset cars196 --data-dir data/cars196 --backbone efficientnet_lite0 --out runs/cars196
-    rankloss-tf evaluate --model runs/omniglot/saved_model --dataset omniglot --data-dir data/omniglot
+    rankloss-tf evaluate --model runs/omniglot --dataset omniglot --data-dir data/omniglot
     rankloss-tf export --model runs/omniglot --out exported/omniglot
-    rankloss-tf demo      # what `make demo` runs
+    rankloss-tf demo --data-dir data/omniglot      # what `make demo` runs
 """
 
 import argparse
+import dataclasses
 import json
 import logging
-import math
+import os
 import sys
 from pathlib import Path
 
-from rankloss_tf import losses
+from rankloss_tf.training.config import TrainConfig, check_field
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 PROG = "rankloss-tf"
+# Where `demo` looks for the Omniglot zips when --data-dir is not given.
+DATA_ENV = "RANKLOSS_TF_DATA"
+FIELDS = {field.name: field for field in dataclasses.fields(TrainConfig)}
 
 
-def _number(kind, minimum=None, maximum=None, open_interval=False):
-    """An argparse type: ``kind`` (int or float) within the given bounds."""
+def _typed(field):
+    """An argparse type for a ``TrainConfig`` field: parse, then ``check_field``."""
+    kind = field.metadata.get("kind", int if field.type is int else str)
 
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-        low_ok = minimum is None or (value > minimum if open_interval else value >= minimum)
-        high_ok = maximum is None or (value < maximum if open_interval else value <= maximum)
-        if not (low_ok and high_ok):
-            bounds = f"({minimum}, {maximum})" if open_interval else f"[{minimum}, {maximum if maximum is not None else 'inf'})"
-            raise argparse.ArgumentTypeError(f"must be in {bounds}, got {text}")
-        return value
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}. Received: {text!r}") from None
+        try:
+            return check_field(field, value)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
 
     parse.__name__ = kind.__name__
     return parse
 
 
-def _directory(text):
-    if not Path(text).is_dir():
-        raise argparse.ArgumentTypeError(f"directory not found: {text}")
-    return text
+def _add_field(parser, field, **overrides):
+    """Adds the flag of one ``TrainConfig`` field; unset flags leave the field's default."""
+    meta = {**field.metadata, **overrides}
+    flag = meta.get("flag") or "--" + field.name.replace("_", "-")
+    default = f" (default: {field.default})" if field.default not in (None, False, True) else ""
+    options = dict(dest=field.name, help=meta["help"] + default, default=argparse.SUPPRESS)
+    if meta.get("kind") is bool:
+        options["action"] = argparse.BooleanOptionalAction
+    elif meta.get("choices"):
+        options["choices"] = meta["choices"]
+    else:
+        options["type"] = _typed(field)
+    if meta.get("required"):
+        options["required"] = True
+    parser.add_argument(flag, **options)
+
+
+def _add_data_arguments(parser):
+    _add_field(parser, FIELDS["dataset"])
+    _add_field(parser, FIELDS["data_dir"])
 
 
 def _existing_path(text):
@@ -58,126 +80,133 @@ def _existing_path(text):
     return text
 
 
-def _add_data_arguments(parser):
-    parser.add_argument("--dataset", required=True,
-                        help="digits, omniglot, cars196, caltech_birds2011, stanford_online_products or folder:PATH")
-    parser.add_argument("--data-dir", type=_directory, help="local copy of the dataset (e.g. the Omniglot zips)")
-
-
-def _add_training_arguments(parser):
-    positive_int = _number(int, minimum=1)
-    parser.add_argument("--loss", choices=sorted(losses.LOSSES), default="npair_angular",
-                        help="ranking loss (default: npair_angular)")
-    parser.add_argument("--alpha", type=_number(float, 0, 90, open_interval=True),
-                        help="angle of the angular losses, degrees in (0, 90) (default 45)")
-    parser.add_argument("--margin", type=_number(float, minimum=0.0),
-                        help="margin of the contrastive / triplet losses (default 1.0)")
-    parser.add_argument("--classes-per-batch", type=positive_int, help="P of the P x K batches")
-    parser.add_argument("--samples-per-class", type=positive_int, help="K of the P x K batches")
-    parser.add_argument("--epochs", type=positive_int, help="training epochs")
-    parser.add_argument("--steps-per-epoch", type=positive_int, help="batches per epoch (default: one pass)")
-    parser.add_argument("--embedding-dim", type=positive_int,
-                        help="embedding size (default 128; digits 64, cars196 512)")
-    parser.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
-                        help="L2-normalise the embeddings in the model (default: yes, except a frozen-feature "
-                        "head for npair / angular losses); --no-normalize trains on raw embeddings")
-    parser.add_argument("--backbone", default="small_cnn",
-                        help="small_cnn (default), efficientnet_lite0 or a keras.applications name (ResNet50, ...); "
-                             "a pretrained backbone stays frozen: its features are computed once and cached, "
-                             "and an embedding head trains on them")
-    parser.add_argument("--weights", help="pretrained backbone weights: imagenet (default), a weights file, "
-                                          "or random (with --fine-tune)")
-    parser.add_argument("--fine-tune", action="store_true",
-                        help="train the whole pretrained network on the images instead of a head on cached "
-                             "features (slow without a GPU)")
-    parser.add_argument("--cache-dir", help="feature cache of frozen backbones (default ~/.cache/rankloss_tf/features)")
-    parser.add_argument("--image-size", type=positive_int,
-                        help="side the images are resized to inside the model (default: as loaded; 224 for "
-                             "pretrained backbones)")
-    parser.add_argument("--learning-rate", type=_number(float, 0, math.inf, open_interval=True),
-                        help="initial Adam learning rate, cosine-decayed (default 1e-3)")
-    parser.add_argument("--seed", type=_number(int), default=0)
-    parser.add_argument("--eval-every", type=_number(int, minimum=0), default=0,
-                        help="also evaluate on the test split every N epochs (default: only at the end)")
-    parser.add_argument("--no-plots", dest="plots", action="store_false", help="skip the plots")
-    parser.add_argument("--export", dest="export_dir", help="export the trained model as a SavedModel here")
-    parser.add_argument("--out", dest="out_dir", default="runs/train",
-                        help="run directory: checkpoints (resume), model, metrics, plots (default runs/train)")
-    parser.add_argument("--verbose", type=_number(int, 0, 2), default=1,
-                        help="0 silent, 1 progress bar (default), 2 one line per epoch")
+def _ks(text):
+    try:
+        ks = tuple(int(k) for k in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers. Received: {text!r}") from None
+    if not ks or min(ks) < 1 or list(ks) != sorted(set(ks)):
+        raise argparse.ArgumentTypeError(f"expected increasing positive integers. Received: {text!r}")
+    return ks
 
 
 def build_parser():
-    """The argument parser of ``rankloss-tf``."""
+    """The argument parser of ``rankloss-tf``.
+
+    Example:
+    >>> build_parser().parse_args(["train", "--dataset", "digits", "--epochs", "2"]).epochs
+    2
+    """
     parser = argparse.ArgumentParser(prog=PROG, description="Deep metric learning for TensorFlow: "
                                      "train, evaluate and export embedding models.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,export,demo}")
 
     train = commands.add_parser("train", help="train, evaluate on the held-out classes, plot, export")
-    _add_data_arguments(train)
-    _add_training_arguments(train)
+    for field in FIELDS.values():
+        if field.metadata["cli"]:
+            _add_field(train, field)
+    train.set_defaults(func=_train)
 
     evaluate = commands.add_parser("evaluate", help="evaluate a saved model on a dataset's test classes")
     evaluate.add_argument("--model", required=True, type=_existing_path,
                           help="SavedModel directory, .keras file or training run directory")
     _add_data_arguments(evaluate)
     evaluate.add_argument("--split", choices=("test", "train"), default="test")
+    _add_field(evaluate, FIELDS["image_size"], help="side the images are resized to as they load (default: the "
+               "model's input size, for datasets whose images vary in size)")
+    _add_field(evaluate, FIELDS["seed"], help="seed of the folder split (as given to train) and of k-means")
+    evaluate.add_argument("--ks", type=_ks, default=(1, 2, 4, 8), help="the K of Recall@K (default 1,2,4,8)")
     evaluate.add_argument("--no-clustering", dest="clustering", action="store_false", help="skip NMI and F1")
-    evaluate.add_argument("--json", dest="json_path", help="also write the metrics to this JSON file")
+    evaluate.add_argument("--json", dest="json_path", help="also write the metrics to this (new) JSON file")
+    evaluate.set_defaults(func=_evaluate)
 
     export = commands.add_parser("export", help="export a trained model as a SavedModel")
     export.add_argument("--model", required=True, type=_existing_path, help=".keras file or training run directory")
     export.add_argument("--out", required=True, help="SavedModel directory to write")
-    export.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    export.add_argument("--overwrite", action="store_true", help="replace a previous export at --out")
+    export.set_defaults(func=_export)
 
     demo = commands.add_parser("demo", help="train and evaluate on Omniglot (when found) or the bundled digits")
-    demo.add_argument("--out", dest="out_dir", default="runs/demo")
+    demo.add_argument("--data-dir", help=f"folder with the Omniglot zips (default: ${DATA_ENV}/omniglot when set; "
+                      "else scikit-learn's digits)")
+    demo.add_argument("--out", dest="out_dir", default="runs/demo", help="run directory (default runs/demo)")
+    demo.set_defaults(func=_demo)
     return parser
 
 
-def _demo_config(out_dir, shared_data=Path(__file__).resolve().parents[2] / "shared" / "data"):
-    """Omniglot when ../shared/data/omniglot exists beside the repository, else digits."""
-    from rankloss_tf.training import TrainConfig
+def _demo_config(out_dir, data_dir=None):
+    """Omniglot from ``data_dir`` (or ``$RANKLOSS_TF_DATA/omniglot``) when it exists, else digits."""
+    if data_dir is None and os.environ.get(DATA_ENV):
+        data_dir = str(Path(os.environ[DATA_ENV]) / "omniglot")
+    export_dir = str(Path(out_dir) / "saved_model")
+    if data_dir is not None and Path(data_dir).is_dir():
+        return TrainConfig(dataset="omniglot", data_dir=str(data_dir), out_dir=out_dir, export_dir=export_dir)
+    return TrainConfig(dataset="digits", out_dir=out_dir, export_dir=export_dir)
 
-    omniglot = Path(shared_data) / "omniglot"
-    if omniglot.is_dir():
-        return TrainConfig(dataset="omniglot", data_dir=str(omniglot), out_dir=out_dir,
-                           export_dir=str(Path(out_dir) / "saved_model"))
-    return TrainConfig(dataset="digits", out_dir=out_dir, export_dir=str(Path(out_dir) / "saved_model"))
+
+def _train(args):
+    config = TrainConfig(**{name: value for name, value in vars(args).items() if name in FIELDS})
+    _run_training(config)
 
 
-def _run(args):
+def _demo(args):
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        raise ValueError(f"Data directory not found. Received: --data-dir={args.data_dir}")
+    _run_training(_demo_config(args.out_dir, args.data_dir))
+
+
+def _run_training(config):
     from rankloss_tf import training
     from rankloss_tf.evaluation import format_table
 
-    if args.command in ("train", "demo"):
-        if args.command == "demo":
-            config = _demo_config(args.out_dir)
-        else:
-            fields = {f for f in training.TrainConfig.__dataclass_fields__}
-            config = training.TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
-        protocol = f" (frozen {config.backbone} features)" if config.resolved().frozen else ""
-        print(f"Training {config.loss} on {config.dataset}{protocol}"
-              f"{f' ({config.data_dir})' if config.data_dir else ''}; run directory {config.out_dir}", flush=True)
-        result = training.train(config)
-        print(f"\nTest metrics ({config.dataset}, held-out classes), "
-              f"trained in {result.seconds['fit']:.0f} s:\n{format_table(result.metrics)}")
-        print(f"\nWritten to {result.out_dir}: model.keras, metrics.json"
-              f"{', plots/' if config.plots else ''}"
-              f"{f'; SavedModel in {config.export_dir}' if config.export_dir else ''}")
-    elif args.command == "evaluate":
-        metrics = training.evaluate_model(args.model, args.dataset, data_dir=args.data_dir, split=args.split,
-                                          clustering=args.clustering)
-        print(format_table(metrics))
-        if args.json_path:
-            Path(args.json_path).write_text(json.dumps(metrics, indent=2) + "\n")
+    resolved = config.resolved()
+    protocol = f" (frozen {resolved.backbone} features)" if resolved.frozen else ""
+    print(f"Training {config.loss} on {config.dataset}{protocol}"
+          f"{f' ({config.data_dir})' if config.data_dir else ''}; run directory {config.out_dir}", flush=True)
+    result = training.train(config)
+    if result.resumed == "finished":
+        print(f"\nThis run had already finished: its stored test metrics ({config.dataset}, held-out classes; "
+              f"nothing was trained again):\n{format_table(result.metrics)}")
     else:
-        path = training.export_model(args.model, args.out, overwrite=args.overwrite)
-        print(f"SavedModel written to {path} (signature serving_default: images uint8 -> embeddings)")
+        print(f"\nTest metrics ({config.dataset}, held-out classes), trained in {result.seconds['fit']:.0f} s"
+              f"{' over several attempts' if result.resumed else ''}:\n{format_table(result.metrics)}")
+    print(f"\nWritten to {result.out_dir}: model.keras, metrics.json, history.csv"
+          f"{', plots/' if resolved.plots else ''}"
+          f"{f'; SavedModel in {config.export_dir}' if config.export_dir else ''}")
+
+
+def _evaluate(args):
+    from rankloss_tf.artifacts import evaluate_model
+    from rankloss_tf.evaluation import format_table
+
+    if args.json_path and Path(args.json_path).exists():
+        raise ValueError(f"--json names an existing file; it is not overwritten. Received: --json={args.json_path}")
+    metrics = evaluate_model(args.model, args.dataset, data_dir=getattr(args, "data_dir", None), split=args.split,
+                             ks=args.ks, clustering=args.clustering, image_size=getattr(args, "image_size", None),
+                             seed=getattr(args, "seed", 0))
+    print(format_table(metrics))
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+def _export(args):
+    from rankloss_tf.artifacts import export_model
+
+    path = export_model(args.model, args.out, overwrite=args.overwrite)
+    print(f"SavedModel written to {path} (signature serving_default: images uint8 -> embeddings)")
+
+
+def _quiet_tensorflow():
+    """Keeps TensorFlow's C++ and absl start-up chatter out of the command's output."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.getLogger("absl").setLevel(logging.ERROR)
 
 
 def main(argv=None):
     """Entry point of the ``rankloss-tf`` console script; returns the exit status.
+
+    Exit status: 0 done, 2 bad input (the message names it), 3 the training
+    diverged (NaN loss; the last good checkpoint is kept), 130 interrupted.
 
     Args:
         argv: the arguments (default: ``sys.argv[1:]``).
@@ -188,13 +217,19 @@ def main(argv=None):
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    _quiet_tensorflow()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from rankloss_tf.training.callbacks import DivergedError
+
     try:
-        _run(args)
+        args.func(args)
+    except DivergedError as error:
+        parser.exit(3, f"{PROG}: error: {error}\n")
     except (ValueError, ImportError, FileNotFoundError) as error:
         parser.exit(2, f"{PROG}: error: {error}\n")
     except KeyboardInterrupt:
-        parser.exit(130, f"\n{PROG}: interrupted; run the same command again to resume from the last epoch.\n")
+        parser.exit(130, f"\n{PROG}: interrupted; run the same command again to resume (finished epochs and "
+                         "phases are kept).\n")
     return 0
 
 

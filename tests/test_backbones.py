@@ -157,7 +157,7 @@ def test_keras_applications_backbones_take_uint8_images():
     model = build_backbone("mobilenet_v3_small", image_size=32, weights=None, trainable=False)
     assert model(np.zeros((2, 32, 32, 3), np.uint8)).shape == (2, 576)
     assert not model.trainable_weights
-    with pytest.raises(ValueError, match="Received: name='no_such_net'"):
+    with pytest.raises(ValueError, match="Received: backbone='no_such_net'"):
         build_backbone("no_such_net", weights=None)
 
 

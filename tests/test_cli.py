@@ -33,7 +33,7 @@ def test_train_evaluate_export_on_digits(tmp_path, capsys):
     assert record["config"]["loss"] == "triplet_semihard" and record["config"]["margin"] == 0.5
     assert all(0.0 <= v <= 1.0 for v in record["metrics"].values())
     assert record["metrics"]["recall@1"] > 0.3  # 5 test classes: chance is ~0.2
-    assert (run / "model.keras").is_file() and not (run / "backup").exists()
+    assert (run / "model.keras").is_file() and not (run / "checkpoints").exists()
     assert len(list(csv.DictReader((run / "history.csv").open()))) == 2
     assert sorted(p.name for p in (run / "plots").iterdir()) == ["recall_at_k.png", "retrieval_gallery.png", "tsne.png"]
 
@@ -85,14 +85,14 @@ def test_interrupted_run_resumes_from_last_epoch(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         training.train(config, callbacks=[first])
     assert first.epochs == [0, 1, 2]
-    assert (tmp_path / "backup").is_dir() and not (tmp_path / "metrics.json").exists()
+    assert (tmp_path / "checkpoints").is_dir() and not (tmp_path / "metrics.json").exists()
 
     second = Interrupt()
     result = training.train(config, callbacks=[second])
     assert second.epochs == [2, 3]  # epochs 0 and 1 were done and are not trained again
     assert len(result.history.epoch) == 2
     assert [int(row["epoch"]) for row in csv.DictReader((tmp_path / "history.csv").open())] == [0, 1, 2, 3]
-    assert not (tmp_path / "backup").exists() and (tmp_path / "metrics.json").is_file()
+    assert not (tmp_path / "checkpoints").exists() and (tmp_path / "metrics.json").is_file()
 
 
 def test_normalize_option_trains_on_raw_embeddings(tmp_path, capsys):
@@ -117,12 +117,12 @@ def test_normalize_option_trains_on_raw_embeddings(tmp_path, capsys):
     [
         (["train", "--dataset", "digits", "--loss", "hinge"], "invalid choice: 'hinge'"),
         (["train", "--dataset", "mnist_typo"], "Unknown dataset"),
-        (["train", "--dataset", "omniglot", "--data-dir", "/no/such/dir"], "directory not found: /no/such/dir"),
-        (["train", "--dataset", "digits", "--epochs", "0"], "--epochs: must be in [1, inf), got 0"),
-        (["train", "--dataset", "digits", "--epochs", "two"], "--epochs: expected an integer, got 'two'"),
-        (["train", "--dataset", "digits", "--alpha", "95"], "--alpha: must be in (0, 90), got 95"),
-        (["train", "--dataset", "digits", "--margin", "-1"], "--margin: must be in [0.0, inf), got -1"),
-        (["train", "--dataset", "digits", "--learning-rate", "nan"], "expected a finite number"),
+        (["train", "--dataset", "omniglot", "--data-dir", "/no/such/dir"], "Received: data_dir='/no/such/dir'"),
+        (["train", "--dataset", "digits", "--epochs", "0"], "--epochs: `epochs` must be in [1, inf). Received: epochs=0"),
+        (["train", "--dataset", "digits", "--epochs", "two"], "--epochs: expected an integer. Received: 'two'"),
+        (["train", "--dataset", "digits", "--alpha", "95"], "alpha=95"),
+        (["train", "--dataset", "digits", "--loss", "triplet_hard", "--margin", "-1"], "margin=-1"),
+        (["train", "--dataset", "digits", "--learning-rate", "nan"], "`learning_rate` must be a finite number"),
         (["train", "--dataset", "digits", "--loss", "npair", "--margin", "0.5"], "takes no margin"),
         (["train", "--dataset", "digits", "--classes-per-batch", "6"], "classes_per_batch=6"),
         (["evaluate", "--model", "/no/such/model", "--dataset", "digits"], "not found: /no/such/model"),
@@ -137,9 +137,12 @@ def test_clear_errors(argv, message, capsys, tmp_path):
     assert message in capsys.readouterr().err
 
 
-def test_demo_uses_omniglot_when_present_else_digits(tmp_path):
-    assert cli._demo_config("runs/demo", shared_data=tmp_path).dataset == "digits"
+def test_demo_uses_omniglot_when_present_else_digits(tmp_path, monkeypatch):
+    monkeypatch.delenv(cli.DATA_ENV, raising=False)
+    assert cli._demo_config("runs/demo").dataset == "digits"
+    assert cli._demo_config("runs/demo", tmp_path / "omniglot").dataset == "digits"  # absent
     (tmp_path / "omniglot").mkdir()
-    config = cli._demo_config("runs/demo", shared_data=tmp_path)
+    monkeypatch.setenv(cli.DATA_ENV, str(tmp_path))
+    config = cli._demo_config("runs/demo")
     assert (config.dataset, config.data_dir, config.loss) == ("omniglot", str(tmp_path / "omniglot"), "npair_angular")
     assert config.export_dir == str(Path("runs/demo") / "saved_model")

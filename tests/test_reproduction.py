@@ -15,10 +15,10 @@ import reproduction  # noqa: E402
 
 
 def test_loss_options_reach_the_loss():
-    from rankloss_tf.training import TrainConfig, _build_loss
+    from rankloss_tf.training import TrainConfig
 
     method = reproduction.METHODS["npair_ovo"]
-    loss = _build_loss(TrainConfig(loss=method.loss, loss_options=method.loss_options))
+    loss = TrainConfig(loss=method.loss, loss_options=method.loss_options).build_loss()
     assert isinstance(loss, losses.NPairLoss) and loss.variant == "ovo"
 
 

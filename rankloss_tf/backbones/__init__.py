@@ -1,11 +1,14 @@
-"""Pretrained image backbones, their weight conversion and cached frozen features."""
+"""Backbones: one registry from names to networks, weights, and cached frozen features."""
 
-from rankloss_tf.backbones.weights import convert, imagenet_weights_path
 from rankloss_tf.backbones.efficientnet_lite import efficientnet_lite0
 from rankloss_tf.backbones.features import extract_features, feature_cache_path
-from rankloss_tf.backbones.registry import backbone_names, build_backbone
+from rankloss_tf.backbones.preprocessing import ImagePreprocessing
+from rankloss_tf.backbones.registry import backbone_names, build_backbone, is_pretrained, resolve
+from rankloss_tf.backbones.small_cnn import small_cnn
+from rankloss_tf.backbones.weights import convert, imagenet_weights_path
 
 __all__ = [
+    "ImagePreprocessing",
     "backbone_names",
     "build_backbone",
     "convert",
@@ -13,4 +16,7 @@ __all__ = [
     "extract_features",
     "feature_cache_path",
     "imagenet_weights_path",
+    "is_pretrained",
+    "resolve",
+    "small_cnn",
 ]

@@ -28,7 +28,6 @@ from rankloss_tf.backbones.weights import imagenet_weights_path
 # per-channel mean and std.
 INPUT_MEAN = 127.0
 INPUT_STD = 128.0
-FEATURE_DIM = 1280
 
 # One row per stage: (repeats, kernel size, stride, expand ratio, input filters,
 # output filters), EfficientNet-Lite0's width and depth (both multipliers 1.0).

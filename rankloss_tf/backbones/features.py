@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from rankloss_tf.backbones.files import atomic_savez, default_cache_dir, file_sha256
+from rankloss_tf.backbones.preprocessing import ImagePreprocessing
 from rankloss_tf.backbones.registry import LITE0, build_backbone
 from rankloss_tf.backbones.weights import imagenet_weights_path
 
@@ -120,23 +121,24 @@ def _read_cache(path, metadata):
 
 
 def _batched_images(dataset, image_size, batch_size):
-    """Batches `(image, label)` elements and brings images to uint8 [S, S, 3]."""
+    """Batches ``(image, label)`` elements and brings images to float ``[S, S, 3]`` (0..255).
+
+    Images of another size or one channel go through the ``ImagePreprocessing``
+    layer every backbone starts with (area resize, channel tiling), so the
+    features equal those of a model built on the raw images.
+    """
     spec = dataset.element_spec
     if not isinstance(spec, tuple) or len(spec) != 2 or spec[0].shape.rank not in (3, 4):
         raise ValueError(
-            "`dataset` must yield (image [H, W, 3], label) pairs, batched or not. "
+            "`dataset` must yield (image [H, W, C], label) pairs, batched or not. "
             f"Received: element_spec={spec!r}"
         )
     if spec[0].shape.rank == 3:
         dataset = dataset.batch(batch_size)
-
-    def resize(images, labels):
-        if images.shape[1:3] != (image_size, image_size):
-            images = tf.image.resize(images, (image_size, image_size))
-            images = tf.cast(tf.clip_by_value(tf.round(images), 0.0, 255.0), tf.uint8)
-        return images, labels
-
-    return dataset.map(resize, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+    if tuple(dataset.element_spec[0].shape[1:]) != (image_size, image_size, 3):
+        preprocess = ImagePreprocessing(image_size=(image_size, image_size), channels=3, rescale=False)
+        dataset = dataset.map(lambda images, labels: (preprocess(images), labels))
+    return dataset.prefetch(2)
 
 
 def extract_features(
@@ -153,8 +155,9 @@ def extract_features(
 
     Args:
         dataset: `tf.data.Dataset` of `(image, label)` pairs, image uint8 RGB
-            [H, W, 3] (or float 0..255), batched or not; images of another size are
-            resized to `image_size` (bilinear). Iterated once, in order.
+            [H, W, C] (or float 0..255), batched or not; images of another size or
+            with one channel are resized (area) and tiled to `image_size` RGB as
+            every backbone's `ImagePreprocessing` layer does. Iterated once, in order.
         backbone: backbone name (see `build_backbone`), default "efficientnet_lite0".
         image_size: input side in pixels.
         weights: "imagenet" or a weights file path (None: random, never cached).

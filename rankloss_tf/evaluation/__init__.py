@@ -7,7 +7,7 @@ runs it on a held-out split during ``fit``; ``plots`` draws the figures
 
 from rankloss_tf.evaluation.callback import RetrievalEvaluation
 from rankloss_tf.evaluation.clustering import clustering_metrics, pairwise_f1
-from rankloss_tf.evaluation.embedding import embed_dataset
+from rankloss_tf.evaluation.embedding import embed_dataset, thumbnails
 from rankloss_tf.evaluation.metrics import evaluate
 from rankloss_tf.evaluation.neighbours import nearest_neighbours
 from rankloss_tf.evaluation.plots import plot_recall_at_k, plot_retrieval_gallery, plot_tsne
@@ -26,4 +26,5 @@ __all__ = [
     "plot_retrieval_gallery",
     "plot_tsne",
     "retrieval_metrics",
+    "thumbnails",
 ]

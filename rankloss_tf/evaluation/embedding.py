@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["embed_dataset"]
+__all__ = ["embed_dataset", "thumbnails"]
 
 
 def embed_dataset(model, dataset, batch_size=256, thumbnail_size=None):
@@ -42,12 +42,37 @@ def embed_dataset(model, dataset, batch_size=256, thumbnail_size=None):
         embeddings.append(np.asarray(output, np.float32))
         labels.append(np.asarray(batch_labels))
         if thumbnail_size:
-            height, width = images.shape[1:3]
-            scale = min(1.0, thumbnail_size / max(height, width))
-            size = (max(1, round(height * scale)), max(1, round(width * scale)))
-            thumbnails.append(tf.cast(tf.image.resize(images, size, antialias=True), tf.uint8).numpy())
+            thumbnails.append(_shrink(images, thumbnail_size))
     if not embeddings:
         raise ValueError("`dataset` is empty. Received: a dataset with no elements")
     result = (np.concatenate(embeddings), np.concatenate(labels))
     return result + (np.concatenate(thumbnails),) if thumbnail_size else result
 
+
+
+def _shrink(images, size):
+    """A batch of images resized (antialiased) to fit in ``size`` x ``size``, as uint8."""
+    height, width = images.shape[1:3]
+    scale = min(1.0, size / max(height, width))
+    target = (max(1, round(height * scale)), max(1, round(width * scale)))
+    return tf.cast(tf.image.resize(images, target, antialias=True), tf.uint8).numpy()
+
+
+def thumbnails(dataset, size=64, batch_size=256):
+    """Every image of a dataset shrunk to fit in ``size`` x ``size`` (for the gallery plot).
+
+    Args:
+        dataset: ``tf.data.Dataset`` of ``(image [H, W, C], label)`` pairs.
+        size: the largest side of a thumbnail.
+        batch_size: images per resize call.
+
+    Returns:
+        uint8 ``[N, h, w, C]``.
+
+    Example:
+    >>> import numpy as np, tensorflow as tf
+    >>> ds = tf.data.Dataset.from_tensor_slices((np.zeros((3, 128, 96, 1), np.uint8), [0, 1, 1]))
+    >>> thumbnails(ds, size=64).shape
+    (3, 64, 48, 1)
+    """
+    return np.concatenate([_shrink(images, size) for images, _ in dataset.batch(batch_size)])

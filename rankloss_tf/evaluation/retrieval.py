@@ -67,6 +67,12 @@ def check_labels(embeddings, labels):
             f"`labels` must be [N] with N = {embeddings.shape[0]} (the embeddings' rows). "
             f"Received: shape={labels.shape}"
         )
+    if np.issubdtype(embeddings.dtype, np.number) and not np.isfinite(embeddings).all():
+        bad = int(np.count_nonzero(~np.isfinite(embeddings).all(axis=1)))
+        raise ValueError(
+            f"`embeddings` must be finite: the model produced NaN or infinite values (a diverged model?). "
+            f"Received: {bad} of {embeddings.shape[0]} rows non-finite"
+        )
     return embeddings, labels
 
 
@@ -104,7 +110,7 @@ def retrieval_metrics(embeddings, labels, ks=(1, 2, 4, 8), metric="cosine", bloc
             f"Received: {len(labels)} labels, all distinct"
         )
     if num_queries < len(labels):
-        logger.info("%d queries alone in their class are left out of the metrics.", len(labels) - num_queries)
+        logger.warning("%d of %d queries are alone in their class and left out of the retrieval metrics.", len(labels) - num_queries, len(labels))
     if counts.max() - 1 > int(max_r):
         logger.warning("R capped at max_r=%d for classes larger than %d samples.", max_r, max_r + 1)
     k = max(ks[-1], int(r.max()))

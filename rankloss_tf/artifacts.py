@@ -1,0 +1,184 @@
+"""Trained models on disk: load any of them, evaluate one on a dataset, export one.
+
+A trained model reaches users in three forms: a run directory of ``train``
+(its ``model.keras``), a ``.keras`` file, and an exported SavedModel. These
+functions take any of them and serve the ``evaluate`` and ``export`` commands.
+"""
+
+from pathlib import Path
+
+import keras
+
+from rankloss_tf import datasets
+from rankloss_tf.evaluation import embed_dataset, evaluate
+from rankloss_tf.export import SavedModelEmbedder, export_saved_model
+
+__all__ = ["MODEL_FILE", "check_export_target", "check_separate", "evaluate_model", "export_model", "load_model"]
+
+MODEL_FILE = "model.keras"
+
+
+def _related(a, b):
+    """True when ``a`` is ``b``, inside it, or above it."""
+    a, b = Path(a).resolve(), Path(b).resolve()
+    return a == b or a in b.parents or b in a.parents
+
+
+def check_separate(path, role, others):
+    """Refuses ``path`` when it is equal to, inside or above one of ``others``.
+
+    Args:
+        path: a directory this command will write (e.g. the export).
+        role: its flag or name, for the message ("--export").
+        others: ``{description: path}`` of directories it must stay clear of.
+
+    Raises:
+        ValueError: naming both paths.
+
+    Example:
+    >>> check_separate("runs/a/saved_model", "--export", {"the run directory --out": "runs/b"})
+    >>> check_separate("runs", "--export", {"the run directory --out": "runs/b"})
+    Traceback (most recent call last):
+    ...
+    ValueError: --export must not be the run directory --out, inside it or above it: exporting there would replace it. Received: --export=runs, the run directory --out=runs/b
+    """
+    for description, other in others.items():
+        if other is not None and _related(path, other):
+            raise ValueError(
+                f"{role} must not be {description}, inside it or above it: exporting there would replace it. "
+                f"Received: {role}={path}, {description}={other}"
+            )
+
+
+def check_export_target(path, overwrite=False):
+    """Refuses an export path that holds anything but a replaceable previous export.
+
+    Args:
+        path: the export directory.
+        overwrite: whether a previous SavedModel export there may be replaced.
+
+    Raises:
+        ValueError: ``path`` is a file; a directory that is not a SavedModel
+            export; or an export when ``overwrite`` is False.
+
+    Example:
+    >>> check_export_target("/no/such/export")
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise ValueError(f"The export path is an existing file; choose another path. Received: {path}")
+    if not (path / "saved_model.pb").is_file():
+        raise ValueError(
+            "The export path is an existing directory that is not a SavedModel export; it is never replaced. "
+            f"Choose another path. Received: {path}"
+        )
+    if not overwrite:
+        raise ValueError(f"An export already exists there; pass --overwrite to replace it. Received: {path}")
+
+
+def load_model(path):
+    """Loads a trained embedding model for evaluation or export.
+
+    Args:
+        path: a SavedModel directory from ``export_saved_model``, a ``.keras``
+            file, or a run directory of ``train`` (its ``model.keras``).
+
+    Returns:
+        A ``keras.Model`` or a ``SavedModelEmbedder``; both map ``uint8
+        [N, H, W, C]`` images to ``[N, D]`` embeddings.
+
+    Raises:
+        ValueError: ``path`` is none of these.
+
+    Example:
+    >>> model = load_model("runs/demo")  # doctest: +SKIP
+    >>> model(images).shape  # doctest: +SKIP
+    TensorShape([16, 128])
+    """
+    path = Path(path)
+    if (path / "saved_model.pb").is_file():
+        return SavedModelEmbedder(path)
+    if path.is_dir() and (path / MODEL_FILE).is_file():
+        path = path / MODEL_FILE
+    if path.is_file() and path.suffix == ".keras":
+        return keras.models.load_model(path)
+    raise ValueError(
+        "`model` must be a SavedModel directory, a .keras file or a training run directory "
+        f"holding {MODEL_FILE} (a run that has finished fitting). Received: {path}"
+    )
+
+
+def _input_size(model):
+    shape = model.image_shape if isinstance(model, SavedModelEmbedder) else tuple(model.input_shape[1:])
+    return tuple(shape)
+
+
+def evaluate_model(model_path, dataset, data_dir=None, split="test", ks=(1, 2, 4, 8), clustering=True,
+                   image_size=None, seed=0):
+    """Evaluates a saved model on one split of a dataset.
+
+    Args:
+        model_path: anything ``load_model`` accepts.
+        dataset: a ``datasets.load`` name.
+        data_dir: local copy of the data.
+        split: "test" (the held-out classes) or "train".
+        ks: the K of Recall@K.
+        clustering: also compute NMI and F1.
+        image_size: side the images are resized to as they load (None: the
+            model's input size when the dataset's images vary in size).
+        seed: the folder split's seed (as given to ``train``) and k-means'.
+
+    Returns:
+        ``evaluate``'s metric dictionary.
+
+    Raises:
+        ValueError: bad paths or names, or images of another shape than the model's input.
+
+    Example:
+    >>> evaluate_model("runs/demo/saved_model", "digits")  # doctest: +SKIP
+    {'recall@1': 0.94..., ...}
+    """
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise ValueError(f"Data directory not found. Received: data_dir={data_dir!r}")
+    model = load_model(model_path)
+    expected = _input_size(model)
+    images = datasets.load(dataset, split, data_dir=data_dir, image_size=image_size, seed=seed)
+    if image_size is None and not images.element_spec[0].shape.is_fully_defined() and expected[0]:
+        images = datasets.load(dataset, split, data_dir=data_dir, image_size=expected[:2], seed=seed)
+    got = tuple(images.element_spec[0].shape)
+    if isinstance(model, keras.Model) and got != expected:
+        raise ValueError(
+            f"The model takes images of shape {expected}; dataset {dataset!r} has {got}. Pass --image-size or "
+            f"use the exported SavedModel, which resizes. Received: model={model_path}, dataset={dataset!r}"
+        )
+    embeddings, labels = embed_dataset(model, images)
+    return evaluate(embeddings, labels, ks=ks, clustering=clustering, seed=seed)
+
+
+def export_model(model_path, export_dir, overwrite=False):
+    """Exports a trained Keras model (``.keras`` file or run directory) as a SavedModel.
+
+    Args:
+        model_path: a ``.keras`` file or a ``train`` run directory.
+        export_dir: target directory (see ``export_saved_model``).
+        overwrite: replace a previous export at ``export_dir``.
+
+    Returns:
+        ``Path`` of the export.
+
+    Raises:
+        ValueError: ``model_path`` is already an export; ``export_dir`` is equal
+            to, inside or above the model, or holds anything but a previous export.
+
+    Example:
+    >>> export_model("runs/demo", "exported/demo", overwrite=True)  # doctest: +SKIP
+    PosixPath('exported/demo')
+    """
+    model = load_model(model_path)
+    if isinstance(model, SavedModelEmbedder):
+        raise ValueError(f"`model` is already a SavedModel export. Received: {model_path}")
+    check_separate(export_dir, "--out", {"the model --model": model_path})
+    check_export_target(export_dir, overwrite=overwrite)
+    return export_saved_model(model, export_dir, overwrite=overwrite)

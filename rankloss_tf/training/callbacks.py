@@ -1,0 +1,141 @@
+"""The callbacks that make a run resumable: atomic epoch checkpoints and a one-row-per-epoch history.
+
+``EpochCheckpoint`` writes model + optimizer state after every finished epoch
+to ``epoch-NNNN.weights.h5`` through a temporary file and a rename, so a run
+killed at any instant leaves either the previous or the new checkpoint, never
+a truncated one; an epoch whose loss is not finite is not saved, so the last
+checkpoint is the last good one. ``EpochHistory`` writes ``history.csv`` with
+exactly the logged keys and, on resume, drops rows of epochs that are trained
+again, so each epoch appears once.
+"""
+
+import csv
+import math
+import os
+import re
+from pathlib import Path
+
+import keras
+
+__all__ = ["DivergedError", "EpochCheckpoint", "EpochHistory"]
+
+_CHECKPOINT = re.compile(r"^epoch-(\d{4,})\.weights\.h5$")
+
+
+class DivergedError(ValueError):
+    """The loss became non-finite during training (raised after ``fit`` stops on it)."""
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves weights and optimizer state after each epoch, atomically; restores the latest.
+
+    Args:
+        directory: where the ``epoch-NNNN.weights.h5`` files go (created when needed).
+
+    Example:
+    >>> checkpoint = EpochCheckpoint("/tmp/run/checkpoints")  # doctest: +SKIP
+    >>> start = checkpoint.restore(model)  # 0 for a new run  # doctest: +SKIP
+    >>> model.fit(batches, initial_epoch=start, epochs=10, callbacks=[checkpoint])  # doctest: +SKIP
+    """
+
+    def __init__(self, directory):
+        super().__init__()
+        self.directory = Path(directory)
+        self.diverged_at = None
+
+    def latest(self):
+        """``(epochs done, path)`` of the newest checkpoint, or ``(0, None)``."""
+        found = []
+        if self.directory.is_dir():
+            found = [(int(m.group(1)), p) for p in self.directory.iterdir() if (m := _CHECKPOINT.match(p.name))]
+        return max(found) if found else (0, None)
+
+    def restore(self, model):
+        """Loads the newest checkpoint into a compiled ``model``; returns the epochs it holds.
+
+        Raises:
+            ValueError: the checkpoint cannot be read, naming it and the way out.
+        """
+        epochs, path = self.latest()
+        if path is None:
+            return 0
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        try:
+            model.load_weights(path)
+        except Exception as error:  # h5py and Keras raise several types for a damaged or foreign file.
+            raise ValueError(
+                f"The checkpoint {path} cannot be loaded ({type(error).__name__}: {error}). Delete it to resume "
+                f"from the checkpoint before it, or delete {self.directory} to train from the first epoch."
+            ) from None
+        return epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.diverged_at = epoch
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"epoch-{epoch + 1:04d}.weights.h5"
+        temporary = self.directory / f".tmp-{os.getpid()}.weights.h5"
+        self.model.save_weights(temporary, overwrite=True)
+        os.replace(temporary, path)
+        for done, older in self._all():
+            if done < epoch + 1:
+                older.unlink()
+
+    def _all(self):
+        return [(int(m.group(1)), p) for p in self.directory.iterdir() if (m := _CHECKPOINT.match(p.name))]
+
+
+class EpochHistory(keras.callbacks.Callback):
+    """Appends one CSV row per finished epoch (``epoch`` and the logged values).
+
+    Args:
+        path: the CSV file.
+        initial_epoch: the first epoch this ``fit`` trains; rows of this epoch and
+            later ones (left by an interrupted attempt) are dropped first.
+
+    Example:
+    >>> history = EpochHistory("/tmp/run/history.csv", initial_epoch=0)  # doctest: +SKIP
+    """
+
+    def __init__(self, path, initial_epoch=0):
+        super().__init__()
+        self.path = Path(path)
+        self.initial_epoch = initial_epoch
+
+    def on_train_begin(self, logs=None):
+        if not self.path.is_file():
+            return
+        with self.path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        kept = [row for row in rows if int(row["epoch"]) < self.initial_epoch]
+        if len(kept) != len(rows):
+            self._write(kept, mode="w")
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}}
+        self._write([row], mode="a")
+
+    def _write(self, rows, mode):
+        if not rows and mode == "a":
+            return
+        exists = self.path.is_file() and self.path.stat().st_size > 0
+        if mode == "w":
+            temporary = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+            with temporary.open("w", newline="", encoding="utf-8") as handle:
+                self._rows(handle, rows, header=True)
+            os.replace(temporary, self.path)
+            return
+        with self.path.open("a", newline="", encoding="utf-8") as handle:
+            self._rows(handle, rows, header=not exists)
+
+    @staticmethod
+    def _rows(handle, rows, header):
+        if not rows:
+            return
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        if header:
+            writer.writeheader()
+        writer.writerows(rows)

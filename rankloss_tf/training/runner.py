@@ -1,0 +1,221 @@
+"""``train(config)``: the whole job as one short story.
+
+check paths -> lock the run directory -> load the zero-shot splits -> fit
+(resumable, epoch by epoch) -> save the model -> evaluate on the test classes
+-> plots -> export. Each phase is recorded in the run directory
+(``RunDirectory``), so a run interrupted anywhere, by Ctrl-C or a kill, resumes
+at the phase it was in when the same command runs again, and a finished run is
+not trained again.
+"""
+
+import dataclasses
+import logging
+import os
+import shutil
+import time
+
+import keras
+
+from rankloss_tf import datasets
+from rankloss_tf.artifacts import check_export_target, check_separate
+from rankloss_tf.evaluation import (
+    RetrievalEvaluation,
+    evaluate,
+    plot_recall_at_k,
+    plot_retrieval_gallery,
+    plot_tsne,
+    thumbnails,
+)
+from rankloss_tf.export import export_saved_model
+from rankloss_tf.training.callbacks import DivergedError, EpochCheckpoint, EpochHistory
+from rankloss_tf.training.protocols import protocol
+from rankloss_tf.training.run_dir import RunDirectory
+
+__all__ = ["TrainResult", "train"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What ``train`` returns.
+
+    Attributes:
+        metrics: test metrics (``evaluate``'s dictionary).
+        model: the trained Keras model.
+        out_dir: the run directory.
+        history: the ``keras.callbacks.History`` of this call's ``fit`` (None
+            when this call did not train: the run was already fitted).
+        seconds: wall times of the whole run, over every attempt: "fit",
+            "evaluate" and "total".
+        resumed: the phase the run directory was in when this call started
+            (None for a new run; "finished" when nothing was left to do).
+
+    Example:
+    >>> result = train(TrainConfig(dataset="digits", out_dir="/tmp/run"))  # doctest: +SKIP
+    >>> result.metrics["recall@1"], result.seconds["total"]  # doctest: +SKIP
+    (0.94..., 30.1...)
+    """
+
+    metrics: dict
+    model: keras.Model
+    out_dir: object
+    history: object
+    seconds: dict
+    resumed: str = None
+
+
+def _folder(config):
+    name = config.dataset
+    return name[len(datasets.FOLDER_PREFIX):] if name.startswith(datasets.FOLDER_PREFIX) else None
+
+
+def _check_paths(config, run):
+    """Refuses, before any work, an export that would replace the run, the data or a user's files."""
+    data = {"the dataset folder": _folder(config), "--data-dir": config.data_dir}
+    check_separate(run.path, "--out", data)
+    if config.export_dir:
+        check_separate(config.export_dir, "--export", {"the run directory --out": run.path, **data})
+        if not _exported_by(run, config.export_dir):
+            check_export_target(config.export_dir, overwrite=config.overwrite)
+
+
+def _exported_by(run, path):
+    """True when this run already wrote its export to ``path`` (a re-run leaves it as it is)."""
+    return run.state.get("exported_to") == os.path.abspath(path) and os.path.isdir(path)
+
+
+def _load(config, split):
+    """One zero-shot split; images of varying size are resized to ``image_size`` as they load."""
+    images = datasets.load(config.dataset, split, data_dir=config.data_dir, seed=config.seed)
+    if not images.element_spec[0].shape.is_fully_defined():
+        images = datasets.load(config.dataset, split, data_dir=config.data_dir, image_size=config.image_size,
+                               seed=config.seed)
+    return images
+
+
+class _Clock:
+    """Wall time of the whole run: what earlier attempts recorded plus this one's."""
+
+    def __init__(self, before):
+        self.before, self.started = before, time.perf_counter()
+
+    def __call__(self):
+        return self.before + time.perf_counter() - self.started
+
+
+def train(config, callbacks=()):
+    """Trains, evaluates, plots and exports, as described by ``config``; resumes an interrupted run.
+
+    Args:
+        config: a ``TrainConfig``.
+        callbacks: extra Keras callbacks for ``fit``.
+
+    Returns:
+        A ``TrainResult``.
+
+    Raises:
+        ValueError: a bad configuration (unknown names, bad numbers, missing
+            data), a run directory or export path that would overwrite what this
+            run does not own, a run started with another configuration, a run
+            locked by another process, or a loss that became NaN
+            (``DivergedError``; the last good checkpoint is kept).
+
+    Example:
+    >>> result = train(TrainConfig(dataset="digits", epochs=1, out_dir="/tmp/run", plots=False))  # doctest: +SKIP
+    >>> sorted(result.metrics)  # doctest: +SKIP
+    ['f1', 'map@r', 'nmi', 'r_precision', 'recall@1', 'recall@2', 'recall@4', 'recall@8']
+    """
+    config = config.resolved()
+    run = RunDirectory(config.out_dir)
+    _check_paths(config, run)
+    with run.locked():
+        run.start(config)
+        resumed, clock = run.phase, _Clock(run.seconds)
+        keras.utils.set_random_seed(config.seed)
+        train_images, test_images = _load(config, "train"), _load(config, "test")
+        steps = config.steps_per_epoch or max(1, int(train_images.cardinality()) // config.batch_size)
+        method = protocol(config, train_images.element_spec[0].shape)
+        history = None
+        if run.reached("fitted"):
+            model = keras.models.load_model(run / run.MODEL)
+        else:
+            run.advance("fitting", clock())
+            model, history = _fit(method, run, config, steps, train_images, test_images, callbacks)
+            _save_model(model, run)
+            run.advance("fitted", clock(), fit_seconds=clock())
+            shutil.rmtree(run / run.CHECKPOINTS, ignore_errors=True)
+        fit_seconds = run.state["fit_seconds"]
+        if run.reached("evaluated"):
+            metrics = run.read_json(run.METRICS)["metrics"]
+        else:
+            metrics = _evaluate(method, model, run, config, test_images)
+            _record(run, config, method, metrics, fit_seconds, clock())
+            run.advance("evaluated", clock())
+        if config.export_dir and not _exported_by(run, config.export_dir):
+            export_saved_model(model, config.export_dir, overwrite=config.overwrite)
+            run.advance("evaluated", clock(), exported_to=os.path.abspath(config.export_dir))
+        seconds = _record(run, config, method, metrics, fit_seconds, clock())
+        run.advance("finished", clock())
+    return TrainResult(metrics=metrics, model=model, out_dir=run.path, history=history, seconds=seconds,
+                       resumed=resumed)
+
+
+def _fit(method, run, config, steps, train_images, test_images, callbacks):
+    """Fits from the newest checkpoint on: ``(image model, history)``."""
+    trained, model = method.build(steps)
+    checkpoint = EpochCheckpoint(run / run.CHECKPOINTS)
+    start = checkpoint.restore(trained)
+    if start:
+        logger.warning("Resuming %s at epoch %d of %d.", run.path, start + 1, config.epochs)
+    fit_callbacks = [keras.callbacks.TerminateOnNaN(), *callbacks, checkpoint,
+                     EpochHistory(run / run.HISTORY, initial_epoch=start)]
+    if config.eval_every:
+        fit_callbacks.insert(0, RetrievalEvaluation(method.evaluation_data(test_images),
+                                                    frequency=config.eval_every))
+    history = trained.fit(method.batches(train_images, skip=start * steps), initial_epoch=start,
+                          epochs=config.epochs, steps_per_epoch=steps, shuffle=False, callbacks=fit_callbacks,
+                          verbose=config.verbose)
+    if checkpoint.diverged_at is not None:
+        kept, path = checkpoint.latest()
+        raise DivergedError(
+            f"Training diverged: the loss became NaN or infinite in epoch {checkpoint.diverged_at + 1}. "
+            f"The last good checkpoint ({f'epoch {kept}: {path}' if path else 'none yet'}) is kept. Try a lower "
+            f"--learning-rate in a new --out. Received: learning_rate={config.learning_rate}"
+        )
+    return model, history
+
+
+def _record(run, config, method, metrics, fit_seconds, total):
+    """Writes metrics.json (metrics, configuration, protocol, wall times); returns the wall times."""
+    seconds = {"fit": fit_seconds, "evaluate": total - fit_seconds, "total": total}
+    run.write_json(run.METRICS, {"metrics": metrics, "config": dataclasses.asdict(config), "protocol": method.name,
+                                 "seconds": seconds})
+    return seconds
+
+
+def _save_model(model, run):
+    temporary = run / f".tmp-{os.getpid()}-{run.MODEL}"
+    model.save(temporary)
+    os.replace(temporary, run / run.MODEL)
+
+
+def _evaluate(method, model, run, config, test_images):
+    """Test metrics (and plots); records the "evaluated" phase with them."""
+    embeddings, labels = method.embed(model, test_images)
+    metrics = evaluate(embeddings, labels, seed=config.seed)
+    if config.plots:
+        _plot(run / run.PLOTS, metrics, embeddings, labels, test_images, config.seed)
+    return metrics
+
+
+def _plot(plots_dir, metrics, embeddings, labels, test_images, seed):
+    """Draws the three evaluation plots; skipped with a warning without matplotlib."""
+    try:
+        plot_recall_at_k(metrics, plots_dir / "recall_at_k.png")
+    except ImportError as error:
+        logger.warning("Plots skipped: %s", error)
+        return
+    plot_tsne(embeddings, labels, plots_dir / "tsne.png", seed=seed)
+    plot_retrieval_gallery(thumbnails(test_images, 64), labels, embeddings, plots_dir / "retrieval_gallery.png",
+                           seed=seed)
