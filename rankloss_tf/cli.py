@@ -198,7 +198,7 @@ def _export(args):
 
 def _quiet_tensorflow():
     """Keeps TensorFlow's C++ and absl start-up chatter out of the command's output."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.getLogger("absl").setLevel(logging.ERROR)
 
 

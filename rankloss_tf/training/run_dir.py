@@ -70,7 +70,8 @@ class RunDirectory:
         self.path = Path(path)
         if self.path.exists() and not self.path.is_dir():
             raise ValueError(f"The run directory --out is an existing file. Received: out_dir={self.path}")
-        if self.path.is_dir() and any(self.path.iterdir()) and not (self.path / self.CONFIG).is_file():
+        foreign = self.path.is_dir() and any(p.name != self.LOCK for p in self.path.iterdir())
+        if foreign and not (self.path / self.CONFIG).is_file():
             raise ValueError(
                 "The run directory --out holds files that are not a rankloss-tf run; choose an empty or new "
                 f"directory (nothing there is overwritten). Received: out_dir={self.path}"
@@ -97,10 +98,18 @@ class RunDirectory:
             handle.truncate()
             handle.write(str(os.getpid()))
             handle.flush()
+            self._remove_stale_temporaries()
             try:
                 yield self
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _remove_stale_temporaries(self):
+        """Deletes temporary files an attempt killed mid-write left (the lock says none is in use)."""
+        for directory in (self.path, self.path / self.CHECKPOINTS):
+            if directory.is_dir():
+                for path in directory.glob(".*tmp-*"):
+                    path.unlink()
 
     def start(self, config):
         """Records ``config`` in a new run, or checks it against the recorded one.

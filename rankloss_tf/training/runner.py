@@ -168,8 +168,8 @@ def _fit(method, run, config, steps, train_images, test_images, callbacks):
     start = checkpoint.restore(trained)
     if start:
         logger.warning("Resuming %s at epoch %d of %d.", run.path, start + 1, config.epochs)
-    fit_callbacks = [keras.callbacks.TerminateOnNaN(), *callbacks, checkpoint,
-                     EpochHistory(run / run.HISTORY, initial_epoch=start)]
+    fit_callbacks = [keras.callbacks.TerminateOnNaN(), checkpoint, EpochHistory(run / run.HISTORY, initial_epoch=start),
+                     *callbacks]
     if config.eval_every:
         fit_callbacks.insert(0, RetrievalEvaluation(method.evaluation_data(test_images),
                                                     frequency=config.eval_every))

@@ -1,0 +1,263 @@
+"""What a run owns and keeps: export paths, re-runs, changed configurations, locks, NaN, K = 1, the CLI's extras."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from rankloss_tf import cli, training
+from rankloss_tf.training.run_dir import RunDirectory
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--dataset", "digits", "--epochs", "2", "--steps-per-epoch", "2", "--embedding-dim", "8", "--no-plots",
+        "--verbose", "0"]
+
+
+def run_cli(capsys, *argv):
+    try:
+        status = cli.main([str(a) for a in argv])
+    except SystemExit as exit_info:
+        status = exit_info.code
+    captured = capsys.readouterr()
+    return status, captured.out + captured.err
+
+
+def config(tmp_path, **overrides):
+    fields = dict(dataset="digits", epochs=2, steps_per_epoch=2, embedding_dim=8, out_dir=str(tmp_path / "run"),
+                  plots=False, verbose=0)
+    return training.TrainConfig(**{**fields, **overrides})
+
+
+class SeenEpochs(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+
+def listing(root):
+    return sorted(str(p.relative_to(root)) for p in Path(root).rglob("*"))
+
+
+# --- export paths: nothing that is not a previous export of this tool is replaced ------------------------------
+
+def test_export_into_an_unrelated_directory_is_refused_before_training(tmp_path, capsys):
+    mine = tmp_path / "my_photos"
+    mine.mkdir()
+    (mine / "holiday.jpg").write_bytes(b"precious")
+    status, out = run_cli(capsys, "train", *FAST, "--out", tmp_path / "run", "--export", mine, "--overwrite")
+    assert status == 2 and "not a SavedModel export; it is never replaced" in out
+    assert (mine / "holiday.jpg").read_bytes() == b"precious"
+    assert not (tmp_path / "run").exists()  # refused before any work
+
+
+@pytest.mark.parametrize("where", ["same", "parent", "inside"])
+def test_export_equal_to_inside_or_above_the_run_is_refused(tmp_path, capsys, where):
+    run = tmp_path / "runs" / "a"
+    export = {"same": run, "parent": tmp_path / "runs", "inside": run / "saved_model"}[where]
+    status, out = run_cli(capsys, "train", *FAST, "--out", run, "--export", export, "--overwrite")
+    assert status == 2 and "--export must not be the run directory --out" in out
+    assert not run.exists()
+
+
+def test_file_at_out_or_export_is_refused(tmp_path, capsys):
+    file = tmp_path / "notes.txt"
+    file.write_text("mine")
+    status, out = run_cli(capsys, "train", *FAST, "--out", file)
+    assert status == 2 and "is an existing file" in out
+    status, out = run_cli(capsys, "train", *FAST, "--out", tmp_path / "run", "--export", file)
+    assert status == 2 and "existing file" in out
+    assert file.read_text() == "mine" and not (tmp_path / "run").exists()
+
+
+def test_out_that_holds_other_files_is_refused(tmp_path, capsys):
+    (tmp_path / "thesis.tex").write_text("mine")
+    status, out = run_cli(capsys, "train", *FAST, "--out", tmp_path)
+    assert status == 2 and "not a rankloss-tf run" in out
+    assert listing(tmp_path) == ["thesis.tex"]
+
+
+def test_export_command_keeps_runs_and_needs_overwrite(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert run_cli(capsys, "train", *FAST, "--out", run)[0] == 0
+    before = listing(run)
+    status, out = run_cli(capsys, "export", "--model", run, "--out", run, "--overwrite")
+    assert status == 2 and "must not be the model --model" in out and listing(run) == before
+    assert run_cli(capsys, "export", "--model", run, "--out", tmp_path / "e")[0] == 0
+    status, out = run_cli(capsys, "export", "--model", run, "--out", tmp_path / "e")
+    assert status == 2 and "pass --overwrite" in out
+    assert run_cli(capsys, "export", "--model", run, "--out", tmp_path / "e", "--overwrite")[0] == 0
+
+
+# --- re-runs, resume after fit, changed configurations --------------------------------------------------------
+
+def test_finished_run_is_not_trained_again(tmp_path, capsys):
+    first = training.train(config(tmp_path))
+    rows = (tmp_path / "run" / "history.csv").read_text()
+    seen = SeenEpochs()
+    again = training.train(config(tmp_path), callbacks=[seen])
+    assert seen.epochs == [] and again.resumed == "finished" and again.history is None
+    assert again.metrics == first.metrics
+    assert (tmp_path / "run" / "history.csv").read_text() == rows
+    assert list(csv.DictReader(open(tmp_path / "run" / "history.csv")))[0].keys() == {"epoch", "loss"}  # no NA column
+    status, out = run_cli(capsys, "train", *FAST, "--out", tmp_path / "run")
+    assert status == 0 and "already finished" in out and "nothing was trained again" in out
+
+
+def test_interrupted_evaluation_resumes_at_evaluation(tmp_path, monkeypatch):
+    from rankloss_tf.training import runner
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "evaluate", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(config(tmp_path))
+    assert RunDirectory(tmp_path / "run").phase == "fitted"
+    monkeypatch.undo()
+    seen = SeenEpochs()
+    result = training.train(config(tmp_path), callbacks=[seen])
+    assert seen.epochs == [] and result.resumed == "fitted" and set(result.metrics) >= {"recall@1", "nmi"}
+    assert [row["epoch"] for row in csv.DictReader(open(tmp_path / "run" / "history.csv"))] == ["0", "1"]
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert record["seconds"]["total"] >= record["seconds"]["fit"] > 0
+
+
+@pytest.mark.parametrize("change", [dict(loss="triplet_hard"), dict(epochs=3), dict(embedding_dim=16)])
+def test_changed_configuration_is_refused_with_the_differences(tmp_path, change):
+    training.train(config(tmp_path))
+    name, value = next(iter(change.items()))
+    with pytest.raises(ValueError, match=f"{name}: .* -> {value!r}.*another --out"):
+        training.train(config(tmp_path, **change))
+    # Presentation fields may change on a re-run.
+    assert training.train(config(tmp_path, verbose=2, plots=False)).resumed == "finished"
+
+
+def test_damaged_checkpoint_gives_a_way_out(tmp_path):
+    class Stop(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        training.train(config(tmp_path), callbacks=[Stop()])
+    checkpoint = next((tmp_path / "run" / "checkpoints").glob("epoch-*.weights.h5"))
+    checkpoint.write_bytes(b"")
+    with pytest.raises(ValueError, match="cannot be loaded.*Delete it to resume"):
+        training.train(config(tmp_path))
+    checkpoint.unlink()
+    assert training.train(config(tmp_path)).resumed == "fitting"
+
+
+# --- one writer at a time ------------------------------------------------------------------------------------
+
+def test_second_writer_is_refused_and_a_dead_writers_lock_is_not(tmp_path):
+    run = RunDirectory(tmp_path / "run")
+    with run.locked():
+        with pytest.raises(ValueError, match=f"pid {os.getpid()}.*is writing to this run directory"):
+            training.train(config(tmp_path))
+    # A lock file left by a killed process (no flock held) does not block.
+    (tmp_path / "run" / ".lock").write_text("999999")
+    assert training.train(config(tmp_path)).resumed is None
+
+
+def test_a_lock_held_by_another_process_refuses_until_it_dies(tmp_path, capsys):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from rankloss_tf.training.run_dir import RunDirectory; "
+         "held = RunDirectory(sys.argv[1]).locked(); held.__enter__(); print('locked', flush=True); time.sleep(120)",
+         str(tmp_path / "r")], env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        status, out = run_cli(capsys, "train", *FAST, "--out", tmp_path / "r")
+        assert status == 2 and f"pid {holder.pid}" in out and "is writing to this run directory" in out
+        assert listing(tmp_path / "r") == [".lock"]
+    finally:
+        holder.kill()
+        holder.wait()
+    status, out = run_cli(capsys, "train", *FAST, "--out", tmp_path / "r")  # the dead holder's lock is stale
+    assert status == 0
+    assert [row["epoch"] for row in csv.DictReader(open(tmp_path / "r" / "history.csv"))] == ["0", "1"]
+
+
+# --- NaN, K = 1, bad hyper-parameters ------------------------------------------------------------------------
+
+def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    class Poison(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if self.params and getattr(self, "epoch", 0) == 1:
+                layer = self.model.get_layer("projection")
+                layer.kernel.assign(np.full(layer.kernel.shape, np.nan, np.float32))
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+    with pytest.raises(training.DivergedError, match="epoch 2.*last good checkpoint \\(epoch 1"):
+        training.train(config(tmp_path, epochs=3), callbacks=[Poison()])
+    kept = list((tmp_path / "run" / "checkpoints").glob("epoch-*.weights.h5"))
+    assert [p.name for p in kept] == ["epoch-0001.weights.h5"]
+    assert not (tmp_path / "run" / "model.keras").exists()
+
+
+def test_non_finite_embeddings_are_refused_by_evaluation():
+    from rankloss_tf.evaluation import evaluate
+
+    embeddings = np.eye(4, dtype=np.float32)
+    embeddings[2, 0] = np.nan
+    with pytest.raises(ValueError, match="must be finite.*1 of 4 rows"):
+        evaluate(embeddings, [0, 0, 1, 1])
+
+
+def test_one_sample_per_class_is_refused(tmp_path, capsys):
+    status, out = run_cli(capsys, "train", *FAST, "--samples-per-class", "1", "--loss", "triplet_hard",
+                          "--out", tmp_path / "run")
+    assert status == 2 and "every loss needs pairs of samples of one class" in out
+    with pytest.raises(ValueError, match="`samples_per_class` must be in \\[2, inf\\).*Received: samples_per_class=1"):
+        config(tmp_path, samples_per_class=1).resolved()
+
+
+def test_numpy_scalars_are_accepted_in_the_configuration(tmp_path):
+    resolved = config(tmp_path, epochs=np.int64(2), learning_rate=np.float32(1e-3), loss="triplet_hard",
+                      margin=np.float32(0.2)).resolved()
+    assert resolved.epochs == 2
+
+
+# --- the command line -------------------------------------------------------------------------------------------
+
+def test_help_does_not_import_tensorflow():
+    code = ("import sys, rankloss_tf.cli as c; c.build_parser().format_help(); "
+            "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_verbose_follows_the_terminal(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    assert config(tmp_path, verbose=None).resolved().verbose == 2
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert config(tmp_path, verbose=None).resolved().verbose == 1
+
+
+def test_evaluate_takes_ks_and_image_size_and_names_singletons(tmp_path, capsys, caplog):
+    run = tmp_path / "run"
+    assert run_cli(capsys, "train", *FAST, "--out", run)[0] == 0
+    status, out = run_cli(capsys, "evaluate", "--model", run, "--dataset", "digits", "--ks", "1,3",
+                          "--no-clustering", "--image-size", "8", "--json", tmp_path / "m.json")
+    assert status == 0 and "| recall@3 |" in out and "| recall@2 |" not in out
+    assert set(json.loads((tmp_path / "m.json").read_text())) == {"recall@1", "recall@3", "map@r", "r_precision"}
+    status, out = run_cli(capsys, "evaluate", "--model", run, "--dataset", "digits", "--json", tmp_path / "m.json")
+    assert status == 2 and "not overwritten" in out
+    status, out = run_cli(capsys, "evaluate", "--model", run, "--dataset", "digits", "--ks", "4,2")
+    assert status == 2 and "increasing" in out
+
+
+def test_loss_names_match_the_losses():
+    from rankloss_tf import losses
+    from rankloss_tf.training.config import LOSS_NAMES
+
+    assert LOSS_NAMES == tuple(sorted(losses.LOSSES))
