@@ -9,7 +9,7 @@ from pathlib import Path
 
 import keras
 
-from rankloss_tf import datasets
+from rankloss_tf import datasets, register_keras_objects
 from rankloss_tf.evaluation import embed_dataset, evaluate
 from rankloss_tf.export import SavedModelEmbedder, export_saved_model
 
@@ -103,6 +103,7 @@ def load_model(path):
     if path.is_dir() and (path / MODEL_FILE).is_file():
         path = path / MODEL_FILE
     if path.is_file() and path.suffix == ".keras":
+        register_keras_objects()
         return keras.models.load_model(path)
     raise ValueError(
         "`model` must be a SavedModel directory, a .keras file or a training run directory "

@@ -66,7 +66,8 @@ def export_saved_model(model, path, overwrite=False):
         raise ValueError(f"Export directory already exists (pass overwrite=True to replace it). Received: path={path}")
     image_shape = _image_shape(model)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+    _remove_stale_temporaries(path)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex}")
 
     def serve(images):
         return {"embeddings": tf.cast(model(images, training=False), tf.float32)}
@@ -91,6 +92,24 @@ def export_saved_model(model, path, overwrite=False):
         shutil.rmtree(temporary, ignore_errors=True)
     logger.info("Exported the embedding model to %s", path)
     return path
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_temporaries(path):
+    """Deletes the temporary siblings of ``path`` that exports killed mid-write left behind."""
+    for temporary in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = temporary.name.rsplit(".tmp-", 1)[1].split("-")[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(temporary, ignore_errors=True)
 
 
 class SavedModelEmbedder:
