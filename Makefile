@@ -18,8 +18,11 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Omniglot from ../shared/data when it is there (or from $$RANKLOSS_TF_DATA), else scikit-learn's digits.
+DEMO_DATA ?= $(wildcard ../shared/data/omniglot)
+
 demo: $(STAMP)
-	$(PY) -m rankloss_tf.cli demo
+	$(PY) -m rankloss_tf.cli demo $(if $(DEMO_DATA),--data-dir $(DEMO_DATA))
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

@@ -105,9 +105,9 @@ def test_normalize_option_trains_on_raw_embeddings(tmp_path, capsys):
     norms = np.linalg.norm(keras.models.load_model(tmp_path / "run" / "model.keras")(images).numpy(), axis=1)
     assert not np.allclose(norms, 1.0)
     # Defaults: normalised end to end; a frozen-feature head keeps N-pair / angular embeddings raw.
-    assert training.TrainConfig(loss="npair").normalized
-    assert not training.TrainConfig(loss="npair", backbone="efficientnet_lite0").normalized
-    assert training.TrainConfig(loss="npair", backbone="efficientnet_lite0", normalize=True).normalized
+    assert training.TrainConfig(loss="npair").resolved().normalize
+    assert not training.TrainConfig(loss="npair", backbone="efficientnet_lite0").resolved().normalize
+    assert training.TrainConfig(loss="npair", backbone="efficientnet_lite0", normalize=True).resolved().normalize
     with pytest.raises(ValueError, match="normalize='yes'"):
         training.TrainConfig(dataset="digits", normalize="yes").resolved()
 

@@ -8,10 +8,9 @@ runs it on a held-out split during ``fit``; ``plots`` draws the figures
 from rankloss_tf.evaluation.callback import RetrievalEvaluation
 from rankloss_tf.evaluation.clustering import clustering_metrics, pairwise_f1
 from rankloss_tf.evaluation.embedding import embed_dataset, thumbnails
-from rankloss_tf.evaluation.metrics import evaluate
+from rankloss_tf.evaluation.metrics import evaluate, format_table
 from rankloss_tf.evaluation.neighbours import nearest_neighbours
 from rankloss_tf.evaluation.plots import plot_recall_at_k, plot_retrieval_gallery, plot_tsne
-from rankloss_tf.evaluation.report import format_table
 from rankloss_tf.evaluation.retrieval import retrieval_metrics
 
 __all__ = [

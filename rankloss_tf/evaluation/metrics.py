@@ -6,7 +6,7 @@ from rankloss_tf.evaluation.clustering import clustering_metrics
 from rankloss_tf.evaluation.neighbours import METRICS
 from rankloss_tf.evaluation.retrieval import check_labels, retrieval_metrics
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "format_table"]
 
 
 def evaluate(embeddings, labels, ks=(1, 2, 4, 8), clustering=True, metric="cosine", block_size=1024,
@@ -49,3 +49,17 @@ def evaluate(embeddings, labels, ks=(1, 2, 4, 8), clustering=True, metric="cosin
             points = points / np.maximum(np.linalg.norm(points, axis=1, keepdims=True), 1e-12)
         result.update(clustering_metrics(points, labels, seed))
     return result
+
+
+def format_table(metrics):
+    """A Markdown table of a ``{name: value}`` metric dictionary.
+
+    Example:
+    >>> print(format_table({"recall@1": 0.5, "nmi": 0.25}))
+    | metric | value |
+    | --- | --- |
+    | recall@1 | 0.5000 |
+    | nmi | 0.2500 |
+    """
+    rows = [f"| {name} | {value:.4f} |" for name, value in metrics.items()]
+    return "\n".join(["| metric | value |", "| --- | --- |", *rows])

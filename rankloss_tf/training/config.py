@@ -73,10 +73,12 @@ class TrainConfig:
         epochs, steps_per_epoch: training length (steps default: one pass).
         embedding_dim: embedding size D.
         normalize: L2-normalise the embeddings inside the model (None: yes,
-            except a frozen-feature head of the N-pair and angular losses).
+            except a frozen-feature head of the N-pair and angular losses,
+            which trains on raw outputs; ``resolved`` fills it in).
         backbone: a ``rankloss_tf.backbones`` name.
         image_size: side the images are resized to.
-        weights: backbone weights: "imagenet", a weights file or "random".
+        weights: backbone weights: "imagenet", a weights file or "random"
+            (None: "imagenet" for pretrained backbones).
         fine_tune: train a pretrained backbone whole instead of a head on
             cached frozen features.
         cache_dir: feature cache of the frozen-backbone protocol.
@@ -152,6 +154,9 @@ class TrainConfig:
         if registry.is_pretrained(filled["backbone"]):
             filled["weights"] = filled["weights"] or "imagenet"
             filled["image_size"] = self.image_size or PRETRAINED_IMAGE_SIZE
+        frozen = registry.is_pretrained(filled["backbone"]) and not filled["fine_tune"]
+        if filled["normalize"] is None:
+            filled["normalize"] = not (frozen and filled["loss"] in RAW_HEAD_LOSSES)
         if filled["verbose"] is None:
             filled["verbose"] = 1 if sys.stdout.isatty() else 2
         config = dataclasses.replace(self, **filled)
@@ -165,18 +170,6 @@ class TrainConfig:
         from rankloss_tf.backbones import registry
 
         return registry.is_pretrained(self.backbone) and not self.fine_tune
-
-    @property
-    def normalized(self):
-        """Whether the model L2-normalises its embeddings (``normalize`` or its default)."""
-        if self.normalize is not None:
-            return self.normalize
-        return not (self.frozen and self.loss in RAW_HEAD_LOSSES)
-
-    @property
-    def backbone_weights(self):
-        """The weights argument of the backbone builders (None for random weights)."""
-        return None if self.weights == RANDOM_WEIGHTS else self.weights
 
     @property
     def batch_size(self):

@@ -26,10 +26,16 @@ from rankloss_tf.backbones import extract_features
 from rankloss_tf.data import pk_batches
 from rankloss_tf.evaluation import embed_dataset
 from rankloss_tf.models import build_embedding_model, build_feature_extractor, embedding_model, projection_head
+from rankloss_tf.training.config import RANDOM_WEIGHTS
 
 __all__ = ["EndToEnd", "FrozenFeatures", "protocol"]
 
 HEAD = "projection_head"
+
+
+def _weights(config):
+    """The builders' weights argument: None for "random"."""
+    return None if config.weights == RANDOM_WEIGHTS else config.weights
 
 
 def _compile(model, config, steps):
@@ -55,8 +61,8 @@ class EndToEnd:
         """``(trained, model)``: here one compiled embedding model."""
         config = self.config
         model = build_embedding_model(self.input_shape, embedding_dim=config.embedding_dim, backbone=config.backbone,
-                                      image_size=config.image_size, weights=config.backbone_weights,
-                                      normalize=config.normalized)
+                                      image_size=config.image_size, weights=_weights(config),
+                                      normalize=config.normalize)
         return _compile(model, config, steps), model
 
     def batches(self, images, skip):
@@ -87,9 +93,9 @@ class FrozenFeatures(EndToEnd):
         """``(head, model)``: the compiled head and the joined image model."""
         config = self.config
         extractor = build_feature_extractor(self.input_shape, config.backbone, config.image_size,
-                                            config.backbone_weights)
+                                            _weights(config))
         extractor.trainable = False
-        head = projection_head(extractor.output_shape[-1], config.embedding_dim, normalize=config.normalized,
+        head = projection_head(extractor.output_shape[-1], config.embedding_dim, normalize=config.normalize,
                                name=HEAD)
         return _compile(head, config, steps), embedding_model(extractor, head)
 
@@ -97,7 +103,7 @@ class FrozenFeatures(EndToEnd):
         """``(features [N, F], labels [N])`` of a split's images, through the feature cache."""
         config = self.config
         return extract_features(images, backbone=config.backbone, image_size=config.image_size,
-                                weights=config.backbone_weights, dataset_id=self._dataset_id(split),
+                                weights=_weights(config), dataset_id=self._dataset_id(split),
                                 cache_dir=config.cache_dir, verbose=0 if config.verbose == 0 else "auto")
 
     def batches(self, images, skip):
