@@ -265,3 +265,17 @@ def test_loss_names_match_the_losses():
     from rankloss_tf.training.config import LOSS_NAMES
 
     assert LOSS_NAMES == tuple(sorted(losses.LOSSES))
+
+
+def test_offline_keras_applications_weights_give_a_clear_error(tmp_path, capsys, monkeypatch):
+    import keras.src.utils.file_utils as file_utils
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://example.invalid/weights.h5: None -- no network")
+
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    status, out = run_cli(capsys, "train", *FAST, "--backbone", "mobilenet_v3_small", "--image-size", "32",
+                          "--out", tmp_path / "run")
+    assert status == 2 and "Could not build keras.applications.MobileNetV3Small" in out
+    assert "weights file or weights=None" in out
