@@ -1,0 +1,72 @@
+"""The package's shape: imports point down the layers, no function is long, nothing is said twice in code."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "rankloss_tf"
+# Layers from the bottom; a module may import its own layer's package and the layers below.
+LAYERS = [
+    {"ops"},
+    {"losses", "data", "datasets"},
+    {"compat", "backbones", "evaluation", "export"},
+    {"models", "retrieval"},
+    {"frozen_backbone", "artifacts"},
+    {"training"},
+    {"cli"},
+]
+RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
+LONG_FUNCTION_LINES = 60
+
+
+def modules():
+    return sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" or p.parent != PACKAGE)
+
+
+def top(path):
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return parts[0]
+
+
+def imported(tree):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            yield node.module
+            yield from (f"{node.module}.{alias.name}" for alias in node.names)
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_point_down(path):
+    mine = top(path)
+    assert mine in RANK, f"{mine} has no layer in LAYERS"
+    for name in imported(ast.parse(path.read_text())):
+        parts = name.split(".")
+        if parts[0] != "rankloss_tf" or len(parts) < 2 or parts[1] not in RANK:
+            continue
+        assert RANK[parts[1]] < RANK[mine] or parts[1] == mine, f"{path.name} imports {name}: a back edge"
+
+
+def code_lines(path, node):
+    body = node.body
+    docstring = body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant)
+    start = body[0].end_lineno + 1 if docstring else node.lineno
+    lines = path.read_text().splitlines()[start - 1:node.end_lineno]
+    return sum(1 for line in lines if line.strip() and not line.strip().startswith("#"))
+
+
+def test_no_long_functions():
+    long = []
+    for path in modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and code_lines(path, node) > LONG_FUNCTION_LINES:
+                long.append(f"{path.relative_to(PACKAGE)}:{node.name} ({code_lines(path, node)} lines)")
+    assert not long, long
+
+
+def test_no_private_keras_imports_outside_one_shim():
+    users = [str(p.relative_to(PACKAGE)) for p in modules()
+             if any(name.startswith("keras.src") for name in imported(ast.parse(p.read_text())))]
+    assert len(users) <= 1, users
