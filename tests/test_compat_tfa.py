@@ -103,8 +103,9 @@ def test_contrastive_on_distances():
 def test_bad_metric_and_config_round_trip():
     with pytest.raises(ValueError, match="distance_metric='cosine'"):
         tfa_losses.TripletSemiHardLoss(distance_metric="cosine")
-    with pytest.raises(ValueError, match="sample_weight"):
-        tfa_losses.NpairsLoss()([0, 1], np.eye(2, dtype=np.float32), sample_weight=[1.0, 1.0])
+    # As Keras 2 with tfa's reduction "none": the batch loss times each weight.
+    weighted = tfa_losses.NpairsLoss()([0, 1], np.eye(2, dtype=np.float32), sample_weight=[1.0, 2.0])
+    np.testing.assert_allclose(weighted.numpy(), [0.31326166, 0.6265233], rtol=1e-6)
     for loss in [
         tfa_losses.TripletSemiHardLoss(margin=0.5, distance_metric="angular"),
         tfa_losses.TripletHardLoss(soft=True),
