@@ -356,16 +356,28 @@ def _keras2_training_config(filepath):
     return json.loads(config.decode() if isinstance(config, bytes) else config)
 
 
+def _fresh_optimizer(optimizer, saved):
+    """A new optimizer of the loaded one's class with the saved Keras 2 settings it understands.
+
+    Keras 3 reads a Keras 2 optimizer config such as `Custom>Adam` as the default `Adam`;
+    the settings both versions share (learning rate, betas, clipping, ...) are restored here.
+    """
+    config = optimizer.get_config()
+    if str(saved.get("class_name", "")).split(">")[-1] == type(optimizer).__name__:
+        config.update({key: value for key, value in saved.get("config", {}).items() if key in config})
+    return type(optimizer).from_config(config)
+
+
 def load_model(filepath, custom_objects=None, compile=True, **kwargs):
     """`keras.models.load_model`, plus the repairs a Keras 2 `.h5` model of a tfa user needs.
 
     Keras 3 loads such a file with the tfa loss restored (this module registers tfa's
     names), but builds its optimizer without the model's variables, so `fit` fails
-    ("Unknown variable"), and a loss saved as a class name is kept as a class. For a
-    Keras 2 `.h5` file compiled with an optimizer, this recompiles the model with a fresh
-    optimizer of the same configuration (Keras 3 cannot restore its saved state either),
-    an instance of the restored loss, and the saved metrics and loss weights. Any other
-    file is loaded by Keras unchanged.
+    ("Unknown variable") and with Keras 3's default settings, and keeps a loss saved as a
+    class name as a class. For a Keras 2 `.h5` file compiled with an optimizer, this
+    recompiles the model with a fresh optimizer of the saved class and settings (Keras 3
+    cannot restore its saved state), an instance of the restored loss, and the saved
+    metrics and loss weights. Any other file is loaded by Keras unchanged.
 
     Args:
         filepath: path of the saved model.
@@ -394,7 +406,7 @@ def load_model(filepath, custom_objects=None, compile=True, **kwargs):
             for key in ("metrics", "weighted_metrics")
         )
     model.compile(
-        optimizer=type(model.optimizer).from_config(model.optimizer.get_config()),
+        optimizer=_fresh_optimizer(model.optimizer, training_config.get("optimizer_config") or {}),
         loss=loss,
         metrics=metrics,
         weighted_metrics=weighted_metrics,
