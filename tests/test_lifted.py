@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rankloss_tf.ops import lifted
+from rankloss_tf.ops import lifted, pairwise_distances
 from tests import oracles
 from tests.test_losses import BATCHES
 
@@ -90,3 +90,5 @@ def test_bad_inputs_raise():
         lifted.lifted_struct_loss([0, 0], [[0.0], [1.0]], distance="manhattan")
     with pytest.raises(ValueError, match="same batch size"):
         lifted.lifted_struct_loss([0, 0, 1], [[0.0], [1.0]])
+    with pytest.raises(ValueError, match="cannot be used with `reference`"):
+        pairwise_distances(tf.zeros([2, 3]), lambda x: tf.zeros([2, 2]), reference=tf.zeros([4, 3]))

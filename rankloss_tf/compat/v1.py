@@ -193,7 +193,8 @@ def npairs_loss_multilabel(
     """
     indicators = _dense_label_rows(sparse_labels)
     dtype = tf.convert_to_tensor(embeddings_anchor).dtype
-    _, anchors, positives = _pairs(tf.zeros([len(sparse_labels)], tf.int32), embeddings_anchor, embeddings_positive)
+    # One row of class indicators per pair: they stand in for the labels in the shape checks.
+    _, anchors, positives = _pairs(tf.range(len(sparse_labels)), embeddings_anchor, embeddings_positive)
     similarity = tf.matmul(anchors, positives, transpose_b=True)
     cross_entropy = tf.reduce_mean(precomputed.npairs_multilabel_from_similarity(indicators, similarity))
     l2_loss = precomputed.npairs_l2_regularizer(anchors, positives, reg_lambda)
