@@ -22,8 +22,9 @@ LEARNING_RATE = 0.05
 TRAIN_STEPS = 5
 
 
-def graph_losses(labels, pair_labels, binary, embeddings, anchors, positives):
-    """Every compat.v1 loss on placeholders: `{name: scalar tensor}`."""
+def graph_losses(labels, pair_labels, binary, embeddings, anchors, positives, indicators):
+    """Every compat.v1 loss on placeholders (`indicators`: NumPy [N, C]): `{name: scalar tensor}`."""
+    sparse_rows = [tf.sparse.from_dense(tf.constant(row, tf.float32)) for row in indicators]
     return {
         "triplet_semihard_loss": v1.triplet_semihard_loss(labels, embeddings, margin=0.5),
         "lifted_struct_loss": v1.lifted_struct_loss(labels, embeddings, margin=1.0),
@@ -31,6 +32,9 @@ def graph_losses(labels, pair_labels, binary, embeddings, anchors, positives):
         "npairs_loss": v1.npairs_loss(pair_labels, anchors, positives, reg_lambda=0.01, print_losses=True),
         "angular_loss": v1.angular_loss(pair_labels, anchors, positives, alpha=40.0),
         "npair_angular_loss": v1.npair_angular_loss(pair_labels, anchors, positives, alpha=45.0, lam=2.0),
+        "npairs_loss_multilabel": v1.npairs_loss_multilabel(sparse_rows, anchors, positives, reg_lambda=0.01),
+        "cluster_loss": v1.cluster_loss(labels, embeddings, margin_multiplier=2.0),
+        "cluster_loss_greedy": v1.cluster_loss(labels, embeddings, 2.0, enable_pam_finetuning=False),
     }
 
 
@@ -44,7 +48,7 @@ def main(path):
     embeddings = tf.compat.v1.placeholder(tf.float32, [None, dim], name="embeddings")
     anchors = tf.compat.v1.placeholder(tf.float32, [None, dim], name="anchors")
     positives = tf.compat.v1.placeholder(tf.float32, [None, dim], name="positives")
-    losses = graph_losses(labels, pair_labels, binary, embeddings, anchors, positives)
+    losses = graph_losses(labels, pair_labels, binary, embeddings, anchors, positives, data["indicators"])
     gradients = {
         name: tf.compat.v1.gradients(loss, [embeddings, anchors, positives], unconnected_gradients="zero")
         for name, loss in losses.items()
@@ -68,7 +72,8 @@ def main(path):
             )
         projected = tf.matmul(features, weights)
         half = tf.shape(projected)[0] // 2
-        loss = graph_losses(labels, pair_labels, binary, projected, projected[:half], projected[half:])[name]
+        pairs = (projected[:half], projected[half:], data["indicators"])
+        loss = graph_losses(labels, pair_labels, binary, projected, *pairs)[name]
         step = tf.compat.v1.train.GradientDescentOptimizer(LEARNING_RATE).minimize(loss)
         trained[name] = (loss, step, weights)
     train_feed = {**feed, features: data["features"]}

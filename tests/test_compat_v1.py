@@ -3,6 +3,7 @@
 Graph mode is process-wide, so the Session run happens in `tests/_compat_v1_worker.py`.
 """
 
+import ast
 import json
 import math
 import os
@@ -17,6 +18,7 @@ import tensorflow as tf
 from rankloss_tf import ops
 from rankloss_tf.compat import v1
 from tests import oracles
+from tests.test_facility_location import cluster_loss_oracle
 
 WORKER = Path(__file__).resolve().parent / "_compat_v1_worker.py"
 LEARNING_RATE = 0.05
@@ -56,6 +58,19 @@ def npairs_oracle(labels, anchors, positives, reg_lambda):
     return float(np.mean(cross_entropy) + l2)
 
 
+def npairs_multilabel_oracle(indicators, anchors, positives, reg_lambda):
+    """As `npairs_oracle`, the target of pair i spread over j by the number of classes they share."""
+    a, p = np.float64(anchors), np.float64(positives)
+    similarity = a @ p.T
+    cross_entropy = []
+    for i in range(len(indicators)):
+        shared = np.array([np.sum(indicators[i] * indicators[j]) for j in range(len(indicators))], np.float64)
+        log_softmax = similarity[i] - np.log(np.sum(np.exp(similarity[i])))
+        cross_entropy.append(-np.sum(shared / shared.sum() * log_softmax))
+    l2 = 0.25 * reg_lambda * (np.mean(np.sum(a**2, 1)) + np.mean(np.sum(p**2, 1)))
+    return float(np.mean(cross_entropy) + l2)
+
+
 def interleaved(pair_labels, anchors, positives):
     batch = np.stack([anchors, positives], axis=1).reshape(-1, anchors.shape[1])
     return np.repeat(pair_labels, 2), batch
@@ -74,24 +89,37 @@ def make_batch(seed=0, pairs=6, dim=4, features=5):
         "embeddings": np.concatenate([anchors, positives]),
         "anchors": anchors,
         "positives": positives,
+        "indicators": np.concatenate([np.ones((pairs, 1), np.int32), rng.randint(0, 2, (pairs, 3))], axis=1),
         "features": rng.normal(size=(2 * pairs, features)).astype(np.float32),
         "projection": (0.5 * rng.normal(size=(features, dim))).astype(np.float32),
     }
 
 
 # Same arguments as the worker's `graph_losses`.
-def eager_losses(b, embeddings=None, anchors=None, positives=None):
+def eager_losses(b, embeddings=None, anchors=None, positives=None, only=None):
+    """`{name: loss}` for every compat.v1 loss, or only for the names in `only`."""
     embeddings = b["embeddings"] if embeddings is None else embeddings
     anchors = b["anchors"] if anchors is None else anchors
     positives = b["positives"] if positives is None else positives
-    return {
-        "triplet_semihard_loss": v1.triplet_semihard_loss(b["labels"], embeddings, margin=0.5),
-        "lifted_struct_loss": v1.lifted_struct_loss(b["labels"], embeddings, margin=1.0),
-        "contrastive_loss": v1.contrastive_loss(b["binary"], anchors, positives, margin=1.5),
-        "npairs_loss": v1.npairs_loss(b["pair_labels"], anchors, positives, reg_lambda=0.01),
-        "angular_loss": v1.angular_loss(b["pair_labels"], anchors, positives, alpha=40.0),
-        "npair_angular_loss": v1.npair_angular_loss(b["pair_labels"], anchors, positives, alpha=45.0, lam=2.0),
+    losses = {
+        "triplet_semihard_loss": lambda: v1.triplet_semihard_loss(b["labels"], embeddings, margin=0.5),
+        "lifted_struct_loss": lambda: v1.lifted_struct_loss(b["labels"], embeddings, margin=1.0),
+        "contrastive_loss": lambda: v1.contrastive_loss(b["binary"], anchors, positives, margin=1.5),
+        "npairs_loss": lambda: v1.npairs_loss(b["pair_labels"], anchors, positives, reg_lambda=0.01),
+        "angular_loss": lambda: v1.angular_loss(b["pair_labels"], anchors, positives, alpha=40.0),
+        "npair_angular_loss": lambda: v1.npair_angular_loss(b["pair_labels"], anchors, positives, alpha=45.0, lam=2.0),
+        "npairs_loss_multilabel": lambda: v1.npairs_loss_multilabel(
+            sparse_rows(b["indicators"]), anchors, positives, reg_lambda=0.01
+        ),
+        "cluster_loss": lambda: v1.cluster_loss(b["labels"], embeddings, margin_multiplier=2.0),
+        "cluster_loss_greedy": lambda: v1.cluster_loss(b["labels"], embeddings, 2.0, enable_pam_finetuning=False),
     }
+    return {name: loss() for name, loss in losses.items() if only is None or name in only}
+
+
+def sparse_rows(indicators):
+    """contrib's label format: one 1-D SparseTensor of class indicators per pair."""
+    return [tf.sparse.from_dense(tf.constant(row, tf.float32)) for row in indicators]
 
 
 def oracle_values(b):
@@ -103,6 +131,9 @@ def oracle_values(b):
         "npairs_loss": npairs_oracle(b["pair_labels"], b["anchors"], b["positives"], 0.01),
         "angular_loss": oracles.angular(batch_labels, batch, 40.0),
         "npair_angular_loss": oracles.npair_angular(batch_labels, batch, 45.0, 2.0),
+        "npairs_loss_multilabel": npairs_multilabel_oracle(b["indicators"], b["anchors"], b["positives"], 0.01),
+        "cluster_loss": cluster_loss_oracle(b["labels"], b["embeddings"], 2.0, pam=True),
+        "cluster_loss_greedy": cluster_loss_oracle(b["labels"], b["embeddings"], 2.0, pam=False),
     }
 
 
@@ -130,7 +161,8 @@ def session_report(batch, tmp_path_factory):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_eager_equals_numpy_oracle(batch, name):
-    assert float(eager_losses(batch)[name]) == pytest.approx(oracle_values(batch)[name], rel=1e-5, abs=1e-6)
+    got = float(eager_losses(batch, only=[name])[name])
+    assert got == pytest.approx(oracle_values(batch)[name], rel=1e-5, abs=1e-6)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -176,17 +208,19 @@ def test_pairs_must_have_the_same_dimension():
         v1.npairs_loss([0, 1], np.zeros((2, 4), np.float32), np.zeros((2, 4), np.float32), reg_lambda=-1)
 
 
-@pytest.mark.parametrize("name", NAMES)
+# SparseTensor labels do not compile; the multi-label kernel on dense labels is XLA-tested in test_precomputed.
+@pytest.mark.parametrize("name", [name for name in NAMES if name != "npairs_loss_multilabel"])
 def test_xla_equals_eager(batch, name):
     inputs = (batch["embeddings"], batch["anchors"], batch["positives"])
-    compiled = tf.function(lambda e, a, p: eager_losses(batch, e, a, p)[name], jit_compile=True)
-    assert float(compiled(*inputs)) == pytest.approx(float(eager_losses(batch)[name]), rel=1e-5, abs=1e-6)
+    compiled = tf.function(lambda e, a, p: eager_losses(batch, e, a, p, only=[name])[name], jit_compile=True)
+    expected = float(eager_losses(batch, only=[name])[name])
+    assert float(compiled(*inputs)) == pytest.approx(expected, rel=1e-5, abs=1e-6)
 
 
 def _eager_gradients(batch, name):
     inputs = [tf.Variable(batch[k]) for k in ("embeddings", "anchors", "positives")]
     with tf.GradientTape() as tape:
-        value = eager_losses(batch, *inputs)[name]
+        value = eager_losses(batch, *inputs, only=[name])[name]
     return value, tape.gradient(value, inputs, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
 
@@ -208,6 +242,35 @@ def test_session_optimizer_steps_equal_eager_sgd(session_report, batch, name):
     for _ in range(TRAIN_STEPS):
         with tf.GradientTape() as tape:
             projected = batch["features"] @ weights
-            loss = eager_losses(batch, projected, projected[:half], projected[half:])[name]
+            loss = eager_losses(batch, projected, projected[:half], projected[half:], only=[name])[name]
         weights.assign_sub(LEARNING_RATE * tape.gradient(loss, weights))
     np.testing.assert_allclose(figures["trained_weights"], weights.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_npairs_multilabel_with_one_class_per_pair_is_npairs(batch):
+    labels = np.array([0, 1, 2, 3, 0, 4])
+    expected = v1.npairs_loss(labels, batch["anchors"], batch["positives"], reg_lambda=0.02)
+    got = v1.npairs_loss_multilabel(sparse_rows(np.eye(5)[labels]), batch["anchors"], batch["positives"], 0.02)
+    assert float(got) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_npairs_multilabel_rejects_dense_labels(batch):
+    with pytest.raises(TypeError, match="list of 1-D SparseTensors"):
+        v1.npairs_loss_multilabel(batch["indicators"], batch["anchors"], batch["positives"])
+
+
+def test_pairwise_distance(batch):
+    for squared, distance in [(False, "l2"), (True, "squared_l2")]:
+        expected = oracles.distance_matrix(batch["embeddings"], distance)
+        np.testing.assert_allclose(v1.pairwise_distance(batch["embeddings"], squared).numpy(), expected, atol=1e-5)
+
+
+def test_the_tf1_shim_imports_no_keras_layer():
+    source = (Path(v1.__file__)).read_text()
+    imported = {
+        node.module if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in node.names
+    }
+    assert all(name.startswith(("tensorflow", "rankloss_tf.ops")) for name in imported), imported

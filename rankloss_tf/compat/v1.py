@@ -1,6 +1,6 @@
 """TF 1.x `tf.contrib.losses.metric_learning` functions, for graph and Session code.
 
-Same names, signatures and numbers as TF 1.14's contrib module; every function returns a
+Same names, signatures and numbers as TF 1.15's contrib module; every function returns a
 scalar and works eagerly, in `tf.function`, and in TF 1.x graph mode with placeholders and
 a `tf.compat.v1.Session` (after `tf.compat.v1.disable_eager_execution()`):
 
@@ -8,9 +8,12 @@ a `tf.compat.v1.Session` (after `tf.compat.v1.disable_eager_execution()`):
     loss = metric_learning.triplet_semihard_loss(labels, embeddings, margin=1.0)
     train_op = tf.compat.v1.train.AdamOptimizer(1e-3).minimize(loss)
 
+Each function is a rename over `rankloss_tf.ops` kernels (this module imports no Keras).
 Differences from contrib: where contrib returned NaN (a batch without a positive pair,
 or with a single class for `lifted_struct_loss`), these return 0; the gradient of a
-zero distance is 0, not NaN; semi-hard mining uses O(B^2) memory instead of O(B^3).
+zero distance is 0, not NaN; semi-hard mining and the lifted loss use O(B^2) memory
+instead of O(B^3); `cluster_loss` runs in TensorFlow (no `py_func` to scikit-learn, no
+summaries) and has no "ami" margin.
 
 `angular_loss` and `npair_angular_loss` (Wang et al. 2017) are added in the style of
 contrib's `npairs_loss`: `labels` [N] and N (anchor, positive) embedding pairs.
@@ -18,18 +21,20 @@ contrib's `npairs_loss`: `labels` [N] and N (anchor, positive) embedding pairs.
 
 import tensorflow as tf
 
-from rankloss_tf.compat.tfa import contrastive_loss as _pair_contrastive
-from rankloss_tf.compat.tfa import npairs_loss as _npairs_cross_entropy
+from rankloss_tf.ops import facility_location, lifted, precomputed
 from rankloss_tf.ops import losses as kernels
 from rankloss_tf.ops.distances import pairwise_distances, safe_sqrt
-from rankloss_tf.ops.masks import negative_mask, positive_mask, standardize_inputs
+from rankloss_tf.ops.masks import standardize_inputs
 
 __all__ = [
     "angular_loss",
+    "cluster_loss",
     "contrastive_loss",
     "lifted_struct_loss",
     "npair_angular_loss",
     "npairs_loss",
+    "npairs_loss_multilabel",
+    "pairwise_distance",
     "triplet_semihard_loss",
 ]
 
@@ -99,8 +104,7 @@ def contrastive_loss(labels, embeddings_anchor, embeddings_positive, margin=1.0)
     dtype = tf.convert_to_tensor(embeddings_anchor).dtype
     labels, anchors, positives = _pairs(labels, embeddings_anchor, embeddings_positive)
     distances = safe_sqrt(tf.reduce_sum(tf.square(anchors - positives), axis=1))
-    pair_labels = tf.cast(labels, distances.dtype)
-    return tf.cast(tf.reduce_mean(_pair_contrastive(pair_labels, distances, margin)), dtype)
+    return tf.cast(tf.reduce_mean(precomputed.contrastive_from_distances(labels, distances, margin)), dtype)
 
 
 def npairs_loss(labels, embeddings_anchor, embeddings_positive, reg_lambda=0.002, print_losses=False):
@@ -128,21 +132,73 @@ def npairs_loss(labels, embeddings_anchor, embeddings_positive, reg_lambda=0.002
         >>> round(float(npairs_loss([0, 1], [[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [0.0, 1.0]], reg_lambda=0.0)), 4)
         0.3133
     """
-    reg_lambda = kernels.check_non_negative("reg_lambda", reg_lambda)
     dtype = tf.convert_to_tensor(embeddings_anchor).dtype
     labels, anchors, positives = _pairs(labels, embeddings_anchor, embeddings_positive)
-    l2_loss = 0.25 * reg_lambda * (
-        tf.reduce_mean(tf.reduce_sum(tf.square(anchors), axis=1))
-        + tf.reduce_mean(tf.reduce_sum(tf.square(positives), axis=1))
-    )
-    cross_entropy = _npairs_cross_entropy(labels, tf.matmul(anchors, positives, transpose_b=True))
+    similarity = tf.matmul(anchors, positives, transpose_b=True)
+    cross_entropy = tf.reduce_mean(precomputed.npairs_from_similarity(labels, similarity))
+    l2_loss = precomputed.npairs_l2_regularizer(anchors, positives, reg_lambda)
+    return tf.cast(_logged(cross_entropy, l2_loss, print_losses), dtype)
+
+
+def _logged(cross_entropy, l2_loss, print_losses):
+    """`cross_entropy + l2_loss`, logging both (INFO) when evaluated if `print_losses`."""
     if print_losses:
         logged = tf.print(
             "cross entropy:", cross_entropy, "l2loss:", l2_loss, output_stream=tf.compat.v1.logging.info
         )
         with tf.control_dependencies([logged]):
             cross_entropy = tf.identity(cross_entropy)
-    return tf.cast(l2_loss + cross_entropy, dtype)
+    return l2_loss + cross_entropy
+
+
+def _dense_label_rows(sparse_labels):
+    """contrib's list of N 1-D `SparseTensor`s [C] -> dense indicators [N, C] (float32)."""
+    if isinstance(sparse_labels, tf.SparseTensor) or not all(
+        isinstance(row, tf.SparseTensor) for row in sparse_labels
+    ):
+        raise TypeError(
+            f"`sparse_labels` must be a list of 1-D SparseTensors. Received: sparse_labels={sparse_labels!r}"
+        )
+    return tf.stack([tf.sparse.to_dense(tf.sparse.reorder(tf.cast(row, tf.float32))) for row in sparse_labels])
+
+
+def npairs_loss_multilabel(
+    sparse_labels, embeddings_anchor, embeddings_positive, reg_lambda=0.002, print_losses=False
+):
+    """contrib's `npairs_loss_multilabel`: N-pair loss with several classes per pair.
+
+    The target of anchor i spreads over the positives j in proportion to the number of
+    classes they share, |Y_i intersect Y_j| (normalised per row), plus the regulariser of
+    `npairs_loss`. With one class per pair it equals `npairs_loss`.
+
+    Args:
+        sparse_labels: list of N 1-D `tf.SparseTensor`s of dense shape [num_classes], the
+            binary class indicators of each pair.
+        embeddings_anchor: float [N, D] (not normalised).
+        embeddings_positive: float [N, D].
+        reg_lambda: regulariser weight, >= 0.
+        print_losses: log the cross-entropy and the regulariser (INFO) when evaluated.
+
+    Returns:
+        Scalar loss.
+
+    Raises:
+        TypeError: `sparse_labels` is not a list of `tf.SparseTensor` (as contrib).
+
+    Example:
+        >>> rows = [tf.sparse.from_dense([1.0, 0.0]), tf.sparse.from_dense([0.0, 1.0])]
+        >>> eye = [[1.0, 0.0], [0.0, 1.0]]
+        >>> round(float(npairs_loss_multilabel(rows, eye, eye, reg_lambda=0.0)), 4)
+        0.3133
+    """
+    indicators = _dense_label_rows(sparse_labels)
+    dtype = tf.convert_to_tensor(embeddings_anchor).dtype
+    # One row of class indicators per pair: they stand in for the labels in the shape checks.
+    _, anchors, positives = _pairs(tf.range(len(sparse_labels)), embeddings_anchor, embeddings_positive)
+    similarity = tf.matmul(anchors, positives, transpose_b=True)
+    cross_entropy = tf.reduce_mean(precomputed.npairs_multilabel_from_similarity(indicators, similarity))
+    l2_loss = precomputed.npairs_l2_regularizer(anchors, positives, reg_lambda)
+    return tf.cast(_logged(cross_entropy, l2_loss, print_losses), dtype)
 
 
 def lifted_struct_loss(labels, embeddings, margin=1.0):
@@ -169,27 +225,57 @@ def lifted_struct_loss(labels, embeddings, margin=1.0):
         >>> round(float(lifted_struct_loss([0, 0, 1], [[0.0, 0.0], [1.0, 0.0], [0.0, 1.5]])), 4)
         0.5546
     """
-    margin = kernels.check_margin(margin)
     dtype = tf.convert_to_tensor(embeddings).dtype
-    labels, embeddings = standardize_inputs(labels, embeddings)
-    distances = pairwise_distances(embeddings, "l2")
-    negatives, positives = negative_mask(labels), positive_mask(labels)
-    # log sum_{k in N(i)} exp(margin - D_ik) per row, shifted by the row's largest term.
-    lowest = tf.fill(tf.shape(distances), tf.constant(-float("inf"), distances.dtype))
-    logits = tf.where(negatives, margin - distances, lowest)
-    has_negative = tf.reduce_any(negatives, axis=1)
-    shift = tf.stop_gradient(tf.where(has_negative, tf.reduce_max(logits, axis=1), 0.0))
-    row_sums = tf.reduce_sum(tf.exp(logits - shift[:, None]), axis=1)  # times exp(shift)
-    pair_shift = tf.maximum(shift[:, None], shift[None, :])
-    pair_sums = row_sums[:, None] * tf.exp(shift[:, None] - pair_shift) + row_sums[None, :] * tf.exp(
-        shift[None, :] - pair_shift
+    return tf.cast(tf.reduce_mean(lifted.lifted_struct_loss(labels, embeddings, margin=margin)), dtype)
+
+
+def pairwise_distance(feature, squared=False):
+    """contrib's `pairwise_distance`: L2 (or squared L2) distances [B, B], zero diagonal.
+
+    Example:
+        >>> pairwise_distance([[0.0, 0.0], [3.0, 4.0]], squared=True).numpy().tolist()
+        [[0.0, 25.0], [25.0, 0.0]]
+    """
+    return pairwise_distances(tf.convert_to_tensor(feature), "squared_l2" if squared else "l2")
+
+
+def cluster_loss(
+    labels, embeddings, margin_multiplier, enable_pam_finetuning=True, margin_type="nmi", print_losses=False
+):
+    """contrib's `cluster_loss`: the facility-location clustering loss (Song et al. 2017).
+
+    `rankloss_tf.ops.facility_location.cluster_loss`: loss-augmented greedy medoids (one
+    per class), optionally refined by PAM, against the classes' own best medoids:
+        loss = max(F(S*) + margin_multiplier (1 - NMI(y, S*)) - F_gt, 0),
+    F the negated sum of L2 distances to the nearest medoid.
+
+    Reference: Song, Jegelka, Rathod, Murphy, "Deep Metric Learning via Facility
+    Location", CVPR 2017.
+
+    Args:
+        labels: class labels [B] or [B, 1].
+        embeddings: float [B, D] (contrib expected them L2-normalised).
+        margin_multiplier: weight of the structured margin, >= 0.
+        enable_pam_finetuning: refine the medoids with PAM swaps.
+        margin_type: "nmi" (default), "vmeasure", "ari" or "const" (contrib's "ami" is
+            not provided).
+        print_losses: log the loss (INFO) when evaluated.
+
+    Returns:
+        Scalar loss.
+
+    Example:
+        >>> float(cluster_loss([0, 0, 1, 1], [[0.0, 0.0], [0.1, 0.0], [1.0, 1.0], [1.1, 1.0]], 1.0))
+        0.0
+    """
+    loss = facility_location.cluster_loss(
+        labels, embeddings, margin_multiplier, enable_pam_finetuning=enable_pam_finetuning, margin_type=margin_type
     )
-    valid = tf.logical_and(positives, pair_sums > 0.0)
-    safe_sums = tf.where(valid, pair_sums, tf.ones_like(pair_sums))
-    hinge = tf.maximum(pair_shift + tf.math.log(safe_sums) + distances, 0.0)
-    pair_losses = tf.where(valid, tf.square(hinge), tf.zeros_like(hinge))
-    num_pairs = tf.reduce_sum(tf.cast(positives, pair_losses.dtype))
-    return tf.cast(0.5 * tf.math.divide_no_nan(tf.reduce_sum(pair_losses), num_pairs), dtype)
+    if print_losses:
+        logged = tf.print("clustering_loss:", loss, output_stream=tf.compat.v1.logging.info)
+        with tf.control_dependencies([logged]):
+            loss = tf.identity(loss)
+    return loss
 
 
 def angular_loss(labels, embeddings_anchor, embeddings_positive, alpha=45.0):

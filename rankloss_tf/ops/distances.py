@@ -6,14 +6,14 @@ DISTANCES = ("l2", "squared_l2", "cosine")
 
 
 def check_distance(distance):
-    """Returns `distance` if it names a supported metric.
+    """Returns `distance` if it names a supported metric or is a callable.
 
     Raises:
-        ValueError: if `distance` is not one of `DISTANCES`.
+        ValueError: if `distance` is neither one of `DISTANCES` nor callable.
     """
-    if distance not in DISTANCES:
+    if not callable(distance) and distance not in DISTANCES:
         raise ValueError(
-            f"`distance` must be one of {DISTANCES}. Received: distance={distance!r}"
+            f"`distance` must be one of {DISTANCES} or a callable. Received: distance={distance!r}"
         )
     return distance
 
@@ -38,12 +38,14 @@ def pairwise_distances(embeddings, distance="l2", reference=None):
     For rows x_i of `embeddings` and y_j of `reference` (default: `embeddings`):
     - "squared_l2": ||x_i - y_j||^2 = ||x_i||^2 - 2 x_i.y_j + ||y_j||^2, clipped at 0;
     - "l2": its square root (gradient 0 at zero distance, never NaN);
-    - "cosine": max(1 - cos(x_i, y_j), 0) (tfa's "angular" distance).
+    - "cosine": max(1 - cos(x_i, y_j), 0) (tfa's "angular" distance);
+    - a callable `distance(embeddings) -> [B, B]` (tfa's callable `distance_metric`),
+      used as given and cast to the dtype of `embeddings`; no `reference` then.
     Without `reference`, the diagonal of "l2" and "squared_l2" is exactly 0.
 
     Args:
         embeddings: float tensor [B, D].
-        distance: one of "l2", "squared_l2", "cosine".
+        distance: one of "l2", "squared_l2", "cosine", or a callable.
         reference: optional float tensor [R, D].
 
     Returns:
@@ -55,6 +57,13 @@ def pairwise_distances(embeddings, distance="l2", reference=None):
         [[0.0, 5.0], [5.0, 0.0]]
     """
     check_distance(distance)
+    if callable(distance):
+        if reference is not None:
+            raise ValueError(
+                "A callable `distance` takes one batch; it cannot be used with `reference`. "
+                f"Received: distance={distance!r} and a `reference` set."
+            )
+        return tf.cast(distance(embeddings), embeddings.dtype)
     others = embeddings if reference is None else reference
     if distance == "cosine":
         unit = tf.math.l2_normalize(embeddings, axis=1)

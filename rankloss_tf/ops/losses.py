@@ -25,9 +25,7 @@ NPAIR_VARIANTS = ("mc", "ovo")
 
 def check_margin(margin):
     """Returns `margin` as a float if it is finite and >= 0, else raises ValueError."""
-    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin) or margin < 0:
-        raise ValueError(f"`margin` must be a finite number >= 0. Received: margin={margin!r}")
-    return float(margin)
+    return check_non_negative("margin", margin)
 
 
 def check_alpha(alpha):
