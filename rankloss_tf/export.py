@@ -255,13 +255,7 @@ def conform_images(images, image_shape):
         )
     images = tf.ensure_shape(images, [None, None, None, None])
     shape = tf.shape(images)
-    rgb_or_gray = images[..., :3]
-    if channels == 1:
-        images = tf.cond(
-            shape[3] == 1, lambda: images, lambda: tf.image.rgb_to_grayscale(tf.ensure_shape(rgb_or_gray, [None, None, None, 3]))
-        )
-    else:
-        images = tf.cond(shape[3] == 1, lambda: tf.tile(images, [1, 1, 1, 3]), lambda: rgb_or_gray)
+    images = _to_channels(images, shape[3], channels)
     images = tf.ensure_shape(images, [None, None, None, channels])
 
     def resize():
@@ -270,6 +264,18 @@ def conform_images(images, image_shape):
 
     same_size = tf.logical_and(shape[1] == height, shape[2] == width)
     return tf.ensure_shape(tf.cond(same_size, lambda: images, resize), [None, height, width, channels])
+
+
+def _to_channels(images, image_channels, channels):
+    """Gray / RGB / RGBA images -> ``channels`` (1 or 3): alpha dropped, RGB -> gray or gray tiled."""
+    if channels == 1:
+        options = {1: lambda: images, 3: lambda: tf.image.rgb_to_grayscale(images[..., :3])}
+    else:
+        options = {1: lambda: tf.tile(images, [1, 1, 1, 3]), 3: lambda: images[..., :3]}
+    static = images.shape[-1]
+    if static is not None:
+        return options[1 if static == 1 else 3]()
+    return tf.cond(image_channels == 1, options[1], options[3])
 
 
 IMAGES_SPEC = tf.TensorSpec(None, tf.uint8, name="images")
