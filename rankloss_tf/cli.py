@@ -1,4 +1,4 @@
-"""The ``rankloss-tf`` command: train | evaluate | export | demo.
+"""The ``rankloss-tf`` command: train | evaluate | export | index | search | demo.
 
 Argument parsing only; the work is done by ``rankloss_tf.training``.
 
@@ -8,6 +8,8 @@ Examples::
     rankloss-tf train --dataset cars196 --data-dir data/cars196 --backbone efficientnet_lite0 --out runs/cars196
     rankloss-tf evaluate --model runs/omniglot/saved_model --dataset omniglot --data-dir data/omniglot
     rankloss-tf export --model runs/omniglot --out exported/omniglot
+    rankloss-tf index --model exported/omniglot --gallery omniglot --data-dir data/omniglot --out indexes/omniglot
+    rankloss-tf search --index indexes/omniglot query.png --k 5
     rankloss-tf demo      # what `make demo` runs
 """
 
@@ -19,6 +21,7 @@ import sys
 from pathlib import Path
 
 from rankloss_tf import losses
+from rankloss_tf.retrieval import commands as retrieval_commands
 
 __all__ = ["main"]
 
@@ -111,7 +114,8 @@ def build_parser():
     """The argument parser of ``rankloss-tf``."""
     parser = argparse.ArgumentParser(prog=PROG, description="Deep metric learning for TensorFlow: "
                                      "train, evaluate and export embedding models.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,export,demo}")
+    commands = parser.add_subparsers(dest="command", required=True,
+                                     metavar="{train,evaluate,export,index,search,demo}")
 
     train = commands.add_parser("train", help="train, evaluate on the held-out classes, plot, export")
     _add_data_arguments(train)
@@ -129,6 +133,11 @@ def build_parser():
     export.add_argument("--model", required=True, type=_existing_path, help=".keras file or training run directory")
     export.add_argument("--out", required=True, help="SavedModel directory to write")
     export.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+
+    retrieval_commands.add_index_arguments(
+        commands.add_parser("index", help="embed a gallery (dataset or folder:) into a searchable index SavedModel"))
+    retrieval_commands.add_search_arguments(
+        commands.add_parser("search", help="print the nearest gallery items of query images from an index"))
 
     demo = commands.add_parser("demo", help="train and evaluate on Omniglot (when found) or the bundled digits")
     demo.add_argument("--out", dest="out_dir", default="runs/demo")
@@ -190,7 +199,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        _run(args)
+        if getattr(args, "func", None) is not None:
+            args.func(args)
+        else:
+            _run(args)
     except (ValueError, ImportError, FileNotFoundError) as error:
         parser.exit(2, f"{PROG}: error: {error}\n")
     except KeyboardInterrupt:

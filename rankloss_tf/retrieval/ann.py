@@ -73,7 +73,7 @@ def _candidates(backend, queries, k):
     index.expansion_search = max(64, 2 * k)
     matches = index.search(queries, k)
     keys = np.asarray(matches.keys, np.int64).reshape(len(queries), -1)
-    counts = np.asarray(matches.counts).reshape(-1)
+    counts = np.asarray(getattr(matches, "counts", getattr(matches, "count", k))).reshape(-1)
     keys[np.arange(keys.shape[1])[None, :] >= counts[:, None]] = -1
     return keys
 

@@ -44,8 +44,14 @@ def _keras_embedder(model):
 
 
 def _saved_model_embedder(embedder):
-    signature = embedder.signature
-    return Embedder(lambda images: signature(images=images)["embeddings"], embedder._loaded, embedder.image_shape)
+    signature, image_shape = embedder.signature, embedder.image_shape
+
+    def embed(images):
+        # Conformed here too, for exports whose signature takes one fixed shape (written before
+        # signatures conformed images themselves); on a conformed image it is the identity.
+        return signature(images=conform_images(images, image_shape))["embeddings"]
+
+    return Embedder(embed, embedder._loaded, image_shape)
 
 
 def as_embedder(model):

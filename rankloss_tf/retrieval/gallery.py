@@ -69,7 +69,7 @@ def load_gallery(source, split="test", data_dir=None, image_size=None, labels=No
     Example:
     >>> gallery = load_gallery("digits", split="test")
     >>> len(gallery), gallery.ids[0]
-    (897, 'digits/test/000000')
+    (896, 'digits/test/000000')
     """
     if isinstance(source, str) and source.startswith(FOLDER_PREFIX):
         return _folder_gallery(source[len(FOLDER_PREFIX):], image_size)

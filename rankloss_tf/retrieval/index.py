@@ -44,8 +44,9 @@ def prepare_queries(embeddings, metric):
     return unit_rows(embeddings) if metric == "cosine" else tf.cast(embeddings, tf.float32)
 
 
-def exact_search(queries, references, sq_norms, k, metric, chunk_size):
-    """``(indices [b, k], values [b, k])`` of prepared queries against prepared references (graph code)."""
+def exact_search(embeddings, references, sq_norms, k, metric, chunk_size):
+    """``(indices [b, k], values [b, k])`` of raw query embeddings against prepared references (graph code)."""
+    queries = prepare_queries(embeddings, metric)
     top = search_top_k(queries, references, k, sq_norms, chunk_size)
     return top.indices, scores_to_values(queries, top.values, metric)
 
@@ -86,8 +87,8 @@ class Index:
     >>> index = Index(metric="l2")
     >>> index.add_embeddings([[0.0], [1.0], [3.0]], labels=[0, 0, 1], ids=["a", "b", "c"])
     >>> result = index.search_embeddings([[2.6]], k=2)
-    >>> result.ids.tolist(), result.scores.round(2).tolist(), result.labels.tolist()
-    ([['c', 'b']], [[0.4, 1.6]], [[1, 0]])
+    >>> result.ids.tolist(), [round(float(s), 2) for s in result.scores[0]], result.labels.tolist()
+    ([['c', 'b']], [0.4, 1.6], [[1, 0]])
     """
 
     def __init__(self, model=None, metric="cosine", backend="exact", block_size=1024):
@@ -100,6 +101,7 @@ class Index:
         self.embedder = None if model is None else as_embedder(model)
         self._backend_name = ann.check_backend(backend)
         self._backend = None
+        self._tensors = None
         self.references = np.zeros((0, 0), np.float32)
         self.sq_norms = np.zeros((0,), np.float32)
         self.ids = np.zeros((0,), object)
@@ -166,7 +168,7 @@ class Index:
         self.ids = np.concatenate([self.ids, ids])
         self.labels = np.concatenate([self.labels, labels.astype(np.int64)])
         self.paths = np.concatenate([self.paths, paths])
-        self._backend = None
+        self._backend = self._tensors = None
 
     def remove(self, ids):
         """Removes items by id; the others keep their order.
@@ -181,7 +183,7 @@ class Index:
         keep = ~np.isin(self.ids, ids)
         self.references, self.sq_norms = self.references[keep], self.sq_norms[keep]
         self.ids, self.labels, self.paths = self.ids[keep], self.labels[keep], self.paths[keep]
-        self._backend = None
+        self._backend = self._tensors = None
 
     def search(self, images, k=5):
         """The k gallery items nearest to each query image; see ``search_embeddings``."""
@@ -217,20 +219,21 @@ class Index:
         return SearchResult(self.ids[indices], scores, self.labels[indices], self.paths[indices], indices)
 
     def _exact(self, queries, k):
-        references = tf.constant(self.references)
-        sq_norms = tf.constant(self.sq_norms) if self.metric == "l2" else None
+        if self._tensors is None:
+            self._tensors = (tf.constant(self.references), tf.constant(self.sq_norms) if self.metric == "l2" else None)
+        references, sq_norms = self._tensors
         chunk = chunk_size_for(len(self), min(self.block_size, len(queries)), k)
         parts = []
         for start in range(0, len(queries), self.block_size):
-            block = prepare_queries(queries[start : start + self.block_size], self.metric)
+            block = tf.constant(queries[start : start + self.block_size])
             parts.append([t.numpy() for t in _exact_search(block, references, sq_norms, k, self.metric, chunk)])
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
-    def save(self, path, overwrite=False):
+    def save(self, path, overwrite=False, protected=()):
         """Writes the index as one SavedModel (see ``retrieval.export_index``); returns its ``Path``."""
         from rankloss_tf.retrieval.saved_model import export_index
 
-        return export_index(self, path, overwrite=overwrite)
+        return export_index(self, path, overwrite=overwrite, protected=protected)
 
     @classmethod
     def load(cls, path, backend="exact", block_size=1024):

@@ -33,7 +33,7 @@ import tensorflow as tf
 from rankloss_tf.evaluation.neighbours import chunk_size_for
 from rankloss_tf.export import IMAGES_SPEC, SIGNATURE, read_export_info, write_export
 from rankloss_tf.retrieval.embedder import Embedder
-from rankloss_tf.retrieval.index import Index, exact_search, prepare_queries
+from rankloss_tf.retrieval.index import Index, exact_search
 
 __all__ = ["export_index", "load_index"]
 
@@ -52,9 +52,9 @@ def _search_graph(gallery, metric, chunk):
             tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(embeddings)), ["the query embeddings are not finite"]),
         ]
         with tf.control_dependencies(checks):
-            queries = prepare_queries(tf.identity(embeddings), metric)
+            embeddings = tf.identity(embeddings)
         k = tf.where(valid_k, k, 1)
-        indices, scores = exact_search(queries, references, sq_norms if metric == "l2" else None, k, metric, chunk)
+        indices, scores = exact_search(embeddings, references, sq_norms if metric == "l2" else None, k, metric, chunk)
         return {
             "ids": tf.gather(ids, indices),
             "scores": scores,
@@ -168,7 +168,7 @@ def load_index(path, backend="exact", block_size=1024):
         signature = loaded.signatures["embed"]
         model = Embedder(lambda images: signature(images=images)["embeddings"], loaded, info["image_shape"])
     index = Index(model, metric=info["metric"], backend=backend, block_size=block_size)
-    index.references, index.sq_norms = references, sq_norms
+    index.references, index.sq_norms = references, sq_norms  # set directly: already prepared
     index.ids = np.array([i.decode() for i in ids], object)
     index.paths = np.array([p.decode() for p in paths], object)
     index.labels = labels.astype(np.int64)
