@@ -156,6 +156,13 @@ def write_export(path, write, info, overwrite=False, protected=()):
 
     Raises:
         ValueError: see ``check_export_path``.
+
+    Example:
+    >>> def write(directory):
+    ...     tf.saved_model.save(tf.Module(), directory)
+    >>> path = write_export("/tmp/empty_export", write, {"kind": "example"}, overwrite=True)  # doctest: +SKIP
+    >>> read_export_info(path)["kind"]  # doctest: +SKIP
+    'example'
     """
     path = check_export_path(path, overwrite, protected)
     path.parent.mkdir(parents=True, exist_ok=True)

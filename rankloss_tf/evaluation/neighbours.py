@@ -149,6 +149,10 @@ def scores_to_values(block, scores, metric):
     """Scores of ``search_top_k`` as the reported values: cosine similarities or L2 distances.
 
     The L2 distance is ``sqrt(max(||q||^2 - (2 q . r - ||r||^2), 0))``.
+
+    Example:
+    >>> float(scores_to_values(tf.constant([[3.0]]), tf.constant([[2 * 3.0 * 1.0 - 1.0]]), "l2")[0, 0])
+    2.0
     """
     if metric == "cosine":
         return scores

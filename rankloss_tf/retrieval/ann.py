@@ -48,7 +48,13 @@ def _module(name):
 
 
 def build(name, references, metric):
-    """Builds the approximate index of backend ``name`` over prepared references ``[N, D]``."""
+    """Builds the approximate index of backend ``name`` over prepared references ``[N, D]``.
+
+    Example:
+    >>> backend = build("faiss", np.eye(3, dtype=np.float32), "cosine")  # doctest: +SKIP
+    >>> search(backend, np.eye(3)[:1], np.eye(3, dtype=np.float32), None, 1, "cosine")[0].tolist()  # doctest: +SKIP
+    [[0]]
+    """
     references = np.ascontiguousarray(references, np.float32)
     dim = references.shape[1]
     if name == "faiss":
@@ -83,6 +89,11 @@ def search(backend, queries, references, sq_norms, k, metric):
 
     Candidates the backend leaves out (fewer than k) are filled with the next
     gallery items not yet listed, scored exactly.
+
+    Example:
+    >>> backend = build("usearch", np.eye(3, dtype=np.float32), "l2")  # doctest: +SKIP
+    >>> search(backend, np.eye(3)[1:2], np.eye(3, dtype=np.float32), np.ones(3), 2, "l2")[0][0, 0]  # doctest: +SKIP
+    1
     """
     queries = np.asarray(queries, np.float32)
     if metric == "cosine":

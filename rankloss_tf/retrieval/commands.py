@@ -35,7 +35,14 @@ def _positive_int(text):
 
 
 def add_index_arguments(parser):
-    """Adds the arguments of ``index`` to ``parser`` and sets ``func=run_index``."""
+    """Adds the arguments of ``index`` to ``parser`` and sets ``func=run_index``.
+
+    Example:
+    >>> parser = argparse.ArgumentParser()
+    >>> add_index_arguments(parser)
+    >>> parser.parse_args(["--model", "m", "--gallery", "digits", "--out", "o"]).metric
+    'cosine'
+    """
     parser.add_argument("--model", required=True,
                         help="embedding model: SavedModel directory, .keras file or training run directory")
     parser.add_argument("--gallery", required=True,
@@ -54,7 +61,14 @@ def add_index_arguments(parser):
 
 
 def add_search_arguments(parser):
-    """Adds the arguments of ``search`` to ``parser`` and sets ``func=run_search``."""
+    """Adds the arguments of ``search`` to ``parser`` and sets ``func=run_search``.
+
+    Example:
+    >>> parser = argparse.ArgumentParser()
+    >>> add_search_arguments(parser)
+    >>> parser.parse_args(["--index", "i", "a.png", "--k", "3"]).images
+    ['a.png']
+    """
     parser.add_argument("--index", required=True, help="index directory written by `rankloss-tf index`")
     parser.add_argument("images", nargs="+", help="query image files (JPEG, PNG, BMP, GIF; any size)")
     parser.add_argument("--k", type=_positive_int, default=5, help="neighbours per query (default 5)")
@@ -80,7 +94,17 @@ class _Progress:
 
 
 def run_index(args):
-    """Embeds ``args.gallery`` with ``args.model`` and writes the index to ``args.out``."""
+    """Embeds ``args.gallery`` with ``args.model`` and writes the index to ``args.out``.
+
+    The output path is checked (``export.check_export_path``, the model, a
+    folder gallery and the data directory protected) before any embedding.
+
+    Example:
+    >>> run_index(argparse.Namespace(model="runs/demo/saved_model", gallery="digits", split="test",
+    ...     data_dir=None, image_size=None, metric="cosine", batch_size=256, out="indexes/digits",
+    ...     overwrite=False))  # doctest: +SKIP
+    Index of 896 items (cosine) written to indexes/digits: ...
+    """
     from rankloss_tf.export import check_export_path
     from rankloss_tf.retrieval.build import build_index
     from rankloss_tf.retrieval.gallery import FOLDER_PREFIX, load_gallery
@@ -111,7 +135,15 @@ def _read_image(path):
 
 
 def run_search(args):
-    """Prints the ranked neighbours (rank, id, label, score, path) of each query image."""
+    """Prints the ranked neighbours (rank, id, label, score, path) of each query image.
+
+    Example:
+    >>> run_search(argparse.Namespace(index="indexes/digits", images=["q.png"], k=2))  # doctest: +SKIP
+    q.png:
+      rank  similarity  label  id  path
+         1      0.9871      7  digits/test/000012  -
+         2      0.9802      7  digits/test/000140  -
+    """
     from rankloss_tf.retrieval.saved_model import load_index
 
     index = load_index(args.index)

@@ -22,6 +22,11 @@ class Embedder:
         trackable: the object holding the variables (a Keras model or a
             loaded SavedModel), tracked when the index is exported.
         image_shape: ``(H, W, C)`` of the model's input.
+
+    Example:
+    >>> embedder = Embedder(lambda images: tf.ones([tf.shape(images)[0], 2]), None, (8, 8, 1))
+    >>> embedder(np.zeros((3, 8, 8, 1), np.uint8)).shape
+    TensorShape([3, 2])
     """
 
     def __init__(self, embed_graph, trackable, image_shape):

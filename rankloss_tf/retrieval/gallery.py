@@ -20,6 +20,11 @@ class Gallery:
         dataset: ``tf.data.Dataset`` of ``(uint8 image [H, W, C], label)``.
         ids: ``[N]`` unique strings.
         paths: ``[N]`` source paths ("" where unknown).
+
+    Example:
+    >>> dataset = tf.data.Dataset.from_tensor_slices((np.zeros((2, 8, 8, 1), np.uint8), [0, 1]))
+    >>> len(Gallery(dataset, ["a", "b"], ["", ""]))
+    2
     """
 
     def __init__(self, dataset, ids, paths):

@@ -36,7 +36,14 @@ SearchResult.__doc__ = """Neighbours of each query, best first, all ``[Nq, k]``.
 
 Fields: ``ids`` (str), ``scores`` (float32: cosine similarity, descending, or
 L2 distance, ascending), ``labels`` (int64), ``paths`` (str, "" where
-unknown), ``indices`` (int32 positions in the gallery)."""
+unknown), ``indices`` (int32 positions in the gallery).
+
+Example:
+>>> index = Index()
+>>> index.add_embeddings([[1.0, 0.0], [0.0, 1.0]], labels=[3, 4], ids=["x", "y"])
+>>> index.search_embeddings([[0.9, 0.1]], k=1).ids.tolist()
+[['x']]
+"""
 
 
 def prepare_queries(embeddings, metric):
