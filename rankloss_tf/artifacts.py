@@ -11,71 +11,11 @@ import keras
 
 from rankloss_tf import datasets, register_keras_objects
 from rankloss_tf.evaluation import embed_dataset, evaluate
-from rankloss_tf.export import SavedModelEmbedder, export_saved_model
+from rankloss_tf.export import SavedModelEmbedder, check_export_path, export_saved_model
 
-__all__ = ["MODEL_FILE", "check_export_target", "check_separate", "evaluate_model", "export_model", "load_model"]
+__all__ = ["MODEL_FILE", "evaluate_model", "export_model", "load_model"]
 
 MODEL_FILE = "model.keras"
-
-
-def _related(a, b):
-    """True when ``a`` is ``b``, inside it, or above it."""
-    a, b = Path(a).resolve(), Path(b).resolve()
-    return a == b or a in b.parents or b in a.parents
-
-
-def check_separate(path, role, others):
-    """Refuses ``path`` when it is equal to, inside or above one of ``others``.
-
-    Args:
-        path: a directory this command will write (e.g. the export).
-        role: its flag or name, for the message ("--export").
-        others: ``{description: path}`` of directories it must stay clear of.
-
-    Raises:
-        ValueError: naming both paths.
-
-    Example:
-    >>> check_separate("runs/a/saved_model", "--export", {"the run directory --out": "runs/b"})
-    >>> check_separate("runs", "--export", {"the run directory --out": "runs/b"})
-    Traceback (most recent call last):
-    ...
-    ValueError: --export must not be the run directory --out, inside it or above it: exporting there would replace it. Received: --export=runs, the run directory --out=runs/b
-    """
-    for description, other in others.items():
-        if other is not None and _related(path, other):
-            raise ValueError(
-                f"{role} must not be {description}, inside it or above it: exporting there would replace it. "
-                f"Received: {role}={path}, {description}={other}"
-            )
-
-
-def check_export_target(path, overwrite=False):
-    """Refuses an export path that holds anything but a replaceable previous export.
-
-    Args:
-        path: the export directory.
-        overwrite: whether a previous SavedModel export there may be replaced.
-
-    Raises:
-        ValueError: ``path`` is a file; a directory that is not a SavedModel
-            export; or an export when ``overwrite`` is False.
-
-    Example:
-    >>> check_export_target("/no/such/export")
-    """
-    path = Path(path)
-    if not path.exists():
-        return
-    if not path.is_dir():
-        raise ValueError(f"The export path is an existing file; choose another path. Received: {path}")
-    if not (path / "saved_model.pb").is_file():
-        raise ValueError(
-            "The export path is an existing directory that is not a SavedModel export; it is never replaced. "
-            f"Choose another path. Received: {path}"
-        )
-    if not overwrite:
-        raise ValueError(f"An export already exists there; pass --overwrite to replace it. Received: {path}")
 
 
 def load_model(path):
@@ -180,6 +120,5 @@ def export_model(model_path, export_dir, overwrite=False):
     model = load_model(model_path)
     if isinstance(model, SavedModelEmbedder):
         raise ValueError(f"`model` is already a SavedModel export. Received: {model_path}")
-    check_separate(export_dir, "--out", {"the model --model": model_path})
-    check_export_target(export_dir, overwrite=overwrite)
+    check_export_path(export_dir, overwrite, {"the model --model": model_path}, role="--out")
     return export_saved_model(model, export_dir, overwrite=overwrite)

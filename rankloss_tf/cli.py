@@ -1,4 +1,4 @@
-"""The ``rankloss-tf`` command: train | evaluate | export | demo.
+"""The ``rankloss-tf`` command: train | evaluate | export | index | search | demo.
 
 Parsing and dispatch only. ``train``'s flags are generated from
 ``TrainConfig``'s fields (help, bounds and defaults live there); the work is
@@ -12,6 +12,8 @@ Examples::
     rankloss-tf train --dataset cars196 --data-dir data/cars196 --backbone efficientnet_lite0 --out runs/cars196
     rankloss-tf evaluate --model runs/omniglot --dataset omniglot --data-dir data/omniglot
     rankloss-tf export --model runs/omniglot --out exported/omniglot
+    rankloss-tf index --model exported/omniglot --gallery omniglot --data-dir data/omniglot --out indexes/omniglot
+    rankloss-tf search --index indexes/omniglot query.png --k 5
     rankloss-tf demo --data-dir data/omniglot      # what `make demo` runs
 """
 
@@ -23,6 +25,7 @@ import os
 import sys
 from pathlib import Path
 
+from rankloss_tf.retrieval import commands as retrieval_commands
 from rankloss_tf.training.config import TrainConfig, check_field
 
 __all__ = ["build_parser", "main"]
@@ -99,7 +102,8 @@ def build_parser():
     """
     parser = argparse.ArgumentParser(prog=PROG, description="Deep metric learning for TensorFlow: "
                                      "train, evaluate and export embedding models.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,export,demo}")
+    commands = parser.add_subparsers(dest="command", required=True,
+                                     metavar="{train,evaluate,export,index,search,demo}")
 
     train = commands.add_parser("train", help="train, evaluate on the held-out classes, plot, export")
     for field in FIELDS.values():
@@ -125,6 +129,11 @@ def build_parser():
     export.add_argument("--out", required=True, help="SavedModel directory to write")
     export.add_argument("--overwrite", action="store_true", help="replace a previous export at --out")
     export.set_defaults(func=_export)
+
+    retrieval_commands.add_index_arguments(
+        commands.add_parser("index", help="embed a gallery (dataset or folder:) into a searchable index SavedModel"))
+    retrieval_commands.add_search_arguments(
+        commands.add_parser("search", help="print the nearest gallery items of query images from an index"))
 
     demo = commands.add_parser("demo", help="train and evaluate on Omniglot (when found) or the bundled digits")
     demo.add_argument("--data-dir", help=f"folder with the Omniglot zips (default: ${DATA_ENV}/omniglot when set; "

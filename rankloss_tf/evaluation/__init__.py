@@ -1,6 +1,8 @@
 """Retrieval evaluation: blocked nearest neighbours, Recall@K, MAP@R, R-precision, NMI, F1.
 
-``evaluate(embeddings, labels)`` is the entry point; ``RetrievalEvaluation``
+``evaluate(embeddings, labels)`` is the entry point (leave-one-out);
+``query_gallery_metrics`` evaluates queries against a separate gallery or
+``retrieval.Index``; ``RetrievalEvaluation``
 runs it on a held-out split during ``fit``; ``plots`` draws the figures
 (matplotlib extra).
 """
@@ -11,6 +13,7 @@ from rankloss_tf.evaluation.embedding import embed_dataset, thumbnails
 from rankloss_tf.evaluation.metrics import evaluate, format_table
 from rankloss_tf.evaluation.neighbours import nearest_neighbours
 from rankloss_tf.evaluation.plots import plot_recall_at_k, plot_retrieval_gallery, plot_tsne
+from rankloss_tf.evaluation.query_gallery import query_gallery_metrics
 from rankloss_tf.evaluation.retrieval import retrieval_metrics
 
 __all__ = [
@@ -24,6 +27,7 @@ __all__ = [
     "plot_recall_at_k",
     "plot_retrieval_gallery",
     "plot_tsne",
+    "query_gallery_metrics",
     "retrieval_metrics",
     "thumbnails",
 ]

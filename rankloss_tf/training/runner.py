@@ -17,7 +17,6 @@ import time
 import keras
 
 from rankloss_tf import datasets
-from rankloss_tf.artifacts import check_export_target, check_separate
 from rankloss_tf.evaluation import (
     RetrievalEvaluation,
     evaluate,
@@ -26,7 +25,7 @@ from rankloss_tf.evaluation import (
     plot_tsne,
     thumbnails,
 )
-from rankloss_tf.export import export_saved_model
+from rankloss_tf.export import check_export_path, check_separate, export_saved_model
 from rankloss_tf.training.callbacks import DivergedError, EpochCheckpoint, EpochHistory
 from rankloss_tf.training.protocols import protocol
 from rankloss_tf.training.run_dir import RunDirectory
@@ -75,9 +74,10 @@ def _check_paths(config, run):
     data = {"the dataset folder": _folder(config), "--data-dir": config.data_dir}
     check_separate(run.path, "--out", data)
     if config.export_dir:
-        check_separate(config.export_dir, "--export", {"the run directory --out": run.path, **data})
+        protected = {"the run directory --out": run.path, **data}
+        check_separate(config.export_dir, "--export", protected)
         if not _exported_by(run, config.export_dir):
-            check_export_target(config.export_dir, overwrite=config.overwrite)
+            check_export_path(config.export_dir, config.overwrite, protected, role="--export")
 
 
 def _exported_by(run, path):
@@ -153,7 +153,8 @@ def train(config, callbacks=()):
             _record(run, config, method, metrics, fit_seconds, clock())
             run.advance("evaluated", clock())
         if config.export_dir and not _exported_by(run, config.export_dir):
-            export_saved_model(model, config.export_dir, overwrite=config.overwrite)
+            export_saved_model(model, config.export_dir, overwrite=config.overwrite,
+                               protected={"the run directory --out": run.path})
             run.advance("evaluated", clock(), exported_to=os.path.abspath(config.export_dir))
         seconds = _record(run, config, method, metrics, fit_seconds, clock())
         run.advance("finished", clock())

@@ -1,0 +1,36 @@
+"""Retrieval you can ship: an ``Index`` of gallery embeddings and its one-SavedModel export.
+
+``Index(model).add(images, labels, ids, paths)`` embeds a gallery;
+``search(images, k)`` returns ids, scores and labels of the k nearest items
+(exact: the evaluation kernel; or an optional approximate backend, ``ann``);
+``save`` / ``Index.load`` write and read it as ONE SavedModel whose
+signatures ``search``, ``embed`` and ``search_embeddings`` serve it without
+this package. ``load_gallery`` reads a dataset, a ``folder:`` or arrays;
+``build_index`` embeds one into an index.
+"""
+
+import importlib
+
+# name -> module that defines it; imported when first used, so that the command line's
+# argument definitions (``retrieval.commands``) load without TensorFlow.
+_HOMES = {
+    "Gallery": "rankloss_tf.retrieval.gallery",
+    "Index": "rankloss_tf.retrieval.index",
+    "SearchResult": "rankloss_tf.retrieval.index",
+    "build_index": "rankloss_tf.retrieval.build",
+    "export_index": "rankloss_tf.retrieval.saved_model",
+    "load_gallery": "rankloss_tf.retrieval.gallery",
+    "load_index": "rankloss_tf.retrieval.saved_model",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_HOMES))

@@ -1,0 +1,113 @@
+"""Optional approximate search backends of ``Index`` (pip extra ``rankloss-tf[ann]``).
+
+- ``"faiss"``: ``faiss.IndexHNSWFlat`` (M = 32, efConstruction = 80,
+  efSearch = max(64, 2k)) on the prepared references (inner product for the
+  cosine metric, L2 otherwise). Package ``faiss-cpu``.
+- ``"usearch"``: ``usearch.index.Index`` (HNSW, connectivity 16,
+  expansion_add 128, expansion_search max(64, 2k); ``ip`` or ``l2sq``).
+  Package ``usearch``.
+
+Both return candidate items; their scores are then recomputed exactly and
+the candidates ordered like the exact search (ties to the earlier item), so
+only recall differs from ``"exact"`` (measured in benchmarks/bench_index.py).
+Neither is a dependency: they are imported when asked for.
+"""
+
+import importlib
+
+import numpy as np
+
+__all__ = ["BACKENDS", "build", "check_backend", "search"]
+
+BACKENDS = ("exact", "faiss", "usearch")
+_PACKAGES = {"faiss": "faiss-cpu", "usearch": "usearch"}
+
+
+def check_backend(name):
+    """Returns ``name`` if it is a backend whose package imports, else raises ValueError / ImportError.
+
+    Example:
+    >>> check_backend("exact")
+    'exact'
+    """
+    if name not in BACKENDS:
+        raise ValueError(f"`backend` must be one of {BACKENDS}. Received: backend={name!r}")
+    if name != "exact":
+        _module(name)
+    return name
+
+
+def _module(name):
+    try:
+        return importlib.import_module("usearch.index" if name == "usearch" else name)
+    except ImportError as error:
+        raise ImportError(
+            f"The {name!r} backend needs `pip install {_PACKAGES[name]}` (or `pip install rankloss-tf[ann]`). "
+            f"Received: {error}"
+        ) from error
+
+
+def build(name, references, metric):
+    """Builds the approximate index of backend ``name`` over prepared references ``[N, D]``.
+
+    Example:
+    >>> backend = build("faiss", np.eye(3, dtype=np.float32), "cosine")  # doctest: +SKIP
+    >>> search(backend, np.eye(3)[:1], np.eye(3, dtype=np.float32), None, 1, "cosine")[0].tolist()  # doctest: +SKIP
+    [[0]]
+    """
+    references = np.ascontiguousarray(references, np.float32)
+    dim = references.shape[1]
+    if name == "faiss":
+        faiss = _module("faiss")
+        kind = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
+        index = faiss.IndexHNSWFlat(dim, 32, kind)
+        index.hnsw.efConstruction = 80
+        index.add(references)
+        return name, index
+    usearch = _module("usearch")
+    index = usearch.Index(ndim=dim, metric="ip" if metric == "cosine" else "l2sq", dtype="f32",
+                          connectivity=16, expansion_add=128)
+    index.add(np.arange(len(references), dtype=np.uint64), references)
+    return name, index
+
+
+def _candidates(backend, queries, k):
+    name, index = backend
+    if name == "faiss":
+        index.hnsw.efSearch = max(64, 2 * k)
+        return index.search(queries, k)[1].astype(np.int64)
+    index.expansion_search = max(64, 2 * k)
+    matches = index.search(queries, k)
+    keys = np.asarray(matches.keys, np.int64).reshape(len(queries), -1)
+    counts = np.asarray(getattr(matches, "counts", getattr(matches, "count", k))).reshape(-1)
+    keys[np.arange(keys.shape[1])[None, :] >= counts[:, None]] = -1
+    return keys
+
+
+def search(backend, queries, references, sq_norms, k, metric):
+    """Approximate top k of raw query embeddings: ``(indices int32 [Nq, k], scores float32 [Nq, k])``.
+
+    Candidates the backend leaves out (fewer than k) are filled with the next
+    gallery items not yet listed, scored exactly.
+
+    Example:
+    >>> backend = build("usearch", np.eye(3, dtype=np.float32), "l2")  # doctest: +SKIP
+    >>> search(backend, np.eye(3)[1:2], np.eye(3, dtype=np.float32), np.ones(3), 2, "l2")[0][0, 0]  # doctest: +SKIP
+    1
+    """
+    queries = np.asarray(queries, np.float32)
+    if metric == "cosine":
+        queries = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+    candidates = _candidates(backend, np.ascontiguousarray(queries), k)
+    for row in np.nonzero((candidates < 0).any(axis=1))[0]:
+        found = [c for c in candidates[row] if c >= 0]
+        spare = [i for i in range(len(references)) if i not in set(found)][: k - len(found)]
+        candidates[row] = found + spare
+    dots = np.einsum("qd,qkd->qk", queries, references[candidates])
+    scores = dots if metric == "cosine" else 2.0 * dots - sq_norms[candidates]
+    order = np.lexsort((candidates, -scores), axis=1)
+    indices = np.take_along_axis(candidates, order, axis=1).astype(np.int32)
+    scores = np.take_along_axis(scores, order, axis=1)
+    if metric == "l2":
+        scores = np.sqrt(np.maximum(np.sum(queries**2, axis=1, keepdims=True) - scores, 0.0))
+    return indices, scores.astype(np.float32)

@@ -1,0 +1,158 @@
+"""The ``rankloss-tf index`` and ``rankloss-tf search`` commands: arguments and work.
+
+``cli.build_parser`` registers them::
+
+    index = commands.add_parser("index", help=...)
+    add_index_arguments(index)          # sets func=run_index
+    search = commands.add_parser("search", help=...)
+    add_search_arguments(search)        # sets func=run_search
+
+and dispatches with ``args.func(args)``. TensorFlow is imported only when a
+command runs, so ``--help`` stays fast.
+
+Examples::
+
+    rankloss-tf index --model runs/omniglot/saved_model --gallery omniglot --data-dir data/omniglot --out indexes/omniglot
+    rankloss-tf index --model runs/mine --gallery folder:photos/ --out indexes/photos
+    rankloss-tf search --index indexes/photos query1.jpg query2.png --k 5
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["add_index_arguments", "add_search_arguments", "run_index", "run_search"]
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_index_arguments(parser):
+    """Adds the arguments of ``index`` to ``parser`` and sets ``func=run_index``.
+
+    Example:
+    >>> parser = argparse.ArgumentParser()
+    >>> add_index_arguments(parser)
+    >>> parser.parse_args(["--model", "m", "--gallery", "digits", "--out", "o"]).metric
+    'cosine'
+    """
+    parser.add_argument("--model", required=True,
+                        help="embedding model: SavedModel directory, .keras file or training run directory")
+    parser.add_argument("--gallery", required=True,
+                        help="a dataset name (digits, omniglot, cars196, ...) or folder:PATH (every image of "
+                             "its class sub-folders, labelled by folder)")
+    parser.add_argument("--data-dir", help="local copy of a named dataset (e.g. the Omniglot zips)")
+    parser.add_argument("--split", choices=("test", "train"), default="test",
+                        help="split of a named dataset (default test: the held-out classes)")
+    parser.add_argument("--image-size", type=_positive_int,
+                        help="resize when loading (default: as stored; the model conforms any size itself)")
+    parser.add_argument("--metric", choices=("cosine", "l2"), default="cosine")
+    parser.add_argument("--batch-size", type=_positive_int, default=256, help="images per forward pass")
+    parser.add_argument("--out", required=True, help="index directory to write (one SavedModel)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a previous export of this tool at --out")
+    parser.set_defaults(func=run_index)
+
+
+def add_search_arguments(parser):
+    """Adds the arguments of ``search`` to ``parser`` and sets ``func=run_search``.
+
+    Example:
+    >>> parser = argparse.ArgumentParser()
+    >>> add_search_arguments(parser)
+    >>> parser.parse_args(["--index", "i", "a.png", "--k", "3"]).images
+    ['a.png']
+    """
+    parser.add_argument("--index", required=True, help="index directory written by `rankloss-tf index`")
+    parser.add_argument("images", nargs="+", help="query image files (JPEG, PNG, BMP, GIF; any size)")
+    parser.add_argument("--k", type=_positive_int, default=5, help="neighbours per query (default 5)")
+    parser.set_defaults(func=run_search)
+
+
+class _Progress:
+    """A Keras progress bar on a terminal, else one line per step."""
+
+    def __init__(self, label):
+        self.label = label
+        self.bar = None
+
+    def __call__(self, step, total):
+        if sys.stdout.isatty():
+            import keras
+
+            if self.bar is None:
+                self.bar = keras.utils.Progbar(total, unit_name="batch")
+            self.bar.update(step)
+        else:
+            print(f"{self.label}: batch {step}/{total}", flush=True)
+
+
+def run_index(args):
+    """Embeds ``args.gallery`` with ``args.model`` and writes the index to ``args.out``.
+
+    The output path is checked (``export.check_export_path``, the model, a
+    folder gallery and the data directory protected) before any embedding.
+
+    Example:
+    >>> run_index(argparse.Namespace(model="runs/demo/saved_model", gallery="digits", split="test",
+    ...     data_dir=None, image_size=None, metric="cosine", batch_size=256, out="indexes/digits",
+    ...     overwrite=False))  # doctest: +SKIP
+    Index of 896 items (cosine) written to indexes/digits: ...
+    """
+    from rankloss_tf.export import check_export_path
+    from rankloss_tf.retrieval.build import build_index
+    from rankloss_tf.retrieval.gallery import FOLDER_PREFIX, load_gallery
+
+    protected = [args.model, args.data_dir]
+    if args.gallery.startswith(FOLDER_PREFIX):
+        protected.append(args.gallery[len(FOLDER_PREFIX):])
+    check_export_path(args.out, args.overwrite, protected)
+    gallery = load_gallery(args.gallery, split=args.split, data_dir=args.data_dir, image_size=args.image_size)
+    print(f"Embedding {len(gallery)} gallery images of {args.gallery} with {args.model}", flush=True)
+    index = build_index(args.model, gallery, metric=args.metric, batch_size=args.batch_size,
+                        on_batch=_Progress("embedding"))
+    path = index.save(args.out, overwrite=args.overwrite, protected=protected)
+    print(f"Index of {len(index)} items ({args.metric}) written to {path}: one SavedModel with signatures "
+          "search(images, k), embed(images), search_embeddings(embeddings, k)")
+
+
+def _read_image(path):
+    import tensorflow as tf
+
+    if not Path(path).is_file():
+        raise ValueError(f"Query image not found. Received: {path}")
+    try:
+        image = tf.io.decode_image(tf.io.read_file(str(path)), expand_animations=False)
+    except tf.errors.InvalidArgumentError as error:
+        raise ValueError(f"Cannot decode the query image. Received: {path} ({error.message.splitlines()[0]})")
+    return image[tf.newaxis]
+
+
+def run_search(args):
+    """Prints the ranked neighbours (rank, id, label, score, path) of each query image.
+
+    Example:
+    >>> run_search(argparse.Namespace(index="indexes/digits", images=["q.png"], k=2))  # doctest: +SKIP
+    q.png:
+      rank  similarity  label  id  path
+         1      0.9871      7  digits/test/000012  -
+         2      0.9802      7  digits/test/000140  -
+    """
+    from rankloss_tf.retrieval.saved_model import load_index
+
+    index = load_index(args.index)
+    score_name = "similarity" if index.metric == "cosine" else "distance"
+    for image_path in args.images:
+        result = index.search(_read_image(image_path), min(args.k, len(index)))
+        print(f"{image_path}:")
+        print(f"  rank  {score_name:>10}  label  id  path")
+        for rank, (item, score, label, path) in enumerate(
+            zip(result.ids[0], result.scores[0], result.labels[0], result.paths[0]), start=1
+        ):
+            print(f"  {rank:>4}  {score:>10.4f}  {label:>5}  {item}  {path or '-'}")

@@ -1,0 +1,250 @@
+"""``Index``: a gallery of embedded images (id, label, source path) with exact or approximate search.
+
+The gallery is kept as *prepared* references (``evaluation.neighbours.
+prepare_references``: unit rows for the cosine metric, rows and squared norms
+for L2), prepared row by row when items are added, so that an index grown by
+``add`` / ``remove`` holds exactly the numbers of an index built at once from
+its final gallery. Exact search is the evaluation kernel (blocked matmul +
+top-k, reference chunks, ties to the earlier item): ``search`` answers the
+neighbours ``evaluation.nearest_neighbours`` finds.
+
+``save`` writes the index as one SavedModel (``rankloss_tf.retrieval.
+saved_model``); ``Index.load`` reads it back.
+"""
+
+import collections
+
+import numpy as np
+import tensorflow as tf
+
+from rankloss_tf.evaluation.neighbours import (
+    METRICS,
+    chunk_size_for,
+    prepare_references,
+    scores_to_values,
+    search_top_k,
+    unit_rows,
+)
+from rankloss_tf.export import check_images
+from rankloss_tf.retrieval import ann
+from rankloss_tf.retrieval.embedder import as_embedder
+
+__all__ = ["Index", "SearchResult"]
+
+SearchResult = collections.namedtuple("SearchResult", ["ids", "scores", "labels", "paths", "indices"])
+SearchResult.__doc__ = """Neighbours of each query, best first, all ``[Nq, k]``.
+
+Fields: ``ids`` (str), ``scores`` (float32: cosine similarity, descending, or
+L2 distance, ascending), ``labels`` (int64), ``paths`` (str, "" where
+unknown), ``indices`` (int32 positions in the gallery).
+
+Example:
+>>> index = Index()
+>>> index.add_embeddings([[1.0, 0.0], [0.0, 1.0]], labels=[3, 4], ids=["x", "y"])
+>>> index.search_embeddings([[0.9, 0.1]], k=1).ids.tolist()
+[['x']]
+"""
+
+
+def prepare_queries(embeddings, metric):
+    """Queries as the kernel takes them: unit rows for cosine, else as given (float32)."""
+    return unit_rows(embeddings) if metric == "cosine" else tf.cast(embeddings, tf.float32)
+
+
+def exact_search(embeddings, references, sq_norms, k, metric, chunk_size):
+    """``(indices [b, k], values [b, k])`` of raw query embeddings against prepared references (graph code)."""
+    queries = prepare_queries(embeddings, metric)
+    top = search_top_k(queries, references, k, sq_norms, chunk_size)
+    return top.indices, scores_to_values(queries, top.values, metric)
+
+
+_exact_search = tf.function(exact_search, reduce_retracing=True)
+
+
+def _check_embeddings(embeddings, name, dim=None):
+    embeddings = np.asarray(embeddings)
+    if embeddings.ndim != 2 or embeddings.shape[1] < 1 or (dim is not None and embeddings.shape[1] != dim):
+        want = f"[N, {dim}]" if dim is not None else "[N, D]"
+        raise ValueError(f"`{name}` must be a {want} array. Received: shape={embeddings.shape}")
+    if not np.issubdtype(embeddings.dtype, np.number) or not np.all(np.isfinite(embeddings)):
+        raise ValueError(f"`{name}` must hold finite numbers. Received: dtype={embeddings.dtype} with non-finite values")
+    return embeddings.astype(np.float32, copy=False)
+
+
+class Index:
+    """A searchable gallery: per item an id (str), a label (int) and a source path.
+
+    Args:
+        model: what embeds images: a Keras model, an exported SavedModel (its
+            path or a ``SavedModelEmbedder``), a ``.keras`` file or a run
+            directory; None for an index of embeddings only (``add_embeddings``
+            / ``search_embeddings``).
+        metric: ``"cosine"`` (scores = cosine similarities, descending) or
+            ``"l2"`` (scores = Euclidean distances, ascending).
+        backend: ``"exact"`` (default), or an approximate backend of
+            ``rankloss_tf.retrieval.ann`` (``"faiss"``, ``"usearch"``; pip
+            extra ``rankloss-tf[ann]``) used by ``search`` in Python; the
+            exported SavedModel always searches exactly.
+        block_size: query rows per matmul of the exact search.
+
+    Raises:
+        ValueError: unknown metric or backend.
+
+    Example:
+    >>> index = Index(metric="l2")
+    >>> index.add_embeddings([[0.0], [1.0], [3.0]], labels=[0, 0, 1], ids=["a", "b", "c"])
+    >>> result = index.search_embeddings([[2.6]], k=2)
+    >>> result.ids.tolist(), [round(float(s), 2) for s in result.scores[0]], result.labels.tolist()
+    ([['c', 'b']], [0.4, 1.6], [[1, 0]])
+    """
+
+    def __init__(self, model=None, metric="cosine", backend="exact", block_size=1024):
+        if metric not in METRICS:
+            raise ValueError(f"`metric` must be one of {METRICS}. Received: metric={metric!r}")
+        if int(block_size) < 1:
+            raise ValueError(f"`block_size` must be a positive integer. Received: block_size={block_size}")
+        self.metric = metric
+        self.block_size = int(block_size)
+        self.embedder = None if model is None else as_embedder(model)
+        self._backend_name = ann.check_backend(backend)
+        self._backend = None
+        self._tensors = None
+        self.references = np.zeros((0, 0), np.float32)
+        self.sq_norms = np.zeros((0,), np.float32)
+        self.ids = np.zeros((0,), object)
+        self.labels = np.zeros((0,), np.int64)
+        self.paths = np.zeros((0,), object)
+
+    def __len__(self):
+        return len(self.ids)
+
+    @property
+    def embedding_dim(self):
+        """``D``, or None before the first item."""
+        return self.references.shape[1] if len(self) else None
+
+    def embed(self, images):
+        """Embeds uint8 images ``[N, H, W, C]`` (any size; gray, RGB or RGBA) with the index's model.
+
+        Raises:
+            ValueError: no model, or images that are not uint8 ``[N, H, W, C]``
+                with C in (1, 3, 4).
+        """
+        if self.embedder is None:
+            raise ValueError("This index has no model; use add_embeddings / search_embeddings. Received: model=None")
+        return np.asarray(self.embedder(check_images(images)), np.float32)
+
+    def add(self, images, labels, ids=None, paths=None):
+        """Embeds and adds images; see ``add_embeddings`` for the other arguments."""
+        self.add_embeddings(self.embed(images), labels, ids, paths)
+
+    def add_embeddings(self, embeddings, labels, ids=None, paths=None):
+        """Adds items to the gallery.
+
+        Args:
+            embeddings: float ``[N, D]``.
+            labels: int ``[N]`` class labels.
+            ids: ``[N]`` unique strings (default: the running item numbers as
+                strings, "0", "1", ...).
+            paths: ``[N]`` source paths, or None ("" for every item).
+
+        Raises:
+            ValueError: mismatched lengths or dimension, non-finite values,
+                non-integer labels, or an id already in the index or given twice.
+        """
+        embeddings = _check_embeddings(embeddings, "embeddings", self.embedding_dim)
+        n = embeddings.shape[0]
+        labels = np.asarray(labels)
+        if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"`labels` must be {n} integers. Received: shape={labels.shape}, dtype={labels.dtype}")
+        ids = np.arange(len(self), len(self) + n).astype(str) if ids is None else np.asarray(ids)
+        ids = np.array([str(i) for i in ids.tolist()], object)
+        paths = np.full(n, "", object) if paths is None else np.array([str(p) for p in np.asarray(paths).tolist()], object)
+        if ids.shape != (n,) or paths.shape != (n,):
+            raise ValueError(f"`ids` and `paths` must have {n} entries. Received: {ids.shape} and {paths.shape}")
+        seen = set(self.ids.tolist())
+        repeated = sorted({i for i in ids.tolist() if i in seen} | {i for i, c in collections.Counter(ids.tolist()).items() if c > 1})
+        if repeated:
+            raise ValueError(f"Item ids must be unique in the index. Received: duplicate ids {repeated[:5]}")
+        if n == 0:
+            return
+        references, sq_norms = prepare_references(embeddings, self.metric)
+        sq_norms = np.zeros(n, np.float32) if sq_norms is None else sq_norms.numpy()
+        self.references = references.numpy() if not len(self) else np.concatenate([self.references, references.numpy()])
+        self.sq_norms = np.concatenate([self.sq_norms, sq_norms])
+        self.ids = np.concatenate([self.ids, ids])
+        self.labels = np.concatenate([self.labels, labels.astype(np.int64)])
+        self.paths = np.concatenate([self.paths, paths])
+        self._backend = self._tensors = None
+
+    def remove(self, ids):
+        """Removes items by id; the others keep their order.
+
+        Raises:
+            ValueError: an id not in the index.
+        """
+        ids = [str(i) for i in np.atleast_1d(np.asarray(ids, object)).tolist()]
+        missing = sorted(set(ids) - set(self.ids.tolist()))
+        if missing:
+            raise ValueError(f"Cannot remove ids that are not in the index. Received: {missing[:5]}")
+        keep = ~np.isin(self.ids, ids)
+        self.references, self.sq_norms = self.references[keep], self.sq_norms[keep]
+        self.ids, self.labels, self.paths = self.ids[keep], self.labels[keep], self.paths[keep]
+        self._backend = self._tensors = None
+
+    def search(self, images, k=5):
+        """The k gallery items nearest to each query image; see ``search_embeddings``."""
+        return self.search_embeddings(self.embed(images), k)
+
+    def search_embeddings(self, embeddings, k=5):
+        """The k gallery items nearest to each query embedding.
+
+        Args:
+            embeddings: float ``[Nq, D]`` query embeddings.
+            k: number of neighbours, ``1 <= k <= len(index)``.
+
+        Returns:
+            ``SearchResult`` of ``[Nq, k]`` arrays, best first; exact search
+            breaks ties by the earlier gallery item.
+
+        Raises:
+            ValueError: an empty index, k outside [1, len(index)], queries of
+                another dimension or with non-finite values.
+        """
+        if not len(self):
+            raise ValueError("The index is empty: add items before searching. Received: an index of 0 items")
+        queries = _check_embeddings(embeddings, "embeddings", self.embedding_dim)
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= len(self):
+            raise ValueError(f"`k` must be an integer between 1 and the index size {len(self)}. Received: k={k!r}")
+        k = int(k)
+        if self._backend_name == "exact":
+            indices, scores = self._exact(queries, k)
+        else:
+            if self._backend is None:
+                self._backend = ann.build(self._backend_name, self.references, self.metric)
+            indices, scores = ann.search(self._backend, queries, self.references, self.sq_norms, k, self.metric)
+        return SearchResult(self.ids[indices], scores, self.labels[indices], self.paths[indices], indices)
+
+    def _exact(self, queries, k):
+        if self._tensors is None:
+            self._tensors = (tf.constant(self.references), tf.constant(self.sq_norms) if self.metric == "l2" else None)
+        references, sq_norms = self._tensors
+        chunk = chunk_size_for(len(self), min(self.block_size, len(queries)), k)
+        parts = []
+        for start in range(0, len(queries), self.block_size):
+            block = tf.constant(queries[start : start + self.block_size])
+            parts.append([t.numpy() for t in _exact_search(block, references, sq_norms, k, self.metric, chunk)])
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def save(self, path, overwrite=False, protected=()):
+        """Writes the index as one SavedModel (see ``retrieval.export_index``); returns its ``Path``."""
+        from rankloss_tf.retrieval.saved_model import export_index
+
+        return export_index(self, path, overwrite=overwrite, protected=protected)
+
+    @classmethod
+    def load(cls, path, backend="exact", block_size=1024):
+        """Reads an index written by ``save`` / ``export_index``; its model is the export's ``embed``."""
+        from rankloss_tf.retrieval.saved_model import load_index
+
+        return load_index(path, backend=backend, block_size=block_size)
