@@ -16,7 +16,7 @@ REQUIRES = {
     "01_quickstart.py": ("rankloss_tf.models", "rankloss_tf.evaluation", "rankloss_tf.export"),
     "03_tf1_session.py": ("rankloss_tf.compat.v1",),
     "04_multi_device.py": ("rankloss_tf.models",),
-    "05_serving.py": ("rankloss_tf.models", "rankloss_tf.evaluation", "rankloss_tf.export"),
+    "05_serving.py": ("rankloss_tf.models", "rankloss_tf.evaluation", "rankloss_tf.export", "rankloss_tf.retrieval"),
 }
 TIMEOUT_SECONDS = 300  # a hang fails; a slow, loaded machine does not (smoke runs take < 60 s)
 
