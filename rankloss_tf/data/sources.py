@@ -78,6 +78,11 @@ def _materialise(dataset):
     spec = dataset.element_spec
     if not (isinstance(spec, tuple) and len(spec) == 2):
         raise ValueError(f"The dataset must yield (example, label) pairs. Received: element_spec {spec}")
+    if int(dataset.cardinality()) == int(tf.data.INFINITE_CARDINALITY):
+        raise ValueError(
+            "The dataset is infinite (e.g. `.repeat()`), so it cannot be read into memory: pass the finite "
+            "dataset; the sampler repeats it. Received: cardinality=INFINITE"
+        )
     try:
         chunks = list(dataset.batch(4096).as_numpy_iterator())
     except tf.errors.InvalidArgumentError as error:

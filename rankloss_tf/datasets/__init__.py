@@ -9,7 +9,7 @@ import functools
 
 from rankloss_tf.datasets.cars196 import load_cars196
 from rankloss_tf.datasets.digits import load_digits
-from rankloss_tf.datasets.folder import load_folder
+from rankloss_tf.datasets.folder import load_folder, scan_folder
 from rankloss_tf.datasets.images import image_decoder
 from rankloss_tf.datasets.omniglot import load_omniglot
 from rankloss_tf.datasets.tfds_sets import load_tfds
@@ -78,4 +78,4 @@ def load(name, split, data_dir=None, image_size=None, *, train_fraction=0.5, see
     return _LOADERS[name](split, data_dir, image_size)
 
 
-__all__ = ["NAMES", "image_decoder", "load"]
+__all__ = ["FOLDER_PREFIX", "NAMES", "image_decoder", "load", "scan_folder"]

@@ -51,6 +51,12 @@ def load_cars196(split, data_dir=None, image_size=None):
     to `image_size`, 224 by default), with the same class split.
     """
     if not is_local_dir(data_dir):
+        if data_dir is not None and not (Path(data_dir) / "cars196").is_dir():
+            raise ValueError(
+                "The data directory holds neither the local Cars196 layout (labels.csv, cropped_train/, "
+                "cropped_test/) nor a TFDS 'cars196' folder; nothing is downloaded into it. Omit data_dir to use "
+                f"TFDS's default location. Received: data_dir={str(data_dir)!r}"
+            )
         return load_tfds("cars196", split, data_dir, image_size)
     paths, labels = read_local_index(data_dir, split)
     decode = image_decoder(image_size, channels=3)

@@ -34,6 +34,12 @@ def load_omniglot(split, data_dir=None, image_size=None):
     splits and both sources); images are ordered by label, then by content
     hash, so both sources give identical datasets. Pixels are 0 or 255.
     """
+    if data_dir is not None and not is_local_dir(data_dir) and not (Path(data_dir) / "omniglot").is_dir():
+        raise ValueError(
+            f"The data directory holds neither the Omniglot zips ({', '.join(ZIPS)}) nor a TFDS 'omniglot' "
+            f"folder; nothing is downloaded into it. Omit data_dir to use TFDS's default location. "
+            f"Received: data_dir={str(data_dir)!r}"
+        )
     names, images = _read_zips(data_dir) if is_local_dir(data_dir) else _read_tfds(data_dir)
     class_names = sorted(set(names))
     labels = np.searchsorted(class_names, names).astype(np.int64)

@@ -28,7 +28,7 @@ from rankloss_tf.evaluation import (
 from rankloss_tf.export import check_export_path, check_separate, export_saved_model
 from rankloss_tf.training.callbacks import DivergedError, EpochCheckpoint, EpochHistory
 from rankloss_tf.training.protocols import protocol
-from rankloss_tf.training.run_dir import RunDirectory
+from rankloss_tf.training.run_dir import RunDirectory, atomic_write_text
 
 __all__ = ["TrainResult", "train"]
 
@@ -80,6 +80,19 @@ def _check_paths(config, run):
             check_export_path(config.export_dir, config.overwrite, protected, role="--export")
 
 
+def _fit_to_folder(config, given):
+    """With a folder of few classes, P defaults to all its training classes instead of failing."""
+    folder = _folder(config)
+    if folder is None or given.classes_per_batch is not None:
+        return config
+    available = len(datasets.folder.split_classes(datasets.scan_folder(folder), "train", seed=config.seed))
+    if available >= config.classes_per_batch:
+        return config
+    logger.warning("%s has %d training classes: batches of %d classes x %d samples.", folder, available,
+                   available, config.samples_per_class)
+    return dataclasses.replace(config, classes_per_batch=available)
+
+
 def _exported_by(run, path):
     """True when this run already wrote its export to ``path`` (a re-run leaves it as it is)."""
     return run.state.get("exported_to") == os.path.abspath(path) and os.path.isdir(path)
@@ -92,6 +105,17 @@ def _load(config, split):
         images = datasets.load(config.dataset, split, data_dir=config.data_dir, image_size=config.image_size,
                                seed=config.seed)
     return images
+
+
+def _list_unreadable(config, run):
+    """Names, in the run directory and a warning, the files of a folder dataset that were left out."""
+    folder = _folder(config)
+    unreadable = datasets.scan_folder(folder).unreadable if folder else []
+    if unreadable:
+        lines = "".join(f"{path}\t{reason}\n" for path, reason in unreadable)
+        atomic_write_text(run / run.UNREADABLE, lines)
+        logger.warning("%d files of %s cannot be decoded and are left out (listed in %s): %s", len(unreadable),
+                       folder, run / run.UNREADABLE, ", ".join(path for path, _ in unreadable[:3]))
 
 
 class _Clock:
@@ -126,7 +150,7 @@ def train(config, callbacks=()):
     >>> sorted(result.metrics)  # doctest: +SKIP
     ['f1', 'map@r', 'nmi', 'r_precision', 'recall@1', 'recall@2', 'recall@4', 'recall@8']
     """
-    config = config.resolved()
+    config = _fit_to_folder(config.resolved(), config)
     run = RunDirectory(config.out_dir)
     _check_paths(config, run)
     with run.locked():
@@ -134,6 +158,7 @@ def train(config, callbacks=()):
         resumed, clock = run.phase, _Clock(run.seconds)
         keras.utils.set_random_seed(config.seed)
         train_images, test_images = _load(config, "train"), _load(config, "test")
+        _list_unreadable(config, run)
         steps = config.steps_per_epoch or max(1, int(train_images.cardinality()) // config.batch_size)
         method = protocol(config, train_images.element_spec[0].shape)
         history = None
