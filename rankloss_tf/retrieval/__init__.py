@@ -9,7 +9,7 @@ this package. ``load_gallery`` reads a dataset, a ``folder:`` or arrays;
 ``build_index`` embeds one into an index.
 """
 
-import importlib
+from rankloss_tf.lazy import lazy_attributes
 
 # name -> module that defines it; imported when first used, so that the command line's
 # argument definitions (``retrieval.commands``) load without TensorFlow.
@@ -26,11 +26,4 @@ _HOMES = {
 __all__ = sorted(_HOMES)
 
 
-def __getattr__(name):
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_HOMES[name]), name)
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_HOMES))
+__getattr__, __dir__ = lazy_attributes(__name__, _HOMES)

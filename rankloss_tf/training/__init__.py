@@ -13,7 +13,7 @@ Names are imported when first used, so that ``rankloss_tf.training.config``
 (and the command line's ``--help``) loads without TensorFlow.
 """
 
-import importlib
+from rankloss_tf.lazy import lazy_attributes
 
 # name -> module that defines it
 _HOMES = {
@@ -30,11 +30,4 @@ _HOMES = {
 __all__ = sorted(_HOMES)
 
 
-def __getattr__(name):
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_HOMES[name]), name)
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_HOMES))
+__getattr__, __dir__ = lazy_attributes(__name__, _HOMES)
