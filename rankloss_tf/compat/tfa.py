@@ -16,8 +16,10 @@ import tensorflow as tf
 
 from rankloss_tf.losses import RankingLoss
 from rankloss_tf.ops.distances import pairwise_distances
-from rankloss_tf.ops.losses import check_margin, hard_from_distances, semihard_from_distances
-from rankloss_tf.ops.masks import negative_mask, positive_mask, standardize_inputs
+from rankloss_tf.ops.checks import check_non_negative
+from rankloss_tf.ops.losses import hard_from_distances, semihard_from_distances
+from rankloss_tf.ops.checks import standardize_inputs
+from rankloss_tf.ops.masks import negative_mask, positive_mask
 
 __all__ = [
     "TripletSemiHardLoss",
@@ -48,7 +50,7 @@ def _semihard_per_anchor(y_true, y_pred, margin=1.0, distance_metric="L2"):
     dtype = tf.convert_to_tensor(y_pred).dtype
     labels, embeddings = standardize_inputs(y_true, y_pred)
     distances = _distances(embeddings, distance_metric)
-    losses = semihard_from_distances(distances, positive_mask(labels), negative_mask(labels), check_margin(margin))
+    losses = semihard_from_distances(distances, positive_mask(labels), negative_mask(labels), check_non_negative("margin", margin))
     return tf.cast(losses, dtype)
 
 
@@ -60,7 +62,7 @@ def _hard_per_anchor(y_true, y_pred, margin=1.0, soft=False, distance_metric="L2
         distances,
         positive_mask(labels),
         negative_mask(labels),
-        check_margin(margin),
+        check_non_negative("margin", margin),
         bool(soft),
         skip_anchors_without_positive=False,
     )
@@ -115,7 +117,7 @@ def contrastive_loss(y_true, y_pred, margin=1.0):
     """
     y_pred = tf.convert_to_tensor(y_pred)
     y_true = tf.cast(y_true, y_pred.dtype)
-    margin = check_margin(margin)
+    margin = check_non_negative("margin", margin)
     return y_true * tf.square(y_pred) + (1.0 - y_true) * tf.square(tf.maximum(margin - y_pred, 0.0))
 
 
@@ -147,7 +149,7 @@ class _TfaTripletLoss(RankingLoss):
 
     def __init__(self, margin, distance_metric, name, **kwargs):
         super().__init__(name=name, **kwargs)
-        self.margin = check_margin(margin)
+        self.margin = check_non_negative("margin", margin)
         if not callable(distance_metric):
             _distances(tf.zeros([1, 1]), distance_metric)  # validates the name
         self.distance_metric = distance_metric
@@ -203,7 +205,7 @@ class ContrastiveLoss(keras.losses.Loss):
 
     def __init__(self, margin=1.0, reduction="sum_over_batch_size", name="contrastive_loss", **kwargs):
         super().__init__(name=name, reduction=reduction, **kwargs)
-        self.margin = check_margin(margin)
+        self.margin = check_non_negative("margin", margin)
 
     def call(self, y_true, y_pred):
         return contrastive_loss(y_true, y_pred, self.margin)

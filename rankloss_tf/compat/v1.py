@@ -22,7 +22,8 @@ from rankloss_tf.compat.tfa import contrastive_loss as _pair_contrastive
 from rankloss_tf.compat.tfa import npairs_loss as _npairs_cross_entropy
 from rankloss_tf.ops import losses as kernels
 from rankloss_tf.ops.distances import pairwise_distances, safe_sqrt
-from rankloss_tf.ops.masks import negative_mask, positive_mask, standardize_inputs
+from rankloss_tf.ops.checks import standardize_inputs
+from rankloss_tf.ops.masks import negative_mask, positive_mask
 
 __all__ = [
     "angular_loss",
@@ -169,7 +170,7 @@ def lifted_struct_loss(labels, embeddings, margin=1.0):
         >>> round(float(lifted_struct_loss([0, 0, 1], [[0.0, 0.0], [1.0, 0.0], [0.0, 1.5]])), 4)
         0.5546
     """
-    margin = kernels.check_margin(margin)
+    margin = kernels.check_non_negative("margin", margin)
     dtype = tf.convert_to_tensor(embeddings).dtype
     labels, embeddings = standardize_inputs(labels, embeddings)
     distances = pairwise_distances(embeddings, "l2")
