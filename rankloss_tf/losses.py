@@ -3,8 +3,10 @@
 Every class takes `y_true` = integer class labels [B] or [B, 1] and `y_pred` =
 embeddings [B, D]. Labels keep their integer dtype (Keras would cast them to float32,
 merging ids above 2**24). The kernel returns per-anchor losses [B]; Keras reduces them
-(default "sum_over_batch_size"), which also makes the per-replica scaling of
-`tf.distribute` right.
+(default "sum_over_batch_size") through Keras' public `Loss.__call__`, which also
+makes the per-replica scaling of `tf.distribute` right. A batch of zero samples gives
+loss 0; a non-finite embedding gives NaN (so `TerminateOnNaN` stops); string labels
+are refused (map them to integer ids), uint64 ids are compared exactly.
 
 With `cross_replica=True`, under a `tf.distribute` strategy with several replicas, each
 replica gathers the labels and embeddings of all replicas and computes its own anchors'
