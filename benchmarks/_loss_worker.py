@@ -1,7 +1,7 @@
 """Time one loss configuration: forward + backward, in the interpreter that runs it.
 
 Run by ``bench_losses.py`` as ``python _loss_worker.py '<json>'`` with the keys
-``impl`` (ours | ours_xla | tfa | pml | matmul), ``loss``, ``batch``, ``dim``,
+``impl`` (ours | ours_xla | ours_before | ours_before_xla | tfa | pml | matmul), ``loss``, ``batch``, ``dim``,
 ``per_class``, ``repeats``, ``min_time_s``, ``budget_s`` and ``seed``. Prints one JSON line:
 the median, minimum and maximum time of the timed forward+backward passes, the loss
 value, and the process's resident memory before the first pass and at its peak.
@@ -60,7 +60,7 @@ def tf_step(impl, loss, labels, embeddings):
     if impl == "matmul":
         def objective(e):
             return tf.reduce_sum(tf.matmul(e, e, transpose_b=True))
-    elif impl in ("ours", "ours_xla"):
+    elif impl in ("ours", "ours_xla", "ours_before", "ours_before_xla"):
         from rankloss_tf import losses
 
         name, kwargs = OURS_CLASSES[loss]
@@ -73,7 +73,7 @@ def tf_step(impl, loss, labels, embeddings):
     else:
         raise ValueError(f"Not a TensorFlow implementation. Received: {impl!r}")
 
-    @tf.function(jit_compile=impl == "ours_xla")
+    @tf.function(jit_compile=impl.endswith("_xla"))
     def step():
         with tf.GradientTape() as tape:
             value = objective(variable)

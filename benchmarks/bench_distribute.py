@@ -1,4 +1,10 @@
-"""`model.fit` step time on 1 vs 2 logical CPU devices (MirroredStrategy, cross-replica mining).
+"""Cross-replica mining cost per loss, and `model.fit` step time on 1 vs 2 logical CPU devices.
+
+Per loss (--kernel-batch G=4096, D=128, R=4 replicas): loss + gradient time of one device
+on the global batch, against the summed time of the R replicas' shares (each replica's
+G / R anchors against the gathered global batch, the kernels' `anchors` argument, as
+`cross_replica=True` runs them), and the peak resident memory of each process. Before
+this form every replica ran the whole [G, G] kernel: R times one device by construction.
 
 Each configuration runs in its own process (logical devices are process-wide):
 - 1 device, no strategy;
@@ -28,6 +34,55 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 P, K = 32, 4
+KERNEL_LOSSES = {
+    "contrastive": ("contrastive_loss", {}),
+    "triplet_semihard": ("triplet_semihard_loss", {}),
+    "triplet_hard": ("triplet_hard_loss", {}),
+    "npair": ("npair_loss", {}),
+    "angular": ("angular_loss", {}),
+    "npair_angular": ("npair_angular_loss", {}),
+}
+
+
+def time_kernel(loss, replicas, batch, dim, repeats):
+    """Loss + gradient time of one device on the global batch (replicas=1), or the summed
+    time of `replicas` replicas' shares (their anchors against the gathered global batch),
+    and the process's peak resident memory, in this process."""
+    import tensorflow as tf
+
+    from rankloss_tf import ops
+
+    name, kwargs = KERNEL_LOSSES[loss]
+    kernel = getattr(ops, name)
+    rng = np.random.default_rng(0)
+    per_class = 2 if loss.startswith("npair") else 4
+    labels = tf.constant(rng.permutation(np.repeat(np.arange(batch // per_class), per_class)).astype(np.int32))
+    embeddings = tf.Variable(rng.standard_normal((batch, dim)).astype(np.float32))
+    local = batch // replicas
+
+    @tf.function
+    def share(start):
+        with tf.GradientTape() as tape:
+            values = kernel(labels, embeddings, anchors=(start, local), **kwargs) if replicas > 1 else kernel(
+                labels, embeddings, **kwargs
+            )
+            total = tf.reduce_sum(values)
+        return total, tape.gradient(total, embeddings)
+
+    def step():
+        start = time.perf_counter()
+        for replica in range(replicas):
+            value, gradient = share(tf.constant(replica * local))
+            gradient.numpy()
+        return time.perf_counter() - start
+
+    step()
+    times = [step() for _ in range(repeats)]
+    with open("/proc/self/status") as status:
+        peak = next(int(line.split()[1]) / 1e6 for line in status if line.startswith("VmHWM:"))
+    return {"median_s": float(np.median(times)), "peak_rss_gb": peak}
+
+
 CONFIGS = {
     "1 device": {"devices": 1, "cross_replica": True},
     "2 logical devices, cross_replica=True": {"devices": 2, "cross_replica": True},
@@ -104,6 +159,38 @@ def run_config(name, steps):
     return {**config, **json.loads(result.stdout.strip().splitlines()[-1]), "load_before": load}
 
 
+def run_kernel(loss, replicas, batch, dim, repeats):
+    command = [sys.executable, __file__, "--kernel-worker", loss, str(replicas), str(batch), str(dim), str(repeats)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    load = os.getloadavg()[0]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+    return {**json.loads(result.stdout.strip().splitlines()[-1]), "load_before": load}
+
+
+def kernel_markdown(report):
+    rows = report["cross_replica"]
+    lines = [
+        f"## Cross-replica mining: {rows['replicas']} replicas vs one device, global batch "
+        f"{rows['batch']}, D={rows['dim']}",
+        "",
+        "Loss + gradient (median of the repeats); replicas: the summed time of every replica's share "
+        "(its anchors against the gathered global batch), run one after the other in one process, whose "
+        "peak memory is therefore one share's. Each column in a fresh process.",
+        "",
+        "| loss | one device | replicas, summed | time ratio | peak memory, one device | peak memory, one replica | load |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for loss, row in rows["losses"].items():
+        one, many = row["one_device"], row["replicas"]
+        lines.append(
+            f"| {loss} | {one['median_s'] * 1e3:.0f} ms | {many['median_s'] * 1e3:.0f} ms | "
+            f"{many['median_s'] / one['median_s']:.2f}x | {one['peak_rss_gb']:.2f} GB | {many['peak_rss_gb']:.2f} GB | "
+            f"{one['load_before']:.1f} / {many['load_before']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def markdown(report):
     lines = [
         "# model.fit step time: 1 vs 2 logical CPU devices",
@@ -121,20 +208,29 @@ def markdown(report):
     ]
     for name, row in report["results"].items():
         lines.append(f"| {name} | {row['median_ms']:.1f} ms | {row['mean_ms']:.1f} ms | {row['load_before']:.1f} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + kernel_markdown(report)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40, help="timed steps per configuration")
     parser.add_argument("--quick", action="store_true", help="5 timed steps; results under .bench/")
+    parser.add_argument("--kernel-batch", type=int, default=4096, help="global batch of the per-loss table")
+    parser.add_argument("--kernel-dim", type=int, default=128)
+    parser.add_argument("--replicas", type=int, default=4)
+    parser.add_argument("--kernel-worker", nargs=5, help=argparse.SUPPRESS)
     parser.add_argument("--worker", nargs=3, metavar=("DEVICES", "CROSS_REPLICA", "STEPS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         devices, cross_replica, steps = int(args.worker[0]), args.worker[1] == "True", int(args.worker[2])
         sys.stdout.write(json.dumps(time_fit(devices, cross_replica, steps)) + "\n")
         return
+    if args.kernel_worker:
+        loss, replicas, batch, dim, repeats = args.kernel_worker
+        sys.stdout.write(json.dumps(time_kernel(loss, int(replicas), int(batch), int(dim), int(repeats))) + "\n")
+        return
     steps = 5 if args.quick else args.steps
+    batch, repeats = (64, 1) if args.quick else (args.kernel_batch, 3)
     import tensorflow as tf
 
     report = {
@@ -143,6 +239,16 @@ def main(argv=None):
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}",
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "results": {name: run_config(name, steps) for name in CONFIGS},
+        "cross_replica": {
+            "batch": batch, "dim": args.kernel_dim, "replicas": args.replicas,
+            "losses": {
+                loss: {
+                    "one_device": run_kernel(loss, 1, batch, args.kernel_dim, repeats),
+                    "replicas": run_kernel(loss, args.replicas, batch, args.kernel_dim, repeats),
+                }
+                for loss in KERNEL_LOSSES
+            },
+        },
     }
     out = ROOT / ".bench" if args.quick else HERE / "results"
     out.mkdir(parents=True, exist_ok=True)

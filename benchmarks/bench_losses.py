@@ -49,12 +49,14 @@ sys.path.insert(0, str(HERE))
 import envs  # noqa: E402  (benchmarks/ is not a package)
 
 LOSSES = ["semihard", "hard", "contrastive", "npair", "angular", "npair_angular"]
-IMPLS = ["ours", "ours_xla", "tfa", "pml", "matmul", "matmul_torch"]
+IMPLS = ["ours", "ours_xla", "ours_before", "ours_before_xla", "tfa", "pml", "matmul", "matmul_torch"]
 FLOORS = ("matmul", "matmul_torch")
 DEFAULT_MEM_CAP_GB = 16.0
 SUPPORTED = {
     "ours": set(LOSSES),
     "ours_xla": set(LOSSES),
+    "ours_before": set(LOSSES),
+    "ours_before_xla": set(LOSSES),
     "tfa": {"semihard", "hard", "contrastive", "npair"},
     "pml": {"semihard", "hard", "contrastive", "npair", "angular"},
 }
@@ -62,6 +64,8 @@ IMPL_ENV = {"tfa": "tfa", "pml": "pml", "matmul_torch": "pml"}
 LABELS = {
     "ours": "ours",
     "ours_xla": "ours (XLA)",
+    "ours_before": "ours before (--before)",
+    "ours_before_xla": "ours before (--before, XLA)",
     "tfa": "tfa 0.23",
     "pml": "PML 2.9",
     "matmul": "matmul floor (TF)",
@@ -125,10 +129,14 @@ def python_for(impl):
     return str(envs.venv_python(env_name)) if env_name else sys.executable
 
 
-def run_config(config, timeout, mem_cap_gb, mem_reserve_gb):
-    """Run one worker, watching its memory and time; return its result dict."""
+def run_config(config, timeout, mem_cap_gb, mem_reserve_gb, before=None):
+    """Run one worker, watching its memory and time; return its result dict.
+
+    ``ours_before*`` imports rankloss_tf from ``before`` (an export of an earlier commit).
+    """
+    source = before if config["impl"].startswith("ours_before") else ROOT
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=os.pathsep.join(
-        filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")])))
+        filter(None, [str(source), os.environ.get("PYTHONPATH", "")])))
     # PyTorch's OpenMP threads spin-wait by default and stall badly when another process holds
     # a core (a shared machine); passive waiting keeps its timings stable.
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -212,10 +220,10 @@ def sweep(args, records):
                 "budget_s": args.budget, "min_time_s": args.min_time, "seed": 0,
             }
             load = os.getloadavg()[0]
-            result = run_config(config, args.timeout, args.mem_cap_gb, args.mem_reserve_gb)
+            result = run_config(config, args.timeout, args.mem_cap_gb, args.mem_reserve_gb, args.before)
             if result["status"] == "aborted" and wait_for_memory(args.mem_cap_gb + 2.0, args.wait):
                 load = os.getloadavg()[0]
-                result = run_config(config, args.timeout, args.mem_cap_gb, args.mem_reserve_gb)
+                result = run_config(config, args.timeout, args.mem_cap_gb, args.mem_reserve_gb, args.before)
             result.update(impl=impl, loss=loss, batch=batch, dim=dim, load_before=round(load, 2),
                           mem_cap_gb=args.mem_cap_gb)
             records[(impl, loss, batch, dim)] = result
@@ -420,6 +428,9 @@ def parse_args(argv):
                         "seconds for memory to free up, then retry it once")
     parser.add_argument("--out", default=str(HERE / "results" / "losses"), help="output path without suffix")
     parser.add_argument("--update", action="store_true", help="merge into the existing results at --out")
+    parser.add_argument("--before", default=str(ROOT / ".bench" / "before"),
+                        help="an export of an earlier commit (git archive main | tar -x -C DIR) that "
+                        "the ours_before implementations import rankloss_tf from")
     parser.add_argument("--quick", action="store_true",
                         help="B 256 and 1024, D 128, 3 repeats, 120 s timeout, results under .bench/")
     args = parser.parse_args(argv)

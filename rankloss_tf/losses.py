@@ -3,13 +3,17 @@
 Every class takes `y_true` = integer class labels [B] or [B, 1] and `y_pred` =
 embeddings [B, D]. Labels keep their integer dtype (Keras would cast them to float32,
 merging ids above 2**24). The kernel returns per-anchor losses [B]; Keras reduces them
-(default "sum_over_batch_size"), which also makes the per-replica scaling of
-`tf.distribute` right.
+(default "sum_over_batch_size") through Keras' public `Loss.__call__`, which also
+makes the per-replica scaling of `tf.distribute` right. A batch of zero samples gives
+loss 0; a non-finite embedding gives NaN (so `TerminateOnNaN` stops); string labels
+are refused (map them to integer ids), uint64 ids are compared exactly.
 
 With `cross_replica=True`, under a `tf.distribute` strategy with several replicas, each
-replica gathers the labels and embeddings of all replicas and mines over the global
-batch; its loss is its own anchors' share, so the summed gradients equal those of one
-device on the global batch. Without a strategy the option changes nothing.
+replica gathers the labels and embeddings of all replicas and computes its own anchors'
+losses against the global batch (the kernels' `anchors` argument: O(b x G) work and
+memory for b local anchors, not G^2); N-pair tuples and angular pairs are formed over
+the global batch. The summed gradients equal those of one device on the global batch.
+Without a strategy the option changes nothing.
 
 Example:
     >>> import keras
@@ -19,11 +23,10 @@ Example:
 
 import keras
 import tensorflow as tf
-from keras.src.losses.loss import reduce_weighted_values
 
 from rankloss_tf.ops import losses as kernels
+from rankloss_tf.ops.checks import check_alpha, check_choice, check_non_negative, standardize_inputs
 from rankloss_tf.ops.distances import check_distance
-from rankloss_tf.ops.masks import standardize_inputs
 
 __all__ = [
     "RankingLoss",
@@ -36,6 +39,25 @@ __all__ = [
     "LOSSES",
     "get",
 ]
+
+
+class _Reduction(keras.losses.Loss):
+    """Keras' public reduction of per-anchor losses: `Loss.__call__` over an identity `call`.
+
+    `keras.losses.Loss.__call__` casts `y_true` to the loss dtype, which would merge
+    integer labels above 2**24; the ranking losses compute their per-anchor vector
+    first and hand only that vector to Keras for the weighting and reduction.
+    """
+
+    def call(self, y_true, y_pred):
+        return y_pred
+
+
+def _reduce(losses, sample_weight, reduction, dtype, name):
+    """Keras' reduction of `losses` [B]; 0, not an empty tensor, for a batch of zero samples."""
+    if losses.shape.rank == 1 and losses.shape[0] == 0 and reduction not in (None, "none"):
+        return tf.zeros([], dtype)
+    return _Reduction(name=name, reduction=reduction, dtype=dtype)(losses, losses, sample_weight=sample_weight)
 
 
 def _gather_replicas(labels, embeddings):
@@ -91,14 +113,10 @@ class RankingLoss(keras.losses.Loss):
         raise NotImplementedError
 
     def __call__(self, y_true, y_pred, sample_weight=None):
+        """The reduced loss; labels keep their integer dtype (Keras' mask is not used)."""
         with tf.name_scope(self.name):
-            losses = self.call(tf.convert_to_tensor(y_true), tf.convert_to_tensor(y_pred))
-            return reduce_weighted_values(
-                tf.cast(losses, self.dtype),
-                sample_weight=sample_weight,
-                reduction=self.reduction,
-                dtype=self.dtype,
-            )
+            losses = tf.cast(self.call(tf.convert_to_tensor(y_true), tf.convert_to_tensor(y_pred)), self.dtype)
+            return _reduce(losses, sample_weight, self.reduction, self.dtype, self.name)
 
     def call(self, y_true, y_pred):
         """Per-anchor losses [B] for labels `y_true` and embeddings `y_pred`."""
@@ -107,8 +125,8 @@ class RankingLoss(keras.losses.Loss):
         if gathered is None:
             return kernel(y_true, y_pred, **self.kernel_params())
         labels, embeddings, start, size = gathered
-        losses = kernel(labels, embeddings, **self.kernel_params())
-        return tf.cast(losses[start : start + size], y_pred.dtype)
+        losses = kernel(labels, embeddings, anchors=(start, size), **self.kernel_params())
+        return tf.cast(losses, y_pred.dtype)
 
     def get_config(self):
         config = super().get_config()
@@ -122,7 +140,7 @@ class _MarginDistanceLoss(RankingLoss):
 
     def __init__(self, margin, distance, cross_replica, name, **kwargs):
         super().__init__(cross_replica=cross_replica, name=name, **kwargs)
-        self.margin = kernels.check_margin(margin)
+        self.margin = check_non_negative("margin", margin)
         self.distance = check_distance(distance)
 
     def kernel_params(self):
@@ -238,10 +256,8 @@ class NPairLoss(RankingLoss):
 
     def __init__(self, variant="mc", l2_reg=0.002, cross_replica=False, name="npair_loss", **kwargs):
         super().__init__(cross_replica=cross_replica, name=name, **kwargs)
-        if variant not in kernels.NPAIR_VARIANTS:
-            raise ValueError(f"`variant` must be one of {kernels.NPAIR_VARIANTS}. Received: variant={variant!r}")
-        self.variant = variant
-        self.l2_reg = kernels.check_non_negative("l2_reg", l2_reg)
+        self.variant = check_choice("variant", variant, kernels.NPAIR_VARIANTS)
+        self.l2_reg = check_non_negative("l2_reg", l2_reg)
 
     def kernel_params(self):
         return {"variant": self.variant, "l2_reg": self.l2_reg}
@@ -270,7 +286,7 @@ class AngularLoss(RankingLoss):
 
     def __init__(self, alpha=45.0, cross_replica=False, name="angular_loss", **kwargs):
         super().__init__(cross_replica=cross_replica, name=name, **kwargs)
-        self.alpha = kernels.check_alpha(alpha)
+        self.alpha = check_alpha(alpha)
 
     def kernel_params(self):
         return {"alpha": self.alpha}
@@ -299,8 +315,8 @@ class NPairAngularLoss(RankingLoss):
 
     def __init__(self, alpha=45.0, lam=2.0, cross_replica=False, name="npair_angular_loss", **kwargs):
         super().__init__(cross_replica=cross_replica, name=name, **kwargs)
-        self.alpha = kernels.check_alpha(alpha)
-        self.lam = kernels.check_non_negative("lam", lam)
+        self.alpha = check_alpha(alpha)
+        self.lam = check_non_negative("lam", lam)
 
     def kernel_params(self):
         return {"alpha": self.alpha, "lam": self.lam}

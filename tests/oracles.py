@@ -118,11 +118,15 @@ def angular(labels, embeddings, alpha=45.0):
     t = math.tan(math.radians(alpha)) ** 2
     losses = []
     for a, p in _pairs(labels):
-        s = sum(
-            math.exp(_angular_term(x, a, p, n, t)) for n in range(len(labels)) if labels[n] != labels[a]
-        )
-        losses.append(math.log1p(s))
+        terms = [_angular_term(x, a, p, n, t) for n in range(len(labels)) if labels[n] != labels[a]]
+        losses.append(_log1p_sum_exp(terms))
     return float(np.mean(losses)) if losses else 0.0
+
+
+def _log1p_sum_exp(terms):
+    """log(1 + sum exp(terms)) without overflow (large alpha gives terms in the thousands)."""
+    peak = max([0.0, *terms])
+    return peak + math.log(math.exp(-peak) + sum(math.exp(f - peak) for f in terms))
 
 
 def npair_angular(labels, embeddings, alpha=45.0, lam=2.0):

@@ -317,42 +317,47 @@ def test_semihard_sorting_path_matches_oracle(monkeypatch, jit):
         assert got == pytest.approx(oracles.triplet_semihard(labels, embeddings, 1.0, "squared_l2"), rel=2e-5)
 
 
-def _angular_reference(cosines, pairs, negatives, scale, pair_weight):
-    """The per-pair formula on [B, B] tensors, differentiated by autodiff."""
-    weights = tf.exp(scale * (cosines - 1.0))
-    sums = tf.matmul(tf.where(negatives, weights, 0.0), weights, transpose_b=True)
-    valid = pairs & (sums > 0.0)
-    logits = 2.0 * scale - pair_weight * cosines + tf.math.log(tf.where(valid, sums, 1.0))
+def _angular_reference(units, labels, scale, pair_weight):
+    """Per-anchor sums of l(a, p) on [B, B, B] tensors, in log space, differentiated by autodiff."""
+    cosines = tf.matmul(units, units, transpose_b=True)
+    same = labels[:, None] == labels[None, :]
+    pairs, negatives = same & ~np.eye(len(labels), dtype=bool), ~same
+    exponents = scale * (cosines[:, None, :] + cosines[None, :, :])  # [a, p, n]
+    exponents = tf.where(negatives[:, None, :], exponents, -np.inf)
+    valid = pairs & negatives.any(axis=1)[:, None]
+    log_sums = tf.where(valid, tf.reduce_logsumexp(exponents, axis=2), 0.0)
+    logits = log_sums - pair_weight * cosines
     return tf.reduce_sum(tf.where(valid, tf.math.softplus(logits), 0.0), axis=1)
 
 
 @pytest.mark.parametrize("jit", [False, True])
-@pytest.mark.parametrize("max_passes", [0, 32])
-def test_angular_pair_losses_and_gradient(monkeypatch, jit, max_passes):
-    # Per-positive passes with a hand-written gradient (PK batches), or one product (large classes).
-    from rankloss_tf.ops import mining
-    from rankloss_tf.ops.angular import angular_pair_losses
+@pytest.mark.parametrize("scale", [4.0, 128.0])
+def test_angular_row_losses_and_gradient(jit, scale):
+    # Per-positive passes with a hand-written gradient, on every row or a range of rows;
+    # scale 128 (alpha 80) takes the log-space path.
+    from rankloss_tf.ops.angular import angular_row_losses
 
-    monkeypatch.setattr(mining, "MAX_POSITIVE_PASSES", max_passes)
     rng = np.random.RandomState(5)
     for labels in [rng.randint(0, 9, 24), np.repeat(np.arange(6), 4), np.arange(8), rng.randint(0, 2, 20),
                    np.zeros(5, int)]:
         x = tf.math.l2_normalize(tf.constant(rng.normal(size=(len(labels), 6))), axis=1)
-        same = tf.constant(labels[:, None] == labels[None, :])
-        pairs, negatives = same & ~tf.eye(len(labels), dtype=tf.bool), ~same
         upstream = tf.constant(rng.uniform(size=len(labels)))
+        for start, size in [(0, len(labels)), (1, len(labels) // 2)]:
 
-        def value_and_gradient(x, kernel):
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                values = kernel(tf.matmul(x, x, transpose_b=True), pairs, negatives, 4.0, 4.0)
-                objective = tf.reduce_sum(values * upstream)
-            return values, tape.gradient(objective, x)
+            def value_and_gradient(x, kernel):
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    values = kernel(x)
+                    objective = tf.reduce_sum(values * upstream[start : start + size])
+                return values, tape.gradient(objective, x)
 
-        got = tf.function(lambda x: value_and_gradient(x, angular_pair_losses), jit_compile=jit)(x)
-        expected = value_and_gradient(x, _angular_reference)
-        for value, reference in zip(got, expected):
-            np.testing.assert_allclose(value.numpy(), reference.numpy(), rtol=1e-10, atol=1e-12)
+            rows = lambda x: angular_row_losses(x, tf.constant(labels), start, size, scale, scale / 2 + 2)  # noqa: E731
+            got = tf.function(lambda x: value_and_gradient(x, rows), jit_compile=jit)(x)
+            expected = value_and_gradient(
+                x, lambda x: _angular_reference(x, labels, scale, scale / 2 + 2)[start : start + size]
+            )
+            for value, reference in zip(got, expected):
+                np.testing.assert_allclose(value.numpy(), reference.numpy(), rtol=1e-9, atol=1e-10)
 
 
 @pytest.mark.parametrize("jit", [False, True])
@@ -410,3 +415,79 @@ def test_reference_set_errors():
         ops.triplet_hard_loss(
             [0, 1], np.zeros((2, 3), np.float32), reference_labels=[0], reference_embeddings=np.zeros((1, 4), np.float32)
         )
+
+
+ALL_KERNELS = [k for k, _, _ in CASES[::4]] + [ops.angular_loss, ops.npair_angular_loss]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("kernel", sorted(set(ALL_KERNELS), key=lambda k: k.__name__))
+def test_non_finite_embedding_makes_every_loss_non_finite(kernel, bad):
+    labels, embeddings = random_batch(1, pk=(4, 4))
+    embeddings[5, 2] = bad
+    assert not np.isfinite(mean(kernel, labels, embeddings))
+
+
+@pytest.mark.parametrize("cls", sorted(losses.LOSSES.values(), key=lambda c: c.__name__))
+def test_non_finite_embedding_makes_keras_loss_nan(cls):
+    labels, embeddings = random_batch(1, pk=(4, 4))
+    embeddings[0] = np.nan
+    assert np.isnan(float(cls()(labels, embeddings)))
+
+
+@pytest.mark.parametrize("alpha", range(80, 90))
+def test_angular_large_alpha_matches_oracle(alpha):
+    # A violating batch: exp(4t (cos - 1)) underflows float64 from alpha 87 on; log space does not.
+    labels, embeddings = random_batch(2, pk=(3, 3), dim=4)
+    expected = oracles.angular(labels, embeddings, alpha=float(alpha))
+    got = mean(ops.angular_loss, labels, embeddings, alpha=float(alpha))
+    assert expected > 1.0
+    assert got == pytest.approx(expected, rel=1e-3)
+
+
+@pytest.mark.parametrize("cls", sorted(losses.LOSSES.values(), key=lambda c: c.__name__))
+def test_empty_batch_gives_zero(cls):
+    assert float(cls()(np.zeros([0], np.int32), np.zeros([0, 3], np.float32))) == 0.0
+    kernel = cls.kernel
+    assert kernel(np.zeros([0], np.int32), np.zeros([0, 3], np.float32)).shape == (0,)
+
+
+@pytest.mark.parametrize("kernel", sorted(set(ALL_KERNELS), key=lambda k: k.__name__))
+def test_string_labels_raise(kernel):
+    with pytest.raises(ValueError, match="labels.dtype=string"):
+        kernel(np.array(["a", "a", "b", "b"]), np.ones((4, 3), np.float32))
+
+
+@pytest.mark.parametrize("kernel", sorted(set(ALL_KERNELS), key=lambda k: k.__name__))
+def test_uint64_labels_above_2_63_stay_distinct(kernel):
+    labels, embeddings = random_batch(4, pk=(3, 2))
+    big = (np.uint64(2**63) + labels.astype(np.uint64)).astype(np.uint64)
+    assert mean(kernel, big, embeddings) == pytest.approx(mean(kernel, labels, embeddings), rel=1e-6)
+
+
+def test_numpy_scalar_options_accepted():
+    assert losses.TripletSemiHardLoss(margin=np.float32(0.2)).margin == pytest.approx(0.2)
+    assert losses.ContrastiveLoss(margin=np.int64(2)).margin == 2.0
+    assert losses.AngularLoss(alpha=np.int64(40)).alpha == 40.0
+    assert losses.NPairAngularLoss(lam=np.float64(1.5)).lam == 1.5
+    assert mean(ops.npair_loss, [0, 0, 1, 1], np.eye(4, 3, dtype=np.float32), l2_reg=np.float32(0.1)) > 0
+    with pytest.raises(ValueError, match="margin=True"):
+        losses.TripletHardLoss(margin=True)
+
+
+@pytest.mark.parametrize("reduction", ["sum_over_batch_size", "sum", "mean", "mean_with_sample_weight", None])
+def test_reduction_is_keras_own(reduction):
+    # The per-anchor vector goes through Keras' public Loss.__call__: compare with a Keras
+    # loss whose per-sample values are that vector.
+    labels, embeddings = random_batch(0, pk=(3, 2))
+    weights = np.linspace(0.5, 2.0, len(labels)).astype(np.float32)
+    per_anchor = ops.triplet_hard_loss(labels, embeddings)
+
+    class Given(keras.losses.Loss):
+        def call(self, y_true, y_pred):
+            return y_pred
+
+    for sample_weight in (None, weights):
+        expected = Given(reduction=reduction)(per_anchor, per_anchor, sample_weight=sample_weight)
+        got = losses.TripletHardLoss(reduction=reduction)(labels, embeddings, sample_weight=sample_weight)
+        np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-6)

@@ -22,9 +22,9 @@ import tensorflow as tf
 
 from rankloss_tf.compat.keras2 import load_model
 from rankloss_tf.ops import lifted, precomputed
+from rankloss_tf.ops.checks import check_non_negative
 from rankloss_tf.ops.distances import pairwise_distances
 from rankloss_tf.ops.losses import (
-    check_margin,
     distances_and_masks,
     hard_from_distances,
     semihard_from_distances,
@@ -87,7 +87,7 @@ def triplet_semihard_loss(y_true, y_pred, margin=1.0, distance_metric="L2"):
         >>> round(float(triplet_semihard_loss([0, 0], [[0.0, 1.0], [1.0, 0.0]])), 4)
         2.4142
     """
-    margin, distance = check_margin(margin), _distance(distance_metric)
+    margin, distance = check_non_negative("margin", margin), _distance(distance_metric)
     distances, positives, negatives, _ = distances_and_masks(y_true, y_pred, distance)
     return _batch_mean(semihard_from_distances(distances, positives, negatives, margin), y_pred)
 
@@ -101,7 +101,7 @@ def triplet_hard_loss(y_true, y_pred, margin=1.0, soft=False, distance_metric="L
         >>> float(triplet_hard_loss([0, 0], [[0.0, 1.0], [1.0, 0.0]]))
         1.0
     """
-    margin, distance = check_margin(margin), _distance(distance_metric)
+    margin, distance = check_non_negative("margin", margin), _distance(distance_metric)
     distances, positives, negatives, _ = distances_and_masks(y_true, y_pred, distance)
     losses = hard_from_distances(
         distances, positives, negatives, margin, bool(soft), skip_anchors_without_positive=False
@@ -241,7 +241,7 @@ class TripletSemiHardLoss(_AddonsLoss):
 
     def __init__(self, margin=1.0, distance_metric="L2", name=None, **kwargs):
         super().__init__(name=name, **kwargs)
-        self.margin = check_margin(margin)
+        self.margin = check_non_negative("margin", margin)
         _distance(distance_metric)
         self.distance_metric = distance_metric
 
@@ -281,7 +281,7 @@ class LiftedStructLoss(_AddonsLoss):
 
     def __init__(self, margin=1.0, name=None, **kwargs):
         super().__init__(name=name, **kwargs)
-        self.margin = check_margin(margin)
+        self.margin = check_non_negative("margin", margin)
 
     def function_kwargs(self):
         return {"margin": self.margin}
@@ -331,7 +331,7 @@ class ContrastiveLoss(keras.losses.Loss):
 
     def __init__(self, margin=1.0, reduction="sum_over_batch_size", name="contrastive_loss", **kwargs):
         super().__init__(name=name, reduction=reduction, **kwargs)
-        self.margin = check_margin(margin)
+        self.margin = check_non_negative("margin", margin)
 
     def call(self, y_true, y_pred):
         return contrastive_loss(y_true, y_pred, self.margin)

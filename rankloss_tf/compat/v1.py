@@ -24,7 +24,7 @@ import tensorflow as tf
 from rankloss_tf.ops import facility_location, lifted, precomputed
 from rankloss_tf.ops import losses as kernels
 from rankloss_tf.ops.distances import pairwise_distances, safe_sqrt
-from rankloss_tf.ops.masks import standardize_inputs
+from rankloss_tf.ops.checks import standardize_inputs
 
 __all__ = [
     "angular_loss",

@@ -1,112 +1,145 @@
-"""The angular loss's sum over positive pairs, in O(B^2) memory and O(B^2 K) time.
+"""The angular loss of a range of anchor rows, in O(rows x B) memory and O(B^2 K) time.
 
-For cosines C [B, B], W = exp(scale (C - 1)) and A = W kept at the negatives of each
-anchor, the angular loss of a positive pair (a, p) is
+For L2-normalised embeddings x (rows of `units`), C = x x^T, and the anchors a of the
+rows, the angular loss of a positive pair (a, p) is (Wang et al. 2017, Eq. 8)
 
-    l(a, p) = softplus(2 scale - pair_weight C[a, p] + log sum_n A[a, n] W[p, n]).
+    l(a, p) = softplus(log sum_n exp(scale (C[a, n] + C[p, n])) - pair_weight C[a, p]),
 
-Only the B (K - 1) positive pairs of a batch of K samples per class need the sum over
-n, so `angular_pair_losses` runs one O(B^2) pass per positive of the anchors instead
-of the O(B^3) product A @ W^T, and differentiates by hand (a custom gradient, no
-autodiff through the loop, so it compiles under XLA) without keeping any [B, B]
-per-pair tensor. Above `mining.MAX_POSITIVE_PASSES` positives per anchor (a few large
-classes) the product is used.
+n over the negatives of a. Only the B (K - 1) positive pairs of a batch of K samples
+per class need the sum over n: one O(rows x B) pass per positive of the anchors (the
+s-th positive p(a) of every anchor at once), not the O(B^3) product over all pairs.
+
+For scale <= `LOG_SPACE_SCALE` (alpha up to about 65.9 degrees) the sums are products
+of W = exp(scale (C - 1)), computed once per row; above, exp(scale (C - 1)) underflows
+and each pass takes a log-sum-exp, exact for every alpha in (0, 90) degrees.
+
+The gradient is written by hand (a custom gradient that recomputes each pass: no
+autodiff through the loop, so it compiles under XLA, and no [rows, B] tensor is kept
+for the backward pass).
 """
 
 import tensorflow as tf
 
 from rankloss_tf.ops import mining
 
-
-def _weights(cosines, negatives, scale):
-    weights = tf.exp(scale * (cosines - 1.0))
-    return weights, tf.where(negatives, weights, tf.zeros([], weights.dtype))
+# Above this scale (4 tan^2 alpha), products of two exp(scale (C - 1)) underflow float32.
+LOG_SPACE_SCALE = 20.0
 
 
-def _pair_logits(sums, pair_cosines, valid, scale, pair_weight):
-    safe_sums = tf.where(valid, sums, tf.ones([], sums.dtype))
-    return 2.0 * scale - pair_weight * pair_cosines + tf.math.log(safe_sums), safe_sums
+def _pass_statistics(anchor_cosines, partner_cosines, negatives, anchor_weights, scale, log_space):
+    """`(log_sums [r], found [r], probabilities [r, B])` of one pass over the negatives.
+
+    log_sums[a] = log sum_n exp(scale (C[a, n] + C[p(a), n])); probabilities are its
+    softmax weights over n (0 off the negatives).
+    """
+    zero = tf.zeros([], anchor_cosines.dtype)
+    if log_space:
+        exponents = tf.where(negatives, scale * (anchor_cosines + partner_cosines), -float("inf"))
+        peak = tf.reduce_max(exponents, axis=1)
+        found = peak > -float("inf")
+        peak = tf.where(found, peak, zero)
+        terms = tf.exp(exponents - peak[:, None])
+        totals = tf.reduce_sum(terms, axis=1)
+        safe = tf.where(found, totals, tf.ones([], totals.dtype))
+        return peak + tf.math.log(safe), found, terms / safe[:, None]
+    terms = anchor_weights * tf.exp(scale * (partner_cosines - 1.0))
+    totals = tf.reduce_sum(terms, axis=1)
+    found = totals > 0.0
+    safe = tf.where(found, totals, tf.ones([], totals.dtype))
+    return 2.0 * scale + tf.math.log(safe), found, terms / safe[:, None]
 
 
-def angular_pair_losses(cosines, pairs, negatives, scale, pair_weight):
-    """Per-anchor sum of the angular losses l(a, p) over its positive pairs.
+def angular_row_losses(units, labels, start, size, scale, pair_weight):
+    """Per-anchor sum of the angular losses l(a, p) over its positive pairs, for a row range.
 
     Args:
-        cosines: float [B, B], C = x x^T of L2-normalised embeddings.
-        pairs: bool [B, B], the positive pairs (a, p).
-        negatives: bool [B, B], the negatives n of each anchor a.
+        units: float [B, D], L2-normalised embeddings of the whole batch.
+        labels: labels [B].
+        start: first anchor row (int or int32 scalar).
+        size: number of anchor rows (int or int32 scalar); anchors start .. start +
+            size - 1, each against the whole batch (itself excluded).
         scale: 4 tan^2(alpha).
         pair_weight: 2 (1 + tan^2(alpha)).
 
     Returns:
-        Float [B]: sum over p of l(a, p); a pair whose anchor has no negative adds 0.
+        Float [size]: sum over p of l(a, p); a pair whose anchor has no negative adds 0.
+
+    Example:
+        >>> x = tf.math.l2_normalize(tf.constant([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]]), axis=1)
+        >>> angular_row_losses(x, tf.constant([0, 0, 1, 1]), 0, 4, 4.0, 4.0).numpy().round(4).tolist()
+        [0.3736, 0.3736, 0.3736, 0.3736]
     """
+    batch_size = tf.shape(units)[0]
+    rows = start + tf.range(size)
+    same = tf.equal(tf.gather(labels, rows)[:, None], labels[None, :])
+    own = tf.equal(rows[:, None], tf.range(batch_size)[None, :])
+    pairs = tf.logical_and(same, tf.logical_not(own))
+    negatives = tf.logical_not(same)
     slot = mining.positive_slots(pairs)
     num_passes = tf.reduce_max(tf.reduce_sum(tf.cast(pairs, tf.int32), axis=1))
-    use_passes = num_passes <= mining.MAX_POSITIVE_PASSES
-    num_rows = tf.shape(cosines)[0]
+    log_space = scale > LOG_SPACE_SCALE
+    # Every row present: a partner's cosines are a row of C already computed.
+    full = isinstance(start, int) and start == 0 and size is not None and size == units.shape[0]
 
     def loop(body, initial):
-        return tf.while_loop(lambda s, _: s < num_passes, body, (tf.constant(0), initial))[1]
+        return tf.while_loop(lambda s, *_: s < num_passes, body, (tf.constant(0), *initial))[1:]
 
-    def pass_terms(s, cosines, weights, anchor_weights):
-        """Pass s: the s-th positive p(a) of every anchor, its sum and logit ([B] each)."""
+    def row_terms(units):
+        anchor_units = units if full else tf.slice(units, tf.stack([tf.cast(start, tf.int32), 0]), tf.stack([size, -1]))
+        anchor_cosines = tf.matmul(anchor_units, units, transpose_b=True)
+        anchor_weights = None
+        if not log_space:
+            weights = tf.exp(scale * (anchor_cosines - 1.0))
+            anchor_weights = tf.where(negatives, weights, tf.zeros([], weights.dtype))
+        return anchor_units, anchor_cosines, anchor_weights
+
+    def pass_terms(s, units, anchor_units, anchor_cosines, anchor_weights):
+        """Pass s: the s-th positive p(a) of every anchor, its logit ([rows] each)."""
         chosen = tf.equal(slot, s)
         column = tf.argmax(tf.cast(chosen, tf.int32), axis=1, output_type=tf.int32)
-        partner_weights = tf.gather(weights, column)  # W[p(a), :]
-        sums = tf.reduce_sum(anchor_weights * partner_weights, axis=1)
-        valid = tf.logical_and(tf.reduce_any(chosen, axis=1), sums > 0.0)
-        pair_cosines = tf.gather(cosines, column[:, None], batch_dims=1)[:, 0]
-        logits, safe_sums = _pair_logits(sums, pair_cosines, valid, scale, pair_weight)
-        return chosen, column, partner_weights, valid, logits, safe_sums
-
-    def product_terms(cosines, weights, anchor_weights):
-        """All pairs at once: [B, B] sums and logits from one product."""
-        sums = tf.matmul(anchor_weights, weights, transpose_b=True)
-        valid = tf.logical_and(pairs, sums > 0.0)
-        logits, safe_sums = _pair_logits(sums, cosines, valid, scale, pair_weight)
-        return valid, logits, safe_sums
+        partner_units = tf.gather(units, column)
+        if full:
+            partner_cosines = tf.gather(anchor_cosines, column)
+        else:
+            partner_cosines = tf.matmul(partner_units, units, transpose_b=True)
+        log_sums, found, probabilities = _pass_statistics(
+            anchor_cosines, partner_cosines, negatives, anchor_weights, scale, log_space
+        )
+        pair_cosines = tf.gather(anchor_cosines, column[:, None], batch_dims=1)[:, 0]
+        valid = tf.logical_and(tf.reduce_any(chosen, axis=1), found)
+        return column, partner_units, valid, log_sums - pair_weight * pair_cosines, probabilities
 
     @tf.custom_gradient
-    def losses(cosines):
-        weights, anchor_weights = _weights(cosines, negatives, scale)
-        zero = tf.zeros([], cosines.dtype)
+    def losses(units):
+        anchor_units, anchor_cosines, anchor_weights = row_terms(units)
+        zero = tf.zeros([], units.dtype)
 
         def one_pass(s, total):
-            _, _, _, valid, logits, _ = pass_terms(s, cosines, weights, anchor_weights)
+            _, _, valid, logits, _ = pass_terms(s, units, anchor_units, anchor_cosines, anchor_weights)
             return s + 1, total + tf.where(valid, tf.math.softplus(logits), zero)
 
-        def by_product():
-            valid, logits, _ = product_terms(cosines, weights, anchor_weights)
-            return tf.reduce_sum(tf.where(valid, tf.math.softplus(logits), zero), axis=1)
-
-        result = tf.cond(use_passes, lambda: loop(one_pass, tf.zeros([num_rows], cosines.dtype)), by_product)
+        (result,) = loop(one_pass, [tf.zeros([size], units.dtype)])
 
         def gradient(upstream):
-            # Recomputed here so that the forward pass keeps no [B, B] tensor for it.
-            weights, anchor_weights = _weights(cosines, negatives, scale)
+            # Recomputed here so that the forward pass keeps no [rows, B] tensor for it.
+            anchor_units, anchor_cosines, anchor_weights = row_terms(units)
 
-            def one_backward_pass(s, d_cosines):
-                chosen, column, partner_weights, valid, logits, safe_sums = pass_terms(
-                    s, cosines, weights, anchor_weights
+            def one_backward_pass(s, d_units, d_anchors):
+                column, partner_units, valid, logits, probabilities = pass_terms(
+                    s, units, anchor_units, anchor_cosines, anchor_weights
                 )
-                d_logits = tf.where(valid, upstream * tf.math.sigmoid(logits), zero)  # [B]
-                # d sum / d C[a, n] = d sum / d C[p(a), n] = scale A[a, n] W[p(a), n].
-                shared = (scale * d_logits / safe_sums)[:, None] * anchor_weights * partner_weights
-                d_cosines += shared + tf.math.unsorted_segment_sum(shared, column, num_rows)
-                d_cosines -= tf.where(chosen, pair_weight * d_logits[:, None], zero)
-                return s + 1, d_cosines
+                d_logits = tf.where(valid, upstream * tf.math.sigmoid(logits), zero)
+                # d log_sums / d C[a, n] = d log_sums / d C[p(a), n] = scale * probabilities[a, n].
+                shared = (scale * d_logits)[:, None] * probabilities
+                d_units += tf.matmul(shared, anchor_units + partner_units, transpose_a=True)
+                to_rows = tf.matmul(shared, units)
+                d_pair = (pair_weight * d_logits)[:, None]
+                d_units += tf.math.unsorted_segment_sum(to_rows - d_pair * anchor_units, column, batch_size)
+                return s + 1, d_units, d_anchors + to_rows - d_pair * partner_units
 
-            def by_product_backward():
-                valid, logits, safe_sums = product_terms(cosines, weights, anchor_weights)
-                d_logits = tf.where(valid, upstream[:, None] * tf.math.sigmoid(logits), zero)  # [B, B]
-                d_sums = d_logits / safe_sums
-                d_anchor_weights = tf.matmul(d_sums, weights)
-                d_weights = tf.matmul(d_sums, anchor_weights, transpose_a=True)
-                return scale * (anchor_weights * d_anchor_weights + weights * d_weights) - pair_weight * d_logits
-
-            return tf.cond(use_passes, lambda: loop(one_backward_pass, tf.zeros_like(cosines)), by_product_backward)
+            d_units, d_anchors = loop(one_backward_pass, [tf.zeros_like(units), tf.zeros_like(anchor_units)])
+            return tf.tensor_scatter_nd_add(d_units, rows[:, None], d_anchors)
 
         return result, gradient
 
-    return losses(cosines)
+    return losses(units)

@@ -13,8 +13,7 @@ import math
 import tensorflow as tf
 
 from rankloss_tf.ops.distances import pairwise_distances
-from rankloss_tf.ops.losses import check_non_negative
-from rankloss_tf.ops.masks import standardize_inputs
+from rankloss_tf.ops.checks import check_non_negative, standardize_inputs
 
 MARGIN_TYPES = ("nmi", "vmeasure", "ari", "const")
 PAM_ITERATIONS = 5

@@ -2,7 +2,8 @@
 
 import tensorflow as tf
 
-from rankloss_tf.ops.losses import _per_anchor_mean, check_margin, distances_and_masks
+from rankloss_tf.ops.checks import check_non_negative
+from rankloss_tf.ops.losses import _per_anchor_mean, distances_and_masks
 
 
 def _row_logsumexp(logits, mask):
@@ -44,7 +45,8 @@ def lifted_struct_from_distances(distances, positives, negatives, margin):
     valid = tf.logical_and(positives, tf.logical_or(has_negative[:, None], has_negative[None, :]))
     hinge = tf.maximum(tf.where(valid, pair_terms + distances, tf.zeros([], distances.dtype)), 0.0)
     num_pairs = tf.reduce_sum(tf.cast(positives, tf.int32))
-    return _per_anchor_mean(0.5 * tf.reduce_sum(tf.square(hinge), axis=1), num_pairs)
+    sums = 0.5 * tf.reduce_sum(tf.square(hinge), axis=1)
+    return _per_anchor_mean(sums, num_pairs, tf.shape(sums)[0])
 
 
 def lifted_struct_loss(labels, embeddings, margin=1.0, distance="l2"):
@@ -75,6 +77,6 @@ def lifted_struct_loss(labels, embeddings, margin=1.0, distance="l2"):
         >>> round(float(tf.reduce_mean(loss)), 4)
         0.5546
     """
-    margin = check_margin(margin)
+    margin = check_non_negative("margin", margin)
     distances, positives, negatives, dtype = distances_and_masks(labels, embeddings, distance)
     return tf.cast(lifted_struct_from_distances(distances, positives, negatives, margin), dtype)

@@ -3,50 +3,69 @@
 Each kernel returns a vector whose mean is the documented loss, so Keras' reduction
 (and its per-replica scaling under `tf.distribute`) gives the right value. Math runs in
 float32 (float64 input stays float64); the result has the dtype of `embeddings`.
-Batches without a valid tuple give 0 with zero, finite gradients.
+Batches without a valid tuple give 0 with zero, finite gradients; a batch of zero
+samples gives an empty vector; a non-finite embedding anywhere makes every loss NaN.
+
+Every kernel computes anchor rows against the whole batch, so two keyword arguments
+are shared:
+- `anchors=(start, size)`: only anchors start .. start + size - 1 of the batch, each
+  against the whole batch (its own column excluded); the result is their [size]
+  losses, equal to that slice of the full result. Cross-replica mining gives each
+  replica its own anchors against the gathered global batch: O(b x G) work, not G^2.
+- `memory_budget`: bytes for the [rows, B] intermediates (default
+  `blocks.DEFAULT_MEMORY_BUDGET`); larger batches are computed in blocks of anchor
+  rows and recomputed in the backward pass (`rankloss_tf.ops.blocks`).
 """
 
 import math
+from typing import NamedTuple
 
 import tensorflow as tf
 
-from rankloss_tf.ops.angular import angular_pair_losses
-from rankloss_tf.ops.distances import check_distance, pairwise_distances
-from rankloss_tf.ops.masks import (
-    negative_mask,
-    npair_tuples,
-    positive_mask,
+from rankloss_tf.ops.angular import angular_row_losses
+from rankloss_tf.ops.blocks import block_rows, blocked_rows
+from rankloss_tf.ops.checks import (
+    check_alpha,
+    check_choice,
+    check_non_negative,
+    nan_unless_finite,
     standardize_inputs,
 )
+from rankloss_tf.ops.distances import check_distance, pairwise_distances
+from rankloss_tf.ops.masks import label_counts, negative_mask, npair_tuples, positive_mask
 from rankloss_tf.ops.mining import hardest_negative, hardest_positive, semihard_negatives
 
 NPAIR_VARIANTS = ("mc", "ovo")
+# How many float32 [rows, columns] tensors each loss keeps alive at once (block sizes).
+_TEMPORARIES = {"semihard": 16, "hard": 12, "contrastive": 8, "npair": 8, "angular": 10}
 
 
-def check_margin(margin):
-    """Returns `margin` as a float if it is finite and >= 0, else raises ValueError."""
-    return check_non_negative("margin", margin)
+def _per_anchor_mean(numerators, count, num_anchors):
+    """Scales per-anchor sums so that their mean over `num_anchors` anchors is `sum / count`."""
+    return tf.math.divide_no_nan(numerators * tf.cast(num_anchors, numerators.dtype), tf.cast(count, numerators.dtype))
 
 
-def check_alpha(alpha):
-    """Returns `alpha` (degrees) as a float if 0 < alpha < 90, else raises ValueError."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 < alpha < 90.0:
-        raise ValueError(
-            f"`alpha` must be an angle in degrees with 0 < alpha < 90. Received: alpha={alpha!r}"
-        )
-    return float(alpha)
+def distances_and_masks(labels, embeddings, distance):
+    """Pairwise distances and positive / negative masks of a batch against itself.
 
+    Args:
+        labels: class labels [B] or [B, 1].
+        embeddings: float [B, D].
+        distance: "l2", "squared_l2", "cosine" or a callable ``embeddings -> [B, B]``.
 
-def check_non_negative(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"`{name}` must be a finite number >= 0. Received: {name}={value!r}")
-    return float(value)
+    Returns:
+        ``(distances [B, B], positives [B, B], negatives [B, B], dtype)``: the anchor is
+        neither its own positive nor negative; ``dtype`` is the embeddings' dtype.
 
-
-def _per_anchor_mean(numerators, count):
-    """Scales per-anchor sums so that their mean over the batch is `sum / count` (0 if count is 0)."""
-    batch_size = tf.cast(tf.shape(numerators)[0], numerators.dtype)
-    return tf.math.divide_no_nan(numerators * batch_size, tf.cast(count, numerators.dtype))
+    Example:
+        >>> d, pos, neg, _ = distances_and_masks([0, 0, 1], [[0.0], [1.0], [3.0]], "l2")
+        >>> pos.numpy().astype(int).tolist()[0], neg.numpy().astype(int).tolist()[0]
+        ([0, 1, 0], [0, 0, 1])
+    """
+    dtype = tf.convert_to_tensor(embeddings).dtype
+    labels, embeddings = standardize_inputs(labels, embeddings)
+    distances = pairwise_distances(embeddings, check_distance(distance))
+    return distances, positive_mask(labels), negative_mask(labels), dtype
 
 
 def log1p_sum_exp(logits, mask):
@@ -58,6 +77,10 @@ def log1p_sum_exp(logits, mask):
 
     Returns:
         Float [B]; 0 for a row without masked entries.
+
+    Example:
+        >>> round(float(log1p_sum_exp(tf.constant([[0.0, 5.0]]), tf.constant([[True, False]]))[0]), 4)
+        0.6931
     """
     lowest = tf.constant(-float("inf"), logits.dtype)
     masked = tf.where(mask, logits, lowest)
@@ -66,31 +89,65 @@ def log1p_sum_exp(logits, mask):
     return shift + tf.math.log(total)
 
 
-def distances_and_masks(labels, embeddings, distance, reference_labels=None, reference_embeddings=None):
-    """Distances and positive / negative masks of a batch against itself or a reference set.
+class _Batch(NamedTuple):
+    """A standardised batch: anchors `start .. start + size - 1` of `labels` / `embeddings`
+    against `reference_labels` / `reference` (the batch itself when `exclude_self`)."""
 
-    Args:
-        labels: class labels [B] or [B, 1].
-        embeddings: float [B, D].
-        distance: "l2", "squared_l2" or "cosine".
-        reference_labels: optional labels [R] of a reference set (e.g. the gallery, or
-            the other modality in cross-modal retrieval); given with
-            `reference_embeddings` [R, D]. Anchors then come from the batch and
-            positives / negatives from the reference set.
+    labels: tf.Tensor
+    embeddings: tf.Tensor
+    reference_labels: tf.Tensor
+    reference: tf.Tensor
+    exclude_self: bool
+    whole: bool
+    start: object
+    size: object
+    dtype: tf.DType
 
-    Returns:
-        `(distances [B, R], positives [B, R], negatives [B, R], dtype)`, R = B without a
-        reference set (then the anchor itself is neither positive nor negative), and
-        `dtype` the dtype of `embeddings` for the result.
+    @property
+    def tensors(self):
+        """The float tensors the losses are differentiated against."""
+        return [self.embeddings] if self.exclude_self else [self.embeddings, self.reference]
 
-    Raises:
-        ValueError: bad shapes, or only one of the two reference arguments.
-    """
+    def rows(self, tensors, start, size):
+        """`(query rows [size, D], reference [R, D], row ids [size])` of anchor rows start.. of the range."""
+        first = self.start + start
+        return _slice_rows(tensors[0], first, size), tensors[-1], first + tf.range(size)
+
+    def num_anchors(self):
+        return tf.shape(self.labels)[0]
+
+    def block(self, loss, memory_budget):
+        return block_rows(self.size, _static_or_dynamic(self.reference, 0), _static_or_dynamic(self.embeddings, 1),
+                          _TEMPORARIES[loss], memory_budget)
+
+
+def _slice_rows(tensor, start, size):
+    """Rows start .. start + size - 1 (a dynamic start with a static size under XLA)."""
+    begin = tf.stack([tf.cast(start, tf.int32)] + [0] * (tensor.shape.rank - 1))
+    return tf.slice(tensor, begin, tf.stack([tf.cast(size, tf.int32)] + [-1] * (tensor.shape.rank - 1)))
+
+
+def _static_or_dynamic(tensor, axis):
+    size = tensor.shape[axis]
+    return size if size is not None else tf.shape(tensor)[axis]
+
+
+def _check_anchors(anchors):
+    if anchors is None:
+        return None
+    if not isinstance(anchors, (tuple, list)) or len(anchors) != 2:
+        raise ValueError(f"`anchors` must be a pair (start, size). Received: anchors={anchors!r}")
+    return tuple(a if isinstance(a, int) else tf.cast(a, tf.int32) for a in anchors)
+
+
+def _batch(labels, embeddings, anchors=None, reference_labels=None, reference_embeddings=None):
+    """Checks the inputs of a kernel and returns its `_Batch`."""
     dtype = tf.convert_to_tensor(embeddings).dtype
     labels, embeddings = standardize_inputs(labels, embeddings)
+    anchors = _check_anchors(anchors)
+    start, size = anchors if anchors is not None else (0, _static_or_dynamic(embeddings, 0))
     if reference_labels is None and reference_embeddings is None:
-        distances = pairwise_distances(embeddings, distance)
-        return distances, positive_mask(labels), negative_mask(labels), dtype
+        return _Batch(labels, embeddings, labels, embeddings, True, anchors is None, start, size, dtype)
     if reference_labels is None or reference_embeddings is None:
         raise ValueError(
             "`reference_labels` and `reference_embeddings` go together. Received: "
@@ -105,9 +162,40 @@ def distances_and_masks(labels, embeddings, distance, reference_labels=None, ref
             f"reference_embeddings.shape={reference_embeddings.shape}"
         )
     reference_embeddings = tf.cast(reference_embeddings, embeddings.dtype)
-    same = tf.equal(labels[:, None], tf.cast(reference_labels, labels.dtype)[None, :])
-    distances = pairwise_distances(embeddings, distance, reference=reference_embeddings)
-    return distances, same, tf.logical_not(same), dtype
+    reference_labels = tf.cast(reference_labels, labels.dtype)
+    return _Batch(labels, embeddings, reference_labels, reference_embeddings, False, anchors is None, start, size, dtype)
+
+
+def _row_geometry(batch, distance, tensors, start, size):
+    """Distances, positives and negatives [size, R] of anchor rows `start..` of the range."""
+    queries, reference, rows = batch.rows(tensors, start, size)
+    same = tf.equal(tf.gather(batch.labels, rows)[:, None], batch.reference_labels[None, :])
+    distances = pairwise_distances(queries, distance, reference=reference)
+    if not batch.exclude_self:
+        return distances, same, tf.logical_not(same)
+    own = tf.equal(rows[:, None], tf.range(tf.shape(reference)[0])[None, :])
+    distances = tf.where(own, tf.zeros([], distances.dtype), distances)
+    return distances, tf.logical_and(same, tf.logical_not(own)), tf.logical_not(same)
+
+
+def _num_positive_pairs(batch):
+    """Ordered positive pairs of the whole batch (every anchor, not only the range)."""
+    counts = label_counts(batch.labels, batch.reference_labels)
+    return tf.reduce_sum(counts) - (tf.shape(batch.labels)[0] if batch.exclude_self else 0)
+
+
+def _finish(batch, losses):
+    """NaN unless every embedding is finite, in the dtype of the input."""
+    for tensor in batch.tensors:
+        losses = nan_unless_finite(losses, tensor)
+    return tf.cast(losses, batch.dtype)
+
+
+def _semihard_row_sums(distances, positives, negatives, margin):
+    negative_distance, has_negative = semihard_negatives(distances, positives, negatives)
+    negative_distance = tf.where(has_negative[:, None], negative_distance, tf.zeros([], negative_distance.dtype))
+    pair_losses = tf.maximum(distances - negative_distance + margin, 0.0)
+    return tf.reduce_sum(tf.where(positives, pair_losses, tf.zeros([], pair_losses.dtype)), axis=1)
 
 
 def semihard_from_distances(distances, positives, negatives, margin):
@@ -116,16 +204,19 @@ def semihard_from_distances(distances, positives, negatives, margin):
     As in tfa, the pairs of an anchor without any negative are compared with the anchor
     itself (distance 0) in place of a negative.
     """
-    negative_distance, has_negative = semihard_negatives(distances, positives, negatives)
-    negative_distance = tf.where(has_negative[:, None], negative_distance, tf.zeros([], negative_distance.dtype))
-    pair_losses = tf.maximum(distances - negative_distance + margin, 0.0)
-    pair_losses = tf.where(positives, pair_losses, tf.zeros([], pair_losses.dtype))
     num_pairs = tf.reduce_sum(tf.cast(positives, tf.int32))
-    return _per_anchor_mean(tf.reduce_sum(pair_losses, axis=1), num_pairs)
+    return _per_anchor_mean(_semihard_row_sums(distances, positives, negatives, margin), num_pairs, tf.shape(distances)[0])
 
 
 def triplet_semihard_loss(
-    labels, embeddings, margin=1.0, distance="l2", reference_labels=None, reference_embeddings=None
+    labels,
+    embeddings,
+    margin=1.0,
+    distance="l2",
+    reference_labels=None,
+    reference_embeddings=None,
+    anchors=None,
+    memory_budget=None,
 ):
     """Triplet loss with semi-hard negative mining (FaceNet), tfa 0.23's rule.
 
@@ -137,7 +228,8 @@ def triplet_semihard_loss(
     itself (D[a, a] = 0 in place of D[a, n*]). A batch without a positive pair gives 0
     (tfa: NaN).
 
-    Memory O(B^2), time O(B^2 log B): tfa's version builds a [B * B, B] tensor.
+    Memory O(block x B), time O(B^2 K) (O(B^2 log B) for classes of more than 33
+    samples): tfa's version builds a [B * B, B] tensor.
 
     Reference: Schroff, Kalenichenko, Philbin, "FaceNet", CVPR 2015.
 
@@ -149,25 +241,29 @@ def triplet_semihard_loss(
         reference_labels: optional labels [R] of a reference set, with
             `reference_embeddings` [R, D]: positives and negatives are then taken from
             it (query vs gallery, or cross-modal: image anchors vs text references).
-            See `distances_and_masks`.
+        anchors: optional `(start, size)`: only those anchors' losses (module docstring).
+        memory_budget: bytes for the blocked intermediates (module docstring).
 
     Returns:
-        Per-anchor losses [B] whose mean is the loss, dtype of `embeddings`.
+        Per-anchor losses [B] (or [size]) whose mean is the loss, dtype of `embeddings`.
 
     Example:
         >>> loss = triplet_semihard_loss([0, 0], [[0.0, 1.0], [1.0, 0.0]])
         >>> round(float(tf.reduce_mean(loss)), 4)
         2.4142
     """
-    margin, distance = check_margin(margin), check_distance(distance)
-    distances, positives, negatives, dtype = distances_and_masks(
-        labels, embeddings, distance, reference_labels, reference_embeddings
-    )
-    return tf.cast(semihard_from_distances(distances, positives, negatives, margin), dtype)
+    margin, distance = check_non_negative("margin", margin), check_distance(distance)
+    batch = _batch(labels, embeddings, anchors, reference_labels, reference_embeddings)
+
+    def rows(tensors, start, size):
+        return _semihard_row_sums(*_row_geometry(batch, distance, tensors, start, size), margin)
+
+    sums = blocked_rows(rows, batch.tensors, batch.size, batch.block("semihard", memory_budget))
+    return _finish(batch, _per_anchor_mean(sums, _num_positive_pairs(batch), batch.num_anchors()))
 
 
 def hard_from_distances(distances, positives, negatives, margin, soft, skip_anchors_without_positive=True):
-    """Per-anchor batch-hard triplet losses (tfa's rule) from a distance matrix [B, B].
+    """Per-anchor batch-hard triplet losses (tfa's rule) from a distance matrix [B, R].
 
     As in tfa, an anchor without a negative takes the row's largest distance as its
     hardest negative. An anchor without a positive contributes 0, unless
@@ -186,7 +282,15 @@ def hard_from_distances(distances, positives, negatives, margin, soft, skip_anch
 
 
 def triplet_hard_loss(
-    labels, embeddings, margin=1.0, soft=False, distance="l2", reference_labels=None, reference_embeddings=None
+    labels,
+    embeddings,
+    margin=1.0,
+    soft=False,
+    distance="l2",
+    reference_labels=None,
+    reference_embeddings=None,
+    anchors=None,
+    memory_budget=None,
 ):
     """Batch-hard triplet loss: hardest positive and hardest negative of every anchor.
 
@@ -208,25 +312,35 @@ def triplet_hard_loss(
         reference_labels: optional labels [R] of a reference set, with
             `reference_embeddings` [R, D]: positives and negatives are then taken from
             it (query vs gallery, or cross-modal: image anchors vs text references).
-            See `distances_and_masks`.
+        anchors: optional `(start, size)`: only those anchors' losses (module docstring).
+        memory_budget: bytes for the blocked intermediates (module docstring).
 
     Returns:
-        Per-anchor losses [B], dtype of `embeddings`.
+        Per-anchor losses [B] (or [size]), dtype of `embeddings`.
 
     Example:
         >>> loss = triplet_hard_loss([0, 0], [[0.0, 1.0], [1.0, 0.0]])
         >>> float(tf.reduce_mean(loss))
         1.0
     """
-    margin, distance = check_margin(margin), check_distance(distance)
-    distances, positives, negatives, dtype = distances_and_masks(
-        labels, embeddings, distance, reference_labels, reference_embeddings
-    )
-    return tf.cast(hard_from_distances(distances, positives, negatives, margin, bool(soft)), dtype)
+    margin, distance, soft = check_non_negative("margin", margin), check_distance(distance), bool(soft)
+    batch = _batch(labels, embeddings, anchors, reference_labels, reference_embeddings)
+
+    def rows(tensors, start, size):
+        return hard_from_distances(*_row_geometry(batch, distance, tensors, start, size), margin, soft)
+
+    return _finish(batch, blocked_rows(rows, batch.tensors, batch.size, batch.block("hard", memory_budget)))
 
 
 def contrastive_loss(
-    labels, embeddings, margin=1.0, distance="l2", reference_labels=None, reference_embeddings=None
+    labels,
+    embeddings,
+    margin=1.0,
+    distance="l2",
+    reference_labels=None,
+    reference_embeddings=None,
+    anchors=None,
+    memory_budget=None,
 ):
     """Contrastive loss over all pairs of the batch (Hadsell, Chopra, LeCun 2006).
 
@@ -245,30 +359,33 @@ def contrastive_loss(
         reference_labels: optional labels [R] of a reference set, with
             `reference_embeddings` [R, D]: positives and negatives are then taken from
             it (query vs gallery, or cross-modal: image anchors vs text references).
-            See `distances_and_masks`.
+        anchors: optional `(start, size)`: only those anchors' losses (module docstring).
+        memory_budget: bytes for the blocked intermediates (module docstring).
 
     Returns:
-        Per-anchor losses [B], dtype of `embeddings`.
+        Per-anchor losses [B] (or [size]), dtype of `embeddings`.
 
     Example:
         >>> loss = contrastive_loss([0, 1], [[0.0, 0.0], [0.6, 0.8]], margin=2.0)
         >>> round(float(tf.reduce_mean(loss)), 4)
         1.0
     """
-    margin, distance = check_margin(margin), check_distance(distance)
-    distances, positives, negatives, dtype = distances_and_masks(
-        labels, embeddings, distance, reference_labels, reference_embeddings
-    )
-    zeros = tf.zeros([], distances.dtype)
-    pair_losses = tf.where(positives, tf.square(distances), zeros)
-    pair_losses += tf.where(negatives, tf.square(tf.maximum(margin - distances, 0.0)), zeros)
-    num_pairs = tf.reduce_sum(tf.cast(tf.logical_or(positives, negatives), distances.dtype), axis=1)
-    return tf.cast(tf.math.divide_no_nan(tf.reduce_sum(pair_losses, axis=1), num_pairs), dtype)
+    margin, distance = check_non_negative("margin", margin), check_distance(distance)
+    batch = _batch(labels, embeddings, anchors, reference_labels, reference_embeddings)
+
+    def rows(tensors, start, size):
+        distances, positives, negatives = _row_geometry(batch, distance, tensors, start, size)
+        zeros = tf.zeros([], distances.dtype)
+        pair_losses = tf.where(positives, tf.square(distances), zeros)
+        pair_losses += tf.where(negatives, tf.square(tf.maximum(margin - distances, 0.0)), zeros)
+        num_pairs = tf.reduce_sum(tf.cast(tf.logical_or(positives, negatives), distances.dtype), axis=1)
+        return tf.math.divide_no_nan(tf.reduce_sum(pair_losses, axis=1), num_pairs)
+
+    return _finish(batch, blocked_rows(rows, batch.tensors, batch.size, batch.block("contrastive", memory_budget)))
 
 
-def _npair_terms(similarity, negatives, variant):
-    """Per-tuple N-pair term from S [T, T] = anchors . positives: logits S[i, j] - S[i, i]."""
-    logits = similarity - tf.linalg.diag_part(similarity)[:, None]
+def _npair_terms(logits, negatives, variant):
+    """Per-tuple N-pair term from logits S[i, j] - S[i, i]."""
     if variant == "mc":
         return log1p_sum_exp(logits, negatives)
     softplus = tf.math.softplus(logits)
@@ -288,25 +405,49 @@ def _gather_rows(params, indices):
     return tf.gather(params, indices), gradient
 
 
-def _tuple_batch(labels, embeddings):
-    """N-pair tuples of a batch: anchors, positives [T, D], valid [T] and negatives [T, T]."""
-    anchors, positives, valid = npair_tuples(labels)
-    tuple_labels = tf.gather(labels, anchors)
-    negatives = tf.logical_and(
-        tf.logical_and(valid[:, None], valid[None, :]),
-        tf.not_equal(tuple_labels[:, None], tuple_labels[None, :]),
-    )
-    return anchors, _gather_rows(embeddings, anchors), _gather_rows(embeddings, positives), valid, negatives
+def _tuple_losses(batch, tuple_terms, memory_budget):
+    """Per-anchor losses of the N-pair tuples of the whole batch whose anchor is in the range.
+
+    `tuple_terms(anchor_embeddings [r, D], own_positives [r, D], positives [T, D],
+    negatives [r, T]) -> [r]` gives the term of r tuples against all T tuples.
+    """
+    anchors, positives, valid = npair_tuples(batch.labels)
+    tuple_labels = tf.gather(batch.labels, anchors)
+    num_tuples = tf.shape(anchors)[0]
+    if batch.whole:
+        picks, size, picks_valid = tf.range(num_tuples), num_tuples, valid
+    else:
+        # The tuples whose anchor is among this range's anchors (at most `size`).
+        local = tf.logical_and(valid, tf.logical_and(anchors >= batch.start, anchors < batch.start + batch.size))
+        size = tf.minimum(batch.size, num_tuples)
+        picks = tf.argsort(tf.cast(tf.logical_not(local), tf.int32), stable=True)[:size]
+        picks_valid = tf.gather(local, picks)
+
+    def rows(tensors, start, size):
+        embeddings = tensors[0]
+        chosen = _slice_rows(picks, start, size)
+        row_valid = _slice_rows(picks_valid, start, size)
+        negatives = tf.logical_and(
+            tf.logical_and(row_valid[:, None], valid[None, :]),
+            tf.not_equal(tf.gather(tuple_labels, chosen)[:, None], tuple_labels[None, :]),
+        )
+        terms = tuple_terms(
+            _gather_rows(embeddings, tf.gather(anchors, chosen)),
+            _gather_rows(embeddings, tf.gather(positives, chosen)),
+            _gather_rows(embeddings, positives),
+            negatives,
+        )
+        return tf.where(row_valid, terms, tf.zeros([], terms.dtype))
+
+    dim = _static_or_dynamic(batch.embeddings, 1)
+    block = block_rows(size, num_tuples, dim, _TEMPORARIES["npair"], memory_budget)
+    terms = blocked_rows(rows, batch.tensors, size, block)
+    local_anchors = tf.where(picks_valid, tf.gather(anchors, picks) - batch.start, batch.size)
+    losses = tf.math.unsorted_segment_sum(terms, local_anchors, batch.size + 1)[:-1]
+    return _finish(batch, _per_anchor_mean(losses, tf.reduce_sum(tf.cast(valid, tf.int32)), batch.num_anchors()))
 
 
-def _tuple_losses_to_anchors(terms, valid, anchors, batch_size):
-    """Per-tuple terms [T] -> per-anchor losses [B] whose mean is the mean over tuples."""
-    terms = tf.where(valid, terms, tf.zeros([], terms.dtype))
-    losses = tf.scatter_nd(anchors[:, None], terms, batch_size[None])
-    return _per_anchor_mean(losses, tf.reduce_sum(tf.cast(valid, tf.int32)))
-
-
-def npair_loss(labels, embeddings, variant="mc", l2_reg=0.002):
+def npair_loss(labels, embeddings, variant="mc", l2_reg=0.002, anchors=None, memory_budget=None):
     """Multi-class N-pair loss (Sohn 2016), on a batch of (anchor, positive) tuples.
 
     Tuples come from the batch order (see `rankloss_tf.ops.masks.npair_tuples`): in an
@@ -328,6 +469,9 @@ def npair_loss(labels, embeddings, variant="mc", l2_reg=0.002):
         embeddings: float [B, D] (not normalised by the loss).
         variant: "mc" (multi-class, default) or "ovo" (one-vs-one).
         l2_reg: weight of the embedding L2 regulariser, >= 0.
+        anchors: optional `(start, size)`: only the tuples whose anchor is among those
+            samples, the tuples still formed over the whole batch (module docstring).
+        memory_budget: bytes for the blocked intermediates (module docstring).
 
     Returns:
         Per-anchor losses [B] (0 for samples that are not an anchor; a tuple's
@@ -338,18 +482,18 @@ def npair_loss(labels, embeddings, variant="mc", l2_reg=0.002):
         >>> round(float(tf.reduce_mean(loss)), 4)
         0.3133
     """
-    if variant not in NPAIR_VARIANTS:
-        raise ValueError(f"`variant` must be one of {NPAIR_VARIANTS}. Received: variant={variant!r}")
+    variant = check_choice("variant", variant, NPAIR_VARIANTS)
     l2_reg = check_non_negative("l2_reg", l2_reg)
-    dtype = tf.convert_to_tensor(embeddings).dtype
-    labels, embeddings = standardize_inputs(labels, embeddings)
-    anchors, anchor_embeddings, positive_embeddings, valid, negatives = _tuple_batch(labels, embeddings)
-    similarity = tf.matmul(anchor_embeddings, positive_embeddings, transpose_b=True)
-    terms = _npair_terms(similarity, negatives, variant)
-    if l2_reg > 0:
-        squared_norms = tf.reduce_sum(tf.square(anchor_embeddings) + tf.square(positive_embeddings), axis=1)
-        terms += 0.25 * l2_reg * squared_norms
-    return tf.cast(_tuple_losses_to_anchors(terms, valid, anchors, tf.shape(labels)[0]), dtype)
+
+    def tuple_terms(anchor_embeddings, own_positives, positives, negatives):
+        own = tf.reduce_sum(anchor_embeddings * own_positives, axis=1)
+        logits = tf.matmul(anchor_embeddings, positives, transpose_b=True) - own[:, None]
+        terms = _npair_terms(logits, negatives, variant)
+        if l2_reg > 0:
+            terms += 0.25 * l2_reg * tf.reduce_sum(tf.square(anchor_embeddings) + tf.square(own_positives), axis=1)
+        return terms
+
+    return _tuple_losses(_batch(labels, embeddings, anchors), tuple_terms, memory_budget)
 
 
 def _angular_coefficients(alpha):
@@ -357,7 +501,7 @@ def _angular_coefficients(alpha):
     return 4.0 * tan_squared, 2.0 * (1.0 + tan_squared)
 
 
-def angular_loss(labels, embeddings, alpha=45.0):
+def angular_loss(labels, embeddings, alpha=45.0, anchors=None, memory_budget=None):
     """Angular loss, log-sum-exp batch form (Wang et al. 2017, Eq. 8).
 
     Embeddings are L2-normalised (x). With t = tan^2(alpha), for every ordered positive
@@ -367,10 +511,10 @@ def angular_loss(labels, embeddings, alpha=45.0):
     and the loss is the mean over ordered positive pairs (0 without any). With unit-norm
     inputs this equals pytorch-metric-learning's `AngularLoss(alpha)`.
 
-    The sum over n needs no [pairs, B, D] (or [B, B, B]) tensor: with W = exp(4t cos),
-    sum_n exp(4t x_a.x_n) exp(4t x_p.x_n) = sum_n W[a, n] W[p, n], computed for the
-    positive pairs only (`rankloss_tf.ops.angular`): O(B^2) memory, O(B^2 K) time for
-    K samples per class.
+    The sum over n needs no [pairs, B, D] (or [B, B, B]) tensor: it is computed for
+    the positive pairs only, one pass per positive (`rankloss_tf.ops.angular`):
+    O(block x B) memory, O(B^2 K) time for K samples per class; in log space for
+    alpha above about 66 degrees, so that every alpha in (0, 90) is exact.
 
     Reference: Wang, Zhou, Wen, Liu, Lin, "Deep Metric Learning with Angular Loss",
     ICCV 2017.
@@ -379,9 +523,11 @@ def angular_loss(labels, embeddings, alpha=45.0):
         labels: class labels [B] or [B, 1].
         embeddings: float [B, D].
         alpha: the angle bound in degrees, 0 < alpha < 90 (the paper uses 36-55).
+        anchors: optional `(start, size)`: only those anchors' losses (module docstring).
+        memory_budget: bytes for the blocked intermediates (module docstring).
 
     Returns:
-        Per-anchor losses [B] whose mean is the loss.
+        Per-anchor losses [B] (or [size]) whose mean is the loss.
 
     Example:
         >>> x = [[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]]
@@ -389,20 +535,17 @@ def angular_loss(labels, embeddings, alpha=45.0):
         0.3736
     """
     scale, pair_weight = _angular_coefficients(alpha)
-    dtype = tf.convert_to_tensor(embeddings).dtype
-    labels, unit = standardize_inputs(labels, embeddings)
-    # exp(4t (cos - 1)) spans [exp(-8t), 1]; products of two underflow float32 for t > 5.
-    compute_dtype = tf.float64 if scale > 20.0 else unit.dtype
-    unit = tf.math.l2_normalize(tf.cast(unit, compute_dtype), axis=1)
-    cosines = tf.matmul(unit, unit, transpose_b=True)
-    pairs = positive_mask(labels)
-    pair_losses = angular_pair_losses(cosines, pairs, negative_mask(labels), scale, pair_weight)
-    num_pairs = tf.reduce_sum(tf.cast(pairs, tf.int32))
-    losses = _per_anchor_mean(pair_losses, num_pairs)
-    return tf.cast(losses, dtype)
+    batch = _batch(labels, embeddings, anchors)
+    units = tf.math.l2_normalize(batch.embeddings, axis=1)
+
+    def rows(tensors, start, size):
+        return angular_row_losses(tensors[0], batch.labels, batch.start + start, size, scale, pair_weight)
+
+    sums = blocked_rows(rows, [units], batch.size, batch.block("angular", memory_budget))
+    return _finish(batch, _per_anchor_mean(sums, _num_positive_pairs(batch), batch.num_anchors()))
 
 
-def npair_angular_loss(labels, embeddings, alpha=45.0, lam=2.0):
+def npair_angular_loss(labels, embeddings, alpha=45.0, lam=2.0, anchors=None, memory_budget=None):
     """N-pair loss plus angular loss on the same tuples (Wang et al. 2017, Eq. 9).
 
     On the N-pair tuples of `npair_loss` (anchor f_i, positive f_i+, negatives the
@@ -419,6 +562,8 @@ def npair_angular_loss(labels, embeddings, alpha=45.0, lam=2.0):
         embeddings: float [B, D].
         alpha: angle in degrees, 0 < alpha < 90.
         lam: weight of the angular term, >= 0.
+        anchors: optional `(start, size)`: see `npair_loss`.
+        memory_budget: bytes for the blocked intermediates (module docstring).
 
     Returns:
         Per-anchor losses [B] whose mean is the loss.
@@ -430,17 +575,15 @@ def npair_angular_loss(labels, embeddings, alpha=45.0, lam=2.0):
     """
     scale, pair_weight = _angular_coefficients(alpha)
     lam = check_non_negative("lam", lam)
-    dtype = tf.convert_to_tensor(embeddings).dtype
-    labels, embeddings = standardize_inputs(labels, embeddings)
-    anchors, anchor_embeddings, positive_embeddings, valid, negatives = _tuple_batch(labels, embeddings)
-    npair_terms = _npair_terms(
-        tf.matmul(anchor_embeddings, positive_embeddings, transpose_b=True), negatives, "mc"
-    )
-    anchor_units = tf.math.l2_normalize(anchor_embeddings, axis=1)
-    positive_units = tf.math.l2_normalize(positive_embeddings, axis=1)
-    # logits[i, j] = 4t (x_i + x_i+) . x_j+ - 2 (1 + t) x_i . x_i+
-    anchor_positive = tf.reduce_sum(anchor_units * positive_units, axis=1, keepdims=True)
-    logits = scale * tf.matmul(anchor_units + positive_units, positive_units, transpose_b=True)
-    logits -= pair_weight * anchor_positive
-    terms = npair_terms + lam * log1p_sum_exp(logits, negatives)
-    return tf.cast(_tuple_losses_to_anchors(terms, valid, anchors, tf.shape(labels)[0]), dtype)
+
+    def tuple_terms(anchor_embeddings, own_positives, positives, negatives):
+        own = tf.reduce_sum(anchor_embeddings * own_positives, axis=1)
+        npair_terms = _npair_terms(tf.matmul(anchor_embeddings, positives, transpose_b=True) - own[:, None], negatives, "mc")
+        anchor_units = tf.math.l2_normalize(anchor_embeddings, axis=1)
+        own_units = tf.math.l2_normalize(own_positives, axis=1)
+        # logits[i, j] = 4t (x_i + x_i+) . x_j+ - 2 (1 + t) x_i . x_i+
+        logits = scale * tf.matmul(anchor_units + own_units, tf.math.l2_normalize(positives, axis=1), transpose_b=True)
+        logits -= pair_weight * tf.reduce_sum(anchor_units * own_units, axis=1, keepdims=True)
+        return npair_terms + lam * log1p_sum_exp(logits, negatives)
+
+    return _tuple_losses(_batch(labels, embeddings, anchors), tuple_terms, memory_budget)

@@ -1,7 +1,8 @@
 """Online mining of positives and negatives from a distance matrix.
 
-Every function takes a distance matrix `distances` [B, B] and boolean masks [B, B]
-(row = anchor) and works with static shapes, so it compiles under XLA.
+Every function takes a distance matrix `distances` [B, R] and boolean masks [B, R]
+(row = anchor; R = B, or a reference set, or the global batch) and works row by row
+with static shapes, so it runs on any block of anchor rows and compiles under XLA.
 """
 
 import tensorflow as tf
@@ -40,7 +41,7 @@ def hardest_negative(distances, negatives):
 
 
 # Above this many positives per anchor, one pass per positive no longer pays: semi-hard
-# mining sorts each row instead, the angular loss uses one [B, B] x [B, B] product.
+# mining sorts each row instead.
 MAX_POSITIVE_PASSES = 32
 
 
@@ -112,8 +113,8 @@ def semihard_negatives(distances, positives, negatives):
     D[a, n] > D[a, p]; if there is none, the farthest n in N(a). Memory is O(B^2)
     (tfa builds a [B * B, B] tensor). Time is O(B^2 K) with one masked pass per
     positive when classes have K <= `MAX_POSITIVE_PASSES` + 1 samples in the batch;
-    above that, each anchor's negatives are sorted once and every D[a, p] is located
-    by binary search, O(B^2 log B).
+    above that, each anchor's row is sorted once together with its positive
+    distances, and a running count of negatives locates every D[a, p], O(B^2 log B).
 
     Args:
         distances: float [B, R], D[a, x] (R = B, or a reference set).

@@ -6,7 +6,7 @@ each pair (contrastive) or the similarity matrix S = anchors @ positives^T (N-pa
 
 import tensorflow as tf
 
-from rankloss_tf.ops.losses import check_margin, check_non_negative
+from rankloss_tf.ops.checks import check_non_negative
 
 
 def contrastive_from_distances(pair_labels, distances, margin=1.0):
@@ -27,7 +27,7 @@ def contrastive_from_distances(pair_labels, distances, margin=1.0):
         >>> contrastive_from_distances([1.0, 0.0], [0.5, 0.5]).numpy().tolist()
         [0.25, 0.25]
     """
-    margin = check_margin(margin)
+    margin = check_non_negative("margin", margin)
     distances = tf.convert_to_tensor(distances)
     pair_labels = tf.cast(pair_labels, distances.dtype)
     return pair_labels * tf.square(distances) + (1.0 - pair_labels) * tf.square(tf.maximum(margin - distances, 0.0))

@@ -1,0 +1,135 @@
+"""Per-anchor losses computed in blocks of anchor rows, recomputed in the backward pass.
+
+A loss kernel that can give the losses of any range of anchor rows against the whole
+batch (a "row function") needs only O(rows x B) memory for those rows. `blocked_rows`
+runs such a function over blocks of rows whose size comes from a memory budget, and
+gives it a custom gradient that recomputes each block instead of keeping its [rows, B]
+intermediates alive until the backward pass: peak memory O(block x B), not O(B^2).
+When one block holds every row, the row function runs once with ordinary autodiff,
+so small batches pay nothing for the blocking.
+"""
+
+import tensorflow as tf
+
+DEFAULT_MEMORY_BUDGET = 3 * 2**29
+
+
+def block_rows(num_rows, num_columns, dim, temporaries, memory_budget=None):
+    """Rows per block so that the block's intermediates fit in `memory_budget` bytes.
+
+    A block of r rows keeps about `temporaries` float32 [r, num_columns] tensors plus
+    its rows of the [r, dim] embeddings alive at once.
+
+    Args:
+        num_rows: rows to compute (int or scalar int32 tensor).
+        num_columns: columns of each row (the batch or reference size).
+        dim: embedding dimension.
+        temporaries: how many [r, num_columns] float32 tensors the loss keeps at once.
+        memory_budget: bytes (default `DEFAULT_MEMORY_BUDGET`, 1.5 GiB).
+
+    Returns:
+        Rows per block, between 1 and `num_rows`: a Python int when the sizes are
+        static, else an int32 scalar tensor.
+
+    Example:
+        >>> int(block_rows(16384, 16384, 128, temporaries=16))
+        1534
+    """
+    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
+    if budget <= 0:
+        raise ValueError(f"`memory_budget` must be a positive number of bytes. Received: memory_budget={memory_budget!r}")
+    static = [tf.get_static_value(n) for n in (num_rows, num_columns, dim)]
+    if all(n is not None for n in static):
+        num_rows, num_columns, dim = (int(n) for n in static)
+        return min(max(budget // max(4 * (temporaries * num_columns + 2 * dim), 1), 1), max(num_rows, 1))
+    bytes_per_row = 4 * (temporaries * tf.cast(num_columns, tf.int64) + 2 * tf.cast(dim, tf.int64))
+    rows = tf.cast(tf.constant(budget, tf.int64) // tf.maximum(bytes_per_row, 1), tf.int32)
+    return tf.clip_by_value(rows, 1, tf.maximum(tf.cast(num_rows, tf.int32), 1))
+
+
+def _block_starts(num_rows, block):
+    """Start of block k: k * block, pulled back so that the last block ends at `num_rows`."""
+    return lambda k: tf.maximum(tf.minimum(k * block, num_rows - block), 0)
+
+
+def _blocked(row_fn, tensors, num_rows, block):
+    """`row_fn` over all blocks, with a block-by-block recomputing gradient."""
+    num_blocks = (num_rows + block - 1) // block
+    start_of = _block_starts(num_rows, block)
+
+    @tf.custom_gradient
+    def run(*inputs):
+        inputs = list(inputs)
+        dtype = inputs[0].dtype
+
+        def forward(k, result):
+            start = start_of(k)
+            values = row_fn(inputs, start, block)
+            return k + 1, tf.tensor_scatter_nd_update(result, (start + tf.range(block))[:, None], values)
+
+        _, result = tf.while_loop(
+            lambda k, _: k < num_blocks, forward, (tf.constant(0), tf.zeros([num_rows], dtype))
+        )
+
+        def gradient(upstream):
+            def backward(k, grads):
+                start = start_of(k)
+                rows = start + tf.range(block)
+                # A pulled-back last block repeats rows of the one before: count them once.
+                weights = tf.where(rows >= k * block, tf.gather(upstream, rows), tf.zeros([], upstream.dtype))
+                # Fresh tensors inside the loop body: the tape must see the path from them.
+                local = [tf.identity(x) for x in inputs]
+                with tf.GradientTape() as tape:
+                    tape.watch(local)
+                    values = row_fn(local, start, block)
+                block_grads = tape.gradient(values, local, output_gradients=weights)
+                return k + 1, [
+                    g if b is None else g + tf.convert_to_tensor(b) for g, b in zip(grads, block_grads)
+                ]
+
+            _, grads = tf.while_loop(
+                lambda k, _: k < num_blocks, backward, (tf.constant(0), [tf.zeros_like(x) for x in inputs])
+            )
+            return grads
+
+        return result, gradient
+
+    return run(*tensors)
+
+
+def blocked_rows(row_fn, tensors, num_rows, block):
+    """`row_fn(tensors, 0, num_rows)`, computed in blocks of `block` rows when they do not fit.
+
+    Args:
+        row_fn: `(tensors, start, size) -> values [size]`, the values of rows
+            start .. start + size - 1, differentiable in `tensors`. Rows are
+            independent: row i's value does not depend on the block it is in.
+        tensors: list of float tensors the values are differentiated against.
+        num_rows: number of rows (int or int32 scalar tensor).
+        block: rows per block (see `block_rows`).
+
+    Returns:
+        Values [num_rows] (empty, without calling `row_fn`, for no rows); gradients with respect to `tensors` equal those of one
+        `row_fn(tensors, 0, num_rows)` call.
+
+    Example:
+        >>> x = tf.constant([[1.0], [2.0], [3.0]])
+        >>> rows = lambda t, start, size: tf.reduce_sum(t[0][start : start + size] * t[0][None, :, 0], axis=1)
+        >>> blocked_rows(rows, [x], 3, 2).numpy().tolist()
+        [6.0, 12.0, 18.0]
+    """
+    static_rows, static_block = tf.get_static_value(num_rows), tf.get_static_value(block)
+    if static_rows == 0:
+        return tf.zeros([0], tensors[0].dtype)
+    if static_rows is not None and static_block is not None and static_block >= static_rows:
+        return row_fn(tensors, 0, int(static_rows))
+    if static_rows is not None and static_block is not None:
+        # Python ints: XLA needs each block's slice size at compile time.
+        return _blocked(row_fn, tensors, int(static_rows), int(static_block))
+    # Sizes known only at run time (Keras traces a None batch dimension): chosen at run time.
+    num_rows, block = tf.convert_to_tensor(num_rows, tf.int32), tf.convert_to_tensor(block, tf.int32)
+    return tf.cond(
+        block >= num_rows,
+        lambda: row_fn(tensors, 0, num_rows),
+        lambda: _blocked(row_fn, tensors, num_rows, block),
+    )

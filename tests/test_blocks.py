@@ -1,0 +1,106 @@
+"""Anchor-row blocks and ranges: every kernel, blocked or by range, equals the whole batch."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from rankloss_tf import ops
+from rankloss_tf.ops.blocks import DEFAULT_MEMORY_BUDGET, block_rows, blocked_rows
+
+KERNELS = [
+    (ops.triplet_semihard_loss, {"margin": 0.5}),
+    (ops.triplet_semihard_loss, {"distance": "cosine"}),
+    (ops.triplet_hard_loss, {"soft": True}),
+    (ops.triplet_hard_loss, {"distance": "squared_l2"}),
+    (ops.contrastive_loss, {}),
+    (ops.npair_loss, {"variant": "ovo"}),
+    (ops.npair_loss, {}),
+    (ops.angular_loss, {}),
+    (ops.angular_loss, {"alpha": 80.0}),
+    (ops.npair_angular_loss, {}),
+]
+IDS = [f"{k.__name__}-{'-'.join(map(str, kw.values()))}" for k, kw in KERNELS]
+# A budget of a few rows: blocks of 1-3 rows, the last one pulled back over its neighbour.
+TINY_BUDGET = 4 * 10 * 26 * 3
+
+
+def _tolerance(kwargs):
+    """float32 sums in another order; alpha 80 (scale 129) magnifies them."""
+    return {"rtol": 1e-3 if kwargs.get("alpha", 0) > 66 else 2e-5, "atol": 2e-6}
+
+
+def _batch(seed=0, size=26):
+    rng = np.random.RandomState(seed)
+    labels = rng.permutation(np.repeat(np.arange(size // 3 + 1), 3)[:size]).astype(np.int32)
+    return labels, rng.normal(size=(size, 5)).astype(np.float32)
+
+
+def _value_and_gradient(kernel, labels, x, **kwargs):
+    x = tf.convert_to_tensor(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        values = kernel(labels, x, **kwargs)
+        objective = tf.reduce_sum(values * tf.range(1.0, 1.0 + tf.cast(tf.size(values), tf.float32)) ** 0.5)
+    return values, tape.gradient(objective, x)
+
+
+@pytest.mark.parametrize("kernel,kwargs", KERNELS, ids=IDS)
+@pytest.mark.parametrize("jit", [False, True])
+def test_blocked_equals_whole_batch(kernel, kwargs, jit):
+    labels, x = _batch()
+    expected = _value_and_gradient(kernel, labels, x, **kwargs)
+    blocked = lambda x: _value_and_gradient(kernel, labels, x, memory_budget=TINY_BUDGET, **kwargs)  # noqa: E731
+    got = tf.function(blocked, jit_compile=True)(x) if jit else blocked(x)
+    for value, reference in zip(got, expected):
+        np.testing.assert_allclose(value.numpy(), reference.numpy(), **_tolerance(kwargs))
+
+
+@pytest.mark.parametrize("kernel,kwargs", KERNELS, ids=IDS)
+def test_anchor_ranges_sum_to_whole_batch(kernel, kwargs):
+    # Cross-replica form: each range's anchors against the whole batch; the values are
+    # the range's slice, and the ranges' gradients add up to the whole batch's.
+    labels, x = _batch(1)
+    values, gradient = (t.numpy() for t in _value_and_gradient(kernel, labels, x, **kwargs))
+    total = np.zeros_like(gradient)
+    for start, size in [(0, 7), (7, 13), (20, 6)]:
+        weights = np.arange(1.0, 27.0)[start : start + size] ** 0.5
+        x_t = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x_t)
+            part = kernel(labels, x_t, anchors=(start, size), memory_budget=TINY_BUDGET, **kwargs)
+            objective = tf.reduce_sum(part * weights.astype(np.float32))
+        np.testing.assert_allclose(part.numpy(), values[start : start + size], **_tolerance(kwargs))
+        total += tape.gradient(objective, x_t).numpy()
+    np.testing.assert_allclose(total, gradient, **_tolerance(kwargs))
+
+
+def test_block_size_follows_batch_dimension_and_budget():
+    assert block_rows(4096, 4096, 128, 16) == 4096  # one block: plain autodiff
+    assert block_rows(16384, 16384, 128, 16) < block_rows(8192, 8192, 128, 16) < 8192
+    assert block_rows(16384, 16384, 4096, 16) < block_rows(16384, 16384, 128, 16)
+    assert block_rows(16384, 16384, 128, 16, memory_budget=4 * DEFAULT_MEMORY_BUDGET) > block_rows(
+        16384, 16384, 128, 16
+    )
+    with pytest.raises(ValueError, match="memory_budget=0"):
+        block_rows(8, 8, 2, 4, memory_budget=0)
+
+
+def test_blocked_rows_with_unknown_batch_size():
+    # Keras traces with a None batch dimension: the choice of blocks is made at run time.
+    rows = lambda t, start, size: tf.reduce_sum(  # noqa: E731
+        tf.slice(t[0], tf.stack([start, 0]), tf.stack([size, -1])) * t[0][None, :, 0], axis=1
+    )
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 1]), tf.TensorSpec([], tf.int32)])
+    def run(x, block):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            values = blocked_rows(rows, [x], tf.shape(x)[0], block)
+            total = tf.reduce_sum(values)
+        return values, tape.gradient(total, x)
+
+    x = tf.constant([[1.0], [2.0], [3.0]])
+    for block in (1, 2, 3):
+        values, gradient = run(x, block)
+        assert values.numpy().tolist() == [6.0, 12.0, 18.0]
+        assert gradient.numpy()[:, 0].tolist() == [12.0, 12.0, 12.0]
