@@ -34,6 +34,12 @@ def load_omniglot(split, data_dir=None, image_size=None):
     splits and both sources); images are ordered by label, then by content
     hash, so both sources give identical datasets. Pixels are 0 or 255.
     """
+    if data_dir is not None and not is_local_dir(data_dir) and not (Path(data_dir) / "omniglot").is_dir():
+        raise ValueError(
+            f"No Omniglot data in data_dir: looked for {', '.join(ZIPS)} (the local copy) and omniglot/ (a "
+            "prepared TensorFlow Datasets directory); nothing is downloaded into a given data_dir. Pass "
+            f"data_dir=None to download through TFDS. Received: data_dir={str(data_dir)!r}"
+        )
     names, images = _read_zips(data_dir) if is_local_dir(data_dir) else _read_tfds(data_dir)
     class_names = sorted(set(names))
     labels = np.searchsorted(class_names, names).astype(np.int64)
