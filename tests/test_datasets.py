@@ -160,3 +160,11 @@ def test_clear_errors(tmp_path):
         datasets.load(name, "test", train_fraction=0.5)
     with pytest.raises(ValueError, match="image_size"):
         datasets.load("digits", "train", image_size=(0, 3))
+
+
+@pytest.mark.parametrize("name, looked_for", [("omniglot", "images_background_small1.zip"),
+                                              ("cars196", "labels.csv, cropped_train/")])
+def test_data_dir_without_the_files_never_downloads(tmp_path, name, looked_for):
+    with pytest.raises(ValueError, match=f"{looked_for}.*Received: data_dir='{tmp_path}'"):
+        datasets.load(name, "train", data_dir=tmp_path)
+    assert not any(tmp_path.iterdir()), "something was written into the user's data_dir"

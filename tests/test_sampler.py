@@ -149,3 +149,28 @@ def test_feeds_model_fit():
     history = model.fit(pk_batches(x, y, classes_per_batch=4, samples_per_class=3), steps_per_epoch=3,
                         epochs=2, shuffle=False, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
+
+
+def test_infinite_dataset_is_refused_not_read_forever():
+    x, y = _toy()
+    finite = tf.data.Dataset.from_tensor_slices((x, y))
+    with pytest.raises(ValueError, match="infinite"):
+        pk_batches(finite.repeat(), classes_per_batch=2, samples_per_class=2)
+    with pytest.raises(ValueError, match="unknown.*infinite"):
+        pk_batches(finite.repeat().filter(lambda e, label: label > 3), classes_per_batch=2, samples_per_class=2)
+    bounded = finite.repeat().filter(lambda e, label: label > 3).take(40)
+    assert pk_batches(bounded, classes_per_batch=2, samples_per_class=2).cardinality() == tf.data.INFINITE_CARDINALITY
+
+
+def test_pk_sampler_is_pk_batches():
+    from rankloss_tf.data import PKSampler
+
+    x, y = _toy()
+    sampler = PKSampler(x, y, classes_per_batch=3, samples_per_class=2, seed=4)
+    assert sampler.batches_per_epoch() == 3 and sampler.batches_per_epoch(drop_remainder=False) == 4
+    for (a, la), (b, lb) in zip(sampler.dataset(epochs=2),
+                                pk_batches(x, y, classes_per_batch=3, samples_per_class=2, epochs=2, seed=4)):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(la, lb)
+    with pytest.raises(ValueError, match="epochs"):
+        sampler.dataset(epochs=0)

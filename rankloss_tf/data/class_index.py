@@ -12,18 +12,19 @@ def validate_pk(classes_per_batch, samples_per_class):
     Raises:
         ValueError: if `classes_per_batch` < 2 or `samples_per_class` < 1.
     """
-    if not _is_int(classes_per_batch) or classes_per_batch < 2:
+    if not is_integer(classes_per_batch) or classes_per_batch < 2:
         raise ValueError(
             "`classes_per_batch` (P) must be an integer >= 2: a batch needs negatives. "
             f"Received: classes_per_batch={classes_per_batch!r}"
         )
-    if not _is_int(samples_per_class) or samples_per_class < 1:
+    if not is_integer(samples_per_class) or samples_per_class < 1:
         raise ValueError(
             f"`samples_per_class` (K) must be an integer >= 1. Received: samples_per_class={samples_per_class!r}"
         )
 
 
-def _is_int(value):
+def is_integer(value):
+    """True for a Python or NumPy integer (not a bool)."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 

@@ -4,11 +4,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rankloss_tf.data.class_index import ClassIndex, validate_pk
-from rankloss_tf.data.sources import IndexedExamples
+from rankloss_tf.data.sampler import PKSampler
 
 
-class HardClassSampler:
+class HardClassSampler(PKSampler):
     """Builds each batch's class set greedily from the classes that violate the margin most.
 
     Sohn (2016), "Improved Deep Metric Learning with Multi-class N-pair Loss
@@ -30,9 +29,13 @@ class HardClassSampler:
     top-k, never a C x C matrix), and building a batch costs O(C x P). Before
     the first refresh, batches hold random classes.
 
+    It is a `PKSampler` that overrides only `select_classes`: seeds, sample
+    draws, decoding, epochs (C // P batches each, every batch with P classes)
+    and prefetching are the P x K sampler's. Batches read the latest
+    `refresh` when they are built (prefetched batches may predate it).
+
     Args:
-        data, labels, decode_fn, short_classes: as for
-            `rankloss_tf.data.pk_batches`.
+        data, labels, decode_fn, short_classes: as for `PKSampler`.
         classes_per_batch: P >= 2.
         samples_per_class: K >= 1 (2 for N-pair batches).
         num_candidates: C, the classes drawn at each refresh; None = all classes.
@@ -69,13 +72,12 @@ class HardClassSampler:
         embed_batch_size=256,
         seed=0,
     ):
-        validate_pk(classes_per_batch, samples_per_class)
         if samples_per_candidate not in (1, 2):
             raise ValueError(
                 f"`samples_per_candidate` must be 1 or 2. Received: samples_per_candidate={samples_per_candidate!r}"
             )
-        self._source = IndexedExamples(data, labels, decode_fn)
-        self._index = ClassIndex(self._source.labels, samples_per_class, short_classes)
+        super().__init__(data, labels, classes_per_batch=classes_per_batch, samples_per_class=samples_per_class,
+                         decode_fn=decode_fn, short_classes=short_classes, seed=seed)
         total = self._index.num_classes
         num_candidates = total if num_candidates is None else num_candidates
         if not classes_per_batch <= num_candidates <= total:
@@ -89,20 +91,12 @@ class HardClassSampler:
                 f"`neighbours` must lie in [1, num_candidates - 1 = {num_candidates - 1}]. "
                 f"Received: neighbours={neighbours!r}"
             )
-        self.classes_per_batch = classes_per_batch
-        self.samples_per_class = samples_per_class
         self.samples_per_candidate = samples_per_candidate
         self.embed_batch_size = embed_batch_size
-        self.seed = seed
         self._rng = np.random.default_rng(seed)
         self._candidates = tf.Variable(self._rng.permutation(total)[:num_candidates].astype(np.int64), trainable=False)
         self._neighbours = tf.Variable(tf.zeros([num_candidates, neighbours], tf.int64), trainable=False)
         self._violations = tf.Variable(tf.fill([num_candidates, neighbours], -np.inf), trainable=False)
-
-    @property
-    def classes(self):
-        """The labels of the sampled classes (original values), by class position."""
-        return self._index.classes
 
     def refresh(self, embed_fn, block_size=1024):
         """Draws new candidate classes and ranks their violations with `embed_fn`.
@@ -130,11 +124,16 @@ class HardClassSampler:
         self._neighbours.assign(neighbours)
         self._violations.assign(violations)
 
-    def select_classes(self, seed):
+    @tf.function
+    def select_classes(self, seed, positions=None):
         """Greedily picks P candidate classes for one batch (in TensorFlow).
+
+        Overrides `PKSampler.select_classes`: the epoch's next group of
+        classes (`positions`) is not used; every batch holds P classes.
 
         Args:
             seed: stateless seed, int tensor [2].
+            positions: not used.
 
         Returns:
             int64 tensor [P] of class positions (indices into `classes`).
@@ -159,25 +158,6 @@ class HardClassSampler:
             chosen = tf.logical_or(chosen, tf.equal(positions, last))
             picked = picked.write(step, last)
         return tf.gather(self._candidates, picked.stack())
-
-    def dataset(self, num_parallel_calls=tf.data.AUTOTUNE, prefetch=tf.data.AUTOTUNE):
-        """An endless `tf.data.Dataset` of hard-class batches `(examples [P*K, ...], labels [P*K])`.
-
-        Batches read the latest `refresh` when they are built (prefetched
-        batches may predate it). Layout and labels as in `pk_batches`.
-        """
-        base_seed = tf.constant([self.seed, 1], tf.int64)
-
-        def batch_indices(step):
-            seed = tf.random.experimental.stateless_fold_in(base_seed, step)
-            positions = self.select_classes(seed)
-            draw_seed = tf.random.experimental.stateless_fold_in(seed, -1)
-            return tf.reshape(self._index.draw(positions, draw_seed), [-1])
-
-        batch_size = self.classes_per_batch * self.samples_per_class
-        steps = tf.data.Dataset.counter().map(batch_indices)
-        dataset = self._source.batches(steps, batch_size, num_parallel_calls)
-        return dataset.prefetch(prefetch) if prefetch else dataset
 
 
 def _most_violating(embeddings, neighbours, block_size):

@@ -73,16 +73,45 @@ class IndexedExamples:
         return self.decode_fn(example), label
 
 
+def _check_finite(dataset):
+    """Refuses a dataset that reading to its end would never finish.
+
+    Infinite cardinality (e.g. `.repeat()`) is refused; so is an unknown one
+    read from an infinite dataset (e.g. `.repeat().filter(...)`), which
+    `tf.data.experimental.assert_cardinality(n)` lets through when it is finite.
+    """
+    cardinality = int(dataset.cardinality())
+    if cardinality == tf.data.INFINITE_CARDINALITY:
+        raise ValueError(
+            "The dataset is infinite (e.g. `.repeat()`), so it cannot be read into memory: pass the finite "
+            "dataset, the sampler repeats it by itself (`epochs=None`). Received: cardinality INFINITE"
+        )
+    if cardinality == tf.data.UNKNOWN_CARDINALITY and _reads_infinite(dataset):
+        raise ValueError(
+            "The dataset's size is unknown and it reads from an infinite dataset (e.g. `.repeat()` before "
+            "`.filter()`), so reading it may never end: pass the finite dataset, or declare its size with "
+            "`tf.data.experimental.assert_cardinality(n)`. Received: cardinality UNKNOWN"
+        )
+
+
+def _reads_infinite(dataset):
+    """Whether an input of `dataset`, however deep and not cut by a `.take(n)`, has infinite cardinality."""
+    pending = [dataset]
+    while pending:
+        node = pending.pop()
+        if int(node.cardinality()) == tf.data.INFINITE_CARDINALITY:
+            return True
+        if type(node).__name__ != "_TakeDataset":
+            pending.extend(node._inputs())  # tf.data exposes a pipeline's inputs only through this method.
+    return False
+
+
 def _materialise(dataset):
     """Reads a dataset of (example, label) pairs into NumPy arrays, in one pass."""
     spec = dataset.element_spec
     if not (isinstance(spec, tuple) and len(spec) == 2):
         raise ValueError(f"The dataset must yield (example, label) pairs. Received: element_spec {spec}")
-    if int(dataset.cardinality()) == int(tf.data.INFINITE_CARDINALITY):
-        raise ValueError(
-            "The dataset is infinite (e.g. `.repeat()`), so it cannot be read into memory: pass the finite "
-            "dataset; the sampler repeats it. Received: cardinality=INFINITE"
-        )
+    _check_finite(dataset)
     try:
         chunks = list(dataset.batch(4096).as_numpy_iterator())
     except tf.errors.InvalidArgumentError as error:

@@ -50,13 +50,13 @@ def load_cars196(split, data_dir=None, image_size=None):
     otherwise through the TFDS `cars196` builder (uncropped images, resized
     to `image_size`, 224 by default), with the same class split.
     """
+    if data_dir is not None and not is_local_dir(data_dir) and not (Path(data_dir) / "cars196").is_dir():
+        raise ValueError(
+            "No Cars196 data in data_dir: looked for labels.csv, cropped_train/ and cropped_test/ (the local "
+            "copy) and cars196/ (a prepared TensorFlow Datasets directory); nothing is downloaded into a given "
+            f"data_dir. Pass data_dir=None to download through TFDS. Received: data_dir={str(data_dir)!r}"
+        )
     if not is_local_dir(data_dir):
-        if data_dir is not None and not (Path(data_dir) / "cars196").is_dir():
-            raise ValueError(
-                "The data directory holds neither the local Cars196 layout (labels.csv, cropped_train/, "
-                "cropped_test/) nor a TFDS 'cars196' folder; nothing is downloaded into it. Omit data_dir to use "
-                f"TFDS's default location. Received: data_dir={str(data_dir)!r}"
-            )
         return load_tfds("cars196", split, data_dir, image_size)
     paths, labels = read_local_index(data_dir, split)
     decode = image_decoder(image_size, channels=3)

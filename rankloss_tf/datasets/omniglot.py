@@ -36,9 +36,9 @@ def load_omniglot(split, data_dir=None, image_size=None):
     """
     if data_dir is not None and not is_local_dir(data_dir) and not (Path(data_dir) / "omniglot").is_dir():
         raise ValueError(
-            f"The data directory holds neither the Omniglot zips ({', '.join(ZIPS)}) nor a TFDS 'omniglot' "
-            f"folder; nothing is downloaded into it. Omit data_dir to use TFDS's default location. "
-            f"Received: data_dir={str(data_dir)!r}"
+            f"No Omniglot data in data_dir: looked for {', '.join(ZIPS)} (the local copy) and omniglot/ (a "
+            "prepared TensorFlow Datasets directory); nothing is downloaded into a given data_dir. Pass "
+            f"data_dir=None to download through TFDS. Received: data_dir={str(data_dir)!r}"
         )
     names, images = _read_zips(data_dir) if is_local_dir(data_dir) else _read_tfds(data_dir)
     class_names = sorted(set(names))

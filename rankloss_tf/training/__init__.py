@@ -17,7 +17,6 @@ from rankloss_tf.lazy import lazy_attributes
 
 # name -> module that defines it
 _HOMES = {
-    "DATASET_DEFAULTS": "rankloss_tf.training.config",
     "TrainConfig": "rankloss_tf.training.config",
     "DivergedError": "rankloss_tf.training.callbacks",
     "TrainResult": "rankloss_tf.training.runner",

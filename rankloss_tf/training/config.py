@@ -17,26 +17,12 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["DATASET_DEFAULTS", "LOSS_NAMES", "RESULT_FIELDS", "TrainConfig", "check_field"]
+__all__ = ["LOSS_NAMES", "RESULT_FIELDS", "TrainConfig", "check_field"]
 
 # The names of rankloss_tf.losses.LOSSES, spelled here so that the command line
 # can list them without importing TensorFlow (a test keeps the two equal).
 LOSS_NAMES = ("angular", "contrastive", "npair", "npair_angular", "triplet_hard", "triplet_semihard")
 
-# Per-dataset defaults for the fields of TrainConfig left as None; the "default"
-# entry serves every other dataset (folders, TFDS photos).
-DATASET_DEFAULTS = {
-    "omniglot": dict(image_size=32, classes_per_batch=32, samples_per_class=4, epochs=40, embedding_dim=128,
-                     learning_rate=1e-3),
-    "digits": dict(image_size=None, classes_per_batch=5, samples_per_class=16, epochs=15, embedding_dim=64,
-                   learning_rate=1e-3),
-    "cars196": dict(image_size=224, classes_per_batch=64, samples_per_class=2, epochs=32, embedding_dim=512,
-                    learning_rate=3e-4),
-    "default": dict(image_size=64, classes_per_batch=32, samples_per_class=4, epochs=20, embedding_dim=128,
-                    learning_rate=1e-3),
-}
-# Side of the images a pretrained backbone sees when neither the dataset nor the user sets one.
-PRETRAINED_IMAGE_SIZE = 224
 RANDOM_WEIGHTS = "random"
 # Losses whose frozen-feature head trains on the raw projection (N-pair: dot products
 # of unnormalised embeddings; angular: normalises inside).
@@ -56,7 +42,7 @@ def _spec(help, default=None, minimum=None, maximum=None, flag=None, cli=True, *
 
 @dataclasses.dataclass
 class TrainConfig:
-    """What ``train`` does. Fields left as None take ``DATASET_DEFAULTS``.
+    """What ``train`` does. Fields left as None take the dataset's recipe (``datasets.recipes``).
 
     Every field's help text (its ``metadata["help"]``) is the command line's;
     ``rankloss-tf train --help`` lists them.
@@ -146,14 +132,16 @@ class TrainConfig:
                 weights file.
         """
         from rankloss_tf.backbones import registry
+        from rankloss_tf.datasets.recipes import recipe
 
-        defaults = DATASET_DEFAULTS.get(self.dataset, DATASET_DEFAULTS["default"])
+        backbone = registry.resolve(self.backbone)
+        pretrained = registry.is_pretrained(backbone)
+        defaults = dataclasses.asdict(recipe(self.dataset, pretrained=pretrained))
         filled = {k: v if v is not None or k not in defaults else defaults[k]
                   for k, v in dataclasses.asdict(self).items()}
-        filled["backbone"] = registry.resolve(self.backbone)
-        if registry.is_pretrained(filled["backbone"]):
+        filled["backbone"] = backbone
+        if pretrained:
             filled["weights"] = filled["weights"] or "imagenet"
-            filled["image_size"] = self.image_size or PRETRAINED_IMAGE_SIZE
         frozen = registry.is_pretrained(filled["backbone"]) and not filled["fine_tune"]
         if filled["normalize"] is None:
             filled["normalize"] = not (frozen and filled["loss"] in RAW_HEAD_LOSSES)

@@ -1,0 +1,22 @@
+"""Tests of the per-dataset training recipes."""
+
+import dataclasses
+
+from rankloss_tf.datasets.recipes import PRETRAINED_IMAGE_SIZE, RECIPES, recipe
+from rankloss_tf.training import TrainConfig
+
+
+def test_training_takes_its_defaults_from_the_recipes():
+    for name in ("omniglot", "digits", "folder:/photos"):
+        resolved = TrainConfig(dataset=name).resolved()
+        for field, value in dataclasses.asdict(recipe(name)).items():
+            assert getattr(resolved, field) == value, (name, field)
+    assert TrainConfig(dataset="cars196", backbone="resnet50").resolved().image_size == 224
+
+
+def test_lookup_folder_and_pretrained_rules():
+    assert recipe("caltech_birds2011") == RECIPES["default"]
+    assert recipe("folder:/some where/ü").image_size == 64
+    assert recipe("folder:x", pretrained=True).image_size == PRETRAINED_IMAGE_SIZE
+    assert recipe("digits", pretrained=True).image_size == PRETRAINED_IMAGE_SIZE
+    assert recipe("omniglot", pretrained=True).image_size == 32
