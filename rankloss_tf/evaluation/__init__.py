@@ -1,7 +1,8 @@
-"""Retrieval evaluation: blocked nearest neighbours, Recall@K, MAP@R, R-precision, NMI, F1.
+"""Retrieval evaluation: blocked nearest neighbours, Recall@K, MAP@R, R-precision, NMI, F1, one-shot.
 
 ``evaluate(embeddings, labels)`` is the entry point; ``RetrievalEvaluation``
-runs it on a held-out split during ``fit``; ``plots`` draws the figures
+runs it on a held-out split during ``fit``; ``one_shot_accuracy`` scores the
+official Omniglot 20-way one-shot runs; ``plots`` draws the figures
 (matplotlib extra).
 """
 
@@ -10,17 +11,21 @@ from rankloss_tf.evaluation.clustering import clustering_metrics, pairwise_f1
 from rankloss_tf.evaluation.embedding import embed_dataset
 from rankloss_tf.evaluation.metrics import evaluate
 from rankloss_tf.evaluation.neighbours import nearest_neighbours
+from rankloss_tf.evaluation.one_shot import OneShotRun, load_one_shot_runs, one_shot_accuracy
 from rankloss_tf.evaluation.plots import plot_recall_at_k, plot_retrieval_gallery, plot_tsne
 from rankloss_tf.evaluation.report import format_table
 from rankloss_tf.evaluation.retrieval import retrieval_metrics
 
 __all__ = [
+    "OneShotRun",
     "RetrievalEvaluation",
     "clustering_metrics",
     "embed_dataset",
     "evaluate",
     "format_table",
+    "load_one_shot_runs",
     "nearest_neighbours",
+    "one_shot_accuracy",
     "pairwise_f1",
     "plot_recall_at_k",
     "plot_retrieval_gallery",
