@@ -141,22 +141,26 @@ def test_grey_images_are_tiled_for_rgb_models(tmp_path):
     assert seen == [(6, 6, 6, 3)]
 
 
+@pytest.mark.parametrize(
+    "members, message",
+    [
+        ({"readme.txt": b"nothing"}, "No run folder"),
+        ({"run01/class_labels.txt": b"run01/test/item01.png run01/training/class01.png\n",
+          "run01/test/item01.png": _png(_image(0))}, "absent"),
+        ({"run01/class_labels.txt": b"run01/test/item01.png\n"}, "pairs"),
+    ],
+)
+def test_bad_archives(tmp_path, members, message):
+    with zipfile.ZipFile(tmp_path / "bad.zip", "w") as archive:
+        for member, content in members.items():
+            archive.writestr(member, content)
+    with pytest.raises(ValueError, match=message):
+        load_one_shot_runs(tmp_path / "bad.zip")
+
+
 def test_errors(tmp_path):
     with pytest.raises(ValueError, match="zip of one-shot runs"):
         load_one_shot_runs(tmp_path / "absent.zip")
-    with zipfile.ZipFile(tmp_path / "empty.zip", "w") as archive:
-        archive.writestr("readme.txt", "nothing")
-    with pytest.raises(ValueError, match="No run folder"):
-        load_one_shot_runs(tmp_path / "empty.zip")
-    with zipfile.ZipFile(tmp_path / "bad.zip", "w") as archive:
-        archive.writestr("run01/class_labels.txt", "run01/test/item01.png run01/training/class01.png\n")
-        archive.writestr("run01/test/item01.png", _png(_image(0)))
-    with pytest.raises(ValueError, match="absent"):
-        load_one_shot_runs(tmp_path / "bad.zip")
-    with zipfile.ZipFile(tmp_path / "odd.zip", "w") as archive:
-        archive.writestr("run01/class_labels.txt", "run01/test/item01.png\n")
-    with pytest.raises(ValueError, match="pairs"):
-        load_one_shot_runs(tmp_path / "odd.zip")
     with pytest.raises(ValueError, match="empty"):
         one_shot_accuracy(_flatten, [])
     _write_runs(tmp_path / "runs.zip", ways=3, runs=1)

@@ -100,7 +100,7 @@ def load_one_shot_runs(path):
 
     Example:
     >>> runs = load_one_shot_runs("all_runs.zip")  # doctest: +SKIP
-    >>> len(runs), runs[0].support.shape, runs[0].queries.shape
+    >>> len(runs), runs[0].support.shape, runs[0].queries.shape  # doctest: +SKIP
     (20, (20, 105, 105, 1), (20, 105, 105, 1))
     """
     path = Path(path)
