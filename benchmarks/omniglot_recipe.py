@@ -173,7 +173,7 @@ def final(name, recipe, seed, data_dir, export_dir=None):
         from rankloss_tf.export import SavedModelEmbedder, export_saved_model
 
         export_saved_model(model, export_dir, overwrite=True)
-        one_shot["exported_accuracy"] = one_shot_accuracy(SavedModelEmbedder(export_dir), runs)["accuracy"]
+        metrics["one_shot_exported"] = one_shot_accuracy(SavedModelEmbedder(export_dir), runs)["accuracy"]
     metrics["one_shot"] = one_shot["accuracy"]
     return {"stage": "final", "name": name, "recipe": dataclasses.asdict(recipe), "seed": seed,
             "metrics": metrics, "one_shot_runs": one_shot["runs"], "train_seconds": seconds,
