@@ -79,12 +79,12 @@ def suggest(trial, loss):
     return params, learning_rate, samples_per_class
 
 
-def train_head(features, labels, loss, params, learning_rate, samples_per_class, steps, seed):
-    """A linear head trained with one loss and setting; returns it."""
+def train_head(features, labels, loss, params, learning_rate, samples_per_class, steps, seed, batch_size=BATCH_SIZE):
+    """A linear head trained with one loss and setting (P = batch_size / K); returns it."""
     keras.utils.set_random_seed(seed)
     head = projection_head(features.shape[1], EMBEDDING_DIM, normalize=NORMALISED[loss])
     head.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses.get(loss, **params))
-    batches = pk_batches(features, labels, classes_per_batch=BATCH_SIZE // samples_per_class,
+    batches = pk_batches(features, labels, classes_per_batch=batch_size // samples_per_class,
                          samples_per_class=samples_per_class, seed=seed)
     head.fit(batches, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0)
     return head
@@ -97,7 +97,7 @@ def score(head, features, labels, clustering, seed):
     return evaluate(embeddings, labels, clustering=clustering, seed=seed)
 
 
-def tune(loss, train, validation, trials, steps, seed):
+def tune(loss, train, validation, trials, steps, seed, batch_size=BATCH_SIZE):
     """Runs the search; returns (best setting, all trials)."""
     import optuna
 
@@ -105,7 +105,7 @@ def tune(loss, train, validation, trials, steps, seed):
 
     def objective(trial):
         params, learning_rate, k = suggest(trial, loss)
-        head = train_head(*train, loss, params, learning_rate, k, steps, seed)
+        head = train_head(*train, loss, params, learning_rate, k, steps, seed, batch_size)
         metrics = score(head, *validation, clustering=False, seed=seed)
         return 0.0 if metrics is None else metrics["recall@1"]
 

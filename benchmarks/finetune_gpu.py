@@ -50,11 +50,11 @@ class TwoRateAdam(keras.optimizers.Adam):
 
     def __init__(self, backbone_variables, backbone_scale, **kwargs):
         super().__init__(**kwargs)
-        self._backbone_ids = {id(v) for v in backbone_variables}
+        self._backbone_keys = {self._var_key(v) for v in backbone_variables}
         self.backbone_scale = float(backbone_scale)
 
     def update_step(self, gradient, variable, learning_rate):
-        if id(variable) in self._backbone_ids:
+        if self._var_key(variable) in self._backbone_keys:
             learning_rate = learning_rate * self.backbone_scale
         return super().update_step(gradient, variable, learning_rate)
 

@@ -31,11 +31,11 @@ def _clusters(classes, per_class, dim=16, seed=0):
 def test_every_loss_is_tuned_within_its_budget(loss):
     pytest.importorskip("optuna")
     train, validation = _clusters(8, 8), _clusters(6, 8, seed=1)
-    best, value, history = fair_comparison.tune(loss, train, validation, trials=2, steps=3, seed=0)
+    best, value, history = fair_comparison.tune(loss, train, validation, trials=2, steps=3, seed=0, batch_size=16)
     assert len(history) == 2 and 0.0 <= value <= 1.0
     params, learning_rate, k = fair_comparison.split_setting(loss, best)
     assert k in (2, 4, 8) and 1e-5 <= learning_rate <= 3e-3
-    head = fair_comparison.train_head(*train, loss, params, learning_rate, k, steps=2, seed=0)
+    head = fair_comparison.train_head(*train, loss, params, learning_rate, k, steps=2, seed=0, batch_size=16)
     assert head.output_shape == (None, fair_comparison.EMBEDDING_DIM)
 
 
