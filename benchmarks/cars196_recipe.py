@@ -99,6 +99,9 @@ VARIANTS = {
     "mlp_flip_drop": Variant(head="mlp", dropout=0.3, learning_rate=3e-4, **FLIP),
     "mlp_flip_4k": Variant(head="mlp", learning_rate=3e-4, steps=4000, **FLIP),
     "linear_288": Variant(train_views=("plain288",), test_views=("plain288",)),
+    "linear_flip_288": Variant(train_views=("plain", "flip", "plain288"), test_views=("plain", "flip", "plain288")),
+    "linear_flip_4k": Variant(steps=4000, **FLIP),
+    "linear_flip_lr3e-4": Variant(learning_rate=3e-4, **FLIP),
     "mlp_flip_288": Variant(head="mlp", learning_rate=3e-4, train_views=("plain288", "flip288"),
                             test_views=("plain288", "flip288")),
 }
