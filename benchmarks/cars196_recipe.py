@@ -101,6 +101,8 @@ VARIANTS = {
     "linear_288": Variant(train_views=("plain288",), test_views=("plain288",)),
     "linear_flip_288": Variant(train_views=("plain", "flip", "plain288"), test_views=("plain", "flip", "plain288")),
     "linear_flip_4k": Variant(steps=4000, **FLIP),
+    "linear_views4": Variant(train_views=("plain", "flip", "plain288", "flip288"),
+                             test_views=("plain", "flip", "plain288", "flip288")),
     "linear_flip_lr3e-4": Variant(learning_rate=3e-4, **FLIP),
     "mlp_flip_288": Variant(head="mlp", learning_rate=3e-4, train_views=("plain288", "flip288"),
                             test_views=("plain288", "flip288")),
