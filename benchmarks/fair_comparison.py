@@ -144,8 +144,37 @@ def markdown(results, args):
         lines.append(f"| {name} | {setting} | {100 * r['validation_recall@1']:.1f} | {' | '.join(cells)} | "
                      f"{r['tune_seconds']:.0f} |")
     lines += ["", "Ordering by test R@1: " + " > ".join(
-        f"{name} {100 * results[name]['summary']['recall@1'][0]:.1f}" for name in order) + "."]
+        f"{name} {100 * results[name]['summary']['recall@1'][0]:.1f}" for name in order) + ".", ""]
+    lines += agreement(results)
     return "\n".join(lines) + "\n"
+
+
+# Orderings the papers report (best first), over the losses they compare.
+PAPER_ORDERS = {
+    "Wang et al. 2017 (Tables 1-3)": ("npair_angular", "angular", "npair", "triplet_semihard"),
+    "Sohn 2016 (N-pair beats triplet and contrastive)": ("npair", "triplet_semihard", "contrastive"),
+}
+
+
+def agreement(results):
+    """Lines saying where the tuned ordering agrees with the papers' and the Reality Check's findings."""
+    r1 = {name: results[name]["summary"]["recall@1"] for name in results}
+    lines = []
+    for paper, order in PAPER_ORDERS.items():
+        present = [name for name in order if name in r1]
+        pairs = [(a, b) for i, a in enumerate(present) for b in present[i + 1:]]
+        kept = [f"{a} > {b}" for a, b in pairs if r1[a][0] > r1[b][0]]
+        broken = [f"{a} <= {b}" for a, b in pairs if r1[a][0] <= r1[b][0]]
+        lines.append(f"- {paper}: agrees on {len(kept)} of {len(pairs)} pairs"
+                     + (f"; disagrees on {', '.join(broken)}" if broken else "") + ".")
+    if r1:
+        means = sorted(v[0] for v in r1.values())
+        spread = 100 * (means[-1] - means[0])
+        top = max(r1, key=lambda name: r1[name][0])
+        close = [name for name in r1 if r1[top][0] - r1[name][0] <= r1[top][1] + r1[name][1]]
+        lines.append(f"- Musgrave et al. 2020 (Reality Check: tuned losses end close together): test R@1 spans "
+                     f"{spread:.1f} points; within one std sum of the best ({top}): {', '.join(sorted(close))}.")
+    return lines
 
 
 def plot(results, path):

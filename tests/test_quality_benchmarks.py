@@ -89,3 +89,12 @@ def test_frozen_batch_norm_and_backbone_learning_rate_scale():
     np.testing.assert_array_equal(batch_norm.moving_mean.numpy(), before_stats)  # statistics frozen
     np.testing.assert_array_equal(kernel.numpy(), before_kernel)  # scale 0: the backbone does not move
     assert not np.allclose(model.layers[1].kernel.numpy(), before_head)  # the head does
+
+
+def test_agreement_with_the_papers_counts_pairs():
+    means = dict(npair=0.70, angular=0.69, npair_angular=0.71, triplet_semihard=0.68, contrastive=0.66)
+    results = {name: {"summary": {"recall@1": (value, 0.005)}} for name, value in means.items()}
+    wang, sohn, reality = fair_comparison.agreement(results)
+    assert "agrees on 5 of 6 pairs; disagrees on angular <= npair" in wang
+    assert "agrees on 3 of 3 pairs." in sohn
+    assert "spans 5.0 points" in reality and "(npair_angular): npair, npair_angular" in reality
