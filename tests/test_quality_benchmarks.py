@@ -93,7 +93,7 @@ def test_frozen_batch_norm_and_backbone_learning_rate_scale():
 
 def test_agreement_with_the_papers_counts_pairs():
     means = dict(npair=0.70, angular=0.69, npair_angular=0.71, triplet_semihard=0.68, contrastive=0.66)
-    results = {name: {"summary": {"recall@1": (value, 0.005)}} for name, value in means.items()}
+    results = {name: {"summary": {"recall@1": (value, 0.006)}} for name, value in means.items()}
     wang, sohn, reality = fair_comparison.agreement(results)
     assert "agrees on 5 of 6 pairs; disagrees on angular <= npair" in wang
     assert "agrees on 3 of 3 pairs." in sohn
