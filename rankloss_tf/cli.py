@@ -72,11 +72,6 @@ def _add_field(parser, field, **overrides):
     parser.add_argument(flag, **options)
 
 
-def _add_data_arguments(parser):
-    _add_field(parser, FIELDS["dataset"])
-    _add_field(parser, FIELDS["data_dir"])
-
-
 def _existing_path(text):
     if not Path(text).exists():
         raise argparse.ArgumentTypeError(f"not found: {text}")
@@ -114,7 +109,11 @@ def build_parser():
     evaluate = commands.add_parser("evaluate", help="evaluate a saved model on a dataset's test classes")
     evaluate.add_argument("--model", required=True, type=_existing_path,
                           help="SavedModel directory, .keras file or training run directory")
-    _add_data_arguments(evaluate)
+    _add_field(evaluate, FIELDS["dataset"], required=False)
+    _add_field(evaluate, FIELDS["data_dir"])
+    evaluate.add_argument("--one-shot", metavar="ALL_RUNS_ZIP", type=_existing_path,
+                          help="also (or, without --dataset, only) score the official Omniglot 20-way one-shot runs "
+                               "(all_runs.zip or its extracted folder) by nearest neighbour")
     evaluate.add_argument("--split", choices=("test", "train"), default="test")
     _add_field(evaluate, FIELDS["image_size"], help="side the images are resized to as they load (default: the "
                "model's input size, for datasets whose images vary in size)")
@@ -190,9 +189,17 @@ def _evaluate(args):
 
     if args.json_path and Path(args.json_path).exists():
         raise ValueError(f"--json names an existing file; it is not overwritten. Received: --json={args.json_path}")
-    metrics = evaluate_model(args.model, args.dataset, data_dir=getattr(args, "data_dir", None), split=args.split,
+    if getattr(args, "dataset", None) is None and args.one_shot is None:
+        raise ValueError("evaluate needs --dataset, --one-shot or both. Received: neither")
+    metrics = {} if getattr(args, "dataset", None) is None else evaluate_model(args.model, args.dataset, data_dir=getattr(args, "data_dir", None), split=args.split,
                              ks=args.ks, clustering=args.clustering, image_size=getattr(args, "image_size", None),
                              seed=getattr(args, "seed", 0))
+    if args.one_shot is not None:
+        from rankloss_tf.artifacts import load_model
+        from rankloss_tf.evaluation import one_shot_accuracy
+
+        result = one_shot_accuracy(load_model(args.model), args.one_shot)
+        metrics[f"one_shot_{result['ways']}way"] = result["accuracy"]
     print(format_table(metrics))
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(metrics, indent=2) + "\n")

@@ -298,3 +298,16 @@ def test_data_dir_without_the_files_is_refused_not_downloaded_into(dataset, tmp_
                           "--out", tmp_path / "run")
     assert status == 2 and "nothing is downloaded into a given data_dir" in out
     assert listing(tmp_path / "empty") == []
+
+
+def test_evaluate_scores_the_official_one_shot_runs(tmp_path, capsys):
+    runs = ROOT.parent / "shared" / "data" / "omniglot" / "all_runs.zip"
+    if not runs.is_file():
+        pytest.skip("all_runs.zip not found")
+    run = tmp_path / "run"
+    assert run_cli(capsys, "train", *FAST, "--out", run)[0] == 0
+    status, out = run_cli(capsys, "evaluate", "--model", run, "--one-shot", runs, "--json", tmp_path / "m.json")
+    assert status == 0 and "| one_shot_20way |" in out
+    assert 0.0 <= json.loads((tmp_path / "m.json").read_text())["one_shot_20way"] <= 1.0
+    status, out = run_cli(capsys, "evaluate", "--model", run)
+    assert status == 2 and "needs --dataset, --one-shot or both" in out
