@@ -14,7 +14,7 @@ Examples::
     rankloss-tf export --model runs/omniglot --out exported/omniglot
     rankloss-tf index --model exported/omniglot --gallery omniglot --data-dir data/omniglot --out indexes/omniglot
     rankloss-tf search --index indexes/omniglot query.png --k 5
-    rankloss-tf demo --data-dir data/omniglot      # what `make demo` runs
+    rankloss-tf demo --data-dir data/omniglot      # what ``make demo`` runs
 """
 
 import argparse

@@ -1,24 +1,24 @@
-"""Keras `Loss` classes: thin, serialisable wrappers over `rankloss_tf.ops` kernels.
+"""Keras ``Loss`` classes: thin, serialisable wrappers over ``rankloss_tf.ops`` kernels.
 
-Every class takes `y_true` = integer class labels [B] or [B, 1] and `y_pred` =
+Every class takes ``y_true`` = integer class labels [B] or [B, 1] and ``y_pred`` =
 embeddings [B, D]. Labels keep their integer dtype (Keras would cast them to float32,
 merging ids above 2**24). The kernel returns per-anchor losses [B]; Keras reduces them
-(default "sum_over_batch_size") through Keras' public `Loss.__call__`, which also
-makes the per-replica scaling of `tf.distribute` right. A batch of zero samples gives
-loss 0; a non-finite embedding gives NaN (so `TerminateOnNaN` stops); string labels
+(default "sum_over_batch_size") through Keras' public ``Loss.__call__``, which also
+makes the per-replica scaling of ``tf.distribute`` right. A batch of zero samples gives
+loss 0; a non-finite embedding gives NaN (so ``TerminateOnNaN`` stops); string labels
 are refused (map them to integer ids), uint64 ids are compared exactly.
 
-With `cross_replica=True`, under a `tf.distribute` strategy with several replicas, each
+With ``cross_replica=True``, under a ``tf.distribute`` strategy with several replicas, each
 replica gathers the labels and embeddings of all replicas and computes its own anchors'
-losses against the global batch (the kernels' `anchors` argument: O(b x G) work and
+losses against the global batch (the kernels' ``anchors`` argument: O(b x G) work and
 memory for b local anchors, not G^2); N-pair tuples and angular pairs are formed over
 the global batch. The summed gradients equal those of one device on the global batch.
 Without a strategy the option changes nothing.
 
 Example:
-    >>> import keras
-    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
-    >>> model.compile(optimizer="adam", loss=AngularLoss(alpha=45))
+>>> import keras
+>>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+>>> model.compile(optimizer="adam", loss=AngularLoss(alpha=45))
 """
 
 import keras
@@ -42,9 +42,9 @@ __all__ = [
 
 
 class _Reduction(keras.losses.Loss):
-    """Keras' public reduction of per-anchor losses: `Loss.__call__` over an identity `call`.
+    """Keras' public reduction of per-anchor losses: ``Loss.__call__`` over an identity ``call``.
 
-    `keras.losses.Loss.__call__` casts `y_true` to the loss dtype, which would merge
+    ``keras.losses.Loss.__call__`` casts ``y_true`` to the loss dtype, which would merge
     integer labels above 2**24; the ranking losses compute their per-anchor vector
     first and hand only that vector to Keras for the weighting and reduction.
     """
@@ -54,7 +54,7 @@ class _Reduction(keras.losses.Loss):
 
 
 def _reduce(losses, sample_weight, reduction, dtype, name):
-    """Keras' reduction of `losses` [B]; 0, not an empty tensor, for a batch of zero samples."""
+    """Keras' reduction of ``losses`` [B]; 0, not an empty tensor, for a batch of zero samples."""
     if losses.shape.rank == 1 and losses.shape[0] == 0 and reduction not in (None, "none"):
         return tf.zeros([], dtype)
     return _Reduction(name=name, reduction=reduction, dtype=dtype)(losses, losses, sample_weight=sample_weight)
@@ -63,7 +63,7 @@ def _reduce(losses, sample_weight, reduction, dtype, name):
 def _gather_replicas(labels, embeddings):
     """All replicas' (labels, embeddings) and this replica's slice of the global batch.
 
-    Returns `None` outside a multi-replica context.
+    Returns ``None`` outside a multi-replica context.
     """
     context = tf.distribute.get_replica_context()
     if context is None or context.num_replicas_in_sync <= 1:
@@ -84,22 +84,22 @@ def _gather_replicas(labels, embeddings):
 class RankingLoss(keras.losses.Loss):
     """Base class: exact labels, per-anchor kernels, optional cross-replica mining.
 
-    Subclasses set `kernel` (an `ops` function) and implement `kernel_params()`.
+    Subclasses set ``kernel`` (an ``ops`` function) and implement ``kernel_params()``.
 
     Args:
-        cross_replica: mine over the global batch under a `tf.distribute` strategy.
+        cross_replica: mine over the global batch under a ``tf.distribute`` strategy.
         name: loss name.
         reduction: Keras reduction of the per-anchor losses.
         dtype: dtype of the returned loss (default: Keras' floatx).
 
     Example:
-        >>> from rankloss_tf import ops
-        >>> class SquaredSemiHard(RankingLoss):
-        ...     kernel = staticmethod(ops.triplet_semihard_loss)
-        ...     def kernel_params(self):
-        ...         return {"margin": 0.2, "distance": "squared_l2"}
-        >>> round(float(SquaredSemiHard()([0, 0, 1], [[0.0, 1.0], [1.0, 0.0], [0.0, 0.9]])), 4)
-        1.29
+    >>> from rankloss_tf import ops
+    >>> class SquaredSemiHard(RankingLoss):
+    ...     kernel = staticmethod(ops.triplet_semihard_loss)
+    ...     def kernel_params(self):
+    ...         return {"margin": 0.2, "distance": "squared_l2"}
+    >>> round(float(SquaredSemiHard()([0, 0, 1], [[0.0, 1.0], [1.0, 0.0], [0.0, 0.9]])), 4)
+    1.29
     """
 
     kernel = None
@@ -119,7 +119,7 @@ class RankingLoss(keras.losses.Loss):
             return _reduce(losses, sample_weight, self.reduction, self.dtype, self.name)
 
     def call(self, y_true, y_pred):
-        """Per-anchor losses [B] for labels `y_true` and embeddings `y_pred`."""
+        """Per-anchor losses [B] for labels ``y_true`` and embeddings ``y_pred``."""
         kernel = type(self).kernel
         gathered = _gather_replicas(y_true, y_pred) if self.cross_replica else None
         if gathered is None:
@@ -136,7 +136,7 @@ class RankingLoss(keras.losses.Loss):
 
 
 class _MarginDistanceLoss(RankingLoss):
-    """Configuration shared by the losses that take a `margin` and a `distance`."""
+    """Configuration shared by the losses that take a ``margin`` and a ``distance``."""
 
     def __init__(self, margin, distance, cross_replica, name, **kwargs):
         super().__init__(cross_replica=cross_replica, name=name, **kwargs)
@@ -149,7 +149,7 @@ class _MarginDistanceLoss(RankingLoss):
 
 @keras.saving.register_keras_serializable(package="rankloss_tf")
 class ContrastiveLoss(_MarginDistanceLoss):
-    """Contrastive loss over all pairs of the batch; see `ops.contrastive_loss`.
+    """Contrastive loss over all pairs of the batch; see ``ops.contrastive_loss``.
 
     l(a, b) = d^2 for same-label pairs, max(margin - d, 0)^2 otherwise, d = D[a, b].
 
@@ -159,12 +159,12 @@ class ContrastiveLoss(_MarginDistanceLoss):
     Args:
         margin: float >= 0 (default 1.0).
         distance: "l2" (default), "squared_l2" or "cosine".
-        cross_replica, name, reduction, dtype: see `RankingLoss`.
+        cross_replica, name, reduction, dtype: see ``RankingLoss``.
 
     Example:
-        >>> loss = ContrastiveLoss(margin=1.0)
-        >>> float(loss([0, 0], [[0.0, 0.0], [0.0, 0.0]]))
-        0.0
+    >>> loss = ContrastiveLoss(margin=1.0)
+    >>> float(loss([0, 0], [[0.0, 0.0], [0.0, 0.0]]))
+    0.0
     """
 
     kernel = staticmethod(kernels.contrastive_loss)
@@ -179,19 +179,19 @@ class TripletSemiHardLoss(_MarginDistanceLoss):
 
     For each ordered positive pair (a, p): n* = the closest negative farther than p
     (else the farthest negative); l = max(D[a, p] - D[a, n*] + margin, 0), averaged over
-    positive pairs. O(B^2) memory; see `ops.triplet_semihard_loss`.
+    positive pairs. O(B^2) memory; see ``ops.triplet_semihard_loss``.
 
     Reference: Schroff et al., "FaceNet", CVPR 2015.
 
     Args:
         margin: float >= 0 (default 1.0).
         distance: "l2" (default, not squared), "squared_l2" or "cosine".
-        cross_replica, name, reduction, dtype: see `RankingLoss`.
+        cross_replica, name, reduction, dtype: see ``RankingLoss``.
 
     Example:
-        >>> loss = TripletSemiHardLoss()
-        >>> round(float(loss([0, 0, 1], [[0.0, 1.0], [1.0, 0.0], [0.0, 0.9]])), 4)
-        1.6915
+    >>> loss = TripletSemiHardLoss()
+    >>> round(float(loss([0, 0, 1], [[0.0, 1.0], [1.0, 0.0], [0.0, 0.9]])), 4)
+    1.6915
     """
 
     kernel = staticmethod(kernels.triplet_semihard_loss)
@@ -205,7 +205,7 @@ class TripletHardLoss(_MarginDistanceLoss):
     """Batch-hard triplet loss (hardest positive, hardest negative per anchor), equal to tfa's.
 
     l(a) = max(max_p D[a, p] - min_n D[a, n] + margin, 0), or softplus of the gap when
-    `soft`; see `ops.triplet_hard_loss`.
+    ``soft``; see ``ops.triplet_hard_loss``.
 
     Reference: Hermans, Beyer, Leibe, "In Defense of the Triplet Loss", 2017.
 
@@ -213,12 +213,12 @@ class TripletHardLoss(_MarginDistanceLoss):
         margin: float >= 0 (default 1.0).
         soft: soft-margin form (default False).
         distance: "l2" (default), "squared_l2" or "cosine".
-        cross_replica, name, reduction, dtype: see `RankingLoss`.
+        cross_replica, name, reduction, dtype: see ``RankingLoss``.
 
     Example:
-        >>> loss = TripletHardLoss(margin=1.0)
-        >>> float(loss([0, 0], [[0.0, 1.0], [1.0, 0.0]]))
-        1.0
+    >>> loss = TripletHardLoss(margin=1.0)
+    >>> float(loss([0, 0], [[0.0, 1.0], [1.0, 0.0]]))
+    1.0
     """
 
     kernel = staticmethod(kernels.triplet_hard_loss)
@@ -236,7 +236,7 @@ class NPairLoss(RankingLoss):
     """Multi-class N-pair loss (Sohn 2016) with tf.contrib's L2 embedding regulariser.
 
     Batches of N classes x 2 samples (the first sample of a class is its anchor, the
-    second its positive); larger classes form several tuples. See `ops.npair_loss`.
+    second its positive); larger classes form several tuples. See ``ops.npair_loss``.
 
     Reference: Sohn, "Improved Deep Metric Learning with Multi-class N-pair Loss
     Objective", NeurIPS 2016.
@@ -244,12 +244,12 @@ class NPairLoss(RankingLoss):
     Args:
         variant: "mc" (default) or "ovo".
         l2_reg: regulariser weight, >= 0 (default 0.002).
-        cross_replica, name, reduction, dtype: see `RankingLoss`.
+        cross_replica, name, reduction, dtype: see ``RankingLoss``.
 
     Example:
-        >>> loss = NPairLoss(l2_reg=0.0)
-        >>> round(float(loss([0, 0, 1, 1], [[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])), 4)
-        0.3133
+    >>> loss = NPairLoss(l2_reg=0.0)
+    >>> round(float(loss([0, 0, 1, 1], [[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])), 4)
+    0.3133
     """
 
     kernel = staticmethod(kernels.npair_loss)
@@ -268,18 +268,18 @@ class AngularLoss(RankingLoss):
     """Angular loss, log-sum-exp batch form (Wang et al. 2017, Eq. 8).
 
     On L2-normalised embeddings, t = tan^2(alpha): for ordered positive pairs (a, p),
-    l = log(1 + sum_n exp(4t (x_a + x_p).x_n - 2(1 + t) x_a.x_p)). See `ops.angular_loss`.
+    l = log(1 + sum_n exp(4t (x_a + x_p).x_n - 2(1 + t) x_a.x_p)). See ``ops.angular_loss``.
 
     Reference: Wang et al., "Deep Metric Learning with Angular Loss", ICCV 2017.
 
     Args:
         alpha: angle bound in degrees, 0 < alpha < 90 (default 45; the paper: 36-55).
-        cross_replica, name, reduction, dtype: see `RankingLoss`.
+        cross_replica, name, reduction, dtype: see ``RankingLoss``.
 
     Example:
-        >>> loss = AngularLoss(alpha=45)
-        >>> round(float(loss([0, 0, 1, 1], [[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]])), 4)
-        0.3736
+    >>> loss = AngularLoss(alpha=45)
+    >>> round(float(loss([0, 0, 1, 1], [[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]])), 4)
+    0.3736
     """
 
     kernel = staticmethod(kernels.angular_loss)
@@ -296,19 +296,19 @@ class AngularLoss(RankingLoss):
 class NPairAngularLoss(RankingLoss):
     """N-pair loss + lam * angular loss on the same tuples (Wang et al. 2017, Eq. 9).
 
-    See `ops.npair_angular_loss`.
+    See ``ops.npair_angular_loss``.
 
     Reference: Wang et al., "Deep Metric Learning with Angular Loss", ICCV 2017.
 
     Args:
         alpha: angle in degrees, 0 < alpha < 90 (default 45).
         lam: weight of the angular term, >= 0 (default 2.0).
-        cross_replica, name, reduction, dtype: see `RankingLoss`.
+        cross_replica, name, reduction, dtype: see ``RankingLoss``.
 
     Example:
-        >>> loss = NPairAngularLoss(alpha=45, lam=2.0)
-        >>> round(float(loss([0, 0, 1, 1], [[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]])), 4)
-        0.7841
+    >>> loss = NPairAngularLoss(alpha=45, lam=2.0)
+    >>> round(float(loss([0, 0, 1, 1], [[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]])), 4)
+    0.7841
     """
 
     kernel = staticmethod(kernels.npair_angular_loss)
@@ -341,14 +341,14 @@ def get(name, **kwargs):
         **kwargs: the loss class's arguments.
 
     Returns:
-        A `RankingLoss` instance.
+        A ``RankingLoss`` instance.
 
     Raises:
         ValueError: for an unknown name.
 
     Example:
-        >>> get("angular", alpha=40).alpha
-        40.0
+    >>> get("angular", alpha=40).alpha
+    40.0
     """
     if name not in LOSSES:
         raise ValueError(f"Unknown loss. Expected one of {sorted(LOSSES)}. Received: name={name!r}")

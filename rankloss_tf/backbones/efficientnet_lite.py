@@ -4,13 +4,13 @@ EfficientNet-Lite (Tan & Le 2019, "EfficientNet: Rethinking Model Scaling for
 Convolutional Neural Networks"; the Lite variants of the TensorFlow TPU repository)
 is EfficientNet-B0 without squeeze-and-excitation, with ReLU6 instead of swish and
 with the stem (32 filters) and head (1280 filters) kept fixed. The layers mirror
-the PyTorch package `efficientnet-lite-pytorch` module for module, and are named
+the PyTorch package ``efficientnet-lite-pytorch`` module for module, and are named
 after its state-dict keys ("_blocks.3._expand_conv" is the layer
 "blocks_3_expand_conv"), so that its ImageNet weights map one to one.
 
-Padding follows that package's `Conv2dStaticSamePadding`: TensorFlow-style "same"
+Padding follows that package's ``Conv2dStaticSamePadding``: TensorFlow-style "same"
 padding computed once for the build-time image size, applied by an explicit
-`ZeroPadding2D` (pad_total // 2 before, the rest after) and a "valid" convolution.
+``ZeroPadding2D`` (pad_total // 2 before, the rest after) and a "valid" convolution.
 BatchNormalization uses the original epsilon 1e-3 and momentum 0.99 (PyTorch's
 momentum 0.01).
 """
@@ -47,7 +47,7 @@ _BN_MOMENTUM = 0.99
 
 
 def _same_padding(size, kernel_size, stride):
-    """TensorFlow "same" padding of a `size`-pixel side: ((before, after), output size)."""
+    """TensorFlow "same" padding of a ``size``-pixel side: ((before, after), output size)."""
     output = math.ceil(size / stride)
     total = max((output - 1) * stride + kernel_size - size, 0)
     return (total // 2, total - total // 2), output
@@ -115,7 +115,7 @@ def _check_image_size(image_size):
 
 
 def _load_weights(model, path, skip=()):
-    """Assigns the named arrays of a converted `.npz` to the model's layers, strictly."""
+    """Assigns the named arrays of a converted ``.npz`` to the model's layers, strictly."""
     with np.load(path, allow_pickle=False) as arrays:
         arrays = dict(arrays)
     used = set()
@@ -148,34 +148,34 @@ def efficientnet_lite0(
     Layout: normalisation (x - 127) / 128; stem (3x3 conv, stride 2, 32 filters);
     16 mobile inverted bottleneck blocks (expand 1x1, depthwise kxk, project 1x1,
     residual when the shape is kept, stochastic depth rising linearly to
-    `drop_connect_rate`); head (1x1 conv, 1280 filters); global average pooling;
+    ``drop_connect_rate``); head (1x1 conv, 1280 filters); global average pooling;
     dropout and a 1000-way classifier. 4,652,008 trainable parameters,
     4,694,024 with the batch-norm statistics.
 
     Args:
         include_top: whether to end with the ImageNet classifier (logits, no softmax).
         weights: "imagenet" (the PyTorch package's ImageNet weights, converted once;
-            see `rankloss_tf.backbones.convert`), None (random initialisation) or the
-            path of a converted `.npz` weights file.
+            see ``rankloss_tf.backbones.convert``), None (random initialisation) or the
+            path of a converted ``.npz`` weights file.
         image_size: input side in pixels, an int or (height, width); the padding of
             stride-2 layers is fixed for this size, as in the original model.
         pooling: without the top, "avg" for pooled features [N, 1280] or None for
             the feature map [N, ceil(H/32), ceil(W/32), 1280].
-        classes: classifier width when `include_top`; 1000 with ImageNet weights.
+        classes: classifier width when ``include_top``; 1000 with ImageNet weights.
         dropout_rate: dropout before the classifier (training only).
         drop_connect_rate: stochastic-depth rate of the last block (training only).
         name: model name.
 
     Returns:
-        A `keras.Model` taking uint8 (or float 0..255) RGB images [N, H, W, 3].
+        A ``keras.Model`` taking uint8 (or float 0..255) RGB images [N, H, W, 3].
 
     Raises:
-        ValueError: on an invalid `image_size`, `pooling`, `classes` or weights file.
+        ValueError: on an invalid ``image_size``, ``pooling``, ``classes`` or weights file.
 
     Example:
-        >>> model = efficientnet_lite0(include_top=False, weights=None, image_size=64)
-        >>> model(np.zeros((2, 64, 64, 3), np.uint8)).shape
-        TensorShape([2, 1280])
+    >>> model = efficientnet_lite0(include_top=False, weights=None, image_size=64)
+    >>> model(np.zeros((2, 64, 64, 3), np.uint8)).shape
+    TensorShape([2, 1280])
     """
     size = _check_image_size(image_size)
     if pooling not in ("avg", None):

@@ -34,15 +34,15 @@ def weights_id(backbone, weights):
     """A string that changes whenever the backbone's weights do.
 
     Args:
-        backbone: backbone name (see `build_backbone`).
+        backbone: backbone name (see ``build_backbone``).
         weights: "imagenet" or a weights file path.
 
     Returns:
         "sha256:<hex>" of the weights file for EfficientNet-Lite0 and for paths;
-        "keras-<version>:imagenet" for `keras.applications` ImageNet weights.
+        "keras-<version>:imagenet" for ``keras.applications`` ImageNet weights.
 
     Raises:
-        ValueError: for `weights=None` (random weights give features worth no cache).
+        ValueError: for ``weights=None`` (random weights give features worth no cache).
     """
     if weights is None:
         raise ValueError("Random weights give features that are not worth caching. Received: weights=None")
@@ -89,17 +89,17 @@ def feature_cache_path(dataset_id, backbone=LITE0, weights="imagenet", image_siz
     Args:
         dataset_id: a string naming the images and their order, e.g.
             "cars196:/data/cars196:test".
-        backbone, weights, image_size: as for `extract_features`.
-        cache_dir: cache directory; default `default_cache_dir("features")`.
+        backbone, weights, image_size: as for ``extract_features``.
+        cache_dir: cache directory; default ``default_cache_dir("features")``.
 
     Returns:
-        `pathlib.Path` "<dataset>-<backbone>-<size>-<key>.npz", key = the first 16
+        ``pathlib.Path`` "<dataset>-<backbone>-<size>-<key>.npz", key = the first 16
         hex digits of the SHA-256 of the metadata: backbone name, weights file hash,
-        `backbone_fingerprint`, image size and dataset id.
+        ``backbone_fingerprint``, image size and dataset id.
 
     Example:
-        >>> feature_cache_path("digits:test", "resnet50", cache_dir="/tmp").name  # doctest: +SKIP
-        'digits_test-resnet50-224-5c1f0a8e2b7d9c11.npz'
+    >>> feature_cache_path("digits:test", "resnet50", cache_dir="/tmp").name  # doctest: +SKIP
+    'digits_test-resnet50-224-5c1f0a8e2b7d9c11.npz'
     """
     model = build_backbone(backbone, image_size=image_size, weights=weights, trainable=False)
     return _cache_path(_cache_metadata(model, backbone, weights, image_size, dataset_id), cache_dir)
@@ -154,18 +154,18 @@ def extract_features(
     """Embeds every image once with a frozen pretrained backbone, cached on disk.
 
     Args:
-        dataset: `tf.data.Dataset` of `(image, label)` pairs, image uint8 RGB
+        dataset: ``tf.data.Dataset`` of ``(image, label)`` pairs, image uint8 RGB
             [H, W, C] (or float 0..255), batched or not; images of another size or
-            with one channel are resized (area) and tiled to `image_size` RGB as
-            every backbone's `ImagePreprocessing` layer does. Iterated once, in order.
-        backbone: backbone name (see `build_backbone`), default "efficientnet_lite0".
+            with one channel are resized (area) and tiled to ``image_size`` RGB as
+            every backbone's ``ImagePreprocessing`` layer does. Iterated once, in order.
+        backbone: backbone name (see ``build_backbone``), default "efficientnet_lite0".
         image_size: input side in pixels.
         weights: "imagenet" or a weights file path (None: random, never cached).
         dataset_id: a string naming the images and their order ("cars196:<root>:test");
             None disables the cache.
-        cache_dir: cache directory; default `$RANKLOSS_TF_CACHE/features` or
-            `~/.cache/rankloss_tf/features`.
-        batch_size: images per forward pass when `dataset` is not batched.
+        cache_dir: cache directory; default ``$RANKLOSS_TF_CACHE/features`` or
+            ``~/.cache/rankloss_tf/features``.
+        batch_size: images per forward pass when ``dataset`` is not batched.
         verbose: Keras progress-bar verbosity ("auto", 0, 1 or 2).
 
     Returns:
@@ -176,11 +176,11 @@ def extract_features(
         ValueError: on an empty dataset or one that does not yield (image, label) pairs.
 
     Example:
-        >>> images = np.zeros((4, 32, 32, 3), np.uint8)
-        >>> ds = tf.data.Dataset.from_tensor_slices((images, np.arange(4)))
-        >>> features, labels = extract_features(ds, "MobileNetV3Small", 32, weights=None)
-        >>> features.shape, labels.tolist()
-        ((4, 576), [0, 1, 2, 3])
+    >>> images = np.zeros((4, 32, 32, 3), np.uint8)
+    >>> ds = tf.data.Dataset.from_tensor_slices((images, np.arange(4)))
+    >>> features, labels = extract_features(ds, "MobileNetV3Small", 32, weights=None)
+    >>> features.shape, labels.tolist()
+    ((4, 576), [0, 1, 2, 3])
     """
     batches = _batched_images(dataset, image_size, batch_size)
     model = build_backbone(backbone, image_size=image_size, weights=weights, trainable=False)

@@ -1,4 +1,4 @@
-"""Files of the backbones: the cache location, content hashes, atomic `.npz` writes."""
+"""Files of the backbones: the cache location, content hashes, atomic ``.npz`` writes."""
 
 import hashlib
 import os
@@ -20,21 +20,21 @@ def file_sha256(path):
 
 
 def atomic_savez(path, **arrays):
-    """`np.savez(path, **arrays)` so that `path` is either absent or complete.
+    """``np.savez(path, **arrays)`` so that ``path`` is either absent or complete.
 
     Writes a temporary file in the same directory, syncs it, then renames it over
-    `path`; on any error the temporary file is removed and `path` is untouched.
+    ``path``; on any error the temporary file is removed and ``path`` is untouched.
 
     Args:
-        path: destination `.npz` path; its directory is created if needed.
+        path: destination ``.npz`` path; its directory is created if needed.
         **arrays: named arrays to store.
 
     Returns:
-        `pathlib.Path` of the written file.
+        ``pathlib.Path`` of the written file.
 
     Example:
-        >>> atomic_savez("/tmp/example.npz", x=np.arange(3)).name
-        'example.npz'
+    >>> atomic_savez("/tmp/example.npz", x=np.arange(3)).name
+    'example.npz'
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -40,9 +40,9 @@ def backbone_names():
     """Names ``build_backbone`` accepts: EfficientNet-Lite0, keras.applications models, small_cnn.
 
     Example:
-        >>> names = backbone_names()
-        >>> names[0], "resnet50" in names, names[-1]
-        ('efficientnet_lite0', True, 'small_cnn')
+    >>> names = backbone_names()
+    >>> names[0], "resnet50" in names, names[-1]
+    ('efficientnet_lite0', True, 'small_cnn')
     """
     return [LITE0, *sorted(_applications()), SMALL_CNN]
 
@@ -61,8 +61,8 @@ def resolve(name):
         ValueError: an unknown name.
 
     Example:
-        >>> resolve("resnet_50"), resolve("EfficientNet_Lite0")
-        ('ResNet50', 'efficientnet_lite0')
+    >>> resolve("resnet_50"), resolve("EfficientNet_Lite0")
+    ('ResNet50', 'efficientnet_lite0')
     """
     key = _key(name)
     if key in (_key(SMALL_CNN), _key(LITE0)):
@@ -80,8 +80,8 @@ def is_pretrained(name):
     """True for the backbones that come with ImageNet weights (all but small_cnn and unknown names).
 
     Example:
-        >>> is_pretrained("efficientnet_lite0"), is_pretrained("resnet50"), is_pretrained("small_cnn")
-        (True, True, False)
+    >>> is_pretrained("efficientnet_lite0"), is_pretrained("resnet50"), is_pretrained("small_cnn")
+    (True, True, False)
     """
     try:
         return resolve(name) != SMALL_CNN
@@ -147,9 +147,9 @@ def build_backbone(name=LITE0, image_size=224, weights="imagenet", trainable=Tru
             could not be loaded.
 
     Example:
-        >>> model = build_backbone("MobileNetV3Small", image_size=64, weights=None)
-        >>> model(np.zeros((1, 64, 64, 3), np.uint8)).shape
-        TensorShape([1, 576])
+    >>> model = build_backbone("MobileNetV3Small", image_size=64, weights=None)
+    >>> model(np.zeros((1, 64, 64, 3), np.uint8)).shape
+    TensorShape([1, 576])
     """
     canonical = resolve(name)
     if input_shape is None:

@@ -1,4 +1,4 @@
-"""Reads a PyTorch state dict (the legacy, pre-1.6 `torch.save` format) without torch.
+"""Reads a PyTorch state dict (the legacy, pre-1.6 ``torch.save`` format) without torch.
 
 The legacy format is five pickles in a row: a magic number, the protocol version,
 system info, the state dict whose tensors point to storages by key, and the list
@@ -7,8 +7,8 @@ of storage keys; then, for each key in that order, the storage's element count
 the few globals that a state dict of plain tensors needs, so reading a file never
 runs code from it.
 
-Reference: `torch/serialization.py` (`_legacy_load`) and `torch/_utils.py`
-(`_rebuild_tensor_v2`) in PyTorch 1.x-2.x.
+Reference: ``torch/serialization.py`` (``_legacy_load``) and ``torch/_utils.py``
+(``_rebuild_tensor_v2``) in PyTorch 1.x-2.x.
 """
 
 import collections
@@ -40,7 +40,7 @@ class _StorageRef:
 
 
 def _rebuild_tensor(storage, offset, size, stride, *unused):
-    """Stands for `torch._utils._rebuild_tensor_v2`; resolved once storages are read."""
+    """Stands for ``torch._utils._rebuild_tensor_v2``; resolved once storages are read."""
     return _TensorRef(storage, offset, tuple(size), tuple(stride))
 
 
@@ -91,8 +91,8 @@ def read_torch_state_dict(path):
     """Reads a legacy-format PyTorch state dict into NumPy arrays, without torch.
 
     Args:
-        path: path of a `.pth` file written by `torch.save(model.state_dict())`
-            with PyTorch < 1.6 (or `_use_new_zipfile_serialization=False`).
+        path: path of a ``.pth`` file written by ``torch.save(model.state_dict())``
+            with PyTorch < 1.6 (or ``_use_new_zipfile_serialization=False``).
 
     Returns:
         dict mapping each state-dict key (e.g. "_bn0.running_mean") to a NumPy
@@ -102,9 +102,9 @@ def read_torch_state_dict(path):
         ValueError: if the file is not a legacy-format PyTorch file.
 
     Example:
-        >>> state = read_torch_state_dict("efficientnet-lite0-57934424.pth")  # doctest: +SKIP
-        >>> state["_conv_stem.weight"].shape  # doctest: +SKIP
-        (32, 3, 3, 3)
+    >>> state = read_torch_state_dict("efficientnet-lite0-57934424.pth")  # doctest: +SKIP
+    >>> state["_conv_stem.weight"].shape  # doctest: +SKIP
+    (32, 3, 3, 3)
     """
     with open(path, "rb") as file:
         try:

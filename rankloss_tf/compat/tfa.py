@@ -1,16 +1,16 @@
-"""Drop-in replacements for TensorFlow Addons 0.23's metric-learning losses (`tfa.losses`).
+"""Drop-in replacements for TensorFlow Addons 0.23's metric-learning losses (``tfa.losses``).
 
 Same names, signatures, configs and numbers as tfa, under Keras 3:
 
     import rankloss_tf.compat.tfa as tfa_losses
     model.compile(loss=tfa_losses.TripletSemiHardLoss(margin=1.0))
 
-Importing this module registers every loss under tfa's Keras names (`Addons>TripletSemiHardLoss`,
-`Addons>triplet_semihard_loss`, ...), so `keras.models.load_model` restores the loss of a
-Keras 2 `.h5` model compiled with tfa. `distance_metric` takes tfa's names, "L2",
+Importing this module registers every loss under tfa's Keras names (``Addons>TripletSemiHardLoss``,
+``Addons>triplet_semihard_loss``, ...), so ``keras.models.load_model`` restores the loss of a
+Keras 2 ``.h5`` model compiled with tfa. ``distance_metric`` takes tfa's names, "L2",
 "squared-L2" and "angular", or a callable mapping embeddings [B, D] to distances [B, B].
-Each function is a rename over a `rankloss_tf.ops` kernel; the classes hold its keyword
-arguments, with tfa's `reduction="none"` (the functions already return the batch mean).
+Each function is a rename over a ``rankloss_tf.ops`` kernel; the classes hold its keyword
+arguments, with tfa's ``reduction="none"`` (the functions already return the batch mean).
 
 Differences from tfa: where tfa returned NaN (a batch without a positive pair, a single
 class for the lifted loss, a multi-label row without a class), these return 0; semi-hard
@@ -55,7 +55,7 @@ _FORMER_PACKAGE = "rankloss_tf.compat.tfa"
 
 
 def _distance(distance_metric):
-    """tfa's `distance_metric` as a kernel `distance`: a name of `_METRICS` or a callable."""
+    """tfa's ``distance_metric`` as a kernel ``distance``: a name of ``_METRICS`` or a callable."""
     if callable(distance_metric):
         return distance_metric
     if distance_metric not in _METRICS:
@@ -67,12 +67,12 @@ def _distance(distance_metric):
 
 
 def _batch_mean(per_anchor, y_pred):
-    """The mean of a per-anchor kernel result, in the dtype of `y_pred` (as tfa)."""
+    """The mean of a per-anchor kernel result, in the dtype of ``y_pred`` (as tfa)."""
     return tf.cast(tf.reduce_mean(per_anchor), tf.convert_to_tensor(y_pred).dtype)
 
 
 def triplet_semihard_loss(y_true, y_pred, margin=1.0, distance_metric="L2"):
-    """tfa's `triplet_semihard_loss`: `ops.triplet_semihard_loss` averaged.
+    """tfa's ``triplet_semihard_loss``: ``ops.triplet_semihard_loss`` averaged.
 
     Args:
         y_true: integer labels [B] or [B, 1].
@@ -81,11 +81,11 @@ def triplet_semihard_loss(y_true, y_pred, margin=1.0, distance_metric="L2"):
         distance_metric: "L2", "squared-L2", "angular" or a callable.
 
     Returns:
-        Scalar loss in the dtype of `y_pred`.
+        Scalar loss in the dtype of ``y_pred``.
 
     Example:
-        >>> round(float(triplet_semihard_loss([0, 0], [[0.0, 1.0], [1.0, 0.0]])), 4)
-        2.4142
+    >>> round(float(triplet_semihard_loss([0, 0], [[0.0, 1.0], [1.0, 0.0]])), 4)
+    2.4142
     """
     margin, distance = check_non_negative("margin", margin), _distance(distance_metric)
     distances, positives, negatives, _ = distances_and_masks(y_true, y_pred, distance)
@@ -93,13 +93,13 @@ def triplet_semihard_loss(y_true, y_pred, margin=1.0, distance_metric="L2"):
 
 
 def triplet_hard_loss(y_true, y_pred, margin=1.0, soft=False, distance_metric="L2"):
-    """tfa's `triplet_hard_loss` (same arguments as `triplet_semihard_loss`, plus `soft`).
+    """tfa's ``triplet_hard_loss`` (same arguments as ``triplet_semihard_loss``, plus ``soft``).
 
     As tfa, an anchor without a positive uses itself (distance 0) as its hardest positive.
 
     Example:
-        >>> float(triplet_hard_loss([0, 0], [[0.0, 1.0], [1.0, 0.0]]))
-        1.0
+    >>> float(triplet_hard_loss([0, 0], [[0.0, 1.0], [1.0, 0.0]]))
+    1.0
     """
     margin, distance = check_non_negative("margin", margin), _distance(distance_metric)
     distances, positives, negatives, _ = distances_and_masks(y_true, y_pred, distance)
@@ -110,41 +110,41 @@ def triplet_hard_loss(y_true, y_pred, margin=1.0, soft=False, distance_metric="L
 
 
 def lifted_struct_loss(labels, embeddings, margin=1.0):
-    """tfa's `lifted_struct_loss`: `ops.lifted.lifted_struct_loss` (L2 distances) averaged.
+    """tfa's ``lifted_struct_loss``: ``ops.lifted.lifted_struct_loss`` (L2 distances) averaged.
 
     Example:
-        >>> round(float(lifted_struct_loss([0, 0, 1], [[0.0, 0.0], [1.0, 0.0], [0.0, 1.5]])), 4)
-        0.5546
+    >>> round(float(lifted_struct_loss([0, 0, 1], [[0.0, 0.0], [1.0, 0.0], [0.0, 1.5]])), 4)
+    0.5546
     """
     return _batch_mean(lifted.lifted_struct_loss(labels, embeddings, margin=margin), embeddings)
 
 
 def contrastive_loss(y_true, y_pred, margin=1.0):
-    """tfa's `contrastive_loss` on precomputed pair distances: `ops.precomputed.contrastive_from_distances`.
+    """tfa's ``contrastive_loss`` on precomputed pair distances: ``ops.precomputed.contrastive_from_distances``.
 
     Example:
-        >>> contrastive_loss([1.0, 0.0], [0.5, 0.5]).numpy().tolist()
-        [0.25, 0.25]
+    >>> contrastive_loss([1.0, 0.0], [0.5, 0.5]).numpy().tolist()
+    [0.25, 0.25]
     """
     return precomputed.contrastive_from_distances(y_true, y_pred, margin)
 
 
 def npairs_loss(y_true, y_pred):
-    """tfa's `npairs_loss` on the similarity matrix S = anchors @ positives^T [N, N].
+    """tfa's ``npairs_loss`` on the similarity matrix S = anchors @ positives^T [N, N].
 
     Example:
-        >>> round(float(npairs_loss([0, 1], [[1.0, 0.0], [0.0, 1.0]])), 4)
-        0.3133
+    >>> round(float(npairs_loss([0, 1], [[1.0, 0.0], [0.0, 1.0]])), 4)
+    0.3133
     """
     return tf.reduce_mean(precomputed.npairs_from_similarity(y_true, y_pred))
 
 
 def npairs_multilabel_loss(y_true, y_pred):
-    """tfa's `npairs_multilabel_loss`: binary class indicators [N, C] (dense or `tf.SparseTensor`).
+    """tfa's ``npairs_multilabel_loss``: binary class indicators [N, C] (dense or ``tf.SparseTensor``).
 
     Example:
-        >>> round(float(npairs_multilabel_loss([[1, 0], [0, 1]], [[1.0, 0.0], [0.0, 1.0]])), 4)
-        0.3133
+    >>> round(float(npairs_multilabel_loss([[1, 0], [0, 1]], [[1.0, 0.0], [0.0, 1.0]])), 4)
+    0.3133
     """
     if isinstance(y_true, tf.SparseTensor):
         y_true = tf.sparse.to_dense(y_true)
@@ -152,31 +152,31 @@ def npairs_multilabel_loss(y_true, y_pred):
 
 
 def pairwise_distance(feature, squared=False):
-    """tfa's `metric_learning.pairwise_distance`: L2 (or squared) distances [B, B], zero diagonal.
+    """tfa's ``metric_learning.pairwise_distance``: L2 (or squared) distances [B, B], zero diagonal.
 
     Example:
-        >>> pairwise_distance([[0.0, 0.0], [3.0, 4.0]]).numpy().tolist()
-        [[0.0, 5.0], [5.0, 0.0]]
+    >>> pairwise_distance([[0.0, 0.0], [3.0, 4.0]]).numpy().tolist()
+    [[0.0, 5.0], [5.0, 0.0]]
     """
     return pairwise_distances(tf.convert_to_tensor(feature), "squared_l2" if squared else "l2")
 
 
 def angular_distance(feature):
-    """tfa's `metric_learning.angular_distance`: max(1 - cos, 0) [B, B].
+    """tfa's ``metric_learning.angular_distance``: max(1 - cos, 0) [B, B].
 
     Example:
-        >>> angular_distance([[1.0, 0.0], [0.0, 2.0]]).numpy().tolist()
-        [[0.0, 1.0], [1.0, 0.0]]
+    >>> angular_distance([[1.0, 0.0], [0.0, 2.0]]).numpy().tolist()
+    [[0.0, 1.0], [1.0, 0.0]]
     """
     return pairwise_distances(tf.convert_to_tensor(feature), "cosine")
 
 
 class _AddonsLoss(keras.losses.Loss):
-    """tfa's `LossFunctionWrapper` with `reduction="none"`: a function and its keyword arguments.
+    """tfa's ``LossFunctionWrapper`` with ``reduction="none"``: a function and its keyword arguments.
 
-    The function returns the batch loss (a scalar) in the dtype of `y_pred`. Labels reach
-    it unchanged (no cast to float, so `tf.SparseTensor` labels and int32 ids above 2**24
-    work). A `sample_weight` multiplies the scalar, as Keras 2 did with reduction "none".
+    The function returns the batch loss (a scalar) in the dtype of ``y_pred``. Labels reach
+    it unchanged (no cast to float, so ``tf.SparseTensor`` labels and int32 ids above 2**24
+    work). A ``sample_weight`` multiplies the scalar, as Keras 2 did with reduction "none".
     """
 
     function = None
@@ -187,7 +187,7 @@ class _AddonsLoss(keras.losses.Loss):
         self._config_name = name  # tfa saved the name as given (None by default).
 
     def function_kwargs(self):
-        """The keyword arguments passed to `function` (and saved in the config)."""
+        """The keyword arguments passed to ``function`` (and saved in the config)."""
         return {}
 
     def __call__(self, y_true, y_pred, sample_weight=None):
@@ -207,7 +207,7 @@ class _AddonsLoss(keras.losses.Loss):
 
 
 def _register(name):
-    """Registers under tfa's `Addons>` name (used when saving) and the former compat name."""
+    """Registers under tfa's ``Addons>`` name (used when saving) and the former compat name."""
 
     def decorate(obj):
         keras.saving.get_custom_objects()[f"{_FORMER_PACKAGE}>{name}"] = obj
@@ -230,11 +230,11 @@ del _function
 
 @_register("TripletSemiHardLoss")
 class TripletSemiHardLoss(_AddonsLoss):
-    """tfa's `TripletSemiHardLoss(margin=1.0, distance_metric="L2", name=None)`.
+    """tfa's ``TripletSemiHardLoss(margin=1.0, distance_metric="L2", name=None)``.
 
     Example:
-        >>> round(float(TripletSemiHardLoss()([0, 0], [[0.0, 1.0], [1.0, 0.0]])), 4)
-        2.4142
+    >>> round(float(TripletSemiHardLoss()([0, 0], [[0.0, 1.0], [1.0, 0.0]])), 4)
+    2.4142
     """
 
     function = staticmethod(triplet_semihard_loss)
@@ -251,11 +251,11 @@ class TripletSemiHardLoss(_AddonsLoss):
 
 @_register("TripletHardLoss")
 class TripletHardLoss(TripletSemiHardLoss):
-    """tfa's `TripletHardLoss(margin=1.0, soft=False, distance_metric="L2", name=None)`.
+    """tfa's ``TripletHardLoss(margin=1.0, soft=False, distance_metric="L2", name=None)``.
 
     Example:
-        >>> float(TripletHardLoss()([0, 0], [[0.0, 1.0], [1.0, 0.0]]))
-        1.0
+    >>> float(TripletHardLoss()([0, 0], [[0.0, 1.0], [1.0, 0.0]]))
+    1.0
     """
 
     function = staticmethod(triplet_hard_loss)
@@ -270,11 +270,11 @@ class TripletHardLoss(TripletSemiHardLoss):
 
 @_register("LiftedStructLoss")
 class LiftedStructLoss(_AddonsLoss):
-    """tfa's `LiftedStructLoss(margin=1.0, name=None)`.
+    """tfa's ``LiftedStructLoss(margin=1.0, name=None)``.
 
     Example:
-        >>> round(float(LiftedStructLoss()([0, 0, 1], [[0.0, 0.0], [1.0, 0.0], [0.0, 1.5]])), 4)
-        0.5546
+    >>> round(float(LiftedStructLoss()([0, 0, 1], [[0.0, 0.0], [1.0, 0.0], [0.0, 1.5]])), 4)
+    0.5546
     """
 
     function = staticmethod(lifted_struct_loss)
@@ -289,11 +289,11 @@ class LiftedStructLoss(_AddonsLoss):
 
 @_register("NpairsLoss")
 class NpairsLoss(_AddonsLoss):
-    """tfa's `NpairsLoss(name="npairs_loss")`: `y_pred` is the similarity matrix [N, N].
+    """tfa's ``NpairsLoss(name="npairs_loss")``: ``y_pred`` is the similarity matrix [N, N].
 
     Example:
-        >>> round(float(NpairsLoss()([0, 1], [[1.0, 0.0], [0.0, 1.0]])), 4)
-        0.3133
+    >>> round(float(NpairsLoss()([0, 1], [[1.0, 0.0], [0.0, 1.0]])), 4)
+    0.3133
     """
 
     function = staticmethod(npairs_loss)
@@ -304,11 +304,11 @@ class NpairsLoss(_AddonsLoss):
 
 @_register("NpairsMultilabelLoss")
 class NpairsMultilabelLoss(_AddonsLoss):
-    """tfa's `NpairsMultilabelLoss(name="npairs_multilabel_loss")`: `y_true` class indicators [N, C].
+    """tfa's ``NpairsMultilabelLoss(name="npairs_multilabel_loss")``: ``y_true`` class indicators [N, C].
 
     Example:
-        >>> round(float(NpairsMultilabelLoss()([[1, 0], [0, 1]], [[1.0, 0.0], [0.0, 1.0]])), 4)
-        0.3133
+    >>> round(float(NpairsMultilabelLoss()([[1, 0], [0, 1]], [[1.0, 0.0], [0.0, 1.0]])), 4)
+    0.3133
     """
 
     function = staticmethod(npairs_multilabel_loss)
@@ -319,14 +319,14 @@ class NpairsMultilabelLoss(_AddonsLoss):
 
 @_register("ContrastiveLoss")
 class ContrastiveLoss(keras.losses.Loss):
-    """tfa's `ContrastiveLoss(margin=1.0, reduction="sum_over_batch_size", name="contrastive_loss")`.
+    """tfa's ``ContrastiveLoss(margin=1.0, reduction="sum_over_batch_size", name="contrastive_loss")``.
 
-    `y_true` holds binary pair labels and `y_pred` the pair distances; Keras reduces the
+    ``y_true`` holds binary pair labels and ``y_pred`` the pair distances; Keras reduces the
     per-pair losses (this is the one tfa metric-learning class with a reduction).
 
     Example:
-        >>> float(ContrastiveLoss()([1.0, 0.0], [0.5, 0.5]))
-        0.25
+    >>> float(ContrastiveLoss()([1.0, 0.0], [0.5, 0.5]))
+    0.25
     """
 
     def __init__(self, margin=1.0, reduction="sum_over_batch_size", name="contrastive_loss", **kwargs):

@@ -1,22 +1,22 @@
-"""TF 1.x `tf.contrib.losses.metric_learning` functions, for graph and Session code.
+"""TF 1.x ``tf.contrib.losses.metric_learning`` functions, for graph and Session code.
 
 Same names, signatures and numbers as TF 1.15's contrib module; every function returns a
-scalar and works eagerly, in `tf.function`, and in TF 1.x graph mode with placeholders and
-a `tf.compat.v1.Session` (after `tf.compat.v1.disable_eager_execution()`):
+scalar and works eagerly, in ``tf.function``, and in TF 1.x graph mode with placeholders and
+a ``tf.compat.v1.Session`` (after ``tf.compat.v1.disable_eager_execution()``):
 
     import rankloss_tf.compat.v1 as metric_learning
     loss = metric_learning.triplet_semihard_loss(labels, embeddings, margin=1.0)
     train_op = tf.compat.v1.train.AdamOptimizer(1e-3).minimize(loss)
 
-Each function is a rename over `rankloss_tf.ops` kernels (this module imports no Keras).
+Each function is a rename over ``rankloss_tf.ops`` kernels (this module imports no Keras).
 Differences from contrib: where contrib returned NaN (a batch without a positive pair,
-or with a single class for `lifted_struct_loss`), these return 0; the gradient of a
+or with a single class for ``lifted_struct_loss``), these return 0; the gradient of a
 zero distance is 0, not NaN; semi-hard mining and the lifted loss use O(B^2) memory
-instead of O(B^3); `cluster_loss` runs in TensorFlow (no `py_func` to scikit-learn, no
+instead of O(B^3); ``cluster_loss`` runs in TensorFlow (no ``py_func`` to scikit-learn, no
 summaries) and has no "ami" margin.
 
-`angular_loss` and `npair_angular_loss` (Wang et al. 2017) are added in the style of
-contrib's `npairs_loss`: `labels` [N] and N (anchor, positive) embedding pairs.
+``angular_loss`` and ``npair_angular_loss`` (Wang et al. 2017) are added in the style of
+contrib's ``npairs_loss``: ``labels`` [N] and N (anchor, positive) embedding pairs.
 """
 
 import tensorflow as tf
@@ -40,7 +40,7 @@ __all__ = [
 
 
 def _pairs(labels, embeddings_anchor, embeddings_positive):
-    """Checks N (anchor, positive) pairs; returns `(labels [N], anchors, positives)` in float32/64."""
+    """Checks N (anchor, positive) pairs; returns ``(labels [N], anchors, positives)`` in float32/64."""
     labels, anchors = standardize_inputs(labels, embeddings_anchor)
     _, positives = standardize_inputs(labels, embeddings_positive)
     if anchors.shape[1] is not None and positives.shape[1] is not None and anchors.shape[1] != positives.shape[1]:
@@ -58,12 +58,12 @@ def _interleave(labels, anchors, positives):
 
 
 def triplet_semihard_loss(labels, embeddings, margin=1.0):
-    """contrib's `triplet_semihard_loss`: semi-hard mining on squared L2 distances.
+    """contrib's ``triplet_semihard_loss``: semi-hard mining on squared L2 distances.
 
     As in TF 1.x contrib, D is the squared Euclidean distance. For every ordered positive
     pair (a, p), n* is the closest negative with D[a, n] > D[a, p], else the farthest:
         loss = mean over positive pairs of max(D[a, p] - D[a, n*] + margin, 0).
-    Equals `rankloss_tf.ops.triplet_semihard_loss(..., distance="squared_l2")` averaged.
+    Equals ``rankloss_tf.ops.triplet_semihard_loss(..., distance="squared_l2")`` averaged.
 
     Reference: Schroff et al., "FaceNet", CVPR 2015.
 
@@ -73,17 +73,17 @@ def triplet_semihard_loss(labels, embeddings, margin=1.0):
         margin: float >= 0.
 
     Returns:
-        Scalar loss, the dtype of `embeddings`.
+        Scalar loss, the dtype of ``embeddings``.
 
     Example:
-        >>> round(float(triplet_semihard_loss([0, 0], [[0.0, 1.0], [1.0, 0.0]])), 4)
-        3.0
+    >>> round(float(triplet_semihard_loss([0, 0], [[0.0, 1.0], [1.0, 0.0]])), 4)
+    3.0
     """
     return tf.reduce_mean(kernels.triplet_semihard_loss(labels, embeddings, margin=margin, distance="squared_l2"))
 
 
 def contrastive_loss(labels, embeddings_anchor, embeddings_positive, margin=1.0):
-    """contrib's `contrastive_loss` on N pairs of embeddings (Hadsell et al. 2006).
+    """contrib's ``contrastive_loss`` on N pairs of embeddings (Hadsell et al. 2006).
 
     With d_i = ||a_i - p_i|| (not squared) and binary pair labels y_i (1 = same class):
         loss = mean_i [y_i d_i^2 + (1 - y_i) max(margin - d_i, 0)^2].
@@ -98,8 +98,8 @@ def contrastive_loss(labels, embeddings_anchor, embeddings_positive, margin=1.0)
         Scalar loss.
 
     Example:
-        >>> float(contrastive_loss([1, 0], [[0.0, 0.0], [0.0, 0.0]], [[0.5, 0.0], [0.5, 0.0]]))
-        0.25
+    >>> float(contrastive_loss([1, 0], [[0.0, 0.0], [0.0, 0.0]], [[0.5, 0.0], [0.5, 0.0]]))
+    0.25
     """
     dtype = tf.convert_to_tensor(embeddings_anchor).dtype
     labels, anchors, positives = _pairs(labels, embeddings_anchor, embeddings_positive)
@@ -108,7 +108,7 @@ def contrastive_loss(labels, embeddings_anchor, embeddings_positive, margin=1.0)
 
 
 def npairs_loss(labels, embeddings_anchor, embeddings_positive, reg_lambda=0.002, print_losses=False):
-    """contrib's `npairs_loss` (Sohn 2016): cross-entropy of anchor-positive similarities.
+    """contrib's ``npairs_loss`` (Sohn 2016): cross-entropy of anchor-positive similarities.
 
     S = anchors @ positives^T; row i is the logits of a softmax whose target spreads
     evenly over the columns j with labels[j] == labels[i]. Plus the L2 regulariser
@@ -129,8 +129,8 @@ def npairs_loss(labels, embeddings_anchor, embeddings_positive, reg_lambda=0.002
         Scalar loss.
 
     Example:
-        >>> round(float(npairs_loss([0, 1], [[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [0.0, 1.0]], reg_lambda=0.0)), 4)
-        0.3133
+    >>> round(float(npairs_loss([0, 1], [[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [0.0, 1.0]], reg_lambda=0.0)), 4)
+    0.3133
     """
     dtype = tf.convert_to_tensor(embeddings_anchor).dtype
     labels, anchors, positives = _pairs(labels, embeddings_anchor, embeddings_positive)
@@ -141,7 +141,7 @@ def npairs_loss(labels, embeddings_anchor, embeddings_positive, reg_lambda=0.002
 
 
 def _logged(cross_entropy, l2_loss, print_losses):
-    """`cross_entropy + l2_loss`, logging both (INFO) when evaluated if `print_losses`."""
+    """``cross_entropy + l2_loss``, logging both (INFO) when evaluated if ``print_losses``."""
     if print_losses:
         logged = tf.print(
             "cross entropy:", cross_entropy, "l2loss:", l2_loss, output_stream=tf.compat.v1.logging.info
@@ -165,11 +165,11 @@ def _dense_label_rows(sparse_labels):
 def npairs_loss_multilabel(
     sparse_labels, embeddings_anchor, embeddings_positive, reg_lambda=0.002, print_losses=False
 ):
-    """contrib's `npairs_loss_multilabel`: N-pair loss with several classes per pair.
+    """contrib's ``npairs_loss_multilabel``: N-pair loss with several classes per pair.
 
     The target of anchor i spreads over the positives j in proportion to the number of
     classes they share, |Y_i intersect Y_j| (normalised per row), plus the regulariser of
-    `npairs_loss`. With one class per pair it equals `npairs_loss`.
+    ``npairs_loss``. With one class per pair it equals ``npairs_loss``.
 
     Args:
         sparse_labels: list of N 1-D `tf.SparseTensor`s of dense shape [num_classes], the
@@ -183,13 +183,13 @@ def npairs_loss_multilabel(
         Scalar loss.
 
     Raises:
-        TypeError: `sparse_labels` is not a list of `tf.SparseTensor` (as contrib).
+        TypeError: ``sparse_labels`` is not a list of ``tf.SparseTensor`` (as contrib).
 
     Example:
-        >>> rows = [tf.sparse.from_dense([1.0, 0.0]), tf.sparse.from_dense([0.0, 1.0])]
-        >>> eye = [[1.0, 0.0], [0.0, 1.0]]
-        >>> round(float(npairs_loss_multilabel(rows, eye, eye, reg_lambda=0.0)), 4)
-        0.3133
+    >>> rows = [tf.sparse.from_dense([1.0, 0.0]), tf.sparse.from_dense([0.0, 1.0])]
+    >>> eye = [[1.0, 0.0], [0.0, 1.0]]
+    >>> round(float(npairs_loss_multilabel(rows, eye, eye, reg_lambda=0.0)), 4)
+    0.3133
     """
     indicators = _dense_label_rows(sparse_labels)
     dtype = tf.convert_to_tensor(embeddings_anchor).dtype
@@ -202,7 +202,7 @@ def npairs_loss_multilabel(
 
 
 def lifted_struct_loss(labels, embeddings, margin=1.0):
-    """contrib's `lifted_struct_loss` (Oh Song et al. 2016), on L2 distances.
+    """contrib's ``lifted_struct_loss`` (Oh Song et al. 2016), on L2 distances.
 
     For every positive pair (i, j), i != j, with D the Euclidean distance:
         J_ij = log(sum_{k in N(i)} exp(margin - D_ik) + sum_{l in N(j)} exp(margin - D_jl)) + D_ij,
@@ -222,19 +222,19 @@ def lifted_struct_loss(labels, embeddings, margin=1.0):
         Scalar loss; 0 without a positive pair or without any negative pair.
 
     Example:
-        >>> round(float(lifted_struct_loss([0, 0, 1], [[0.0, 0.0], [1.0, 0.0], [0.0, 1.5]])), 4)
-        0.5546
+    >>> round(float(lifted_struct_loss([0, 0, 1], [[0.0, 0.0], [1.0, 0.0], [0.0, 1.5]])), 4)
+    0.5546
     """
     dtype = tf.convert_to_tensor(embeddings).dtype
     return tf.cast(tf.reduce_mean(lifted.lifted_struct_loss(labels, embeddings, margin=margin)), dtype)
 
 
 def pairwise_distance(feature, squared=False):
-    """contrib's `pairwise_distance`: L2 (or squared L2) distances [B, B], zero diagonal.
+    """contrib's ``pairwise_distance``: L2 (or squared L2) distances [B, B], zero diagonal.
 
     Example:
-        >>> pairwise_distance([[0.0, 0.0], [3.0, 4.0]], squared=True).numpy().tolist()
-        [[0.0, 25.0], [25.0, 0.0]]
+    >>> pairwise_distance([[0.0, 0.0], [3.0, 4.0]], squared=True).numpy().tolist()
+    [[0.0, 25.0], [25.0, 0.0]]
     """
     return pairwise_distances(tf.convert_to_tensor(feature), "squared_l2" if squared else "l2")
 
@@ -242,9 +242,9 @@ def pairwise_distance(feature, squared=False):
 def cluster_loss(
     labels, embeddings, margin_multiplier, enable_pam_finetuning=True, margin_type="nmi", print_losses=False
 ):
-    """contrib's `cluster_loss`: the facility-location clustering loss (Song et al. 2017).
+    """contrib's ``cluster_loss``: the facility-location clustering loss (Song et al. 2017).
 
-    `rankloss_tf.ops.facility_location.cluster_loss`: loss-augmented greedy medoids (one
+    ``rankloss_tf.ops.facility_location.cluster_loss``: loss-augmented greedy medoids (one
     per class), optionally refined by PAM, against the classes' own best medoids:
         loss = max(F(S*) + margin_multiplier (1 - NMI(y, S*)) - F_gt, 0),
     F the negated sum of L2 distances to the nearest medoid.
@@ -265,8 +265,8 @@ def cluster_loss(
         Scalar loss.
 
     Example:
-        >>> float(cluster_loss([0, 0, 1, 1], [[0.0, 0.0], [0.1, 0.0], [1.0, 1.0], [1.1, 1.0]], 1.0))
-        0.0
+    >>> float(cluster_loss([0, 0, 1, 1], [[0.0, 0.0], [0.1, 0.0], [1.0, 1.0], [1.1, 1.0]], 1.0))
+    0.0
     """
     loss = facility_location.cluster_loss(
         labels, embeddings, margin_multiplier, enable_pam_finetuning=enable_pam_finetuning, margin_type=margin_type
@@ -285,7 +285,7 @@ def angular_loss(labels, embeddings_anchor, embeddings_positive, alpha=45.0):
     L2-normalised embeddings, with t = tan^2(alpha), every ordered positive pair (x, y) of
     that batch and every sample n of another class,
         loss = mean over (x, y) of log(1 + sum_n exp(4t (x + y).n - 2(1 + t) x.y)),
-    i.e. `rankloss_tf.ops.angular_loss` on that batch.
+    i.e. ``rankloss_tf.ops.angular_loss`` on that batch.
 
     Reference: Wang, Zhou, Wen, Liu, Lin, "Deep Metric Learning with Angular Loss", ICCV 2017.
 
@@ -299,8 +299,8 @@ def angular_loss(labels, embeddings_anchor, embeddings_positive, alpha=45.0):
         Scalar loss.
 
     Example:
-        >>> round(float(angular_loss([0, 1], [[1.0, 0.0], [0.0, 1.0]], [[0.8, 0.6], [-0.6, 0.8]])), 4)
-        0.3736
+    >>> round(float(angular_loss([0, 1], [[1.0, 0.0], [0.0, 1.0]], [[0.8, 0.6], [-0.6, 0.8]])), 4)
+    0.3736
     """
     dtype = tf.convert_to_tensor(embeddings_anchor).dtype
     batch_labels, batch = _interleave(*_pairs(labels, embeddings_anchor, embeddings_positive))
@@ -314,7 +314,7 @@ def npair_angular_loss(labels, embeddings_anchor, embeddings_positive, alpha=45.
         l(i) = log(1 + sum_j exp(a_i.p_j - a_i.p_i))
                + lam * log(1 + sum_j exp(4t (x_ai + x_pi).x_pj - 2(1 + t) x_ai.x_pi)),
     x the L2-normalised embeddings, t = tan^2(alpha); the loss is the mean over pairs (no
-    L2 regulariser), i.e. `rankloss_tf.ops.npair_angular_loss` on [a_0, p_0, a_1, p_1, ...].
+    L2 regulariser), i.e. ``rankloss_tf.ops.npair_angular_loss`` on [a_0, p_0, a_1, p_1, ...].
 
     Reference: Wang et al., "Deep Metric Learning with Angular Loss", ICCV 2017.
 
@@ -329,8 +329,8 @@ def npair_angular_loss(labels, embeddings_anchor, embeddings_positive, alpha=45.
         Scalar loss.
 
     Example:
-        >>> round(float(npair_angular_loss([0, 1], [[1.0, 0.0], [0.0, 1.0]], [[0.8, 0.6], [-0.6, 0.8]])), 4)
-        0.7841
+    >>> round(float(npair_angular_loss([0, 1], [[1.0, 0.0], [0.0, 1.0]], [[0.8, 0.6], [-0.6, 0.8]])), 4)
+    0.7841
     """
     dtype = tf.convert_to_tensor(embeddings_anchor).dtype
     batch_labels, batch = _interleave(*_pairs(labels, embeddings_anchor, embeddings_positive))

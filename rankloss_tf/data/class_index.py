@@ -10,7 +10,7 @@ def validate_pk(classes_per_batch, samples_per_class):
     """Checks P (classes per batch) and K (samples per class).
 
     Raises:
-        ValueError: if `classes_per_batch` < 2 or `samples_per_class` < 1.
+        ValueError: if ``classes_per_batch`` < 2 or ``samples_per_class`` < 1.
     """
     if not is_integer(classes_per_batch) or classes_per_batch < 2:
         raise ValueError(
@@ -29,7 +29,7 @@ def is_integer(value):
 
 
 def as_label_array(labels):
-    """Returns `labels` as a 1-D integer NumPy array (shape [N] or [N, 1] accepted).
+    """Returns ``labels`` as a 1-D integer NumPy array (shape [N] or [N, 1] accepted).
 
     Raises:
         ValueError: for non-integer labels or a rank other than 1 (or [N, 1]).
@@ -99,7 +99,7 @@ class ClassIndex:
         return int(self.classes.size)
 
     def draw(self, positions, seed, samples=None):
-        """Draws `samples` sample indices for each class position, in TensorFlow.
+        """Draws ``samples`` sample indices for each class position, in TensorFlow.
 
         Within a class, samples are distinct while the class has enough of them;
         a short class (kept by "repeat") cycles through a shuffled order of its

@@ -12,8 +12,8 @@ class HardClassSampler(PKSampler):
 
     Sohn (2016), "Improved Deep Metric Learning with Multi-class N-pair Loss
     Objective", section 3.2:
-    1. `refresh(embed_fn)`: draw C candidate classes at random and embed
-       `samples_per_candidate` (1 or 2) samples of each with the current model.
+    1. ``refresh(embed_fn)``: draw C candidate classes at random and embed
+       ``samples_per_candidate`` (1 or 2) samples of each with the current model.
     2. Per batch: pick a random seed class among the candidates, then add, one
        at a time, the candidate that violates the margin most with respect to
        the classes chosen so far, until P classes (ties broken at random).
@@ -24,18 +24,18 @@ class HardClassSampler(PKSampler):
     with one sample e, the similarity e_i . e_j. A candidate's score is its
     largest violation over the chosen classes.
 
-    Memory and time stay O(C x neighbours): `refresh` keeps, for each
-    candidate, only its `neighbours` most violating candidates (blocked matmul +
+    Memory and time stay O(C x neighbours): ``refresh`` keeps, for each
+    candidate, only its ``neighbours`` most violating candidates (blocked matmul +
     top-k, never a C x C matrix), and building a batch costs O(C x P). Before
     the first refresh, batches hold random classes.
 
-    It is a `PKSampler` that overrides only `select_classes`: seeds, sample
+    It is a ``PKSampler`` that overrides only ``select_classes``: seeds, sample
     draws, decoding, epochs (C // P batches each, every batch with P classes)
     and prefetching are the P x K sampler's. Batches read the latest
-    `refresh` when they are built (prefetched batches may predate it).
+    ``refresh`` when they are built (prefetched batches may predate it).
 
     Args:
-        data, labels, decode_fn, short_classes: as for `PKSampler`.
+        data, labels, decode_fn, short_classes: as for ``PKSampler``.
         classes_per_batch: P >= 2.
         samples_per_class: K >= 1 (2 for N-pair batches).
         num_candidates: C, the classes drawn at each refresh; None = all classes.
@@ -99,7 +99,7 @@ class HardClassSampler(PKSampler):
         self._violations = tf.Variable(tf.fill([num_candidates, neighbours], -np.inf), trainable=False)
 
     def refresh(self, embed_fn, block_size=1024):
-        """Draws new candidate classes and ranks their violations with `embed_fn`.
+        """Draws new candidate classes and ranks their violations with ``embed_fn``.
 
         Args:
             embed_fn: callable mapping a batch of examples to embeddings [B, D]
@@ -128,15 +128,15 @@ class HardClassSampler(PKSampler):
     def select_classes(self, seed, positions=None):
         """Greedily picks P candidate classes for one batch (in TensorFlow).
 
-        Overrides `PKSampler.select_classes`: the epoch's next group of
-        classes (`positions`) is not used; every batch holds P classes.
+        Overrides ``PKSampler.select_classes``: the epoch's next group of
+        classes (``positions``) is not used; every batch holds P classes.
 
         Args:
             seed: stateless seed, int tensor [2].
             positions: not used.
 
         Returns:
-            int64 tensor [P] of class positions (indices into `classes`).
+            int64 tensor [P] of class positions (indices into ``classes``).
         """
         num_candidates = int(self._candidates.shape[0])
         positions = tf.range(num_candidates, dtype=tf.int64)
@@ -161,7 +161,7 @@ class HardClassSampler(PKSampler):
 
 
 def _most_violating(embeddings, neighbours, block_size):
-    """Top-`neighbours` violating candidates of every candidate, computed in row blocks.
+    """Top-``neighbours`` violating candidates of every candidate, computed in row blocks.
 
     Args:
         embeddings: [C, m, D] with m = 1 (similarity) or 2 (N-pair logit).
@@ -185,15 +185,15 @@ def _most_violating(embeddings, neighbours, block_size):
 
 
 class HardClassMining(keras.callbacks.Callback):
-    """Keras callback refreshing a `HardClassSampler` with the model being trained.
+    """Keras callback refreshing a ``HardClassSampler`` with the model being trained.
 
-    Refreshes at the start of training and then every `every_n_batches`
-    batches, or at the start of every epoch when `every_n_batches` is None.
+    Refreshes at the start of training and then every ``every_n_batches``
+    batches, or at the start of every epoch when ``every_n_batches`` is None.
 
     Args:
-        sampler: the `HardClassSampler` feeding `model.fit`.
+        sampler: the ``HardClassSampler`` feeding ``model.fit``.
         embed_fn: callable examples -> embeddings; defaults to the trained
-            model called with `training=False`.
+            model called with ``training=False``.
         every_n_batches: refresh period in batches; None = once per epoch.
 
     Example:

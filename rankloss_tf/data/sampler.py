@@ -9,39 +9,39 @@ from rankloss_tf.data.sources import IndexedExamples
 class PKSampler:
     """Batches of P classes x K samples, the batches that ranking losses learn from.
 
-    Every batch holds `classes_per_batch` (P) classes with `samples_per_class`
-    (K) samples each, grouped by class: `[c1] * K + [c2] * K + ...` (the
+    Every batch holds ``classes_per_batch`` (P) classes with ``samples_per_class``
+    (K) samples each, grouped by class: ``[c1] * K + [c2] * K + ...`` (the
     losses accept any order). N-pair batches (Sohn 2016) are K = 2: the first
     sample of a class is its anchor, the second its positive.
 
     An epoch walks once through the usable classes in an order reshuffled
-    every epoch, P at a time (C // P batches with `drop_remainder`, else
-    ceil(C / P), the last one smaller). `select_classes` turns each such
+    every epoch, P at a time (C // P batches with ``drop_remainder``, else
+    ceil(C / P), the last one smaller). ``select_classes`` turns each such
     group into the batch's classes: here the group itself, so every class is
-    visited once per epoch; `rankloss_tf.data.HardClassSampler` overrides it
+    visited once per epoch; ``rankloss_tf.data.HardClassSampler`` overrides it
     (and nothing else) to pick confusable classes. Within a class, its K
     samples are drawn afresh each visit, distinct while the class has at
     least K samples. Everything after the one-off grouping of labels by class
     (a NumPy argsort) runs in tf.data, from stateless random ops seeded by
-    (`seed`, epoch, batch): the same seed gives the same batches, no Python
+    (``seed``, epoch, batch): the same seed gives the same batches, no Python
     runs per batch, and 100k+ classes cost only their index arrays. Per batch
     the cost is O(P x largest class size).
 
     Args:
         data: the examples:
             (a) an array or tensor [N, ...], or a nested structure of them;
-            (b) a finite `tf.data.Dataset` of (example, label) pairs
-                (`labels=None`): it is read once and held in memory to index
-                it by class (an infinite one, e.g. after `.repeat()`, is an
+            (b) a finite ``tf.data.Dataset`` of (example, label) pairs
+                (``labels=None``): it is read once and held in memory to index
+                it by class (an infinite one, e.g. after ``.repeat()``, is an
                 error: the sampler repeats by itself); for large data prefer
-                (c), or a dataset of encoded bytes with `decode_fn`;
-            (c) file paths [N] (list or string array) with a `decode_fn`.
+                (c), or a dataset of encoded bytes with ``decode_fn``;
+            (c) file paths [N] (list or string array) with a ``decode_fn``.
         labels: integer class labels [N] (or [N, 1]) for (a) and (c).
         classes_per_batch: P >= 2.
         samples_per_class: K >= 1.
         decode_fn: optional function applied to each fetched example (a path,
             encoded bytes, ...) in parallel, e.g.
-            `rankloss_tf.datasets.image_decoder(image_size=224)`.
+            ``rankloss_tf.datasets.image_decoder(image_size=224)``.
         short_classes: classes with fewer than K samples are sampled with
             replacement ("repeat": a shuffled cycle of their samples),
             left out ("skip"), or rejected ("error").
@@ -49,7 +49,7 @@ class PKSampler:
 
     Raises:
         ValueError: P < 2, K < 1, fewer than P classes to sample from (after
-            `short_classes`), a class shorter than K with `short_classes="error"`,
+            ``short_classes``), a class shorter than K with ``short_classes="error"``,
             labels that are not integers or do not match the data, an
             infinite dataset.
 
@@ -86,7 +86,7 @@ class PKSampler:
     def select_classes(self, seed, positions):
         """The classes of one batch, from the next group of the epoch's class order.
 
-        The one step that `HardClassSampler` overrides.
+        The one step that ``HardClassSampler`` overrides.
 
         Args:
             seed: stateless seed of this choice, int tensor [2].
@@ -94,8 +94,8 @@ class PKSampler:
                 remainder) of the next class positions in the shuffled order.
 
         Returns:
-            int64 tensor of class positions (indices into `classes`): here
-            `positions` itself.
+            int64 tensor of class positions (indices into ``classes``): here
+            ``positions`` itself.
         """
         del seed
         return positions
@@ -107,11 +107,11 @@ class PKSampler:
 
     def dataset(self, *, epochs=None, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE,
                 prefetch=tf.data.AUTOTUNE):
-        """The `tf.data.Dataset` of `(examples [P*K, ...], labels [P*K])` batches.
+        """The ``tf.data.Dataset`` of ``(examples [P*K, ...], labels [P*K])`` batches.
 
         Args:
             epochs: number of epochs; None repeats forever (then give
-                `steps_per_epoch` to `model.fit`).
+                ``steps_per_epoch`` to ``model.fit``).
             drop_remainder: drop an epoch's last group when it has fewer
                 than P classes.
             num_parallel_calls: parallelism of the gather / decode step.
@@ -166,14 +166,14 @@ def pk_batches(
     num_parallel_calls=tf.data.AUTOTUNE,
     prefetch=tf.data.AUTOTUNE,
 ):
-    """P x K batches in one call: `PKSampler(...).dataset(...)`.
+    """P x K batches in one call: ``PKSampler(...).dataset(...)``.
 
-    See `PKSampler` for the batches, the arguments and the errors; `epochs`,
-    `drop_remainder`, `num_parallel_calls` and `prefetch` are those of
-    `PKSampler.dataset`.
+    See ``PKSampler`` for the batches, the arguments and the errors; ``epochs``,
+    ``drop_remainder``, ``num_parallel_calls`` and ``prefetch`` are those of
+    ``PKSampler.dataset``.
 
     Returns:
-        A `tf.data.Dataset` of `(examples [P*K, ...], labels [P*K])`.
+        A ``tf.data.Dataset`` of ``(examples [P*K, ...], labels [P*K])``.
 
     Example:
     >>> x = np.random.rand(100, 8).astype("float32")

@@ -12,11 +12,11 @@ class IndexedExamples:
     Args:
         data: the examples, one of
             (a) an array / tensor [N, ...] or a nested structure (dict, tuple) of them;
-            (b) a `tf.data.Dataset` of (example, label) pairs, with `labels=None`:
+            (b) a ``tf.data.Dataset`` of (example, label) pairs, with ``labels=None``:
                 it is iterated once and held in memory (examples and labels);
                 for data that does not fit, pass file paths (c) instead, or a
-                dataset of encoded image bytes with a `decode_fn`;
-            (c) file paths (a list or string array [N]) with a `decode_fn`.
+                dataset of encoded image bytes with a ``decode_fn``;
+            (c) file paths (a list or string array [N]) with a ``decode_fn``.
         labels: integer labels [N] for (a) and (c); None for (b).
         decode_fn: optional function mapping one fetched example (e.g. a path
             or encoded bytes, a scalar string tensor) to the model input.
@@ -51,9 +51,9 @@ class IndexedExamples:
     def batches(self, index_batches, batch_size, num_parallel_calls):
         """Maps a dataset of index vectors [B] to (examples [B, ...], labels [B]) batches.
 
-        Arrays are gathered in one `tf.gather` per batch; with a `decode_fn`
+        Arrays are gathered in one ``tf.gather`` per batch; with a ``decode_fn``
         every example is decoded in parallel, then the batches are rebuilt with
-        the same sizes (so only the last input batch may be smaller than `batch_size`).
+        the same sizes (so only the last input batch may be smaller than ``batch_size``).
         """
         if self.decode_fn is None:
             return index_batches.map(self.gather, num_parallel_calls=num_parallel_calls, deterministic=True)
@@ -64,7 +64,7 @@ class IndexedExamples:
         )
 
     def gather(self, indices):
-        """Fetches undecoded examples and labels at `indices` [B]."""
+        """Fetches undecoded examples and labels at ``indices`` [B]."""
         examples = tf.nest.map_structure(lambda leaf: tf.gather(leaf, indices), self.examples)
         return examples, tf.gather(self._labels, indices)
 
@@ -76,9 +76,9 @@ class IndexedExamples:
 def _check_finite(dataset):
     """Refuses a dataset that reading to its end would never finish.
 
-    Infinite cardinality (e.g. `.repeat()`) is refused; so is an unknown one
-    read from an infinite dataset (e.g. `.repeat().filter(...)`), which
-    `tf.data.experimental.assert_cardinality(n)` lets through when it is finite.
+    Infinite cardinality (e.g. ``.repeat()``) is refused; so is an unknown one
+    read from an infinite dataset (e.g. ``.repeat().filter(...)``), which
+    ``tf.data.experimental.assert_cardinality(n)`` lets through when it is finite.
     """
     cardinality = int(dataset.cardinality())
     if cardinality == tf.data.INFINITE_CARDINALITY:
@@ -95,7 +95,7 @@ def _check_finite(dataset):
 
 
 def _reads_infinite(dataset):
-    """Whether an input of `dataset`, however deep and not cut by a `.take(n)`, has infinite cardinality."""
+    """Whether an input of ``dataset``, however deep and not cut by a ``.take(n)``, has infinite cardinality."""
     pending = [dataset]
     while pending:
         node = pending.pop()

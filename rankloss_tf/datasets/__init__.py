@@ -1,8 +1,8 @@
 """Dataset loaders with the zero-shot protocol (train and test classes disjoint).
 
-`load(name, split)` returns a `tf.data.Dataset` of (uint8 image [H, W, C],
+``load(name, split)`` returns a ``tf.data.Dataset`` of (uint8 image [H, W, C],
 int64 label); feed it, or its arrays / file paths, to
-`rankloss_tf.data.pk_batches`.
+``rankloss_tf.data.pk_batches``.
 """
 
 import functools
@@ -29,24 +29,24 @@ NAMES = tuple(sorted(_LOADERS)) + (FOLDER_PREFIX + "PATH",)
 
 
 def load(name, split, data_dir=None, image_size=None, *, train_fraction=0.5, seed=0):
-    """Loads one zero-shot half of a dataset as a `tf.data.Dataset` of (image, label).
+    """Loads one zero-shot half of a dataset as a ``tf.data.Dataset`` of (image, label).
 
     | name | source | train / test classes | image (native) |
     | --- | --- | --- | --- |
     | "digits" | scikit-learn's bundled digits | 0-4 / 5-9 | 8x8x1 |
-    | "omniglot" | `data_dir` with the small1/small2 zips, else TFDS | 5 / 3 alphabets (136 / 106) | 105x105x1 |
-    | "cars196" | `data_dir` with labels.csv + crops, else TFDS | 1-98 / 99-196 | 224x224x3 crops |
+    | "omniglot" | ``data_dir`` with the small1/small2 zips, else TFDS | 5 / 3 alphabets (136 / 106) | 105x105x1 |
+    | "cars196" | ``data_dir`` with labels.csv + crops, else TFDS | 1-98 / 99-196 | 224x224x3 crops |
     | "caltech_birds2011" | TFDS | first 100 / last 100 | varies (224 default) |
     | "stanford_online_products" | TFDS | official (11,318 / 11,316) | varies (224 default) |
-    | "folder:PATH" | one sub-folder per class | shuffled by `seed`, `train_fraction` | as stored |
+    | "folder:PATH" | one sub-folder per class | shuffled by ``seed``, ``train_fraction`` | as stored |
 
     Images are uint8 (models do their own preprocessing). Labels are int64
     class ids, global to the dataset (test labels are not renumbered); each
     loader's docstring gives them. TFDS sources need the optional extra
-    `pip install rankloss-tf[datasets]` and download data on first use.
+    ``pip install rankloss-tf[datasets]`` and download data on first use.
 
     Args:
-        name: one of `NAMES`, or "folder:" followed by a directory.
+        name: one of ``NAMES``, or "folder:" followed by a directory.
         split: "train" or "test".
         data_dir: a local copy of the data (omniglot, cars196), else the TFDS
             data directory; None uses TFDS's default.
@@ -56,7 +56,7 @@ def load(name, split, data_dir=None, image_size=None, *, train_fraction=0.5, see
         seed: seed of the class split ("folder:" only).
 
     Returns:
-        A `tf.data.Dataset` of (uint8 image [H, W, C], int64 label).
+        A ``tf.data.Dataset`` of (uint8 image [H, W, C], int64 label).
 
     Raises:
         ValueError: unknown name or split, empty folder, a split with fewer

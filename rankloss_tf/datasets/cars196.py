@@ -14,7 +14,7 @@ LOCAL_SIZE = 224
 
 
 def is_local_dir(data_dir):
-    """True when `data_dir` has the local layout: labels.csv, cropped_train/, cropped_test/."""
+    """True when ``data_dir`` has the local layout: labels.csv, cropped_train/, cropped_test/."""
     if data_dir is None:
         return False
     root = Path(data_dir)
@@ -24,7 +24,7 @@ def is_local_dir(data_dir):
 def read_local_index(data_dir, split):
     """(image paths, int64 labels) of one zero-shot half of a local Cars196 directory.
 
-    `labels.csv` rows are `split,file,class_id,...`; the official split only
+    ``labels.csv`` rows are ``split,file,class_id,...``; the official split only
     says which folder holds a file. Labels are class_id - 1 (the TFDS labels).
     """
     root = Path(data_dir)
@@ -45,10 +45,10 @@ def load_cars196(split, data_dir=None, image_size=None):
     all images of each half whatever their official split; labels are
     class_id - 1 (0..97 train, 98..195 test).
 
-    With `data_dir` in the local layout (labels.csv, cropped_train/,
+    With ``data_dir`` in the local layout (labels.csv, cropped_train/,
     cropped_test/: 224x224 bounding-box crops) images are read lazily from it;
-    otherwise through the TFDS `cars196` builder (uncropped images, resized
-    to `image_size`, 224 by default), with the same class split.
+    otherwise through the TFDS ``cars196`` builder (uncropped images, resized
+    to ``image_size``, 224 by default), with the same class split.
     """
     if data_dir is not None and not is_local_dir(data_dir) and not (Path(data_dir) / "cars196").is_dir():
         raise ValueError(

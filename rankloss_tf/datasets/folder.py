@@ -41,6 +41,10 @@ class FolderIndex:
         classes: class (sub-folder) names, sorted; a label is an index here.
         files: ``{class name: [image paths]}``, readable images only, sorted.
         unreadable: ``[(path, reason)]`` of the files left out.
+
+    Example:
+    >>> FolderIndex("photos", ["cats"], {"cats": ["photos/cats/a.jpg"]}, []).classes
+    ['cats']
     """
 
     root: str

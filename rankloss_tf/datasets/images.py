@@ -4,7 +4,7 @@ import tensorflow as tf
 
 
 def image_hw(image_size):
-    """Returns `image_size` (int or (height, width), or None) as a (height, width) tuple or None.
+    """Returns ``image_size`` (int or (height, width), or None) as a (height, width) tuple or None.
 
     Raises:
         ValueError: for sizes that are not positive integers.
@@ -20,7 +20,7 @@ def image_hw(image_size):
 
 
 def resize_uint8(image, image_size):
-    """Resizes a uint8 image [H, W, C] to `image_size` (antialiased bilinear), keeping uint8.
+    """Resizes a uint8 image [H, W, C] to ``image_size`` (antialiased bilinear), keeping uint8.
 
     None, or the image's own size, returns the image unchanged.
     """
@@ -34,7 +34,7 @@ def resize_uint8(image, image_size):
 def image_decoder(image_size=None, channels=3, from_files=True):
     """Returns a function decoding one image (a file path, or its encoded bytes) to uint8 [H, W, C].
 
-    Use it as the `decode_fn` of `rankloss_tf.data.pk_batches` for file paths.
+    Use it as the ``decode_fn`` of ``rankloss_tf.data.pk_batches`` for file paths.
 
     Args:
         image_size: int or (height, width) to resize to; None keeps the size.

@@ -16,15 +16,15 @@ TEST_ALPHABETS = ("Japanese_(katakana)", "Sanskrit", "Tagalog")
 
 
 def is_local_dir(data_dir):
-    """True when `data_dir` holds the two Omniglot image zips."""
+    """True when ``data_dir`` holds the two Omniglot image zips."""
     return data_dir is not None and all((Path(data_dir) / name).is_file() for name in ZIPS)
 
 
 def load_omniglot(split, data_dir=None, image_size=None):
     """Omniglot's 242 background characters (4,840 images) as uint8 [105, 105, 1].
 
-    Read from the image zips in `data_dir` when it holds them, else through
-    the TFDS `omniglot` builder (`small1` + `small2`, the same zips). Greek and
+    Read from the image zips in ``data_dir`` when it holds them, else through
+    the TFDS ``omniglot`` builder (``small1`` + ``small2``, the same zips). Greek and
     Latin appear in both zips and are kept once.
 
     Zero-shot split by alphabet: "train" = Balinese, Early_Aramaic, Greek,
@@ -68,7 +68,7 @@ def _read_zips(data_dir):
 
 
 def tfds_alphabet_names(info):
-    """The alphabet names of the TFDS builder, indexed by its `alphabet` feature."""
+    """The alphabet names of the TFDS builder, indexed by its ``alphabet`` feature."""
     return info.features["alphabet"].names
 
 

@@ -1,4 +1,4 @@
-"""Per-dataset training defaults (recipes): the settings `TrainConfig` fields left as None take."""
+"""Per-dataset training defaults (recipes): the settings ``TrainConfig`` fields left as None take."""
 
 import dataclasses
 
@@ -17,6 +17,10 @@ class Recipe:
         epochs: training epochs.
         embedding_dim: embedding size D.
         learning_rate: Adam's initial learning rate.
+
+    Example:
+    >>> Recipe(32, 32, 4, 40, 128, 1e-3).samples_per_class
+    4
     """
 
     image_size: int
@@ -39,15 +43,15 @@ RECIPES = {
 
 
 def recipe(name, pretrained=False):
-    """The training defaults of dataset `name` ("folder:PATH" takes the folder recipe).
+    """The training defaults of dataset ``name`` ("folder:PATH" takes the folder recipe).
 
     Args:
-        name: a `rankloss_tf.datasets.load` name.
+        name: a ``rankloss_tf.datasets.load`` name.
         pretrained: a pretrained backbone: an unset image size, and a folder's,
             become PRETRAINED_IMAGE_SIZE (224).
 
     Returns:
-        A `Recipe`; datasets without their own take the "default" one.
+        A ``Recipe``; datasets without their own take the "default" one.
 
     Example:
     >>> recipe("omniglot").classes_per_batch

@@ -34,8 +34,8 @@ def load_tfds(name, split, data_dir=None, image_size=None):
     """Loads a TFDS image dataset's zero-shot half as (uint8 image [H, W, 3], int64 label).
 
     Labels are the TFDS labels (0-based class ids); images are resized to
-    `image_size` (224 when None, as their sizes vary). TFDS downloads and
-    prepares the data into `data_dir` on first use.
+    ``image_size`` (224 when None, as their sizes vary). TFDS downloads and
+    prepares the data into ``data_dir`` on first use.
     """
     tfds = require_tfds()
     label_key, tfds_split, train_classes = PROTOCOLS[name]

@@ -41,6 +41,12 @@ class OneShotRun:
         support: ``uint8 [N, H, W, C]``, one training image per class.
         queries: ``uint8 [M, H, W, C]``, the test images.
         targets: ``int [M]``, the index into ``support`` of each query's class.
+
+    Example:
+    >>> run = OneShotRun("run01", np.zeros((20, 8, 8, 1), np.uint8), np.zeros((20, 8, 8, 1), np.uint8),
+    ...                  np.arange(20))
+    >>> run.support.shape[0]
+    20
     """
 
     name: str

@@ -1,6 +1,6 @@
 """The angular loss of a range of anchor rows, in O(rows x B) memory and O(B^2 K) time.
 
-For L2-normalised embeddings x (rows of `units`), C = x x^T, and the anchors a of the
+For L2-normalised embeddings x (rows of ``units``), C = x x^T, and the anchors a of the
 rows, the angular loss of a positive pair (a, p) is (Wang et al. 2017, Eq. 8)
 
     l(a, p) = softplus(log sum_n exp(scale (C[a, n] + C[p, n])) - pair_weight C[a, p]),
@@ -9,7 +9,7 @@ n over the negatives of a. Only the B (K - 1) positive pairs of a batch of K sam
 per class need the sum over n: one O(rows x B) pass per positive of the anchors (the
 s-th positive p(a) of every anchor at once), not the O(B^3) product over all pairs.
 
-For scale <= `LOG_SPACE_SCALE` (alpha up to about 65.9 degrees) the sums are products
+For scale <= ``LOG_SPACE_SCALE`` (alpha up to about 65.9 degrees) the sums are products
 of W = exp(scale (C - 1)), computed once per row; above, exp(scale (C - 1)) underflows
 and each pass takes a log-sum-exp, exact for every alpha in (0, 90) degrees.
 
@@ -27,7 +27,7 @@ LOG_SPACE_SCALE = 20.0
 
 
 def _pass_statistics(anchor_cosines, partner_cosines, negatives, anchor_weights, scale, log_space):
-    """`(log_sums [r], found [r], probabilities [r, B])` of one pass over the negatives.
+    """``(log_sums [r], found [r], probabilities [r, B])`` of one pass over the negatives.
 
     log_sums[a] = log sum_n exp(scale (C[a, n] + C[p(a), n])); probabilities are its
     softmax weights over n (0 off the negatives).
@@ -65,9 +65,9 @@ def angular_row_losses(units, labels, start, size, scale, pair_weight):
         Float [size]: sum over p of l(a, p); a pair whose anchor has no negative adds 0.
 
     Example:
-        >>> x = tf.math.l2_normalize(tf.constant([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]]), axis=1)
-        >>> angular_row_losses(x, tf.constant([0, 0, 1, 1]), 0, 4, 4.0, 4.0).numpy().round(4).tolist()
-        [0.3736, 0.3736, 0.3736, 0.3736]
+    >>> x = tf.math.l2_normalize(tf.constant([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]]), axis=1)
+    >>> [round(float(v), 4) for v in angular_row_losses(x, tf.constant([0, 0, 1, 1]), 0, 4, 4.0, 4.0)]
+    [0.3736, 0.3736, 0.3736, 0.3736]
     """
     batch_size = tf.shape(units)[0]
     rows = start + tf.range(size)

@@ -1,7 +1,7 @@
 """Per-anchor losses computed in blocks of anchor rows, recomputed in the backward pass.
 
 A loss kernel that can give the losses of any range of anchor rows against the whole
-batch (a "row function") needs only O(rows x B) memory for those rows. `blocked_rows`
+batch (a "row function") needs only O(rows x B) memory for those rows. ``blocked_rows``
 runs such a function over blocks of rows whose size comes from a memory budget, and
 gives it a custom gradient that recomputes each block instead of keeping its [rows, B]
 intermediates alive until the backward pass: peak memory O(block x B), not O(B^2).
@@ -15,9 +15,9 @@ DEFAULT_MEMORY_BUDGET = 3 * 2**29
 
 
 def block_rows(num_rows, num_columns, dim, temporaries, memory_budget=None):
-    """Rows per block so that the block's intermediates fit in `memory_budget` bytes.
+    """Rows per block so that the block's intermediates fit in ``memory_budget`` bytes.
 
-    A block of r rows keeps about `temporaries` float32 [r, num_columns] tensors plus
+    A block of r rows keeps about ``temporaries`` float32 [r, num_columns] tensors plus
     its rows of the [r, dim] embeddings alive at once.
 
     Args:
@@ -25,15 +25,15 @@ def block_rows(num_rows, num_columns, dim, temporaries, memory_budget=None):
         num_columns: columns of each row (the batch or reference size).
         dim: embedding dimension.
         temporaries: how many [r, num_columns] float32 tensors the loss keeps at once.
-        memory_budget: bytes (default `DEFAULT_MEMORY_BUDGET`, 1.5 GiB).
+        memory_budget: bytes (default ``DEFAULT_MEMORY_BUDGET``, 1.5 GiB).
 
     Returns:
-        Rows per block, between 1 and `num_rows`: a Python int when the sizes are
+        Rows per block, between 1 and ``num_rows``: a Python int when the sizes are
         static, else an int32 scalar tensor.
 
     Example:
-        >>> int(block_rows(16384, 16384, 128, temporaries=16))
-        1534
+    >>> int(block_rows(16384, 16384, 128, temporaries=16))
+    1534
     """
     budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
     if budget <= 0:
@@ -48,12 +48,12 @@ def block_rows(num_rows, num_columns, dim, temporaries, memory_budget=None):
 
 
 def _block_starts(num_rows, block):
-    """Start of block k: k * block, pulled back so that the last block ends at `num_rows`."""
+    """Start of block k: k * block, pulled back so that the last block ends at ``num_rows``."""
     return lambda k: tf.maximum(tf.minimum(k * block, num_rows - block), 0)
 
 
 def _blocked(row_fn, tensors, num_rows, block):
-    """`row_fn` over all blocks, with a block-by-block recomputing gradient."""
+    """``row_fn`` over all blocks, with a block-by-block recomputing gradient."""
     num_blocks = (num_rows + block - 1) // block
     start_of = _block_starts(num_rows, block)
 
@@ -98,25 +98,25 @@ def _blocked(row_fn, tensors, num_rows, block):
 
 
 def blocked_rows(row_fn, tensors, num_rows, block):
-    """`row_fn(tensors, 0, num_rows)`, computed in blocks of `block` rows when they do not fit.
+    """``row_fn(tensors, 0, num_rows)``, computed in blocks of ``block`` rows when they do not fit.
 
     Args:
-        row_fn: `(tensors, start, size) -> values [size]`, the values of rows
-            start .. start + size - 1, differentiable in `tensors`. Rows are
+        row_fn: ``(tensors, start, size) -> values [size]``, the values of rows
+            start .. start + size - 1, differentiable in ``tensors``. Rows are
             independent: row i's value does not depend on the block it is in.
         tensors: list of float tensors the values are differentiated against.
         num_rows: number of rows (int or int32 scalar tensor).
-        block: rows per block (see `block_rows`).
+        block: rows per block (see ``block_rows``).
 
     Returns:
-        Values [num_rows] (empty, without calling `row_fn`, for no rows); gradients with respect to `tensors` equal those of one
-        `row_fn(tensors, 0, num_rows)` call.
+        Values [num_rows] (empty, without calling ``row_fn``, for no rows); gradients with respect to ``tensors`` equal those of one
+        ``row_fn(tensors, 0, num_rows)`` call.
 
     Example:
-        >>> x = tf.constant([[1.0], [2.0], [3.0]])
-        >>> rows = lambda t, start, size: tf.reduce_sum(t[0][start : start + size] * t[0][None, :, 0], axis=1)
-        >>> blocked_rows(rows, [x], 3, 2).numpy().tolist()
-        [6.0, 12.0, 18.0]
+    >>> x = tf.constant([[1.0], [2.0], [3.0]])
+    >>> rows = lambda t, start, size: tf.reduce_sum(t[0][start : start + size] * t[0][None, :, 0], axis=1)
+    >>> blocked_rows(rows, [x], 3, 2).numpy().tolist()
+    [6.0, 12.0, 18.0]
     """
     static_rows, static_block = tf.get_static_value(num_rows), tf.get_static_value(block)
     if static_rows == 0:

@@ -1,8 +1,8 @@
 """Validation of loss options and label / embedding batches, shared by kernels and classes.
 
 Every check returns the value in its canonical form or raises
-`ValueError("... Received: ...")` naming what it received. Python and NumPy scalars
-are accepted alike (`0.2`, `np.float32(0.2)`, `np.int64(2)`); booleans are not numbers
+``ValueError("... Received: ...")`` naming what it received. Python and NumPy scalars
+are accepted alike (``0.2``, ``np.float32(0.2)``, ``np.int64(2)``); booleans are not numbers
 here.
 """
 
@@ -20,21 +20,21 @@ def _is_number(value):
 
 
 def check_non_negative(name, value):
-    """Returns `value` as a Python float if it is a finite number >= 0.
+    """Returns ``value`` as a Python float if it is a finite number >= 0.
 
     Args:
         name: the argument's name, for the error message.
         value: a Python or NumPy real number.
 
     Returns:
-        `float(value)`.
+        ``float(value)``.
 
     Raises:
         ValueError: a non-number, a boolean, NaN, an infinity or a negative number.
 
     Example:
-        >>> check_non_negative("margin", np.float32(0.5))
-        0.5
+    >>> check_non_negative("margin", np.float32(0.5))
+    0.5
     """
     if not _is_number(value) or not math.isfinite(value) or value < 0:
         raise ValueError(f"`{name}` must be a finite number >= 0. Received: {name}={value!r}")
@@ -42,11 +42,11 @@ def check_non_negative(name, value):
 
 
 def check_alpha(alpha):
-    """Returns the angle `alpha` (degrees) as a float if 0 < alpha < 90.
+    """Returns the angle ``alpha`` (degrees) as a float if 0 < alpha < 90.
 
     Example:
-        >>> check_alpha(np.int64(45))
-        45.0
+    >>> check_alpha(np.int64(45))
+    45.0
     """
     if not _is_number(alpha) or not 0.0 < alpha < 90.0:
         raise ValueError(f"`alpha` must be an angle in degrees with 0 < alpha < 90. Received: alpha={alpha!r}")
@@ -54,11 +54,11 @@ def check_alpha(alpha):
 
 
 def check_choice(name, value, choices):
-    """Returns `value` if it is one of `choices`.
+    """Returns ``value`` if it is one of ``choices``.
 
     Example:
-        >>> check_choice("variant", "mc", ("mc", "ovo"))
-        'mc'
+    >>> check_choice("variant", "mc", ("mc", "ovo"))
+    'mc'
     """
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"`{name}` must be one of {tuple(choices)}. Received: {name}={value!r}")
@@ -94,16 +94,16 @@ def standardize_inputs(labels, embeddings):
         embeddings: float tensor [B, D].
 
     Returns:
-        `(labels [B], embeddings [B, D] in float32, or float64 for float64 input)`.
+        ``(labels [B], embeddings [B, D] in float32, or float64 for float64 input)``.
 
     Raises:
-        ValueError: wrong ranks, non-numeric labels, a non-float `embeddings`, or
+        ValueError: wrong ranks, non-numeric labels, a non-float ``embeddings``, or
             mismatched batch sizes.
 
     Example:
-        >>> labels, embeddings = standardize_inputs([[0], [1]], [[1.0], [2.0]])
-        >>> labels.shape.as_list(), embeddings.dtype.name
-        ([2], 'float32')
+    >>> labels, embeddings = standardize_inputs([[0], [1]], [[1.0], [2.0]])
+    >>> labels.shape.as_list(), embeddings.dtype.name
+    ([2], 'float32')
     """
     embeddings = tf.convert_to_tensor(embeddings)
     labels = _check_labels(tf.convert_to_tensor(labels))
@@ -136,7 +136,7 @@ def standardize_inputs(labels, embeddings):
 
 
 def nan_unless_finite(losses, embeddings):
-    """`losses`, made NaN everywhere if any entry of `embeddings` is NaN or infinite.
+    """``losses``, made NaN everywhere if any entry of ``embeddings`` is NaN or infinite.
 
     NaN in, NaN out: masking and min / max selections would otherwise hide a
     non-finite embedding row in a finite loss while its gradients are NaN.
@@ -146,11 +146,11 @@ def nan_unless_finite(losses, embeddings):
         embeddings: float tensor the losses were computed from.
 
     Returns:
-        `losses` unchanged (values and gradients) when every embedding is finite.
+        ``losses`` unchanged (values and gradients) when every embedding is finite.
 
     Example:
-        >>> float(nan_unless_finite(tf.constant(1.0), tf.constant([[float("nan")]])))
-        nan
+    >>> float(nan_unless_finite(tf.constant(1.0), tf.constant([[float("nan")]])))
+    nan
     """
     finite = tf.reduce_all(tf.math.is_finite(embeddings))
     return losses + tf.where(finite, tf.zeros([], losses.dtype), tf.constant(float("nan"), losses.dtype))

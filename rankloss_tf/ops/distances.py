@@ -6,10 +6,10 @@ DISTANCES = ("l2", "squared_l2", "cosine")
 
 
 def check_distance(distance):
-    """Returns `distance` if it names a supported metric or is a callable.
+    """Returns ``distance`` if it names a supported metric or is a callable.
 
     Raises:
-        ValueError: if `distance` is neither one of `DISTANCES` nor callable.
+        ValueError: if ``distance`` is neither one of ``DISTANCES`` nor callable.
     """
     if not callable(distance) and distance not in DISTANCES:
         raise ValueError(
@@ -19,13 +19,13 @@ def check_distance(distance):
 
 
 def safe_sqrt(x):
-    """Square root whose gradient is 0, not inf, where `x` <= 0.
+    """Square root whose gradient is 0, not inf, where ``x`` <= 0.
 
     Args:
         x: float tensor of any shape.
 
     Returns:
-        `sqrt(max(x, 0))`, with a zero gradient wherever `x <= 0`.
+        ``sqrt(max(x, 0))``, with a zero gradient wherever ``x <= 0``.
     """
     positive = x > 0.0
     one, zero = tf.ones([], x.dtype), tf.zeros([], x.dtype)
@@ -35,13 +35,13 @@ def safe_sqrt(x):
 def pairwise_distances(embeddings, distance="l2", reference=None):
     """All pairwise distances of a batch, or between a batch and a reference set.
 
-    For rows x_i of `embeddings` and y_j of `reference` (default: `embeddings`):
+    For rows x_i of ``embeddings`` and y_j of ``reference`` (default: ``embeddings``):
     - "squared_l2": ||x_i - y_j||^2 = ||x_i||^2 - 2 x_i.y_j + ||y_j||^2, clipped at 0;
     - "l2": its square root (gradient 0 at zero distance, never NaN);
     - "cosine": max(1 - cos(x_i, y_j), 0) (tfa's "angular" distance);
-    - a callable `distance(embeddings) -> [B, B]` (tfa's callable `distance_metric`),
-      used as given and cast to the dtype of `embeddings`; no `reference` then.
-    Without `reference`, the diagonal of "l2" and "squared_l2" is exactly 0.
+    - a callable ``distance(embeddings) -> [B, B]`` (tfa's callable ``distance_metric``),
+      used as given and cast to the dtype of ``embeddings``; no ``reference`` then.
+    Without ``reference``, the diagonal of "l2" and "squared_l2" is exactly 0.
 
     Args:
         embeddings: float tensor [B, D].
@@ -49,12 +49,12 @@ def pairwise_distances(embeddings, distance="l2", reference=None):
         reference: optional float tensor [R, D].
 
     Returns:
-        Float tensor [B, B] (or [B, R]), the dtype of `embeddings`.
+        Float tensor [B, B] (or [B, R]), the dtype of ``embeddings``.
 
     Example:
-        >>> d = pairwise_distances(tf.constant([[0.0, 0.0], [3.0, 4.0]]))
-        >>> d.numpy().tolist()
-        [[0.0, 5.0], [5.0, 0.0]]
+    >>> d = pairwise_distances(tf.constant([[0.0, 0.0], [3.0, 4.0]]))
+    >>> d.numpy().tolist()
+    [[0.0, 5.0], [5.0, 0.0]]
     """
     check_distance(distance)
     if callable(distance):

@@ -5,7 +5,7 @@ refines them with PAM swaps. Every step scores all candidate medoids at once: th
 assignment a candidate would produce is one [B, B] matrix, and the clustering quality
 (NMI, ARI, ...) of every row comes from run lengths of sorted (class, cluster) ids.
 Memory O(B^2) and time O(C B^2 log B) for C classes, in `tf.while_loop`s with static
-shapes (no Python loop over candidates or clusters, no `py_func`).
+shapes (no Python loop over candidates or clusters, no ``py_func``).
 """
 
 import math
@@ -20,7 +20,7 @@ PAM_ITERATIONS = 5
 
 
 def check_margin_type(margin_type):
-    """Returns `margin_type` if it is one of `MARGIN_TYPES`, else raises ValueError."""
+    """Returns ``margin_type`` if it is one of ``MARGIN_TYPES``, else raises ValueError."""
     if margin_type not in MARGIN_TYPES:
         raise ValueError(
             f"`margin_type` must be one of {MARGIN_TYPES} (contrib's 'ami' is not provided). "
@@ -30,13 +30,13 @@ def check_margin_type(margin_type):
 
 
 def class_ids(labels):
-    """Dense class ids 0..C-1 in order of label value, and C; no `tf.unique` (static shapes).
+    """Dense class ids 0..C-1 in order of label value, and C; no ``tf.unique`` (static shapes).
 
     Args:
         labels: class labels [B].
 
     Returns:
-        `(ids [B] int32, num_classes scalar int32)`.
+        ``(ids [B] int32, num_classes scalar int32)``.
     """
     size = tf.shape(labels)[0]
     order = tf.argsort(labels, stable=True)
@@ -68,7 +68,7 @@ def _run_statistics(ids):
 def clustering_scores(classes, assignments, margin_type="nmi"):
     """Agreement in [0, 1] of the true classes with each row of cluster assignments.
 
-    As scikit-learn 1.x (contrib called it through `py_func`), with N = B samples,
+    As scikit-learn 1.x (contrib called it through ``py_func``), with N = B samples,
     contingency counts n_kc, class sizes a_k and cluster sizes b_c:
     - "nmi" (arithmetic normalisation) and "vmeasure" (beta = 1, the same number):
       MI / ((H(classes) + H(clusters)) / 2), 1 when both have a single group;
@@ -78,7 +78,7 @@ def clustering_scores(classes, assignments, margin_type="nmi"):
     Args:
         classes: class ids [B] int32 (0..C-1).
         assignments: cluster ids [M, B] int32, one clustering per row.
-        margin_type: one of `MARGIN_TYPES`.
+        margin_type: one of ``MARGIN_TYPES``.
 
     Returns:
         Float64 [M].
@@ -111,9 +111,9 @@ def clustering_scores(classes, assignments, margin_type="nmi"):
 
 
 def _with_medoids_fixed(assignments, medoids, valid):
-    """Assigns each valid medoid to its own cluster (contrib's `get_cluster_assignment` rule).
+    """Assigns each valid medoid to its own cluster (contrib's ``get_cluster_assignment`` rule).
 
-    `assignments` [M, B]; `medoids` [K] point indices, `valid` [K] which of them are in use.
+    ``assignments`` [M, B]; ``medoids`` [K] point indices, ``valid`` [K] which of them are in use.
     """
     size = tf.shape(assignments)[1]
     slots = tf.range(tf.shape(medoids)[0])
@@ -124,15 +124,15 @@ def _with_medoids_fixed(assignments, medoids, valid):
 
 
 def nearest_medoid(distances, medoids, num_medoids):
-    """Cluster of every point: its nearest medoid among the first `num_medoids` (first on ties).
+    """Cluster of every point: its nearest medoid among the first ``num_medoids`` (first on ties).
 
     Args:
         distances: float [B, B].
-        medoids: int32 [B], point index of medoid k in slot k (slots >= `num_medoids` unused).
+        medoids: int32 [B], point index of medoid k in slot k (slots >= ``num_medoids`` unused).
         num_medoids: int32 scalar.
 
     Returns:
-        `(assignment [B] int32, distance to that medoid [B])`.
+        ``(assignment [B] int32, distance to that medoid [B])``.
     """
     valid = tf.range(tf.shape(medoids)[0]) < num_medoids
     rows = tf.gather(distances, tf.where(valid, medoids, 0))
@@ -169,7 +169,7 @@ def _greedy_medoids(distances, classes, num_classes, margin_multiplier, margin_t
 
 
 def _swap_scores(distances, classes, medoids, num_classes, slot, members, margin_multiplier, margin_type):
-    """Score of every point as the new medoid of cluster `slot` (PAM), -inf for non-members."""
+    """Score of every point as the new medoid of cluster ``slot`` (PAM), -inf for non-members."""
     size = tf.shape(distances)[0]
     slots = tf.range(size)
     others = tf.logical_and(slots < num_classes, tf.not_equal(slots, slot))
@@ -192,7 +192,7 @@ def _swap_scores(distances, classes, medoids, num_classes, slot, members, margin
 
 
 def _pam_medoids(distances, classes, num_classes, medoids, margin_multiplier, margin_type):
-    """contrib's PAM refinement: `PAM_ITERATIONS` sweeps; each sweep re-assigns, then swaps medoid by medoid."""
+    """contrib's PAM refinement: ``PAM_ITERATIONS`` sweeps; each sweep re-assigns, then swaps medoid by medoid."""
 
     def sweep(iteration, medoids):
         predictions, _ = nearest_medoid(distances, medoids, num_classes)
@@ -228,7 +228,7 @@ def cluster_loss(labels, embeddings, margin_multiplier, enable_pam_finetuning=Tr
     medoids S, and Q(y, S) the agreement (NMI by default) of the clustering by nearest
     medoid with the classes y:
         S* = greedy argmax over |S| = C of F(S) + margin_multiplier (1 - Q(y, S)),
-             optionally refined by PAM swaps (`enable_pam_finetuning`),
+             optionally refined by PAM swaps (``enable_pam_finetuning``),
         loss = max(F(S*) + margin_multiplier (1 - Q(y, S*)) - F_gt, 0),
     with F_gt = sum over classes of the class's best single-medoid energy. The medoid
     choice is not differentiated (as contrib); the gradient flows through F(S*) and F_gt.
@@ -245,12 +245,12 @@ def cluster_loss(labels, embeddings, margin_multiplier, enable_pam_finetuning=Tr
 
     Returns:
         Scalar loss (a structured loss of the whole batch, not a per-anchor vector),
-        dtype of `embeddings`.
+        dtype of ``embeddings``.
 
     Example:
-        >>> x = [[0.0, 0.0], [0.1, 0.0], [1.0, 1.0], [1.1, 1.0]]
-        >>> float(cluster_loss([0, 0, 1, 1], x, margin_multiplier=1.0))
-        0.0
+    >>> x = [[0.0, 0.0], [0.1, 0.0], [1.0, 1.0], [1.1, 1.0]]
+    >>> float(cluster_loss([0, 0, 1, 1], x, margin_multiplier=1.0))
+    0.0
     """
     check_margin_type(margin_type)
     margin_multiplier = check_non_negative("margin_multiplier", margin_multiplier)

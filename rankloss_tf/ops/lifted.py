@@ -10,7 +10,7 @@ def _row_logsumexp(logits, mask):
     """Row-wise log(sum_j mask[i, j] exp(logits[i, j])); a row without entries gives the dtype's lowest value.
 
     Masked-out entries are set to that lowest finite value, not -inf, so that
-    `tf.math.reduce_logsumexp` and its gradient stay finite on every row.
+    ``tf.math.reduce_logsumexp`` and its gradient stay finite on every row.
     """
     lowest = tf.constant(logits.dtype.min, logits.dtype)
     has_entries = tf.reduce_any(mask, axis=1)
@@ -36,7 +36,7 @@ def lifted_struct_from_distances(distances, positives, negatives, margin):
         margin: float >= 0.
 
     Returns:
-        Per-anchor losses [B], dtype of `distances`.
+        Per-anchor losses [B], dtype of ``distances``.
     """
     row, has_negative = _row_logsumexp(margin - distances, negatives)
     shape = tf.shape(distances)
@@ -70,12 +70,12 @@ def lifted_struct_loss(labels, embeddings, margin=1.0, distance="l2"):
             mapping embeddings [B, D] to distances [B, B].
 
     Returns:
-        Per-anchor losses [B] whose mean is the loss, dtype of `embeddings`.
+        Per-anchor losses [B] whose mean is the loss, dtype of ``embeddings``.
 
     Example:
-        >>> loss = lifted_struct_loss([0, 0, 1], [[0.0, 0.0], [1.0, 0.0], [0.0, 1.5]])
-        >>> round(float(tf.reduce_mean(loss)), 4)
-        0.5546
+    >>> loss = lifted_struct_loss([0, 0, 1], [[0.0, 0.0], [1.0, 0.0], [0.0, 1.5]])
+    >>> round(float(tf.reduce_mean(loss)), 4)
+    0.5546
     """
     margin = check_non_negative("margin", margin)
     distances, positives, negatives, dtype = distances_and_masks(labels, embeddings, distance)

@@ -1,20 +1,20 @@
-"""Loss kernels: `(labels, embeddings, **params) -> per-anchor losses [B]`.
+"""Loss kernels: ``(labels, embeddings, **params) -> per-anchor losses [B]``.
 
 Each kernel returns a vector whose mean is the documented loss, so Keras' reduction
-(and its per-replica scaling under `tf.distribute`) gives the right value. Math runs in
-float32 (float64 input stays float64); the result has the dtype of `embeddings`.
+(and its per-replica scaling under ``tf.distribute``) gives the right value. Math runs in
+float32 (float64 input stays float64); the result has the dtype of ``embeddings``.
 Batches without a valid tuple give 0 with zero, finite gradients; a batch of zero
 samples gives an empty vector; a non-finite embedding anywhere makes every loss NaN.
 
 Every kernel computes anchor rows against the whole batch, so two keyword arguments
 are shared:
-- `anchors=(start, size)`: only anchors start .. start + size - 1 of the batch, each
+- ``anchors=(start, size)``: only anchors start .. start + size - 1 of the batch, each
   against the whole batch (its own column excluded); the result is their [size]
   losses, equal to that slice of the full result. Cross-replica mining gives each
   replica its own anchors against the gathered global batch: O(b x G) work, not G^2.
-- `memory_budget`: bytes for the [rows, B] intermediates (default
-  `blocks.DEFAULT_MEMORY_BUDGET`); larger batches are computed in blocks of anchor
-  rows and recomputed in the backward pass (`rankloss_tf.ops.blocks`).
+- ``memory_budget``: bytes for the [rows, B] intermediates (default
+  ``blocks.DEFAULT_MEMORY_BUDGET``); larger batches are computed in blocks of anchor
+  rows and recomputed in the backward pass (``rankloss_tf.ops.blocks``).
 """
 
 import math
@@ -41,7 +41,7 @@ _TEMPORARIES = {"semihard": 16, "hard": 12, "contrastive": 8, "npair": 8, "angul
 
 
 def _per_anchor_mean(numerators, count, num_anchors):
-    """Scales per-anchor sums so that their mean over `num_anchors` anchors is `sum / count`."""
+    """Scales per-anchor sums so that their mean over ``num_anchors`` anchors is ``sum / count``."""
     return tf.math.divide_no_nan(numerators * tf.cast(num_anchors, numerators.dtype), tf.cast(count, numerators.dtype))
 
 
@@ -58,9 +58,9 @@ def distances_and_masks(labels, embeddings, distance):
         neither its own positive nor negative; ``dtype`` is the embeddings' dtype.
 
     Example:
-        >>> d, pos, neg, _ = distances_and_masks([0, 0, 1], [[0.0], [1.0], [3.0]], "l2")
-        >>> pos.numpy().astype(int).tolist()[0], neg.numpy().astype(int).tolist()[0]
-        ([0, 1, 0], [0, 0, 1])
+    >>> d, pos, neg, _ = distances_and_masks([0, 0, 1], [[0.0], [1.0], [3.0]], "l2")
+    >>> pos.numpy().astype(int).tolist()[0], neg.numpy().astype(int).tolist()[0]
+    ([0, 1, 0], [0, 0, 1])
     """
     dtype = tf.convert_to_tensor(embeddings).dtype
     labels, embeddings = standardize_inputs(labels, embeddings)
@@ -69,7 +69,7 @@ def distances_and_masks(labels, embeddings, distance):
 
 
 def log1p_sum_exp(logits, mask):
-    """Row-wise `log(1 + sum_j mask[i, j] * exp(logits[i, j]))`, stable, finite gradients.
+    """Row-wise ``log(1 + sum_j mask[i, j] * exp(logits[i, j]))``, stable, finite gradients.
 
     Args:
         logits: float [B, N].
@@ -79,8 +79,8 @@ def log1p_sum_exp(logits, mask):
         Float [B]; 0 for a row without masked entries.
 
     Example:
-        >>> round(float(log1p_sum_exp(tf.constant([[0.0, 5.0]]), tf.constant([[True, False]]))[0]), 4)
-        0.6931
+    >>> round(float(log1p_sum_exp(tf.constant([[0.0, 5.0]]), tf.constant([[True, False]]))[0]), 4)
+    0.6931
     """
     lowest = tf.constant(-float("inf"), logits.dtype)
     masked = tf.where(mask, logits, lowest)
@@ -90,8 +90,8 @@ def log1p_sum_exp(logits, mask):
 
 
 class _Batch(NamedTuple):
-    """A standardised batch: anchors `start .. start + size - 1` of `labels` / `embeddings`
-    against `reference_labels` / `reference` (the batch itself when `exclude_self`)."""
+    """A standardised batch: anchors ``start .. start + size - 1`` of ``labels`` / ``embeddings``
+    against ``reference_labels`` / ``reference`` (the batch itself when ``exclude_self``)."""
 
     labels: tf.Tensor
     embeddings: tf.Tensor
@@ -109,7 +109,7 @@ class _Batch(NamedTuple):
         return [self.embeddings] if self.exclude_self else [self.embeddings, self.reference]
 
     def rows(self, tensors, start, size):
-        """`(query rows [size, D], reference [R, D], row ids [size])` of anchor rows start.. of the range."""
+        """``(query rows [size, D], reference [R, D], row ids [size])`` of anchor rows start.. of the range."""
         first = self.start + start
         return _slice_rows(tensors[0], first, size), tensors[-1], first + tf.range(size)
 
@@ -141,7 +141,7 @@ def _check_anchors(anchors):
 
 
 def _batch(labels, embeddings, anchors=None, reference_labels=None, reference_embeddings=None):
-    """Checks the inputs of a kernel and returns its `_Batch`."""
+    """Checks the inputs of a kernel and returns its ``_Batch``."""
     dtype = tf.convert_to_tensor(embeddings).dtype
     labels, embeddings = standardize_inputs(labels, embeddings)
     anchors = _check_anchors(anchors)
@@ -167,7 +167,7 @@ def _batch(labels, embeddings, anchors=None, reference_labels=None, reference_em
 
 
 def _row_geometry(batch, distance, tensors, start, size):
-    """Distances, positives and negatives [size, R] of anchor rows `start..` of the range."""
+    """Distances, positives and negatives [size, R] of anchor rows ``start..`` of the range."""
     queries, reference, rows = batch.rows(tensors, start, size)
     same = tf.equal(tf.gather(batch.labels, rows)[:, None], batch.reference_labels[None, :])
     distances = pairwise_distances(queries, distance, reference=reference)
@@ -239,18 +239,18 @@ def triplet_semihard_loss(
         margin: float >= 0.
         distance: "l2" (default, not squared), "squared_l2" or "cosine".
         reference_labels: optional labels [R] of a reference set, with
-            `reference_embeddings` [R, D]: positives and negatives are then taken from
+            ``reference_embeddings`` [R, D]: positives and negatives are then taken from
             it (query vs gallery, or cross-modal: image anchors vs text references).
-        anchors: optional `(start, size)`: only those anchors' losses (module docstring).
+        anchors: optional ``(start, size)``: only those anchors' losses (module docstring).
         memory_budget: bytes for the blocked intermediates (module docstring).
 
     Returns:
-        Per-anchor losses [B] (or [size]) whose mean is the loss, dtype of `embeddings`.
+        Per-anchor losses [B] (or [size]) whose mean is the loss, dtype of ``embeddings``.
 
     Example:
-        >>> loss = triplet_semihard_loss([0, 0], [[0.0, 1.0], [1.0, 0.0]])
-        >>> round(float(tf.reduce_mean(loss)), 4)
-        2.4142
+    >>> loss = triplet_semihard_loss([0, 0], [[0.0, 1.0], [1.0, 0.0]])
+    >>> round(float(tf.reduce_mean(loss)), 4)
+    2.4142
     """
     margin, distance = check_non_negative("margin", margin), check_distance(distance)
     batch = _batch(labels, embeddings, anchors, reference_labels, reference_embeddings)
@@ -267,7 +267,7 @@ def hard_from_distances(distances, positives, negatives, margin, soft, skip_anch
 
     As in tfa, an anchor without a negative takes the row's largest distance as its
     hardest negative. An anchor without a positive contributes 0, unless
-    `skip_anchors_without_positive=False`, which reproduces tfa exactly (the row's
+    ``skip_anchors_without_positive=False``, which reproduces tfa exactly (the row's
     smallest distance, the anchor itself, stands in for the positive).
     """
     positive_distance, has_positive = hardest_positive(distances, positives)
@@ -295,33 +295,33 @@ def triplet_hard_loss(
     """Batch-hard triplet loss: hardest positive and hardest negative of every anchor.
 
         l(a) = max(max_{p in P(a)} D[a, p] - min_{n in N(a)} D[a, n] + margin, 0),
-    or, with `soft=True`, softplus(max D[a, p] - min D[a, n]). The loss is the mean
+    or, with ``soft=True``, softplus(max D[a, p] - min D[a, n]). The loss is the mean
     over anchors. As in tfa, an anchor without a negative uses its largest distance as
     min D[a, n]. An anchor without a positive contributes 0, so a batch without a
     positive pair gives 0 (tfa instead uses D[a, a] = 0 as its positive distance; the
-    `rankloss_tf.compat.tfa` version does too).
+    ``rankloss_tf.compat.tfa`` version does too).
 
     Reference: Hermans, Beyer, Leibe, "In Defense of the Triplet Loss", 2017.
 
     Args:
         labels: class labels [B] or [B, 1].
         embeddings: float [B, D].
-        margin: float >= 0 (unused when `soft`).
+        margin: float >= 0 (unused when ``soft``).
         soft: use the soft-margin form.
         distance: "l2", "squared_l2" or "cosine".
         reference_labels: optional labels [R] of a reference set, with
-            `reference_embeddings` [R, D]: positives and negatives are then taken from
+            ``reference_embeddings`` [R, D]: positives and negatives are then taken from
             it (query vs gallery, or cross-modal: image anchors vs text references).
-        anchors: optional `(start, size)`: only those anchors' losses (module docstring).
+        anchors: optional ``(start, size)``: only those anchors' losses (module docstring).
         memory_budget: bytes for the blocked intermediates (module docstring).
 
     Returns:
-        Per-anchor losses [B] (or [size]), dtype of `embeddings`.
+        Per-anchor losses [B] (or [size]), dtype of ``embeddings``.
 
     Example:
-        >>> loss = triplet_hard_loss([0, 0], [[0.0, 1.0], [1.0, 0.0]])
-        >>> float(tf.reduce_mean(loss))
-        1.0
+    >>> loss = triplet_hard_loss([0, 0], [[0.0, 1.0], [1.0, 0.0]])
+    >>> float(tf.reduce_mean(loss))
+    1.0
     """
     margin, distance, soft = check_non_negative("margin", margin), check_distance(distance), bool(soft)
     batch = _batch(labels, embeddings, anchors, reference_labels, reference_embeddings)
@@ -357,18 +357,18 @@ def contrastive_loss(
         margin: float >= 0.
         distance: "l2", "squared_l2" or "cosine".
         reference_labels: optional labels [R] of a reference set, with
-            `reference_embeddings` [R, D]: positives and negatives are then taken from
+            ``reference_embeddings`` [R, D]: positives and negatives are then taken from
             it (query vs gallery, or cross-modal: image anchors vs text references).
-        anchors: optional `(start, size)`: only those anchors' losses (module docstring).
+        anchors: optional ``(start, size)``: only those anchors' losses (module docstring).
         memory_budget: bytes for the blocked intermediates (module docstring).
 
     Returns:
-        Per-anchor losses [B] (or [size]), dtype of `embeddings`.
+        Per-anchor losses [B] (or [size]), dtype of ``embeddings``.
 
     Example:
-        >>> loss = contrastive_loss([0, 1], [[0.0, 0.0], [0.6, 0.8]], margin=2.0)
-        >>> round(float(tf.reduce_mean(loss)), 4)
-        1.0
+    >>> loss = contrastive_loss([0, 1], [[0.0, 0.0], [0.6, 0.8]], margin=2.0)
+    >>> round(float(tf.reduce_mean(loss)), 4)
+    1.0
     """
     margin, distance = check_non_negative("margin", margin), check_distance(distance)
     batch = _batch(labels, embeddings, anchors, reference_labels, reference_embeddings)
@@ -394,9 +394,9 @@ def _npair_terms(logits, negatives, variant):
 
 @tf.custom_gradient
 def _gather_rows(params, indices):
-    """`tf.gather(params, indices)` with a dense gradient (a sum over repeated rows).
+    """``tf.gather(params, indices)`` with a dense gradient (a sum over repeated rows).
 
-    `tf.gather` alone hands a `tf.IndexedSlices` gradient to a `tf.Variable` input.
+    ``tf.gather`` alone hands a ``tf.IndexedSlices`` gradient to a ``tf.Variable`` input.
     """
 
     def gradient(upstream):
@@ -450,7 +450,7 @@ def _tuple_losses(batch, tuple_terms, memory_budget):
 def npair_loss(labels, embeddings, variant="mc", l2_reg=0.002, anchors=None, memory_budget=None):
     """Multi-class N-pair loss (Sohn 2016), on a batch of (anchor, positive) tuples.
 
-    Tuples come from the batch order (see `rankloss_tf.ops.masks.npair_tuples`): in an
+    Tuples come from the batch order (see ``rankloss_tf.ops.masks.npair_tuples``): in an
     N-pair batch of N classes x 2 samples, the first sample of a class is its anchor f_i
     and the second its positive f_i+. With dot-product similarities,
         mc:  l(i) = log(1 + sum_{j != i} exp(f_i.f_j+ - f_i.f_i+)),
@@ -458,7 +458,7 @@ def npair_loss(labels, embeddings, variant="mc", l2_reg=0.002, anchors=None, mem
     where j runs over the tuples of the other classes. The loss is the mean of l(i)
     over tuples plus the L2 regulariser of tf.contrib's npairs_loss:
         0.25 * l2_reg * (mean_i ||f_i||^2 + mean_i ||f_i+||^2).
-    With `l2_reg=0` and variant "mc" it equals tfa's `npairs_loss` on
+    With ``l2_reg=0`` and variant "mc" it equals tfa's ``npairs_loss`` on
     S = anchors @ positives^T.
 
     Reference: Sohn, "Improved Deep Metric Learning with Multi-class N-pair Loss
@@ -469,7 +469,7 @@ def npair_loss(labels, embeddings, variant="mc", l2_reg=0.002, anchors=None, mem
         embeddings: float [B, D] (not normalised by the loss).
         variant: "mc" (multi-class, default) or "ovo" (one-vs-one).
         l2_reg: weight of the embedding L2 regulariser, >= 0.
-        anchors: optional `(start, size)`: only the tuples whose anchor is among those
+        anchors: optional ``(start, size)``: only the tuples whose anchor is among those
             samples, the tuples still formed over the whole batch (module docstring).
         memory_budget: bytes for the blocked intermediates (module docstring).
 
@@ -478,9 +478,9 @@ def npair_loss(labels, embeddings, variant="mc", l2_reg=0.002, anchors=None, mem
         regulariser is on its anchor), whose mean is the loss.
 
     Example:
-        >>> loss = npair_loss([0, 0, 1, 1], [[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]], l2_reg=0.0)
-        >>> round(float(tf.reduce_mean(loss)), 4)
-        0.3133
+    >>> loss = npair_loss([0, 0, 1, 1], [[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]], l2_reg=0.0)
+    >>> round(float(tf.reduce_mean(loss)), 4)
+    0.3133
     """
     variant = check_choice("variant", variant, NPAIR_VARIANTS)
     l2_reg = check_non_negative("l2_reg", l2_reg)
@@ -509,10 +509,10 @@ def angular_loss(labels, embeddings, alpha=45.0, anchors=None, memory_budget=Non
         f(a, p, n) = 4t (x_a + x_p).x_n - 2(1 + t) x_a.x_p,
         l(a, p) = log(1 + sum_n exp f(a, p, n)),
     and the loss is the mean over ordered positive pairs (0 without any). With unit-norm
-    inputs this equals pytorch-metric-learning's `AngularLoss(alpha)`.
+    inputs this equals pytorch-metric-learning's ``AngularLoss(alpha)``.
 
     The sum over n needs no [pairs, B, D] (or [B, B, B]) tensor: it is computed for
-    the positive pairs only, one pass per positive (`rankloss_tf.ops.angular`):
+    the positive pairs only, one pass per positive (``rankloss_tf.ops.angular``):
     O(block x B) memory, O(B^2 K) time for K samples per class; in log space for
     alpha above about 66 degrees, so that every alpha in (0, 90) is exact.
 
@@ -523,16 +523,16 @@ def angular_loss(labels, embeddings, alpha=45.0, anchors=None, memory_budget=Non
         labels: class labels [B] or [B, 1].
         embeddings: float [B, D].
         alpha: the angle bound in degrees, 0 < alpha < 90 (the paper uses 36-55).
-        anchors: optional `(start, size)`: only those anchors' losses (module docstring).
+        anchors: optional ``(start, size)``: only those anchors' losses (module docstring).
         memory_budget: bytes for the blocked intermediates (module docstring).
 
     Returns:
         Per-anchor losses [B] (or [size]) whose mean is the loss.
 
     Example:
-        >>> x = [[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]]
-        >>> round(float(tf.reduce_mean(angular_loss([0, 0, 1, 1], x))), 4)
-        0.3736
+    >>> x = [[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]]
+    >>> round(float(tf.reduce_mean(angular_loss([0, 0, 1, 1], x))), 4)
+    0.3736
     """
     scale, pair_weight = _angular_coefficients(alpha)
     batch = _batch(labels, embeddings, anchors)
@@ -548,11 +548,11 @@ def angular_loss(labels, embeddings, alpha=45.0, anchors=None, memory_budget=Non
 def npair_angular_loss(labels, embeddings, alpha=45.0, lam=2.0, anchors=None, memory_budget=None):
     """N-pair loss plus angular loss on the same tuples (Wang et al. 2017, Eq. 9).
 
-    On the N-pair tuples of `npair_loss` (anchor f_i, positive f_i+, negatives the
+    On the N-pair tuples of ``npair_loss`` (anchor f_i, positive f_i+, negatives the
     positives f_j+ of the other classes):
         l(i) = l_npair(i) + lam * log(1 + sum_j exp f(i, i+, j+)),
     with l_npair the multi-class N-pair term on the dot products of the embeddings as
-    given, and f the angular term of `angular_loss` on L2-normalised embeddings. The
+    given, and f the angular term of ``angular_loss`` on L2-normalised embeddings. The
     loss is the mean over tuples (no L2 regulariser).
 
     Reference: Wang et al., "Deep Metric Learning with Angular Loss", ICCV 2017.
@@ -562,16 +562,16 @@ def npair_angular_loss(labels, embeddings, alpha=45.0, lam=2.0, anchors=None, me
         embeddings: float [B, D].
         alpha: angle in degrees, 0 < alpha < 90.
         lam: weight of the angular term, >= 0.
-        anchors: optional `(start, size)`: see `npair_loss`.
+        anchors: optional ``(start, size)``: see ``npair_loss``.
         memory_budget: bytes for the blocked intermediates (module docstring).
 
     Returns:
         Per-anchor losses [B] whose mean is the loss.
 
     Example:
-        >>> x = [[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]]
-        >>> round(float(tf.reduce_mean(npair_angular_loss([0, 0, 1, 1], x))), 4)
-        0.7841
+    >>> x = [[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]]
+    >>> round(float(tf.reduce_mean(npair_angular_loss([0, 0, 1, 1], x))), 4)
+    0.7841
     """
     scale, pair_weight = _angular_coefficients(alpha)
     lam = check_non_negative("lam", lam)

@@ -4,29 +4,29 @@ import tensorflow as tf
 
 
 def same_label_mask(labels):
-    """`mask[i, j] = labels[i] == labels[j]`, bool [B, B] (diagonal True)."""
+    """``mask[i, j] = labels[i] == labels[j]``, bool [B, B] (diagonal True)."""
     return tf.equal(labels[:, None], labels[None, :])
 
 
 def positive_mask(labels):
-    """`mask[a, p]`: same label and a != p, bool [B, B]."""
+    """``mask[a, p]``: same label and a != p, bool [B, B]."""
     same = same_label_mask(labels)
     return tf.logical_and(same, tf.logical_not(tf.eye(tf.shape(labels)[0], dtype=tf.bool)))
 
 
 def negative_mask(labels):
-    """`mask[a, n]`: different labels, bool [B, B]."""
+    """``mask[a, n]``: different labels, bool [B, B]."""
     return tf.logical_not(same_label_mask(labels))
 
 
 def label_counts(labels, reference_labels):
-    """How many entries of `reference_labels` equal each label: int32 [B], O((B + R) log R).
+    """How many entries of ``reference_labels`` equal each label: int32 [B], O((B + R) log R).
 
     One sort and two binary searches, no [B, R] mask; compiles under XLA.
 
     Example:
-        >>> label_counts(tf.constant([3, 1, 5]), tf.constant([3, 1, 3, 2])).numpy().tolist()
-        [2, 1, 0]
+    >>> label_counts(tf.constant([3, 1, 5]), tf.constant([3, 1, 3, 2])).numpy().tolist()
+    [2, 1, 0]
     """
     ordered = tf.sort(reference_labels)
     labels = tf.cast(labels, ordered.dtype)
@@ -50,9 +50,9 @@ def npair_tuples(labels):
         labels: class labels [B].
 
     Returns:
-        `(anchors [T] int32, positives [T] int32, valid [T] bool)` with T = B // 2:
-        tuple t is (anchors[t], positives[t]) where `valid[t]`; the padding entries
-        after the last tuple have `valid` False and anchor indices distinct from the
+        ``(anchors [T] int32, positives [T] int32, valid [T] bool)`` with T = B // 2:
+        tuple t is (anchors[t], positives[t]) where ``valid[t]``; the padding entries
+        after the last tuple have ``valid`` False and anchor indices distinct from the
         real anchors.
     """
     size = tf.shape(labels)[0]

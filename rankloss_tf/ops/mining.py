@@ -1,6 +1,6 @@
 """Online mining of positives and negatives from a distance matrix.
 
-Every function takes a distance matrix `distances` [B, R] and boolean masks [B, R]
+Every function takes a distance matrix ``distances`` [B, R] and boolean masks [B, R]
 (row = anchor; R = B, or a reference set, or the global batch) and works row by row
 with static shapes, so it runs on any block of anchor rows and compiles under XLA.
 """
@@ -9,14 +9,14 @@ import tensorflow as tf
 
 
 def masked_maximum(values, mask):
-    """Row-wise maximum of `values` over `mask`.
+    """Row-wise maximum of ``values`` over ``mask``.
 
     Args:
         values: float [B, N].
         mask: bool [B, N].
 
     Returns:
-        `(maximum [B], found [B] bool)`; `maximum` is 0 where a row has no masked entry.
+        ``(maximum [B], found [B] bool)``; ``maximum`` is 0 where a row has no masked entry.
     """
     found = tf.reduce_any(mask, axis=1)
     lowest = tf.constant(-float("inf"), values.dtype)
@@ -25,18 +25,18 @@ def masked_maximum(values, mask):
 
 
 def masked_minimum(values, mask):
-    """Row-wise minimum of `values` over `mask`; 0 where a row has none. See `masked_maximum`."""
+    """Row-wise minimum of ``values`` over ``mask``; 0 where a row has none. See ``masked_maximum``."""
     maximum, found = masked_maximum(-values, mask)
     return -maximum, found
 
 
 def hardest_positive(distances, positives):
-    """Largest distance to a positive, per anchor: `(distance [B], found [B])`."""
+    """Largest distance to a positive, per anchor: ``(distance [B], found [B])``."""
     return masked_maximum(distances, positives)
 
 
 def hardest_negative(distances, negatives):
-    """Smallest distance to a negative, per anchor: `(distance [B], found [B])`."""
+    """Smallest distance to a negative, per anchor: ``(distance [B], found [B])``."""
     return masked_minimum(distances, negatives)
 
 
@@ -52,8 +52,8 @@ def positive_slots(positives):
         positives: bool [B, R].
 
     Returns:
-        int32 [B, R]: `slot[a, p]` = s for the s-th positive p of anchor a (from 0), -1
-        where `positives` is False. Pass s of a per-positive loop handles `slot == s`.
+        int32 [B, R]: ``slot[a, p]`` = s for the s-th positive p of anchor a (from 0), -1
+        where ``positives`` is False. Pass s of a per-positive loop handles ``slot == s``.
     """
     slot = tf.math.cumsum(tf.cast(positives, tf.int32), axis=1, exclusive=True)
     return tf.where(positives, slot, -1)
@@ -112,7 +112,7 @@ def semihard_negatives(distances, positives, negatives):
     For anchor a and positive p, the negative is the closest n in N(a) with
     D[a, n] > D[a, p]; if there is none, the farthest n in N(a). Memory is O(B^2)
     (tfa builds a [B * B, B] tensor). Time is O(B^2 K) with one masked pass per
-    positive when classes have K <= `MAX_POSITIVE_PASSES` + 1 samples in the batch;
+    positive when classes have K <= ``MAX_POSITIVE_PASSES`` + 1 samples in the batch;
     above that, each anchor's row is sorted once together with its positive
     distances, and a running count of negatives locates every D[a, p], O(B^2 log B).
 
@@ -122,8 +122,8 @@ def semihard_negatives(distances, positives, negatives):
         negatives: bool [B, R], N(a) per row.
 
     Returns:
-        `(negative_distance [B, B], has_negative [B])`: `negative_distance[a, p]` is
-        D[a, n*(a, p)] for positive pairs, differentiable with respect to `distances`
+        ``(negative_distance [B, B], has_negative [B])``: ``negative_distance[a, p]`` is
+        D[a, n*(a, p)] for positive pairs, differentiable with respect to ``distances``
         (other entries are unspecified); rows of anchors without negatives hold 0.
     """
     fixed = tf.stop_gradient(distances)

@@ -16,16 +16,16 @@ def contrastive_from_distances(pair_labels, distances, margin=1.0):
     y = 1 for a pair of the same class, 0 otherwise.
 
     Args:
-        pair_labels: binary labels [...] (cast to the dtype of `distances`).
-        distances: float distances [...] of the pairs, any shape matching `pair_labels`.
+        pair_labels: binary labels [...] (cast to the dtype of ``distances``).
+        distances: float distances [...] of the pairs, any shape matching ``pair_labels``.
         margin: float >= 0.
 
     Returns:
-        The per-pair losses, shaped and typed like `distances`.
+        The per-pair losses, shaped and typed like ``distances``.
 
     Example:
-        >>> contrastive_from_distances([1.0, 0.0], [0.5, 0.5]).numpy().tolist()
-        [0.25, 0.25]
+    >>> contrastive_from_distances([1.0, 0.0], [0.5, 0.5]).numpy().tolist()
+    [0.25, 0.25]
     """
     margin = check_non_negative("margin", margin)
     distances = tf.convert_to_tensor(distances)
@@ -34,7 +34,7 @@ def contrastive_from_distances(pair_labels, distances, margin=1.0):
 
 
 def _softmax_targets_cross_entropy(affinity, similarity):
-    """Row-wise softmax cross-entropy of `similarity` against `affinity` normalised to sum 1 per row."""
+    """Row-wise softmax cross-entropy of ``similarity`` against ``affinity`` normalised to sum 1 per row."""
     targets = tf.math.divide_no_nan(affinity, tf.reduce_sum(affinity, axis=1, keepdims=True))
     return tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=similarity)
 
@@ -54,7 +54,7 @@ def npairs_from_similarity(labels, similarity):
     Row i of S = anchors @ positives^T is the logits of a softmax whose target spreads
     evenly over the columns j with labels[j] == labels[i]:
         l(i) = -sum_j t[i, j] log softmax(S[i])_j,  t[i, j] = [y_i = y_j] / #{k: y_k = y_i}.
-    The mean of l over anchors is tfa's `npairs_loss` and the cross-entropy of contrib's.
+    The mean of l over anchors is tfa's ``npairs_loss`` and the cross-entropy of contrib's.
     Labels are compared in their own dtype (int32 ids above 2**24 stay distinct).
 
     Reference: Sohn, "Improved Deep Metric Learning with Multi-class N-pair Loss
@@ -65,12 +65,12 @@ def npairs_from_similarity(labels, similarity):
         similarity: float [N, N].
 
     Returns:
-        Per-anchor losses [N], dtype of `similarity`.
+        Per-anchor losses [N], dtype of ``similarity``.
 
     Example:
-        >>> l = npairs_from_similarity([0, 1], [[1.0, 0.0], [0.0, 1.0]])
-        >>> [round(float(v), 4) for v in l]
-        [0.3133, 0.3133]
+    >>> l = npairs_from_similarity([0, 1], [[1.0, 0.0], [0.0, 1.0]])
+    >>> [round(float(v), 4) for v in l]
+    [0.3133, 0.3133]
     """
     similarity = _check_similarity(similarity)
     labels = tf.reshape(tf.convert_to_tensor(labels), [-1])
@@ -84,21 +84,21 @@ def npairs_multilabel_from_similarity(label_indicators, similarity):
     With binary class indicators Y [N, C], the target of row i spreads over the columns
     in proportion to the number of classes they share with i:
         t[i, j] = (Y Y^T)[i, j] / sum_k (Y Y^T)[i, k],  l(i) = -sum_j t[i, j] log softmax(S[i])_j.
-    With one class per row this is `npairs_from_similarity`. A row without any class has
+    With one class per row this is ``npairs_from_similarity``. A row without any class has
     no target and gives 0.
 
     Args:
-        label_indicators: binary [N, C], dense (`tf.SparseTensor` inputs are densified by
-            the callers in `rankloss_tf.compat`).
+        label_indicators: binary [N, C], dense (``tf.SparseTensor`` inputs are densified by
+            the callers in ``rankloss_tf.compat``).
         similarity: float [N, N], S = anchors @ positives^T.
 
     Returns:
-        Per-anchor losses [N], dtype of `similarity`.
+        Per-anchor losses [N], dtype of ``similarity``.
 
     Example:
-        >>> l = npairs_multilabel_from_similarity([[1, 0], [0, 1]], [[1.0, 0.0], [0.0, 1.0]])
-        >>> [round(float(v), 4) for v in l]
-        [0.3133, 0.3133]
+    >>> l = npairs_multilabel_from_similarity([[1, 0], [0, 1]], [[1.0, 0.0], [0.0, 1.0]])
+    >>> [round(float(v), 4) for v in l]
+    [0.3133, 0.3133]
     """
     similarity = _check_similarity(similarity)
     indicators = tf.cast(label_indicators, similarity.dtype)
@@ -118,11 +118,11 @@ def npairs_l2_regularizer(anchors, positives, reg_lambda):
         reg_lambda: float >= 0.
 
     Returns:
-        Scalar, dtype of `anchors`.
+        Scalar, dtype of ``anchors``.
 
     Example:
-        >>> float(npairs_l2_regularizer([[2.0, 0.0]], [[0.0, 0.0]], 1.0))
-        1.0
+    >>> float(npairs_l2_regularizer([[2.0, 0.0]], [[0.0, 0.0]], 1.0))
+    1.0
     """
     reg_lambda = check_non_negative("reg_lambda", reg_lambda)
     anchors, positives = tf.convert_to_tensor(anchors), tf.convert_to_tensor(positives)

@@ -23,7 +23,12 @@ _CHECKPOINT = re.compile(r"^epoch-(\d{4,})\.weights\.h5$")
 
 
 class DivergedError(ValueError):
-    """The loss became non-finite during training (raised after ``fit`` stops on it)."""
+    """The loss became non-finite during training (raised after ``fit`` stops on it).
+
+    Example:
+    >>> isinstance(DivergedError("loss NaN in epoch 2"), ValueError)
+    True
+    """
 
 
 class EpochCheckpoint(keras.callbacks.Callback):

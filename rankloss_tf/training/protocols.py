@@ -50,6 +50,12 @@ class EndToEnd:
     Args:
         config: a resolved ``TrainConfig``.
         input_shape: ``(H, W, C)`` of the training images.
+
+    Example:
+    >>> from rankloss_tf.training import TrainConfig
+    >>> trained, model = EndToEnd(TrainConfig(dataset="digits").resolved(), (8, 8, 1)).build(steps=10)
+    >>> trained is model, model.output_shape
+    (True, (None, 64))
     """
 
     name = "end to end"
@@ -85,7 +91,13 @@ class EndToEnd:
 
 
 class FrozenFeatures(EndToEnd):
-    """A projection head trains on cached features of a frozen pretrained backbone."""
+    """A projection head trains on cached features of a frozen pretrained backbone.
+
+    Example:
+    >>> from rankloss_tf.training import TrainConfig
+    >>> FrozenFeatures.name, protocol(TrainConfig(dataset="digits").resolved(), (8, 8, 1)).name
+    ('frozen features', 'end to end')
+    """
 
     name = "frozen features"
 
@@ -128,5 +140,11 @@ class FrozenFeatures(EndToEnd):
 
 
 def protocol(config, input_shape):
-    """The protocol ``config`` asks for: ``FrozenFeatures`` or ``EndToEnd``."""
+    """The protocol ``config`` asks for: ``FrozenFeatures`` or ``EndToEnd``.
+
+    Example:
+    >>> from rankloss_tf.training import TrainConfig
+    >>> type(protocol(TrainConfig(dataset="digits").resolved(), (8, 8, 1))).__name__
+    'EndToEnd'
+    """
     return (FrozenFeatures if config.frozen else EndToEnd)(config, input_shape)

@@ -34,7 +34,13 @@ PHASES = ("fitting", "fitted", "evaluated", "finished")
 
 
 def atomic_write_text(path, text):
-    """Writes ``text`` to ``path`` through a temporary sibling and a rename (never half written)."""
+    """Writes ``text`` to ``path`` through a temporary sibling and a rename (never half written).
+
+    Example:
+    >>> atomic_write_text("/tmp/rankloss_atomic_example.txt", "done")
+    >>> open("/tmp/rankloss_atomic_example.txt").read()
+    'done'
+    """
     path = Path(path)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     temporary.write_text(text, encoding="utf-8")
