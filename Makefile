@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml setup.py
 
 install: $(STAMP)
 
+# Two workers (the machine's two cores); a file's tests stay on one worker.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # Omniglot from ../shared/data when it is there (or from $$RANKLOSS_TF_DATA), else scikit-learn's digits.
 DEMO_DATA ?= $(wildcard ../shared/data/omniglot)
