@@ -146,7 +146,7 @@ def _demo_config(out_dir, data_dir=None):
     """Omniglot from ``data_dir`` (or ``$RANKLOSS_TF_DATA/omniglot``) when it exists, else digits."""
     if data_dir is None and os.environ.get(DATA_ENV):
         data_dir = str(Path(os.environ[DATA_ENV]) / "omniglot")
-    export_dir = str(Path(out_dir) / "saved_model")
+    export_dir = str(Path(out_dir).with_name(Path(out_dir).name + "_saved_model"))  # beside the run, not inside
     if data_dir is not None and Path(data_dir).is_dir():
         return TrainConfig(dataset="omniglot", data_dir=str(data_dir), out_dir=out_dir, export_dir=export_dir)
     return TrainConfig(dataset="digits", out_dir=out_dir, export_dir=export_dir)
