@@ -18,9 +18,12 @@ autodiff through the loop, so it compiles under XLA, and no [rows, B] tensor is 
 for the backward pass).
 """
 
+from typing import NamedTuple
+
 import tensorflow as tf
 
 from rankloss_tf.ops import mining
+from rankloss_tf.ops.blocks import local_copies
 
 # Above this scale (4 tan^2 alpha), products of two exp(scale (C - 1)) underflow float32.
 LOG_SPACE_SCALE = 20.0
@@ -72,74 +75,107 @@ def angular_row_losses(units, labels, start, size, scale, pair_weight):
     batch_size = tf.shape(units)[0]
     rows = start + tf.range(size)
     same = tf.equal(tf.gather(labels, rows)[:, None], labels[None, :])
-    own = tf.equal(rows[:, None], tf.range(batch_size)[None, :])
-    pairs = tf.logical_and(same, tf.logical_not(own))
-    negatives = tf.logical_not(same)
-    slot = mining.positive_slots(pairs)
-    num_passes = tf.reduce_max(tf.reduce_sum(tf.cast(pairs, tf.int32), axis=1))
-    log_space = scale > LOG_SPACE_SCALE
-    # Every row present: a partner's cosines are a row of C already computed.
-    full = isinstance(start, int) and start == 0 and size is not None and size == units.shape[0]
+    pairs = tf.logical_and(same, tf.logical_not(tf.equal(rows[:, None], tf.range(batch_size)[None, :])))
+    rows = _Rows(start, size, rows, pairs, tf.logical_not(same), mining.positive_slots(pairs),
+                 tf.reduce_max(tf.reduce_sum(tf.cast(pairs, tf.int32), axis=1)))
+    if isinstance(start, int) and start == 0 and size is not None and size == units.shape[0]:
+        return _row_losses(units, rows, scale, pair_weight, partners_in_rows=None)
+    # A P x K batch split over replicas keeps classes together: when every positive of the
+    # rows is a row, its cosines are computed already (a gather, not a matmul per pass).
+    columns = tf.range(batch_size)[None, :]
+    inside = tf.logical_and(columns >= start, columns < start + size)
+    partners_in_rows = tf.reduce_all(tf.logical_or(tf.logical_not(pairs), inside))
+    return _row_losses(units, rows, scale, pair_weight, partners_in_rows)
+
+
+class _Rows(NamedTuple):
+    """Anchor rows start .. start + size - 1: ids [size], their positives and negatives
+    [size, B], each positive's pass (``mining.positive_slots``) and the number of passes."""
+
+    start: object
+    size: object
+    ids: tf.Tensor
+    pairs: tf.Tensor
+    negatives: tf.Tensor
+    slot: tf.Tensor
+    num_passes: tf.Tensor
+
+
+def _row_losses(units, rows, scale, pair_weight, partners_in_rows):
+    """``angular_row_losses`` of ``rows``. ``partners_in_rows``: None when the rows are the
+    whole batch, else a bool tensor: every positive of the rows is one of them."""
+    batch_size, start, size = tf.shape(units)[0], rows.start, rows.size
+    log_space, whole = scale > LOG_SPACE_SCALE, partners_in_rows is None
 
     def loop(body, initial):
-        return tf.while_loop(lambda s, *_: s < num_passes, body, (tf.constant(0), *initial))[1:]
+        return tf.while_loop(lambda s, *_: s < rows.num_passes, body, (tf.constant(0), *initial))[1:]
+
+    def either(function, *args):
+        """``function(*args, gather_partners)``: a tf.cond outside any gradient (none flows through it)."""
+        if whole:
+            return function(*args, True)
+        return tf.cond(partners_in_rows, lambda: function(*args, True), lambda: function(*args, False))
 
     def row_terms(units):
-        anchor_units = units if full else tf.slice(units, tf.stack([tf.cast(start, tf.int32), 0]), tf.stack([size, -1]))
+        anchor_units = units if whole else tf.slice(units, tf.stack([tf.cast(start, tf.int32), 0]), tf.stack([size, -1]))
         anchor_cosines = tf.matmul(anchor_units, units, transpose_b=True)
         anchor_weights = None
         if not log_space:
             weights = tf.exp(scale * (anchor_cosines - 1.0))
-            anchor_weights = tf.where(negatives, weights, tf.zeros([], weights.dtype))
+            anchor_weights = tf.where(rows.negatives, weights, tf.zeros([], weights.dtype))
         return anchor_units, anchor_cosines, anchor_weights
 
-    def pass_terms(s, units, anchor_units, anchor_cosines, anchor_weights):
+    def pass_terms(s, units, anchor_units, anchor_cosines, anchor_weights, gather_partners):
         """Pass s: the s-th positive p(a) of every anchor, its logit ([rows] each)."""
-        chosen = tf.equal(slot, s)
+        chosen = tf.equal(rows.slot, s)
         column = tf.argmax(tf.cast(chosen, tf.int32), axis=1, output_type=tf.int32)
         partner_units = tf.gather(units, column)
-        if full:
-            partner_cosines = tf.gather(anchor_cosines, column)
+        if gather_partners:
+            # (a row without a pass-s positive reads any row: its pass is not valid)
+            partner_cosines = tf.gather(anchor_cosines, tf.clip_by_value(column - start, 0, size - 1))
         else:
             partner_cosines = tf.matmul(partner_units, units, transpose_b=True)
         log_sums, found, probabilities = _pass_statistics(
-            anchor_cosines, partner_cosines, negatives, anchor_weights, scale, log_space
+            anchor_cosines, partner_cosines, rows.negatives, anchor_weights, scale, log_space
         )
         pair_cosines = tf.gather(anchor_cosines, column[:, None], batch_dims=1)[:, 0]
         valid = tf.logical_and(tf.reduce_any(chosen, axis=1), found)
         return column, partner_units, valid, log_sums - pair_weight * pair_cosines, probabilities
 
-    @tf.custom_gradient
-    def losses(units):
+    def forward(units, gather_partners):
         anchor_units, anchor_cosines, anchor_weights = row_terms(units)
         zero = tf.zeros([], units.dtype)
 
         def one_pass(s, total):
-            _, _, valid, logits, _ = pass_terms(s, units, anchor_units, anchor_cosines, anchor_weights)
+            _, _, valid, logits, _ = pass_terms(s, units, anchor_units, anchor_cosines, anchor_weights, gather_partners)
             return s + 1, total + tf.where(valid, tf.math.softplus(logits), zero)
 
-        (result,) = loop(one_pass, [tf.zeros([size], units.dtype)])
+        return loop(one_pass, [tf.zeros([size], units.dtype)])[0]
 
-        def gradient(upstream):
-            # Recomputed here so that the forward pass keeps no [rows, B] tensor for it.
-            anchor_units, anchor_cosines, anchor_weights = row_terms(units)
+    def backward(units, upstream, gather_partners):
+        # Recomputed here so that the forward pass keeps no [rows, B] tensor for it.
+        anchor_units, anchor_cosines, anchor_weights = row_terms(units)
+        zero = tf.zeros([], units.dtype)
 
-            def one_backward_pass(s, d_units, d_anchors):
-                column, partner_units, valid, logits, probabilities = pass_terms(
-                    s, units, anchor_units, anchor_cosines, anchor_weights
-                )
-                d_logits = tf.where(valid, upstream * tf.math.sigmoid(logits), zero)
-                # d log_sums / d C[a, n] = d log_sums / d C[p(a), n] = scale * probabilities[a, n].
-                shared = (scale * d_logits)[:, None] * probabilities
-                d_units += tf.matmul(shared, anchor_units + partner_units, transpose_a=True)
-                to_rows = tf.matmul(shared, units)
-                d_pair = (pair_weight * d_logits)[:, None]
-                d_units += tf.math.unsorted_segment_sum(to_rows - d_pair * anchor_units, column, batch_size)
-                return s + 1, d_units, d_anchors + to_rows - d_pair * partner_units
+        def one_backward_pass(s, d_units, d_anchors):
+            column, partner_units, valid, logits, probabilities = pass_terms(
+                s, units, anchor_units, anchor_cosines, anchor_weights, gather_partners
+            )
+            d_logits = tf.where(valid, upstream * tf.math.sigmoid(logits), zero)
+            # d log_sums / d C[a, n] = d log_sums / d C[p(a), n] = scale * probabilities[a, n].
+            shared = (scale * d_logits)[:, None] * probabilities
+            d_units += tf.matmul(shared, anchor_units + partner_units, transpose_a=True)
+            to_rows = tf.matmul(shared, units)
+            d_pair = (pair_weight * d_logits)[:, None]
+            d_units += tf.math.unsorted_segment_sum(to_rows - d_pair * anchor_units, column, batch_size)
+            return s + 1, d_units, d_anchors + to_rows - d_pair * partner_units
 
-            d_units, d_anchors = loop(one_backward_pass, [tf.zeros_like(units), tf.zeros_like(anchor_units)])
-            return tf.tensor_scatter_nd_add(d_units, rows[:, None], d_anchors)
+        d_units, d_anchors = loop(one_backward_pass, [tf.zeros_like(units), tf.zeros_like(anchor_units)])
+        return tf.tensor_scatter_nd_add(d_units, rows.ids[:, None], d_anchors)
 
-        return result, gradient
+    @tf.custom_gradient
+    def losses(units):
+        (units,) = local_copies([units])
+        return either(forward, units), lambda upstream: either(backward, units, upstream)
 
     return losses(units)

@@ -14,6 +14,21 @@ import tensorflow as tf
 DEFAULT_MEMORY_BUDGET = 3 * 2**29
 
 
+def local_copies(tensors):
+    """Identity copies of ``tensors`` made in the current graph, for a custom gradient to read.
+
+    A custom gradient that reads a tensor of a graph further out than its own fails when
+    the loss runs inside nested ``tf.cond`` branches (TensorFlow's cond_v2 can only hand
+    a branch's gradient the tensors of that branch): the kernels' custom gradients read
+    copies made where they run.
+
+    Example:
+    >>> [float(t) for t in local_copies([tf.constant(1.0)])]
+    [1.0]
+    """
+    return [tf.identity(t) for t in tensors]
+
+
 def block_rows(num_rows, num_columns, dim, temporaries, memory_budget=None):
     """Rows per block so that the block's intermediates fit in ``memory_budget`` bytes.
 
@@ -59,7 +74,7 @@ def _blocked(row_fn, tensors, num_rows, block):
 
     @tf.custom_gradient
     def run(*inputs):
-        inputs = list(inputs)
+        inputs = local_copies(inputs)
         dtype = inputs[0].dtype
 
         def forward(k, result):
@@ -104,6 +119,7 @@ def blocked_rows(row_fn, tensors, num_rows, block):
         row_fn: ``(tensors, start, size) -> values [size]``, the values of rows
             start .. start + size - 1, differentiable in ``tensors``. Rows are
             independent: row i's value does not depend on the block it is in.
+            ``start`` is the Python int 0 exactly when one call covers every row.
         tensors: list of float tensors the values are differentiated against.
         num_rows: number of rows (int or int32 scalar tensor).
         block: rows per block (see ``block_rows``).

@@ -32,6 +32,7 @@ from rankloss_tf.ops.checks import (
     standardize_inputs,
 )
 from rankloss_tf.ops.distances import check_distance, pairwise_distances
+from rankloss_tf.ops.fused import contrastive_rows, mine_hard, mining_distances, own_column_logsumexp, pair_distances
 from rankloss_tf.ops.masks import label_counts, negative_mask, npair_tuples, positive_mask
 from rankloss_tf.ops.mining import hardest_negative, hardest_positive, semihard_negatives
 
@@ -66,27 +67,6 @@ def distances_and_masks(labels, embeddings, distance):
     labels, embeddings = standardize_inputs(labels, embeddings)
     distances = pairwise_distances(embeddings, check_distance(distance))
     return distances, positive_mask(labels), negative_mask(labels), dtype
-
-
-def log1p_sum_exp(logits, mask):
-    """Row-wise ``log(1 + sum_j mask[i, j] * exp(logits[i, j]))``, stable, finite gradients.
-
-    Args:
-        logits: float [B, N].
-        mask: bool [B, N].
-
-    Returns:
-        Float [B]; 0 for a row without masked entries.
-
-    Example:
-    >>> round(float(log1p_sum_exp(tf.constant([[0.0, 5.0]]), tf.constant([[True, False]]))[0]), 4)
-    0.6931
-    """
-    lowest = tf.constant(-float("inf"), logits.dtype)
-    masked = tf.where(mask, logits, lowest)
-    shift = tf.stop_gradient(tf.maximum(tf.reduce_max(masked, axis=1), 0.0))
-    total = tf.exp(-shift) + tf.reduce_sum(tf.exp(masked - shift[:, None]), axis=1)
-    return shift + tf.math.log(total)
 
 
 class _Batch(NamedTuple):
@@ -166,16 +146,23 @@ def _batch(labels, embeddings, anchors=None, reference_labels=None, reference_em
     return _Batch(labels, embeddings, reference_labels, reference_embeddings, False, anchors is None, start, size, dtype)
 
 
+def _row_masks(batch, rows, num_columns):
+    """Positives and negatives [size, R] of anchor rows ``rows``; the anchor's own column is neither."""
+    same = tf.equal(tf.gather(batch.labels, rows)[:, None], batch.reference_labels[None, :])
+    if not batch.exclude_self:
+        return same, tf.logical_not(same), None
+    own = tf.equal(rows[:, None], tf.range(num_columns)[None, :])
+    return tf.logical_and(same, tf.logical_not(own)), tf.logical_not(same), own
+
+
 def _row_geometry(batch, distance, tensors, start, size):
     """Distances, positives and negatives [size, R] of anchor rows ``start..`` of the range."""
     queries, reference, rows = batch.rows(tensors, start, size)
-    same = tf.equal(tf.gather(batch.labels, rows)[:, None], batch.reference_labels[None, :])
+    positives, negatives, own = _row_masks(batch, rows, tf.shape(reference)[0])
     distances = pairwise_distances(queries, distance, reference=reference)
-    if not batch.exclude_self:
-        return distances, same, tf.logical_not(same)
-    own = tf.equal(rows[:, None], tf.range(tf.shape(reference)[0])[None, :])
-    distances = tf.where(own, tf.zeros([], distances.dtype), distances)
-    return distances, tf.logical_and(same, tf.logical_not(own)), tf.logical_not(same)
+    if own is not None:
+        distances = tf.where(own, tf.zeros([], distances.dtype), distances)
+    return distances, positives, negatives
 
 
 def _num_positive_pairs(batch):
@@ -327,7 +314,15 @@ def triplet_hard_loss(
     batch = _batch(labels, embeddings, anchors, reference_labels, reference_embeddings)
 
     def rows(tensors, start, size):
-        return hard_from_distances(*_row_geometry(batch, distance, tensors, start, size), margin, soft)
+        # The gradient flows through 2 pairs per anchor: mine without it, then recompute them.
+        queries, reference, row_ids = batch.rows(tensors, start, size)
+        positives, negatives, _ = _row_masks(batch, row_ids, tf.shape(reference)[0])
+        positive, has_positive, negative = mine_hard(mining_distances(queries, reference, distance), positives, negatives)
+        gap = pair_distances(queries, tf.gather(reference, positive), distance) - pair_distances(
+            queries, tf.gather(reference, negative), distance
+        )
+        losses = tf.math.softplus(gap) if soft else tf.maximum(gap + margin, 0.0)
+        return tf.where(has_positive, losses, tf.zeros([], losses.dtype))
 
     return _finish(batch, blocked_rows(rows, batch.tensors, batch.size, batch.block("hard", memory_budget)))
 
@@ -374,22 +369,27 @@ def contrastive_loss(
     batch = _batch(labels, embeddings, anchors, reference_labels, reference_embeddings)
 
     def rows(tensors, start, size):
-        distances, positives, negatives = _row_geometry(batch, distance, tensors, start, size)
-        zeros = tf.zeros([], distances.dtype)
-        pair_losses = tf.where(positives, tf.square(distances), zeros)
-        pair_losses += tf.where(negatives, tf.square(tf.maximum(margin - distances, 0.0)), zeros)
-        num_pairs = tf.reduce_sum(tf.cast(tf.logical_or(positives, negatives), distances.dtype), axis=1)
-        return tf.math.divide_no_nan(tf.reduce_sum(pair_losses, axis=1), num_pairs)
+        queries, reference, row_ids = batch.rows(tensors, start, size)
+        if batch.whole and batch.exclude_self and isinstance(start, int):
+            queries = reference  # one call covers every row (see blocked_rows): the batch against itself
+        num_columns = tf.shape(reference)[0]
+        same = tf.equal(tf.gather(batch.labels, row_ids)[:, None], batch.reference_labels[None, :])
+        sums = contrastive_rows(queries, reference, same, margin, distance, row_ids if batch.exclude_self else None)
+        # Every column but the anchor's own is a pair.
+        num_pairs = tf.cast(num_columns - (1 if batch.exclude_self else 0), sums.dtype)
+        return tf.math.divide_no_nan(sums, num_pairs)
 
     return _finish(batch, blocked_rows(rows, batch.tensors, batch.size, batch.block("contrastive", memory_budget)))
 
 
-def _npair_terms(logits, negatives, variant):
-    """Per-tuple N-pair term from logits S[i, j] - S[i, i]."""
+def _npair_terms(logits, own, others, variant):
+    """Per-tuple N-pair terms of logits S [r, T] (row i's own tuple in column ``own[i]``)."""
     if variant == "mc":
-        return log1p_sum_exp(logits, negatives)
-    softplus = tf.math.softplus(logits)
-    return tf.reduce_sum(tf.where(negatives, softplus, tf.zeros([], softplus.dtype)), axis=1)
+        return own_column_logsumexp(logits, own, others)
+    if others is None:
+        others = tf.not_equal(tf.range(tf.shape(logits)[1])[None, :], own[:, None])
+    softplus = tf.math.softplus(logits - tf.gather(logits, own, batch_dims=1)[:, None])
+    return tf.reduce_sum(tf.where(others, softplus, tf.zeros([], softplus.dtype)), axis=1)
 
 
 @tf.custom_gradient
@@ -408,8 +408,9 @@ def _gather_rows(params, indices):
 def _tuple_losses(batch, tuple_terms, memory_budget):
     """Per-anchor losses of the N-pair tuples of the whole batch whose anchor is in the range.
 
-    `tuple_terms(anchor_embeddings [r, D], own_positives [r, D], positives [T, D],
-    negatives [r, T]) -> [r]` gives the term of r tuples against all T tuples.
+    `tuple_terms(anchor_embeddings [r, D], own_positives [r, D], positives [T, D], own [r],
+    others [r, T]) -> [r]` gives the term of r tuples against all T tuples; row i's own
+    tuple is column ``own[i]``, its negatives are ``others``.
     """
     anchors, positives, valid = npair_tuples(batch.labels)
     tuple_labels = tf.gather(batch.labels, anchors)
@@ -417,7 +418,7 @@ def _tuple_losses(batch, tuple_terms, memory_budget):
     if batch.whole:
         picks, size, picks_valid = tf.range(num_tuples), num_tuples, valid
     else:
-        # The tuples whose anchor is among this range's anchors (at most `size`).
+        # The tuples whose anchor is among this range's anchors (at most `size`: a static bound).
         local = tf.logical_and(valid, tf.logical_and(anchors >= batch.start, anchors < batch.start + batch.size))
         size = tf.minimum(batch.size, num_tuples)
         picks = tf.argsort(tf.cast(tf.logical_not(local), tf.int32), stable=True)[:size]
@@ -427,7 +428,7 @@ def _tuple_losses(batch, tuple_terms, memory_budget):
         embeddings = tensors[0]
         chosen = _slice_rows(picks, start, size)
         row_valid = _slice_rows(picks_valid, start, size)
-        negatives = tf.logical_and(
+        others = tf.logical_and(
             tf.logical_and(row_valid[:, None], valid[None, :]),
             tf.not_equal(tf.gather(tuple_labels, chosen)[:, None], tuple_labels[None, :]),
         )
@@ -435,7 +436,8 @@ def _tuple_losses(batch, tuple_terms, memory_budget):
             _gather_rows(embeddings, tf.gather(anchors, chosen)),
             _gather_rows(embeddings, tf.gather(positives, chosen)),
             _gather_rows(embeddings, positives),
-            negatives,
+            chosen,
+            others,
         )
         return tf.where(row_valid, terms, tf.zeros([], terms.dtype))
 
@@ -485,10 +487,8 @@ def npair_loss(labels, embeddings, variant="mc", l2_reg=0.002, anchors=None, mem
     variant = check_choice("variant", variant, NPAIR_VARIANTS)
     l2_reg = check_non_negative("l2_reg", l2_reg)
 
-    def tuple_terms(anchor_embeddings, own_positives, positives, negatives):
-        own = tf.reduce_sum(anchor_embeddings * own_positives, axis=1)
-        logits = tf.matmul(anchor_embeddings, positives, transpose_b=True) - own[:, None]
-        terms = _npair_terms(logits, negatives, variant)
+    def tuple_terms(anchor_embeddings, own_positives, positives, own, others):
+        terms = _npair_terms(tf.matmul(anchor_embeddings, positives, transpose_b=True), own, others, variant)
         if l2_reg > 0:
             terms += 0.25 * l2_reg * tf.reduce_sum(tf.square(anchor_embeddings) + tf.square(own_positives), axis=1)
         return terms
@@ -576,14 +576,15 @@ def npair_angular_loss(labels, embeddings, alpha=45.0, lam=2.0, anchors=None, me
     scale, pair_weight = _angular_coefficients(alpha)
     lam = check_non_negative("lam", lam)
 
-    def tuple_terms(anchor_embeddings, own_positives, positives, negatives):
-        own = tf.reduce_sum(anchor_embeddings * own_positives, axis=1)
-        npair_terms = _npair_terms(tf.matmul(anchor_embeddings, positives, transpose_b=True) - own[:, None], negatives, "mc")
+    def tuple_terms(anchor_embeddings, own_positives, positives, own, others):
+        npair_terms = own_column_logsumexp(tf.matmul(anchor_embeddings, positives, transpose_b=True), own, others)
         anchor_units = tf.math.l2_normalize(anchor_embeddings, axis=1)
         own_units = tf.math.l2_normalize(own_positives, axis=1)
-        # logits[i, j] = 4t (x_i + x_i+) . x_j+ - 2 (1 + t) x_i . x_i+
+        # logits[i, j] = 4t (x_i + x_i+) . x_j+ - 2 (1 + t) x_i . x_i+, and 0 in the own column
         logits = scale * tf.matmul(anchor_units + own_units, tf.math.l2_normalize(positives, axis=1), transpose_b=True)
         logits -= pair_weight * tf.reduce_sum(anchor_units * own_units, axis=1, keepdims=True)
-        return npair_terms + lam * log1p_sum_exp(logits, negatives)
+        own_entries = tf.stack([tf.range(tf.shape(own)[0]), own], axis=1)
+        logits = tf.tensor_scatter_nd_update(logits, own_entries, tf.zeros_like(own, logits.dtype))
+        return npair_terms + lam * own_column_logsumexp(logits, own, others)
 
     return _tuple_losses(_batch(labels, embeddings, anchors), tuple_terms, memory_budget)
