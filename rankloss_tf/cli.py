@@ -65,6 +65,8 @@ def _add_field(parser, field, **overrides):
         options["action"] = argparse.BooleanOptionalAction
     elif meta.get("choices"):
         options["choices"] = meta["choices"]
+        if field.type is int:
+            options["type"] = int
     else:
         options["type"] = _typed(field)
     if meta.get("required"):
