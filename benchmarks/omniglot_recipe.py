@@ -7,6 +7,12 @@ classes). A candidate is scored on the validation classes by Recall@1 and by
 20-way one-shot accuracy over ``EPISODES`` random episodes (20 classes; one
 image of each as support, another as query), the protocol of the official runs.
 
+A candidate may turn every class by 90, 180 and 270 degrees into new classes
+(``class_rotations=4``, ``rankloss_tf.data.augment.rotated_classes``) and
+distort each batch by random affine maps before the model's resize
+(``augment_batches`` with ``random_affine``), as ``rankloss-tf train`` does with
+the recipe's ``class_rotations`` and ``augment``.
+
 ``--final NAME`` trains candidate NAME on all 136 training classes, then
 reports test Recall@1 (106 classes) and the accuracy on the 20 official
 one-shot runs of its model, with the wall time of training and the load.
@@ -86,6 +92,8 @@ CANDIDATES = {
     "affine_p64k2": Recipe(classes_per_batch=64, samples_per_class=2, **KOCH),
     "rot4_strong_lr3": Recipe(learning_rate=3e-3, class_rotations=4, **STRONG),
     "rot4_p64k2": Recipe(learning_rate=3e-3, class_rotations=4, classes_per_batch=64, samples_per_class=2, **STRONG),
+    "rot4_1260": Recipe(learning_rate=3e-3, class_rotations=4, steps=1260, **STRONG),
+    "rot4_48": Recipe(learning_rate=3e-3, class_rotations=4, image_size=48, **STRONG),
     "rot4_lr6": Recipe(learning_rate=6e-3, class_rotations=4, **STRONG),
     "rot4_alpha36": Recipe(learning_rate=3e-3, class_rotations=4, loss_options=(("alpha", 36.0),), **STRONG),
     "rot4_d64": Recipe(learning_rate=3e-3, class_rotations=4, embedding_dim=64, **STRONG),

@@ -105,6 +105,8 @@ def test_omniglot_recipe_and_frozen_features_refuse_augmentation():
     config = training.TrainConfig(dataset="omniglot").resolved()
     assert (config.augment, config.class_rotations) == (recipe("omniglot").augment, recipe("omniglot").class_rotations)
     assert training.TrainConfig(dataset="cars196", backbone="efficientnet_lite0").resolved().augment == "none"
+    frozen = training.TrainConfig(dataset="omniglot", backbone="efficientnet_lite0").resolved()
+    assert (frozen.augment, frozen.class_rotations) == ("none", 1)
     with pytest.raises(ValueError, match="cached frozen features.*Received: augment='crop_flip'"):
         training.TrainConfig(dataset="cars196", backbone="efficientnet_lite0", augment="crop_flip").resolved()
 

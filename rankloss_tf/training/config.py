@@ -91,7 +91,7 @@ class TrainConfig:
     Example:
     >>> config = TrainConfig(dataset="omniglot", data_dir=None).resolved()
     >>> config.image_size, config.classes_per_batch, config.samples_per_class, config.epochs
-    (32, 32, 4, 40)
+    (32, 32, 4, 50)
     """
 
     dataset: str = _spec("digits, omniglot, cars196, caltech_birds2011, stanford_online_products or "
