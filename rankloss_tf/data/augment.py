@@ -27,8 +27,8 @@ import math
 import tensorflow as tf
 
 __all__ = [
-    "affine_matrices", "affine_transform", "augment_batches", "random_affine", "random_resized_crop_flip",
-    "AUGMENTATIONS", "CHARACTER_AFFINE", "batch_augmentation", "rotated_classes",
+    "AUGMENTATIONS", "CHARACTER_AFFINE", "affine_matrices", "affine_transform", "augment_batches",
+    "batch_augmentation", "random_affine", "random_resized_crop_flip", "rotated_classes",
 ]
 
 # The "affine" recipe's ranges for 105 x 105 Omniglot characters, chosen on validation
