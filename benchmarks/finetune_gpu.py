@@ -1,6 +1,7 @@
 """Fine-tune EfficientNet-Lite0 end to end on Cars196 (cropped), meant for one GPU in < 5 minutes.
 
-The photo recipe: P x K batches (N-pair batches, 64 classes x 2) of the
+The photo recipe of ``--fine-tune`` (``rankloss_tf.datasets.recipes.FINE_TUNE``,
+``rankloss_tf.training.fine_tune``): P x K batches (N-pair batches, 64 classes x 2) of the
 training classes 1-98, each batch augmented by ``random_resized_crop_flip``
 (area 0.25-1, aspect 3/4-4/3, mirror 1/2) inside the input pipeline; the
 ImageNet EfficientNet-Lite0 backbone trains with its batch-norm statistics
@@ -37,36 +38,14 @@ import tensorflow as tf
 
 from rankloss_tf import datasets, losses
 from rankloss_tf.data import pk_batches
-from rankloss_tf.data.augment import augment_batches, random_resized_crop_flip
+from rankloss_tf.data.augment import augment_batches, batch_augmentation
+from rankloss_tf.datasets.recipes import FINE_TUNE
 from rankloss_tf.evaluation import evaluate
 from rankloss_tf.models import build_embedding_model
+from rankloss_tf.training.fine_tune import BackboneRateAdam, freeze_batch_norm
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "cars196"
-
-
-class TwoRateAdam(keras.optimizers.Adam):
-    """Adam whose updates of the backbone's variables are scaled by ``backbone_scale``."""
-
-    def __init__(self, backbone_variables, backbone_scale, **kwargs):
-        super().__init__(**kwargs)
-        self._backbone_keys = {self._var_key(v) for v in backbone_variables}
-        self.backbone_scale = float(backbone_scale)
-
-    def update_step(self, gradient, variable, learning_rate):
-        if self._var_key(variable) in self._backbone_keys:
-            learning_rate = learning_rate * self.backbone_scale
-        return super().update_step(gradient, variable, learning_rate)
-
-
-def freeze_batch_norm(model):
-    """Puts every BatchNormalization layer in inference mode (frozen statistics and affine)."""
-    frozen = 0
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.trainable = False
-            frozen += 1
-    return frozen
 
 
 def warmup_cosine(learning_rate, steps, warmup):
@@ -97,15 +76,14 @@ def run(args):
         train_images.shape[1:], embedding_dim=args.embedding_dim, backbone="efficientnet_lite0",
         image_size=(args.image_size, args.image_size), weights=args.weights, normalize=False,
     )
-    backbone = model.layers[1]
-    frozen = freeze_batch_norm(backbone)
-    optimizer = TwoRateAdam(backbone.trainable_variables, args.backbone_lr_scale,
-                            learning_rate=warmup_cosine(args.learning_rate, args.steps, args.warmup))
+    frozen = freeze_batch_norm(model)
+    optimizer = BackboneRateAdam(args.backbone_lr_scale,
+                                 learning_rate=warmup_cosine(args.learning_rate, args.steps, args.warmup))
     model.compile(optimizer=optimizer, loss=losses.get("npair", variant="mc", l2_reg=0.002),
                   jit_compile=on_gpu)
     batches = pk_batches(train_images, train_labels, classes_per_batch=args.classes_per_batch,
                          samples_per_class=2, seed=args.seed)
-    batches = augment_batches(batches, random_resized_crop_flip, seed=args.seed)
+    batches = augment_batches(batches, batch_augmentation(FINE_TUNE["augment"]), seed=args.seed)
     model.fit(batches, epochs=1, steps_per_epoch=args.steps, shuffle=False, verbose=2 if args.verbose else 0)
     trained = time.perf_counter()
     embeddings = model.predict(test_images, batch_size=256, verbose=0).astype(np.float32)
@@ -130,7 +108,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="head learning rate")
-    parser.add_argument("--backbone-lr-scale", type=float, default=0.1)
+    parser.add_argument("--backbone-lr-scale", type=float, default=FINE_TUNE["backbone_lr_scale"])
     parser.add_argument("--classes-per-batch", type=int, default=64)
     parser.add_argument("--embedding-dim", type=int, default=512)
     parser.add_argument("--image-size", type=int, default=224)

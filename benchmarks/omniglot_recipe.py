@@ -7,6 +7,12 @@ classes). A candidate is scored on the validation classes by Recall@1 and by
 20-way one-shot accuracy over ``EPISODES`` random episodes (20 classes; one
 image of each as support, another as query), the protocol of the official runs.
 
+A candidate may turn every class by 90, 180 and 270 degrees into new classes
+(``class_rotations=4``, ``rankloss_tf.data.augment.rotated_classes``) and
+distort each batch by random affine maps before the model's resize
+(``augment_batches`` with ``random_affine``), as ``rankloss-tf train`` does with
+the recipe's ``class_rotations`` and ``augment``.
+
 ``--final NAME`` trains candidate NAME on all 136 training classes, then
 reports test Recall@1 (106 classes) and the accuracy on the 20 official
 one-shot runs of its model, with the wall time of training and the load.
@@ -31,10 +37,11 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from rankloss_tf import datasets, losses
 from rankloss_tf.data import pk_batches
-from rankloss_tf.data.augment import augment_batches, random_affine
+from rankloss_tf.data.augment import augment_batches, random_affine, rotated_classes
 from rankloss_tf.datasets import omniglot
 from rankloss_tf.evaluation import OneShotRun, evaluate, one_shot_accuracy
 from rankloss_tf.models import build_embedding_model
@@ -62,6 +69,7 @@ class Recipe:
     shear: float = 0.0
     scale: tuple = (1.0, 1.0)
     translation: float = 0.0
+    class_rotations: int = 1  # 4: each class turned by 90, 180, 270 degrees is a new class
 
     @property
     def augmented(self):
@@ -69,6 +77,7 @@ class Recipe:
 
 
 KOCH = dict(rotation=10.0, shear=0.3, scale=(0.8, 1.2), translation=2.0)
+STRONG = dict(rotation=15.0, shear=0.3, scale=(0.8, 1.2), translation=6.0)
 CANDIDATES = {
     "baseline": Recipe(),
     "affine": Recipe(**KOCH),
@@ -81,6 +90,13 @@ CANDIDATES = {
     "affine_semihard": Recipe(loss="triplet_semihard", loss_options=(("margin", 0.2), ("distance", "cosine")), **KOCH),
     "affine_npair": Recipe(loss="npair", classes_per_batch=64, samples_per_class=2, **KOCH),
     "affine_p64k2": Recipe(classes_per_batch=64, samples_per_class=2, **KOCH),
+    "rot4_strong_lr3": Recipe(learning_rate=3e-3, class_rotations=4, **STRONG),
+    "rot4_p64k2": Recipe(learning_rate=3e-3, class_rotations=4, classes_per_batch=64, samples_per_class=2, **STRONG),
+    "rot4_1260": Recipe(learning_rate=3e-3, class_rotations=4, steps=1260, **STRONG),
+    "rot4_48": Recipe(learning_rate=3e-3, class_rotations=4, image_size=48, **STRONG),
+    "rot4_lr6": Recipe(learning_rate=6e-3, class_rotations=4, **STRONG),
+    "rot4_alpha36": Recipe(learning_rate=3e-3, class_rotations=4, loss_options=(("alpha", 36.0),), **STRONG),
+    "rot4_d64": Recipe(learning_rate=3e-3, class_rotations=4, embedding_dim=64, **STRONG),
 }
 
 
@@ -107,9 +123,10 @@ def train_model(recipe, images, labels, seed):
     model = build_embedding_model(
         images.shape[1:], embedding_dim=recipe.embedding_dim, image_size=(recipe.image_size,) * 2
     )
+    examples = tf.data.Dataset.from_tensor_slices((images, labels))
     batches = pk_batches(
-        images, labels, classes_per_batch=recipe.classes_per_batch, samples_per_class=recipe.samples_per_class,
-        seed=seed,
+        rotated_classes(examples, recipe.class_rotations), classes_per_batch=recipe.classes_per_batch,
+        samples_per_class=recipe.samples_per_class, seed=seed,
     )
     if recipe.augmented:
         augment = functools.partial(

@@ -94,7 +94,7 @@ def test_fine_tune_trains_the_whole_network(tmp_path):
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert record["protocol"] == "end to end" and record["config"]["fine_tune"] is True
     assert result.model.input_shape == (None, 8, 8, 1) and result.model.output_shape == (None, 8)
-    assert len(result.model.trainable_weights) > 100  # the backbone's convolutions and batch norms, not just the head
+    assert len(result.model.trainable_weights) > 40  # the backbone's convolutions, not just the head (batch norm frozen)
     assert (tmp_path / "model.keras").is_file()
 
 

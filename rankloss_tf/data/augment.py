@@ -11,17 +11,30 @@ P x K sampler, so a class's K samples get K different distortions):
   "Going Deeper with Convolutions"): a random crop of random area and aspect
   ratio, resized back, flipped left-right with probability 1/2.
 
-``augment_batches`` maps one of them over a dataset of batches with a
+``rotated_classes`` multiplies the classes instead: each class rotated by 90,
+180 and 270 degrees becomes a class of its own (for characters, as Santoro et
+al. 2016 and Vinyals et al. 2016 do on Omniglot).
+
+``augment_batches`` maps a batch augmentation over a dataset of batches with a
 different stateless seed per batch: the same seed gives the same stream
 (TensorFlow's stateless random numbers differ between XLA and its other
 kernels, so a stream is fixed per backend; the transforms themselves agree).
 """
 
+import functools
 import math
 
 import tensorflow as tf
 
-__all__ = ["affine_matrices", "affine_transform", "augment_batches", "random_affine", "random_resized_crop_flip"]
+__all__ = [
+    "AUGMENTATIONS", "CHARACTER_AFFINE", "affine_matrices", "affine_transform", "augment_batches",
+    "batch_augmentation", "random_affine", "random_resized_crop_flip", "rotated_classes",
+]
+
+# The "affine" recipe's ranges for 105 x 105 Omniglot characters, chosen on validation
+# alphabets by benchmarks/omniglot_recipe.py: Koch et al.'s, with rotations within 15
+# degrees and shifts within 6 pixels.
+CHARACTER_AFFINE = dict(rotation=15.0, shear=0.3, scale=(0.8, 1.2), translation=6.0)
 
 
 def _check_range(name, value, low, high):
@@ -209,11 +222,13 @@ def random_resized_crop_flip(images, seed, area=(0.25, 1.0), aspect=(3 / 4, 4 / 
     return affine_transform(images, tf.reshape(matrices, [-1, 2, 3]))
 
 
-def augment_batches(dataset, augment, seed=0):
+def augment_batches(dataset, augment, seed=0, start=0):
     """Maps ``augment(images, seed)`` over a dataset of ``(images, labels)`` batches.
 
-    Batch ``i`` gets the stateless seed ``fold_in([seed, 0], i)``, so the
-    stream is reproducible and every batch is distorted differently.
+    Batch ``i`` gets the stateless seed ``fold_in([seed, 0], start + i)``, so
+    the stream is reproducible and every batch is distorted differently. A
+    stream resumed after ``n`` batches (``batches.skip(n)``, ``start=n``)
+    continues exactly as the whole stream would.
 
     Args:
         dataset: ``tf.data.Dataset`` of ``(images [B, H, W, C], labels [B])``,
@@ -221,6 +236,7 @@ def augment_batches(dataset, augment, seed=0):
         augment: a function ``(images, seed) -> images``, e.g.
             ``functools.partial(random_affine, rotation=15)``.
         seed: integer seed.
+        start: index of the dataset's first batch in the whole stream.
 
     Returns:
         The dataset with augmented images; labels untouched.
@@ -235,8 +251,78 @@ def augment_batches(dataset, augment, seed=0):
     if not callable(augment):
         raise ValueError(f"`augment` must be a function (images, seed) -> images. Received: {augment!r}")
     base = tf.constant([int(seed), 0], tf.int64)
-    return dataset.enumerate().map(
+    return dataset.enumerate(start=int(start)).map(
         lambda step, batch: (augment(batch[0], tf.random.experimental.stateless_fold_in(base, step)), batch[1]),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
+
+
+def rotated_classes(dataset, turns=4):
+    """Each class, rotated by ``k`` quarter turns (``k < turns``), becomes a class of its own.
+
+    Example ``i`` of class ``y`` yields ``turns`` examples: the image rotated
+    counter-clockwise by ``k * 90`` degrees, labelled ``y * turns + k``. The
+    rotated characters of Omniglot are new, plausible characters: Santoro et
+    al. 2016, "Meta-Learning with Memory-Augmented Neural Networks", and
+    Vinyals et al. 2016, "Matching Networks for One Shot Learning", train on
+    the 4x classes so obtained.
+
+    Args:
+        dataset: finite ``tf.data.Dataset`` of ``(image [H, W, C], label)``
+            pairs, square images (H = W).
+        turns: 1 (unchanged), 2 (0 and 180 degrees) or 4 (0, 90, 180, 270).
+
+    Returns:
+        A ``tf.data.Dataset`` of ``turns`` times as many pairs, each example's
+        rotations in a row.
+
+    Raises:
+        ValueError: another ``turns``, or images that are not square with ``turns=4``.
+
+    Example:
+    >>> import numpy as np
+    >>> ds = tf.data.Dataset.from_tensor_slices((np.arange(4, dtype=np.uint8).reshape(1, 2, 2, 1), [3]))
+    >>> [(x[..., 0].tolist(), int(y)) for x, y in rotated_classes(ds).as_numpy_iterator()][:2]
+    [([[0, 1], [2, 3]], 12), ([[1, 3], [0, 2]], 13)]
+    """
+    if turns not in (1, 2, 4):
+        raise ValueError(f"`turns` must be 1, 2 or 4. Received: turns={turns!r}")
+    if turns == 1:
+        return dataset
+    shape = dataset.element_spec[0].shape
+    if turns == 4 and (shape.rank != 3 or shape[0] is None or shape[0] != shape[1]):
+        raise ValueError(f"Quarter turns need square images [H, H, C]. Received: image shape {shape}")
+    step = 4 // turns
+
+    def rotations(image, label):
+        images = tf.stack([tf.image.rot90(image, k * step) for k in range(turns)])
+        labels = tf.cast(label, tf.int64) * turns + tf.range(turns, dtype=tf.int64)
+        return tf.data.Dataset.from_tensor_slices((images, labels))
+
+    return dataset.flat_map(rotations)
+
+
+AUGMENTATIONS = {
+    "none": None,
+    "affine": functools.partial(random_affine, **CHARACTER_AFFINE),
+    "crop_flip": random_resized_crop_flip,
+}
+
+
+def batch_augmentation(name):
+    """The batch augmentation ``(images, seed) -> images`` of a recipe name (None for "none").
+
+    Names: "none"; "affine", ``random_affine`` with ``CHARACTER_AFFINE``
+    (characters); "crop_flip", ``random_resized_crop_flip`` (photos).
+
+    Raises:
+        ValueError: an unknown name.
+
+    Example:
+    >>> batch_augmentation("crop_flip").__name__, batch_augmentation("none")
+    ('random_resized_crop_flip', None)
+    """
+    if name not in AUGMENTATIONS:
+        raise ValueError(f"Unknown augmentation; known: {', '.join(AUGMENTATIONS)}. Received: {name!r}")
+    return AUGMENTATIONS[name]

@@ -17,6 +17,12 @@ class Recipe:
         epochs: training epochs.
         embedding_dim: embedding size D.
         learning_rate: Adam's initial learning rate.
+        augment: batch augmentation, a ``rankloss_tf.data.augment.AUGMENTATIONS``
+            name.
+        class_rotations: 1, 2 or 4 rotated copies of every class
+            (``rankloss_tf.data.augment.rotated_classes``).
+        backbone_lr_scale: a fine-tuned backbone's learning rate relative to
+            the head's.
 
     Example:
     >>> Recipe(32, 32, 4, 40, 128, 1e-3).samples_per_class
@@ -29,12 +35,22 @@ class Recipe:
     epochs: int
     embedding_dim: int
     learning_rate: float
+    augment: str = "none"
+    class_rotations: int = 1
+    backbone_lr_scale: float = 1.0
 
+
+# The photo recipe of --fine-tune (benchmarks/finetune_gpu.py): random resized crop + flip,
+# the backbone at a tenth of the head's learning rate (its batch-norm statistics frozen:
+# rankloss_tf.training.fine_tune).
+FINE_TUNE = dict(augment="crop_flip", backbone_lr_scale=0.1)
+# A head on cached frozen features sees every image once, as it is: no augmentation.
+FROZEN = dict(augment="none", class_rotations=1)
 
 # Cars196: the settings of benchmarks/cars196.py (N-pair batches 64 x 2, 512-d, about 2,000 steps);
 # 3e-4 with the cosine decay gave the best frozen-feature Recall@1 of 1e-3, 3e-4 and 1e-4.
 RECIPES = {
-    "omniglot": Recipe(32, 32, 4, 40, 128, 1e-3),
+    "omniglot": Recipe(32, 32, 4, 50, 128, 3e-3, augment="affine", class_rotations=4),
     "digits": Recipe(None, 5, 16, 15, 64, 1e-3),
     "cars196": Recipe(224, 64, 2, 32, 512, 3e-4),
     "folder:": Recipe(FOLDER_IMAGE_SIZE, 32, 4, 20, 128, 1e-3),
@@ -42,13 +58,16 @@ RECIPES = {
 }
 
 
-def recipe(name, pretrained=False):
+def recipe(name, pretrained=False, fine_tune=False):
     """The training defaults of dataset ``name`` ("folder:PATH" takes the folder recipe).
 
     Args:
         name: a ``rankloss_tf.datasets.load`` name.
         pretrained: a pretrained backbone: an unset image size, and a folder's,
             become PRETRAINED_IMAGE_SIZE (224).
+        fine_tune: a pretrained backbone trained end to end: the photo recipe
+            ``FINE_TUNE`` (crop + flip, a lower backbone learning rate); without
+            it, a pretrained backbone's features are cached: ``FROZEN``.
 
     Returns:
         A ``Recipe``; datasets without their own take the "default" one.
@@ -58,12 +77,16 @@ def recipe(name, pretrained=False):
     32
     >>> recipe("folder:/data/birds", pretrained=True).image_size
     224
+    >>> recipe("cars196", pretrained=True, fine_tune=True).augment
+    'crop_flip'
     """
     key = "folder:" if str(name).startswith("folder:") else name
     found = RECIPES.get(key, RECIPES["default"])
     if pretrained and (found.image_size is None or key == "folder:"):
         found = dataclasses.replace(found, image_size=PRETRAINED_IMAGE_SIZE)
+    if pretrained:
+        found = dataclasses.replace(found, **(FINE_TUNE if fine_tune else FROZEN))
     return found
 
 
-__all__ = ["PRETRAINED_IMAGE_SIZE", "RECIPES", "Recipe", "recipe"]
+__all__ = ["FINE_TUNE", "FROZEN", "PRETRAINED_IMAGE_SIZE", "RECIPES", "Recipe", "recipe"]

@@ -5,6 +5,7 @@
 plots -> SavedModel export, everything written to the run directory
 ``config.out_dir`` (see ``run_dir``). Modules: ``config`` (TrainConfig, the
 fields and their checks), ``protocols`` (end to end, frozen features),
+``fine_tune`` (frozen batch norm, a lower backbone learning rate),
 ``callbacks`` (atomic checkpoints, history), ``run_dir`` (what a run owns,
 lock, phases), ``runner`` (``train``). Loading, evaluating and exporting saved
 models live in ``rankloss_tf.artifacts`` (re-exported here).

@@ -17,11 +17,14 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["LOSS_NAMES", "RESULT_FIELDS", "TrainConfig", "check_field"]
+__all__ = ["AUGMENTATION_NAMES", "LOSS_NAMES", "RESULT_FIELDS", "TrainConfig", "check_field"]
 
 # The names of rankloss_tf.losses.LOSSES, spelled here so that the command line
 # can list them without importing TensorFlow (a test keeps the two equal).
 LOSS_NAMES = ("angular", "contrastive", "npair", "npair_angular", "triplet_hard", "triplet_semihard")
+
+# The names of rankloss_tf.data.augment.AUGMENTATIONS (a test keeps the two equal).
+AUGMENTATION_NAMES = ("none", "affine", "crop_flip")
 
 RANDOM_WEIGHTS = "random"
 # Losses whose frozen-feature head trains on the raw projection (N-pair: dot products
@@ -67,6 +70,13 @@ class TrainConfig:
             (None: "imagenet" for pretrained backbones).
         fine_tune: train a pretrained backbone whole instead of a head on
             cached frozen features.
+        augment: batch augmentation in the input pipeline, a
+            ``rankloss_tf.data.augment.AUGMENTATIONS`` name (end to end only).
+        class_rotations: 4 (or 2): every training class turned by quarter
+            (half) turns becomes a class of its own
+            (``rankloss_tf.data.augment.rotated_classes``; end to end only).
+        backbone_lr_scale: with ``fine_tune``, the pretrained backbone's
+            learning rate relative to the head's.
         cache_dir: feature cache of the frozen-backbone protocol.
         learning_rate: initial Adam learning rate, cosine-decayed to 0.
         seed: seed of the weights, the sampler, the folder split and k-means.
@@ -81,7 +91,7 @@ class TrainConfig:
     Example:
     >>> config = TrainConfig(dataset="omniglot", data_dir=None).resolved()
     >>> config.image_size, config.classes_per_batch, config.samples_per_class, config.epochs
-    (32, 32, 4, 40)
+    (32, 32, 4, 50)
     """
 
     dataset: str = _spec("digits, omniglot, cars196, caltech_birds2011, stanford_online_products or "
@@ -108,7 +118,15 @@ class TrainConfig:
     weights: str = _spec("pretrained backbone weights: imagenet (default), a weights file, or random "
                          "(with --fine-tune)")
     fine_tune: bool = _spec("train the whole pretrained network on the images instead of a head on cached "
-                            "features (slow without a GPU)", default=False, kind=bool)
+                            "features (slow without a GPU): random resized crop + flip, frozen batch-norm "
+                            "statistics, a lower backbone learning rate", default=False, kind=bool)
+    augment: str = _spec("augmentation of the training batches: none, affine (characters: random rotation, shear, "
+                         "scale, shift) or crop_flip (photos: random resized crop + mirror) (default: omniglot "
+                         "affine, --fine-tune crop_flip, else none)", choices=AUGMENTATION_NAMES)
+    class_rotations: int = _spec("each training class turned by 90, 180, 270 degrees (4) or 180 degrees (2) "
+                                 "becomes a new class; 1: off (default: omniglot 4, else 1)", choices=(1, 2, 4))
+    backbone_lr_scale: float = _spec("with --fine-tune, the backbone's learning rate relative to the head's "
+                                     "(default 0.1)", minimum=0.0, maximum=1.0, open_minimum=True, kind=float)
     cache_dir: str = _spec("feature cache of frozen backbones (default ~/.cache/rankloss_tf/features)")
     learning_rate: float = _spec("initial Adam learning rate, cosine-decayed (default 1e-3)", minimum=0.0,
                                  open_minimum=True, kind=float)
@@ -136,7 +154,7 @@ class TrainConfig:
 
         backbone = registry.resolve(self.backbone)
         pretrained = registry.is_pretrained(backbone)
-        defaults = dataclasses.asdict(recipe(self.dataset, pretrained=pretrained))
+        defaults = dataclasses.asdict(recipe(self.dataset, pretrained=pretrained, fine_tune=self.fine_tune))
         filled = {k: v if v is not None or k not in defaults else defaults[k]
                   for k, v in dataclasses.asdict(self).items()}
         filled["backbone"] = backbone
@@ -195,6 +213,12 @@ class TrainConfig:
             raise ValueError(
                 "`fine_tune` applies to pretrained backbones (efficientnet_lite0, keras.applications); "
                 f"small_cnn always trains whole. Received: backbone={self.backbone!r}, fine_tune=True"
+            )
+        if self.frozen and (self.augment, self.class_rotations) != ("none", 1):
+            raise ValueError(
+                "Augmentation applies to images trained end to end, not to cached frozen features: pass "
+                f"--fine-tune, or --augment none --class-rotations 1. Received: augment={self.augment!r}, "
+                f"class_rotations={self.class_rotations}"
             )
         if self.weights not in (None, "imagenet", RANDOM_WEIGHTS) and not Path(self.weights).is_file():
             raise ValueError(

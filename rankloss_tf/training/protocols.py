@@ -7,7 +7,9 @@ Both protocols offer the same three steps, so ``train`` tells one story:
   exported). End to end they are the same model; with frozen features the
   trained one is the projection head.
 - ``batches(images, skip)``: the P x K training batches (the first ``skip``
-  left out, so a resumed run sees the batches an uninterrupted one would).
+  left out, so a resumed run sees the batches an uninterrupted one would;
+  end to end, the recipe's rotated classes and batch augmentation, seeded by
+  the batch's index in the whole stream).
 - ``embed(model, images)``: test embeddings and labels.
 
 Frozen features (a pretrained backbone without ``fine_tune``): every image goes
@@ -24,9 +26,11 @@ import tensorflow as tf
 from rankloss_tf import datasets
 from rankloss_tf.backbones import extract_features
 from rankloss_tf.data import pk_batches
+from rankloss_tf.data.augment import augment_batches, batch_augmentation, rotated_classes
 from rankloss_tf.evaluation import embed_dataset
 from rankloss_tf.models import build_embedding_model, build_feature_extractor, embedding_model, projection_head
 from rankloss_tf.training.config import RANDOM_WEIGHTS
+from rankloss_tf.training.fine_tune import BackboneRateAdam, freeze_batch_norm
 
 __all__ = ["EndToEnd", "FrozenFeatures", "protocol"]
 
@@ -40,12 +44,22 @@ def _weights(config):
 
 def _compile(model, config, steps):
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=config.epochs * steps)
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=config.build_loss())
+    if config.fine_tune:
+        optimizer = BackboneRateAdam(config.backbone_lr_scale, learning_rate=schedule)
+    else:
+        optimizer = keras.optimizers.Adam(schedule)
+    model.compile(optimizer=optimizer, loss=config.build_loss())
     return model
 
 
 class EndToEnd:
     """Backbone and head train together on the images.
+
+    The training images may first be multiplied into rotated classes
+    (``config.class_rotations``), and each batch is augmented
+    (``config.augment``). A fine-tuned pretrained backbone (``fine_tune``)
+    keeps its batch-norm statistics and trains at ``backbone_lr_scale`` times
+    the head's learning rate (``rankloss_tf.training.fine_tune``).
 
     Args:
         config: a resolved ``TrainConfig``.
@@ -69,11 +83,16 @@ class EndToEnd:
         model = build_embedding_model(self.input_shape, embedding_dim=config.embedding_dim, backbone=config.backbone,
                                       image_size=config.image_size, weights=_weights(config),
                                       normalize=config.normalize)
+        if config.fine_tune:
+            freeze_batch_norm(model)
         return _compile(model, config, steps), model
 
     def batches(self, images, skip):
-        """P x K batches of the images, the first ``skip`` left out."""
-        return self._sampled(images, None, skip)
+        """P x K batches of the (rotated) images, the first ``skip`` left out, augmented."""
+        config = self.config
+        batches = self._sampled(rotated_classes(images, config.class_rotations), None, skip)
+        augment = batch_augmentation(config.augment)
+        return batches if augment is None else augment_batches(batches, augment, seed=config.seed, start=skip)
 
     def _sampled(self, examples, labels, skip):
         config = self.config
