@@ -108,6 +108,9 @@ VARIANTS = {
     "linear_flip_lr3e-4": Variant(learning_rate=3e-4, **FLIP),
     "linear_views4_cosine": Variant(train_views=VIEWS4, test_views=VIEWS4, cosine=True),
     "linear_views4_cosine_lr2e-4": Variant(train_views=VIEWS4, test_views=VIEWS4, cosine=True, learning_rate=2e-4),
+    "linear_views4_cosine_4k": Variant(train_views=VIEWS4, test_views=VIEWS4, cosine=True, steps=4000),
+    "linear_views4_cosine_lr2e-4_4k": Variant(train_views=VIEWS4, test_views=VIEWS4, cosine=True,
+                                              learning_rate=2e-4, steps=4000),
     "mlp_flip_288": Variant(head="mlp", learning_rate=3e-4, train_views=("plain288", "flip288"),
                             test_views=("plain288", "flip288")),
 }

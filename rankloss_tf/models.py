@@ -13,7 +13,7 @@ import keras
 
 from rankloss_tf.backbones import ImagePreprocessing, build_backbone, is_pretrained, small_cnn
 from rankloss_tf.backbones.small_cnn import check_input_shape
-from rankloss_tf.backbones.views import ImageView, views
+from rankloss_tf.backbones.image_views import ImageView, views
 
 __all__ = [
     "ImagePreprocessing",
@@ -115,7 +115,7 @@ def embedding_model(feature_extractor, head, views=None, input_shape=None, name=
     """One model ``uint8 images -> unit-norm embeddings`` from feature extractors and a head.
 
     Without views: ``L2normalise(head(feature_extractor(images)))``. With
-    views (``rankloss_tf.backbones.views``): the features of each view of the
+    views (``rankloss_tf.backbones.image_views``): the features of each view of the
     image are averaged before the head,
     ``L2normalise(head(mean_v feature_extractor[v.size](ImageView(v)(images))))``,
     as the frozen-feature protocol embeds an image from its cached view features.

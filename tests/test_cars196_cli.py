@@ -99,11 +99,13 @@ def test_fine_tune_trains_the_whole_network(tmp_path):
 
 
 def test_cars196_defaults():
-    config = training.TrainConfig(dataset="cars196", backbone="efficientnet_lite0").resolved()
+    config = training.TrainConfig(dataset="cars196").resolved()
     assert (config.image_size, config.embedding_dim, config.classes_per_batch, config.samples_per_class) == (
         224, 512, 64, 2)
-    assert (config.loss, config.weights, config.frozen) == ("npair_angular", "imagenet", True)
-    assert training.TrainConfig(dataset="cars196").resolved().frozen is False  # small_cnn: end to end
+    assert (config.backbone, config.loss, config.weights, config.frozen) == (
+        "efficientnet_lite0", "npair", "imagenet", True)
+    assert (config.view_sizes, config.mirror_views) == ((224, 288), True)
+    assert training.TrainConfig(dataset="cars196", backbone="small_cnn").resolved().frozen is False  # end to end
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from rankloss_tf import cli, training
-from rankloss_tf.backbones import ImageView, View, efficientnet_lite0, extract_view_features, views
+from rankloss_tf.backbones import ImageView, View, extract_view_features, files, views, weights
 from rankloss_tf.models import build_feature_extractor, embedding_model, projection_head
 
 
@@ -78,12 +78,11 @@ def test_joined_model_refuses_views_without_their_extractor():
 
 
 @pytest.fixture(scope="module")
-def lite0_weights(tmp_path_factory):
-    """A random EfficientNet-Lite0 saved in the converted-weights format."""
-    model = efficientnet_lite0(weights=None, image_size=32)
-    path = tmp_path_factory.mktemp("weights") / "lite0.npz"
-    np.savez(path, **{f"{layer.name}/{w.name}": w.numpy() for layer in model.layers for w in layer.weights})
-    return str(path)
+def lite0_weights():
+    """The ImageNet weights of EfficientNet-Lite0 (random ones give vanishing features: retrieval by noise)."""
+    if not (files.default_cache_dir() / weights.WEIGHTS_FILENAME).is_file() and weights.installed_source() is None:
+        pytest.skip("No ImageNet weights of efficientnet_lite0 on this machine")
+    return "imagenet"
 
 
 def test_view_features_are_the_joined_models_features(lite0_weights, tmp_path):
@@ -107,7 +106,7 @@ def test_config_views_defaults_and_errors():
     assert (cars.backbone, cars.frozen, cars.view_sizes, cars.mirror_views) == (
         "efficientnet_lite0", True, (224, 288), True)
     assert (cars.loss, cars.loss_options, cars.learning_rate, cars.normalize) == (
-        "npair", {"variant": "mc", "l2_reg": 0.002}, 1e-4, False)
+        "npair", {"variant": "mc", "l2_reg": 0.002}, 2e-4, False)
     other_loss = training.TrainConfig(dataset="cars196", loss="triplet_semihard").resolved()
     assert other_loss.loss_options is None
     single = training.TrainConfig(dataset="digits", backbone="efficientnet_lite0").resolved()
@@ -132,6 +131,7 @@ def test_cli_view_flags(tmp_path, capsys):
     assert "Received: '224,big'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_run_with_views_evaluates_the_same_from_the_saved_model_and_export(lite0_weights, tmp_path, capsys):
     """Training reports the metrics of the head on averaged cached features; the saved model and
     the export, embedding raw images through every view in-graph, give the same metrics; a re-run

@@ -5,7 +5,7 @@ from rankloss_tf.backbones.features import extract_features, extract_view_featur
 from rankloss_tf.backbones.preprocessing import ImagePreprocessing
 from rankloss_tf.backbones.registry import backbone_names, build_backbone, is_pretrained, resolve
 from rankloss_tf.backbones.small_cnn import small_cnn
-from rankloss_tf.backbones.views import ImageView, View, views
+from rankloss_tf.backbones.image_views import ImageView, View, views
 from rankloss_tf.backbones.weights import convert, imagenet_weights_path
 
 __all__ = [

@@ -23,7 +23,7 @@ import tensorflow as tf
 from rankloss_tf.backbones.files import atomic_savez, default_cache_dir, file_sha256
 from rankloss_tf.backbones.preprocessing import ImagePreprocessing
 from rankloss_tf.backbones.registry import LITE0, build_backbone
-from rankloss_tf.backbones.views import ImageView
+from rankloss_tf.backbones.image_views import ImageView
 from rankloss_tf.backbones.weights import imagenet_weights_path
 
 _CACHE_FORMAT = 1
@@ -211,7 +211,7 @@ def extract_view_features(dataset, view, base_size, backbone=LITE0, weights="ima
 
     Args:
         dataset: ``tf.data.Dataset`` of unbatched ``(image, label)`` pairs.
-        view: a ``rankloss_tf.backbones.views.View``.
+        view: a ``rankloss_tf.backbones.image_views.View``.
         base_size: the size whose views keep a short name ("plain", "flip").
         backbone, weights, cache_dir, batch_size, verbose: as for ``extract_features``.
         dataset_id: the images' id; the cache id is ``dataset_id + ":" + view.name(base_size)``
@@ -221,7 +221,7 @@ def extract_view_features(dataset, view, base_size, backbone=LITE0, weights="ima
         (features [N, F], labels [N]) of the viewed images.
 
     Example:
-    >>> from rankloss_tf.backbones.views import View
+    >>> from rankloss_tf.backbones.image_views import View
     >>> ds = tf.data.Dataset.from_tensor_slices((np.zeros((2, 8, 8, 3), np.uint8), np.arange(2)))
     >>> extract_view_features(ds, View(32, mirror=True), 8, "MobileNetV3Small", weights=None)[0].shape
     (2, 576)

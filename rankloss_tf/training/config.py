@@ -227,7 +227,7 @@ class TrainConfig:
         for field in dataclasses.fields(self):
             check_field(field, getattr(self, field.name))
         if self.view_sizes is not None:
-            from rankloss_tf.backbones.views import views
+            from rankloss_tf.backbones.image_views import views
 
             views(self.view_sizes, self.mirror_views)
         if self.normalize not in (None, True, False):
