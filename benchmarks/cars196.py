@@ -28,8 +28,17 @@ fine-tune the whole network (GoogLeNet) where this trains a head only.
 
 Writes benchmarks/results/cars196.json and cars196.md.
 
+``--cli-default RUN`` instead runs what ``rankloss-tf train --dataset cars196
+--data-dir DIR --out RUN --export RUN.export`` runs, with no other setting
+(``rankloss_tf.training.train`` of the dataset's recipe: frozen Lite0, four
+views, N-pair mc; a finished run is read back, not trained again), and
+records its test metrics, wall times and load in the "CLI default" section
+and the "cli_default" key of the results; ``--saved-metrics`` adds the
+metrics ``rankloss-tf evaluate --json`` gave for the saved run and its export.
+
 Usage: python benchmarks/cars196.py [--data-dir ../shared/data/cars196] [--seeds 0 1 2]
        [--steps 2000] [--cache-dir DIR] [--methods ...]
+       python benchmarks/cars196.py --cli-default RUN [--saved-metrics run=RUN.json export=EXP.json]
 """
 
 import argparse
@@ -42,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rankloss_tf import training
 from rankloss_tf.datasets import load
 from rankloss_tf.evaluation import evaluate
 from rankloss_tf.frozen_backbone import backbone_features, train_head
@@ -54,6 +64,8 @@ IMAGE_SIZE = 224
 EMBEDDING_DIM = 512
 LEARNING_RATE = 1e-4
 COLUMNS = ("recall@1", "recall@2", "recall@4", "recall@8", "nmi", "f1")
+CLI_COLUMNS = ("recall@1", "recall@2", "recall@4", "recall@8", "map@r", "nmi", "f1")
+CLI_SECTION = "## The CLI default"
 # name -> (loss factory, P classes, K samples per class, L2-normalise the head's output)
 METHODS = {
     "triplet semi-hard (m 0.2)": (lambda: TripletSemiHardLoss(margin=0.2), 32, 4, True),
@@ -154,6 +166,66 @@ def markdown(summary, extraction, args):
     return "\n".join(lines) + "\n"
 
 
+def cli_default(data_dir, run_dir, saved_metrics):
+    """Runs (or reads back) the CLI default on Cars196; its record for the results."""
+    config = training.TrainConfig(dataset="cars196", data_dir=data_dir, out_dir=str(run_dir),
+                                  export_dir=f"{run_dir}.export")
+    load_before, started = os.getloadavg(), time.perf_counter()
+    result = training.train(config)
+    record = {"metrics": result.metrics, "seconds": result.seconds, "resumed": result.resumed,
+              "this_call_seconds": time.perf_counter() - started, "load_before": load_before,
+              "load_after": os.getloadavg(), "config": {k: v for k, v in vars(config.resolved()).items()},
+              "saved": {}}
+    for item in saved_metrics:
+        name, _, path = item.partition("=")
+        record["saved"][name] = json.loads(Path(path).read_text())
+    return record
+
+
+def cli_markdown(record):
+    config, metrics = record["config"], record["metrics"]
+    lines = [
+        CLI_SECTION, "",
+        "`rankloss-tf train --dataset cars196 --data-dir DIR --out RUN --export EXP`, no other flag: "
+        f"frozen ImageNet {config['backbone']}, views {config['view_sizes']} x "
+        f"{'(image, mirror)' if config['mirror_views'] else '(image)'} (the head trains on every view's features, "
+        f"an image is embedded from their mean), linear head {config['embedding_dim']}-d, {config['loss']} "
+        f"{config['loss_options']}, P x K {config['classes_per_batch']} x {config['samples_per_class']}, Adam "
+        f"{config['learning_rate']} cosine-decayed over {config['epochs']} epochs, seed {config['seed']}. "
+        "Chosen on validation classes 74-98 (`cars196_recipe.md`). Test classes 99-196 (8,131 images).", "",
+        "| model | " + " | ".join(CLI_COLUMNS) + " |",
+        "| --- " * (len(CLI_COLUMNS) + 1) + "|",
+        "| reported by train | " + " | ".join(f"{metrics[k]:.4f}" for k in CLI_COLUMNS) + " |",
+    ]
+    for name, saved in record["saved"].items():
+        lines.append(f"| `rankloss-tf evaluate` on the {name} | "
+                     + " | ".join(f"{saved[k]:.4f}" for k in CLI_COLUMNS) + " |")
+    seconds = record["seconds"]
+    lines += ["", f"Wall time of the run: {seconds['total']:.0f} s ({seconds['fit']:.0f} s to the fitted model, "
+              f"features from the cache; evaluation, plots and export {seconds['evaluate']:.0f} s) on "
+              f"{os.cpu_count()} shared CPU cores, 1-min load {record['load_before'][0]:.1f} before / "
+              f"{record['load_after'][0]:.1f} after."
+              + (" (This call read back a finished run.)" if record["resumed"] == "finished" else "")]
+    return "\n".join(lines) + "\n"
+
+
+def _write_results(key, value, table, section):
+    """Updates one key of cars196.json and one part of cars196.md (comparison table or CLI section)."""
+    RESULTS.mkdir(exist_ok=True)
+    json_path, md_path = RESULTS / "cars196.json", RESULTS / "cars196.md"
+    results = json.loads(json_path.read_text()) if json_path.is_file() else {}
+    results.update(value if key is None else {key: value})
+    json_path.write_text(json.dumps(results, indent=1, default=str))
+    text = md_path.read_text() if md_path.is_file() else ""
+    comparison, _, cli = text.partition(CLI_SECTION)
+    cli = CLI_SECTION + cli if cli else ""
+    if section == "cli":
+        cli = table
+    else:
+        comparison = table
+    md_path.write_text(comparison.rstrip("\n") + "\n\n" + cli if cli else comparison)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=str(DEFAULT_DATA))
@@ -161,8 +233,21 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--cache-dir", default=None, help="feature cache (default: ~/.cache/rankloss_tf/features)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--cli-default", metavar="RUN", help="run the CLI default into RUN (export RUN.export)")
+    parser.add_argument("--saved-metrics", nargs="*", default=[], metavar="NAME=JSON",
+                        help="metrics of `rankloss-tf evaluate --json` on the saved run / export")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.cli_default:
+        record = cli_default(args.data_dir, args.cli_default, args.saved_metrics)
+        json_path = RESULTS / "cars196.json"
+        previous = json.loads(json_path.read_text()).get("cli_default") if json_path.is_file() else None
+        if record["resumed"] == "finished" and previous:  # read back: keep the load of the call that trained
+            record.update({k: previous[k] for k in ("load_before", "load_after", "this_call_seconds", "resumed")})
+        table = cli_markdown(record)
+        _write_results("cli_default", record, table, "cli")
+        logging.info("\n%s", table)
+        return
 
     train_features, train_labels, train_seconds = cached_features(args.data_dir, "train", args.cache_dir)
     test_features, test_labels, test_seconds = cached_features(args.data_dir, "test", args.cache_dir)
@@ -180,15 +265,10 @@ def main(argv=None):
             logging.info("%s, seed %d: %s", method, seed,
                          {k: round(v, 2) for k, v in runs[method][-1].items()})
     summary = {method: summarise(method_runs) for method, method_runs in runs.items()}
-
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "cars196.json").write_text(json.dumps(
-        {"runs": runs, "summary": summary, "extraction": extraction, "steps": args.steps,
-         "seeds": args.seeds, "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}},
-        indent=1,
-    ))
     table = markdown(summary, extraction, args)
-    (RESULTS / "cars196.md").write_text(table)
+    _write_results(None, {"runs": runs, "summary": summary, "extraction": extraction, "steps": args.steps,
+                          "seeds": args.seeds, "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}},
+                   table, "comparison")
     logging.info("\n%s", table)
 
 

@@ -84,8 +84,10 @@ class Variant:
     embedding_dim: int = 512
     learning_rate: float = 1e-4
     steps: int = 2000
+    cosine: bool = False  # cosine-decay the learning rate to 0 over the steps (as ``rankloss-tf train`` does)
 
 
+VIEWS4 = ("plain", "flip", "plain288", "flip288")
 FLIP = dict(train_views=("plain", "flip"), test_views=("plain", "flip"))
 VARIANTS = {
     "linear": Variant(),
@@ -104,6 +106,11 @@ VARIANTS = {
     "linear_views4": Variant(train_views=("plain", "flip", "plain288", "flip288"),
                              test_views=("plain", "flip", "plain288", "flip288")),
     "linear_flip_lr3e-4": Variant(learning_rate=3e-4, **FLIP),
+    "linear_views4_cosine": Variant(train_views=VIEWS4, test_views=VIEWS4, cosine=True),
+    "linear_views4_cosine_lr2e-4": Variant(train_views=VIEWS4, test_views=VIEWS4, cosine=True, learning_rate=2e-4),
+    "linear_views4_cosine_4k": Variant(train_views=VIEWS4, test_views=VIEWS4, cosine=True, steps=4000),
+    "linear_views4_cosine_lr2e-4_4k": Variant(train_views=VIEWS4, test_views=VIEWS4, cosine=True,
+                                              learning_rate=2e-4, steps=4000),
     "mlp_flip_288": Variant(head="mlp", learning_rate=3e-4, train_views=("plain288", "flip288"),
                             test_views=("plain288", "flip288")),
 }
@@ -128,7 +135,10 @@ def train_and_embed(variant, train, test, seed):
     features = np.concatenate([train[view][0] for view in variant.train_views])
     labels = np.concatenate([train[view][1] for view in variant.train_views])
     head = build_head(variant, features.shape[1])
-    head.compile(optimizer=keras.optimizers.Adam(variant.learning_rate),
+    learning_rate = variant.learning_rate
+    if variant.cosine:
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=variant.steps)
+    head.compile(optimizer=keras.optimizers.Adam(learning_rate),
                  loss=losses.get(variant.loss, **dict(variant.loss_options)))
     batches = pk_batches(features, labels, classes_per_batch=variant.classes_per_batch,
                          samples_per_class=variant.samples_per_class, seed=seed)

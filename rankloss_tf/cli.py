@@ -176,7 +176,7 @@ def _run_training(config):
 
     resolved = config.resolved()
     protocol = f" (frozen {resolved.backbone} features)" if resolved.frozen else ""
-    print(f"Training {config.loss} on {config.dataset}{protocol}"
+    print(f"Training {resolved.loss} on {config.dataset}{protocol}"
           f"{f' ({config.data_dir})' if config.data_dir else ''}; run directory {config.out_dir}", flush=True)
     result = training.train(config)
     if result.resumed == "finished":

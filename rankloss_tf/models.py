@@ -13,15 +13,18 @@ import keras
 
 from rankloss_tf.backbones import ImagePreprocessing, build_backbone, is_pretrained, small_cnn
 from rankloss_tf.backbones.small_cnn import check_input_shape
+from rankloss_tf.backbones.image_views import ImageView, views
 
 __all__ = [
     "ImagePreprocessing",
+    "ImageView",
     "build_embedding_model",
     "build_feature_extractor",
     "embedding_model",
     "is_pretrained_backbone",
     "projection_head",
     "small_cnn",
+    "views",
 ]
 
 
@@ -108,27 +111,59 @@ def projection_head(feature_dim, embedding_dim=64, normalize=True, name="project
     return keras.Model(inputs, _project(inputs, _check_embedding_dim(embedding_dim), normalize), name=name)
 
 
-def embedding_model(feature_extractor, head, name="embedding_model"):
-    """One model ``uint8 images -> unit-norm embeddings`` from a feature extractor and a head.
+def embedding_model(feature_extractor, head, views=None, input_shape=None, name="embedding_model"):
+    """One model ``uint8 images -> unit-norm embeddings`` from feature extractors and a head.
 
-    ``L2normalise(head(feature_extractor(images)))``: the normalisation makes a
-    head trained on raw outputs (N-pair and angular losses) serve the cosine
-    retrieval it is evaluated with; a normalised head's output is unchanged.
+    Without views: ``L2normalise(head(feature_extractor(images)))``. With
+    views (``rankloss_tf.backbones.image_views``): the features of each view of the
+    image are averaged before the head,
+    ``L2normalise(head(mean_v feature_extractor[v.size](ImageView(v)(images))))``,
+    as the frozen-feature protocol embeds an image from its cached view features.
+    The normalisation makes a head trained on raw outputs (N-pair and angular
+    losses) serve the cosine retrieval it is evaluated with; a normalised
+    head's output is unchanged.
 
     Args:
-        feature_extractor: ``build_feature_extractor``'s model.
-        head: a model taking its features (e.g. ``projection_head``).
+        feature_extractor: ``build_feature_extractor``'s model; with ``views``,
+            a dict from each view size ``s`` to an extractor of ``(s, s, C)`` images.
+        head: a model taking the features (e.g. ``projection_head``).
+        views: a sequence of ``View`` (None: the images go to the extractor as they are).
+        input_shape: ``(H, W, C)`` of the raw images; needed with ``views``.
         name: model name.
 
     Returns:
         A ``keras.Model`` mapping ``uint8 [N, H, W, C]`` to float32 ``[N, D]``.
 
+    Raises:
+        ValueError: views without an input shape or without an extractor of their size.
+
     Example:
     >>> embedding_model(build_feature_extractor((8, 8, 1)), projection_head(64, 16)).output_shape
     (None, 16)
+    >>> extractors = {8: build_feature_extractor((8, 8, 1)), 12: build_feature_extractor((12, 12, 1))}
+    >>> model = embedding_model(extractors, projection_head(64, 16), views((8, 12), mirror=True), (8, 8, 1))
+    >>> model.output_shape
+    (None, 16)
     """
-    inputs = keras.Input(feature_extractor.input_shape[1:], dtype="uint8", name="images")
-    return keras.Model(inputs, _unit_norm(head(feature_extractor(inputs))), name=name)
+    if views is None:
+        inputs = keras.Input(feature_extractor.input_shape[1:], dtype="uint8", name="images")
+        return keras.Model(inputs, _unit_norm(head(feature_extractor(inputs))), name=name)
+    views = tuple(views)
+    missing = sorted({view.size for view in views} - set(feature_extractor))
+    if input_shape is None or not views or missing:
+        raise ValueError("`views` need the images' `input_shape` and an extractor of each view size. "
+                         f"Received: views={views}, input_shape={input_shape}, extractor sizes "
+                         f"{sorted(feature_extractor)}")
+    inputs = keras.Input(tuple(input_shape), dtype="uint8", name="images")
+    extractors = {size: keras.Model(extractor.input, extractor.output, name=f"features_{size}")
+                  for size, extractor in feature_extractor.items()}
+    features = [extractors[view.size](ImageView(view.size, view.mirror, name=f"view_{view.name(None)}")(inputs))
+                for view in views]
+    if len(features) > 1:
+        features = keras.layers.Average(name="mean_over_views")(features)
+    else:
+        features = features[0]
+    return keras.Model(inputs, _unit_norm(head(features)), name=name)
 
 
 def build_embedding_model(

@@ -51,14 +51,14 @@ def tiny_cars196(tmp_path):
 
 def test_frozen_features_on_cars196_cached_then_reused_and_exported(tiny_cars196, tmp_path, capsys):
     cache, saved = tmp_path / "cache", tmp_path / "saved_model"
-    common = ["train", "--dataset", "cars196", "--data-dir", tiny_cars196, "--backbone", "efficientnet_lite0",
+    common = ["train", "--dataset", "cars196", "--data-dir", tiny_cars196, "--view-sizes", "224", "--no-mirror-views",
               "--cache-dir", cache, "--classes-per-batch", "4", "--samples-per-class", "2", "--epochs", "2",
               "--steps-per-epoch", "3", "--embedding-dim", "32", "--no-plots", "--verbose", "0"]
     status, out = run_cli(capsys, *common, "--out", tmp_path / "run1", "--export", saved)
     assert status == 0 and "frozen efficientnet_lite0 features" in out and "| recall@1 |" in out
-    # The file name keeps the tail of the dataset id (a temporary path here): order by split.
-    cached = sorted(cache.glob("*.npz"), key=lambda path: path.name.split("-")[0].rsplit("_", 1)[-1])
-    assert [path.name.split("-")[0].rsplit("_", 1)[-1] for path in cached] == ["test", "train"]
+    # The file name keeps the tail of the dataset id (a temporary path here, split, view): order by split.
+    cached = sorted(cache.glob("*.npz"), key=lambda path: path.name.split("-")[0].split("_")[-2])
+    assert [path.name.split("-")[0].split("_")[-2:] for path in cached] == [["test", "plain"], ["train", "plain"]]
     stamps = [path.stat().st_mtime_ns for path in cached]
     first = json.loads((tmp_path / "run1" / "metrics.json").read_text())
     assert first["protocol"] == "frozen features"
@@ -99,11 +99,13 @@ def test_fine_tune_trains_the_whole_network(tmp_path):
 
 
 def test_cars196_defaults():
-    config = training.TrainConfig(dataset="cars196", backbone="efficientnet_lite0").resolved()
+    config = training.TrainConfig(dataset="cars196").resolved()
     assert (config.image_size, config.embedding_dim, config.classes_per_batch, config.samples_per_class) == (
         224, 512, 64, 2)
-    assert (config.loss, config.weights, config.frozen) == ("npair_angular", "imagenet", True)
-    assert training.TrainConfig(dataset="cars196").resolved().frozen is False  # small_cnn: end to end
+    assert (config.backbone, config.loss, config.weights, config.frozen) == (
+        "efficientnet_lite0", "npair", "imagenet", True)
+    assert (config.view_sizes, config.mirror_views) == ((224, 288), True)
+    assert training.TrainConfig(dataset="cars196", backbone="small_cnn").resolved().frozen is False  # end to end
 
 
 @pytest.mark.parametrize(

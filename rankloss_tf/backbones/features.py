@@ -23,6 +23,7 @@ import tensorflow as tf
 from rankloss_tf.backbones.files import atomic_savez, default_cache_dir, file_sha256
 from rankloss_tf.backbones.preprocessing import ImagePreprocessing
 from rankloss_tf.backbones.registry import LITE0, build_backbone
+from rankloss_tf.backbones.image_views import ImageView
 from rankloss_tf.backbones.weights import imagenet_weights_path
 
 _CACHE_FORMAT = 1
@@ -196,6 +197,40 @@ def extract_features(
     features, labels = _embed(model, batches, count if count >= 0 else None, verbose)
     if path is not None:
         atomic_savez(path, features=features, labels=labels, metadata=json.dumps(metadata, sort_keys=True))
+    return features, labels
+
+
+def extract_view_features(dataset, view, base_size, backbone=LITE0, weights="imagenet", dataset_id=None,
+                          cache_dir=None, batch_size=64, verbose="auto"):
+    """``extract_features`` of one ``View`` of the images, cached under the view's name.
+
+    The images go through ``ImageView(view.size, view.mirror)`` (mirror,
+    area resize, integer type kept), as in the joined image model
+    (``rankloss_tf.models.embedding_model``), then through the backbone
+    built for ``view.size``.
+
+    Args:
+        dataset: ``tf.data.Dataset`` of unbatched ``(image, label)`` pairs.
+        view: a ``rankloss_tf.backbones.image_views.View``.
+        base_size: the size whose views keep a short name ("plain", "flip").
+        backbone, weights, cache_dir, batch_size, verbose: as for ``extract_features``.
+        dataset_id: the images' id; the cache id is ``dataset_id + ":" + view.name(base_size)``
+            (None disables the cache).
+
+    Returns:
+        (features [N, F], labels [N]) of the viewed images.
+
+    Example:
+    >>> from rankloss_tf.backbones.image_views import View
+    >>> ds = tf.data.Dataset.from_tensor_slices((np.zeros((2, 8, 8, 3), np.uint8), np.arange(2)))
+    >>> extract_view_features(ds, View(32, mirror=True), 8, "MobileNetV3Small", weights=None)[0].shape
+    (2, 576)
+    """
+    layer = ImageView(view.size, view.mirror)
+    viewed = dataset.batch(batch_size).map(lambda images, labels: (layer(images), labels))
+    features, labels = extract_features(
+        viewed, backbone=backbone, image_size=view.size, weights=weights, cache_dir=cache_dir, verbose=verbose,
+        dataset_id=None if dataset_id is None else f"{dataset_id}:{view.name(base_size)}")
     return features, labels
 
 

@@ -37,6 +37,12 @@ PRESENTATION_FIELDS = ("plots", "export_dir", "overwrite", "verbose", "cache_dir
 RESULT_FIELDS = None  # filled below: every other field
 
 
+def _sizes(text):
+    """Parses "224,288" (or a sequence of ints) into a tuple of sizes."""
+    parts = text.split(",") if isinstance(text, str) else text
+    return tuple(int(part) for part in parts)
+
+
 def _spec(help, default=None, minimum=None, maximum=None, flag=None, cli=True, **extra):
     """A dataclass field whose metadata carries its command-line help and bounds."""
     metadata = dict(help=help, minimum=minimum, maximum=maximum, flag=flag, cli=cli, **extra)
@@ -77,6 +83,9 @@ class TrainConfig:
             (``rankloss_tf.data.augment.rotated_classes``; end to end only).
         backbone_lr_scale: with ``fine_tune``, the pretrained backbone's
             learning rate relative to the head's.
+        view_sizes: frozen features: the sides each image is resized to, one
+            view each (None: ``(image_size,)``, or the recipe's).
+        mirror_views: frozen features: each size's mirror image is a view too.
         cache_dir: feature cache of the frozen-backbone protocol.
         learning_rate: initial Adam learning rate, cosine-decayed to 0.
         seed: seed of the weights, the sampler, the folder split and k-means.
@@ -97,10 +106,10 @@ class TrainConfig:
     dataset: str = _spec("digits, omniglot, cars196, caltech_birds2011, stanford_online_products or "
                          "folder:PATH (one sub-folder of images per class)", default="omniglot", required=True)
     data_dir: str = _spec("local copy of the dataset (e.g. the folder holding the Omniglot zips)", is_dir=True)
-    loss: str = _spec("ranking loss", default="npair_angular", choices=LOSS_NAMES)
+    loss: str = _spec("ranking loss (default: per dataset; npair_angular, cars196 npair)", choices=LOSS_NAMES)
     alpha: float = _spec("angle of the angular losses, degrees in (0, 90) (default 45)", kind=float)
     margin: float = _spec("margin of the contrastive / triplet losses (default 1.0)", kind=float)
-    loss_options: dict = _spec("further loss arguments", cli=False)
+    loss_options: dict = _spec("further loss arguments (default: the recipe's, when its loss is trained)", cli=False)
     classes_per_batch: int = _spec("P of the P x K batches", minimum=1)
     samples_per_class: int = _spec("K of the P x K batches (>= 2)", minimum=2,
                                    why="every loss needs pairs of samples of one class")
@@ -112,7 +121,8 @@ class TrainConfig:
                             kind=bool)
     backbone: str = _spec("small_cnn, efficientnet_lite0 or a keras.applications name (ResNet50, resnet50, ...); "
                           "a pretrained backbone stays frozen: its features are computed once and cached, "
-                          "and an embedding head trains on them", default="small_cnn")
+                          "and an embedding head trains on them (default: per dataset; small_cnn, "
+                          "cars196 efficientnet_lite0)")
     image_size: int = _spec("side the images are resized to (default: per dataset; 64 for folders, "
                             "224 for pretrained backbones)", minimum=1)
     weights: str = _spec("pretrained backbone weights: imagenet (default), a weights file, or random "
@@ -127,6 +137,11 @@ class TrainConfig:
                                  "becomes a new class; 1: off (default: omniglot 4, else 1)", choices=(1, 2, 4))
     backbone_lr_scale: float = _spec("with --fine-tune, the backbone's learning rate relative to the head's "
                                      "(default 0.1)", minimum=0.0, maximum=1.0, open_minimum=True, kind=float)
+    view_sizes: tuple = _spec("frozen features: sides each image is seen at, comma-separated (e.g. 224,288); "
+                              "the head trains on every view's features and embeds an image from their mean "
+                              "(default: per dataset; image_size, cars196 224,288)", kind=_sizes)
+    mirror_views: bool = _spec("frozen features: the mirror image at each view size is a view too (default: per "
+                               "dataset; cars196 yes)", kind=bool)
     cache_dir: str = _spec("feature cache of frozen backbones (default ~/.cache/rankloss_tf/features)")
     learning_rate: float = _spec("initial Adam learning rate, cosine-decayed (default 1e-3)", minimum=0.0,
                                  open_minimum=True, kind=float)
@@ -152,15 +167,24 @@ class TrainConfig:
         from rankloss_tf.backbones import registry
         from rankloss_tf.datasets.recipes import recipe
 
-        backbone = registry.resolve(self.backbone)
+        backbone = registry.resolve(self.backbone or recipe(self.dataset).backbone)
         pretrained = registry.is_pretrained(backbone)
-        defaults = dataclasses.asdict(recipe(self.dataset, pretrained=pretrained, fine_tune=self.fine_tune))
+        found = recipe(self.dataset, pretrained=pretrained, fine_tune=self.fine_tune)
+        defaults = dataclasses.asdict(found)
+        if self.loss not in (None, found.loss):
+            defaults["loss_options"] = None  # the recipe's options are for its own loss
         filled = {k: v if v is not None or k not in defaults else defaults[k]
                   for k, v in dataclasses.asdict(self).items()}
         filled["backbone"] = backbone
         if pretrained:
             filled["weights"] = filled["weights"] or "imagenet"
-        frozen = registry.is_pretrained(filled["backbone"]) and not filled["fine_tune"]
+        frozen = pretrained and not filled["fine_tune"]
+        if frozen:
+            filled["view_sizes"] = tuple(filled["view_sizes"] or (filled["image_size"],))
+            filled["mirror_views"] = bool(filled["mirror_views"])
+        else:
+            self._check_no_views(backbone)
+            filled["view_sizes"], filled["mirror_views"] = None, False
         if filled["normalize"] is None:
             filled["normalize"] = not (frozen and filled["loss"] in RAW_HEAD_LOSSES)
         if filled["verbose"] is None:
@@ -204,9 +228,26 @@ class TrainConfig:
         return [(name, getattr(self, name), getattr(other, name)) for name in RESULT_FIELDS
                 if getattr(self, name) != getattr(other, name)]
 
+    def __post_init__(self):
+        if isinstance(self.view_sizes, list):  # as read back from a run's JSON
+            self.view_sizes = tuple(self.view_sizes)
+
+    def _check_no_views(self, backbone):
+        """Views belong to frozen features: refused when given to an end-to-end run."""
+        given = {name: getattr(self, name) for name in ("view_sizes", "mirror_views") if getattr(self, name)}
+        if given:
+            raise ValueError(
+                "`view_sizes` and `mirror_views` apply to a head on frozen pretrained features (a pretrained "
+                f"backbone without fine_tune). Received: {', '.join(f'{k}={v!r}' for k, v in given.items())}, "
+                f"backbone={backbone!r}, fine_tune={self.fine_tune}")
+
     def _check(self):
         for field in dataclasses.fields(self):
             check_field(field, getattr(self, field.name))
+        if self.view_sizes is not None:
+            from rankloss_tf.backbones.image_views import views
+
+            views(self.view_sizes, self.mirror_views)
         if self.normalize not in (None, True, False):
             raise ValueError(f"`normalize` must be True, False or None. Received: normalize={self.normalize!r}")
         if self.fine_tune and self.backbone == "small_cnn":

@@ -13,9 +13,12 @@ Both protocols offer the same three steps, so ``train`` tells one story:
 - ``embed(model, images)``: test embeddings and labels.
 
 Frozen features (a pretrained backbone without ``fine_tune``): every image goes
-through the backbone once (``rankloss_tf.backbones.extract_features``, cached
-on disk), the head trains on P x K batches of the features in seconds, and the
-backbone and head are joined into one image model (``models.embedding_model``).
+through the backbone once per view (``config.view_sizes``, each mirrored too
+with ``config.mirror_views``; ``rankloss_tf.backbones.extract_view_features``,
+cached on disk), the head trains on P x K batches of every view's features
+(each view a sample of the image's class) in seconds, an image's embedding is
+the head of the mean of its views' features, and the backbone and head are
+joined into one image model that computes the same (``models.embedding_model``).
 """
 
 from pathlib import Path
@@ -24,7 +27,9 @@ import keras
 import tensorflow as tf
 
 from rankloss_tf import datasets
-from rankloss_tf.backbones import extract_features
+import numpy as np
+
+from rankloss_tf.backbones import extract_view_features, views
 from rankloss_tf.data import pk_batches
 from rankloss_tf.data.augment import augment_batches, batch_augmentation, rotated_classes
 from rankloss_tf.evaluation import embed_dataset
@@ -121,31 +126,48 @@ class FrozenFeatures(EndToEnd):
     name = "frozen features"
 
     def build(self, steps):
-        """``(head, model)``: the compiled head and the joined image model."""
+        """``(head, model)``: the compiled head and the joined image model (views averaged)."""
         config = self.config
-        extractor = build_feature_extractor(self.input_shape, config.backbone, config.image_size,
-                                            _weights(config))
-        extractor.trainable = False
-        head = projection_head(extractor.output_shape[-1], config.embedding_dim, normalize=config.normalize,
-                               name=HEAD)
-        return _compile(head, config, steps), embedding_model(extractor, head)
+        channels = self.input_shape[-1]
+        extractors = {view.size: build_feature_extractor((view.size, view.size, channels), config.backbone,
+                                                         view.size, _weights(config))
+                      for view in self.views}
+        for extractor in extractors.values():
+            extractor.trainable = False
+        feature_dim = next(iter(extractors.values())).output_shape[-1]
+        head = projection_head(feature_dim, config.embedding_dim, normalize=config.normalize, name=HEAD)
+        return _compile(head, config, steps), embedding_model(extractors, head, self.views, self.input_shape)
 
-    def features(self, images, split):
-        """``(features [N, F], labels [N])`` of a split's images, through the feature cache."""
+    @property
+    def views(self):
+        """The ``View``s of every image: ``config.view_sizes``, each mirrored too with ``config.mirror_views``."""
+        return views(self.config.view_sizes, self.config.mirror_views)
+
+    def view_features(self, images, split):
+        """``[(features [N, F], labels [N]) for each view]`` of a split's images, through the feature cache."""
         config = self.config
-        return extract_features(images, backbone=config.backbone, image_size=config.image_size,
-                                weights=_weights(config), dataset_id=self._dataset_id(split),
-                                cache_dir=config.cache_dir, verbose=0 if config.verbose == 0 else "auto")
+        return [extract_view_features(images, view, config.image_size, backbone=config.backbone,
+                                      weights=_weights(config), dataset_id=self._dataset_id(split),
+                                      cache_dir=config.cache_dir, verbose=0 if config.verbose == 0 else "auto")
+                for view in self.views]
 
     def batches(self, images, skip):
-        features, labels = self.features(images, "train")
+        """P x K batches of every view's training features (a view is one more sample of its class)."""
+        per_view = self.view_features(images, "train")
+        features = np.concatenate([features for features, _ in per_view])
+        labels = np.concatenate([labels for _, labels in per_view])
         return self._sampled(features, labels, skip)
 
+    def test_features(self, images):
+        """``(features [N, F], labels [N])`` of the test images: each image's features averaged over its views."""
+        per_view = self.view_features(images, "test")
+        return np.mean([features for features, _ in per_view], axis=0, dtype=np.float32), per_view[0][1]
+
     def evaluation_data(self, images):
-        return tf.data.Dataset.from_tensor_slices(self.features(images, "test")).batch(1024)
+        return tf.data.Dataset.from_tensor_slices(self.test_features(images)).batch(1024)
 
     def embed(self, model, images):
-        features, labels = self.features(images, "test")
+        features, labels = self.test_features(images)
         return model.get_layer(HEAD).predict(features, batch_size=1024, verbose=0), labels
 
     def _dataset_id(self, split):
