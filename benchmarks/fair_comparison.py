@@ -2,197 +2,361 @@
 
 Musgrave, Belongie and Lim (2020), "A Metric Learning Reality Check", show that
 loss tables with per-paper settings mostly measure the settings. Here every
-loss gets the same Optuna budget (TPE sampler, ``--trials`` trials, seeded)
-over its own hyper-parameters, the learning rate and the P x K split of a
-fixed batch of 128, scored on validation classes only; the best setting of
-each loss is then trained on all training classes with 5 seeds and scored on
-the test classes: Recall@1/2/4/8, MAP@R, NMI, F1, mean +- std.
+loss gets the same Optuna budget (TPE sampler, ``--trials`` trials of
+``--steps`` steps, seeded) over its own hyper-parameters, the learning rate and
+the P x K split of a fixed batch of 128, scored by Recall@1 on validation
+classes only; the best setting of each loss is then trained on all training
+classes with 5 seeds and scored on the test classes: Recall@1/2/4/8, MAP@R,
+NMI, F1 (and, on Omniglot, the 20 official 20-way one-shot runs), mean +- std.
 
-Cars196 (cropped), frozen ImageNet EfficientNet-Lite0 features (224, cached,
-as in benchmarks/cars196.py), a linear 1280 -> 512 head:
-- search: train classes 1-73, validation classes 74-98 (Recall@1);
-- final: train classes 1-98, test classes 99-196.
+One search / final / report path for both datasets; a ``Protocol`` says only
+how a model is built, fed and scored:
 
-Search spaces (same budget for all):
+- ``cars196``: Cars196 (cropped), frozen ImageNet EfficientNet-Lite0 features
+  (224, cached, as in benchmarks/cars196_recipe.py), a linear 1280 -> 512 head,
+  Adam at a constant learning rate. Search: train classes 1-73, validation
+  classes 74-98; final: classes 1-98, test classes 99-196.
+- ``omniglot``: the small CNN trained end to end at 32 x 32 (128-d), mild
+  random affine augmentation (``random_affine`` defaults at 32 px), Adam with
+  cosine decay. Search: train alphabets Balinese, Early_Aramaic, Greek, Latin,
+  validation alphabet Korean (as benchmarks/omniglot_recipe.py); final: the
+  five training alphabets, test alphabets Japanese_(katakana), Sanskrit,
+  Tagalog, plus the official one-shot runs.
+
+Search spaces (same budget for all; the learning-rate range is the protocol's):
 
 | loss | own parameters | shared |
 | --- | --- | --- |
-| contrastive | margin in [0.1, 1.5] | lr in [1e-5, 3e-3] (log), K in {2, 4, 8} (P = 128 / K) |
+| contrastive | margin in [0.1, 1.5] | lr (log), K in {2, 4, 8} (P = 128 / K) |
 | triplet_semihard | margin in [0.01, 1.0] | same |
 | triplet_hard | margin in [0.01, 1.0] | same |
 | npair | l2_reg in [1e-4, 1e-1] (log) | same |
 | angular | alpha in [25, 55] degrees | same |
 | npair_angular | alpha in [25, 55], lam in [0.25, 4] (log) | same |
 
-Margin losses see L2-normalised head outputs (distance l2); the N-pair and
+Margin losses see L2-normalised embeddings (distance l2); the N-pair and
 angular losses see the raw outputs (N-pair's dot products are meant on
 unnormalised embeddings, Sohn 2016; angular normalises inside). Retrieval is
 cosine for all.
 
-Writes benchmarks/results/fair_comparison.{json,md,png} (``--quick``: .bench/).
+Writes benchmarks/results/fair_comparison_<dataset>.{json,md,png} (``--quick``:
+a smoke run into .bench/). ``--resume`` keeps the losses already finished with
+the same settings.
 
 Usage::
 
-    python benchmarks/fair_comparison.py --trials 10 --steps 1000 --seeds 0 1 2 3 4
-    python benchmarks/fair_comparison.py --quick
+    python benchmarks/fair_comparison.py --dataset omniglot       # 6 trials x 210 steps per loss
+    python benchmarks/fair_comparison.py --dataset cars196        # 4 trials x 500 steps per loss
+    python benchmarks/fair_comparison.py --dataset omniglot --quick
+    python benchmarks/fair_comparison.py --dataset cars196 --report  # redraw .md/.png from .json
 """
 
 import argparse
+import functools
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from rankloss_tf import losses
+from rankloss_tf import datasets, losses
 from rankloss_tf.data import pk_batches
-from rankloss_tf.evaluation import evaluate
-from rankloss_tf.models import projection_head
+from rankloss_tf.data.augment import augment_batches, random_affine
+from rankloss_tf.evaluation import evaluate, one_shot_accuracy
+from rankloss_tf.models import build_embedding_model, projection_head
 
 HERE = Path(__file__).resolve().parent
-DATA = HERE.parent.parent / "shared" / "data" / "cars196"
+sys.path.insert(0, str(HERE))
+SHARED_DATA = HERE.parent.parent / "shared" / "data"
 BATCH_SIZE = 128
-EMBEDDING_DIM = 512
-VALIDATION_FROM = 73  # labels 73..97 = classes 74-98
 COLUMNS = ("recall@1", "recall@2", "recall@4", "recall@8", "map@r", "nmi", "f1")
+HEADERS = {"recall@1": "R@1", "recall@2": "R@2", "recall@4": "R@4", "recall@8": "R@8", "map@r": "MAP@R",
+           "nmi": "NMI", "f1": "F1", "one_shot": "one-shot (20 runs)"}
 NORMALISED = {"contrastive": True, "triplet_semihard": True, "triplet_hard": True,
               "npair": False, "angular": False, "npair_angular": False}
 LOSSES = tuple(NORMALISED)
+TPE_STARTUP = 10  # Optuna's default: the first 10 trials of a study are drawn at random
 
 
-def suggest(trial, loss):
-    """Optuna suggestions for one loss: (loss kwargs, learning rate, K)."""
+class Cars196:
+    """Frozen Lite0 features (cached) and a linear head; classes 74-98 validate."""
+
+    name = "cars196"
+    title = "Cars196 cropped, frozen EfficientNet-Lite0"
+    learning_rates = (1e-5, 3e-3)
+    trials, steps = 4, 500  # the default budget per loss (about 20 min on 2 shared cores)
+    extra_columns = ()
+    embedding_dim = 512
+    validation_from = 73  # labels 73..97 = classes 74-98
+    text = ("linear 1280 -> 512 head on cached 224 features, Adam at a constant learning rate; search trained on "
+            "classes 1-73 and scored by Recall@1 on classes 74-98; finals trained on classes 1-98 and scored on "
+            "classes 99-196 (8,131 images)")
+
+    def splits(self, data_dir):
+        from cars196_recipe import view_features
+
+        features, labels = view_features(data_dir, "train", "plain")
+        held = labels >= self.validation_from
+        return {"search": (features[~held], labels[~held]), "validation": (features[held], labels[held]),
+                "train": (features, labels), "test": view_features(data_dir, "test", "plain")}
+
+    def model(self, input_shape, loss):
+        return projection_head(input_shape[0], self.embedding_dim, normalize=NORMALISED[loss])
+
+    def batches(self, batches, seed):
+        return batches
+
+    def learning_rate(self, value, steps):
+        return value
+
+    def extras(self, model, data_dir):
+        return {}
+
+
+class Omniglot:
+    """The small CNN end to end at 32 x 32 with random affine; Korean validates; official one-shot runs."""
+
+    name = "omniglot"
+    title = "Omniglot, small CNN end to end at 32 x 32"
+    learning_rates = (1e-4, 1e-2)
+    trials, steps = 6, 210  # 10 epochs of 21 batches per run
+    extra_columns = ("one_shot",)
+    embedding_dim = 128
+    image_size = 32
+    text = ("small CNN trained end to end at 32 x 32 (128-d), random affine augmentation (rotation 10 deg, shear "
+            "0.3, scale 0.8-1.2, translation 2 px), Adam with cosine decay; search trained on Balinese, "
+            "Early_Aramaic, Greek, Latin (96 classes) and scored by Recall@1 on Korean (40 classes); finals "
+            "trained on the 5 training alphabets (136 classes) and scored on Japanese_(katakana), Sanskrit, "
+            "Tagalog (106 classes, 2,120 images) and on the 20 official 20-way one-shot runs")
+
+    def splits(self, data_dir):
+        from omniglot_recipe import VALIDATION_ALPHABETS, class_alphabets
+
+        def arrays(split):
+            pairs = datasets.load("omniglot", split, data_dir=data_dir, image_size=self.image_size)
+            images, labels = zip(*pairs.as_numpy_iterator())
+            return np.stack(images), np.array(labels)
+
+        images, labels = arrays("train")
+        held = np.isin(class_alphabets(data_dir)[labels], VALIDATION_ALPHABETS)
+        return {"search": (images[~held], labels[~held]), "validation": (images[held], labels[held]),
+                "train": (images, labels), "test": arrays("test")}
+
+    def model(self, input_shape, loss):
+        return build_embedding_model(input_shape, embedding_dim=self.embedding_dim, normalize=NORMALISED[loss])
+
+    def batches(self, batches, seed):
+        return augment_batches(batches, random_affine, seed=seed)
+
+    def learning_rate(self, value, steps):
+        return keras.optimizers.schedules.CosineDecay(value, decay_steps=steps)
+
+    def extras(self, model, data_dir):
+        return {"one_shot": one_shot_accuracy(model, Path(data_dir) / "all_runs.zip")["accuracy"]}
+
+
+PROTOCOLS = {protocol.name: protocol for protocol in (Cars196(), Omniglot())}
+
+
+def suggest(trial, loss, learning_rates):
+    """Optuna suggestions for one loss: the setting {loss kwargs..., learning_rate, samples_per_class}."""
     if loss in ("contrastive", "triplet_semihard", "triplet_hard"):
-        high = 1.5 if loss == "contrastive" else 1.0
-        params = {"margin": trial.suggest_float("margin", 0.1 if loss == "contrastive" else 0.01, high)}
+        low, high = (0.1, 1.5) if loss == "contrastive" else (0.01, 1.0)
+        trial.suggest_float("margin", low, high)
     elif loss == "npair":
-        params = {"l2_reg": trial.suggest_float("l2_reg", 1e-4, 1e-1, log=True)}
+        trial.suggest_float("l2_reg", 1e-4, 1e-1, log=True)
     else:
-        params = {"alpha": trial.suggest_float("alpha", 25.0, 55.0)}
+        trial.suggest_float("alpha", 25.0, 55.0)
         if loss == "npair_angular":
-            params["lam"] = trial.suggest_float("lam", 0.25, 4.0, log=True)
-    learning_rate = trial.suggest_float("learning_rate", 1e-5, 3e-3, log=True)
-    samples_per_class = trial.suggest_categorical("samples_per_class", [2, 4, 8])
-    return params, learning_rate, samples_per_class
+            trial.suggest_float("lam", 0.25, 4.0, log=True)
+    trial.suggest_float("learning_rate", *learning_rates, log=True)
+    trial.suggest_categorical("samples_per_class", [2, 4, 8])
+    return dict(trial.params)
 
 
-def train_head(features, labels, loss, params, learning_rate, samples_per_class, steps, seed, batch_size=BATCH_SIZE):
-    """A linear head trained with one loss and setting (P = batch_size / K); returns it."""
+def split_setting(setting):
+    """(loss kwargs, learning rate, K) of a setting."""
+    params = {k: v for k, v in setting.items() if k not in ("learning_rate", "samples_per_class")}
+    return params, setting["learning_rate"], setting["samples_per_class"]
+
+
+def train(protocol, data, loss, setting, steps, seed, batch_size=BATCH_SIZE):
+    """A model of ``protocol`` trained on ``data = (x, labels)`` with one loss and setting; returns it."""
+    params, learning_rate, samples_per_class = split_setting(setting)
     keras.utils.set_random_seed(seed)
-    head = projection_head(features.shape[1], EMBEDDING_DIM, normalize=NORMALISED[loss])
-    head.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses.get(loss, **params))
-    batches = pk_batches(features, labels, classes_per_batch=batch_size // samples_per_class,
+    inputs, labels = data
+    model = protocol.model(inputs.shape[1:], loss)
+    model.compile(optimizer=keras.optimizers.Adam(protocol.learning_rate(learning_rate, steps)),
+                  loss=losses.get(loss, **params))
+    batches = pk_batches(inputs, labels, classes_per_batch=batch_size // samples_per_class,
                          samples_per_class=samples_per_class, seed=seed)
-    head.fit(batches, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0)
-    return head
+    model.fit(protocol.batches(batches, seed), epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0)
+    return model
 
 
-def score(head, features, labels, clustering, seed):
-    embeddings = head.predict(features, batch_size=2048, verbose=0)
+def score(model, data, clustering, seed):
+    """evaluate() of the model's embeddings of ``data``, or None when they are not finite."""
+    embeddings = model.predict(data[0], batch_size=512, verbose=0)
     if not np.all(np.isfinite(embeddings)):
         return None
-    return evaluate(embeddings, labels, clustering=clustering, seed=seed)
+    return evaluate(embeddings, data[1], clustering=clustering, seed=seed)
 
 
-def tune(loss, train, validation, trials, steps, seed, batch_size=BATCH_SIZE):
-    """Runs the search; returns (best setting, all trials)."""
+def tune(protocol, loss, search, validation, trials, steps, seed, batch_size=BATCH_SIZE):
+    """Runs the search; returns (best setting, its validation Recall@1, all trials)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     def objective(trial):
-        params, learning_rate, k = suggest(trial, loss)
-        head = train_head(*train, loss, params, learning_rate, k, steps, seed, batch_size)
-        metrics = score(head, *validation, clustering=False, seed=seed)
+        setting = suggest(trial, loss, protocol.learning_rates)
+        started = time.perf_counter()
+        metrics = score(train(protocol, search, loss, setting, steps, seed, batch_size), validation, False, seed)
+        trial.set_user_attr("seconds", time.perf_counter() - started)
         return 0.0 if metrics is None else metrics["recall@1"]
 
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    sampler = optuna.samplers.TPESampler(n_startup_trials=TPE_STARTUP, seed=seed)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
     study.optimize(objective, n_trials=trials)
-    history = [{"params": t.params, "recall@1": t.value} for t in study.trials]
+    history = [{"params": t.params, "recall@1": t.value, "seconds": t.user_attrs["seconds"]} for t in study.trials]
     return study.best_trial.params, study.best_value, history
 
 
-def split_setting(loss, best):
-    params = {k: v for k, v in best.items() if k not in ("learning_rate", "samples_per_class")}
-    return params, best["learning_rate"], best["samples_per_class"]
+def final_runs(protocol, data, loss, setting, steps, seeds, data_dir):
+    """Test metrics (plus the protocol's extras) of the setting trained with every seed."""
+    runs = []
+    for seed in seeds:
+        started = time.perf_counter()
+        model = train(protocol, data["train"], loss, setting, steps, seed)
+        metrics = score(model, data["test"], True, seed) or {c: float("nan") for c in COLUMNS}
+        runs.append({"seed": seed, **metrics, **protocol.extras(model, data_dir),
+                     "seconds": time.perf_counter() - started})
+    return runs
 
 
-def cached_features(data_dir, split):
-    from cars196_recipe import view_features
+def summarise(runs):
+    """{metric: (mean, std)} over the runs, for COLUMNS and the extras they share."""
+    names = [k for k in runs[0] if k not in ("seed", "seconds")]
+    return {k: (float(np.mean([r[k] for r in runs])), float(np.std([r[k] for r in runs]))) for k in names}
 
-    return view_features(data_dir, split, "plain")
+
+def ordered(results):
+    return sorted(results, key=lambda name: -results[name]["summary"]["recall@1"][0])
 
 
-def markdown(results, args):
-    lines = ["# A fair comparison of the losses (Cars196 cropped, frozen EfficientNet-Lite0)", "",
-             f"Every loss: {args.trials} Optuna TPE trials (seed {args.tune_seed}) over its own parameters, the "
-             f"learning rate (Adam, constant) and K (P = {BATCH_SIZE} / K), {args.steps} steps per trial, linear "
-             f"1280 -> {EMBEDDING_DIM} head on cached 224 features; search trained on classes 1-73 and scored "
-             "by Recall@1 on classes 74-98. The best setting of each loss was then trained on classes 1-98 with "
-             f"seeds {', '.join(map(str, args.seeds))} ({args.steps} steps) and scored on classes 99-196 "
-             "(8,131 images); mean +- std in %. 2 shared CPU cores.", "",
-             "| loss | best setting | val R@1 | " + " | ".join(c.upper().replace("RECALL@", "R@") for c in COLUMNS)
-             + " | tune s |", "| --- " * (len(COLUMNS) + 4) + "|"]
-    order = sorted(results, key=lambda name: -results[name]["summary"]["recall@1"][0])
-    for name in order:
+def markdown(record):
+    """The results page of one dataset: protocol, table, ordering and agreement with the papers."""
+    settings, results = record["settings"], record["results"]
+    protocol = PROTOCOLS[settings["dataset"]]
+    shown = list(COLUMNS + protocol.extra_columns)
+    minutes = sum(r["seconds"] for r in results.values()) / 60
+    loads = [r["load"][0] for r in results.values()]
+    lines = [f"# A fair comparison of the losses ({protocol.title})", "",
+             f"Every loss: {settings['trials']} Optuna TPE trials (seed {settings['tune_seed']}"
+             + ("; no more than TPE's 10 random start-up trials, so a seeded random search"
+                if settings["trials"] <= TPE_STARTUP else "") + ") of "
+             f"{settings['steps']} steps over its own parameters, the learning rate "
+             f"({settings['learning_rates'][0]:g} to {settings['learning_rates'][1]:g}, log) and K "
+             f"(P = {settings['batch_size']} / K); {protocol.text}. The best setting of each loss was trained "
+             f"with seeds {', '.join(map(str, settings['seeds']))} ({settings['steps']} steps each); mean +- std "
+             f"in %. Whole run {minutes:.0f} min on {record['machine']['cpus']} shared CPU cores "
+             f"(1-min load {min(loads):.1f} to {max(loads):.1f} at the end of each loss).", "",
+             "| loss | best setting | val R@1 | " + " | ".join(HEADERS[c] for c in shown)
+             + " | tune s | final s |", "| --- " * (len(shown) + 5) + "|"]
+    for name in ordered(results):
         r = results[name]
         setting = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in r["best"].items())
-        cells = [f"{100 * r['summary'][c][0]:.1f} +- {100 * r['summary'][c][1]:.1f}" for c in COLUMNS]
+        cells = [f"{100 * r['summary'][c][0]:.1f} +- {100 * r['summary'][c][1]:.1f}" for c in shown]
         lines.append(f"| {name} | {setting} | {100 * r['validation_recall@1']:.1f} | {' | '.join(cells)} | "
-                     f"{r['tune_seconds']:.0f} |")
+                     f"{r['tune_seconds']:.0f} | {r['seconds'] - r['tune_seconds']:.0f} |")
     lines += ["", "Ordering by test R@1: " + " > ".join(
-        f"{name} {100 * results[name]['summary']['recall@1'][0]:.1f}" for name in order) + ".", ""]
+        f"{name} {100 * results[name]['summary']['recall@1'][0]:.1f}" for name in ordered(results)) + ".", ""]
+    lines += ["Agreement with the papers (their pairs better > worse; a tie: means closer than the sum of the two "
+              "stds). Wang et al. 2017 and Sohn 2016 fine-tuned GoogLeNet on CUB-200, Cars196 and Online Products "
+              "with their own settings; here every loss had the same search.", ""]
     lines += agreement(results)
     return "\n".join(lines) + "\n"
 
 
-# Orderings the papers report (best first), over the losses they compare.
-PAPER_ORDERS = {
-    "Wang et al. 2017 (Tables 1-3)": ("npair_angular", "angular", "npair", "triplet_semihard"),
-    "Sohn 2016 (N-pair beats triplet and contrastive)": ("npair", "triplet_semihard", "contrastive"),
+# What the papers found, as pairs (better, worse) of the losses they compare. Wang et al. 2017 (Tables 1-3:
+# CUB-200, Cars196, Online Products, fine-tuned GoogLeNet): angular beats N-pair and triplet, and N-pair +
+# angular beats both alone. Sohn 2016 (Tables 1-3): N-pair beats the triplet and contrastive baselines.
+PAPER_CLAIMS = {
+    "Wang et al. 2017": (("npair_angular", "angular"), ("npair_angular", "npair"), ("npair_angular", "triplet_semihard"),
+                         ("angular", "npair"), ("angular", "triplet_semihard"), ("npair", "triplet_semihard")),
+    "Sohn 2016": (("npair", "triplet_semihard"), ("npair", "contrastive")),
 }
+CLASSIC = ("contrastive", "triplet_semihard", "triplet_hard")  # the Reality Check's "old" baselines
 
 
 def agreement(results):
-    """Lines saying where the tuned ordering agrees with the papers' and the Reality Check's findings."""
+    """Lines saying where the tuned ordering agrees with the papers' and the Reality Check's findings.
+
+    A paper's pair (a, b) agrees when a's mean test Recall@1 is above b's, and is called a tie when the
+    means are closer than the sum of their standard deviations over the seeds.
+    """
     r1 = {name: results[name]["summary"]["recall@1"] for name in results}
+
+    def tied(a, b):
+        return abs(r1[a][0] - r1[b][0]) <= r1[a][1] + r1[b][1]
+
     lines = []
-    for paper, order in PAPER_ORDERS.items():
-        present = [name for name in order if name in r1]
-        pairs = [(a, b) for i, a in enumerate(present) for b in present[i + 1:]]
-        kept = [f"{a} > {b}" for a, b in pairs if r1[a][0] > r1[b][0]]
-        broken = [f"{a} <= {b}" for a, b in pairs if r1[a][0] <= r1[b][0]]
+    for paper, claims in PAPER_CLAIMS.items():
+        pairs = [(a, b) for a, b in claims if a in r1 and b in r1]
+        kept = [(a, b) for a, b in pairs if r1[a][0] > r1[b][0]]
+        broken = [f"{a} <= {b}" + (" (tie)" if tied(a, b) else "") for a, b in pairs if (a, b) not in kept]
+        ties = sum(tied(a, b) for a, b in kept)
         lines.append(f"- {paper}: agrees on {len(kept)} of {len(pairs)} pairs"
+                     + (f" ({ties} within one std sum)" if ties else "")
                      + (f"; disagrees on {', '.join(broken)}" if broken else "") + ".")
     if r1:
         means = sorted(v[0] for v in r1.values())
-        spread = 100 * (means[-1] - means[0])
         top = max(r1, key=lambda name: r1[name][0])
-        close = [name for name in r1 if r1[top][0] - r1[name][0] <= r1[top][1] + r1[name][1]]
-        lines.append(f"- Musgrave et al. 2020 (Reality Check: tuned losses end close together): test R@1 spans "
-                     f"{spread:.1f} points; within one std sum of the best ({top}): {', '.join(sorted(close))}.")
+        close = sorted(name for name in r1 if tied(top, name))
+        line = (f"- Musgrave et al. 2020 (Reality Check: tuned, the losses end close together and the classic "
+                f"ones keep up): test R@1 spans {100 * (means[-1] - means[0]):.1f} points; within one std sum of "
+                f"the best ({top}): {', '.join(close)}")
+        classic = [name for name in r1 if name in CLASSIC]
+        newer = [name for name in r1 if name not in CLASSIC]
+        if classic and newer:
+            old, new = (max(names, key=lambda name: r1[name][0]) for names in (classic, newer))
+            line += (f"; best classic {old} {100 * r1[old][0]:.1f} vs best newer {new} {100 * r1[new][0]:.1f} "
+                     f"({100 * (r1[new][0] - r1[old][0]):+.1f} points"
+                     + (", a tie" if tied(old, new) else "") + ")")
+        lines.append(line + ".")
     return lines
 
 
-def plot(results, path):
+def write_atomically(path, text):
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def plot(record, path):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = sorted(results, key=lambda name: -results[name]["summary"]["recall@1"][0])
+    results, protocol = record["results"], PROTOCOLS[record["settings"]["dataset"]]
+    names = ordered(results)
+    shown = ("recall@1", "map@r", "nmi") + protocol.extra_columns
+    width = 0.8 / len(shown)
     figure, axis = plt.subplots(figsize=(7, 3.5))
-    for offset, column in zip((-0.2, 0.0, 0.2), ("recall@1", "map@r", "nmi")):
+    for i, column in enumerate(shown):
         means = [100 * results[n]["summary"][column][0] for n in names]
         stds = [100 * results[n]["summary"][column][1] for n in names]
-        axis.bar(np.arange(len(names)) + offset, means, 0.2, yerr=stds, label=column, capsize=2)
+        axis.bar(np.arange(len(names)) + (i - (len(shown) - 1) / 2) * width, means, width, yerr=stds,
+                 label=column, capsize=2)
     axis.set_xticks(np.arange(len(names)), names, rotation=20, ha="right")
-    axis.set_ylabel("% (test classes 99-196)")
-    axis.set_title("Tuned losses, frozen Lite0 features, Cars196 (cropped)")
-    axis.legend()
+    axis.set_ylabel("% on test classes (mean +- std)")
+    axis.set_title(f"Tuned losses: {protocol.title}", fontsize=10)
+    axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -200,48 +364,64 @@ def plot(results, path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", choices=sorted(PROTOCOLS), default="cars196")
     parser.add_argument("--losses", nargs="+", default=list(LOSSES), choices=list(LOSSES))
-    parser.add_argument("--trials", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--trials", type=int, help="trials per loss (default: the dataset's, 4 on cars196, 6 on "
+                                                    "omniglot)")
+    parser.add_argument("--steps", type=int, help="steps per run (default: 500 on cars196, 210 on omniglot)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--tune-seed", type=int, default=0)
-    parser.add_argument("--data-dir", default=str(DATA))
-    parser.add_argument("--quick", action="store_true", help="2 trials, 50 steps, 1 seed, into .bench/")
+    parser.add_argument("--data-dir", help="default: ../shared/data/<dataset>")
+    parser.add_argument("--out", help="results path without suffix (default: benchmarks/results/fair_comparison_"
+                                      "<dataset>, or .bench/ with --quick)")
+    parser.add_argument("--resume", action="store_true", help="skip losses already finished with these settings")
+    parser.add_argument("--quick", action="store_true", help="2 trials, 3 steps, 1 seed, into .bench/")
+    parser.add_argument("--report", action="store_true", help="only rewrite the .md and .png from the .json")
     args = parser.parse_args(argv)
+    protocol = PROTOCOLS[args.dataset]
+    data_dir = args.data_dir or str(SHARED_DATA / args.dataset)
+    steps, args.trials = args.steps or protocol.steps, args.trials or protocol.trials
     if args.quick:
-        args.trials, args.steps, args.seeds = 2, 50, [0]
-    out = (HERE.parent / ".bench" if args.quick else HERE / "results") / "fair_comparison"
+        args.trials, steps, args.seeds = 2, 3, [0]
+    default_out = (HERE.parent / ".bench" if args.quick else HERE / "results") / f"fair_comparison_{args.dataset}"
+    out = Path(args.out) if args.out else default_out
     out.parent.mkdir(parents=True, exist_ok=True)
-
-    features, labels = cached_features(args.data_dir, "train")
-    test = cached_features(args.data_dir, "test")
-    search_train = (features[labels < VALIDATION_FROM], labels[labels < VALIDATION_FROM])
-    validation = (features[labels >= VALIDATION_FROM], labels[labels >= VALIDATION_FROM])
+    settings = {"dataset": args.dataset, "trials": args.trials, "steps": steps, "seeds": args.seeds,
+                "tune_seed": args.tune_seed, "batch_size": BATCH_SIZE, "embedding_dim": protocol.embedding_dim,
+                "learning_rates": list(protocol.learning_rates), "sampler": "optuna TPESampler",
+                "normalised": NORMALISED}
     json_path = out.with_suffix(".json")
-    previous = json.loads(json_path.read_text()) if json_path.is_file() else {}
-    results = previous.get("results", {}) if previous.get("settings", {}).get("steps") == args.steps else {}
+    if args.report:
+        record = json.loads(json_path.read_text())
+        write_atomically(out.with_suffix(".md"), markdown(record))
+        plot(record, out.with_suffix(".png"))
+        return 0
+    if not Path(data_dir).is_dir():
+        print(f"{args.dataset} data absent ({data_dir}): fair comparison skipped")
+        return 0
+    previous = json.loads(json_path.read_text()) if args.resume and json_path.is_file() else {}
+    results = previous.get("results", {}) if previous.get("settings") == settings else {}
+    record = {"settings": settings, "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+              "results": results}
+    data = protocol.splits(data_dir)
     for loss in args.losses:
+        if loss in results:
+            continue
         started = time.perf_counter()
-        best, best_value, history = tune(loss, search_train, validation, args.trials, args.steps, args.tune_seed)
+        best, best_value, history = tune(protocol, loss, data["search"], data["validation"], args.trials, steps,
+                                         args.tune_seed)
         tune_seconds = time.perf_counter() - started
-        params, learning_rate, k = split_setting(loss, best)
-        runs = []
-        for seed in args.seeds:
-            head = train_head(features, labels, loss, params, learning_rate, k, args.steps, seed)
-            runs.append(score(head, *test, clustering=True, seed=seed))
-        summary = {c: (float(np.mean([r[c] for r in runs])), float(np.std([r[c] for r in runs]))) for c in COLUMNS}
+        runs = final_runs(protocol, data, loss, best, steps, args.seeds, data_dir)
         results[loss] = {"best": best, "validation_recall@1": best_value, "trials": history, "runs": runs,
-                         "summary": summary, "tune_seconds": tune_seconds,
+                         "summary": summarise(runs), "tune_seconds": tune_seconds,
                          "seconds": time.perf_counter() - started, "load": os.getloadavg()}
-        record = {"settings": {"trials": args.trials, "steps": args.steps, "seeds": args.seeds,
-                               "tune_seed": args.tune_seed, "batch_size": BATCH_SIZE,
-                               "embedding_dim": EMBEDDING_DIM},
-                  "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "results": results}
-        json_path.write_text(json.dumps(record, indent=1) + "\n")
-        out.with_suffix(".md").write_text(markdown(results, args))
-        print(loss, best, round(best_value, 4), {c: round(v[0], 4) for c, v in summary.items()}, flush=True)
-    plot(results, out.with_suffix(".png"))
+        write_atomically(json_path, json.dumps(record, indent=1) + "\n")
+        write_atomically(out.with_suffix(".md"), markdown(record))
+        print(loss, best, round(best_value, 4), {c: round(v[0], 4) for c, v in results[loss]["summary"].items()},
+              f"{results[loss]['seconds']:.0f} s", flush=True)
+    plot(record, out.with_suffix(".png"))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,8 +1,11 @@
 """Run every benchmark under benchmarks/ (what `make bench` calls).
 
 Creates the pinned reference environments first (``envs.py``), then runs the
-parity check (``golden.py``) and every ``bench_*.py`` script found beside this
-file, each in its own process with its default options, one after the other.
+parity check (``golden.py``), the untuned loss table (``reproduction.py``),
+every ``bench_*.py`` script found beside this file and, where the data is in
+../shared/data, the tuned loss comparison (``fair_comparison.py`` on Omniglot
+and on Cars196), each in its own process with its default options, one after
+the other.
 Each script writes its JSON and Markdown results under ``benchmarks/results/``.
 A failing script does not stop the others; the exit status is 1 if any failed.
 
@@ -11,7 +14,8 @@ under ``.bench/``); ``run_all.py --quick`` passes it on.
 
 Usage::
 
-    python benchmarks/run_all.py                 # everything (hours on 2 cores)
+    python benchmarks/run_all.py                 # everything (hours on 2 cores; the
+                                                 # fair comparison alone ~1 h per dataset)
     python benchmarks/run_all.py --quick         # a smoke run of everything
     python benchmarks/run_all.py --only losses golden
 """
@@ -31,12 +35,16 @@ import envs  # noqa: E402  (benchmarks/ is not a package)
 
 
 def scripts():
-    """{short name: path}: golden first, then bench_losses, then the other bench_*.py."""
-    found = {"golden": HERE / "golden.py", "reproduction": HERE / "reproduction.py"}
+    """{short name: [script, arguments...]}: golden, bench_losses, the other bench_*.py, the fair comparisons last."""
+    found = {"golden": [HERE / "golden.py"], "reproduction": [HERE / "reproduction.py"]}
     # bench_gpu.py is the one-GPU benchmark, run on a device by hand, not in this CPU sweep.
-    found.update({path.stem[len("bench_"):]: path for path in sorted(HERE.glob("bench_*.py")) if path.stem != "bench_gpu"})
+    found.update({path.stem[len("bench_"):]: [path] for path in sorted(HERE.glob("bench_*.py"))
+                  if path.stem != "bench_gpu"})
     order = ["golden", "losses"]
-    return {name: found[name] for name in order + sorted(set(found) - set(order)) if name in found}
+    ordered = {name: found[name] for name in order + sorted(set(found) - set(order)) if name in found}
+    for dataset in ("omniglot", "cars196"):  # each skips itself when its data is absent
+        ordered[f"fair_{dataset}"] = [HERE / "fair_comparison.py", "--dataset", dataset]
+    return ordered
 
 
 def main(argv=None):
@@ -52,10 +60,10 @@ def main(argv=None):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, paths)))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     outcomes = []
-    for name, path in available.items():
+    for name, script in available.items():
         if (args.only and name not in args.only) or name in args.skip:
             continue
-        command = [sys.executable, str(path)] + (["--quick"] if args.quick and name != "golden" else [])
+        command = [sys.executable, *map(str, script)] + (["--quick"] if args.quick and name != "golden" else [])
         print(f"== {name}: {' '.join(command[1:])}", flush=True)
         start = time.monotonic()
         code = subprocess.run(command, env=env, cwd=ROOT).returncode

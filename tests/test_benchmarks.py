@@ -57,9 +57,9 @@ def test_every_script_run_all_passes_quick_to_accepts_it():
 
     import run_all
 
-    for name, path in run_all.scripts().items():
+    for name, script in run_all.scripts().items():
         if name == "golden":  # run_all runs the parity check in full
             continue
-        help_text = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True,
+        help_text = subprocess.run([sys.executable, *map(str, script), "--help"], capture_output=True, text=True,
                                    timeout=120).stdout
         assert "--quick" in help_text, name

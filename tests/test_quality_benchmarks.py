@@ -18,6 +18,7 @@ import finetune_gpu  # noqa: E402
 import omniglot_recipe  # noqa: E402
 
 OMNIGLOT = SHARED_DATA / "omniglot"
+CARS196 = SHARED_DATA / "cars196"
 
 
 def _clusters(classes, per_class, dim=16, seed=0):
@@ -30,13 +31,73 @@ def _clusters(classes, per_class, dim=16, seed=0):
 @pytest.mark.parametrize("loss", fair_comparison.LOSSES)
 def test_every_loss_is_tuned_within_its_budget(loss):
     pytest.importorskip("optuna")
+    protocol = fair_comparison.PROTOCOLS["cars196"]
     train, validation = _clusters(8, 8), _clusters(6, 8, seed=1)
-    best, value, history = fair_comparison.tune(loss, train, validation, trials=2, steps=3, seed=0, batch_size=16)
-    assert len(history) == 2 and 0.0 <= value <= 1.0
-    params, learning_rate, k = fair_comparison.split_setting(loss, best)
+    best, value, history = fair_comparison.tune(protocol, loss, train, validation, trials=2, steps=3, seed=0,
+                                                batch_size=16)
+    assert len(history) == 2 and 0.0 <= value <= 1.0 and all(t["seconds"] > 0 for t in history)
+    params, learning_rate, k = fair_comparison.split_setting(best)
     assert k in (2, 4, 8) and 1e-5 <= learning_rate <= 3e-3
-    head = fair_comparison.train_head(*train, loss, params, learning_rate, k, steps=2, seed=0, batch_size=16)
-    assert head.output_shape == (None, fair_comparison.EMBEDDING_DIM)
+    assert set(params) == {"contrastive": {"margin"}, "triplet_semihard": {"margin"}, "triplet_hard": {"margin"},
+                           "npair": {"l2_reg"}, "angular": {"alpha"}, "npair_angular": {"alpha", "lam"}}[loss]
+    head = fair_comparison.train(protocol, train, loss, best, steps=2, seed=0, batch_size=16)
+    assert head.output_shape == (None, protocol.embedding_dim)
+
+
+def _quick_run(tmp_path, dataset, loss):
+    """The script's --quick path for one loss; returns (record, markdown)."""
+    out = tmp_path / f"fair_{dataset}"
+    assert fair_comparison.main(["--dataset", dataset, "--quick", "--losses", loss, "--out", str(out)]) == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["settings"]["trials"] == 2 and record["settings"]["seeds"] == [0]
+    result = record["results"][loss]
+    assert len(result["trials"]) == 2 and [run["seed"] for run in result["runs"]] == [0]
+    assert set(fair_comparison.COLUMNS) <= set(result["summary"]) and result["summary"]["recall@1"][1] == 0.0
+    assert out.with_suffix(".png").stat().st_size > 0
+    out.with_suffix(".md").unlink()  # --report rebuilds the page from the JSON alone
+    assert fair_comparison.main(["--dataset", dataset, "--out", str(out), "--report"]) == 0
+    return record, out.with_suffix(".md").read_text()
+
+
+def _disjoint(splits):
+    search, validation, train, test = (set(splits[k][1].tolist()) for k in ("search", "validation", "train", "test"))
+    assert search and validation and not search & validation and search | validation == train
+    assert not train & test
+
+
+@pytest.mark.skipif(not omniglot.is_local_dir(OMNIGLOT), reason="Omniglot zips absent")
+def test_quick_omniglot_comparison_and_its_splits(tmp_path):
+    pytest.importorskip("optuna")
+    splits = fair_comparison.PROTOCOLS["omniglot"].splits(str(OMNIGLOT))
+    _disjoint(splits)
+    assert len(set(splits["validation"][1].tolist())) == 40 and splits["test"][0].shape[1:] == (32, 32, 1)
+    record, page = _quick_run(tmp_path, "omniglot", "npair_angular")
+    assert 0.0 <= record["results"]["npair_angular"]["runs"][0]["one_shot"] <= 1.0
+    assert "| npair_angular | alpha " in page and "one-shot (20 runs)" in page and "- Sohn 2016" in page
+
+
+@pytest.mark.skipif(not CARS196.is_dir(), reason="Cars196 data absent")
+def test_quick_cars196_comparison_and_its_splits(tmp_path):
+    pytest.importorskip("optuna")
+    from rankloss_tf.cache import default_cache_dir
+
+    cached = [sorted(default_cache_dir("features").glob(f"cars196_*_{split}_plain-efficientnet_lite0-224-*.npz"))
+              for split in ("train", "test")]
+    if not all(cached):
+        pytest.skip("Cars196 Lite0 features not cached (extracting them takes many minutes)")
+    splits = fair_comparison.PROTOCOLS["cars196"].splits(str(CARS196))
+    _disjoint(splits)
+    assert len(set(splits["validation"][1].tolist())) == 25
+    record, page = _quick_run(tmp_path, "cars196", "contrastive")
+    assert "one_shot" not in record["results"]["contrastive"]["runs"][0]
+    assert "| contrastive | margin " in page and "Cars196" in page
+
+
+def test_missing_data_skips_the_comparison(tmp_path, capsys):
+    out = tmp_path / "fair"
+    assert fair_comparison.main(["--dataset", "omniglot", "--data-dir", str(tmp_path / "absent"), "--quick",
+                                 "--out", str(out)]) == 0
+    assert "skipped" in capsys.readouterr().out and not out.with_suffix(".json").exists()
 
 
 def test_episodes_are_one_shot_runs():
@@ -74,6 +135,11 @@ def test_agreement_with_the_papers_counts_pairs():
     means = dict(npair=0.70, angular=0.69, npair_angular=0.71, triplet_semihard=0.68, contrastive=0.66)
     results = {name: {"summary": {"recall@1": (value, 0.006)}} for name, value in means.items()}
     wang, sohn, reality = fair_comparison.agreement(results)
-    assert "agrees on 5 of 6 pairs; disagrees on angular <= npair" in wang
-    assert "agrees on 3 of 3 pairs." in sohn
+    assert "agrees on 5 of 6 pairs (2 within one std sum); disagrees on angular <= npair (tie)." in wang
+    assert "agrees on 2 of 2 pairs." in sohn
     assert "spans 5.0 points" in reality and "(npair_angular): npair, npair_angular" in reality
+    assert "best classic triplet_semihard 68.0 vs best newer npair_angular 71.0 (+3.0 points)" in reality
+    means["triplet_semihard"] = 0.705
+    *_, reality = fair_comparison.agreement(
+        {name: {"summary": {"recall@1": (value, 0.006)}} for name, value in means.items()})
+    assert "(+0.5 points, a tie)" in reality
