@@ -117,7 +117,7 @@ def embedding_model(feature_extractor, head, views=None, input_shape=None, name=
     Without views: ``L2normalise(head(feature_extractor(images)))``. With
     views (``rankloss_tf.backbones.image_views``): the features of each view of the
     image are averaged before the head,
-    ``L2normalise(head(mean_v feature_extractor[v.size](ImageView(v)(images))))``,
+    ``L2normalise(head(mean over views v of extractor_of_size(v.size)(ImageView(v)(images))))``,
     as the frozen-feature protocol embeds an image from its cached view features.
     The normalisation makes a head trained on raw outputs (N-pair and angular
     losses) serve the cosine retrieval it is evaluated with; a normalised

@@ -144,6 +144,6 @@ def test_demo_uses_omniglot_when_present_else_digits(tmp_path, monkeypatch):
     (tmp_path / "omniglot").mkdir()
     monkeypatch.setenv(cli.DATA_ENV, str(tmp_path))
     config = cli._demo_config("runs/demo")
-    assert (config.dataset, config.data_dir, config.loss) == ("omniglot", str(tmp_path / "omniglot"), "npair_angular")
+    assert (config.dataset, config.data_dir, config.resolved().loss) == ("omniglot", str(tmp_path / "omniglot"), "npair_angular")
     assert config.epochs == cli.DEMO["epochs"] < training.TrainConfig(dataset="omniglot").resolved().epochs
     assert config.export_dir == str(Path("runs/demo_saved_model"))
