@@ -7,7 +7,7 @@ imported only once a command runs, so ``--help`` is instant.
 
 Examples::
 
-    rankloss-tf train --dataset folder:~/photos --export runs/photos/saved_model --out runs/photos
+    rankloss-tf train --dataset folder:~/photos --export runs/photos_saved_model --out runs/photos
     rankloss-tf train --dataset omniglot --data-dir data/omniglot --loss npair_angular
     rankloss-tf train --dataset cars196 --data-dir data/cars196 --backbone efficientnet_lite0 --out runs/cars196
     rankloss-tf evaluate --model runs/omniglot --dataset omniglot --data-dir data/omniglot
