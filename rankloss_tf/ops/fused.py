@@ -208,14 +208,12 @@ def _symmetric_rows(embeddings, same, margin, distance):
 def own_column_logsumexp(logits, own, others):
     """Row-wise ``log(1 + sum_{j in others} exp(logits[i, j] - logits[i, own[i]]))``.
 
-    One fused softmax cross-entropy over the own column and the ``others``; the mask
-    pass is skipped when every column but the own one counts.
+    One fused softmax cross-entropy over the own column and the ``others``.
 
     Args:
         logits: float [rows, T].
         own: int32 [rows], each row's own column.
-        others: bool [rows, T], False at the own column; or None when every other
-            column counts.
+        others: bool [rows, T], False at the own column.
 
     Returns:
         Float [rows]; 0 for a row whose ``others`` are all False.
@@ -225,9 +223,8 @@ def own_column_logsumexp(logits, own, others):
     >>> round(float(own_column_logsumexp(logits, tf.constant([0]), tf.constant([[False, True, False]]))[0]), 4)
     0.6931
     """
-    if others is not None:
-        keep = tf.logical_or(others, tf.equal(tf.range(tf.shape(logits)[1])[None, :], own[:, None]))
-        logits = tf.where(keep, logits, tf.constant(-float("inf"), logits.dtype))
+    keep = tf.logical_or(others, tf.equal(tf.range(tf.shape(logits)[1])[None, :], own[:, None]))
+    logits = tf.where(keep, logits, tf.constant(-float("inf"), logits.dtype))
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=own, logits=logits)
 
 

@@ -386,8 +386,6 @@ def _npair_terms(logits, own, others, variant):
     """Per-tuple N-pair terms of logits S [r, T] (row i's own tuple in column ``own[i]``)."""
     if variant == "mc":
         return own_column_logsumexp(logits, own, others)
-    if others is None:
-        others = tf.not_equal(tf.range(tf.shape(logits)[1])[None, :], own[:, None])
     softplus = tf.math.softplus(logits - tf.gather(logits, own, batch_dims=1)[:, None])
     return tf.reduce_sum(tf.where(others, softplus, tf.zeros([], softplus.dtype)), axis=1)
 
