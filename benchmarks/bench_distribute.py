@@ -51,6 +51,7 @@ def time_kernel(loss, replicas, batch, dim, repeats):
     import tensorflow as tf
 
     from rankloss_tf import ops
+    from rankloss_tf.losses import LOSSES
 
     name, kwargs = KERNEL_LOSSES[loss]
     kernel = getattr(ops, name)
@@ -60,19 +61,24 @@ def time_kernel(loss, replicas, batch, dim, repeats):
     embeddings = tf.Variable(rng.standard_normal((batch, dim)).astype(np.float32))
     local = batch // replicas
 
+    shares_tuples = LOSSES[loss].shares_tuples
+
     @tf.function
-    def share(start):
+    def share(replica):
         with tf.GradientTape() as tape:
-            values = kernel(labels, embeddings, anchors=(start, local), **kwargs) if replicas > 1 else kernel(
-                labels, embeddings, **kwargs
-            )
+            if replicas == 1:
+                values = kernel(labels, embeddings, **kwargs)
+            elif shares_tuples:  # as cross_replica=True: a share of the tuples (then one all-reduce of G values)
+                values = kernel(labels, embeddings, tuple_share=(replica, replicas), **kwargs)
+            else:
+                values = kernel(labels, embeddings, anchors=(replica * local, local), **kwargs)
             total = tf.reduce_sum(values)
         return total, tape.gradient(total, embeddings)
 
     def step():
         start = time.perf_counter()
         for replica in range(replicas):
-            value, gradient = share(tf.constant(replica * local))
+            value, gradient = share(tf.constant(replica))
             gradient.numpy()
         return time.perf_counter() - start
 
@@ -175,7 +181,8 @@ def kernel_markdown(report):
         f"{rows['batch']}, D={rows['dim']}",
         "",
         "Loss + gradient (median of the repeats); replicas: the summed time of every replica's share "
-        "(its anchors against the gathered global batch), run one after the other in one process, whose "
+        "(its anchors against the gathered global batch; for the N-pair losses its share of the global "
+        "batch's tuples), run one after the other in one process, whose "
         "peak memory is therefore one share's. Each column in a fresh process.",
         "",
         "| loss | one device | replicas, summed | time ratio | peak memory, one device | peak memory, one replica | load |",

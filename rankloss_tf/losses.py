@@ -12,7 +12,9 @@ With ``cross_replica=True``, under a ``tf.distribute`` strategy with several rep
 replica gathers the labels and embeddings of all replicas and computes its own anchors'
 losses against the global batch (the kernels' ``anchors`` argument: O(b x G) work and
 memory for b local anchors, not G^2); N-pair tuples and angular pairs are formed over
-the global batch. The summed gradients equal those of one device on the global batch.
+the global batch. The N-pair losses split the global batch's T tuples into equal shares
+instead (T^2 / R work per replica wherever the anchors are) and sum the replicas'
+per-anchor vectors with one all-reduce of G values. The summed gradients equal those of one device on the global batch.
 Without a strategy the option changes nothing.
 
 Example:
@@ -61,9 +63,10 @@ def _reduce(losses, sample_weight, reduction, dtype, name):
 
 
 def _gather_replicas(labels, embeddings):
-    """All replicas' (labels, embeddings) and this replica's slice of the global batch.
+    """All replicas' (labels, embeddings), this replica's slice of the global batch, the context.
 
-    Returns ``None`` outside a multi-replica context.
+    Returns ``(labels, embeddings, start, size, context)``, or ``None`` outside a
+    multi-replica context.
     """
     context = tf.distribute.get_replica_context()
     if context is None or context.num_replicas_in_sync <= 1:
@@ -78,7 +81,7 @@ def _gather_replicas(labels, embeddings):
     start = tf.reduce_sum(sizes[:replica])
     global_labels = context.all_gather(labels, axis=0)
     global_embeddings = context.all_gather(embeddings, axis=0)
-    return global_labels, global_embeddings, start, local_size
+    return global_labels, global_embeddings, start, local_size, context
 
 
 class RankingLoss(keras.losses.Loss):
@@ -103,6 +106,10 @@ class RankingLoss(keras.losses.Loss):
     """
 
     kernel = None
+    # N-pair kernels: under cross_replica, each replica computes an equal share of the global
+    # batch's tuples (the kernel's ``tuple_share``), wherever their anchors are, and the
+    # replicas sum their per-anchor vectors.
+    shares_tuples = False
 
     def __init__(self, cross_replica=False, name=None, reduction="sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
@@ -124,9 +131,13 @@ class RankingLoss(keras.losses.Loss):
         gathered = _gather_replicas(y_true, y_pred) if self.cross_replica else None
         if gathered is None:
             return kernel(y_true, y_pred, **self.kernel_params())
-        labels, embeddings, start, size = gathered
-        losses = kernel(labels, embeddings, anchors=(start, size), **self.kernel_params())
-        return tf.cast(losses, y_pred.dtype)
+        labels, embeddings, start, size, context = gathered
+        if not type(self).shares_tuples:
+            losses = kernel(labels, embeddings, anchors=(start, size), **self.kernel_params())
+            return tf.cast(losses, y_pred.dtype)
+        share = (context.replica_id_in_sync_group, context.num_replicas_in_sync)
+        losses = context.all_reduce("SUM", kernel(labels, embeddings, tuple_share=share, **self.kernel_params()))
+        return tf.cast(tf.slice(losses, start[None], size[None]), y_pred.dtype)
 
     def get_config(self):
         config = super().get_config()
@@ -253,6 +264,7 @@ class NPairLoss(RankingLoss):
     """
 
     kernel = staticmethod(kernels.npair_loss)
+    shares_tuples = True
 
     def __init__(self, variant="mc", l2_reg=0.002, cross_replica=False, name="npair_loss", **kwargs):
         super().__init__(cross_replica=cross_replica, name=name, **kwargs)
@@ -312,6 +324,7 @@ class NPairAngularLoss(RankingLoss):
     """
 
     kernel = staticmethod(kernels.npair_angular_loss)
+    shares_tuples = True
 
     def __init__(self, alpha=45.0, lam=2.0, cross_replica=False, name="npair_angular_loss", **kwargs):
         super().__init__(cross_replica=cross_replica, name=name, **kwargs)

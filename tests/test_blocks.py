@@ -104,3 +104,42 @@ def test_blocked_rows_with_unknown_batch_size():
         values, gradient = run(x, block)
         assert values.numpy().tolist() == [6.0, 12.0, 18.0]
         assert gradient.numpy()[:, 0].tolist() == [12.0, 12.0, 12.0]
+
+
+TUPLE_KERNELS = [(k, kw) for k, kw in KERNELS if k in (ops.npair_loss, ops.npair_angular_loss)]
+TUPLE_IDS = [f"{k.__name__}-{'-'.join(map(str, kw.values()))}" for k, kw in TUPLE_KERNELS]
+
+
+@pytest.mark.parametrize("kernel,kwargs", TUPLE_KERNELS, ids=TUPLE_IDS)
+@pytest.mark.parametrize("count", [1, 3, 4, 16])
+@pytest.mark.parametrize("mode", ["eager", "function", "xla"])
+def test_tuple_shares_sum_to_whole_batch(kernel, kwargs, count, mode):
+    # Cross-replica N-pair form: each share's tuples wherever their anchors are; the shares'
+    # per-anchor vectors and gradients add up to the whole batch's. 26 samples, 3 per class:
+    # 8 real tuples in 13 slots, so some shares hold only padding (count 16: empty shares).
+    labels, x = _batch(2)
+    values, gradient = (t.numpy() for t in _value_and_gradient(kernel, labels, x, **kwargs))
+
+    def share(x_t, index):
+        return _value_and_gradient(kernel, labels, x_t, tuple_share=(index, count), memory_budget=TINY_BUDGET, **kwargs)
+
+    if mode != "eager":
+        share = tf.function(share, jit_compile=mode == "xla")
+    parts = [share(tf.constant(x), tf.constant(index)) for index in range(count)]
+    np.testing.assert_allclose(sum(p.numpy() for p, _ in parts), values, **_tolerance(kwargs))
+    # Gradients of up to ~20 summed in another order: float32 rounding relative to their scale.
+    tolerance = dict(_tolerance(kwargs), atol=1e-6 * np.abs(gradient).max())
+    np.testing.assert_allclose(sum(g.numpy() for _, g in parts), gradient, **tolerance)
+    if count > 1:
+        assert sum(np.count_nonzero(p.numpy()) > 0 for p, _ in parts) > 1  # the work is really split
+
+
+@pytest.mark.parametrize(
+    "share,match",
+    [((0,), "pair"), ((0, 0), "count"), ((2, 2), "index"), ((0, 2.0), "count")],
+)
+def test_tuple_share_errors_name_what_was_received(share, match):
+    with pytest.raises(ValueError, match=match):
+        ops.npair_loss([0, 0, 1, 1], np.eye(4, 2, dtype=np.float32), tuple_share=share)
+    with pytest.raises(ValueError, match="cannot be combined"):
+        ops.npair_angular_loss([0, 0, 1, 1], np.eye(4, 2, dtype=np.float32), tuple_share=(0, 2), anchors=(0, 2))

@@ -12,6 +12,11 @@ are shared:
   against the whole batch (its own column excluded); the result is their [size]
   losses, equal to that slice of the full result. Cross-replica mining gives each
   replica its own anchors against the gathered global batch: O(b x G) work, not G^2.
+- ``tuple_share=(index, count)`` (N-pair kernels): only share ``index`` of ``count``
+  equal shares of the batch's tuples, as [B] per-anchor losses (0 for the anchors of
+  the other shares): the ``count`` shares sum to the full result. Replicas that each
+  compute one share and sum the vectors do T^2 work in all for T tuples, the work of
+  one device, whatever rows hold the tuples' anchors.
 - ``memory_budget``: bytes for the [rows, B] intermediates (default
   ``blocks.DEFAULT_MEMORY_BUDGET``); larger batches are computed in blocks of anchor
   rows and recomputed in the backward pass (``rankloss_tf.ops.blocks``).
@@ -403,17 +408,47 @@ def _gather_rows(params, indices):
     return tf.gather(params, indices), gradient
 
 
-def _tuple_losses(batch, tuple_terms, memory_budget):
+def _check_tuple_share(tuple_share, anchors):
+    """``(index, count)`` of a tuple share, or None; refuses a share together with ``anchors``."""
+    if tuple_share is None:
+        return None
+    if anchors is not None:
+        raise ValueError(
+            f"`tuple_share` and `anchors` cannot be combined. Received: tuple_share={tuple_share!r}, anchors={anchors!r}"
+        )
+    if not isinstance(tuple_share, (tuple, list)) or len(tuple_share) != 2:
+        raise ValueError(f"`tuple_share` must be a pair (index, count). Received: tuple_share={tuple_share!r}")
+    index, count = tuple_share
+    if not isinstance(count, int) or count < 1:
+        raise ValueError(f"`tuple_share` count must be a Python int >= 1. Received: tuple_share={tuple_share!r}")
+    if isinstance(index, int) and not 0 <= index < count:
+        raise ValueError(f"`tuple_share` index must be in [0, count). Received: tuple_share={tuple_share!r}")
+    return (index if isinstance(index, int) else tf.cast(index, tf.int32)), count
+
+
+def _share_slots(num_tuples, index, count):
+    """Tuple slots of share ``index`` of ``count``: ``(slots [ceil(T / count)], in_range)``."""
+    static = tf.get_static_value(num_tuples)
+    per_share = -(-int(static) // count) if static is not None else (num_tuples + count - 1) // count
+    slots = index * per_share + tf.range(per_share)
+    return tf.minimum(slots, tf.maximum(num_tuples - 1, 0)), slots < num_tuples, per_share
+
+
+def _tuple_losses(batch, tuple_terms, memory_budget, tuple_share=None):
     """Per-anchor losses of the N-pair tuples of the whole batch whose anchor is in the range.
 
     `tuple_terms(anchor_embeddings [r, D], own_positives [r, D], positives [T, D], own [r],
     others [r, T]) -> [r]` gives the term of r tuples against all T tuples; row i's own
-    tuple is column ``own[i]``, its negatives are ``others``.
+    tuple is column ``own[i]``, its negatives are ``others``. With ``tuple_share`` (checked
+    ``(index, count)``, the batch whole): only that share's tuples, losses [B].
     """
     anchors, positives, valid = npair_tuples(batch.labels)
     tuple_labels = tf.gather(batch.labels, anchors)
     num_tuples = tf.shape(anchors)[0]
-    if batch.whole:
+    if tuple_share is not None:
+        picks, in_range, size = _share_slots(num_tuples, *tuple_share)
+        picks_valid = tf.logical_and(in_range, tf.gather(valid, picks))
+    elif batch.whole:
         picks, size, picks_valid = tf.range(num_tuples), num_tuples, valid
     else:
         # The tuples whose anchor is among this range's anchors (at most `size`: a static bound).
@@ -447,7 +482,7 @@ def _tuple_losses(batch, tuple_terms, memory_budget):
     return _finish(batch, _per_anchor_mean(losses, tf.reduce_sum(tf.cast(valid, tf.int32)), batch.num_anchors()))
 
 
-def npair_loss(labels, embeddings, variant="mc", l2_reg=0.002, anchors=None, memory_budget=None):
+def npair_loss(labels, embeddings, variant="mc", l2_reg=0.002, anchors=None, memory_budget=None, tuple_share=None):
     """Multi-class N-pair loss (Sohn 2016), on a batch of (anchor, positive) tuples.
 
     Tuples come from the batch order (see ``rankloss_tf.ops.masks.npair_tuples``): in an
@@ -472,6 +507,8 @@ def npair_loss(labels, embeddings, variant="mc", l2_reg=0.002, anchors=None, mem
         anchors: optional ``(start, size)``: only the tuples whose anchor is among those
             samples, the tuples still formed over the whole batch (module docstring).
         memory_budget: bytes for the blocked intermediates (module docstring).
+        tuple_share: optional ``(index, count)``: only that share of the tuples, as [B]
+            per-anchor losses; the ``count`` shares sum to the full result (module docstring).
 
     Returns:
         Per-anchor losses [B] (0 for samples that are not an anchor; a tuple's
@@ -491,7 +528,8 @@ def npair_loss(labels, embeddings, variant="mc", l2_reg=0.002, anchors=None, mem
             terms += 0.25 * l2_reg * tf.reduce_sum(tf.square(anchor_embeddings) + tf.square(own_positives), axis=1)
         return terms
 
-    return _tuple_losses(_batch(labels, embeddings, anchors), tuple_terms, memory_budget)
+    share = _check_tuple_share(tuple_share, anchors)
+    return _tuple_losses(_batch(labels, embeddings, anchors), tuple_terms, memory_budget, share)
 
 
 def _angular_coefficients(alpha):
@@ -543,7 +581,9 @@ def angular_loss(labels, embeddings, alpha=45.0, anchors=None, memory_budget=Non
     return _finish(batch, _per_anchor_mean(sums, _num_positive_pairs(batch), batch.num_anchors()))
 
 
-def npair_angular_loss(labels, embeddings, alpha=45.0, lam=2.0, anchors=None, memory_budget=None):
+def npair_angular_loss(
+    labels, embeddings, alpha=45.0, lam=2.0, anchors=None, memory_budget=None, tuple_share=None
+):
     """N-pair loss plus angular loss on the same tuples (Wang et al. 2017, Eq. 9).
 
     On the N-pair tuples of ``npair_loss`` (anchor f_i, positive f_i+, negatives the
@@ -562,6 +602,7 @@ def npair_angular_loss(labels, embeddings, alpha=45.0, lam=2.0, anchors=None, me
         lam: weight of the angular term, >= 0.
         anchors: optional ``(start, size)``: see ``npair_loss``.
         memory_budget: bytes for the blocked intermediates (module docstring).
+        tuple_share: optional ``(index, count)``: see ``npair_loss``.
 
     Returns:
         Per-anchor losses [B] whose mean is the loss.
@@ -585,4 +626,5 @@ def npair_angular_loss(labels, embeddings, alpha=45.0, lam=2.0, anchors=None, me
         logits = tf.tensor_scatter_nd_update(logits, own_entries, tf.zeros_like(own, logits.dtype))
         return npair_terms + lam * own_column_logsumexp(logits, own, others)
 
-    return _tuple_losses(_batch(labels, embeddings, anchors), tuple_terms, memory_budget)
+    share = _check_tuple_share(tuple_share, anchors)
+    return _tuple_losses(_batch(labels, embeddings, anchors), tuple_terms, memory_budget, share)
