@@ -3,8 +3,12 @@
 Per loss (--kernel-batch G=4096, D=128, R=4 replicas): loss + gradient time of one device
 on the global batch, against the summed time of the R replicas' shares (each replica's
 G / R anchors against the gathered global batch, the kernels' `anchors` argument, as
-`cross_replica=True` runs them), and the peak resident memory of each process. Before
-this form every replica ran the whole [G, G] kernel: R times one device by construction.
+`cross_replica=True` runs them; for the N-pair losses a share of the global batch's
+tuples), and the peak resident memory of each process. Before this form every replica ran
+the whole [G, G] kernel: R times one device by construction. Two batch orders: "sampler"
+(the P x K sampler's order, each class's samples together, so a replica's rows hold
+whole classes) and "shuffled" (a random permutation: a replica's rows' positives are
+mostly on other replicas).
 
 Each configuration runs in its own process (logical devices are process-wide):
 - 1 device, no strategy;
@@ -44,7 +48,18 @@ KERNEL_LOSSES = {
 }
 
 
-def time_kernel(loss, replicas, batch, dim, repeats):
+ORDERS = ("sampler", "shuffled")
+
+
+def kernel_labels(loss, batch, order, seed=0):
+    """Labels [batch] of the per-loss table: K = 2 (N-pair) or 4 per class, in `order`."""
+    rng = np.random.default_rng(seed)
+    per_class = 2 if loss.startswith("npair") else 4
+    labels = np.repeat(rng.permutation(batch // per_class), per_class)
+    return (labels if order == "sampler" else rng.permutation(labels)).astype(np.int32)
+
+
+def time_kernel(loss, replicas, batch, dim, repeats, order="shuffled"):
     """Loss + gradient time of one device on the global batch (replicas=1), or the summed
     time of `replicas` replicas' shares (their anchors against the gathered global batch),
     and the process's peak resident memory, in this process."""
@@ -56,8 +71,7 @@ def time_kernel(loss, replicas, batch, dim, repeats):
     name, kwargs = KERNEL_LOSSES[loss]
     kernel = getattr(ops, name)
     rng = np.random.default_rng(0)
-    per_class = 2 if loss.startswith("npair") else 4
-    labels = tf.constant(rng.permutation(np.repeat(np.arange(batch // per_class), per_class)).astype(np.int32))
+    labels = tf.constant(kernel_labels(loss, batch, order))
     embeddings = tf.Variable(rng.standard_normal((batch, dim)).astype(np.float32))
     local = batch // replicas
 
@@ -165,8 +179,8 @@ def run_config(name, steps):
     return {**config, **json.loads(result.stdout.strip().splitlines()[-1]), "load_before": load}
 
 
-def run_kernel(loss, replicas, batch, dim, repeats):
-    command = [sys.executable, __file__, "--kernel-worker", loss, str(replicas), str(batch), str(dim), str(repeats)]
+def run_kernel(loss, replicas, batch, dim, repeats, order):
+    command = [sys.executable, __file__, "--kernel-worker", loss, str(replicas), str(batch), str(dim), str(repeats), order]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     load = os.getloadavg()[0]
@@ -183,18 +197,22 @@ def kernel_markdown(report):
         "Loss + gradient (median of the repeats); replicas: the summed time of every replica's share "
         "(its anchors against the gathered global batch; for the N-pair losses its share of the global "
         "batch's tuples), run one after the other in one process, whose "
-        "peak memory is therefore one share's. Each column in a fresh process.",
+        "peak memory is therefore one share's. Each cell in a fresh process. Batch order: \"sampler\" is the "
+        "P x K sampler's (a class's samples together: a replica's rows hold whole classes), \"shuffled\" a "
+        "random permutation (a row's positives mostly on other replicas).",
         "",
-        "| loss | one device | replicas, summed | time ratio | peak memory, one device | peak memory, one replica | load |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| loss | order | one device | replicas, summed | time ratio | peak memory, one device | "
+        "peak memory, one replica | load |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for loss, row in rows["losses"].items():
-        one, many = row["one_device"], row["replicas"]
-        lines.append(
-            f"| {loss} | {one['median_s'] * 1e3:.0f} ms | {many['median_s'] * 1e3:.0f} ms | "
-            f"{many['median_s'] / one['median_s']:.2f}x | {one['peak_rss_gb']:.2f} GB | {many['peak_rss_gb']:.2f} GB | "
-            f"{one['load_before']:.1f} / {many['load_before']:.1f} |"
-        )
+    for loss, orders in rows["losses"].items():
+        for order, row in orders.items():
+            one, many = row["one_device"], row["replicas"]
+            lines.append(
+                f"| {loss} | {order} | {one['median_s'] * 1e3:.0f} ms | {many['median_s'] * 1e3:.0f} ms | "
+                f"{many['median_s'] / one['median_s']:.2f}x | {one['peak_rss_gb']:.2f} GB | "
+                f"{many['peak_rss_gb']:.2f} GB | {one['load_before']:.1f} / {many['load_before']:.1f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -225,7 +243,7 @@ def main(argv=None):
     parser.add_argument("--kernel-batch", type=int, default=4096, help="global batch of the per-loss table")
     parser.add_argument("--kernel-dim", type=int, default=128)
     parser.add_argument("--replicas", type=int, default=4)
-    parser.add_argument("--kernel-worker", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--kernel-worker", nargs=6, help=argparse.SUPPRESS)
     parser.add_argument("--worker", nargs=3, metavar=("DEVICES", "CROSS_REPLICA", "STEPS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -233,8 +251,8 @@ def main(argv=None):
         sys.stdout.write(json.dumps(time_fit(devices, cross_replica, steps)) + "\n")
         return
     if args.kernel_worker:
-        loss, replicas, batch, dim, repeats = args.kernel_worker
-        sys.stdout.write(json.dumps(time_kernel(loss, int(replicas), int(batch), int(dim), int(repeats))) + "\n")
+        loss, replicas, batch, dim, repeats, order = args.kernel_worker
+        sys.stdout.write(json.dumps(time_kernel(loss, int(replicas), int(batch), int(dim), int(repeats), order)) + "\n")
         return
     steps = 5 if args.quick else args.steps
     batch, repeats = (64, 1) if args.quick else (args.kernel_batch, 3)
@@ -250,8 +268,11 @@ def main(argv=None):
             "batch": batch, "dim": args.kernel_dim, "replicas": args.replicas,
             "losses": {
                 loss: {
-                    "one_device": run_kernel(loss, 1, batch, args.kernel_dim, repeats),
-                    "replicas": run_kernel(loss, args.replicas, batch, args.kernel_dim, repeats),
+                    order: {
+                        "one_device": run_kernel(loss, 1, batch, args.kernel_dim, repeats, order),
+                        "replicas": run_kernel(loss, args.replicas, batch, args.kernel_dim, repeats, order),
+                    }
+                    for order in ORDERS
                 }
                 for loss in KERNEL_LOSSES
             },
