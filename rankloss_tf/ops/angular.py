@@ -29,11 +29,13 @@ from rankloss_tf.ops.blocks import local_copies
 LOG_SPACE_SCALE = 20.0
 
 
-def _pass_statistics(anchor_cosines, partner_cosines, negatives, anchor_weights, scale, log_space):
+def _pass_statistics(anchor_cosines, partner_cosines, negatives, anchor_weights, scale, log_space,
+                     partner_weights=None):
     """``(log_sums [r], found [r], probabilities [r, B])`` of one pass over the negatives.
 
     log_sums[a] = log sum_n exp(scale (C[a, n] + C[p(a), n])); probabilities are its
-    softmax weights over n (0 off the negatives).
+    softmax weights over n (0 off the negatives). ``partner_weights``: exp(scale (C[p(a), n]
+    - 1)) when known already (then ``partner_cosines`` is not read).
     """
     zero = tf.zeros([], anchor_cosines.dtype)
     if log_space:
@@ -45,7 +47,9 @@ def _pass_statistics(anchor_cosines, partner_cosines, negatives, anchor_weights,
         totals = tf.reduce_sum(terms, axis=1)
         safe = tf.where(found, totals, tf.ones([], totals.dtype))
         return peak + tf.math.log(safe), found, terms / safe[:, None]
-    terms = anchor_weights * tf.exp(scale * (partner_cosines - 1.0))
+    if partner_weights is None:
+        partner_weights = tf.exp(scale * (partner_cosines - 1.0))
+    terms = anchor_weights * partner_weights
     totals = tf.reduce_sum(terms, axis=1)
     found = totals > 0.0
     safe = tf.where(found, totals, tf.ones([], totals.dtype))
@@ -119,47 +123,54 @@ def _row_losses(units, rows, scale, pair_weight, partners_in_rows):
     def row_terms(units):
         anchor_units = units if whole else tf.slice(units, tf.stack([tf.cast(start, tf.int32), 0]), tf.stack([size, -1]))
         anchor_cosines = tf.matmul(anchor_units, units, transpose_b=True)
-        anchor_weights = None
+        weights = anchor_weights = None
         if not log_space:
+            # exp(scale (C - 1)) once per row: a pass whose partners are rows gathers theirs.
             weights = tf.exp(scale * (anchor_cosines - 1.0))
             anchor_weights = tf.where(rows.negatives, weights, tf.zeros([], weights.dtype))
-        return anchor_units, anchor_cosines, anchor_weights
+        return anchor_units, anchor_cosines, (weights, anchor_weights)
 
-    def pass_terms(s, units, anchor_units, anchor_cosines, anchor_weights, gather_partners):
+    def pass_terms(s, units, anchor_units, anchor_cosines, row_weights, gather_partners):
         """Pass s: the s-th positive p(a) of every anchor, its logit ([rows] each)."""
+        weights, anchor_weights = row_weights
         chosen = tf.equal(rows.slot, s)
         column = tf.argmax(tf.cast(chosen, tf.int32), axis=1, output_type=tf.int32)
         partner_units = tf.gather(units, column)
+        partner_cosines = partner_weights = None
         if gather_partners:
             # (a row without a pass-s positive reads any row: its pass is not valid)
-            partner_cosines = tf.gather(anchor_cosines, tf.clip_by_value(column - start, 0, size - 1))
+            partner_rows = tf.clip_by_value(column - start, 0, size - 1)
+            if log_space:
+                partner_cosines = tf.gather(anchor_cosines, partner_rows)
+            else:
+                partner_weights = tf.gather(weights, partner_rows)
         else:
             partner_cosines = tf.matmul(partner_units, units, transpose_b=True)
         log_sums, found, probabilities = _pass_statistics(
-            anchor_cosines, partner_cosines, rows.negatives, anchor_weights, scale, log_space
+            anchor_cosines, partner_cosines, rows.negatives, anchor_weights, scale, log_space, partner_weights
         )
         pair_cosines = tf.gather(anchor_cosines, column[:, None], batch_dims=1)[:, 0]
         valid = tf.logical_and(tf.reduce_any(chosen, axis=1), found)
         return column, partner_units, valid, log_sums - pair_weight * pair_cosines, probabilities
 
     def forward(units, gather_partners):
-        anchor_units, anchor_cosines, anchor_weights = row_terms(units)
+        anchor_units, anchor_cosines, row_weights = row_terms(units)
         zero = tf.zeros([], units.dtype)
 
         def one_pass(s, total):
-            _, _, valid, logits, _ = pass_terms(s, units, anchor_units, anchor_cosines, anchor_weights, gather_partners)
+            _, _, valid, logits, _ = pass_terms(s, units, anchor_units, anchor_cosines, row_weights, gather_partners)
             return s + 1, total + tf.where(valid, tf.math.softplus(logits), zero)
 
         return loop(one_pass, [tf.zeros([size], units.dtype)])[0]
 
     def backward(units, upstream, gather_partners):
         # Recomputed here so that the forward pass keeps no [rows, B] tensor for it.
-        anchor_units, anchor_cosines, anchor_weights = row_terms(units)
+        anchor_units, anchor_cosines, row_weights = row_terms(units)
         zero = tf.zeros([], units.dtype)
 
         def one_backward_pass(s, d_units, d_anchors):
             column, partner_units, valid, logits, probabilities = pass_terms(
-                s, units, anchor_units, anchor_cosines, anchor_weights, gather_partners
+                s, units, anchor_units, anchor_cosines, row_weights, gather_partners
             )
             d_logits = tf.where(valid, upstream * tf.math.sigmoid(logits), zero)
             # d log_sums / d C[a, n] = d log_sums / d C[p(a), n] = scale * probabilities[a, n].

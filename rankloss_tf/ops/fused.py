@@ -12,9 +12,9 @@ Gram matrix) dominates. Three rewrites keep the values and gradients:
 - contrastive: every pair's loss is a function of its squared distance s, so the
   gradient is a coefficient matrix C = dL/ds times the geometry of s:
   dq = 2 (rowsum(C) q - C r), dr = 2 (colsum(C) r - C^T q) (``contrastive_rows``).
-- N-pair mc: log(1 + sum_j exp(S_ij - S_ii)) = logsumexp_j(S_ij) - S_ii over the
-  tuple's own column and its negatives, one fused softmax cross-entropy
-  (``own_column_logsumexp``).
+- N-pair mc and the angular term of N-pair + angular: log(1 + sum_j exp(l_ij - o_i))
+  over each tuple's negatives, one XLA-compiled forward pass that keeps the softmax
+  weights for a one-pass gradient (``log1p_sum_exp``).
 """
 
 import tensorflow as tf
@@ -205,27 +205,56 @@ def _symmetric_rows(embeddings, same, margin, distance):
     return run(embeddings)
 
 
-def own_column_logsumexp(logits, own, others):
-    """Row-wise ``log(1 + sum_{j in others} exp(logits[i, j] - logits[i, own[i]]))``.
+@tf.function(jit_compile=True)
+def _log1p_sum_exp_parts(logits, offsets, mask, scale):
+    """Values [rows] and softmax weights [rows, T] of ``log1p_sum_exp``: one fused XLA pass."""
+    shifted = tf.where(mask, scale * logits - offsets[:, None], tf.constant(-float("inf"), logits.dtype))
+    peak = tf.maximum(tf.reduce_max(shifted, axis=1), 0.0)  # >= 0: the 1 is one of the terms
+    terms = tf.exp(shifted - peak[:, None])
+    totals = tf.exp(-peak) + tf.reduce_sum(terms, axis=1)
+    return peak + tf.math.log(totals), terms / totals[:, None]
 
-    One fused softmax cross-entropy over the own column and the ``others``.
+
+def log1p_sum_exp(logits, offsets, mask, scale=1.0):
+    """Row-wise ``log(1 + sum_{j: mask[i, j]} exp(scale logits[i, j] - offsets[i]))``, fused.
+
+    The N-pair terms: mc is ``log1p_sum_exp(S, S_own, negatives)`` with S_own each row's
+    own-tuple similarity, the angular term of N-pair + angular the same with scaled
+    cosines. The forward pass is one XLA-compiled pass that also keeps the softmax
+    weights P; the gradient is dlogits = scale u P, doffsets = -u rowsum(P) (no autodiff
+    through the masking, shift and reductions).
 
     Args:
         logits: float [rows, T].
-        own: int32 [rows], each row's own column.
-        others: bool [rows, T], False at the own column.
+        offsets: float [rows].
+        mask: bool [rows, T], the terms of each row's sum.
+        scale: a Python float.
 
     Returns:
-        Float [rows]; 0 for a row whose ``others`` are all False.
+        Float [rows]; 0 for a row whose mask is all False. Stable for any logits (the sum
+        is shifted by its largest exponent).
 
     Example:
     >>> logits = tf.constant([[2.0, 2.0, 9.0]])
-    >>> round(float(own_column_logsumexp(logits, tf.constant([0]), tf.constant([[False, True, False]]))[0]), 4)
+    >>> round(float(log1p_sum_exp(logits, tf.constant([2.0]), tf.constant([[False, True, False]]))[0]), 4)
     0.6931
     """
-    keep = tf.logical_or(others, tf.equal(tf.range(tf.shape(logits)[1])[None, :], own[:, None]))
-    logits = tf.where(keep, logits, tf.constant(-float("inf"), logits.dtype))
-    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=own, logits=logits)
+    scale = float(scale)
+    values, weights = _log1p_sum_exp_parts(
+        tf.stop_gradient(logits), tf.stop_gradient(offsets), mask, tf.constant(scale, logits.dtype)
+    )
+
+    @tf.custom_gradient
+    def run(logits, offsets):
+        (weights_here,) = local_copies([weights])
+
+        def gradient(upstream):
+            d_logits = upstream[:, None] * weights_here
+            return scale * d_logits, -tf.reduce_sum(d_logits, axis=1)
+
+        return tf.identity(values), gradient
+
+    return run(logits, offsets)
 
 
-__all__ = ["contrastive_rows", "mine_hard", "mining_distances", "own_column_logsumexp", "pair_distances"]
+__all__ = ["contrastive_rows", "mine_hard", "mining_distances", "log1p_sum_exp", "pair_distances"]

@@ -37,13 +37,13 @@ from rankloss_tf.ops.checks import (
     standardize_inputs,
 )
 from rankloss_tf.ops.distances import check_distance, pairwise_distances
-from rankloss_tf.ops.fused import contrastive_rows, mine_hard, mining_distances, own_column_logsumexp, pair_distances
+from rankloss_tf.ops.fused import contrastive_rows, log1p_sum_exp, mine_hard, mining_distances, pair_distances
 from rankloss_tf.ops.masks import label_counts, negative_mask, npair_tuples, positive_mask
 from rankloss_tf.ops.mining import hardest_negative, hardest_positive, semihard_negatives
 
 NPAIR_VARIANTS = ("mc", "ovo")
 # How many float32 [rows, columns] tensors each loss keeps alive at once (block sizes).
-_TEMPORARIES = {"semihard": 16, "hard": 12, "contrastive": 8, "npair": 8, "angular": 10}
+_TEMPORARIES = {"semihard": 16, "hard": 12, "contrastive": 8, "npair": 8, "angular": 11}
 
 
 def _per_anchor_mean(numerators, count, num_anchors):
@@ -387,11 +387,14 @@ def contrastive_loss(
     return _finish(batch, blocked_rows(rows, batch.tensors, batch.size, batch.block("contrastive", memory_budget)))
 
 
-def _npair_terms(logits, own, others, variant):
-    """Per-tuple N-pair terms of logits S [r, T] (row i's own tuple in column ``own[i]``)."""
+def _npair_terms(anchor_embeddings, own_positives, positives, others, variant):
+    """Per-tuple N-pair terms of r tuples [r, D] against all T positives [T, D]: logits
+    S_ij - S_ii with S_ij = f_i . f_j+ over the negatives ``others`` [r, T]."""
+    similarities = tf.matmul(anchor_embeddings, positives, transpose_b=True)
+    own_similarities = tf.reduce_sum(anchor_embeddings * own_positives, axis=1)
     if variant == "mc":
-        return own_column_logsumexp(logits, own, others)
-    softplus = tf.math.softplus(logits - tf.gather(logits, own, batch_dims=1)[:, None])
+        return log1p_sum_exp(similarities, own_similarities, others)
+    softplus = tf.math.softplus(similarities - own_similarities[:, None])
     return tf.reduce_sum(tf.where(others, softplus, tf.zeros([], softplus.dtype)), axis=1)
 
 
@@ -437,9 +440,9 @@ def _share_slots(num_tuples, index, count):
 def _tuple_losses(batch, tuple_terms, memory_budget, tuple_share=None):
     """Per-anchor losses of the N-pair tuples of the whole batch whose anchor is in the range.
 
-    `tuple_terms(anchor_embeddings [r, D], own_positives [r, D], positives [T, D], own [r],
-    others [r, T]) -> [r]` gives the term of r tuples against all T tuples; row i's own
-    tuple is column ``own[i]``, its negatives are ``others``. With ``tuple_share`` (checked
+    `tuple_terms(anchor_embeddings [r, D], own_positives [r, D], positives [T, D],
+    others [r, T]) -> [r]` gives the term of r tuples against all T tuples, whose
+    negatives are ``others``. With ``tuple_share`` (checked
     ``(index, count)``, the batch whole): only that share's tuples, losses [B].
     """
     anchors, positives, valid = npair_tuples(batch.labels)
@@ -469,7 +472,6 @@ def _tuple_losses(batch, tuple_terms, memory_budget, tuple_share=None):
             _gather_rows(embeddings, tf.gather(anchors, chosen)),
             _gather_rows(embeddings, tf.gather(positives, chosen)),
             _gather_rows(embeddings, positives),
-            chosen,
             others,
         )
         return tf.where(row_valid, terms, tf.zeros([], terms.dtype))
@@ -522,8 +524,8 @@ def npair_loss(labels, embeddings, variant="mc", l2_reg=0.002, anchors=None, mem
     variant = check_choice("variant", variant, NPAIR_VARIANTS)
     l2_reg = check_non_negative("l2_reg", l2_reg)
 
-    def tuple_terms(anchor_embeddings, own_positives, positives, own, others):
-        terms = _npair_terms(tf.matmul(anchor_embeddings, positives, transpose_b=True), own, others, variant)
+    def tuple_terms(anchor_embeddings, own_positives, positives, others):
+        terms = _npair_terms(anchor_embeddings, own_positives, positives, others, variant)
         if l2_reg > 0:
             terms += 0.25 * l2_reg * tf.reduce_sum(tf.square(anchor_embeddings) + tf.square(own_positives), axis=1)
         return terms
@@ -615,16 +617,14 @@ def npair_angular_loss(
     scale, pair_weight = _angular_coefficients(alpha)
     lam = check_non_negative("lam", lam)
 
-    def tuple_terms(anchor_embeddings, own_positives, positives, own, others):
-        npair_terms = own_column_logsumexp(tf.matmul(anchor_embeddings, positives, transpose_b=True), own, others)
+    def tuple_terms(anchor_embeddings, own_positives, positives, others):
+        npair_terms = _npair_terms(anchor_embeddings, own_positives, positives, others, "mc")
         anchor_units = tf.math.l2_normalize(anchor_embeddings, axis=1)
         own_units = tf.math.l2_normalize(own_positives, axis=1)
-        # logits[i, j] = 4t (x_i + x_i+) . x_j+ - 2 (1 + t) x_i . x_i+, and 0 in the own column
-        logits = scale * tf.matmul(anchor_units + own_units, tf.math.l2_normalize(positives, axis=1), transpose_b=True)
-        logits -= pair_weight * tf.reduce_sum(anchor_units * own_units, axis=1, keepdims=True)
-        own_entries = tf.stack([tf.range(tf.shape(own)[0]), own], axis=1)
-        logits = tf.tensor_scatter_nd_update(logits, own_entries, tf.zeros_like(own, logits.dtype))
-        return npair_terms + lam * own_column_logsumexp(logits, own, others)
+        # f(i, i+, j+) = 4t (x_i + x_i+) . x_j+ - 2 (1 + t) x_i . x_i+
+        cosines = tf.matmul(anchor_units + own_units, tf.math.l2_normalize(positives, axis=1), transpose_b=True)
+        pair_terms = pair_weight * tf.reduce_sum(anchor_units * own_units, axis=1)
+        return npair_terms + lam * log1p_sum_exp(cosines, pair_terms, others, scale)
 
     share = _check_tuple_share(tuple_share, anchors)
     return _tuple_losses(_batch(labels, embeddings, anchors), tuple_terms, memory_budget, share)
