@@ -197,40 +197,48 @@ def machine_description(impls):
     return description
 
 
-def series(args):
-    """Yield (impl, loss, dim) series in run order; the floors once per dim."""
+def configurations(args):
+    """Yield (impl, loss, dim, batch) in run order: every implementation of one (loss, D, B)
+    back to back, so that a change in the machine's load hits all sides of a ratio alike."""
     for dim in args.dims:
-        for impl in args.impls:
-            if impl in FLOORS:
-                yield impl, "matmul", dim
-                continue
-            for loss in args.losses:
-                if loss in SUPPORTED[impl]:
-                    yield impl, loss, dim
+        batches = [b for b in args.batches if dim != 512 or b <= args.max_batch_d512]
+        floors = [impl for impl in args.impls if impl in FLOORS]
+        groups = [("matmul", floors)] if floors else []
+        for loss in args.losses:
+            impls = [impl for impl in args.impls if impl not in FLOORS and loss in SUPPORTED[impl]]
+            if impls:
+                groups.append((loss, impls))
+        for loss, impls in groups:
+            for batch in batches:
+                for impl in impls:
+                    yield impl, loss, dim, batch
 
 
 def sweep(args, records):
-    """Run every configuration asked for, updating ``records`` (keyed) and saving as it goes."""
-    for impl, loss, dim in series(args):
-        batches = [b for b in args.batches if dim != 512 or b <= args.max_batch_d512]
-        for batch in batches:
-            config = {
-                "impl": impl, "loss": loss, "batch": batch, "dim": dim,
-                "per_class": per_class(loss), "repeats": args.repeats,
-                "budget_s": args.budget, "min_time_s": args.min_time, "seed": 0,
-            }
+    """Run every configuration asked for, updating ``records`` (keyed) and saving as it goes.
+
+    A series (impl, loss, D) stops at its first batch that does not finish."""
+    stopped = set()
+    for impl, loss, dim, batch in configurations(args):
+        if (impl, loss, dim) in stopped:
+            continue
+        config = {
+            "impl": impl, "loss": loss, "batch": batch, "dim": dim,
+            "per_class": per_class(loss), "repeats": args.repeats,
+            "budget_s": args.budget, "min_time_s": args.min_time, "seed": 0,
+        }
+        load = os.getloadavg()[0]
+        result = run_config(config, args.timeout, args.mem_cap_gb, args.mem_reserve_gb, args.before)
+        if result["status"] == "aborted" and wait_for_memory(args.mem_cap_gb + 2.0, args.wait):
             load = os.getloadavg()[0]
             result = run_config(config, args.timeout, args.mem_cap_gb, args.mem_reserve_gb, args.before)
-            if result["status"] == "aborted" and wait_for_memory(args.mem_cap_gb + 2.0, args.wait):
-                load = os.getloadavg()[0]
-                result = run_config(config, args.timeout, args.mem_cap_gb, args.mem_reserve_gb, args.before)
-            result.update(impl=impl, loss=loss, batch=batch, dim=dim, load_before=round(load, 2),
-                          mem_cap_gb=args.mem_cap_gb)
-            records[(impl, loss, batch, dim)] = result
-            print(f"{impl:12s} {loss:13s} D={dim:<4d} B={batch:<6d} {format_cell(result)}", flush=True)
-            save(args, records)
-            if result["status"] != "ok":
-                break
+        result.update(impl=impl, loss=loss, batch=batch, dim=dim, load_before=round(load, 2),
+                      mem_cap_gb=args.mem_cap_gb)
+        records[(impl, loss, batch, dim)] = result
+        print(f"{impl:12s} {loss:13s} D={dim:<4d} B={batch:<6d} {format_cell(result)}", flush=True)
+        save(args, records)
+        if result["status"] != "ok":
+            stopped.add((impl, loss, dim))
 
 
 def format_time(seconds):
@@ -306,7 +314,8 @@ def markdown(machine, settings, records):
         "",
         *_higher_cap_note(settings, records),
         f"Settings: repeats {settings['repeats']} (fewer when a pass takes over "
-        f"{settings['budget']:g} s / repeats), one warm-up pass. The machine is shared: "
+        f"{settings['budget']:g} s / repeats), one warm-up pass. The implementations of one (loss, D, B) "
+        "run back to back. The machine is shared: "
         "the 1-minute load average before each run is in the JSON (`load_before`).",
         "",
     ]
