@@ -56,13 +56,18 @@ def test_blocked_equals_whole_batch(kernel, kwargs, jit):
 
 
 @pytest.mark.parametrize("kernel,kwargs", KERNELS, ids=IDS)
-def test_anchor_ranges_sum_to_whole_batch(kernel, kwargs):
+@pytest.mark.parametrize("classes_together", [False, True])
+def test_anchor_ranges_sum_to_whole_batch(kernel, kwargs, classes_together):
     # Cross-replica form: each range's anchors against the whole batch; the values are
-    # the range's slice, and the ranges' gradients add up to the whole batch's.
+    # the range's slice, and the ranges' gradients add up to the whole batch's. With the
+    # sampler's order a range holds whole classes (angular reads the partners' rows).
     labels, x = _batch(1)
+    ranges = [(0, 7), (7, 13), (20, 6)]
+    if classes_together:
+        labels, ranges = np.sort(labels), [(0, 9), (9, 12), (21, 5)]
     values, gradient = (t.numpy() for t in _value_and_gradient(kernel, labels, x, **kwargs))
     total = np.zeros_like(gradient)
-    for start, size in [(0, 7), (7, 13), (20, 6)]:
+    for start, size in ranges:
         weights = np.arange(1.0, 27.0)[start : start + size] ** 0.5
         x_t = tf.constant(x)
         with tf.GradientTape() as tape:

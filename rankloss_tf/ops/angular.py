@@ -15,7 +15,8 @@ and each pass takes a log-sum-exp, exact for every alpha in (0, 90) degrees.
 
 The gradient is written by hand (a custom gradient that recomputes each pass: no
 autodiff through the loop, so it compiles under XLA, and no [rows, B] tensor is kept
-for the backward pass).
+for the backward pass). The passes add up the gradient of the rows' cosines, which
+reaches the embeddings through two matmuls at the end, not two per pass.
 """
 
 from typing import NamedTuple
@@ -167,22 +168,34 @@ def _row_losses(units, rows, scale, pair_weight, partners_in_rows):
         # Recomputed here so that the forward pass keeps no [rows, B] tensor for it.
         anchor_units, anchor_cosines, row_weights = row_terms(units)
         zero = tf.zeros([], units.dtype)
+        row_index = tf.range(size)
 
-        def one_backward_pass(s, d_units, d_anchors):
+        def one_backward_pass(s, d_units, d_cosines):
+            """d_cosines [rows, B]: the gradient of the rows' cosines, summed over the passes (two
+            matmuls at the end, not two per pass); d_units: what reaches units otherwise."""
             column, partner_units, valid, logits, probabilities = pass_terms(
                 s, units, anchor_units, anchor_cosines, row_weights, gather_partners
             )
             d_logits = tf.where(valid, upstream * tf.math.sigmoid(logits), zero)
-            # d log_sums / d C[a, n] = d log_sums / d C[p(a), n] = scale * probabilities[a, n].
+            # d log_sums / d C[a, n] = d log_sums / d C[p(a), n] = scale * probabilities[a, n];
+            # d logits / d C[a, p(a)] = -pair_weight.
             shared = (scale * d_logits)[:, None] * probabilities
-            d_units += tf.matmul(shared, anchor_units + partner_units, transpose_a=True)
-            to_rows = tf.matmul(shared, units)
-            d_pair = (pair_weight * d_logits)[:, None]
-            d_units += tf.math.unsorted_segment_sum(to_rows - d_pair * anchor_units, column, batch_size)
-            return s + 1, d_units, d_anchors + to_rows - d_pair * partner_units
+            d_cosines += shared
+            d_cosines = tf.tensor_scatter_nd_add(
+                d_cosines, tf.stack([row_index, column], axis=1), -pair_weight * d_logits
+            )
+            if gather_partners:  # C[p(a), n] is row p(a) - start of the rows' cosines
+                partner_rows = tf.clip_by_value(column - start, 0, size - 1)
+                return s + 1, d_units, tf.tensor_scatter_nd_add(d_cosines, partner_rows[:, None], shared)
+            # C[p(a), n] = x_p(a) . x_n, computed per pass: its gradient too.
+            d_units += tf.matmul(shared, partner_units, transpose_a=True)
+            d_units += tf.math.unsorted_segment_sum(tf.matmul(shared, units), column, batch_size)
+            return s + 1, d_units, d_cosines
 
-        d_units, d_anchors = loop(one_backward_pass, [tf.zeros_like(units), tf.zeros_like(anchor_units)])
-        return tf.tensor_scatter_nd_add(d_units, rows.ids[:, None], d_anchors)
+        d_units, d_cosines = loop(one_backward_pass, [tf.zeros_like(units), tf.zeros_like(anchor_cosines)])
+        # C_rows = anchor_units @ units^T
+        d_units += tf.matmul(d_cosines, anchor_units, transpose_a=True)
+        return tf.tensor_scatter_nd_add(d_units, rows.ids[:, None], tf.matmul(d_cosines, units))
 
     @tf.custom_gradient
     def losses(units):

@@ -43,7 +43,7 @@ from rankloss_tf.ops.mining import hardest_negative, hardest_positive, semihard_
 
 NPAIR_VARIANTS = ("mc", "ovo")
 # How many float32 [rows, columns] tensors each loss keeps alive at once (block sizes).
-_TEMPORARIES = {"semihard": 16, "hard": 12, "contrastive": 8, "npair": 8, "angular": 11}
+_TEMPORARIES = {"semihard": 16, "hard": 12, "contrastive": 8, "npair": 8, "angular": 12}
 
 
 def _per_anchor_mean(numerators, count, num_anchors):
