@@ -255,7 +255,7 @@ def main(argv=None):
         sys.stdout.write(json.dumps(time_kernel(loss, int(replicas), int(batch), int(dim), int(repeats), order)) + "\n")
         return
     steps = 5 if args.quick else args.steps
-    batch, repeats = (64, 1) if args.quick else (args.kernel_batch, 3)
+    batch, repeats = (64, 1) if args.quick else (args.kernel_batch, 7)
     import tensorflow as tf
 
     report = {
