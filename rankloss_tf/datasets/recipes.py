@@ -62,7 +62,7 @@ FROZEN = dict(augment="none", class_rotations=1)
 # linear head, lr 2e-4 cosine-decayed over 64 epochs of the 8,054 images (3,968 steps); 4 views (the 224 crop,
 # the image at 288, each mirrored): training on every view, embedding the mean of the views' features.
 RECIPES = {
-    "omniglot": Recipe(32, 32, 4, 50, 128, 3e-3, augment="affine", class_rotations=4),
+    "omniglot": Recipe(32, 32, 4, 80, 128, 3e-3, augment="affine", class_rotations=4),
     "digits": Recipe(None, 5, 16, 15, 64, 1e-3),
     "cars196": Recipe(224, 64, 2, 64, 512, 2e-4, backbone="efficientnet_lite0", loss="npair",
                       loss_options={"variant": "mc", "l2_reg": 0.002}, view_sizes=(224, 288), mirror_views=True),
