@@ -97,6 +97,13 @@ CANDIDATES = {
     "rot4_lr6": Recipe(learning_rate=6e-3, class_rotations=4, **STRONG),
     "rot4_alpha36": Recipe(learning_rate=3e-3, class_rotations=4, loss_options=(("alpha", 36.0),), **STRONG),
     "rot4_d64": Recipe(learning_rate=3e-3, class_rotations=4, embedding_dim=64, **STRONG),
+    "rot4_1680": Recipe(learning_rate=3e-3, class_rotations=4, steps=1680, **STRONG),
+    "rot4_2100": Recipe(learning_rate=3e-3, class_rotations=4, steps=2100, **STRONG),
+    "rot4_40_1260": Recipe(learning_rate=3e-3, class_rotations=4, image_size=40, steps=1260, **STRONG),
+    "rot4_48_1050": Recipe(learning_rate=3e-3, class_rotations=4, image_size=48, steps=1050, **STRONG),
+    # angular's best setting in results/fair_comparison_omniglot.json (alpha 41.5, lr 0.00269, K 2)
+    "rot4_angular_1680": Recipe(learning_rate=2.69e-3, class_rotations=4, steps=1680, loss="angular",
+                           loss_options=(("alpha", 41.5),), classes_per_batch=64, samples_per_class=2, **STRONG),
 }
 
 
