@@ -46,6 +46,7 @@ import numpy as np
 import tensorflow as tf
 
 from rankloss_tf import losses
+from rankloss_tf.datasets.recipes import RECIPES
 from rankloss_tf.training import TrainConfig, train
 
 HERE = Path(__file__).resolve().parent
@@ -169,7 +170,7 @@ def markdown(record, discussion):
         f"Each run: `train(TrainConfig(dataset=\"omniglot\", ...))` with the default small CNN, 32x32 images, "
         f"128-d embedding, Adam {settings['learning_rate']} with cosine decay, {settings['epochs']} epochs x "
         f"{settings['steps_per_epoch']} batches of {BATCH_SIZE} images ({settings['epochs'] * settings['steps_per_epoch']} "
-        f"steps; the library's default Omniglot run is 40 epochs). Seeds {seeds}; mean +- std over the seeds, in %.",
+        f"steps; the library's default Omniglot run is {RECIPES['omniglot'].epochs} epochs with augmentation). Seeds {seeds}; mean +- std over the seeds, in %.",
         "",
         "| loss | batch P x K | seeds | R@1 | R@2 | R@4 | R@8 | NMI | F1 | wall s / run |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
