@@ -106,6 +106,36 @@ class _Rows(NamedTuple):
     num_passes: tf.Tensor
 
 
+def _pass_terms(rows, s, units, anchor_cosines, row_weights, gather_partners, scale, pair_weight):
+    """Pass s of ``rows``: the s-th positive p(a) of every anchor, ``(column, partner units,
+    valid, logit [rows] each, probabilities [rows, B])``.
+
+    ``row_weights``: (exp(scale (C - 1)), the same kept at the negatives) of the rows, or
+    Nones in log space; ``gather_partners``: every p(a) is one of the rows.
+    """
+    weights, anchor_weights = row_weights
+    log_space, start, size = scale > LOG_SPACE_SCALE, rows.start, rows.size
+    chosen = tf.equal(rows.slot, s)
+    column = tf.argmax(tf.cast(chosen, tf.int32), axis=1, output_type=tf.int32)
+    partner_units = tf.gather(units, column)
+    partner_cosines = partner_weights = None
+    if gather_partners:
+        # (a row without a pass-s positive reads any row: its pass is not valid)
+        partner_rows = tf.clip_by_value(column - start, 0, size - 1)
+        if log_space:
+            partner_cosines = tf.gather(anchor_cosines, partner_rows)
+        else:
+            partner_weights = tf.gather(weights, partner_rows)
+    else:
+        partner_cosines = tf.matmul(partner_units, units, transpose_b=True)
+    log_sums, found, probabilities = _pass_statistics(
+        anchor_cosines, partner_cosines, rows.negatives, anchor_weights, scale, log_space, partner_weights
+    )
+    pair_cosines = tf.gather(anchor_cosines, column[:, None], batch_dims=1)[:, 0]
+    valid = tf.logical_and(tf.reduce_any(chosen, axis=1), found)
+    return column, partner_units, valid, log_sums - pair_weight * pair_cosines, probabilities
+
+
 def _row_losses(units, rows, scale, pair_weight, partners_in_rows):
     """``angular_row_losses`` of ``rows``. ``partners_in_rows``: None when the rows are the
     whole batch, else a bool tensor: every positive of the rows is one of them."""
@@ -131,35 +161,14 @@ def _row_losses(units, rows, scale, pair_weight, partners_in_rows):
             anchor_weights = tf.where(rows.negatives, weights, tf.zeros([], weights.dtype))
         return anchor_units, anchor_cosines, (weights, anchor_weights)
 
-    def pass_terms(s, units, anchor_units, anchor_cosines, row_weights, gather_partners):
-        """Pass s: the s-th positive p(a) of every anchor, its logit ([rows] each)."""
-        weights, anchor_weights = row_weights
-        chosen = tf.equal(rows.slot, s)
-        column = tf.argmax(tf.cast(chosen, tf.int32), axis=1, output_type=tf.int32)
-        partner_units = tf.gather(units, column)
-        partner_cosines = partner_weights = None
-        if gather_partners:
-            # (a row without a pass-s positive reads any row: its pass is not valid)
-            partner_rows = tf.clip_by_value(column - start, 0, size - 1)
-            if log_space:
-                partner_cosines = tf.gather(anchor_cosines, partner_rows)
-            else:
-                partner_weights = tf.gather(weights, partner_rows)
-        else:
-            partner_cosines = tf.matmul(partner_units, units, transpose_b=True)
-        log_sums, found, probabilities = _pass_statistics(
-            anchor_cosines, partner_cosines, rows.negatives, anchor_weights, scale, log_space, partner_weights
-        )
-        pair_cosines = tf.gather(anchor_cosines, column[:, None], batch_dims=1)[:, 0]
-        valid = tf.logical_and(tf.reduce_any(chosen, axis=1), found)
-        return column, partner_units, valid, log_sums - pair_weight * pair_cosines, probabilities
-
     def forward(units, gather_partners):
-        anchor_units, anchor_cosines, row_weights = row_terms(units)
+        _, anchor_cosines, row_weights = row_terms(units)
         zero = tf.zeros([], units.dtype)
 
         def one_pass(s, total):
-            _, _, valid, logits, _ = pass_terms(s, units, anchor_units, anchor_cosines, row_weights, gather_partners)
+            _, _, valid, logits, _ = _pass_terms(
+                rows, s, units, anchor_cosines, row_weights, gather_partners, scale, pair_weight
+            )
             return s + 1, total + tf.where(valid, tf.math.softplus(logits), zero)
 
         return loop(one_pass, [tf.zeros([size], units.dtype)])[0]
@@ -173,8 +182,8 @@ def _row_losses(units, rows, scale, pair_weight, partners_in_rows):
         def one_backward_pass(s, d_units, d_cosines):
             """d_cosines [rows, B]: the gradient of the rows' cosines, summed over the passes (two
             matmuls at the end, not two per pass); d_units: what reaches units otherwise."""
-            column, partner_units, valid, logits, probabilities = pass_terms(
-                s, units, anchor_units, anchor_cosines, row_weights, gather_partners
+            column, partner_units, valid, logits, probabilities = _pass_terms(
+                rows, s, units, anchor_cosines, row_weights, gather_partners, scale, pair_weight
             )
             d_logits = tf.where(valid, upstream * tf.math.sigmoid(logits), zero)
             # d log_sums / d C[a, n] = d log_sums / d C[p(a), n] = scale * probabilities[a, n];

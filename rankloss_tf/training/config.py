@@ -100,7 +100,7 @@ class TrainConfig:
     Example:
     >>> config = TrainConfig(dataset="omniglot", data_dir=None).resolved()
     >>> config.image_size, config.classes_per_batch, config.samples_per_class, config.epochs
-    (32, 32, 4, 50)
+    (32, 32, 4, 80)
     """
 
     dataset: str = _spec("digits, omniglot, cars196, caltech_birds2011, stanford_online_products or "
