@@ -14,7 +14,8 @@ losses against the global batch (the kernels' ``anchors`` argument: O(b x G) wor
 memory for b local anchors, not G^2); N-pair tuples and angular pairs are formed over
 the global batch. The N-pair losses split the global batch's T tuples into equal shares
 instead (T^2 / R work per replica wherever the anchors are) and sum the replicas'
-per-anchor vectors with one all-reduce of G values. The summed gradients equal those of one device on the global batch.
+per-anchor vectors with one all-reduce of G values. The summed gradients equal those of
+one device on the global batch.
 Without a strategy the option changes nothing.
 
 Example:

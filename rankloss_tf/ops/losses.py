@@ -430,7 +430,9 @@ def _check_tuple_share(tuple_share, anchors):
 
 
 def _share_slots(num_tuples, index, count):
-    """Tuple slots of share ``index`` of ``count``: ``(slots [ceil(T / count)], in_range)``."""
+    """Tuple slots of share ``index`` of ``count``: ``(slots [n], in_range [n], n)``, n = ceil(T / count).
+
+    Slots past the last tuple are clipped to it and marked out of range."""
     static = tf.get_static_value(num_tuples)
     per_share = -(-int(static) // count) if static is not None else (num_tuples + count - 1) // count
     slots = index * per_share + tf.range(per_share)

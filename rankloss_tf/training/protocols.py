@@ -24,11 +24,10 @@ joined into one image model that computes the same (``models.embedding_model``).
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from rankloss_tf import datasets
-import numpy as np
-
 from rankloss_tf.backbones import extract_view_features, views
 from rankloss_tf.data import pk_batches
 from rankloss_tf.data.augment import augment_batches, batch_augmentation, rotated_classes
