@@ -3,8 +3,8 @@
 Per loss (--kernel-batch G=4096, D=128, R=4 replicas): loss + gradient time of one device
 on the global batch, against the summed time of the R replicas' shares (each replica's
 G / R anchors against the gathered global batch, the kernels' `anchors` argument, as
-`cross_replica=True` runs them; for the N-pair losses a share of the global batch's
-tuples), and the peak resident memory of each process. Before this form every replica ran
+`cross_replica=True` runs the triplet losses; for contrastive, angular and N-pair a share of
+the global batch's work, the `share` argument), and the peak resident memory of each process. Before this form every replica ran
 the whole [G, G] kernel: R times one device by construction. Two batch orders: "sampler"
 (the P x K sampler's order, each class's samples together, so a replica's rows hold
 whole classes) and "shuffled" (a random permutation: a replica's rows' positives are
@@ -75,15 +75,15 @@ def time_kernel(loss, replicas, batch, dim, repeats, order="shuffled"):
     embeddings = tf.Variable(rng.standard_normal((batch, dim)).astype(np.float32))
     local = batch // replicas
 
-    shares_tuples = LOSSES[loss].shares_tuples
+    shares = LOSSES[loss].shares
 
     @tf.function
     def share(replica):
         with tf.GradientTape() as tape:
             if replicas == 1:
                 values = kernel(labels, embeddings, **kwargs)
-            elif shares_tuples:  # as cross_replica=True: a share of the tuples (then one all-reduce of G values)
-                values = kernel(labels, embeddings, tuple_share=(replica, replicas), **kwargs)
+            elif shares:  # as cross_replica=True: a share of the batch's work (then one all-reduce of G values)
+                values = kernel(labels, embeddings, share=(replica, replicas), **kwargs)
             else:
                 values = kernel(labels, embeddings, anchors=(replica * local, local), **kwargs)
             total = tf.reduce_sum(values)
@@ -195,8 +195,9 @@ def kernel_markdown(report):
         f"{rows['batch']}, D={rows['dim']}",
         "",
         "Loss + gradient (median of the repeats); replicas: the summed time of every replica's share "
-        "(its anchors against the gathered global batch; for the N-pair losses its share of the global "
-        "batch's tuples), run one after the other in one process, whose "
+        "(triplet losses: its anchors against the gathered global batch; contrastive, angular and N-pair: "
+        "its share of the global batch's work — the unordered pairs, the anchors sorted by label, the tuples), "
+        "run one after the other in one process, whose "
         "peak memory is therefore one share's. Each cell in a fresh process. Batch order: \"sampler\" is the "
         "P x K sampler's (a class's samples together: a replica's rows hold whole classes), \"shuffled\" a "
         "random permutation (a row's positives mostly on other replicas).",

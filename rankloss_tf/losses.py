@@ -12,10 +12,11 @@ With ``cross_replica=True``, under a ``tf.distribute`` strategy with several rep
 replica gathers the labels and embeddings of all replicas and computes its own anchors'
 losses against the global batch (the kernels' ``anchors`` argument: O(b x G) work and
 memory for b local anchors, not G^2); N-pair tuples and angular pairs are formed over
-the global batch. The N-pair losses split the global batch's T tuples into equal shares
-instead (T^2 / R work per replica wherever the anchors are) and sum the replicas'
-per-anchor vectors with one all-reduce of G values. The summed gradients equal those of
-one device on the global batch.
+the global batch. The contrastive, angular and N-pair losses split the global batch's
+work into equal shares instead (the kernels' ``share`` argument: the unordered pairs,
+each computed once; the anchors sorted by label, whole classes together; the tuples),
+wherever the rows are, and sum the replicas' per-anchor vectors with one all-reduce of
+G values. The summed gradients equal those of one device on the global batch.
 Without a strategy the option changes nothing.
 
 Example:
@@ -107,10 +108,11 @@ class RankingLoss(keras.losses.Loss):
     """
 
     kernel = None
-    # N-pair kernels: under cross_replica, each replica computes an equal share of the global
-    # batch's tuples (the kernel's ``tuple_share``), wherever their anchors are, and the
-    # replicas sum their per-anchor vectors.
-    shares_tuples = False
+    # Kernels with a ``share`` argument: under cross_replica, each replica computes an equal
+    # share of the global batch's work (N-pair tuples, contrastive pairs, angular classes),
+    # wherever its rows are, and the replicas sum their per-anchor vectors. The others
+    # compute the replica's own anchors against the global batch.
+    shares = False
 
     def __init__(self, cross_replica=False, name=None, reduction="sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
@@ -133,11 +135,11 @@ class RankingLoss(keras.losses.Loss):
         if gathered is None:
             return kernel(y_true, y_pred, **self.kernel_params())
         labels, embeddings, start, size, context = gathered
-        if not type(self).shares_tuples:
+        if not type(self).shares:
             losses = kernel(labels, embeddings, anchors=(start, size), **self.kernel_params())
             return tf.cast(losses, y_pred.dtype)
         share = (context.replica_id_in_sync_group, context.num_replicas_in_sync)
-        losses = context.all_reduce("SUM", kernel(labels, embeddings, tuple_share=share, **self.kernel_params()))
+        losses = context.all_reduce("SUM", kernel(labels, embeddings, share=share, **self.kernel_params()))
         return tf.cast(tf.slice(losses, start[None], size[None]), y_pred.dtype)
 
     def get_config(self):
@@ -180,6 +182,7 @@ class ContrastiveLoss(_MarginDistanceLoss):
     """
 
     kernel = staticmethod(kernels.contrastive_loss)
+    shares = True
 
     def __init__(self, margin=1.0, distance="l2", cross_replica=False, name="contrastive_loss", **kwargs):
         super().__init__(margin, distance, cross_replica, name, **kwargs)
@@ -265,7 +268,7 @@ class NPairLoss(RankingLoss):
     """
 
     kernel = staticmethod(kernels.npair_loss)
-    shares_tuples = True
+    shares = True
 
     def __init__(self, variant="mc", l2_reg=0.002, cross_replica=False, name="npair_loss", **kwargs):
         super().__init__(cross_replica=cross_replica, name=name, **kwargs)
@@ -296,6 +299,7 @@ class AngularLoss(RankingLoss):
     """
 
     kernel = staticmethod(kernels.angular_loss)
+    shares = True
 
     def __init__(self, alpha=45.0, cross_replica=False, name="angular_loss", **kwargs):
         super().__init__(cross_replica=cross_replica, name=name, **kwargs)
@@ -325,7 +329,7 @@ class NPairAngularLoss(RankingLoss):
     """
 
     kernel = staticmethod(kernels.npair_angular_loss)
-    shares_tuples = True
+    shares = True
 
     def __init__(self, alpha=45.0, lam=2.0, cross_replica=False, name="npair_angular_loss", **kwargs):
         super().__init__(cross_replica=cross_replica, name=name, **kwargs)

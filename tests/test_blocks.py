@@ -111,22 +111,25 @@ def test_blocked_rows_with_unknown_batch_size():
         assert gradient.numpy()[:, 0].tolist() == [12.0, 12.0, 12.0]
 
 
-TUPLE_KERNELS = [(k, kw) for k, kw in KERNELS if k in (ops.npair_loss, ops.npair_angular_loss)]
-TUPLE_IDS = [f"{k.__name__}-{'-'.join(map(str, kw.values()))}" for k, kw in TUPLE_KERNELS]
+SHARE_KERNELS = [(k, kw) for k, kw in KERNELS if k in (ops.contrastive_loss, ops.npair_loss, ops.npair_angular_loss, ops.angular_loss)]
+SHARE_KERNELS += [(ops.contrastive_loss, {"distance": "cosine", "margin": 0.5}), (ops.contrastive_loss, {"distance": "squared_l2"})]
+SHARE_IDS = [f"{k.__name__}-{'-'.join(map(str, kw.values()))}" for k, kw in SHARE_KERNELS]
 
 
-@pytest.mark.parametrize("kernel,kwargs", TUPLE_KERNELS, ids=TUPLE_IDS)
-@pytest.mark.parametrize("count", [1, 3, 4, 16])
-@pytest.mark.parametrize("mode", ["eager", "function", "xla"])
-def test_tuple_shares_sum_to_whole_batch(kernel, kwargs, count, mode):
-    # Cross-replica N-pair form: each share's tuples wherever their anchors are; the shares'
-    # per-anchor vectors and gradients add up to the whole batch's. 26 samples, 3 per class:
-    # 8 real tuples in 13 slots, so some shares hold only padding (count 16: empty shares).
+@pytest.mark.parametrize("kernel,kwargs", SHARE_KERNELS, ids=SHARE_IDS)
+@pytest.mark.parametrize(
+    "count,mode", [(1, "eager"), (2, "eager"), (3, "function"), (4, "xla"), (4, "eager"), (5, "eager"), (16, "eager")]
+)
+def test_shares_sum_to_whole_batch(kernel, kwargs, count, mode):
+    # Cross-replica form: each share's tuples / pairs / sorted anchors wherever their rows
+    # are; the shares' per-anchor vectors and gradients add up to the whole batch's. 26
+    # samples, 3 per class: 8 N-pair tuples in 13 slots, odd chunks and half-chunks
+    # (contrastive), a last run pulled back (angular); count 16: empty shares.
     labels, x = _batch(2)
     values, gradient = (t.numpy() for t in _value_and_gradient(kernel, labels, x, **kwargs))
 
     def share(x_t, index):
-        return _value_and_gradient(kernel, labels, x_t, tuple_share=(index, count), memory_budget=TINY_BUDGET, **kwargs)
+        return _value_and_gradient(kernel, labels, x_t, share=(index, count), memory_budget=TINY_BUDGET, **kwargs)
 
     if mode != "eager":
         share = tf.function(share, jit_compile=mode == "xla")
@@ -139,12 +142,33 @@ def test_tuple_shares_sum_to_whole_batch(kernel, kwargs, count, mode):
         assert sum(np.count_nonzero(p.numpy()) > 0 for p, _ in parts) > 1  # the work is really split
 
 
+@pytest.mark.parametrize("kernel,kwargs", SHARE_KERNELS, ids=SHARE_IDS)
+@pytest.mark.parametrize("budget", [None, TINY_BUDGET])
+def test_shares_with_unknown_batch_size(kernel, kwargs, budget):
+    # Keras traces a None batch dimension: chunks, halves and blocks are sized at run time.
+    labels, x = _batch(3, size=23)
+    values, gradient = (t.numpy() for t in _value_and_gradient(kernel, labels, x, **kwargs))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 5]), tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32)])
+    def share(x_t, labels_t, index):
+        return _value_and_gradient(kernel, labels_t, x_t, share=(index, 4), memory_budget=budget, **kwargs)
+
+    parts = [share(tf.constant(x), tf.constant(labels), tf.constant(index)) for index in range(4)]
+    np.testing.assert_allclose(sum(p.numpy() for p, _ in parts), values, **_tolerance(kwargs))
+    tolerance = dict(_tolerance(kwargs), atol=1e-6 * np.abs(gradient).max())
+    np.testing.assert_allclose(sum(g.numpy() for _, g in parts), gradient, **tolerance)
+
+
 @pytest.mark.parametrize(
     "share,match",
-    [((0,), "pair"), ((0, 0), "count"), ((2, 2), "index"), ((0, 2.0), "count")],
+    [((0,), "pair"), ((0, 0), "count"), ((2, 2), "index"), ((0, 2.0), "count"), ((0, True), "count")],
 )
-def test_tuple_share_errors_name_what_was_received(share, match):
-    with pytest.raises(ValueError, match=match):
-        ops.npair_loss([0, 0, 1, 1], np.eye(4, 2, dtype=np.float32), tuple_share=share)
+def test_share_errors_name_what_was_received(share, match):
+    for kernel in (ops.npair_loss, ops.contrastive_loss, ops.angular_loss):
+        with pytest.raises(ValueError, match=match):
+            kernel([0, 0, 1, 1], np.eye(4, 2, dtype=np.float32), share=share)
     with pytest.raises(ValueError, match="cannot be combined"):
-        ops.npair_angular_loss([0, 0, 1, 1], np.eye(4, 2, dtype=np.float32), tuple_share=(0, 2), anchors=(0, 2))
+        ops.npair_angular_loss([0, 0, 1, 1], np.eye(4, 2, dtype=np.float32), share=(0, 2), anchors=(0, 2))
+    with pytest.raises(ValueError, match="reference set"):
+        ops.contrastive_loss([0, 1], np.eye(2, dtype=np.float32), share=(0, 2), reference_labels=[0],
+                             reference_embeddings=np.eye(1, 2, dtype=np.float32))

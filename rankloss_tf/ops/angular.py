@@ -139,7 +139,10 @@ def _pass_terms(rows, s, units, anchor_cosines, row_weights, gather_partners, sc
 def _row_losses(units, rows, scale, pair_weight, partners_in_rows):
     """``angular_row_losses`` of ``rows``. ``partners_in_rows``: None when the rows are the
     whole batch, else a bool tensor: every positive of the rows is one of them."""
-    batch_size, start, size = tf.shape(units)[0], rows.start, rows.size
+    # A static batch size where known: XLA needs the segment count of the backward pass's
+    # unsorted_segment_sum at compile time, and cannot always fold tf.shape inside its loops.
+    batch_size = units.shape[0] if units.shape[0] is not None else tf.shape(units)[0]
+    start, size = rows.start, rows.size
     log_space, whole = scale > LOG_SPACE_SCALE, partners_in_rows is None
 
     def loop(body, initial):

@@ -67,37 +67,46 @@ def _block_starts(num_rows, block):
     return lambda k: tf.maximum(tf.minimum(k * block, num_rows - block), 0)
 
 
-def _blocked(row_fn, tensors, num_rows, block):
-    """``row_fn`` over all blocks, with a block-by-block recomputing gradient."""
+def _blocked(pair_fn, tensors, num_rows, num_columns, block):
+    """``pair_fn`` over all blocks of rows, with a block-by-block recomputing gradient."""
     num_blocks = (num_rows + block - 1) // block
     start_of = _block_starts(num_rows, block)
+
+    def block_rows_of(k):
+        start = start_of(k)
+        rows = start + tf.range(block)
+        # A pulled-back last block repeats rows of the one before: they count once.
+        return start, rows, rows >= k * block
 
     @tf.custom_gradient
     def run(*inputs):
         inputs = local_copies(inputs)
         dtype = inputs[0].dtype
 
-        def forward(k, result):
-            start = start_of(k)
-            values = row_fn(inputs, start, block)
-            return k + 1, tf.tensor_scatter_nd_update(result, (start + tf.range(block))[:, None], values)
+        def forward(k, values, totals):
+            start, rows, fresh = block_rows_of(k)
+            block_values, block_totals = pair_fn(inputs, start, block, fresh)
+            block_values = tf.where(fresh, block_values, tf.zeros([], dtype))
+            return k + 1, tf.tensor_scatter_nd_add(values, rows[:, None], block_values), totals + block_totals
 
-        _, result = tf.while_loop(
-            lambda k, _: k < num_blocks, forward, (tf.constant(0), tf.zeros([num_rows], dtype))
-        )
+        initial = (tf.constant(0), tf.zeros([num_rows], dtype), tf.zeros([num_columns], dtype))
+        _, values, totals = tf.while_loop(lambda k, *_: k < num_blocks, forward, initial)
 
-        def gradient(upstream):
+        def gradient(upstream, upstream_totals=None):
+            if upstream_totals is None:  # the column totals unused
+                upstream_totals = tf.zeros([num_columns], dtype)
+
             def backward(k, grads):
-                start = start_of(k)
-                rows = start + tf.range(block)
-                # A pulled-back last block repeats rows of the one before: count them once.
-                weights = tf.where(rows >= k * block, tf.gather(upstream, rows), tf.zeros([], upstream.dtype))
+                start, rows, fresh = block_rows_of(k)
+                weights = tf.where(fresh, tf.gather(upstream, rows), tf.zeros([], upstream.dtype))
                 # Fresh tensors inside the loop body: the tape must see the path from them.
                 local = [tf.identity(x) for x in inputs]
                 with tf.GradientTape() as tape:
                     tape.watch(local)
-                    values = row_fn(local, start, block)
-                block_grads = tape.gradient(values, local, output_gradients=weights)
+                    block_values, block_totals = pair_fn(local, start, block, fresh)
+                block_grads = tape.gradient(
+                    [block_values, block_totals], local, output_gradients=[weights, upstream_totals]
+                )
                 return k + 1, [
                     g if b is None else g + tf.convert_to_tensor(b) for g, b in zip(grads, block_grads)
                 ]
@@ -107,9 +116,57 @@ def _blocked(row_fn, tensors, num_rows, block):
             )
             return grads
 
-        return result, gradient
+        return (values, totals), gradient
 
     return run(*tensors)
+
+
+def blocked_pairs(pair_fn, tensors, num_rows, num_columns, block):
+    """Row values and column totals of a [num_rows, num_columns] computation, in blocks of rows.
+
+    The form of a loss whose pairs (i, j) add to both row i and column j (each pair
+    computed once): the blocks' column totals are summed. Blocks, memory and gradient as
+    in ``blocked_rows``.
+
+    Args:
+        pair_fn: ``(tensors, start, size, fresh) -> (values [size], totals [num_columns])``
+            for rows start .. start + size - 1, differentiable in ``tensors``; ``fresh``
+            [size] bool marks the rows not computed by an earlier block (a pulled-back
+            last block repeats some): the others must add nothing to the totals (their
+            values are not read).
+        tensors: list of float tensors the values are differentiated against.
+        num_rows: number of rows (int or int32 scalar tensor).
+        num_columns: length of the totals (int or int32 scalar tensor).
+        block: rows per block (see ``block_rows``).
+
+    Returns:
+        ``(values [num_rows], totals [num_columns])``, with the gradients of one
+        ``pair_fn(tensors, 0, num_rows, all True)`` call.
+
+    Example:
+    >>> x = tf.constant([[1.0], [2.0], [3.0]])
+    >>> def products(t, start, size, fresh):
+    ...     pairs = t[0][start : start + size] * tf.transpose(t[0]) * tf.cast(fresh, tf.float32)[:, None]
+    ...     return tf.reduce_sum(pairs, axis=1), tf.reduce_sum(pairs, axis=0)
+    >>> [v.numpy().tolist() for v in blocked_pairs(products, [x], 3, 3, 2)]
+    [[6.0, 12.0, 18.0], [6.0, 12.0, 18.0]]
+    """
+    static_rows, static_block = tf.get_static_value(num_rows), tf.get_static_value(block)
+    dtype = tensors[0].dtype
+    if static_rows == 0:
+        return tf.zeros([0], dtype), tf.zeros([num_columns], dtype)
+    if static_rows is not None and static_block is not None and static_block >= static_rows:
+        return pair_fn(tensors, 0, int(static_rows), tf.ones([int(static_rows)], tf.bool))
+    if static_rows is not None and static_block is not None:
+        # Python ints: XLA needs each block's slice size at compile time.
+        return _blocked(pair_fn, tensors, int(static_rows), num_columns, int(static_block))
+    # Sizes known only at run time (Keras traces a None batch dimension): chosen at run time.
+    num_rows, block = tf.convert_to_tensor(num_rows, tf.int32), tf.convert_to_tensor(block, tf.int32)
+    return tf.cond(
+        block >= num_rows,
+        lambda: pair_fn(tensors, 0, num_rows, tf.ones([num_rows], tf.bool)),
+        lambda: _blocked(pair_fn, tensors, num_rows, num_columns, block),
+    )
 
 
 def blocked_rows(row_fn, tensors, num_rows, block):
@@ -134,18 +191,8 @@ def blocked_rows(row_fn, tensors, num_rows, block):
     >>> blocked_rows(rows, [x], 3, 2).numpy().tolist()
     [6.0, 12.0, 18.0]
     """
-    static_rows, static_block = tf.get_static_value(num_rows), tf.get_static_value(block)
-    if static_rows == 0:
-        return tf.zeros([0], tensors[0].dtype)
-    if static_rows is not None and static_block is not None and static_block >= static_rows:
-        return row_fn(tensors, 0, int(static_rows))
-    if static_rows is not None and static_block is not None:
-        # Python ints: XLA needs each block's slice size at compile time.
-        return _blocked(row_fn, tensors, int(static_rows), int(static_block))
-    # Sizes known only at run time (Keras traces a None batch dimension): chosen at run time.
-    num_rows, block = tf.convert_to_tensor(num_rows, tf.int32), tf.convert_to_tensor(block, tf.int32)
-    return tf.cond(
-        block >= num_rows,
-        lambda: row_fn(tensors, 0, num_rows),
-        lambda: _blocked(row_fn, tensors, num_rows, block),
-    )
+
+    def pair_fn(tensors, start, size, fresh):
+        return row_fn(tensors, start, size), tf.zeros([0], tensors[0].dtype)
+
+    return blocked_pairs(pair_fn, tensors, num_rows, 0, block)[0]

@@ -11,7 +11,8 @@ Gram matrix) dominates. Three rewrites keep the values and gradients:
   gathered rows (``pair_distances``): the backward pass is O(rows x D).
 - contrastive: every pair's loss is a function of its squared distance s, so the
   gradient is a coefficient matrix C = dL/ds times the geometry of s:
-  dq = 2 (rowsum(C) q - C r), dr = 2 (colsum(C) r - C^T q) (``contrastive_rows``).
+  dq = 2 (rowsum(C) q - C r), dr = 2 (colsum(C) r - C^T q) (``contrastive_rows``;
+  ``contrastive_pair_sums`` for pairs that count for both their samples).
 - N-pair mc and the angular term of N-pair + angular: log(1 + sum_j exp(l_ij - o_i))
   over each tuple's negatives, one XLA-compiled forward pass that keeps the softmax
   weights for a one-pass gradient (``log1p_sum_exp``).
@@ -93,9 +94,8 @@ def mine_hard(ordered, positives, negatives):
     return positive, tf.reduce_any(positives, axis=1), negative
 
 
-@tf.function(jit_compile=True)
-def _contrastive_coefficients(squared, same, margin, distance):
-    """Pair losses' row sums and dL/ds [rows, R] of the contrastive pairs: one fused XLA pass.
+def _contrastive_terms(squared, same, margin, distance):
+    """Pair losses and dL/ds [rows, R] of the contrastive pairs of squared distances s.
 
     ``same`` marks positives, every other column is a negative; a column whose
     squared distance is 0 with ``same`` set (the anchor's own) adds 0 to both.
@@ -113,8 +113,82 @@ def _contrastive_coefficients(squared, same, margin, distance):
         hinge = tf.maximum(margin - distances, 0.0)
         positive_slope, negative_slope = 2.0 * scale * distances, -2.0 * scale * hinge
         positive_losses = tf.square(distances)
-    pair_losses = tf.where(same, positive_losses, tf.square(hinge))
-    return tf.reduce_sum(pair_losses, axis=1), tf.where(same, positive_slope, negative_slope)
+    return tf.where(same, positive_losses, tf.square(hinge)), tf.where(same, positive_slope, negative_slope)
+
+
+@tf.function(jit_compile=True)
+def _contrastive_coefficients(squared, same, margin, distance):
+    """Pair losses' row sums and dL/ds [rows, R] of the contrastive pairs: one fused XLA pass."""
+    pair_losses, slopes = _contrastive_terms(squared, same, margin, distance)
+    return tf.reduce_sum(pair_losses, axis=1), slopes
+
+
+@tf.function(jit_compile=True)
+def _masked_contrastive_coefficients(squared, same, pairs, margin, distance):
+    """Row sums, column sums and dL/ds [rows, R] of the contrastive pairs marked by ``pairs``."""
+    pair_losses, slopes = _contrastive_terms(squared, same, margin, distance)
+    zero = tf.zeros([], squared.dtype)
+    pair_losses = tf.where(pairs, pair_losses, zero)
+    return tf.reduce_sum(pair_losses, axis=1), tf.reduce_sum(pair_losses, axis=0), tf.where(pairs, slopes, zero)
+
+
+@tf.function(jit_compile=True)
+def _pair_weights(slopes, row_upstream, column_upstream):
+    """M = slopes * (u_i + v_j) and its row and column sums."""
+    weights = slopes * (row_upstream[:, None] + column_upstream[None, :])
+    return weights, tf.reduce_sum(weights, axis=1), tf.reduce_sum(weights, axis=0)
+
+
+def contrastive_pair_sums(queries, reference, same, pairs, margin, distance):
+    """Contrastive losses of the marked pairs (i, j), summed per row and per column.
+
+    The form in which each pair of a batch is computed once and counts for both its
+    samples (cross-replica shares of the pairs): with l(i, j) the pair loss of
+    ``contrastive_rows``, rows[i] = sum_j l(i, j) and columns[j] = sum_i l(i, j) over
+    the pairs marked in ``pairs``. Gradient: the coefficient matrix
+    M = dL/ds * (u_i + v_j) for upstream u (rows) and v (columns), then
+    dq = 2 (rowsum(M) q - M r), dr = 2 (colsum(M) r - M^T q).
+
+    Args:
+        queries: float [rows, D].
+        reference: float [R, D].
+        same: bool [rows, R], True for positives.
+        pairs: bool [rows, R], the pairs that count.
+        margin: float >= 0.
+        distance: "l2", "squared_l2" or "cosine".
+
+    Returns:
+        ``(rows [rows], columns [R])`` float.
+
+    Example:
+    >>> q, r = tf.constant([[0.0, 0.0]]), tf.constant([[0.6, 0.8], [3.0, 4.0]])
+    >>> sums = contrastive_pair_sums(q, r, tf.constant([[True, False]]), tf.constant([[True, True]]), 6.0, "l2")
+    >>> [v.numpy().tolist() for v in sums]
+    [[2.0], [1.0, 1.0]]
+    """
+    queries, reference = _unit_if_cosine(queries, distance), _unit_if_cosine(reference, distance)
+    # Computed outside the custom-gradient function (see contrastive_rows).
+    squared = _squared_distances(tf.stop_gradient(queries), tf.stop_gradient(reference))
+    row_sums, column_sums, slopes = _masked_contrastive_coefficients(
+        squared, same, pairs, tf.cast(margin, squared.dtype), distance
+    )
+
+    @tf.custom_gradient
+    def run(queries, reference):
+        queries, reference = local_copies([queries, reference])
+
+        def gradient(upstream, column_upstream=None):
+            if column_upstream is None:  # the column sums unused
+                column_upstream = tf.zeros(tf.shape(reference)[:1], upstream.dtype)
+            # A copy of `slopes` made here, as in _symmetric_rows (a tf.cond around the loss).
+            weights, row_totals, column_totals = _pair_weights(*local_copies([slopes]), upstream, column_upstream)
+            query_grad = 2.0 * (row_totals[:, None] * queries - tf.matmul(weights, reference))
+            reference_grad = 2.0 * (column_totals[:, None] * reference - tf.matmul(weights, queries, transpose_a=True))
+            return query_grad, reference_grad
+
+        return (tf.identity(row_sums), tf.identity(column_sums)), gradient
+
+    return run(queries, reference)
 
 
 @tf.function(jit_compile=True)
@@ -257,4 +331,4 @@ def log1p_sum_exp(logits, offsets, mask, scale=1.0):
     return run(logits, offsets)
 
 
-__all__ = ["contrastive_rows", "mine_hard", "mining_distances", "log1p_sum_exp", "pair_distances"]
+__all__ = ["contrastive_pair_sums", "contrastive_rows", "mine_hard", "mining_distances", "log1p_sum_exp", "pair_distances"]

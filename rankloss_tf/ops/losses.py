@@ -12,11 +12,13 @@ are shared:
   against the whole batch (its own column excluded); the result is their [size]
   losses, equal to that slice of the full result. Cross-replica mining gives each
   replica its own anchors against the gathered global batch: O(b x G) work, not G^2.
-- ``tuple_share=(index, count)`` (N-pair kernels): only share ``index`` of ``count``
-  equal shares of the batch's tuples, as [B] per-anchor losses (0 for the anchors of
-  the other shares): the ``count`` shares sum to the full result. Replicas that each
-  compute one share and sum the vectors do T^2 work in all for T tuples, the work of
-  one device, whatever rows hold the tuples' anchors.
+- ``share=(index, count)`` (contrastive, angular and the N-pair kernels): only share
+  ``index`` of ``count`` equal shares of the batch's work, as [B] per-anchor losses: the
+  ``count`` shares' vectors (and gradients) sum to the full result. Replicas that each
+  compute one share and sum the vectors do the work of one device in all, wherever the
+  rows of a class are: N-pair shares the tuples, contrastive the unordered pairs (each
+  computed once, for both its samples), angular the anchors of the batch sorted by label
+  (a share holds whole classes, so a pair's positive is among its rows).
 - ``memory_budget``: bytes for the [rows, B] intermediates (default
   ``blocks.DEFAULT_MEMORY_BUDGET``); larger batches are computed in blocks of anchor
   rows and recomputed in the backward pass (``rankloss_tf.ops.blocks``).
@@ -28,7 +30,7 @@ from typing import NamedTuple
 import tensorflow as tf
 
 from rankloss_tf.ops.angular import angular_row_losses
-from rankloss_tf.ops.blocks import block_rows, blocked_rows
+from rankloss_tf.ops.blocks import block_rows, blocked_pairs, blocked_rows
 from rankloss_tf.ops.checks import (
     check_alpha,
     check_choice,
@@ -37,9 +39,10 @@ from rankloss_tf.ops.checks import (
     standardize_inputs,
 )
 from rankloss_tf.ops.distances import check_distance, pairwise_distances
-from rankloss_tf.ops.fused import contrastive_rows, log1p_sum_exp, mine_hard, mining_distances, pair_distances
+from rankloss_tf.ops.fused import contrastive_pair_sums, contrastive_rows, log1p_sum_exp, mine_hard, mining_distances, pair_distances
 from rankloss_tf.ops.masks import label_counts, negative_mask, npair_tuples, positive_mask
 from rankloss_tf.ops.mining import hardest_negative, hardest_positive, semihard_negatives
+from rankloss_tf.ops.shares import check_share, pair_tiles, share_slots, sorted_rows
 
 NPAIR_VARIANTS = ("mc", "ovo")
 # How many float32 [rows, columns] tensors each loss keeps alive at once (block sizes).
@@ -341,6 +344,7 @@ def contrastive_loss(
     reference_embeddings=None,
     anchors=None,
     memory_budget=None,
+    share=None,
 ):
     """Contrastive loss over all pairs of the batch (Hadsell, Chopra, LeCun 2006).
 
@@ -361,6 +365,8 @@ def contrastive_loss(
             it (query vs gallery, or cross-modal: image anchors vs text references).
         anchors: optional ``(start, size)``: only those anchors' losses (module docstring).
         memory_budget: bytes for the blocked intermediates (module docstring).
+        share: optional ``(index, count)``: only that share of the unordered pairs, as
+            [B] per-anchor losses (module docstring); not with a reference set.
 
     Returns:
         Per-anchor losses [B] (or [size]), dtype of ``embeddings``.
@@ -371,7 +377,14 @@ def contrastive_loss(
     1.0
     """
     margin, distance = check_non_negative("margin", margin), check_distance(distance)
+    share = check_share(share, anchors)
     batch = _batch(labels, embeddings, anchors, reference_labels, reference_embeddings)
+    if share is not None:
+        if not batch.exclude_self:
+            raise ValueError("`share` splits the pairs of a batch with itself, not against a reference set. "
+                             f"Received: share={share!r} with reference_embeddings")
+        sums = sum(_tile_sums(batch, tile, margin, distance, memory_budget) for tile in pair_tiles(batch.size, *share))
+        return _finish(batch, tf.math.divide_no_nan(sums, tf.cast(batch.size - 1, sums.dtype)))
 
     def rows(tensors, start, size):
         queries, reference, row_ids = batch.rows(tensors, start, size)
@@ -385,6 +398,36 @@ def contrastive_loss(
         return tf.math.divide_no_nan(sums, num_pairs)
 
     return _finish(batch, blocked_rows(rows, batch.tensors, batch.size, batch.block("contrastive", memory_budget)))
+
+
+def _scatter_sum(values, ids, valid, size):
+    """[size] sums of ``values`` [n] at ``ids`` [n], the entries without ``valid`` left out."""
+    return tf.math.unsorted_segment_sum(values, tf.where(valid, ids, size), size + 1)[:-1]
+
+
+def _tile_sums(batch, tile, margin, distance, memory_budget):
+    """Per-sample contrastive sums [B] of the pairs of a ``shares.PairTile``, in blocks of its rows."""
+    num_columns = _static_or_dynamic(tile.columns, 0)
+    column_labels = tf.gather(batch.labels, tile.columns)
+
+    def pairs(tensors, start, size, fresh):
+        ids = _slice_rows(tile.rows, start, size)
+        rows_in = tf.logical_and(_slice_rows(tile.rows_in, start, size), fresh)
+        counted = tf.logical_and(
+            tf.logical_and(rows_in[:, None], tile.columns_in[None, :]), tf.not_equal(ids[:, None], tile.columns[None, :])
+        )
+        same = tf.equal(tf.gather(batch.labels, ids)[:, None], column_labels[None, :])
+        queries, reference = _gather_rows(tensors[0], ids), _gather_rows(tensors[0], tile.columns)
+        row_sums, column_sums = contrastive_pair_sums(queries, reference, same, counted, margin, distance)
+        return row_sums, tf.where(tile.column_totals, column_sums, tf.zeros([], column_sums.dtype))
+
+    num_rows = _static_or_dynamic(tile.rows, 0)
+    dim = _static_or_dynamic(batch.embeddings, 1)
+    block = block_rows(num_rows, num_columns, dim, _TEMPORARIES["contrastive"], memory_budget)
+    values, totals = blocked_pairs(pairs, batch.tensors, num_rows, num_columns, block)
+    return _scatter_sum(values, tile.rows, tile.rows_in, batch.size) + _scatter_sum(
+        totals, tile.columns, tile.columns_in, batch.size
+    )
 
 
 def _npair_terms(anchor_embeddings, own_positives, positives, others, variant):
@@ -411,47 +454,19 @@ def _gather_rows(params, indices):
     return tf.gather(params, indices), gradient
 
 
-def _check_tuple_share(tuple_share, anchors):
-    """``(index, count)`` of a tuple share, or None; refuses a share together with ``anchors``."""
-    if tuple_share is None:
-        return None
-    if anchors is not None:
-        raise ValueError(
-            f"`tuple_share` and `anchors` cannot be combined. Received: tuple_share={tuple_share!r}, anchors={anchors!r}"
-        )
-    if not isinstance(tuple_share, (tuple, list)) or len(tuple_share) != 2:
-        raise ValueError(f"`tuple_share` must be a pair (index, count). Received: tuple_share={tuple_share!r}")
-    index, count = tuple_share
-    if not isinstance(count, int) or count < 1:
-        raise ValueError(f"`tuple_share` count must be a Python int >= 1. Received: tuple_share={tuple_share!r}")
-    if isinstance(index, int) and not 0 <= index < count:
-        raise ValueError(f"`tuple_share` index must be in [0, count). Received: tuple_share={tuple_share!r}")
-    return (index if isinstance(index, int) else tf.cast(index, tf.int32)), count
-
-
-def _share_slots(num_tuples, index, count):
-    """Tuple slots of share ``index`` of ``count``: ``(slots [n], in_range [n], n)``, n = ceil(T / count).
-
-    Slots past the last tuple are clipped to it and marked out of range."""
-    static = tf.get_static_value(num_tuples)
-    per_share = -(-int(static) // count) if static is not None else (num_tuples + count - 1) // count
-    slots = index * per_share + tf.range(per_share)
-    return tf.minimum(slots, tf.maximum(num_tuples - 1, 0)), slots < num_tuples, per_share
-
-
-def _tuple_losses(batch, tuple_terms, memory_budget, tuple_share=None):
+def _tuple_losses(batch, tuple_terms, memory_budget, share=None):
     """Per-anchor losses of the N-pair tuples of the whole batch whose anchor is in the range.
 
     `tuple_terms(anchor_embeddings [r, D], own_positives [r, D], positives [T, D],
     others [r, T]) -> [r]` gives the term of r tuples against all T tuples, whose
-    negatives are ``others``. With ``tuple_share`` (checked
+    negatives are ``others``. With ``share`` (checked
     ``(index, count)``, the batch whole): only that share's tuples, losses [B].
     """
     anchors, positives, valid = npair_tuples(batch.labels)
     tuple_labels = tf.gather(batch.labels, anchors)
     num_tuples = tf.shape(anchors)[0]
-    if tuple_share is not None:
-        picks, in_range, size = _share_slots(num_tuples, *tuple_share)
+    if share is not None:
+        picks, in_range, size = share_slots(num_tuples, *share)
         picks_valid = tf.logical_and(in_range, tf.gather(valid, picks))
     elif batch.whole:
         picks, size, picks_valid = tf.range(num_tuples), num_tuples, valid
@@ -486,7 +501,7 @@ def _tuple_losses(batch, tuple_terms, memory_budget, tuple_share=None):
     return _finish(batch, _per_anchor_mean(losses, tf.reduce_sum(tf.cast(valid, tf.int32)), batch.num_anchors()))
 
 
-def npair_loss(labels, embeddings, variant="mc", l2_reg=0.002, anchors=None, memory_budget=None, tuple_share=None):
+def npair_loss(labels, embeddings, variant="mc", l2_reg=0.002, anchors=None, memory_budget=None, share=None):
     """Multi-class N-pair loss (Sohn 2016), on a batch of (anchor, positive) tuples.
 
     Tuples come from the batch order (see ``rankloss_tf.ops.masks.npair_tuples``): in an
@@ -511,7 +526,7 @@ def npair_loss(labels, embeddings, variant="mc", l2_reg=0.002, anchors=None, mem
         anchors: optional ``(start, size)``: only the tuples whose anchor is among those
             samples, the tuples still formed over the whole batch (module docstring).
         memory_budget: bytes for the blocked intermediates (module docstring).
-        tuple_share: optional ``(index, count)``: only that share of the tuples, as [B]
+        share: optional ``(index, count)``: only that share of the tuples, as [B]
             per-anchor losses; the ``count`` shares sum to the full result (module docstring).
 
     Returns:
@@ -532,7 +547,7 @@ def npair_loss(labels, embeddings, variant="mc", l2_reg=0.002, anchors=None, mem
             terms += 0.25 * l2_reg * tf.reduce_sum(tf.square(anchor_embeddings) + tf.square(own_positives), axis=1)
         return terms
 
-    share = _check_tuple_share(tuple_share, anchors)
+    share = check_share(share, anchors)
     return _tuple_losses(_batch(labels, embeddings, anchors), tuple_terms, memory_budget, share)
 
 
@@ -541,7 +556,7 @@ def _angular_coefficients(alpha):
     return 4.0 * tan_squared, 2.0 * (1.0 + tan_squared)
 
 
-def angular_loss(labels, embeddings, alpha=45.0, anchors=None, memory_budget=None):
+def angular_loss(labels, embeddings, alpha=45.0, anchors=None, memory_budget=None, share=None):
     """Angular loss, log-sum-exp batch form (Wang et al. 2017, Eq. 8).
 
     Embeddings are L2-normalised (x). With t = tan^2(alpha), for every ordered positive
@@ -565,6 +580,8 @@ def angular_loss(labels, embeddings, alpha=45.0, anchors=None, memory_budget=Non
         alpha: the angle bound in degrees, 0 < alpha < 90 (the paper uses 36-55).
         anchors: optional ``(start, size)``: only those anchors' losses (module docstring).
         memory_budget: bytes for the blocked intermediates (module docstring).
+        share: optional ``(index, count)``: only that share of the anchors, classes
+            together, as [B] per-anchor losses (module docstring).
 
     Returns:
         Per-anchor losses [B] (or [size]) whose mean is the loss.
@@ -575,18 +592,26 @@ def angular_loss(labels, embeddings, alpha=45.0, anchors=None, memory_budget=Non
     0.3736
     """
     scale, pair_weight = _angular_coefficients(alpha)
+    share = check_share(share, anchors)
     batch = _batch(labels, embeddings, anchors)
     units = tf.math.l2_normalize(batch.embeddings, axis=1)
+    labels, first, size, block = batch.labels, batch.start, batch.size, batch.block("angular", memory_budget)
+    if share is not None:  # sorted rows first .. first + size - 1, classes together
+        order, first, size, counted = sorted_rows(batch.labels, *share)
+        units, labels = _gather_rows(units, order), tf.gather(batch.labels, order)
+        block = block_rows(size, batch.size, _static_or_dynamic(units, 1), _TEMPORARIES["angular"], memory_budget)
 
     def rows(tensors, start, size):
-        return angular_row_losses(tensors[0], batch.labels, batch.start + start, size, scale, pair_weight)
+        return angular_row_losses(tensors[0], labels, first + start, size, scale, pair_weight)
 
-    sums = blocked_rows(rows, [units], batch.size, batch.block("angular", memory_budget))
+    sums = blocked_rows(rows, [units], size, block)
+    if share is not None:
+        sums = _scatter_sum(sums, tf.gather(order, first + tf.range(size)), counted, batch.size)
     return _finish(batch, _per_anchor_mean(sums, _num_positive_pairs(batch), batch.num_anchors()))
 
 
 def npair_angular_loss(
-    labels, embeddings, alpha=45.0, lam=2.0, anchors=None, memory_budget=None, tuple_share=None
+    labels, embeddings, alpha=45.0, lam=2.0, anchors=None, memory_budget=None, share=None
 ):
     """N-pair loss plus angular loss on the same tuples (Wang et al. 2017, Eq. 9).
 
@@ -606,7 +631,7 @@ def npair_angular_loss(
         lam: weight of the angular term, >= 0.
         anchors: optional ``(start, size)``: see ``npair_loss``.
         memory_budget: bytes for the blocked intermediates (module docstring).
-        tuple_share: optional ``(index, count)``: see ``npair_loss``.
+        share: optional ``(index, count)``: see ``npair_loss``.
 
     Returns:
         Per-anchor losses [B] whose mean is the loss.
@@ -628,5 +653,5 @@ def npair_angular_loss(
         pair_terms = pair_weight * tf.reduce_sum(anchor_units * own_units, axis=1)
         return npair_terms + lam * log1p_sum_exp(cosines, pair_terms, others, scale)
 
-    share = _check_tuple_share(tuple_share, anchors)
+    share = check_share(share, anchors)
     return _tuple_losses(_batch(labels, embeddings, anchors), tuple_terms, memory_budget, share)
