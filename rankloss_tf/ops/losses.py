@@ -485,12 +485,10 @@ def _tuple_losses(batch, tuple_terms, memory_budget, share=None):
             tf.logical_and(row_valid[:, None], valid[None, :]),
             tf.not_equal(tf.gather(tuple_labels, chosen)[:, None], tuple_labels[None, :]),
         )
-        terms = tuple_terms(
-            _gather_rows(embeddings, tf.gather(anchors, chosen)),
-            _gather_rows(embeddings, tf.gather(positives, chosen)),
-            _gather_rows(embeddings, positives),
-            others,
-        )
+        # One gather (one scatter in the backward pass) for the three sets of rows.
+        ids = tf.concat([tf.gather(anchors, chosen), tf.gather(positives, chosen), positives], axis=0)
+        anchor_rows, own_rows, positive_rows = tf.split(_gather_rows(embeddings, ids), tf.stack([size, size, num_tuples]))
+        terms = tuple_terms(anchor_rows, own_rows, positive_rows, others)
         return tf.where(row_valid, terms, tf.zeros([], terms.dtype))
 
     dim = _static_or_dynamic(batch.embeddings, 1)
