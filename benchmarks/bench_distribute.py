@@ -59,10 +59,9 @@ def kernel_labels(loss, batch, order, seed=0):
     return (labels if order == "sampler" else rng.permutation(labels)).astype(np.int32)
 
 
-def time_kernel(loss, replicas, batch, dim, repeats, order="shuffled"):
-    """Loss + gradient time of one device on the global batch (replicas=1), or the summed
-    time of `replicas` replicas' shares (their anchors against the gathered global batch),
-    and the process's peak resident memory, in this process."""
+def kernel_step(loss, replicas, batch, dim, order):
+    """A function timing one loss + gradient pass of one device on the global batch
+    (replicas=1), or of `replicas` replicas' shares run one after the other."""
     import tensorflow as tf
 
     from rankloss_tf import ops
@@ -74,7 +73,6 @@ def time_kernel(loss, replicas, batch, dim, repeats, order="shuffled"):
     labels = tf.constant(kernel_labels(loss, batch, order))
     embeddings = tf.Variable(rng.standard_normal((batch, dim)).astype(np.float32))
     local = batch // replicas
-
     shares = LOSSES[loss].shares
 
     @tf.function
@@ -96,11 +94,28 @@ def time_kernel(loss, replicas, batch, dim, repeats, order="shuffled"):
             gradient.numpy()
         return time.perf_counter() - start
 
-    step()
-    times = [step() for _ in range(repeats)]
+    step()  # tracing
+    return step
+
+
+def peak_rss_gb():
     with open("/proc/self/status") as status:
-        peak = next(int(line.split()[1]) / 1e6 for line in status if line.startswith("VmHWM:"))
-    return {"median_s": float(np.median(times)), "peak_rss_gb": peak}
+        return next(int(line.split()[1]) / 1e6 for line in status if line.startswith("VmHWM:"))
+
+
+def time_kernel(loss, replicas, batch, dim, repeats, order="shuffled"):
+    """Median loss + gradient time of `kernel_step` and the process's peak resident memory."""
+    step = kernel_step(loss, replicas, batch, dim, order)
+    times = [step() for _ in range(repeats)]
+    return {"median_s": float(np.median(times)), "peak_rss_gb": peak_rss_gb()}
+
+
+def time_ratio(loss, replicas, batch, dim, repeats, order="shuffled"):
+    """Median times of one device and of the replicas' shares, alternated in one process
+    (a ratio that a changing load on a shared machine moves less than separate runs)."""
+    one, many = kernel_step(loss, 1, batch, dim, order), kernel_step(loss, replicas, batch, dim, order)
+    pairs = [(one(), many()) for _ in range(repeats)]
+    return {"one_device_s": float(np.median([a for a, _ in pairs])), "replicas_s": float(np.median([b for _, b in pairs]))}
 
 
 CONFIGS = {
@@ -179,8 +194,8 @@ def run_config(name, steps):
     return {**config, **json.loads(result.stdout.strip().splitlines()[-1]), "load_before": load}
 
 
-def run_kernel(loss, replicas, batch, dim, repeats, order):
-    command = [sys.executable, __file__, "--kernel-worker", loss, str(replicas), str(batch), str(dim), str(repeats), order]
+def run_kernel(loss, replicas, batch, dim, repeats, order, worker="--kernel-worker"):
+    command = [sys.executable, __file__, worker, loss, str(replicas), str(batch), str(dim), str(repeats), order]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     load = os.getloadavg()[0]
@@ -194,25 +209,26 @@ def kernel_markdown(report):
         f"## Cross-replica mining: {rows['replicas']} replicas vs one device, global batch "
         f"{rows['batch']}, D={rows['dim']}",
         "",
-        "Loss + gradient (median of the repeats); replicas: the summed time of every replica's share "
+        "Loss + gradient; time: medians over rounds that alternate one device and the replicas in one process "
+        "(the ratio a changing load moves least); peak memory: each configuration alone in a fresh process. "
+        "Replicas: the summed time of every replica's share "
         "(triplet losses: its anchors against the gathered global batch; contrastive, angular and N-pair: "
         "its share of the global batch's work — the unordered pairs, the anchors sorted by label, the tuples), "
-        "run one after the other in one process, whose "
-        "peak memory is therefore one share's. Each cell in a fresh process. Batch order: \"sampler\" is the "
+        "run one after the other, so that the peak memory is one share's. Batch order: \"sampler\" is the "
         "P x K sampler's (a class's samples together: a replica's rows hold whole classes), \"shuffled\" a "
         "random permutation (a row's positives mostly on other replicas).",
         "",
         "| loss | order | one device | replicas, summed | time ratio | peak memory, one device | "
-        "peak memory, one replica | load |",
+        "peak memory, one replica | load before |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for loss, orders in rows["losses"].items():
         for order, row in orders.items():
-            one, many = row["one_device"], row["replicas"]
+            one, many, times = row["one_device"], row["replicas"], row["times"]
             lines.append(
-                f"| {loss} | {order} | {one['median_s'] * 1e3:.0f} ms | {many['median_s'] * 1e3:.0f} ms | "
-                f"{many['median_s'] / one['median_s']:.2f}x | {one['peak_rss_gb']:.2f} GB | "
-                f"{many['peak_rss_gb']:.2f} GB | {one['load_before']:.1f} / {many['load_before']:.1f} |"
+                f"| {loss} | {order} | {times['one_device_s'] * 1e3:.0f} ms | {times['replicas_s'] * 1e3:.0f} ms | "
+                f"{times['replicas_s'] / times['one_device_s']:.2f}x | {one['peak_rss_gb']:.2f} GB | "
+                f"{many['peak_rss_gb']:.2f} GB | {times['load_before']:.1f} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -245,18 +261,20 @@ def main(argv=None):
     parser.add_argument("--kernel-dim", type=int, default=128)
     parser.add_argument("--replicas", type=int, default=4)
     parser.add_argument("--kernel-worker", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument("--ratio-worker", nargs=6, help=argparse.SUPPRESS)
     parser.add_argument("--worker", nargs=3, metavar=("DEVICES", "CROSS_REPLICA", "STEPS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         devices, cross_replica, steps = int(args.worker[0]), args.worker[1] == "True", int(args.worker[2])
         sys.stdout.write(json.dumps(time_fit(devices, cross_replica, steps)) + "\n")
         return
-    if args.kernel_worker:
-        loss, replicas, batch, dim, repeats, order = args.kernel_worker
-        sys.stdout.write(json.dumps(time_kernel(loss, int(replicas), int(batch), int(dim), int(repeats), order)) + "\n")
-        return
+    for worker, function in ((args.kernel_worker, time_kernel), (args.ratio_worker, time_ratio)):
+        if worker:
+            loss, replicas, batch, dim, repeats, order = worker
+            sys.stdout.write(json.dumps(function(loss, int(replicas), int(batch), int(dim), int(repeats), order)) + "\n")
+            return
     steps = 5 if args.quick else args.steps
-    batch, repeats = (64, 1) if args.quick else (args.kernel_batch, 7)
+    batch, repeats = (64, 1) if args.quick else (args.kernel_batch, 15)
     import tensorflow as tf
 
     report = {
@@ -270,8 +288,9 @@ def main(argv=None):
             "losses": {
                 loss: {
                     order: {
-                        "one_device": run_kernel(loss, 1, batch, args.kernel_dim, repeats, order),
-                        "replicas": run_kernel(loss, args.replicas, batch, args.kernel_dim, repeats, order),
+                        "times": run_kernel(loss, args.replicas, batch, args.kernel_dim, repeats, order, "--ratio-worker"),
+                        "one_device": run_kernel(loss, 1, batch, args.kernel_dim, 1, order),
+                        "replicas": run_kernel(loss, args.replicas, batch, args.kernel_dim, 1, order),
                     }
                     for order in ORDERS
                 }

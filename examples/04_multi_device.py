@@ -6,8 +6,8 @@
 # replica mines only its own slice: with P x K batches split in two, each replica sees
 # half of the classes and half of the negatives. With `cross_replica=True`, every
 # replica gathers the embeddings and labels of all replicas and mines over the global
-# batch; its loss is its own anchors' share, so the summed gradients equal those of one
-# device on the whole batch.
+# batch; it computes only its share of the global batch's work, so the summed gradients
+# equal those of one device on the whole batch.
 #
 # This example runs on the GPUs of the machine when there are at least two, and
 # otherwise splits the CPU into two logical devices, so that it runs anywhere.

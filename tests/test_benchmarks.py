@@ -13,6 +13,7 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
+import bench_distribute  # noqa: E402
 import bench_losses  # noqa: E402
 import envs  # noqa: E402
 
@@ -43,6 +44,19 @@ def test_loss_sweep_writes_tables_and_stops_a_series_at_the_memory_cap(tmp_path)
 
 @pytest.mark.skipif(not (envs.is_ready("tfa") and envs.is_ready("pml")),
                     reason="reference environments absent: run benchmarks/envs.py")
+@pytest.mark.parametrize("loss", ["contrastive", "triplet_hard", "npair"])
+def test_cross_replica_table_times_both_forms_of_every_kind_of_loss(loss):
+    # A pair share (contrastive), an anchor range (triplet) and a tuple share (N-pair) on a tiny batch.
+    times = bench_distribute.time_ratio(loss, 4, 64, 8, 2, "shuffled")
+    alone = {replicas: bench_distribute.time_kernel(loss, replicas, 64, 8, 1, "sampler") for replicas in (1, 4)}
+    assert times["one_device_s"] > 0 and times["replicas_s"] > 0
+    row = {"times": {**times, "load_before": 0.5}, "one_device": alone[1], "replicas": alone[4]}
+    report = {"cross_replica": {"batch": 64, "dim": 8, "replicas": 4, "losses": {loss: {"shuffled": row}}}}
+    table = bench_distribute.kernel_markdown(report)
+    ratio = times["replicas_s"] / times["one_device_s"]
+    assert f"| {loss} | shuffled |" in table and f"{ratio:.2f}x" in table
+
+
 def test_parity_with_tfa_and_pml(tmp_path):
     import golden
 
