@@ -1,7 +1,7 @@
 """Time one loss configuration: forward + backward, in the interpreter that runs it.
 
 Run by ``bench_losses.py`` as ``python _loss_worker.py '<json>'`` with the keys
-``impl`` (ours | ours_xla | ours_before | ours_before_xla | tfa | pml | matmul), ``loss``, ``batch``, ``dim``,
+``impl`` (ours | ours_xla | ours_before | ours_before_xla | tfa | pml | matmul | matmul_tuples), ``loss``, ``batch``, ``dim``,
 ``per_class``, ``repeats``, ``min_time_s``, ``budget_s`` and ``seed``. Prints one JSON line:
 the median, minimum and maximum time of the timed forward+backward passes, the loss
 value, and the process's resident memory before the first pass and at its peak.
@@ -60,6 +60,12 @@ def tf_step(impl, loss, labels, embeddings):
     if impl == "matmul":
         def objective(e):
             return tf.reduce_sum(tf.matmul(e, e, transpose_b=True))
+    elif impl == "matmul_tuples":
+        # The anchors and positives as they are (no slicing, whose gradient is not a matmul's).
+        variable = [tf.Variable(embeddings[0::2]), tf.Variable(embeddings[1::2])]
+
+        def objective(pair):
+            return tf.reduce_sum(tf.matmul(pair[0], pair[1], transpose_b=True))
     elif impl in ("ours", "ours_xla", "ours_before", "ours_before_xla"):
         from rankloss_tf import losses
 
@@ -78,7 +84,7 @@ def tf_step(impl, loss, labels, embeddings):
         with tf.GradientTape() as tape:
             value = objective(variable)
         gradient = tape.gradient(value, variable)
-        return value, tf.reduce_sum(gradient)
+        return value, tf.add_n([tf.reduce_sum(g) for g in tf.nest.flatten(gradient)])
 
     def run():
         value, gradient_sum = step()

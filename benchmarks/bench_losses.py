@@ -9,7 +9,9 @@ subprocess (``_loss_worker.py``) in its own environment:
   ``tf.function``.
 * ``pml``: pytorch-metric-learning 2.9 on PyTorch 2.13 CPU (``.bench/venv-pml``), eager.
 * ``matmul``: the floor, ``sum(E @ E^T)`` forward + backward in this environment's
-  TensorFlow; ``matmul_torch``: the same in PyTorch.
+  TensorFlow; ``matmul_torch``: the same in PyTorch; ``matmul_tuples``: the N-pair
+  floor, ``sum(A @ P^T)`` forward + backward for anchors and positives A, P [B/2, D]
+  (the three [B/2, B/2] x D matmuls that any float32 N-pair loss of the batch does).
 
 Inputs: random L2-normalised embeddings ``[B, D]``, labels of B/4 classes x 4
 samples (B/2 classes x 2 samples for the N-pair losses, Sohn's N-pair batch).
@@ -49,8 +51,8 @@ sys.path.insert(0, str(HERE))
 import envs  # noqa: E402  (benchmarks/ is not a package)
 
 LOSSES = ["semihard", "hard", "contrastive", "npair", "angular", "npair_angular"]
-IMPLS = ["ours", "ours_xla", "ours_before", "ours_before_xla", "tfa", "pml", "matmul", "matmul_torch"]
-FLOORS = ("matmul", "matmul_torch")
+IMPLS = ["ours", "ours_xla", "ours_before", "ours_before_xla", "tfa", "pml", "matmul", "matmul_torch", "matmul_tuples"]
+FLOORS = ("matmul", "matmul_torch", "matmul_tuples")
 DEFAULT_MEM_CAP_GB = 16.0
 SUPPORTED = {
     "ours": set(LOSSES),
@@ -70,6 +72,7 @@ LABELS = {
     "pml": "PML 2.9",
     "matmul": "matmul floor (TF)",
     "matmul_torch": "matmul floor (torch)",
+    "matmul_tuples": "N-pair matmul floor (TF)",
 }
 DESCRIPTIONS = {
     "semihard": "Triplet, semi-hard mining. ours / tfa: `TripletSemiHardLoss()` (FaceNet rule, "
