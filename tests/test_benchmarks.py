@@ -32,6 +32,15 @@ def test_loss_sweep_writes_tables_and_stops_a_series_at_the_memory_cap(tmp_path)
     table = out.with_suffix(".md").read_text()
     assert "## npair, D=8" in table and "| 32 |" in table
 
+    # The N-pair floor: three [B/2, B/2] x D matmuls of two variables, a column of the N-pair table.
+    bench_losses.main([
+        "--impls", "ours", "matmul_tuples", "--losses", "npair", "--batches", "16", "--dims", "8",
+        "--repeats", "1", "--min-time", "0", "--out", str(out),
+    ])
+    results = json.loads(out.with_suffix(".json").read_text())["results"]
+    assert {(r["impl"], r["status"]) for r in results} == {("ours", "ok"), ("matmul_tuples", "ok")}
+    assert "N-pair matmul floor (TF)" in out.with_suffix(".md").read_text()
+
     # A cap below what TensorFlow alone needs: the first run is killed, the larger B skipped.
     bench_losses.main([
         "--impls", "matmul", "--batches", "16", "32", "--dims", "8", "--repeats", "1",
