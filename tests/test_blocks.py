@@ -161,7 +161,8 @@ def test_shares_with_unknown_batch_size(kernel, kwargs, budget):
 
 @pytest.mark.parametrize(
     "share,match",
-    [((0,), "pair"), ((0, 0), "count"), ((2, 2), "index"), ((0, 2.0), "count"), ((0, True), "count")],
+    [((0,), "pair"), ((0, 0), "count"), ((2, 2), "index"), ((0, 2.0), "count"), ((0, True), "count"),
+     ((0.7, 2), "index"), ((True, 2), "index"), (("1", 2), "index"), ((tf.constant(1.0), 2), "index"), ((-1, 4), "index")],
 )
 def test_share_errors_name_what_was_received(share, match):
     for kernel in (ops.npair_loss, ops.contrastive_loss, ops.angular_loss):

@@ -121,6 +121,14 @@ def _blocked(pair_fn, tensors, num_rows, num_columns, block):
     return run(*tensors)
 
 
+def _in_xla_context():
+    """Whether the graph being built is compiled by XLA (``jit_compile=True``, e.g. Keras' default on GPUs)."""
+    from tensorflow.python.ops import control_flow_util  # no public equivalent
+
+    graph = tf.compat.v1.get_default_graph()
+    return not tf.executing_eagerly() and control_flow_util.GraphOrParentsInXlaContext(graph)
+
+
 def blocked_pairs(pair_fn, tensors, num_rows, num_columns, block):
     """Row values and column totals of a [num_rows, num_columns] computation, in blocks of rows.
 
@@ -162,6 +170,10 @@ def blocked_pairs(pair_fn, tensors, num_rows, num_columns, block):
         return _blocked(pair_fn, tensors, int(static_rows), num_columns, int(static_block))
     # Sizes known only at run time (Keras traces a None batch dimension): chosen at run time.
     num_rows, block = tf.convert_to_tensor(num_rows, tf.int32), tf.convert_to_tensor(block, tf.int32)
+    if _in_xla_context():
+        # XLA compiles for the concrete sizes but cannot compile the run-time choice (both
+        # branches, with sizes it takes as dynamic): one block, as for static sizes that fit.
+        return pair_fn(tensors, 0, num_rows, tf.ones([num_rows], tf.bool))
     return tf.cond(
         block >= num_rows,
         lambda: pair_fn(tensors, 0, num_rows, tf.ones([num_rows], tf.bool)),

@@ -18,7 +18,7 @@ are shared:
   compute one share and sum the vectors do the work of one device in all, wherever the
   rows of a class are: N-pair shares the tuples, contrastive the unordered pairs (each
   computed once, for both its samples), angular the anchors of the batch sorted by label
-  (a share holds whole classes, so a pair's positive is among its rows).
+  (with P x K batches a share holds whole classes, so a pair's positive is among its rows).
 - ``memory_budget``: bytes for the [rows, B] intermediates (default
   ``blocks.DEFAULT_MEMORY_BUDGET``); larger batches are computed in blocks of anchor
   rows and recomputed in the backward pass (``rankloss_tf.ops.blocks``).
@@ -464,7 +464,7 @@ def _tuple_losses(batch, tuple_terms, memory_budget, share=None):
     """
     anchors, positives, valid = npair_tuples(batch.labels)
     tuple_labels = tf.gather(batch.labels, anchors)
-    num_tuples = tf.shape(anchors)[0]
+    num_tuples = _static_or_dynamic(anchors, 0)
     if share is not None:
         picks, in_range, size = share_slots(num_tuples, *share)
         picks_valid = tf.logical_and(in_range, tf.gather(valid, picks))

@@ -16,6 +16,7 @@ Three splits, one per kind of loss:
 
 from typing import NamedTuple
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -23,8 +24,9 @@ def check_share(share, anchors=None):
     """``(index, count)`` of a share (index an int or int32 tensor), or None.
 
     Args:
-        share: None or a pair ``(index, count)``: a Python int ``count >= 1`` and an
-            index in [0, count) (a Python int or a scalar tensor, e.g. the replica id).
+        share: None or a pair ``(index, count)``: an integer ``count >= 1`` and an
+            index in [0, count) (an integer or a scalar integer tensor, e.g. the replica id;
+            a tensor index is trusted to be in range).
         anchors: the kernel's ``anchors`` argument, which a share cannot be combined with.
 
     Returns:
@@ -41,11 +43,19 @@ def check_share(share, anchors=None):
     if not isinstance(share, (tuple, list)) or len(share) != 2:
         raise ValueError(f"`share` must be a pair (index, count). Received: share={share!r}")
     index, count = share
-    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-        raise ValueError(f"`share` count must be a Python int >= 1. Received: share={share!r}")
-    if isinstance(index, int) and not 0 <= index < count:
-        raise ValueError(f"`share` index must be in [0, count). Received: share={share!r}")
-    return (index if isinstance(index, int) else tf.cast(index, tf.int32)), count
+    if not _is_integer(count) or count < 1:
+        raise ValueError(f"`share` count must be an integer >= 1. Received: share={share!r}")
+    if _is_integer(index):
+        if not 0 <= index < count:
+            raise ValueError(f"`share` index must be in [0, count). Received: share={share!r}")
+        return int(index), int(count)
+    if not (tf.is_tensor(index) and index.dtype.is_integer and index.shape.rank == 0):
+        raise ValueError(f"`share` index must be an integer or a scalar integer tensor. Received: share={share!r}")
+    return tf.cast(index, tf.int32), int(count)
+
+
+def _is_integer(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def share_slots(num_items, index, count):
@@ -153,7 +163,7 @@ def sorted_rows(labels, index, count):
     ([1, 3, 0, 2, 4], 3, 2, [False, True])
     """
     num_samples = tf.shape(labels)[0]
-    static = tf.get_static_value(num_samples)
+    static = labels.shape[0] if labels.shape[0] is not None else tf.get_static_value(num_samples)
     size = -(-int(static) // count) if static is not None else (num_samples + count - 1) // count
     start = tf.maximum(tf.minimum(index * size, num_samples - size), 0)
     counted = start + tf.range(size) >= index * size
