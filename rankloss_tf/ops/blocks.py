@@ -123,8 +123,10 @@ def _blocked(pair_fn, tensors, num_rows, num_columns, block):
 
 def _in_xla_context():
     """Whether the graph being built is compiled by XLA (``jit_compile=True``, e.g. Keras' default on GPUs)."""
-    from tensorflow.python.ops import control_flow_util  # no public equivalent
-
+    try:
+        from tensorflow.python.ops import control_flow_util  # no public equivalent
+    except ImportError:  # a TensorFlow without it: the run-time choice, as outside XLA
+        return False
     graph = tf.compat.v1.get_default_graph()
     return not tf.executing_eagerly() and control_flow_util.GraphOrParentsInXlaContext(graph)
 
