@@ -6,6 +6,7 @@ import tensorflow as tf
 import keras
 
 from rankloss_tf import losses, ops
+from rankloss_tf.ops import losses as kernels
 from tests import oracles
 
 GOLDEN_E = np.array(
@@ -491,3 +492,23 @@ def test_reduction_is_keras_own(reduction):
         expected = Given(reduction=reduction)(per_anchor, per_anchor, sample_weight=sample_weight)
         got = losses.TripletHardLoss(reduction=reduction)(labels, embeddings, sample_weight=sample_weight)
         np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-6)
+
+
+def test_a_callable_distance_is_honoured_or_refused():
+    # Semi-hard mines on the callable's matrix; batch-hard and contrastive fuse their passes for
+    # the named metrics and refuse a callable rather than compute squared L2 in its place.
+    labels = np.array([0, 0, 1, 1], np.int32)
+    x = np.array([[0.0, 0.0], [1.0, 2.0], [3.0, 1.0], [0.5, 4.0]], np.float32)
+
+    def manhattan(e):
+        return tf.reduce_sum(tf.abs(e[:, None, :] - e[None, :, :]), axis=-1)
+
+    got = ops.triplet_semihard_loss(labels, x, distance=manhattan)
+    l1 = np.abs(x[:, None, :] - x[None, :, :]).sum(-1)
+    assert not np.allclose(got.numpy(), ops.triplet_semihard_loss(labels, x, distance="squared_l2").numpy())
+    np.testing.assert_allclose(got.numpy(), kernels.semihard_from_distances(
+        tf.constant(l1), tf.constant((labels[:, None] == labels[None]) & ~np.eye(4, dtype=bool)),
+        tf.constant(labels[:, None] != labels[None]), 1.0).numpy(), rtol=1e-6)
+    for kernel in (ops.triplet_hard_loss, ops.contrastive_loss):
+        with pytest.raises(ValueError, match="fused passes.*Received: distance=<function"):
+            kernel(labels, x, distance=manhattan)

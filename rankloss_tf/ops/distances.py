@@ -5,12 +5,27 @@ import tensorflow as tf
 DISTANCES = ("l2", "squared_l2", "cosine")
 
 
-def check_distance(distance):
+def check_distance(distance, allow_callable=True):
     """Returns ``distance`` if it names a supported metric or is a callable.
 
+    Args:
+        distance: one of ``DISTANCES`` or a callable ``embeddings -> [B, B]``.
+        allow_callable: False for the kernels whose passes are fused for the named
+            metrics (batch-hard, contrastive): they refuse a callable instead of
+            computing another metric.
+
     Raises:
-        ValueError: if ``distance`` is neither one of ``DISTANCES`` nor callable.
+        ValueError: if ``distance`` is neither one of ``DISTANCES`` nor an allowed callable.
+
+    Example:
+    >>> check_distance("cosine")
+    'cosine'
     """
+    if callable(distance) and not allow_callable:
+        raise ValueError(
+            f"This loss computes its distances in fused passes: `distance` must be one of {DISTANCES} "
+            f"(a callable works with triplet_semihard_loss). Received: distance={distance!r}"
+        )
     if not callable(distance) and distance not in DISTANCES:
         raise ValueError(
             f"`distance` must be one of {DISTANCES} or a callable. Received: distance={distance!r}"

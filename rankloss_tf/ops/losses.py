@@ -167,7 +167,10 @@ def _row_geometry(batch, distance, tensors, start, size):
     """Distances, positives and negatives [size, R] of anchor rows ``start..`` of the range."""
     queries, reference, rows = batch.rows(tensors, start, size)
     positives, negatives, own = _row_masks(batch, rows, tf.shape(reference)[0])
-    distances = pairwise_distances(queries, distance, reference=reference)
+    if callable(distance) and batch.exclude_self:  # a callable takes the whole batch: its rows
+        distances = tf.gather(pairwise_distances(reference, distance), rows)
+    else:
+        distances = pairwise_distances(queries, distance, reference=reference)
     if own is not None:
         distances = tf.where(own, tf.zeros([], distances.dtype), distances)
     return distances, positives, negatives
@@ -318,7 +321,8 @@ def triplet_hard_loss(
     >>> float(tf.reduce_mean(loss))
     1.0
     """
-    margin, distance, soft = check_non_negative("margin", margin), check_distance(distance), bool(soft)
+    margin, soft = check_non_negative("margin", margin), bool(soft)
+    distance = check_distance(distance, allow_callable=False)
     batch = _batch(labels, embeddings, anchors, reference_labels, reference_embeddings)
 
     def rows(tensors, start, size):
@@ -376,7 +380,7 @@ def contrastive_loss(
     >>> round(float(tf.reduce_mean(loss)), 4)
     1.0
     """
-    margin, distance = check_non_negative("margin", margin), check_distance(distance)
+    margin, distance = check_non_negative("margin", margin), check_distance(distance, allow_callable=False)
     share = check_share(share, anchors)
     batch = _batch(labels, embeddings, anchors, reference_labels, reference_embeddings)
     if share is not None:
