@@ -498,8 +498,7 @@ def _tuple_losses(batch, tuple_terms, memory_budget, share=None):
     dim = _static_or_dynamic(batch.embeddings, 1)
     block = block_rows(size, num_tuples, dim, _TEMPORARIES["npair"], memory_budget)
     terms = blocked_rows(rows, batch.tensors, size, block)
-    local_anchors = tf.where(picks_valid, tf.gather(anchors, picks) - batch.start, batch.size)
-    losses = tf.math.unsorted_segment_sum(terms, local_anchors, batch.size + 1)[:-1]
+    losses = _scatter_sum(terms, tf.gather(anchors, picks) - batch.start, picks_valid, batch.size)
     return _finish(batch, _per_anchor_mean(losses, tf.reduce_sum(tf.cast(valid, tf.int32)), batch.num_anchors()))
 
 

@@ -162,9 +162,8 @@ def sorted_rows(labels, index, count):
     >>> order.numpy().tolist(), int(start), n, counted.numpy().tolist()
     ([1, 3, 0, 2, 4], 3, 2, [False, True])
     """
-    num_samples = tf.shape(labels)[0]
-    static = labels.shape[0] if labels.shape[0] is not None else tf.get_static_value(num_samples)
-    size = -(-int(static) // count) if static is not None else (num_samples + count - 1) // count
+    num_samples = labels.shape[0] if labels.shape[0] is not None else tf.shape(labels)[0]
+    size = share_slots(num_samples, index, count)[2]
     start = tf.maximum(tf.minimum(index * size, num_samples - size), 0)
     counted = start + tf.range(size) >= index * size
     return tf.argsort(labels, stable=True), start, size, counted
