@@ -18,6 +18,8 @@ Gram matrix) dominates. Three rewrites keep the values and gradients:
   weights for a one-pass gradient (``log1p_sum_exp``).
 """
 
+from typing import NamedTuple
+
 import tensorflow as tf
 
 from rankloss_tf.ops.blocks import local_copies
@@ -279,56 +281,91 @@ def _symmetric_rows(embeddings, same, margin, distance):
     return run(embeddings)
 
 
+class Negatives(NamedTuple):
+    """The negatives of rows against columns, given by their labels: the [rows, T] mask
+    ``row_valid_i and column_valid_j and row_labels_i != column_labels_j``, built where
+    it is used (inside the fused pass) rather than stored.
+
+    Example:
+    >>> Negatives([0, 1], [True, True], [0, 1, 2], [True, True, False]).mask().numpy().tolist()
+    [[False, True, False], [True, False, False]]
+    """
+
+    row_labels: tf.Tensor
+    row_valid: tf.Tensor
+    column_labels: tf.Tensor
+    column_valid: tf.Tensor
+
+    def mask(self):
+        """The bool [rows, T] mask."""
+        row_labels, row_valid, column_labels, column_valid = (tf.convert_to_tensor(t) for t in self)
+        both_valid = tf.logical_and(row_valid[:, None], column_valid[None, :])
+        return tf.logical_and(both_valid, tf.not_equal(row_labels[:, None], column_labels[None, :]))
+
+
 @tf.function(jit_compile=True)
-def _log1p_sum_exp_parts(logits, offsets, mask, scale):
-    """Values [rows] and softmax weights [rows, T] of ``log1p_sum_exp``: one fused XLA pass."""
-    shifted = tf.where(mask, scale * logits - offsets[:, None], tf.constant(-float("inf"), logits.dtype))
+def _log1p_sum_exp_parts(logits, offsets, negatives, scale):
+    """Values [rows], the unnormalised softmax weights [rows, T], their row sums' share of the total
+    and the totals [rows] of ``log1p_sum_exp``: one fused XLA pass."""
+    minus_infinity = tf.constant(-float("inf"), logits.dtype)
+    shifted = tf.where(Negatives(*negatives).mask(), scale * logits - offsets[:, None], minus_infinity)
     peak = tf.maximum(tf.reduce_max(shifted, axis=1), 0.0)  # >= 0: the 1 is one of the terms
     terms = tf.exp(shifted - peak[:, None])
-    totals = tf.exp(-peak) + tf.reduce_sum(terms, axis=1)
-    return peak + tf.math.log(totals), terms / totals[:, None]
+    sums = tf.reduce_sum(terms, axis=1)
+    totals = tf.exp(-peak) + sums
+    return peak + tf.math.log(totals), terms, sums / totals, totals
 
 
-def log1p_sum_exp(logits, offsets, mask, scale=1.0):
-    """Row-wise ``log(1 + sum_{j: mask[i, j]} exp(scale logits[i, j] - offsets[i]))``, fused.
+def log1p_sum_exp(queries, keys, offsets, negatives, scale=1.0):
+    """Row-wise ``log(1 + sum_{j negative for i} exp(scale q_i . k_j - offsets[i]))``, fused.
 
-    The N-pair terms: mc is ``log1p_sum_exp(S, S_own, negatives)`` with S_own each row's
-    own-tuple similarity, the angular term of N-pair + angular the same with scaled
-    cosines. The forward pass is one XLA-compiled pass that also keeps the softmax
-    weights P; the gradient is dlogits = scale u P, doffsets = -u rowsum(P) (no autodiff
-    through the masking, shift and reductions).
+    The N-pair terms: mc is ``log1p_sum_exp(anchors, positives, S_own, negatives)`` with
+    S_own each row's own-tuple similarity, the angular term of N-pair + angular the same
+    with scaled cosines. The forward pass is the matmul and one XLA-compiled pass that
+    also keeps the softmax weights P (unnormalised, with their totals); the gradient is dq = scale u (P k),
+    dk = scale P^T (u q), doffsets = -u rowsum(P): the upstream u scales the [rows, D]
+    sides of the two matmuls, so the backward pass makes no [rows, T] pass of its own.
 
     Args:
-        logits: float [rows, T].
+        queries: float [rows, D].
+        keys: float [T, D].
         offsets: float [rows].
-        mask: bool [rows, T], the terms of each row's sum.
+        negatives: a ``Negatives`` of the rows against the T keys: the terms of each
+            row's sum.
         scale: a Python float.
 
     Returns:
-        Float [rows]; 0 for a row whose mask is all False. Stable for any logits (the sum
+        Float [rows]; 0 for a row without negatives. Stable for any logits (the sum
         is shifted by its largest exponent).
 
     Example:
-    >>> logits = tf.constant([[2.0, 2.0, 9.0]])
-    >>> round(float(log1p_sum_exp(logits, tf.constant([2.0]), tf.constant([[False, True, False]]))[0]), 4)
+    >>> keys = tf.constant([[1.0], [1.0], [4.5]])
+    >>> negatives = Negatives([0], [True], [0, 1, 2], [True, True, False])
+    >>> values = log1p_sum_exp(tf.constant([[2.0]]), keys, tf.constant([2.0]), negatives)
+    >>> round(float(values[0]), 4)
     0.6931
     """
     scale = float(scale)
-    values, weights = _log1p_sum_exp_parts(
-        tf.stop_gradient(logits), tf.stop_gradient(offsets), mask, tf.constant(scale, logits.dtype)
+    logits = tf.matmul(tf.stop_gradient(queries), tf.stop_gradient(keys), transpose_b=True)
+    values, terms, weight_sums, totals = _log1p_sum_exp_parts(
+        logits, tf.stop_gradient(offsets), tuple(negatives), tf.constant(scale, logits.dtype)
     )
 
     @tf.custom_gradient
-    def run(logits, offsets):
-        (weights_here,) = local_copies([weights])
+    def run(queries, keys, offsets):
+        queries, keys = local_copies([queries, keys])
+        terms_here, weight_sums_here, totals_here = local_copies([terms, weight_sums, totals])
 
         def gradient(upstream):
-            d_logits = upstream[:, None] * weights_here
-            return scale * d_logits, -tf.reduce_sum(d_logits, axis=1)
+            # P = terms / totals: the division is folded into the row scale.
+            scaled = (scale * upstream / totals_here)[:, None]
+            d_queries = scaled * tf.matmul(terms_here, keys)
+            d_keys = tf.matmul(terms_here, scaled * queries, transpose_a=True)
+            return d_queries, d_keys, -upstream * weight_sums_here
 
         return tf.identity(values), gradient
 
-    return run(logits, offsets)
+    return run(queries, keys, offsets)
 
 
-__all__ = ["contrastive_pair_sums", "contrastive_rows", "mine_hard", "mining_distances", "log1p_sum_exp", "pair_distances"]
+__all__ = ["Negatives", "contrastive_pair_sums", "contrastive_rows", "mine_hard", "mining_distances", "log1p_sum_exp", "pair_distances"]

@@ -39,7 +39,7 @@ from rankloss_tf.ops.checks import (
     standardize_inputs,
 )
 from rankloss_tf.ops.distances import check_distance, pairwise_distances
-from rankloss_tf.ops.fused import contrastive_pair_sums, contrastive_rows, log1p_sum_exp, mine_hard, mining_distances, pair_distances
+from rankloss_tf.ops.fused import Negatives, contrastive_pair_sums, contrastive_rows, log1p_sum_exp, mine_hard, mining_distances, pair_distances
 from rankloss_tf.ops.masks import label_counts, negative_mask, npair_tuples, positive_mask
 from rankloss_tf.ops.mining import hardest_negative, hardest_positive, semihard_negatives
 from rankloss_tf.ops.shares import check_share, pair_tiles, share_slots, sorted_rows
@@ -437,12 +437,12 @@ def _tile_sums(batch, tile, margin, distance, memory_budget):
 def _npair_terms(anchor_embeddings, own_positives, positives, others, variant):
     """Per-tuple N-pair terms of r tuples [r, D] against all T positives [T, D]: logits
     S_ij - S_ii with S_ij = f_i . f_j+ over the negatives ``others`` [r, T]."""
-    similarities = tf.matmul(anchor_embeddings, positives, transpose_b=True)
     own_similarities = tf.reduce_sum(anchor_embeddings * own_positives, axis=1)
     if variant == "mc":
-        return log1p_sum_exp(similarities, own_similarities, others)
+        return log1p_sum_exp(anchor_embeddings, positives, own_similarities, others)
+    similarities = tf.matmul(anchor_embeddings, positives, transpose_b=True)
     softplus = tf.math.softplus(similarities - own_similarities[:, None])
-    return tf.reduce_sum(tf.where(others, softplus, tf.zeros([], softplus.dtype)), axis=1)
+    return tf.reduce_sum(tf.where(others.mask(), softplus, tf.zeros([], softplus.dtype)), axis=1)
 
 
 @tf.custom_gradient
@@ -456,6 +456,32 @@ def _gather_rows(params, indices):
         return tf.math.unsorted_segment_sum(upstream, indices, tf.shape(params)[0]), None
 
     return tf.gather(params, indices), gradient
+
+
+def _tuple_rows(embeddings, anchors, positives, valid):
+    """The anchor and positive rows [T, D] of the tuples, gathered once.
+
+    The rows of the valid tuples are distinct samples and the padding tuples' rows get a
+    zero gradient from the kernels, so the gradient is one gather of the valid tuples'
+    rows back into batch order (no scatter-add).
+    """
+
+    @tf.custom_gradient
+    def gather(embeddings, ids, slots):
+        def gradient(d_anchor_rows, d_positive_rows):
+            # (The rows of a share come through a gather: its gradient may be tf.IndexedSlices.)
+            d_rows = [tf.convert_to_tensor(d) for d in (d_anchor_rows, d_positive_rows)]
+            zero = tf.zeros_like(d_rows[0][:1])
+            return tf.gather(tf.concat(d_rows + [zero], axis=0), slots), None, None
+
+        return tf.split(tf.gather(embeddings, ids), 2), gradient
+
+    ids = tf.concat([anchors, positives], axis=0)
+    size = tf.shape(embeddings)[0]
+    # slots[b]: sample b's row among the valid tuples' 2T rows; 2T (a zero row) if none.
+    rows = tf.range(tf.shape(ids)[0])
+    slots = tf.math.unsorted_segment_max(rows, tf.where(tf.concat([valid, valid], axis=0), ids, size), size + 1)[:-1]
+    return gather(embeddings, ids, tf.where(slots < 0, tf.shape(ids)[0], slots))
 
 
 def _tuple_losses(batch, tuple_terms, memory_budget, share=None):
@@ -482,23 +508,26 @@ def _tuple_losses(batch, tuple_terms, memory_budget, share=None):
         picks_valid = tf.gather(local, picks)
 
     def rows(tensors, start, size):
-        embeddings = tensors[0]
-        chosen = _slice_rows(picks, start, size)
+        anchor_rows, positive_rows = tensors
         row_valid = _slice_rows(picks_valid, start, size)
-        others = tf.logical_and(
-            tf.logical_and(row_valid[:, None], valid[None, :]),
-            tf.not_equal(tf.gather(tuple_labels, chosen)[:, None], tuple_labels[None, :]),
-        )
-        # One gather (one scatter in the backward pass) for the three sets of rows.
-        ids = tf.concat([tf.gather(anchors, chosen), tf.gather(positives, chosen), positives], axis=0)
-        anchor_rows, own_rows, positive_rows = tf.split(_gather_rows(embeddings, ids), tf.stack([size, size, num_tuples]))
+        if batch.whole and share is None:
+            chosen_labels = _slice_rows(tuple_labels, start, size)
+            anchor_rows, own_rows = _slice_rows(anchor_rows, start, size), _slice_rows(positive_rows, start, size)
+        else:
+            chosen = _slice_rows(picks, start, size)
+            chosen_labels = tf.gather(tuple_labels, chosen)
+            anchor_rows, own_rows = tf.gather(anchor_rows, chosen), tf.gather(positive_rows, chosen)
+        others = Negatives(chosen_labels, row_valid, tuple_labels, valid)
         terms = tuple_terms(anchor_rows, own_rows, positive_rows, others)
         return tf.where(row_valid, terms, tf.zeros([], terms.dtype))
 
     dim = _static_or_dynamic(batch.embeddings, 1)
     block = block_rows(size, num_tuples, dim, _TEMPORARIES["npair"], memory_budget)
-    terms = blocked_rows(rows, batch.tensors, size, block)
+    terms = blocked_rows(rows, _tuple_rows(batch.embeddings, anchors, positives, valid), size, block)
     losses = _scatter_sum(terms, tf.gather(anchors, picks) - batch.start, picks_valid, batch.size)
+    if isinstance(num_tuples, int) and num_tuples == 0:
+        # No tuple (a batch of one): a zero gradient, not none (the sum of no rows is 0).
+        losses += tf.reduce_sum(batch.embeddings[:0])
     return _finish(batch, _per_anchor_mean(losses, tf.reduce_sum(tf.cast(valid, tf.int32)), batch.num_anchors()))
 
 
@@ -650,9 +679,9 @@ def npair_angular_loss(
         anchor_units = tf.math.l2_normalize(anchor_embeddings, axis=1)
         own_units = tf.math.l2_normalize(own_positives, axis=1)
         # f(i, i+, j+) = 4t (x_i + x_i+) . x_j+ - 2 (1 + t) x_i . x_i+
-        cosines = tf.matmul(anchor_units + own_units, tf.math.l2_normalize(positives, axis=1), transpose_b=True)
         pair_terms = pair_weight * tf.reduce_sum(anchor_units * own_units, axis=1)
-        return npair_terms + lam * log1p_sum_exp(cosines, pair_terms, others, scale)
+        positive_units = tf.math.l2_normalize(positives, axis=1)
+        return npair_terms + lam * log1p_sum_exp(anchor_units + own_units, positive_units, pair_terms, others, scale)
 
     share = check_share(share, anchors)
     return _tuple_losses(_batch(labels, embeddings, anchors), tuple_terms, memory_budget, share)
