@@ -152,6 +152,21 @@ def test_no_positive_pair_gives_zero(kernel, oracle, kwargs):
     assert np.all(grad == 0.0)
 
 
+@pytest.mark.parametrize("kernel,oracle,kwargs", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "function"])
+def test_a_batch_of_one_gives_zero_and_a_zero_gradient(kernel, oracle, kwargs, graph):
+    x = tf.Variable([[0.6, 0.8, 0.0]])
+
+    def step():
+        with tf.GradientTape() as tape:
+            value = tf.reduce_sum(kernel([3], x, **kwargs))
+        return value, tape.gradient(value, x)
+
+    value, grad = tf.function(step)() if graph else step()
+    assert grad is not None, "no gradient (an optimizer would skip or fail on the variable)"
+    assert float(value) == 0.0 and np.all(grad.numpy() == 0.0)
+
+
 def test_gradient_matches_finite_differences():
     labels, embeddings = BATCHES[3]
     embeddings = embeddings.astype(np.float64)

@@ -458,30 +458,35 @@ def _gather_rows(params, indices):
     return tf.gather(params, indices), gradient
 
 
-def _tuple_rows(embeddings, anchors, positives, valid):
-    """The anchor and positive rows [T, D] of the tuples, gathered once.
+def _gather_groups(params, groups):
+    """``tf.gather(params, ids)`` [n, D] for each ``(ids [n], valid [n])`` of ``groups``, whose
+    gradient gathers the rows back (no scatter-add).
 
-    The rows of the valid tuples are distinct samples and the padding tuples' rows get a
-    zero gradient from the kernels, so the gradient is one gather of the valid tuples'
-    rows back into batch order (no scatter-add).
+    Within a group the valid ids are distinct; the invalid rows' gradients must be 0
+    (the kernels' padding rows): they are left out.
     """
+    size = tf.shape(params)[0]
+    sizes = [_static_or_dynamic(ids, 0) for ids, _ in groups]
+    slots = []
+    for ids, valid in groups:
+        # slots[b]: sample b's row in the group; the group's size (a zero row appended) if none.
+        count = tf.shape(ids)[0]
+        slot = tf.math.unsorted_segment_max(tf.range(count), tf.where(valid, ids, size), size + 1)[:-1]
+        slots.append(tf.where(slot < 0, count, slot))
 
     @tf.custom_gradient
-    def gather(embeddings, ids, slots):
-        def gradient(d_anchor_rows, d_positive_rows):
-            # (The rows of a share come through a gather: its gradient may be tf.IndexedSlices.)
-            d_rows = [tf.convert_to_tensor(d) for d in (d_anchor_rows, d_positive_rows)]
-            zero = tf.zeros_like(d_rows[0][:1])
-            return tf.gather(tf.concat(d_rows + [zero], axis=0), slots), None, None
+    def gather(params, ids, *slots):
+        def gradient(*upstream):
+            # (A gather of these rows downstream may have made them tf.IndexedSlices.)
+            backs = []
+            for d_rows, slot in zip(upstream, slots):
+                d_rows = tf.convert_to_tensor(d_rows)
+                backs.append(tf.gather(tf.concat([d_rows, tf.zeros_like(d_rows[:1])], axis=0), slot))
+            return (tf.add_n(backs), None) + (None,) * len(slots)
 
-        return tf.split(tf.gather(embeddings, ids), 2), gradient
+        return tf.split(tf.gather(params, ids), tf.stack(sizes)), gradient
 
-    ids = tf.concat([anchors, positives], axis=0)
-    size = tf.shape(embeddings)[0]
-    # slots[b]: sample b's row among the valid tuples' 2T rows; 2T (a zero row) if none.
-    rows = tf.range(tf.shape(ids)[0])
-    slots = tf.math.unsorted_segment_max(rows, tf.where(tf.concat([valid, valid], axis=0), ids, size), size + 1)[:-1]
-    return gather(embeddings, ids, tf.where(slots < 0, tf.shape(ids)[0], slots))
+    return gather(params, tf.concat([ids for ids, _ in groups], axis=0), *slots)
 
 
 def _tuple_losses(batch, tuple_terms, memory_budget, share=None):
@@ -507,23 +512,28 @@ def _tuple_losses(batch, tuple_terms, memory_budget, share=None):
         picks = tf.argsort(tf.cast(tf.logical_not(local), tf.int32), stable=True)[:size]
         picks_valid = tf.gather(local, picks)
 
+    # The picked tuples' anchor and own-positive rows [size, D] and every tuple's positive [T, D]:
+    # one gather whose gradient gathers back (the valid tuples' samples are distinct).
+    if batch.whole and share is None:
+        (tuple_rows,) = _gather_groups(batch.embeddings, [(tf.concat([anchors, positives], 0), tf.concat([valid, valid], 0))])
+        anchor_rows, positive_rows = tf.split(tuple_rows, 2)
+        tensors = [anchor_rows, positive_rows, positive_rows]
+    else:
+        picked = tf.concat([tf.gather(anchors, picks), tf.gather(positives, picks)], 0)
+        tensors = _gather_groups(batch.embeddings, [(picked, tf.concat([picks_valid, picks_valid], 0)), (positives, valid)])
+        tensors = tf.split(tensors[0], 2) + tensors[1:]
+    picked_labels = tf.gather(tuple_labels, picks)
+
     def rows(tensors, start, size):
-        anchor_rows, positive_rows = tensors
+        anchor_rows, own_rows = _slice_rows(tensors[0], start, size), _slice_rows(tensors[1], start, size)
         row_valid = _slice_rows(picks_valid, start, size)
-        if batch.whole and share is None:
-            chosen_labels = _slice_rows(tuple_labels, start, size)
-            anchor_rows, own_rows = _slice_rows(anchor_rows, start, size), _slice_rows(positive_rows, start, size)
-        else:
-            chosen = _slice_rows(picks, start, size)
-            chosen_labels = tf.gather(tuple_labels, chosen)
-            anchor_rows, own_rows = tf.gather(anchor_rows, chosen), tf.gather(positive_rows, chosen)
-        others = Negatives(chosen_labels, row_valid, tuple_labels, valid)
-        terms = tuple_terms(anchor_rows, own_rows, positive_rows, others)
+        others = Negatives(_slice_rows(picked_labels, start, size), row_valid, tuple_labels, valid)
+        terms = tuple_terms(anchor_rows, own_rows, tensors[2], others)
         return tf.where(row_valid, terms, tf.zeros([], terms.dtype))
 
     dim = _static_or_dynamic(batch.embeddings, 1)
     block = block_rows(size, num_tuples, dim, _TEMPORARIES["npair"], memory_budget)
-    terms = blocked_rows(rows, _tuple_rows(batch.embeddings, anchors, positives, valid), size, block)
+    terms = blocked_rows(rows, tensors, size, block)
     losses = _scatter_sum(terms, tf.gather(anchors, picks) - batch.start, picks_valid, batch.size)
     if isinstance(num_tuples, int) and num_tuples == 0:
         # No tuple (a batch of one): a zero gradient, not none (the sum of no rows is 0).
