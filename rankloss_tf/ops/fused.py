@@ -13,9 +13,11 @@ Gram matrix) dominates. Three rewrites keep the values and gradients:
   gradient is a coefficient matrix C = dL/ds times the geometry of s:
   dq = 2 (rowsum(C) q - C r), dr = 2 (colsum(C) r - C^T q) (``contrastive_rows``;
   ``contrastive_pair_sums`` for pairs that count for both their samples).
-- N-pair mc and the angular term of N-pair + angular: log(1 + sum_j exp(l_ij - o_i))
-  over each tuple's negatives, one XLA-compiled forward pass that keeps the softmax
-  weights for a one-pass gradient (``log1p_sum_exp``).
+- N-pair mc and the angular term of N-pair + angular: log(1 + sum_j exp(q_i.k_j - o_i))
+  over each tuple's negatives (``log1p_sum_exp``): the matmul, then one XLA-compiled
+  pass that builds the negatives from the labels and keeps the unnormalised softmax
+  weights P; the upstream scales the [rows, D] sides of the gradient's two matmuls
+  (u P k = u (P k)), so the backward pass has no [rows, T] pass besides them.
 """
 
 from typing import NamedTuple
