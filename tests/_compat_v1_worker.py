@@ -16,7 +16,10 @@ import tensorflow as tf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rankloss_tf import ops  # noqa: E402
 from rankloss_tf.compat import v1  # noqa: E402
+
+KERNELS = ("contrastive_loss", "triplet_semihard_loss", "triplet_hard_loss", "npair_loss", "angular_loss", "npair_angular_loss")
 
 LEARNING_RATE = 0.05
 TRAIN_STEPS = 5
@@ -95,7 +98,26 @@ def main(path):
                 "train_losses": history,
                 "trained_weights": session.run(weights).tolist(),
             }
-    sys.stdout.write(json.dumps({"executing_eagerly": tf.executing_eagerly(), "losses": report}) + "\n")
+    variable_labels = kernels_with_variable_labels(data)
+    sys.stdout.write(json.dumps({"executing_eagerly": tf.executing_eagerly(), "losses": report,
+                                 "variable_labels": variable_labels}) + "\n")
+
+
+def kernels_with_variable_labels(data):
+    """Every `rankloss_tf.ops` loss kernel of `KERNELS`, its labels held in a resource variable
+    (graph-mode custom gradients must not ask for the labels' gradient): `{name: {value, gradient}}`."""
+    report = {}
+    with tf.Graph().as_default():
+        labels = tf.compat.v1.Variable(data["labels"], use_resource=True)  # as a user writes it: trainable
+        embeddings = tf.compat.v1.placeholder(tf.float32, [None, data["embeddings"].shape[1]])
+        values = {name: tf.reduce_mean(getattr(ops, name)(labels, embeddings)) for name in KERNELS}
+        gradients = {name: tf.compat.v1.gradients(value, embeddings)[0] for name, value in values.items()}
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            values, gradients = session.run([values, gradients], {embeddings: data["embeddings"]})
+    for name in KERNELS:
+        report[name] = {"value": float(values[name]), "gradient": np.asarray(gradients[name]).tolist()}
+    return report
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from tests import oracles
 from tests.test_facility_location import cluster_loss_oracle
 
 WORKER = Path(__file__).resolve().parent / "_compat_v1_worker.py"
+KERNELS = ("contrastive_loss", "triplet_semihard_loss", "triplet_hard_loss", "npair_loss", "angular_loss", "npair_angular_loss")
 LEARNING_RATE = 0.05
 TRAIN_STEPS = 5
 
@@ -146,7 +147,7 @@ def batch():
 
 
 @pytest.fixture(scope="module")
-def session_report(batch, tmp_path_factory):
+def worker_report(batch, tmp_path_factory):
     path = tmp_path_factory.mktemp("compat_v1") / "batch.npz"
     np.savez(path, **batch)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
@@ -156,7 +157,22 @@ def session_report(batch, tmp_path_factory):
     assert result.returncode == 0, result.stderr[-4000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["executing_eagerly"] is False
-    return report["losses"]
+    return report
+
+
+@pytest.fixture(scope="module")
+def session_report(worker_report):
+    return worker_report["losses"]
+
+
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_kernels_take_labels_held_in_a_graph_variable(worker_report, batch, name):
+    figures = worker_report["variable_labels"][name]
+    x = tf.Variable(batch["embeddings"])
+    with tf.GradientTape() as tape:
+        value = tf.reduce_mean(getattr(ops, name)(batch["labels"], x))
+    assert figures["value"] == pytest.approx(float(value), rel=1e-5, abs=1e-6)
+    np.testing.assert_allclose(figures["gradient"], tape.gradient(value, x).numpy(), rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", NAMES)

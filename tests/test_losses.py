@@ -376,6 +376,45 @@ def test_angular_row_losses_and_gradient(jit, scale):
                 np.testing.assert_allclose(value.numpy(), reference.numpy(), rtol=1e-9, atol=1e-10)
 
 
+def _log1p_sum_exp_reference(q, k, offsets, negatives):
+    """log(1 + sum over the negatives of exp(q_i . k_j - offsets_i)): TensorFlow's own logsumexp."""
+    exponents = tf.where(negatives.mask(), tf.matmul(q, k, transpose_b=True) - offsets[:, None], -np.inf)
+    return tf.reduce_logsumexp(tf.concat([tf.zeros_like(exponents[:, :1]), exponents], axis=1), axis=1)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("spread,estimated", [(1.0, True), (60.0, False)], ids=["estimated-shift", "exact-pass"])
+@pytest.mark.parametrize("jit", [False, True])
+def test_log1p_sum_exp_past_the_head_columns(dtype, spread, estimated, jit):
+    # 300 keys: more than the head columns whose peak shifts the sums. Spread out (logits of
+    # thousands), the shifted sums would overflow: the exact pass takes over.
+    from rankloss_tf.ops import fused
+
+    rng = np.random.RandomState(3)
+    rows, columns = 40, 300
+    q, k = (tf.constant(rng.normal(size=(n, 16)) * spread, dtype) for n in (rows, columns))
+    offsets = tf.constant(rng.normal(size=rows) * spread, dtype)
+    negatives = fused.Negatives(*(tf.constant(x) for x in (rng.randint(0, 30, rows), rng.uniform(size=rows) < 0.9,
+                                                           rng.randint(0, 30, columns), rng.uniform(size=columns) < 0.9)))
+    upstream = tf.constant(rng.uniform(size=rows), dtype)
+
+    def value_and_gradient(kernel, q, k, offsets):
+        with tf.GradientTape() as tape:
+            tape.watch([q, k, offsets])
+            values = kernel(q, k, offsets, negatives)
+        return [values] + tape.gradient(values, [q, k, offsets], output_gradients=tf.cast(upstream, values.dtype))
+
+    got = tf.function(lambda *x: value_and_gradient(fused.log1p_sum_exp, *x), jit_compile=jit)(q, k, offsets)
+    expected = value_and_gradient(_log1p_sum_exp_reference, *(tf.cast(x, tf.float64) for x in (q, k, offsets)))
+    *_, safe = fused._log1p_sum_exp_estimated(tf.matmul(q, k, transpose_b=True), offsets, tuple(negatives),
+                                              tf.constant(1.0, dtype), k)
+    assert bool(safe) == estimated
+    tolerance = 1e-5 if dtype == "float32" else 1e-10
+    for value, reference in zip(got, expected):
+        assert np.all(np.isfinite(value.numpy()))
+        np.testing.assert_allclose(value.numpy(), reference.numpy(), rtol=tolerance, atol=tolerance * max(spread, 1.0))
+
+
 @pytest.mark.parametrize("jit", [False, True])
 def test_npair_tuples_match_the_loop_oracle(jit):
     from rankloss_tf.ops.masks import npair_tuples

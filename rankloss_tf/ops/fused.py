@@ -17,7 +17,9 @@ Gram matrix) dominates. Three rewrites keep the values and gradients:
   over each tuple's negatives (``log1p_sum_exp``): the matmul, then one XLA-compiled
   pass that builds the negatives from the labels and keeps the unnormalised softmax
   weights P; the upstream scales the [rows, D] sides of the gradient's two matmuls
-  (u P k = u (P k)), so the backward pass has no [rows, T] pass besides them.
+  (u P k = u (P k)), so the backward pass has no [rows, T] pass besides them. The pass
+  shifts the exponentials by the largest of the first columns' instead of the row's
+  (which would read the logits twice); where that could overflow, the exact pass.
 """
 
 from typing import NamedTuple
@@ -305,17 +307,54 @@ class Negatives(NamedTuple):
         return tf.logical_and(both_valid, tf.not_equal(row_labels[:, None], column_labels[None, :]))
 
 
-@tf.function(jit_compile=True)
-def _log1p_sum_exp_parts(logits, offsets, negatives, scale):
-    """Values [rows], the unnormalised softmax weights [rows, T], their row sums' share of the total
-    and the totals [rows] of ``log1p_sum_exp``: one fused XLA pass."""
-    minus_infinity = tf.constant(-float("inf"), logits.dtype)
-    shifted = tf.where(Negatives(*negatives).mask(), scale * logits - offsets[:, None], minus_infinity)
-    peak = tf.maximum(tf.reduce_max(shifted, axis=1), 0.0)  # >= 0: the 1 is one of the terms
-    terms = tf.exp(shifted - peak[:, None])
+def _shifted_exponents(logits, offsets, negatives, scale):
+    """``scale logits - offsets`` where ``negatives`` [rows, T], else -inf."""
+    return tf.where(Negatives(*negatives).mask(), scale * logits - offsets[:, None], tf.constant(-float("inf"), logits.dtype))
+
+
+def _parts(exponents, peak):
+    """Values, the weights exp(exponent - peak), their row sums' share of the totals, and the
+    totals exp(-peak) + sum of the weights: the 1 of log(1 + sum) is one of the terms."""
+    terms = tf.exp(exponents - peak[:, None])
     sums = tf.reduce_sum(terms, axis=1)
     totals = tf.exp(-peak) + sums
     return peak + tf.math.log(totals), terms, sums / totals, totals
+
+
+@tf.function(jit_compile=True)
+def _log1p_sum_exp_parts(logits, offsets, negatives, scale):
+    """``_parts`` shifted by each row's largest exponent (>= 0): one XLA pass that reads the
+    logits twice (the peak, then the sums)."""
+    exponents = _shifted_exponents(logits, offsets, negatives, scale)
+    return _parts(exponents, tf.maximum(tf.reduce_max(exponents, axis=1), 0.0))
+
+
+# The head columns whose largest exponent estimates a row's, and the largest total (times the
+# keys' largest entry, at least 1) that the estimated shift may leave: past it the exact pass.
+_HEAD_COLUMNS = 128
+_LARGEST_TOTAL = 2.0**64
+
+
+@tf.function(jit_compile=True)
+def _log1p_sum_exp_estimated(logits, offsets, negatives, scale, keys):
+    """``_parts`` shifted by the largest exponent of the first ``_HEAD_COLUMNS`` columns
+    (>= 0, at most the row's: the totals are >= 1): one XLA pass that reads the logits
+    once. Also returns whether every total is at most ``_LARGEST_TOTAL`` / max(1, max |keys|),
+    where the gradient's matmuls cannot overflow."""
+    row_labels, row_valid, column_labels, column_valid = negatives
+    head = (row_labels, row_valid, column_labels[:_HEAD_COLUMNS], column_valid[:_HEAD_COLUMNS])
+    peak = tf.maximum(tf.reduce_max(_shifted_exponents(logits[:, :_HEAD_COLUMNS], offsets, head, scale), axis=1), 0.0)
+    parts = _parts(_shifted_exponents(logits, offsets, negatives, scale), peak)
+    key_peak = tf.maximum(tf.reduce_max(tf.abs(keys)), 1.0)
+    return parts + (tf.reduce_all(parts[3] * key_peak <= _LARGEST_TOTAL),)
+
+
+def _log1p_sum_exp_forward(logits, offsets, negatives, scale, keys):
+    """``_parts`` of the rows: the estimated shift when it is safe, else the exact one."""
+    if logits.dtype not in (tf.float32, tf.float64):  # half types: the weights must stay <= 1
+        return _log1p_sum_exp_parts(logits, offsets, negatives, scale)
+    *parts, safe = _log1p_sum_exp_estimated(logits, offsets, negatives, scale, keys)
+    return tf.cond(safe, lambda: tuple(parts), lambda: _log1p_sum_exp_parts(logits, offsets, negatives, scale))
 
 
 def log1p_sum_exp(queries, keys, offsets, negatives, scale=1.0):
@@ -324,7 +363,10 @@ def log1p_sum_exp(queries, keys, offsets, negatives, scale=1.0):
     The N-pair terms: mc is ``log1p_sum_exp(anchors, positives, S_own, negatives)`` with
     S_own each row's own-tuple similarity, the angular term of N-pair + angular the same
     with scaled cosines. The forward pass is the matmul and one XLA-compiled pass that
-    also keeps the softmax weights P (unnormalised, with their totals); the gradient is dq = scale u (P k),
+    also keeps the softmax weights P (unnormalised, with their totals), shifted by the
+    largest exponent of the first 128 columns: the logits are read once (float32 and
+    float64; the exact shift, the row's largest, where the totals could overflow the
+    gradient, and for half types). The gradient is dq = scale u (P k),
     dk = scale P^T (u q), doffsets = -u rowsum(P): the upstream u scales the [rows, D]
     sides of the two matmuls, so the backward pass makes no [rows, T] pass of its own.
 
@@ -349,9 +391,11 @@ def log1p_sum_exp(queries, keys, offsets, negatives, scale=1.0):
     """
     scale = float(scale)
     logits = tf.matmul(tf.stop_gradient(queries), tf.stop_gradient(keys), transpose_b=True)
-    values, terms, weight_sums, totals = _log1p_sum_exp_parts(
-        logits, tf.stop_gradient(offsets), tuple(negatives), tf.constant(scale, logits.dtype)
-    )
+    # (Stopped: the custom gradient below is theirs; a graph-mode custom gradient would otherwise
+    # walk back through the cond into the labels, and ask for the gradient of a labels variable.)
+    values, terms, weight_sums, totals = (tf.stop_gradient(t) for t in _log1p_sum_exp_forward(
+        logits, tf.stop_gradient(offsets), tuple(negatives), tf.constant(scale, logits.dtype), tf.stop_gradient(keys)
+    ))
 
     @tf.custom_gradient
     def run(queries, keys, offsets):

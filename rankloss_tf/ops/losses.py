@@ -459,16 +459,16 @@ def _gather_rows(params, indices):
 
 
 def _gather_groups(params, groups):
-    """``tf.gather(params, ids)`` [n, D] for each ``(ids [n], valid [n])`` of ``groups``, whose
-    gradient gathers the rows back (no scatter-add).
+    """``tf.gather(params, ids)`` for each ``(ids [n], valid [n], pieces)`` of ``groups``, split
+    into rows of the sizes ``pieces``, whose gradient gathers the rows back (no scatter-add).
 
     Within a group the valid ids are distinct; the invalid rows' gradients must be 0
-    (the kernels' padding rows): they are left out.
+    (the kernels' padding rows): they are left out. Returns the pieces of every group, in order.
     """
     size = tf.shape(params)[0]
-    sizes = [_static_or_dynamic(ids, 0) for ids, _ in groups]
+    pieces = [len(group_pieces) for _, _, group_pieces in groups]
     slots = []
-    for ids, valid in groups:
+    for ids, valid, _ in groups:
         # slots[b]: sample b's row in the group; the group's size (a zero row appended) if none.
         count = tf.shape(ids)[0]
         slot = tf.math.unsorted_segment_max(tf.range(count), tf.where(valid, ids, size), size + 1)[:-1]
@@ -478,15 +478,16 @@ def _gather_groups(params, groups):
     def gather(params, ids, *slots):
         def gradient(*upstream):
             # (A gather of these rows downstream may have made them tf.IndexedSlices.)
-            backs = []
-            for d_rows, slot in zip(upstream, slots):
-                d_rows = tf.convert_to_tensor(d_rows)
-                backs.append(tf.gather(tf.concat([d_rows, tf.zeros_like(d_rows[:1])], axis=0), slot))
+            upstream, backs = [tf.convert_to_tensor(d_rows) for d_rows in upstream], []
+            for slot, count in zip(slots, pieces):
+                d_rows, upstream = upstream[:count], upstream[count:]
+                backs.append(tf.gather(tf.concat(d_rows + [tf.zeros_like(d_rows[0][:1])], axis=0), slot))
             return (tf.add_n(backs), None) + (None,) * len(slots)
 
+        sizes = [piece for _, _, group_pieces in groups for piece in group_pieces]
         return tf.split(tf.gather(params, ids), tf.stack(sizes)), gradient
 
-    return gather(params, tf.concat([ids for ids, _ in groups], axis=0), *slots)
+    return gather(params, tf.concat([ids for ids, _, _ in groups], axis=0), *slots)
 
 
 def _tuple_losses(batch, tuple_terms, memory_budget, share=None):
@@ -500,6 +501,7 @@ def _tuple_losses(batch, tuple_terms, memory_budget, share=None):
     anchors, positives, valid = npair_tuples(batch.labels)
     tuple_labels = tf.gather(batch.labels, anchors)
     num_tuples = _static_or_dynamic(anchors, 0)
+    column_labels, column_valid = tuple_labels, valid  # the key columns: every tuple's positive
     if share is not None:
         picks, in_range, size = share_slots(num_tuples, *share)
         picks_valid = tf.logical_and(in_range, tf.gather(valid, picks))
@@ -515,19 +517,28 @@ def _tuple_losses(batch, tuple_terms, memory_budget, share=None):
     # The picked tuples' anchor and own-positive rows [size, D] and every tuple's positive [T, D]:
     # one gather whose gradient gathers back (the valid tuples' samples are distinct).
     if batch.whole and share is None:
-        (tuple_rows,) = _gather_groups(batch.embeddings, [(tf.concat([anchors, positives], 0), tf.concat([valid, valid], 0))])
-        anchor_rows, positive_rows = tf.split(tuple_rows, 2)
+        anchor_rows, positive_rows = _gather_groups(
+            batch.embeddings, [(tf.concat([anchors, positives], 0), tf.concat([valid, valid], 0), [num_tuples] * 2)])
         tensors = [anchor_rows, positive_rows, positive_rows]
+    elif share is not None:
+        # The share's tuples are a run from index * size: with the columns rotated to start
+        # there, their own positives are the first `size` columns. One group of distinct samples.
+        columns = (share[0] * size + tf.range(num_tuples)) % tf.maximum(num_tuples, 1)
+        column_labels, column_valid = tf.gather(tuple_labels, columns), tf.gather(valid, columns)
+        ids = tf.concat([tf.gather(anchors, picks), tf.gather(positives, columns)], 0)
+        group = (ids, tf.concat([picks_valid, column_valid], 0), [size, size, num_tuples - size])
+        anchor_rows, own_rows, other_rows = _gather_groups(batch.embeddings, [group])
+        tensors = [anchor_rows, own_rows, tf.concat([own_rows, other_rows], 0)]
     else:
         picked = tf.concat([tf.gather(anchors, picks), tf.gather(positives, picks)], 0)
-        tensors = _gather_groups(batch.embeddings, [(picked, tf.concat([picks_valid, picks_valid], 0)), (positives, valid)])
-        tensors = tf.split(tensors[0], 2) + tensors[1:]
+        tensors = _gather_groups(batch.embeddings, [(picked, tf.concat([picks_valid, picks_valid], 0), [size] * 2),
+                                                    (positives, valid, [num_tuples])])
     picked_labels = tf.gather(tuple_labels, picks)
 
     def rows(tensors, start, size):
         anchor_rows, own_rows = _slice_rows(tensors[0], start, size), _slice_rows(tensors[1], start, size)
         row_valid = _slice_rows(picks_valid, start, size)
-        others = Negatives(_slice_rows(picked_labels, start, size), row_valid, tuple_labels, valid)
+        others = Negatives(_slice_rows(picked_labels, start, size), row_valid, column_labels, column_valid)
         terms = tuple_terms(anchor_rows, own_rows, tensors[2], others)
         return tf.where(row_valid, terms, tf.zeros([], terms.dtype))
 
