@@ -329,31 +329,30 @@ def _log1p_sum_exp_parts(logits, offsets, negatives, scale):
     return _parts(exponents, tf.maximum(tf.reduce_max(exponents, axis=1), 0.0))
 
 
-# The head columns whose largest exponent estimates a row's, and the largest total (times the
-# keys' largest entry, at least 1) that the estimated shift may leave: past it the exact pass.
+# The head columns whose largest exponent estimates a row's, and the largest total the estimated
+# shift may leave (past it, the exact pass): the weights stay <= 2^64, so the gradient's
+# sum_j P_ij k_j overflows only for keys past 2^64, whose squared norms already do.
 _HEAD_COLUMNS = 128
 _LARGEST_TOTAL = 2.0**64
 
 
 @tf.function(jit_compile=True)
-def _log1p_sum_exp_estimated(logits, offsets, negatives, scale, keys):
+def _log1p_sum_exp_estimated(logits, offsets, negatives, scale):
     """``_parts`` shifted by the largest exponent of the first ``_HEAD_COLUMNS`` columns
     (>= 0, at most the row's: the totals are >= 1): one XLA pass that reads the logits
-    once. Also returns whether every total is at most ``_LARGEST_TOTAL`` / max(1, max |keys|),
-    where the gradient's matmuls cannot overflow."""
+    once. Also returns whether every total is at most ``_LARGEST_TOTAL``."""
     row_labels, row_valid, column_labels, column_valid = negatives
     head = (row_labels, row_valid, column_labels[:_HEAD_COLUMNS], column_valid[:_HEAD_COLUMNS])
     peak = tf.maximum(tf.reduce_max(_shifted_exponents(logits[:, :_HEAD_COLUMNS], offsets, head, scale), axis=1), 0.0)
     parts = _parts(_shifted_exponents(logits, offsets, negatives, scale), peak)
-    key_peak = tf.maximum(tf.reduce_max(tf.abs(keys)), 1.0)
-    return parts + (tf.reduce_all(parts[3] * key_peak <= _LARGEST_TOTAL),)
+    return parts + (tf.reduce_all(parts[3] <= _LARGEST_TOTAL),)
 
 
-def _log1p_sum_exp_forward(logits, offsets, negatives, scale, keys):
+def _log1p_sum_exp_forward(logits, offsets, negatives, scale):
     """``_parts`` of the rows: the estimated shift when it is safe, else the exact one."""
     if logits.dtype not in (tf.float32, tf.float64):  # half types: the weights must stay <= 1
         return _log1p_sum_exp_parts(logits, offsets, negatives, scale)
-    *parts, safe = _log1p_sum_exp_estimated(logits, offsets, negatives, scale, keys)
+    *parts, safe = _log1p_sum_exp_estimated(logits, offsets, negatives, scale)
     return tf.cond(safe, lambda: tuple(parts), lambda: _log1p_sum_exp_parts(logits, offsets, negatives, scale))
 
 
@@ -365,8 +364,8 @@ def log1p_sum_exp(queries, keys, offsets, negatives, scale=1.0):
     with scaled cosines. The forward pass is the matmul and one XLA-compiled pass that
     also keeps the softmax weights P (unnormalised, with their totals), shifted by the
     largest exponent of the first 128 columns: the logits are read once (float32 and
-    float64; the exact shift, the row's largest, where the totals could overflow the
-    gradient, and for half types). The gradient is dq = scale u (P k),
+    float64; the exact shift, the row's largest, where a total passes 2^64, and for half
+    types). The gradient is dq = scale u (P k),
     dk = scale P^T (u q), doffsets = -u rowsum(P): the upstream u scales the [rows, D]
     sides of the two matmuls, so the backward pass makes no [rows, T] pass of its own.
 
@@ -394,7 +393,7 @@ def log1p_sum_exp(queries, keys, offsets, negatives, scale=1.0):
     # (Stopped: the custom gradient below is theirs; a graph-mode custom gradient would otherwise
     # walk back through the cond into the labels, and ask for the gradient of a labels variable.)
     values, terms, weight_sums, totals = (tf.stop_gradient(t) for t in _log1p_sum_exp_forward(
-        logits, tf.stop_gradient(offsets), tuple(negatives), tf.constant(scale, logits.dtype), tf.stop_gradient(keys)
+        logits, tf.stop_gradient(offsets), tuple(negatives), tf.constant(scale, logits.dtype)
     ))
 
     @tf.custom_gradient
