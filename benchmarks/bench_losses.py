@@ -202,7 +202,8 @@ def machine_description(impls):
 
 def configurations(args):
     """Yield (impl, loss, dim, batch) in run order: every implementation of one (loss, D, B)
-    back to back, so that a change in the machine's load hits all sides of a ratio alike."""
+    back to back (``args.rounds`` times over), so that a change in the machine's load hits all
+    sides of a ratio alike."""
     for dim in args.dims:
         batches = [b for b in args.batches if dim != 512 or b <= args.max_batch_d512]
         floors = [impl for impl in args.impls if impl in FLOORS]
@@ -213,15 +214,29 @@ def configurations(args):
                 groups.append((loss, impls))
         for loss, impls in groups:
             for batch in batches:
-                for impl in impls:
-                    yield impl, loss, dim, batch
+                for _ in range(args.rounds):
+                    for impl in impls:
+                        yield impl, loss, dim, batch
+
+
+def combine_rounds(results):
+    """One record of a configuration's rounds: the round whose time is the median of the
+    rounds' (the upper one of an even count), with every round's time and peak memory listed."""
+    ok = sorted((r for r in results if r["status"] == "ok"), key=lambda r: r["time_s"])
+    if len(ok) < len(results):
+        return next(r for r in results if r["status"] != "ok")
+    combined = dict(ok[len(ok) // 2])
+    if len(results) > 1:
+        combined["round_times_s"] = [r["time_s"] for r in results]
+        combined["peak_rss_gb"] = max(r["peak_rss_gb"] for r in results)
+    return combined
 
 
 def sweep(args, records):
     """Run every configuration asked for, updating ``records`` (keyed) and saving as it goes.
 
     A series (impl, loss, D) stops at its first batch that does not finish."""
-    stopped = set()
+    stopped, rounds = set(), {}
     for impl, loss, dim, batch in configurations(args):
         if (impl, loss, dim) in stopped:
             continue
@@ -237,9 +252,11 @@ def sweep(args, records):
             result = run_config(config, args.timeout, args.mem_cap_gb, args.mem_reserve_gb, args.before)
         result.update(impl=impl, loss=loss, batch=batch, dim=dim, load_before=round(load, 2),
                       mem_cap_gb=args.mem_cap_gb)
-        records[(impl, loss, batch, dim)] = result
+        rounds.setdefault((impl, loss, batch, dim), []).append(result)
         print(f"{impl:12s} {loss:13s} D={dim:<4d} B={batch:<6d} {format_cell(result)}", flush=True)
-        save(args, records)
+        if len(rounds[(impl, loss, batch, dim)]) == args.rounds or result["status"] != "ok":
+            records[(impl, loss, batch, dim)] = combine_rounds(rounds[(impl, loss, batch, dim)])
+            save(args, records)
         if result["status"] != "ok":
             stopped.add((impl, loss, dim))
 
@@ -288,6 +305,12 @@ def format_ratio(value, other_result):
     return f"{value:.3g} ({1 / value:.3g}x faster)" if value < 1 else f"{value:.3g} ({value:.3g}x slower)"
 
 
+def _rounds_note(records):
+    rounds = max([len(r.get("round_times_s", [])) for r in records.values()] + [1])
+    return (f"; where run in rounds (up to {rounds}, in alternation), the cell is the median round (the "
+            "JSON lists every round's time)") if rounds > 1 else ""
+
+
 def _higher_cap_note(settings, records):
     """A line naming the configurations re-run with a higher memory cap (``--update``)."""
     rerun = sorted({(r["loss"], r["batch"], r["dim"]) for r in records.values()
@@ -318,7 +341,7 @@ def markdown(machine, settings, records):
         *_higher_cap_note(settings, records),
         f"Settings: repeats {settings['repeats']} (fewer when a pass takes over "
         f"{settings['budget']:g} s / repeats), one warm-up pass. The implementations of one (loss, D, B) "
-        "run back to back. The machine is shared: "
+        f"run back to back{_rounds_note(records)}. The machine is shared: "
         "the 1-minute load average before each run is in the JSON (`load_before`).",
         "",
     ]
@@ -401,7 +424,7 @@ def plot(out, records):
 def save(args, records):
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    settings = {k: getattr(args, k) for k in ("repeats", "budget", "min_time", "timeout", "mem_cap_gb",
+    settings = {k: getattr(args, k) for k in ("repeats", "rounds", "budget", "min_time", "timeout", "mem_cap_gb",
                                               "max_batch_d512")}
     # --update keeps the settings of the run it adds to; each record holds its own cap.
     settings = getattr(args, "previous_settings", None) or settings
@@ -427,6 +450,9 @@ def parse_args(argv):
     parser.add_argument("--dims", nargs="+", type=int, default=[128, 512])
     parser.add_argument("--max-batch-d512", type=int, default=16384, help="largest B tried at D=512")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the implementations of each (loss, D, B) this many times in alternation "
+                             "and keep the median round (a shared machine's load moves the ratios less)")
     parser.add_argument("--budget", type=float, default=30.0,
                         help="seconds of timed passes per configuration")
     parser.add_argument("--min-time", type=float, default=2.0,

@@ -41,6 +41,16 @@ def test_loss_sweep_writes_tables_and_stops_a_series_at_the_memory_cap(tmp_path)
     assert {(r["impl"], r["status"]) for r in results} == {("ours", "ok"), ("matmul_tuples", "ok")}
     assert "N-pair matmul floor (TF)" in out.with_suffix(".md").read_text()
 
+    # Rounds in alternation: the median round's record, every round's time listed.
+    bench_losses.main([
+        "--impls", "ours", "matmul_tuples", "--losses", "npair", "--batches", "16", "--dims", "8",
+        "--repeats", "1", "--min-time", "0", "--rounds", "3", "--out", str(out),
+    ])
+    results = json.loads(out.with_suffix(".json").read_text())["results"]
+    for record in results:
+        assert len(record["round_times_s"]) == 3 and record["time_s"] == sorted(record["round_times_s"])[1]
+    assert "the cell is the median round" in out.with_suffix(".md").read_text()
+
     # A cap below what TensorFlow alone needs: the first run is killed, the larger B skipped.
     bench_losses.main([
         "--impls", "matmul", "--batches", "16", "32", "--dims", "8", "--repeats", "1",
