@@ -566,3 +566,25 @@ def test_a_callable_distance_is_honoured_or_refused():
     for kernel in (ops.triplet_hard_loss, ops.contrastive_loss):
         with pytest.raises(ValueError, match="fused passes.*Received: distance=<function"):
             kernel(labels, x, distance=manhattan)
+
+
+@pytest.mark.parametrize("kernel,oracle,kwargs", CASES[::3], ids=CASE_IDS[::3])
+def test_unknown_embedding_shape_under_tf_function_gives_the_eager_gradient(kernel, oracle, kwargs):
+    # A Keras-traced batch: [None, None] embeddings, sizes known only at run time. Small batches
+    # took the run-time block choice whose backward loop lost a static size (a ValueError).
+    rng = np.random.RandomState(9)
+    shares = [None] if kernel in (ops.triplet_semihard_loss, ops.triplet_hard_loss) else [None, (0, 2), (1, 2)]
+    for labels in ([0, 0], [0, 0, 1], [0, 0, 1, 1, 2, 2], rng.randint(0, 5, 17)):
+        x = tf.constant(rng.normal(size=(len(labels), 4)).astype(np.float32))
+        for share in shares:
+            options = dict(kwargs, **({} if share is None else {"share": share}))
+
+            def value_and_gradient(x, options=options):
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    value = tf.reduce_sum(kernel(tf.constant(labels, tf.int32), x, **options))
+                return value, tape.gradient(value, x)
+
+            traced = tf.function(value_and_gradient, input_signature=[tf.TensorSpec([None, None], tf.float32)])
+            for got, expected in zip(traced(x), value_and_gradient(x)):
+                np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)

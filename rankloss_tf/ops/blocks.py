@@ -107,8 +107,9 @@ def _blocked(pair_fn, tensors, num_rows, num_columns, block):
                 block_grads = tape.gradient(
                     [block_values, block_totals], local, output_gradients=[weights, upstream_totals]
                 )
+                # (A block's gradient may have lost a static size its input has: a loop variable keeps its shape.)
                 return k + 1, [
-                    g if b is None else g + tf.convert_to_tensor(b) for g, b in zip(grads, block_grads)
+                    g if b is None else tf.ensure_shape(g + tf.convert_to_tensor(b), g.shape) for g, b in zip(grads, block_grads)
                 ]
 
             _, grads = tf.while_loop(
