@@ -1,5 +1,7 @@
 """Loss kernels and Keras classes: golden values, NumPy oracles, compilation, gradients, errors."""
 
+import functools
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -310,6 +312,18 @@ def test_fit_lowers_loss_and_model_reloads(cls, kernel, kwargs, tmp_path):
     assert reloaded.evaluate(x, y, batch_size=20, verbose=0) == pytest.approx(after, rel=1e-5)
 
 
+@pytest.mark.parametrize("cls,kernel,kwargs", KERAS_CLASSES)
+def test_fit_takes_a_last_batch_of_one_sample(cls, kernel, kwargs):
+    # 9 samples in batches of 4: the last batch has one sample and no pair or tuple.
+    keras.utils.set_random_seed(0)
+    x, y = _digits_pk()
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8), keras.layers.UnitNormalization()])
+    model.compile(optimizer="sgd", loss=cls(**kwargs))
+    history = model.fit(x[:9], y[:9], batch_size=4, epochs=1, shuffle=False, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
 def test_semihard_memory_is_quadratic():
     # A B=2048 batch would need a [B*B, B] float tensor of 32 GB in tfa's formulation.
     labels = np.repeat(np.arange(512), 4)
@@ -574,17 +588,43 @@ def test_unknown_embedding_shape_under_tf_function_gives_the_eager_gradient(kern
     # took the run-time block choice whose backward loop lost a static size (a ValueError).
     rng = np.random.RandomState(9)
     shares = [None] if kernel in (ops.triplet_semihard_loss, ops.triplet_hard_loss) else [None, (0, 2), (1, 2)]
-    for labels in ([0, 0], [0, 0, 1], [0, 0, 1, 1, 2, 2], rng.randint(0, 5, 17)):
+    # Batches of one and of no tuple too (the last batch of an epoch): their gradient is 0.
+    for labels in ([0], [0, 1], [0, 0], [0, 0, 1], [0, 0, 1, 1, 2, 2], rng.randint(0, 5, 17)):
         x = tf.constant(rng.normal(size=(len(labels), 4)).astype(np.float32))
+        labels = tf.constant(labels, tf.int32)
         for share in shares:
             options = dict(kwargs, **({} if share is None else {"share": share}))
 
-            def value_and_gradient(x, options=options):
+            def value_and_gradient(labels, x, options=options):
                 with tf.GradientTape() as tape:
                     tape.watch(x)
-                    value = tf.reduce_sum(kernel(tf.constant(labels, tf.int32), x, **options))
+                    value = tf.reduce_sum(kernel(labels, x, **options))
                 return value, tape.gradient(value, x)
 
-            traced = tf.function(value_and_gradient, input_signature=[tf.TensorSpec([None, None], tf.float32)])
-            for got, expected in zip(traced(x), value_and_gradient(x)):
-                np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+            expected = value_and_gradient(labels, x)
+            known_labels = tf.function(functools.partial(value_and_gradient, labels),
+                                       input_signature=[tf.TensorSpec([None, None], tf.float32)])
+            unknown_labels = tf.function(value_and_gradient, input_signature=[
+                tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, None], tf.float32)])
+            for got in (known_labels(x), unknown_labels(labels, x)):
+                for a, b in zip(got, expected):
+                    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kernel,oracle,kwargs", CASES[::3], ids=CASE_IDS[::3])
+@pytest.mark.parametrize("mode", ["eager", "function", "xla"])
+def test_an_empty_anchor_range_gives_no_loss_and_a_zero_gradient(kernel, oracle, kwargs, mode):
+    labels, x = random_batch(5, batch_size=13, dim=4, num_classes=5)
+    x = tf.constant(x)
+
+    def value_and_gradient(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            losses = kernel(labels, x, anchors=(5, 0), **kwargs)
+            total = tf.reduce_sum(losses)
+        return losses, tape.gradient(total, x)
+
+    run = value_and_gradient if mode == "eager" else tf.function(value_and_gradient, jit_compile=mode == "xla")
+    losses, gradient = run(x)
+    assert losses.shape == (0,) and gradient is not None
+    np.testing.assert_array_equal(gradient.numpy(), np.zeros((13, 4), np.float32))

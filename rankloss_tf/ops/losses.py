@@ -184,6 +184,9 @@ def _num_positive_pairs(batch):
 
 def _finish(batch, losses):
     """NaN unless every embedding is finite, in the dtype of the input."""
+    if isinstance(batch.size, int) and batch.size == 0:
+        # An empty range of anchors: a zero gradient, not none.
+        losses += tf.add_n([tf.reduce_sum(tensor[:0]) for tensor in batch.tensors])
     for tensor in batch.tensors:
         losses = nan_unless_finite(losses, tensor)
     return tf.cast(losses, batch.dtype)
@@ -481,7 +484,8 @@ def _gather_groups(params, groups):
             upstream, backs = [tf.convert_to_tensor(d_rows) for d_rows in upstream], []
             for slot, count in zip(slots, pieces):
                 d_rows, upstream = upstream[:count], upstream[count:]
-                backs.append(tf.gather(tf.concat(d_rows + [tf.zeros_like(d_rows[0][:1])], axis=0), slot))
+                zero = tf.zeros([1, tf.shape(d_rows[0])[1]], d_rows[0].dtype)  # (d_rows[0] may have no row)
+                backs.append(tf.gather(tf.concat(d_rows + [zero], axis=0), slot))
             return (tf.add_n(backs), None) + (None,) * len(slots)
 
         sizes = [piece for _, _, group_pieces in groups for piece in group_pieces]
