@@ -125,6 +125,18 @@ def fit(strategy, names, weights, x, y):
     return head_values(model, model.trainable_variables), history.history
 
 
+def fit_with_a_last_sample(strategy, names, weights, x, y):
+    """Whether `model.fit` on a global batch and then a batch of one sample (the replicas but
+    one get no sample) logs finite losses and leaves finite weights."""
+    dataset = tf.data.Dataset.from_tensor_slices((x, {name: y for name in names})).batch(len(x) - 1)
+    with strategy.scope():
+        model = build_model(names, weights)
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss=loss_objects(names))
+    history = model.fit(dataset, epochs=1, shuffle=False, verbose=0)
+    logged = [history.history[f"{name}_loss"][-1] for name in names]
+    return bool(np.isfinite(logged).all() and all(np.isfinite(w).all() for w in model.get_weights()))
+
+
 def one_device(names, with_fit):
     """The single-device figures on the global batch: loss values, gradients, fitted weights."""
     keras.utils.set_random_seed(0)
@@ -168,6 +180,10 @@ def compare(strategy, names, reference):
             report[name]["fit_weights"] = max_difference(dist_fitted[name], fitted[name])
             report[name]["fit_moved"] = max_difference(fitted[name], initial[name])
             report[name]["fit_logged_loss"] = abs(dist_history[logged][-1] - history[logged][-1])
+        finite = fit_with_a_last_sample(strategy, names, weights, reference["x"][: GLOBAL_BATCH + 1],
+                                        reference["y"][: GLOBAL_BATCH + 1])
+        for name in names:
+            report[name]["last_sample_fit_finite"] = finite
     return report
 
 

@@ -2,7 +2,8 @@
 
 Logical devices and clusters are process-wide, so the strategies run in fresh processes
 (`tests/_distribute_worker.py`), all started at once: one process with 4 logical CPUs
-(MirroredStrategy with 2 and 4 replicas, custom loop and `model.fit`) and two worker
+(MirroredStrategy with 2 and 4 replicas, custom loop and `model.fit`, also on a last batch of
+one sample) and two worker
 processes of a MultiWorkerMirroredStrategy on localhost.
 """
 
@@ -73,6 +74,8 @@ def _check(figures, with_fit):
         assert figures["fit_moved"] > 1e-2
         assert figures["fit_weights"] <= GRADIENT_TOLERANCE
         assert figures["fit_logged_loss"] <= LOSS_TOLERANCE * max(1.0, figures["loss"])
+        # An epoch's last batch of one sample: replicas without a sample, no tuple anywhere.
+        assert figures["last_sample_fit_finite"]
 
 
 @pytest.mark.parametrize("replicas", ["2", "4"])
