@@ -22,6 +22,12 @@ are shared:
 - ``memory_budget``: bytes for the [rows, B] intermediates (default
   ``blocks.DEFAULT_MEMORY_BUDGET``); larger batches are computed in blocks of anchor
   rows and recomputed in the backward pass (``rankloss_tf.ops.blocks``).
+
+Take gradients inside a traced function, as Keras' ``train_step`` does. A
+``tf.function`` traced with batch sizes unknown (an ``input_signature`` of ``None``)
+and differentiated by a ``tf.GradientTape`` outside it raises an ``AssertionError`` in
+TensorFlow's ``tf.cond`` gradient (the run-time choice of the block size reads the
+labels); with static shapes or ``jit_compile=True`` either place works.
 """
 
 import math
