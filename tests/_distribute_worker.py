@@ -115,25 +115,27 @@ def local_mining_loss(model, name, x, y, num_replicas):
     return sum(float(loss(y[s], model(x[s])[name])) for s in slices) / num_replicas
 
 
-def fit(strategy, names, weights, x, y):
-    """Head weights after `FIT_STEPS` SGD steps of `model.fit` on global batches, and the logged losses."""
-    dataset = tf.data.Dataset.from_tensor_slices((x, {name: y for name in names})).batch(GLOBAL_BATCH)
+def fit(strategy, names, weights, x, y, batch_size=GLOBAL_BATCH):
+    """`(model, logged losses)` after one epoch of SGD `model.fit` on batches of `batch_size`."""
+    dataset = tf.data.Dataset.from_tensor_slices((x, {name: y for name in names})).batch(batch_size)
     with strategy.scope():
         model = build_model(names, weights)
         model.compile(optimizer=keras.optimizers.SGD(0.1), loss=loss_objects(names))
     history = model.fit(dataset, epochs=1, shuffle=False, verbose=0)
-    return head_values(model, model.trainable_variables), history.history
+    return model, history.history
+
+
+def fitted_heads(strategy, names, weights, x, y):
+    """Head weights after `FIT_STEPS` SGD steps of `model.fit` on global batches, and the logged losses."""
+    model, history = fit(strategy, names, weights, x, y)
+    return head_values(model, model.trainable_variables), history
 
 
 def fit_with_a_last_sample(strategy, names, weights, x, y):
     """Whether `model.fit` on a global batch and then a batch of one sample (the replicas but
     one get no sample) logs finite losses and leaves finite weights."""
-    dataset = tf.data.Dataset.from_tensor_slices((x, {name: y for name in names})).batch(len(x) - 1)
-    with strategy.scope():
-        model = build_model(names, weights)
-        model.compile(optimizer=keras.optimizers.SGD(0.1), loss=loss_objects(names))
-    history = model.fit(dataset, epochs=1, shuffle=False, verbose=0)
-    logged = [history.history[f"{name}_loss"][-1] for name in names]
+    model, history = fit(strategy, names, weights, x, y, batch_size=len(x) - 1)
+    logged = [history[f"{name}_loss"][-1] for name in names]
     return bool(np.isfinite(logged).all() and all(np.isfinite(w).all() for w in model.get_weights()))
 
 
@@ -152,7 +154,7 @@ def one_device(names, with_fit):
         "gradients": head_values(model, gradients),
     }
     if with_fit:
-        result["fit"] = fit(tf.distribute.get_strategy(), names, result["weights"], x, y)
+        result["fit"] = fitted_heads(tf.distribute.get_strategy(), names, result["weights"], x, y)
     return result
 
 
@@ -173,7 +175,7 @@ def compare(strategy, names, reference):
         }
     if "fit" in reference:
         fitted, history = reference["fit"]
-        dist_fitted, dist_history = fit(strategy, names, weights, reference["x"], reference["y"])
+        dist_fitted, dist_history = fitted_heads(strategy, names, weights, reference["x"], reference["y"])
         initial = head_values(reference["model"], weights)
         for name in names:
             logged = f"{name}_loss"

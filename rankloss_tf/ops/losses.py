@@ -188,10 +188,12 @@ def _num_positive_pairs(batch):
     return tf.reduce_sum(counts) - (tf.shape(batch.labels)[0] if batch.exclude_self else 0)
 
 
-def _finish(batch, losses):
-    """NaN unless every embedding is finite, in the dtype of the input."""
-    if isinstance(batch.size, int) and batch.size == 0:
-        # An empty range of anchors: a zero gradient, not none.
+def _finish(batch, losses, no_rows=False):
+    """NaN unless every embedding is finite, in the dtype of the input.
+
+    With no row computed (``no_rows``, or an empty range of anchors), a zero gradient, not none.
+    """
+    if no_rows or (isinstance(batch.size, int) and batch.size == 0):
         losses += tf.add_n([tf.reduce_sum(tensor[:0]) for tensor in batch.tensors])
     for tensor in batch.tensors:
         losses = nan_unless_finite(losses, tensor)
@@ -556,10 +558,9 @@ def _tuple_losses(batch, tuple_terms, memory_budget, share=None):
     block = block_rows(size, num_tuples, dim, _TEMPORARIES["npair"], memory_budget)
     terms = blocked_rows(rows, tensors, size, block)
     losses = _scatter_sum(terms, tf.gather(anchors, picks) - batch.start, picks_valid, batch.size)
-    if isinstance(num_tuples, int) and num_tuples == 0:
-        # No tuple (a batch of one): a zero gradient, not none (the sum of no rows is 0).
-        losses += tf.reduce_sum(batch.embeddings[:0])
-    return _finish(batch, _per_anchor_mean(losses, tf.reduce_sum(tf.cast(valid, tf.int32)), batch.num_anchors()))
+    # No tuple (a batch of one): no row.
+    no_rows = isinstance(num_tuples, int) and num_tuples == 0
+    return _finish(batch, _per_anchor_mean(losses, tf.reduce_sum(tf.cast(valid, tf.int32)), batch.num_anchors()), no_rows)
 
 
 def npair_loss(labels, embeddings, variant="mc", l2_reg=0.002, anchors=None, memory_budget=None, share=None):
