@@ -123,7 +123,8 @@ def build_parser():
     evaluate.add_argument("--split", choices=("test", "train"), default="test")
     _add_field(evaluate, FIELDS["image_size"], help="side the images are resized to as they load (default: the "
                "model's input size, for datasets whose images vary in size)")
-    _add_field(evaluate, FIELDS["seed"], help="seed of the folder split (as given to train) and of k-means")
+    _add_field(evaluate, FIELDS["seed"], help="seed of the folder split (as given to train) and of k-means (default: "
+               "a run directory's recorded seed, else 0; a run's other seed is refused)")
     evaluate.add_argument("--ks", type=_ks, default=(1, 2, 4, 8), help="the K of Recall@K (default 1,2,4,8)")
     evaluate.add_argument("--no-clustering", dest="clustering", action="store_false", help="skip NMI and F1")
     evaluate.add_argument("--json", dest="json_path", help="also write the metrics to this (new) JSON file")
@@ -193,14 +194,18 @@ def _run_training(config):
 def _evaluate(args):
     from rankloss_tf.artifacts import evaluate_model
     from rankloss_tf.evaluation import format_table
+    from rankloss_tf.training.split import evaluation_seed
 
     if args.json_path and Path(args.json_path).exists():
         raise ValueError(f"--json names an existing file; it is not overwritten. Received: --json={args.json_path}")
     if getattr(args, "dataset", None) is None and args.one_shot is None:
         raise ValueError("evaluate needs --dataset, --one-shot or both. Received: neither")
-    metrics = {} if getattr(args, "dataset", None) is None else evaluate_model(args.model, args.dataset, data_dir=getattr(args, "data_dir", None), split=args.split,
-                             ks=args.ks, clustering=args.clustering, image_size=getattr(args, "image_size", None),
-                             seed=getattr(args, "seed", 0))
+    metrics = {}
+    if getattr(args, "dataset", None) is not None:
+        seed = evaluation_seed(args.model, args.dataset, getattr(args, "seed", None))
+        metrics = evaluate_model(args.model, args.dataset, data_dir=getattr(args, "data_dir", None), split=args.split,
+                                 ks=args.ks, clustering=args.clustering, image_size=getattr(args, "image_size", None),
+                                 seed=seed)
     if args.one_shot is not None:
         from rankloss_tf.artifacts import load_model
         from rankloss_tf.evaluation import one_shot_accuracy
@@ -225,11 +230,22 @@ def _quiet_tensorflow():
     logging.getLogger("absl").setLevel(logging.ERROR)
 
 
+def _os_error(error):
+    """One line for an ``OSError`` met while writing (a full disk, a read-only place)."""
+    text = str(error).strip()
+    reason = error.strerror or (text.splitlines()[0] if text else type(error).__name__)
+    where = f" ({error.filename})" if error.filename else ""
+    return (f"{reason}{where}. What was written before stays intact: free space or fix the permissions, then run "
+            f"the same command again to resume. Received: {type(error).__name__} errno={error.errno}")
+
+
 def main(argv=None):
     """Entry point of the ``rankloss-tf`` console script; returns the exit status.
 
-    Exit status: 0 done, 2 bad input (the message names it), 3 the training
-    diverged (NaN loss; the last good checkpoint is kept), 130 interrupted.
+    Exit status: 0 done, 2 bad input (the message names it) or a file that
+    cannot be written (a full disk, a read-only place; what was written stays
+    intact), 3 the training diverged (NaN loss; the last good checkpoint is
+    kept), 130 interrupted.
 
     Args:
         argv: the arguments (default: ``sys.argv[1:]``).
@@ -250,6 +266,8 @@ def main(argv=None):
         parser.exit(3, f"{PROG}: error: {error}\n")
     except (ValueError, ImportError, FileNotFoundError) as error:
         parser.exit(2, f"{PROG}: error: {error}\n")
+    except OSError as error:  # a full disk, a read-only place met mid-way: what is written stays intact
+        parser.exit(2, f"{PROG}: error: {_os_error(error)}\n")
     except KeyboardInterrupt:
         parser.exit(130, f"\n{PROG}: interrupted; run the same command again to resume (finished epochs and "
                          "phases are kept).\n")

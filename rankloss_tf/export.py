@@ -15,7 +15,8 @@ with ``tf.saved_model.load`` (TF Serving, plain TensorFlow) and
 Every export of this tool (this embedding export and the index export of
 ``rankloss_tf.retrieval``) goes through ``write_export``: it is written to a
 temporary sibling directory, marked with ``rankloss_tf_export.json`` (format,
-kind, version, image shape, embedding size), and renamed into place, so the
+kind, version, image shape, embedding size), and renamed into place
+(``rankloss_tf.io.atomic.write_directory``), so the
 target is either complete or absent. ``overwrite=True`` replaces only a
 directory holding that marker; a file or any other directory at the path is
 never replaced (``check_export_path``).
@@ -23,14 +24,13 @@ never replaced (``check_export_path``).
 
 import json
 import logging
-import os
-import shutil
-import uuid
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from rankloss_tf.io.atomic import remove_stale_temporaries, write_directory
 
 __all__ = [
     "MARKER",
@@ -168,25 +168,6 @@ def check_export_path(path, overwrite=False, protected=(), role="The export path
     return path
 
 
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_stale_temporaries(path):
-    """Deletes the temporary siblings of ``path`` that exports killed mid-write left behind."""
-    for kind in ("tmp", "old"):
-        for temporary in path.parent.glob(f".{path.name}.{kind}-*"):
-            pid = temporary.name.rsplit(f".{kind}-", 1)[1].split("-")[0]
-            if pid.isdigit() and not _pid_alive(int(pid)):
-                shutil.rmtree(temporary, ignore_errors=True)
-
-
 def write_export(path, write, info, overwrite=False, protected=()):
     """Writes an export atomically: ``write(temporary_dir)``, the marker, then a rename.
 
@@ -212,22 +193,9 @@ def write_export(path, write, info, overwrite=False, protected=()):
     'example'
     """
     path = check_export_path(path, overwrite, protected)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(path)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex}")
-    try:
-        write(str(temporary))
-        (temporary / MARKER).write_text(json.dumps({"format": FORMAT, "version": VERSION, **info}, indent=2) + "\n")
-        if path.exists():
-            previous = path.with_name(f".{path.name}.old-{os.getpid()}-{uuid.uuid4().hex}")
-            os.replace(path, previous)
-            os.replace(temporary, path)
-            shutil.rmtree(previous)
-        else:
-            os.replace(temporary, path)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
-    return path
+    remove_stale_temporaries(path.parent, target=path.name)
+    marker = json.dumps({"format": FORMAT, "version": VERSION, **info}, indent=2) + "\n"
+    return write_directory(path, write, marker=(MARKER, marker), replace=True)
 
 
 def check_images(images):

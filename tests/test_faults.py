@@ -26,7 +26,7 @@ WORKER = Path(__file__).with_name("_fault_worker.py")
 PHASES = ("load", "epoch", "checkpoint", "evaluate", "export")
 ARGS = ["train", "--dataset", "digits", "--epochs", "3", "--steps-per-epoch", "3", "--embedding-dim", "8",
         "--no-plots", "--verbose", "0"]
-RUN_FILES = [".lock", "history.csv", "metrics.json", "model.keras", "run.json", "state.json"]
+RUN_FILES = [".lock", ".rankloss_tf_run", "history.csv", "metrics.json", "model.keras", "run.json", "state.json"]
 
 
 def run_worker(phase, signame, out, export):

@@ -177,7 +177,7 @@ def test_a_lock_held_by_another_process_refuses_until_it_dies(tmp_path, capsys):
         assert holder.stdout.readline().strip() == "locked"
         status, out = run_cli(capsys, "train", *FAST, "--out", tmp_path / "r")
         assert status == 2 and f"pid {holder.pid}" in out and "is writing to this run directory" in out
-        assert listing(tmp_path / "r") == [".lock"]
+        assert listing(tmp_path / "r") == [".lock", ".rankloss_tf_run"]
     finally:
         holder.kill()
         holder.wait()
@@ -311,3 +311,164 @@ def test_evaluate_scores_the_official_one_shot_runs(tmp_path, capsys):
     assert 0.0 <= json.loads((tmp_path / "m.json").read_text())["one_shot_20way"] <= 1.0
     status, out = run_cli(capsys, "evaluate", "--model", run)
     assert status == 2 and "needs --dataset, --one-shot or both" in out
+
+
+# --- a run is ours only by its marker (issue 27.1) -------------------------------------------------------------
+
+def one_line(out):
+    """The command's output is (the "Training ..." announcement and) one error line, no traceback."""
+    rest = [line for line in out.strip().splitlines() if not line.startswith("Training ")]
+    return len(rest) == 1 and rest[0].startswith("rankloss-tf: error: ")
+
+
+def test_a_folder_with_a_foreign_run_json_is_refused_and_untouched(tmp_path, capsys):
+    sacred = tmp_path / "sacred"  # what Sacred's file observer writes
+    sacred.mkdir()
+    files = {"run.json": '{"status": "RUNNING"}', "metrics.json": "{}", "history.csv": "epoch,loss\n0,1.0\n",
+             ".notes.tmp-1": "draft", "state.json": '{"phase": "fitting"}'}
+    for name, text in files.items():
+        (sacred / name).write_text(text)
+    status, out = run_cli(capsys, "train", *FAST, "--out", sacred)
+    assert status == 2 and "no .rankloss_tf_run marker" in out and "0.1" in out and one_line(out)
+    assert {p.name: p.read_text() for p in sacred.iterdir()} == files
+    del files["state.json"]
+    (sacred / "state.json").unlink()
+    status, out = run_cli(capsys, "train", *FAST, "--out", sacred)
+    assert status == 2 and "not a rankloss-tf run" in out
+    assert {p.name: p.read_text() for p in sacred.iterdir()} == files
+
+
+def test_resume_through_a_trailing_slash_or_a_symlink(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert run_cli(capsys, "train", *FAST, "--out", run)[0] == 0
+    (tmp_path / "link").symlink_to(run)
+    for spelled in (f"{run}/", tmp_path / "link", f"{tmp_path}/link/"):
+        status, out = run_cli(capsys, "train", *FAST, "--out", spelled)
+        assert status == 0 and "already finished" in out, out
+
+
+@pytest.mark.parametrize("damage", ["no metrics.json", "run.json a list", "unknown phase", "no model.keras"])
+def test_damaged_run_directories_give_one_line(tmp_path, capsys, damage):
+    run = tmp_path / "run"
+    assert run_cli(capsys, "train", *FAST, "--out", run)[0] == 0
+    if damage == "no metrics.json":
+        (run / "metrics.json").unlink()
+    elif damage == "run.json a list":
+        (run / "run.json").write_text("[1, 2]")
+    elif damage == "unknown phase":
+        state = json.loads((run / "state.json").read_text())
+        (run / "state.json").write_text(json.dumps({**state, "phase": "trained"}))
+    else:
+        (run / "model.keras").unlink()
+        state = json.loads((run / "state.json").read_text())
+        (run / "state.json").write_text(json.dumps({**state, "phase": "fitted"}))
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"}
+    status, out = run_cli(capsys, "train", *FAST, "--out", run)
+    assert status == 2 and "The run directory is damaged" in out and one_line(out), out
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"} == before
+
+
+# --- paths that cannot be written, refused before any work (issue 27.9) ----------------------------------------
+
+@pytest.fixture
+def read_only(tmp_path):
+    """A read-only file system (a tmpfs mounted ``ro``), or a skip where mounting is not allowed."""
+    path = tmp_path / "read_only"
+    path.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)], capture_output=True)
+    if mount.returncode != 0:
+        pytest.skip("mounting a tmpfs needs privileges this machine does not give")
+    yield path
+    subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def test_out_under_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    status, out = run_cli(capsys, "train", *FAST, "--out", tmp_path / "notes.txt" / "run")
+    assert status == 2 and "--out lies under a file" in out and one_line(out)
+    assert listing(tmp_path) == ["notes.txt"]
+
+
+def test_read_only_out_export_and_cache_are_refused_before_training(tmp_path, capsys, read_only, monkeypatch):
+    status, out = run_cli(capsys, "train", *FAST, "--out", read_only / "run")
+    assert status == 2 and "--out cannot be written" in out and one_line(out)
+    status, out = run_cli(capsys, "train", *FAST, "--out", tmp_path / "run", "--export", read_only / "export")
+    assert status == 2 and "--export cannot be written" in out and not (tmp_path / "run").exists()
+    folder = make_folder(tmp_path / "photos", {name: 3 for name in "abcd"})
+    monkeypatch.setenv("RANKLOSS_TF_CACHE", str(read_only / "cache"))
+    status, out = run_cli(capsys, "train", *FOLDER_FAST, "--dataset", f"folder:{folder}", "--out", tmp_path / "run")
+    assert status == 2 and "RANKLOSS_TF_CACHE" in out and one_line(out)
+    assert not (tmp_path / "run").exists()
+
+
+# --- a folder's split, recorded by class name (issues 27.4, 28.3, 27.11) --------------------------------------
+
+FOLDER_FAST = ["--epochs", "1", "--steps-per-epoch", "1", "--embedding-dim", "8", "--image-size", "16",
+               "--classes-per-batch", "2", "--samples-per-class", "2", "--no-plots", "--verbose", "0"]
+
+
+def make_folder(root, counts):
+    """A class folder of small PNGs: ``{class name: number of images}``, each class its own colour."""
+    image_module = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(0)
+    for number, (name, count) in enumerate(counts.items()):
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            pixels = np.clip(rng.normal(40 * number, 20, (12, 12, 3)), 0, 255).astype(np.uint8)
+            image_module.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+def test_folder_split_is_recorded_and_a_changed_folder_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RANKLOSS_TF_CACHE", str(tmp_path / "cache"))
+    folder = make_folder(tmp_path / "photos", {name: 3 for name in "abcdef"})
+    run = tmp_path / "run"
+    assert run_cli(capsys, "train", *FOLDER_FAST, "--dataset", f"folder:{folder}", "--seed", "3", "--out", run)[0] == 0
+    split = json.loads((run / "split.json").read_text())
+    assert split["seed"] == 3 and split["train_fraction"] == 0.5
+    assert sorted(split["train"] + split["test"]) == list("abcdef") and len(split["test"]) == 3
+
+    status, out = run_cli(capsys, "evaluate", "--model", run, "--dataset", f"folder:{folder}", "--json",
+                          tmp_path / "m.json")  # the recorded seed, not 0
+    assert status == 0
+    recorded = json.loads((run / "metrics.json").read_text())["metrics"]
+    assert json.loads((tmp_path / "m.json").read_text()) == pytest.approx(recorded, abs=1e-4)
+    status, out = run_cli(capsys, "evaluate", "--model", run, "--dataset", f"folder:{folder}", "--seed", "0")
+    assert status == 2 and "trained with --seed 3" in out and one_line(out)
+
+    moved = split["test"][0]
+    (folder / moved).rename(folder / f"{moved}_renamed")
+    status, out = run_cli(capsys, "train", *FOLDER_FAST, "--dataset", f"folder:{folder}", "--seed", "3", "--out", run)
+    assert status == 2 and f"classes gone: {moved}" in out and f"new classes: {moved}_renamed" in out, out
+    status, out = run_cli(capsys, "evaluate", "--model", run, "--dataset", f"folder:{folder}")
+    assert status == 2 and f"classes gone: {moved}" in out
+
+
+def test_one_image_per_test_class_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    from rankloss_tf.datasets import scan_folder
+    from rankloss_tf.training.split import folder_split
+
+    monkeypatch.setenv("RANKLOSS_TF_CACHE", str(tmp_path / "cache"))
+    folder = make_folder(tmp_path / "photos", {name: 3 for name in "abcdef"})
+    test = folder_split(scan_folder(folder), seed=0)["test"]
+    for name in test:
+        for extra in sorted((folder / name).iterdir())[1:]:
+            extra.unlink()
+    status, out = run_cli(capsys, "train", *FOLDER_FAST, "--dataset", f"folder:{folder}", "--out", tmp_path / "run")
+    assert status == 2 and f"Add images to these classes: {', '.join(sorted(test))}" in out
+    assert one_line(out) and not (tmp_path / "run").exists()
+
+
+def test_images_deleted_mid_training_name_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANKLOSS_TF_CACHE", str(tmp_path / "cache"))
+    folder = make_folder(tmp_path / "photos", {name: 3 for name in "abcd"})
+
+    class DeleteImages(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            for image in folder.rglob("*.png"):
+                image.unlink()
+
+    settings = dict(dataset=f"folder:{folder}", epochs=3, steps_per_epoch=2, image_size=16, classes_per_batch=2,
+                    samples_per_class=2)
+    with pytest.raises(ValueError, match=r"A file of the dataset disappeared while it was read \(.*photos/.*\.png"):
+        training.train(config(tmp_path, **settings), callbacks=[DeleteImages()])

@@ -1,13 +1,11 @@
 """Files of the backbones: the cache location, content hashes, atomic ``.npz`` writes."""
 
 import hashlib
-import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
 from rankloss_tf.cache import CACHE_ENV_VAR, default_cache_dir  # noqa: F401 (this module's names)
+from rankloss_tf.io.atomic import write_file
 
 
 def file_sha256(path):
@@ -22,8 +20,8 @@ def file_sha256(path):
 def atomic_savez(path, **arrays):
     """``np.savez(path, **arrays)`` so that ``path`` is either absent or complete.
 
-    Writes a temporary file in the same directory, syncs it, then renames it over
-    ``path``; on any error the temporary file is removed and ``path`` is untouched.
+    Written through ``rankloss_tf.io.atomic.write_file``: on any error no
+    temporary file is left and ``path`` is untouched.
 
     Args:
         path: destination ``.npz`` path; its directory is created if needed.
@@ -36,16 +34,8 @@ def atomic_savez(path, **arrays):
     >>> atomic_savez("/tmp/example.npz", x=np.arange(3)).name
     'example.npz'
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.stem, suffix=".tmp", delete=False) as tmp:
-        try:
-            np.savez(tmp, **arrays)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        except BaseException:
-            os.unlink(tmp.name)
-            raise
-    os.chmod(tmp.name, 0o644)
-    os.replace(tmp.name, path)
-    return path
+    def savez(temporary):
+        with open(temporary, "wb") as handle:
+            np.savez(handle, **arrays)
+
+    return write_file(path, savez)

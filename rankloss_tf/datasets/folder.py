@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from rankloss_tf.cache import default_cache_dir
 from rankloss_tf.datasets.images import image_decoder
+from rankloss_tf.io.atomic import write_file
 
 __all__ = ["FolderIndex", "IMAGE_SUFFIXES", "load_folder", "scan_folder", "split_classes"]
 
@@ -103,10 +104,7 @@ def scan_folder(path):
         paths = [f for f, _, _ in listing]
         with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
             problems = {f: reason for f, reason in zip(paths, pool.map(_problem, paths)) if reason}
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        temporary = cache.with_name(f".{cache.name}.tmp-{os.getpid()}")
-        temporary.write_text(json.dumps(sorted(problems.items())))
-        os.replace(temporary, cache)
+        write_file(cache, json.dumps(sorted(problems.items())))
     files = {name: [f for f in images if f not in problems] for name, images in candidates.items()}
     files = {name: images for name, images in files.items() if images}
     if not files:

@@ -1,21 +1,26 @@
 """The callbacks that make a run resumable: atomic epoch checkpoints and a one-row-per-epoch history.
 
 ``EpochCheckpoint`` writes model + optimizer state after every finished epoch
-to ``epoch-NNNN.weights.h5`` through a temporary file and a rename, so a run
+to ``epoch-NNNN.weights.h5`` through ``rankloss_tf.io.atomic.write_file``, so a run
 killed at any instant leaves either the previous or the new checkpoint, never
 a truncated one; an epoch whose loss is not finite is not saved, so the last
 checkpoint is the last good one. ``EpochHistory`` writes ``history.csv`` with
-exactly the logged keys and, on resume, drops rows of epochs that are trained
-again, so each epoch appears once.
+exactly the logged keys (rewritten atomically, never half a row) and, on
+resume, drops rows of epochs that are trained again, so each epoch appears once.
+The runner places ``EpochHistory`` before ``EpochCheckpoint``: an epoch's row
+is written before its checkpoint, so a kill between the two trains the epoch
+again (its row is replaced), and no checkpointed epoch lacks its row.
 """
 
 import csv
+import io
 import math
-import os
 import re
 from pathlib import Path
 
 import keras
+
+from rankloss_tf.io.atomic import write_file
 
 __all__ = ["DivergedError", "EpochCheckpoint", "EpochHistory"]
 
@@ -80,11 +85,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if loss is not None and not math.isfinite(float(loss)):
             self.diverged_at = epoch
             return
-        self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"epoch-{epoch + 1:04d}.weights.h5"
-        temporary = self.directory / f".tmp-{os.getpid()}.weights.h5"
-        self.model.save_weights(temporary, overwrite=True)
-        os.replace(temporary, path)
+        write_file(path, lambda temporary: self.model.save_weights(temporary, overwrite=True))
         for done, older in self._all():
             if done < epoch + 1:
                 older.unlink()
@@ -111,36 +113,29 @@ class EpochHistory(keras.callbacks.Callback):
         self.initial_epoch = initial_epoch
 
     def on_train_begin(self, logs=None):
-        if not self.path.is_file():
-            return
-        with self.path.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
+        rows = self._rows()
         kept = [row for row in rows if int(row["epoch"]) < self.initial_epoch]
         if len(kept) != len(rows):
-            self._write(kept, mode="w")
+            self._write(kept)
 
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}}
-        self._write([row], mode="a")
+        self._write([row for row in self._rows() if int(row["epoch"]) < epoch] + [row])
 
-    def _write(self, rows, mode):
-        if not rows and mode == "a":
-            return
-        exists = self.path.is_file() and self.path.stat().st_size > 0
-        if mode == "w":
-            temporary = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-            with temporary.open("w", newline="", encoding="utf-8") as handle:
-                self._rows(handle, rows, header=True)
-            os.replace(temporary, self.path)
-            return
-        with self.path.open("a", newline="", encoding="utf-8") as handle:
-            self._rows(handle, rows, header=not exists)
+    def _rows(self):
+        if not self.path.is_file():
+            return []
+        with self.path.open(newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
 
-    @staticmethod
-    def _rows(handle, rows, header):
+    def _write(self, rows):
+        """Rewrites the whole file atomically (a kill never leaves half a row)."""
         if not rows:
+            self.path.unlink(missing_ok=True)
             return
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        if header:
-            writer.writeheader()
+        fields = list(dict.fromkeys(name for row in rows for name in row))
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=fields, restval="")
+        writer.writeheader()
         writer.writerows(rows)
+        write_file(self.path, text.getvalue())

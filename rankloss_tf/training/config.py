@@ -31,9 +31,10 @@ RANDOM_WEIGHTS = "random"
 # of unnormalised embeddings; angular: normalises inside).
 RAW_HEAD_LOSSES = ("npair", "angular", "npair_angular")
 
-# Fields that change how a run reports or where it exports, not what it computes:
-# a finished or interrupted run may be re-run with other values of these.
-PRESENTATION_FIELDS = ("plots", "export_dir", "overwrite", "verbose", "cache_dir", "eval_every")
+# Fields that change how a run reports or where it writes, not what it computes:
+# a finished or interrupted run may be re-run with other values of these (the run
+# directory itself is known by its marker, not by how --out is spelled).
+PRESENTATION_FIELDS = ("plots", "export_dir", "overwrite", "verbose", "cache_dir", "eval_every", "out_dir")
 RESULT_FIELDS = None  # filled below: every other field
 
 

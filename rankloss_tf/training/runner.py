@@ -8,6 +8,7 @@ at the phase it was in when the same command runs again, and a finished run is
 not trained again.
 """
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -15,6 +16,7 @@ import shutil
 import time
 
 import keras
+import tensorflow as tf
 
 from rankloss_tf import datasets
 from rankloss_tf.evaluation import (
@@ -27,8 +29,11 @@ from rankloss_tf.evaluation import (
 )
 from rankloss_tf.export import check_export_path, check_separate, export_saved_model
 from rankloss_tf.training.callbacks import DivergedError, EpochCheckpoint, EpochHistory
+from rankloss_tf.cache import CACHE_ENV_VAR, default_cache_dir
+from rankloss_tf.io.atomic import check_writable, write_file
 from rankloss_tf.training.protocols import protocol
-from rankloss_tf.training.run_dir import RunDirectory, atomic_write_text
+from rankloss_tf.training.run_dir import RunDirectory
+from rankloss_tf.training.split import check_test_classes, folder_of, folder_split, record_split
 
 __all__ = ["TrainResult", "train"]
 
@@ -64,25 +69,54 @@ class TrainResult:
     resumed: str = None
 
 
-def _folder(config):
-    name = config.dataset
-    return name[len(datasets.FOLDER_PREFIX):] if name.startswith(datasets.FOLDER_PREFIX) else None
-
-
 def _check_paths(config, run):
-    """Refuses, before any work, an export that would replace the run, the data or a user's files."""
-    data = {"the dataset folder": _folder(config), "--data-dir": config.data_dir}
+    """Refuses, before any work, an export that would replace the run, the data or a user's files, or that
+    cannot be written."""
+    data = {"the dataset folder": folder_of(config.dataset), "--data-dir": config.data_dir}
     check_separate(run.path, "--out", data)
     if config.export_dir:
         protected = {"the run directory --out": run.path, **data}
         check_separate(config.export_dir, "--export", protected)
         if not _exported_by(run, config.export_dir):
             check_export_path(config.export_dir, config.overwrite, protected, role="--export")
+            check_writable(config.export_dir, "--export")
+
+
+def _check_caches(config):
+    """Refuses, before any work, a cache directory that this run would write and cannot."""
+    hint = f"Point {CACHE_ENV_VAR} (or --cache-dir for features) to a writable folder."
+    caches = [default_cache_dir("folders")] if folder_of(config.dataset) else []
+    if config.frozen:
+        caches.append(config.cache_dir or default_cache_dir("features"))
+    for cache in caches:
+        check_writable(cache, f"The cache directory ({CACHE_ENV_VAR}={default_cache_dir()})", hint)
+
+
+def _scan(config):
+    """A folder dataset's scan and split, its held-out classes checked before any work (None otherwise)."""
+    folder = folder_of(config.dataset)
+    if folder is None:
+        return None
+    index = datasets.scan_folder(folder)
+    check_test_classes(index, folder_split(index, config.seed))
+    return index
+
+
+@contextlib.contextmanager
+def _files_stay(config):
+    """Turns a dataset file deleted while it is read into a clear ``ValueError`` naming it."""
+    try:
+        yield
+    except tf.errors.NotFoundError as error:
+        gone = (getattr(error, "message", "") or str(error)).strip().splitlines()[0]
+        raise ValueError(f"A file of the dataset disappeared while it was read ({gone}). Restore it, or run "
+                         f"the same command again to resume on the files there are now. "
+                         f"Received: dataset={config.dataset}") from None
 
 
 def _fit_to_folder(config, given):
     """With a folder of few classes, P defaults to all its training classes instead of failing."""
-    folder = _folder(config)
+    folder = folder_of(config.dataset)
     if folder is None or given.classes_per_batch is not None:
         return config
     available = len(datasets.folder.split_classes(datasets.scan_folder(folder), "train", seed=config.seed))
@@ -95,12 +129,12 @@ def _fit_to_folder(config, given):
 
 def _exported_by(run, path):
     """True when this run already wrote its export to ``path`` (a re-run leaves it as it is)."""
-    return run.state.get("exported_to") == os.path.abspath(path) and os.path.isdir(path)
+    return run.state.get("exported_to") in (os.path.abspath(path), os.path.realpath(path)) and os.path.isdir(path)
 
 
 def _load(config, split):
     """One zero-shot split; images of varying size are resized to ``image_size`` as they load."""
-    size = config.image_size if _folder(config) else None  # a folder's images vary: resize as they load
+    size = config.image_size if folder_of(config.dataset) else None  # a folder's images vary: resize as they load
     images = datasets.load(config.dataset, split, data_dir=config.data_dir, image_size=size, seed=config.seed)
     if not images.element_spec[0].shape.is_fully_defined():
         images = datasets.load(config.dataset, split, data_dir=config.data_dir, image_size=config.image_size,
@@ -108,15 +142,14 @@ def _load(config, split):
     return images
 
 
-def _list_unreadable(config, run):
+def _list_unreadable(index, run):
     """Names, in the run directory and a warning, the files of a folder dataset that were left out."""
-    folder = _folder(config)
-    unreadable = datasets.scan_folder(folder).unreadable if folder else []
+    unreadable = index.unreadable if index is not None else []
     if unreadable:
         lines = "".join(f"{path}\t{reason}\n" for path, reason in unreadable)
-        atomic_write_text(run / run.UNREADABLE, lines)
+        write_file(run / run.UNREADABLE, lines)
         logger.warning("%d files of %s cannot be decoded and are left out (listed in %s): %s", len(unreadable),
-                       folder, run / run.UNREADABLE, ", ".join(path for path, _ in unreadable[:3]))
+                       index.root, run / run.UNREADABLE, ", ".join(path for path, _ in unreadable[:3]))
 
 
 class _Clock:
@@ -151,31 +184,38 @@ def train(config, callbacks=()):
     >>> sorted(result.metrics)  # doctest: +SKIP
     ['f1', 'map@r', 'nmi', 'r_precision', 'recall@1', 'recall@2', 'recall@4', 'recall@8']
     """
-    config = _fit_to_folder(config.resolved(), config)
+    resolved = config.resolved()
+    _check_caches(resolved)
+    config = _fit_to_folder(resolved, config)
     run = RunDirectory(config.out_dir)
     _check_paths(config, run)
+    index = _scan(config)
     with run.locked():
         run.start(config)
+        if index is not None:
+            record_split(run, index, config.seed)
         resumed, clock = run.phase, _Clock(run.seconds)
         keras.utils.set_random_seed(config.seed)
         train_images, test_images = _load(config, "train"), _load(config, "test")
-        _list_unreadable(config, run)
+        _list_unreadable(index, run)
         steps = config.steps_per_epoch or max(1, int(train_images.cardinality()) // config.batch_size)
         method = protocol(config, train_images.element_spec[0].shape)
         history = None
         if run.reached("fitted"):
-            model = keras.models.load_model(run / run.MODEL)
+            model = _load_model(run)
         else:
             run.advance("fitting", clock())
-            model, history = _fit(method, run, config, steps, train_images, test_images, callbacks)
+            with _files_stay(config):
+                model, history = _fit(method, run, config, steps, train_images, test_images, callbacks)
             _save_model(model, run)
             run.advance("fitted", clock(), fit_seconds=clock())
             shutil.rmtree(run / run.CHECKPOINTS, ignore_errors=True)
-        fit_seconds = run.state["fit_seconds"]
+        fit_seconds = run.require_json(run.STATE, "fit_seconds")
         if run.reached("evaluated"):
-            metrics = run.read_json(run.METRICS)["metrics"]
+            metrics = run.require_json(run.METRICS, "metrics")
         else:
-            metrics = _evaluate(method, model, run, config, test_images)
+            with _files_stay(config):
+                metrics = _evaluate(method, model, run, config, test_images)
             _record(run, config, method, metrics, fit_seconds, clock())
             run.advance("evaluated", clock())
         if config.export_dir and not _exported_by(run, config.export_dir):
@@ -188,6 +228,13 @@ def train(config, callbacks=()):
                        resumed=resumed)
 
 
+def _load_model(run):
+    """The fitted model of a run that reached "fitted" (a missing ``model.keras`` is a damaged run)."""
+    if not (run / run.MODEL).is_file():
+        raise run.damaged(f"the run reached phase {run.phase!r} but {run.MODEL} is missing")
+    return keras.models.load_model(run / run.MODEL)
+
+
 def _fit(method, run, config, steps, train_images, test_images, callbacks):
     """Fits from the newest checkpoint on: ``(image model, history)``."""
     trained, model = method.build(steps)
@@ -195,7 +242,8 @@ def _fit(method, run, config, steps, train_images, test_images, callbacks):
     start = checkpoint.restore(trained)
     if start:
         logger.warning("Resuming %s at epoch %d of %d.", run.path, start + 1, config.epochs)
-    fit_callbacks = [keras.callbacks.TerminateOnNaN(), checkpoint, EpochHistory(run / run.HISTORY, initial_epoch=start),
+    # The history row before the checkpoint: a kill between the two trains the epoch again (its row replaced).
+    fit_callbacks = [keras.callbacks.TerminateOnNaN(), EpochHistory(run / run.HISTORY, initial_epoch=start), checkpoint,
                      *callbacks]
     if config.eval_every:
         fit_callbacks.insert(0, RetrievalEvaluation(method.evaluation_data(test_images),
@@ -222,9 +270,7 @@ def _record(run, config, method, metrics, fit_seconds, total):
 
 
 def _save_model(model, run):
-    temporary = run / f".tmp-{os.getpid()}-{run.MODEL}"
-    model.save(temporary)
-    os.replace(temporary, run / run.MODEL)
+    write_file(run / run.MODEL, model.save)
 
 
 def _evaluate(method, model, run, config, test_images):

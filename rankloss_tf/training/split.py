@@ -1,0 +1,133 @@
+"""A folder dataset's split by class name: recorded in the run, checked on resume and by ``evaluate``.
+
+A folder's train / test classes follow from its class names, the seed and the
+fraction (``datasets.folder.split_classes``), so renaming, adding or removing
+one class folder can move trained classes into the held-out set. A run
+therefore records its split in ``split.json``::
+
+    {"seed": 0, "train_fraction": 0.5, "train": ["cats", ...], "test": ["dogs", ...]}
+
+and refuses, before any work, to resume on a folder whose split is no longer
+that one, naming the classes that are gone, new or moved (a run never
+continues on a changed split; train afresh in a new ``--out``).
+``rankloss-tf evaluate --model RUN --dataset folder:DIR`` scores the recorded
+held-out classes: with the recorded seed, refusing a different ``--seed`` and a
+folder whose split changed. Datasets other than folders have fixed splits and
+record nothing.
+"""
+
+import json
+import logging
+from pathlib import Path
+
+from rankloss_tf import datasets
+from rankloss_tf.datasets.folder import split_classes
+from rankloss_tf.training.run_dir import MARKER, RunDirectory
+
+__all__ = ["TRAIN_FRACTION", "check_test_classes", "evaluation_seed", "folder_of", "folder_split", "record_split"]
+
+logger = logging.getLogger(__name__)
+
+TRAIN_FRACTION = 0.5  # the share of a folder's classes that trains (``datasets.load``'s default)
+
+
+def folder_of(dataset):
+    """The folder of a ``"folder:PATH"`` dataset name, or None for other datasets.
+
+    Example:
+    >>> folder_of("folder:photos"), folder_of("omniglot")
+    ('photos', None)
+    """
+    prefix = datasets.FOLDER_PREFIX
+    return dataset[len(prefix):] if dataset.startswith(prefix) else None
+
+
+def folder_split(index, seed, train_fraction=TRAIN_FRACTION):
+    """The split of a scanned folder by class name: ``{"seed", "train_fraction", "train", "test"}``.
+
+    Example:
+    >>> from rankloss_tf.datasets.folder import FolderIndex
+    >>> folder_split(FolderIndex("photos", ["a", "b", "c", "d"], {}, []), seed=0)["test"]
+    ['b', 'd']
+    """
+    names = {part: [index.classes[label] for label in split_classes(index, part, train_fraction, seed)]
+             for part in ("train", "test")}
+    return {"seed": seed, "train_fraction": train_fraction, **names}
+
+
+def _changes(recorded, current):
+    """What differs between two splits, in words (empty when they are the same)."""
+    before = {name: part for part in ("train", "test") for name in recorded.get(part, ())}
+    after = {name: part for part in ("train", "test") for name in current[part]}
+    gone, new = sorted(set(before) - set(after)), sorted(set(after) - set(before))
+    moved = sorted(f"{name} ({before[name]} -> {after[name]})" for name in set(before) & set(after)
+                   if before[name] != after[name])
+    return [f"{what}: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}"
+            for what, names in (("classes gone", gone), ("new classes", new), ("moved", moved)) if names]
+
+
+def record_split(run, index, seed):
+    """Records a new run's split, or checks the folder still gives the recorded one; returns the split.
+
+    Raises:
+        ValueError: the folder's split changed since the run recorded it (naming
+            what changed), or the run's ``split.json`` is damaged.
+    """
+    current = folder_split(index, seed)
+    recorded = run.read_json(run.SPLIT)
+    if recorded is None:
+        if run.phase is not None:
+            raise run.damaged(f"{run.SPLIT} is missing")
+        run.write_json(run.SPLIT, current)
+        return current
+    if not isinstance(recorded, dict):
+        raise run.damaged(f"{run.SPLIT} holds a {type(recorded).__name__}, not a split")
+    changes = _changes(recorded, current)
+    if changes:
+        raise ValueError(
+            f"The classes of {index.root} changed since this run recorded its split ({'; '.join(changes)}): "
+            "resuming would train or score other classes. Restore the folder, or train afresh in another --out. "
+            f"Received: out_dir={run.path}")
+    return recorded
+
+
+def check_test_classes(index, split):
+    """Refuses, before training, held-out classes that retrieval cannot score (one image each).
+
+    Raises:
+        ValueError: every test class has a single image, naming them.
+    """
+    counts = {name: len(index.files[name]) for name in split["test"]}
+    alone = sorted(name for name, count in counts.items() if count < 2)
+    if len(alone) == len(counts):
+        raise ValueError(
+            f"Every held-out (test) class of {index.root} has one image: retrieval needs classes of at least two "
+            f"images to score. Add images to these classes: {', '.join(alone[:10])}"
+            f"{' ...' if len(alone) > 10 else ''}. Received: {len(counts)} test classes")
+    if alone:
+        logger.warning("%d held-out classes of %s have one image and are left out of the retrieval metrics: %s",
+                       len(alone), index.root, ", ".join(alone[:10]))
+
+
+def evaluation_seed(model_path, dataset, seed=None):
+    """The folder-split seed ``evaluate`` uses: a run's recorded one for a folder dataset, else ``seed`` (or 0).
+
+    Raises:
+        ValueError: ``seed`` differs from the run's recorded seed, or the folder's
+            split changed since the run recorded it.
+    """
+    folder, record = folder_of(dataset), Path(model_path) / RunDirectory.SPLIT
+    if folder is None or not record.is_file() or not (Path(model_path) / MARKER).is_file():
+        return 0 if seed is None else seed
+    recorded = json.loads(record.read_text(encoding="utf-8"))
+    if seed is not None and seed != recorded["seed"]:
+        raise ValueError(
+            f"The run {model_path} was trained with --seed {recorded['seed']}: its held-out classes are those of "
+            f"that seed, and seed {seed} would score classes it trained on. Leave --seed out. Received: --seed={seed}")
+    changes = _changes(recorded, folder_split(datasets.scan_folder(folder), recorded["seed"],
+                                              recorded["train_fraction"]))
+    if changes:
+        raise ValueError(
+            f"The classes of {folder} changed since the run {model_path} recorded its split ({'; '.join(changes)}): "
+            f"its held-out classes cannot be scored on it. Received: --dataset={dataset}")
+    return recorded["seed"]
