@@ -232,8 +232,8 @@ def _quiet_tensorflow():
 
 def _os_error(error):
     """One line for an ``OSError`` met while writing (a full disk, a read-only place)."""
-    text = str(error).strip()
-    reason = error.strerror or (text.splitlines()[0] if text else type(error).__name__)
+    text = str(error).strip()  # h5py's errors span several lines: the errno says it in one
+    reason = os.strerror(error.errno) if error.errno else (text.splitlines()[0] if text else type(error).__name__)
     where = f" ({error.filename})" if error.filename else ""
     return (f"{reason}{where}. What was written before stays intact: free space or fix the permissions, then run "
             f"the same command again to resume. Received: {type(error).__name__} errno={error.errno}")

@@ -4,18 +4,68 @@ Usage: python tests/_fault_worker.py PHASE SIGNAL [rankloss-tf arguments...]
 
 PHASE: none (no fault), load (first dataset load), epoch (second batch of the
 second epoch), checkpoint (between writing and renaming the second epoch's
-checkpoint), evaluate (start of the test evaluation), export (between writing
+checkpoint), checkpointed (right after the second epoch's checkpoint is renamed
+into place), evaluate (start of the test evaluation), export (between writing
 and renaming the SavedModel). SIGNAL: SIGINT or SIGKILL.
+
+Faults that are not signals (SIGNAL is then ignored): disk-full (the second
+epoch's checkpoint meets a full disk: the file ``$FAULT_FILL`` is grown until the
+file system is full when that variable is set, else the write fails with
+ENOSPC after writing half a file), delete-images (every file under
+``$FAULT_FOLDER`` is deleted at the end of the first epoch).
 """
 
+import errno
 import os
 import signal
 import sys
+from pathlib import Path
 
 import keras
 
 from rankloss_tf import cli, datasets
-from rankloss_tf.training import runner
+from rankloss_tf.training import callbacks, runner
+
+
+def fill(path):
+    """Grows ``path`` until its file system is full."""
+    with open(path, "wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * (1 << 16))
+                handle.flush()
+        except OSError as error:
+            assert error.errno == errno.ENOSPC, error
+
+
+def full_disk_at_second_checkpoint():
+    on_epoch_end = callbacks.EpochCheckpoint.on_epoch_end
+
+    def save_weights(self, path, overwrite=True):
+        with open(path, "wb") as handle:
+            handle.write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+    def faulty(self, epoch, logs=None):
+        if epoch == 1:
+            if os.environ.get("FAULT_FILL"):
+                fill(os.environ["FAULT_FILL"])
+            else:
+                keras.Model.save_weights = save_weights
+        return on_epoch_end(self, epoch, logs)
+
+    callbacks.EpochCheckpoint.on_epoch_end = faulty
+
+
+def delete_images_after_first_epoch():
+    on_epoch_end = callbacks.EpochHistory.on_epoch_end
+
+    def faulty(self, epoch, logs=None):
+        on_epoch_end(self, epoch, logs)
+        for path in sorted(Path(os.environ["FAULT_FOLDER"]).rglob("*.*")):
+            path.unlink()
+
+    callbacks.EpochHistory.on_epoch_end = faulty
 
 
 def inject(phase, signum):
@@ -44,7 +94,7 @@ def inject(phase, signum):
 
         keras.callbacks.TerminateOnNaN.on_epoch_begin = on_epoch_begin
         keras.callbacks.TerminateOnNaN.on_batch_end = on_batch_end
-    elif phase in ("checkpoint", "export"):
+    elif phase in ("checkpoint", "checkpointed", "export"):
         replace = os.replace
 
         def faulty_replace(source, target):
@@ -52,7 +102,9 @@ def inject(phase, signum):
             if (phase == "checkpoint" and name == "epoch-0002.weights.h5") or (
                     phase == "export" and name == os.environ["FAULT_EXPORT_NAME"]):
                 die()
-            return replace(source, target)
+            replace(source, target)
+            if phase == "checkpointed" and name == "epoch-0002.weights.h5":
+                die()
 
         os.replace = faulty_replace
     elif phase == "evaluate":
@@ -63,6 +115,10 @@ def inject(phase, signum):
             return evaluate(*args, **kwargs)
 
         runner.evaluate = faulty_evaluate
+    elif phase == "disk-full":
+        full_disk_at_second_checkpoint()
+    elif phase == "delete-images":
+        delete_images_after_first_epoch()
     elif phase != "none":
         raise SystemExit(f"unknown phase {phase!r}")
 

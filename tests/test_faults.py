@@ -29,10 +29,18 @@ ARGS = ["train", "--dataset", "digits", "--epochs", "3", "--steps-per-epoch", "3
 RUN_FILES = [".lock", ".rankloss_tf_run", "history.csv", "metrics.json", "model.keras", "run.json", "state.json"]
 
 
-def run_worker(phase, signame, out, export):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "FAULT_EXPORT_NAME": export.name}
-    command = [sys.executable, str(WORKER), phase, signame, *ARGS, "--out", str(out), "--export", str(export)]
+def run_worker(phase, signame, out, export, args=ARGS, **env):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FAULT_EXPORT_NAME": export.name, **env}
+    command = [sys.executable, str(WORKER), phase, signame, *args, "--out", str(out), "--export", str(export)]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+
+
+def error_line(result):
+    """The one ``rankloss-tf: error:`` line of a command's stderr (and no traceback)."""
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("rankloss-tf: error: ")]
+    assert len(lines) == 1 and result.stderr.rstrip().splitlines()[-1] == lines[0], result.stderr
+    return lines[0]
 
 
 def history(run):
@@ -84,3 +92,52 @@ def test_interrupt_message_of_the_cli(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(ARGS + ["--out", str(tmp_path / "run")])
     assert exit_info.value.code == 130 and "resume" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # two training subprocesses (~40 s under load): the one instant the phases above do not cover
+def test_kill_between_the_checkpoint_and_the_history_row_keeps_the_row(tmp_path):
+    run, export = tmp_path / "run", tmp_path / "export"
+    result = run_worker("checkpointed", "SIGKILL", run, export)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    assert [e for e, _ in history(run)] == [0, 1]  # the row is written before its checkpoint
+    assert run_worker("none", "SIGKILL", run, export).returncode == 0
+    assert [e for e, _ in history(run)] == [0, 1, 2]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 MiB tmpfs (None where mounting is not allowed: the worker then simulates ENOSPC)."""
+    path = tmp_path / "disk"
+    path.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(path)], capture_output=True).returncode:
+        yield None
+        return
+    yield path
+    subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+@pytest.mark.slow  # two training subprocesses (~40 s under load): a full disk must not cost the last checkpoint
+def test_disk_full_during_a_checkpoint_exits_2_and_keeps_the_last_one(tmp_path, small_disk):
+    root = small_disk or tmp_path
+    run, export, filler = root / "run", tmp_path / "export", root / "filler"
+    result = run_worker("disk-full", "SIGINT", run, export, FAULT_FILL=str(filler) if small_disk else "")
+    assert result.returncode == 2 and "No space left on device" in error_line(result)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch-0001.weights.h5"]  # no temporary
+    assert [e for e, _ in history(run)] == [0, 1]
+    filler.unlink(missing_ok=True)
+    result = run_worker("none", "SIGINT", run, export)
+    assert result.returncode == 0, result.stderr
+    assert "Resuming" in result.stderr and "epoch 2 of 3" in result.stderr  # from the intact checkpoint
+    assert [e for e, _ in history(run)] == [0, 1, 2]
+
+
+@pytest.mark.slow  # one training subprocess on a folder (~30 s under load)
+def test_images_deleted_mid_training_exit_2_naming_a_file(tmp_path, monkeypatch):
+    from tests.test_runs import FOLDER_FAST, make_folder
+
+    folder = make_folder(tmp_path / "photos", {name: 3 for name in "abcd"})
+    args = ["train", "--dataset", f"folder:{folder}", *FOLDER_FAST, "--epochs", "2", "--steps-per-epoch", "2"]
+    result = run_worker("delete-images", "SIGINT", tmp_path / "run", tmp_path / "export", args,
+                        FAULT_FOLDER=str(folder), RANKLOSS_TF_CACHE=str(tmp_path / "cache"))
+    assert result.returncode == 2
+    assert "A file of the dataset disappeared" in error_line(result) and str(folder) in error_line(result)
