@@ -194,6 +194,7 @@ def _run_training(config):
 def _evaluate(args):
     from rankloss_tf.artifacts import evaluate_model
     from rankloss_tf.evaluation import format_table
+    from rankloss_tf.io.atomic import write_file
     from rankloss_tf.training.split import evaluation_seed
 
     if args.json_path and Path(args.json_path).exists():
@@ -214,7 +215,7 @@ def _evaluate(args):
         metrics[f"one_shot_{result['ways']}way"] = result["accuracy"]
     print(format_table(metrics))
     if args.json_path:
-        Path(args.json_path).write_text(json.dumps(metrics, indent=2) + "\n")
+        write_file(args.json_path, json.dumps(metrics, indent=2) + "\n", exclusive=True)
 
 
 def _export(args):

@@ -472,3 +472,16 @@ def test_images_deleted_mid_training_name_the_file(tmp_path, monkeypatch):
                     samples_per_class=2)
     with pytest.raises(ValueError, match=r"A file of the dataset disappeared while it was read \(.*photos/.*\.png"):
         training.train(config(tmp_path, **settings), callbacks=[DeleteImages()])
+
+
+def test_a_damaged_history_or_split_gives_one_line(tmp_path, capsys):
+    from rankloss_tf.training.callbacks import EpochHistory
+
+    (tmp_path / "history.csv").write_text("not,a\nhistory,file\n")
+    with pytest.raises(ValueError, match="history.csv is not a history this package wrote"):
+        EpochHistory(tmp_path / "history.csv", initial_epoch=1).on_train_begin()
+    run = tmp_path / "run"
+    assert run_cli(capsys, "train", *FAST, "--out", run)[0] == 0
+    (run / "split.json").write_text("[]")
+    status, out = run_cli(capsys, "evaluate", "--model", run, "--dataset", f"folder:{tmp_path}")
+    assert status == 2 and "split.json is damaged" in out and one_line(out)

@@ -126,7 +126,11 @@ class EpochHistory(keras.callbacks.Callback):
         if not self.path.is_file():
             return []
         with self.path.open(newline="", encoding="utf-8") as handle:
-            return list(csv.DictReader(handle))
+            rows = list(csv.DictReader(handle))
+        if not all(str(row.get("epoch")).isdigit() for row in rows):
+            raise ValueError(f"{self.path} is not a history this package wrote (a row without an epoch number); "
+                             f"restore it or delete it to resume. Received: path={self.path}")
+        return rows
 
     def _write(self, rows):
         """Rewrites the whole file atomically (a kill never leaves half a row)."""

@@ -72,6 +72,12 @@ def record_split(run, index, seed):
     Raises:
         ValueError: the folder's split changed since the run recorded it (naming
             what changed), or the run's ``split.json`` is damaged.
+
+    Example:
+    >>> from rankloss_tf.datasets import scan_folder
+    >>> with RunDirectory("runs/mine").locked() as run:  # doctest: +SKIP
+    ...     record_split(run, scan_folder("photos"), seed=0)["test"]
+    ['dogs', 'owls']
     """
     current = folder_split(index, seed)
     recorded = run.read_json(run.SPLIT)
@@ -96,6 +102,14 @@ def check_test_classes(index, split):
 
     Raises:
         ValueError: every test class has a single image, naming them.
+
+    Example:
+    >>> from rankloss_tf.datasets.folder import FolderIndex
+    >>> index = FolderIndex("photos", ["a", "b", "c"], {"a": ["a/1.png", "a/2.png"], "b": ["b/1.png"]}, [])
+    >>> check_test_classes(index, {"test": ["b"]})
+    Traceback (most recent call last):
+    ...
+    ValueError: Every held-out (test) class of photos has one image: ... Add images to these classes: b. ...
     """
     counts = {name: len(index.files[name]) for name in split["test"]}
     alone = sorted(name for name, count in counts.items() if count < 2)
@@ -115,11 +129,22 @@ def evaluation_seed(model_path, dataset, seed=None):
     Raises:
         ValueError: ``seed`` differs from the run's recorded seed, or the folder's
             split changed since the run recorded it.
+
+    Example:
+    >>> evaluation_seed("exported/model", "digits"), evaluation_seed("runs/mine", "folder:photos", 3)  # doctest: +SKIP
+    (0, 3)
+    >>> evaluation_seed("exported/model", "digits", seed=2)
+    2
     """
     folder, record = folder_of(dataset), Path(model_path) / RunDirectory.SPLIT
     if folder is None or not record.is_file() or not (Path(model_path) / MARKER).is_file():
         return 0 if seed is None else seed
-    recorded = json.loads(record.read_text(encoding="utf-8"))
+    try:
+        recorded = json.loads(record.read_text(encoding="utf-8"))
+    except (ValueError, OSError):
+        recorded = None
+    if not isinstance(recorded, dict) or not {"seed", "train_fraction", "train", "test"} <= recorded.keys():
+        raise ValueError(f"{record} is damaged: the run's split cannot be read. Received: --model={model_path}")
     if seed is not None and seed != recorded["seed"]:
         raise ValueError(
             f"The run {model_path} was trained with --seed {recorded['seed']}: its held-out classes are those of "
