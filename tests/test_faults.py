@@ -3,7 +3,9 @@
 The re-run finishes the job; the final model, metrics, history and export equal
 those of an uninterrupted run (a resumed run skips the batches it already
 trained on, so it sees the same batches), and nothing but the run directory and
-the export is left on disk.
+the export is left on disk. Also: a kill right after a checkpoint (its history
+row is kept), a full disk during a checkpoint and images deleted mid-training
+(exit 2, one line, the last checkpoint intact).
 """
 
 import csv
@@ -122,6 +124,7 @@ def test_disk_full_during_a_checkpoint_exits_2_and_keeps_the_last_one(tmp_path, 
     run, export, filler = root / "run", tmp_path / "export", root / "filler"
     result = run_worker("disk-full", "SIGINT", run, export, FAULT_FILL=str(filler) if small_disk else "")
     assert result.returncode == 2 and "No space left on device" in error_line(result)
+    assert "epoch-0002.weights.h5)" in error_line(result)  # the file, not its temporary
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch-0001.weights.h5"]  # no temporary
     assert [e for e, _ in history(run)] == [0, 1]
     filler.unlink(missing_ok=True)

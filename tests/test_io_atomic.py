@@ -34,8 +34,9 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
         open(temporary, "w").write("half")
         raise OSError(errno.ENOSPC, "No space left on device", temporary)
 
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OSError, match="No space left") as error:
         atomic.write_file(path, disk_full)
+    assert error.value.filename == str(path)  # the file the user knows, not its temporary
     assert path.read_text() == "old" and os.listdir(tmp_path) == ["model.keras"]
 
 

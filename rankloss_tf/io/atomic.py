@@ -116,8 +116,8 @@ def write_file(path, content, exclusive=False):
         ``path`` as a ``Path``.
 
     Raises:
-        OSError: the write failed (a full disk, a read-only directory); ``path``
-            is untouched and no temporary is left.
+        OSError: the write failed (a full disk, a read-only directory), naming
+            ``path``; ``path`` is untouched and no temporary is left.
 
     Example:
     >>> write_file("/tmp/rankloss_atomic_example.txt", "done").read_text()
@@ -138,6 +138,10 @@ def write_file(path, content, exclusive=False):
             os.link(temporary, path)
         else:
             os.replace(temporary, path)
+    except OSError as error:
+        if error.filename in (None, str(temporary)):
+            error.filename = str(path)  # name the file the user knows, not its temporary
+        raise
     finally:
         _remove(temporary)
     return path
