@@ -485,3 +485,16 @@ def test_a_damaged_history_or_split_gives_one_line(tmp_path, capsys):
     (run / "split.json").write_text("[]")
     status, out = run_cli(capsys, "evaluate", "--model", run, "--dataset", f"folder:{tmp_path}")
     assert status == 2 and "split.json is damaged" in out and one_line(out)
+
+
+def test_a_latin_1_file_name_does_not_stop_the_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RANKLOSS_TF_CACHE", str(tmp_path / "cache"))
+    folder = make_folder(tmp_path / "photos", {name: 3 for name in "abcdef"})
+    latin = os.path.join(os.fsencode(folder / "a"), b"caf\xe9.png")  # not UTF-8: a surrogate in a str
+    with open(latin, "wb") as handle:
+        handle.write((folder / "a" / "0.png").read_bytes())
+    run = tmp_path / "run"
+    status, out = run_cli(capsys, "train", *FOLDER_FAST, "--dataset", f"folder:{folder}", "--out", run)
+    assert status == 0, out
+    if (run / "unreadable_files.txt").exists():  # listed as the disk spells it, when TensorFlow cannot open it
+        assert latin in (run / "unreadable_files.txt").read_bytes()

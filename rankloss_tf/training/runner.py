@@ -89,7 +89,8 @@ def _check_caches(config):
     if config.frozen:
         caches.append(config.cache_dir or default_cache_dir("features"))
     for cache in caches:
-        check_writable(cache, f"The cache directory ({CACHE_ENV_VAR}={default_cache_dir()})", hint)
+        role = "--cache-dir" if cache == config.cache_dir else f"The cache directory ({CACHE_ENV_VAR}={default_cache_dir()})"
+        check_writable(cache, role, hint)
 
 
 def _scan(config):
@@ -147,7 +148,7 @@ def _list_unreadable(index, run):
     unreadable = index.unreadable if index is not None else []
     if unreadable:
         lines = "".join(f"{path}\t{reason}\n" for path, reason in unreadable)
-        write_file(run / run.UNREADABLE, lines)
+        write_file(run / run.UNREADABLE, lines.encode("utf-8", "surrogateescape"))  # names as the disk has them
         logger.warning("%d files of %s cannot be decoded and are left out (listed in %s): %s", len(unreadable),
                        index.root, run / run.UNREADABLE, ", ".join(path for path, _ in unreadable[:3]))
 
