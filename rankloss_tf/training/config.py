@@ -21,7 +21,8 @@ __all__ = ["AUGMENTATION_NAMES", "LOSS_NAMES", "RESULT_FIELDS", "TrainConfig", "
 
 # The names of rankloss_tf.losses.LOSSES, spelled here so that the command line
 # can list them without importing TensorFlow (a test keeps the two equal).
-LOSS_NAMES = ("angular", "contrastive", "npair", "npair_angular", "triplet_hard", "triplet_semihard")
+LOSS_NAMES = ("angular", "arcface", "contrastive", "cosface", "multi_similarity", "npair", "npair_angular", "ntxent",
+              "proxy_anchor", "proxy_nca", "supcon", "triplet_hard", "triplet_semihard")
 
 # The names of rankloss_tf.data.augment.AUGMENTATIONS (a test keeps the two equal).
 AUGMENTATION_NAMES = ("none", "affine", "crop_flip")
@@ -212,7 +213,7 @@ class TrainConfig:
         Raises:
             ValueError: an argument the loss does not take or refuses.
         """
-        from rankloss_tf import losses
+        from rankloss_tf import losses, losses_modern  # noqa: F401 (losses_modern registers its short names)
 
         kwargs = {name: getattr(self, name) for name in ("alpha", "margin") if getattr(self, name) is not None}
         kwargs.update(self.loss_options or {})
