@@ -11,7 +11,7 @@ target class y only:
 
 l(i) = -log softmax(logits_i)[y_i]; the loss is the mean over samples (PML 2.9's
 ``MeanReducer``). cos(theta + m) is written cos m cos theta - sin m sin theta (no acos:
-finite gradients at cos theta = +-1). A label outside 0 .. C - 1 is an error
+sin theta at least 1e-6: finite gradients at cos theta = +-1). A label outside 0 .. C - 1 is an error
 (``class_cosines.class_batch``). Cross-replica: a mean over samples, so per-replica
 losses add up to the global one; the weights are replicated variables.
 
@@ -63,7 +63,8 @@ def margin_softmax_from_cosines(labels, cosines, margin_type, margin, scale):
         modified = target - margin
     else:
         radians = math.radians(margin)
-        sine = tf.sqrt(tf.clip_by_value(1.0 - tf.square(target), 0.0, 1.0))
+        # sin(theta) >= 1e-6: a finite gradient where cos(theta) = +-1 (value change < 1e-6 sin m).
+        sine = tf.sqrt(tf.clip_by_value(1.0 - tf.square(target), 1e-12, 1.0))
         modified = tf.where(target >= -math.cos(radians), math.cos(radians) * target - math.sin(radians) * sine,
                             target - radians * math.sin(radians))
     logits = scale * (cosines + tf.one_hot(labels, tf.shape(cosines)[1], dtype=cosines.dtype) * (modified - target)[:, None])
