@@ -50,6 +50,7 @@ __all__ = [
     "ArcFaceLoss",
     "CosFaceLoss",
     "with_class_head",
+    "embedding_part",
     "MODERN_LOSSES",
 ]
 
@@ -278,23 +279,36 @@ class ClassCosines(keras.layers.Layer):
 
 
 def with_class_head(embedding_model, num_classes, sub_centers=1, name="class_head"):
-    """The training model: ``embedding_model`` followed by ``ClassCosines``; outputs cosines [B, C].
+    """The training model: ``embedding_model`` (one layer) then ``ClassCosines``; outputs cosines [B, C].
 
-    Train it with a ``ClassLoss``; save, export and index ``embedding_model`` (its layers
-    are shared: training this model trains it).
+    Train it with a ``ClassLoss``; save, export and index ``embedding_model`` (shared: training
+    this model trains it; ``embedding_part`` finds it again, e.g. in a loaded ``.keras`` file).
 
     Args:
-        embedding_model: a Keras model with one embeddings output [B, D].
+        embedding_model: a Keras model with one input and one embeddings output [B, D].
         num_classes: C, the training labels being 0 .. C - 1.
         sub_centers: class vectors per class (``ClassCosines``).
         name: the ``ClassCosines`` layer's name.
 
     Returns:
-        A functional ``keras.Model``.
+        A functional ``keras.Model`` of two layers.
     """
+    inputs = keras.Input(embedding_model.inputs[0].shape[1:], dtype=embedding_model.inputs[0].dtype)
     head = ClassCosines(num_classes, sub_centers=sub_centers, name=name)
-    return keras.Model(embedding_model.inputs, head(embedding_model.outputs[0]),
-                       name=f"{embedding_model.name}_with_{name}")
+    return keras.Model(inputs, head(embedding_model(inputs)), name=f"{embedding_model.name}_with_{name}")
+
+
+def embedding_part(model):
+    """The embedding model inside a ``with_class_head`` model; any other model itself.
+
+    Example:
+    >>> embedder = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> embedding_part(with_class_head(embedder, 4)) is embedder, embedding_part(embedder) is embedder
+    (True, True)
+    """
+    if isinstance(model.layers[-1], ClassCosines) and len(model.layers) == 3:
+        return model.layers[1]
+    return model
 
 
 class ClassLoss(RankingLoss):
