@@ -292,6 +292,12 @@ def with_class_head(embedding_model, num_classes, sub_centers=1, name="class_hea
 
     Returns:
         A functional ``keras.Model`` of two layers.
+
+    Example:
+    >>> embedder = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> trained = with_class_head(embedder, num_classes=4, sub_centers=3)
+    >>> trained.output_shape, tuple(trained.get_layer("class_head").class_vectors.shape)
+    ((None, 4), (4, 3, 2))
     """
     inputs = keras.Input(embedding_model.inputs[0].shape[1:], dtype=embedding_model.inputs[0].dtype)
     head = ClassCosines(num_classes, sub_centers=sub_centers, name=name)
@@ -317,6 +323,11 @@ class ClassLoss(RankingLoss):
     ``class_head = True`` tells a training loop (``rankloss-tf train``) to train through
     ``with_class_head``; ``sub_centers`` is the head's. Per replica only (no
     ``cross_replica``): see ``ops.proxy`` and ``ops.margin_softmax``.
+
+    Example:
+    >>> loss = CosFaceLoss()
+    >>> isinstance(loss, ClassLoss), loss.class_head, loss.sub_centers
+    (True, True, 1)
     """
 
     class_head = True
