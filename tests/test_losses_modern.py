@@ -307,3 +307,20 @@ def test_short_names_and_config_round_trip(name, options):
     assert again.get_config() == loss.get_config()
     for key, value in options.items():
         assert getattr(again, key) == value
+
+
+@pytest.mark.slow  # a TensorFlow subprocess with two logical devices (~30 s loaded): the per-replica queue claim
+def test_xbm_keeps_one_queue_per_replica_under_mirrored_strategy():
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    worker = Path(__file__).resolve().parent / "_xbm_mirrored_worker.py"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, str(worker)], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert np.isfinite(report["loss"]).all()
+    assert report["filled"] == [12, 12] and report["distinct"]  # each replica queued its own batches
