@@ -68,3 +68,21 @@ def test_class_cosines_layer_checks_and_serialises():
     assert ClassCosines(3)(tf.ones([2, 4], tf.bfloat16)).dtype == tf.float32  # float32 math under mixed precision
     with pytest.raises(ValueError, match="cross_replica"):
         losses.get("proxy_anchor", cross_replica=True)
+
+
+def test_retrieval_evaluation_embeds_with_the_embedding_part_of_a_class_head_model():
+    from rankloss_tf.evaluation import RetrievalEvaluation, evaluate
+    from rankloss_tf.losses_modern import embedding_part
+
+    rng = np.random.RandomState(3)
+    features, labels = rng.randn(60, 6).astype(np.float32), rng.randint(0, 6, 60)
+    embedder, trained = _models(num_classes=6)
+    assert embedding_part(trained) is embedder
+    trained.compile(optimizer=keras.optimizers.SGD(0.0), loss=losses.get("cosface"))
+    dataset = tf.data.Dataset.from_tensor_slices((features, labels)).batch(30)
+    callback = RetrievalEvaluation(dataset, ks=(1, 2), embedder=embedding_part(trained))
+    logs = trained.fit(features, labels, batch_size=20, epochs=1, verbose=0, callbacks=[callback]).history
+    want = evaluate(embedder.predict(features, verbose=0), labels, ks=(1, 2))
+    on_cosines = evaluate(trained.predict(features, verbose=0), labels, ks=(1, 2))
+    assert logs["val_recall@1"][0] == pytest.approx(want["recall@1"]) and logs["val_map@r"][0] == pytest.approx(want["map@r"])
+    assert on_cosines["map@r"] != pytest.approx(want["map@r"])  # what the model being fit would have given
