@@ -30,10 +30,10 @@ import numbers
 import keras
 import tensorflow as tf
 
-from rankloss_tf.losses import LOSSES, RankingLoss
+from rankloss_tf.losses import LOSSES, RankingLoss, _reduce
 from rankloss_tf.ops.checks import check_finite, check_non_negative, check_positive, standardize_inputs
 from rankloss_tf.ops.class_cosines import class_cosines
-from rankloss_tf.ops.margin_softmax import margin_softmax_from_cosines
+from rankloss_tf.ops.margin_softmax import check_margin, margin_softmax_from_cosines
 from rankloss_tf.ops.multi_similarity import multi_similarity_loss
 from rankloss_tf.ops.proxy import proxy_anchor_from_cosines, proxy_nca_from_cosines
 from rankloss_tf.ops.supcon import ntxent_loss, supcon_loss
@@ -206,9 +206,7 @@ class XBM(keras.losses.Loss):
                                             **self.loss.kernel_params())
             with tf.control_dependencies([losses]):
                 self._enqueue(tf.cast(labels, tf.int64), tf.stop_gradient(embeddings))
-            losses = tf.cast(losses, self.dtype)
-            return keras.losses.Loss.__call__(_Identity(reduction=self.reduction, dtype=self.dtype), losses, losses,
-                                              sample_weight=sample_weight)
+            return _reduce(tf.cast(losses, self.dtype), sample_weight, self.reduction, self.dtype, self.name)
 
     def _enqueue(self, labels, embeddings):
         """Writes the last min(B, M) samples of the batch after the newest entry (a ring)."""
@@ -226,13 +224,6 @@ class XBM(keras.losses.Loss):
         config.update(loss=keras.saving.serialize_keras_object(self.loss), memory_size=self.memory_size,
                       embedding_dim=self.embedding_dim)
         return config
-
-
-class _Identity(keras.losses.Loss):
-    """Keras' reduction of a per-sample vector that is already the loss."""
-
-    def call(self, y_true, y_pred):
-        return y_pred
 
 
 @_SERIALIZABLE
@@ -386,9 +377,8 @@ class _MarginSoftmaxLoss(ClassLoss):
 
     def __init__(self, margin, scale, sub_centers, name, **kwargs):
         super().__init__(name=name, **kwargs)
-        self.margin, self.scale = margin, check_positive("scale", scale)
-        self.sub_centers = _check_count("sub_centers", sub_centers)
-        margin_softmax_from_cosines(tf.zeros([0], tf.int32), tf.zeros([0, 1]), self.margin_type, margin, scale)
+        _, self.margin = check_margin(self.margin_type, margin)
+        self.scale, self.sub_centers = check_positive("scale", scale), _check_count("sub_centers", sub_centers)
 
     def call(self, y_true, y_pred):
         return margin_softmax_from_cosines(y_true, y_pred, self.margin_type, self.margin, self.scale)

@@ -30,11 +30,19 @@ from rankloss_tf.ops.class_cosines import class_batch, class_cosines, float32_em
 MARGIN_TYPES = ("arcface", "cosface")
 
 
-def _check_margin(margin_type, margin):
+def check_margin(margin_type, margin):
+    """``(margin_type, margin)`` checked: "arcface" (degrees in [0, 180)) or "cosface" (>= 0).
+
+    Example:
+    >>> check_margin("arcface", 28.6)
+    ('arcface', 28.6)
+    """
+    if margin_type not in MARGIN_TYPES:
+        raise ValueError(f"`margin_type` must be one of {MARGIN_TYPES}. Received: margin_type={margin_type!r}")
     margin = check_non_negative("margin", margin)
     if margin_type == "arcface" and margin >= 180.0:
         raise ValueError(f"`margin` (degrees) must be in [0, 180). Received: margin={margin!r}")
-    return margin
+    return margin_type, margin
 
 
 def margin_softmax_from_cosines(labels, cosines, margin_type, margin, scale):
@@ -54,9 +62,7 @@ def margin_softmax_from_cosines(labels, cosines, margin_type, margin, scale):
     >>> [round(float(v), 4) for v in margin_softmax_from_cosines([0], [[1.0, 0.0]], "cosface", 0.35, 64)]
     [0.0]
     """
-    if margin_type not in MARGIN_TYPES:
-        raise ValueError(f"`margin_type` must be one of {MARGIN_TYPES}. Received: margin_type={margin_type!r}")
-    margin, scale = _check_margin(margin_type, margin), check_positive("scale", scale)
+    (margin_type, margin), scale = check_margin(margin_type, margin), check_positive("scale", scale)
     labels, cosines, valid, dtype = class_batch(labels, cosines)
     target = tf.gather(cosines, labels[:, None], batch_dims=1)[:, 0]
     if margin_type == "cosface":
