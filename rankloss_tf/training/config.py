@@ -108,8 +108,10 @@ class TrainConfig:
                          "folder:PATH (one sub-folder of images per class)", default="omniglot", required=True)
     data_dir: str = _spec("local copy of the dataset (e.g. the folder holding the Omniglot zips)", is_dir=True)
     loss: str = _spec("ranking loss (default: per dataset; npair_angular, cars196 npair)", choices=LOSS_NAMES)
-    alpha: float = _spec("angle of the angular losses, degrees in (0, 90) (default 45)", kind=float)
-    margin: float = _spec("margin of the contrastive / triplet losses (default 1.0)", kind=float)
+    alpha: float = _spec("angle of the angular losses, degrees in (0, 90) (default 45); the alpha of multi_similarity "
+                         "(default 2) and proxy_anchor (default 32)", kind=float)
+    margin: float = _spec("margin of the contrastive / triplet losses (default 1.0), proxy_anchor (0.1), cosface (0.35); "
+                          "arcface: degrees (28.6)", kind=float)
     loss_options: dict = _spec("further loss arguments (default: the recipe's, when its loss is trained)", cli=False)
     classes_per_batch: int = _spec("P of the P x K batches", minimum=1)
     samples_per_class: int = _spec("K of the P x K batches (>= 2)", minimum=2,
