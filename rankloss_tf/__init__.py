@@ -27,7 +27,7 @@ __all__ = [*_MODULES, *_LOSSES, "register_keras_objects"]
 
 
 # The modules that register Keras serialisable objects.
-KERAS_OBJECT_MODULES = ("rankloss_tf.losses", "rankloss_tf.backbones.preprocessing", "rankloss_tf.training.fine_tune")
+KERAS_OBJECT_MODULES = ("rankloss_tf.losses", "rankloss_tf.losses_modern", "rankloss_tf.backbones.preprocessing", "rankloss_tf.training.fine_tune")
 
 
 def register_keras_objects():

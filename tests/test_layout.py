@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "rankloss_tf"
 LAYERS = [
     {"ops", "cache", "lazy", "io"},
     {"losses", "data", "datasets"},
-    {"compat", "backbones", "evaluation", "export"},
+    {"compat", "backbones", "evaluation", "export", "losses_modern"},
     {"models", "retrieval"},
     {"frozen_backbone", "artifacts"},
     {"training"},

@@ -30,6 +30,8 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         frequency: evaluate every ``frequency`` epochs (and never between).
         prefix: prefix of the logged names.
         batch_size: embedding batch size for an unbatched ``dataset``.
+        embedder: the model that embeds ``dataset`` (default: the model being fit; a training
+            model with a class head gives its embedding part, ``losses_modern.embedding_part``).
 
     Example:
     >>> callback = RetrievalEvaluation(test_dataset, ks=(1, 2))  # doctest: +SKIP
@@ -37,7 +39,7 @@ class RetrievalEvaluation(keras.callbacks.Callback):
     """
 
     def __init__(self, dataset, ks=(1, 2, 4, 8), clustering=False, metric="cosine", frequency=1,
-                 prefix="val_", batch_size=256):
+                 prefix="val_", batch_size=256, embedder=None):
         super().__init__()
         if int(frequency) < 1:
             raise ValueError(f"`frequency` must be a positive integer. Received: frequency={frequency}")
@@ -48,11 +50,13 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         self.frequency = int(frequency)
         self.prefix = prefix
         self.batch_size = int(batch_size)
+        self.embedder = embedder
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.frequency:
             return
-        embeddings, labels = embed_dataset(self.model, self.dataset, self.batch_size)
+        embedder = self.model if self.embedder is None else self.embedder
+        embeddings, labels = embed_dataset(embedder, self.dataset, self.batch_size)
         metrics = evaluate(embeddings, labels, ks=self.ks, clustering=self.clustering, metric=self.metric)
         logger.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         if logs is not None:

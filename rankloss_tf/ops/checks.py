@@ -154,3 +154,30 @@ def nan_unless_finite(losses, embeddings):
     """
     finite = tf.reduce_all(tf.math.is_finite(embeddings))
     return losses + tf.where(finite, tf.zeros([], losses.dtype), tf.constant(float("nan"), losses.dtype))
+
+
+# --- Options of the losses in rankloss_tf.losses_modern (engineer "losses") ---
+
+
+def check_positive(name, value):
+    """Returns ``value`` as a Python float if it is a finite number > 0.
+
+    Example:
+    >>> check_positive("temperature", 0.1)
+    0.1
+    """
+    if not _is_number(value) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"`{name}` must be a finite number > 0. Received: {name}={value!r}")
+    return float(value)
+
+
+def check_finite(name, value):
+    """Returns ``value`` as a Python float if it is a finite number.
+
+    Example:
+    >>> check_finite("base", -0.5)
+    -0.5
+    """
+    if not _is_number(value) or not math.isfinite(value):
+        raise ValueError(f"`{name}` must be a finite number. Received: {name}={value!r}")
+    return float(value)

@@ -21,7 +21,8 @@ __all__ = ["AUGMENTATION_NAMES", "LOSS_NAMES", "RESULT_FIELDS", "TrainConfig", "
 
 # The names of rankloss_tf.losses.LOSSES, spelled here so that the command line
 # can list them without importing TensorFlow (a test keeps the two equal).
-LOSS_NAMES = ("angular", "contrastive", "npair", "npair_angular", "triplet_hard", "triplet_semihard")
+LOSS_NAMES = ("angular", "arcface", "contrastive", "cosface", "multi_similarity", "npair", "npair_angular", "ntxent",
+              "proxy_anchor", "proxy_nca", "supcon", "triplet_hard", "triplet_semihard")
 
 # The names of rankloss_tf.data.augment.AUGMENTATIONS (a test keeps the two equal).
 AUGMENTATION_NAMES = ("none", "affine", "crop_flip")
@@ -108,8 +109,10 @@ class TrainConfig:
                          "folder:PATH (one sub-folder of images per class)", default="omniglot", required=True)
     data_dir: str = _spec("local copy of the dataset (e.g. the folder holding the Omniglot zips)", is_dir=True)
     loss: str = _spec("ranking loss (default: per dataset; npair_angular, cars196 npair)", choices=LOSS_NAMES)
-    alpha: float = _spec("angle of the angular losses, degrees in (0, 90) (default 45)", kind=float)
-    margin: float = _spec("margin of the contrastive / triplet losses (default 1.0)", kind=float)
+    alpha: float = _spec("angle of the angular losses, degrees in (0, 90) (default 45); the alpha of multi_similarity "
+                         "(default 2) and proxy_anchor (default 32)", kind=float)
+    margin: float = _spec("margin of the contrastive / triplet losses (default 1.0), proxy_anchor (0.1), cosface (0.35); "
+                          "arcface: degrees (28.6)", kind=float)
     loss_options: dict = _spec("further loss arguments (default: the recipe's, when its loss is trained)", cli=False)
     classes_per_batch: int = _spec("P of the P x K batches", minimum=1)
     samples_per_class: int = _spec("K of the P x K batches (>= 2)", minimum=2,
@@ -213,7 +216,7 @@ class TrainConfig:
         Raises:
             ValueError: an argument the loss does not take or refuses.
         """
-        from rankloss_tf import losses
+        from rankloss_tf import losses, losses_modern  # noqa: F401 (losses_modern registers its short names)
 
         kwargs = {name: getattr(self, name) for name in ("alpha", "margin") if getattr(self, name) is not None}
         kwargs.update(self.loss_options or {})

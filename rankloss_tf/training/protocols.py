@@ -32,6 +32,7 @@ from rankloss_tf.backbones import extract_view_features, views
 from rankloss_tf.data import pk_batches
 from rankloss_tf.data.augment import augment_batches, batch_augmentation, rotated_classes
 from rankloss_tf.evaluation import embed_dataset
+from rankloss_tf.losses_modern import with_class_head
 from rankloss_tf.models import build_embedding_model, build_feature_extractor, embedding_model, projection_head
 from rankloss_tf.training.config import RANDOM_WEIGHTS
 from rankloss_tf.training.fine_tune import BackboneRateAdam, freeze_batch_norm
@@ -46,14 +47,30 @@ def _weights(config):
     return None if config.weights == RANDOM_WEIGHTS else config.weights
 
 
-def _compile(model, config, steps):
+def _compile(model, config, steps, class_labels=None):
+    """Compiles ``model`` (or, for a loss on class cosines, ``model`` + a ``ClassCosines`` head) with the loss.
+
+    ``class_labels``: a function giving the training labels (or None), called only for such a loss.
+    """
+    loss = config.build_loss()
+    if getattr(loss, "class_head", False):  # issue 31: proxies / class weights live in the trained model's head
+        model = with_class_head(model, _class_count(class_labels(), config), sub_centers=loss.sub_centers)
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=config.epochs * steps)
     if config.fine_tune:
         optimizer = BackboneRateAdam(config.backbone_lr_scale, learning_rate=schedule)
     else:
         optimizer = keras.optimizers.Adam(schedule)
-    model.compile(optimizer=optimizer, loss=config.build_loss())
+    model.compile(optimizer=optimizer, loss=loss)
     return model
+
+
+def _class_count(labels, config):
+    """C for a class head: the training labels must be class ids 0 .. C - 1 (C = the largest + 1)."""
+    labels = np.asarray(labels if labels is not None else [])
+    if labels.size == 0 or not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+        raise ValueError(f"Loss {config.loss!r} trains one vector per class and needs integer training labels >= 0. "
+                         f"Received: {labels.size} labels{f' from {labels.min()}' if labels.size else ''}")
+    return int(labels.max()) + 1
 
 
 class EndToEnd:
@@ -81,15 +98,24 @@ class EndToEnd:
     def __init__(self, config, input_shape):
         self.config, self.input_shape = config, tuple(input_shape)
 
-    def build(self, steps):
-        """``(trained, model)``: here one compiled embedding model."""
+    def build(self, steps, images=None):
+        """``(trained, model)``: here one compiled embedding model (with a class head for a loss that
+        needs one, ``images`` giving the class count)."""
         config = self.config
         model = build_embedding_model(self.input_shape, embedding_dim=config.embedding_dim, backbone=config.backbone,
                                       image_size=config.image_size, weights=_weights(config),
                                       normalize=config.normalize)
         if config.fine_tune:
             freeze_batch_norm(model)
-        return _compile(model, config, steps), model
+        return _compile(model, config, steps, lambda: self.train_labels(images)), model
+
+    def train_labels(self, images):
+        """The labels [N] of the (rotated) training images (none without images)."""
+        if images is None:
+            return None
+        turns = self.config.class_rotations or 1
+        labels = np.fromiter(images.map(lambda image, label: label).as_numpy_iterator(), dtype=np.int64)
+        return (labels[:, None] * turns + np.arange(turns)).ravel()
 
     def batches(self, images, skip):
         """P x K batches of the (rotated) images, the first ``skip`` left out, augmented."""
@@ -124,8 +150,9 @@ class FrozenFeatures(EndToEnd):
 
     name = "frozen features"
 
-    def build(self, steps):
-        """``(head, model)``: the compiled head and the joined image model (views averaged)."""
+    def build(self, steps, images=None):
+        """``(head, model)``: the compiled head (with a class head for a loss that needs one, ``images``
+        giving the class count) and the joined image model (views averaged)."""
         config = self.config
         channels = self.input_shape[-1]
         extractors = {view.size: build_feature_extractor((view.size, view.size, channels), config.backbone,
@@ -135,7 +162,14 @@ class FrozenFeatures(EndToEnd):
             extractor.trainable = False
         feature_dim = next(iter(extractors.values())).output_shape[-1]
         head = projection_head(feature_dim, config.embedding_dim, normalize=config.normalize, name=HEAD)
-        return _compile(head, config, steps), embedding_model(extractors, head, self.views, self.input_shape)
+        trained = _compile(head, config, steps, lambda: self.train_labels(images))
+        return trained, embedding_model(extractors, head, self.views, self.input_shape)
+
+    def train_labels(self, images):
+        """The labels of the training features (every view; none without images)."""
+        if images is None:
+            return None
+        return np.concatenate([labels for _, labels in self.view_features(images, "train")])
 
     @property
     def views(self):

@@ -28,6 +28,7 @@ from rankloss_tf.evaluation import (
     thumbnails,
 )
 from rankloss_tf.export import check_export_path, check_separate, export_saved_model
+from rankloss_tf.losses_modern import embedding_part
 from rankloss_tf.training.callbacks import DivergedError, EpochCheckpoint, EpochHistory
 from rankloss_tf.cache import CACHE_ENV_VAR, default_cache_dir
 from rankloss_tf.io.atomic import check_writable, write_file
@@ -238,7 +239,7 @@ def _load_model(run):
 
 def _fit(method, run, config, steps, train_images, test_images, callbacks):
     """Fits from the newest checkpoint on: ``(image model, history)``."""
-    trained, model = method.build(steps)
+    trained, model = method.build(steps, train_images)  # the images: a class head's class count
     checkpoint = EpochCheckpoint(run / run.CHECKPOINTS)
     start = checkpoint.restore(trained)
     if start:
@@ -247,8 +248,8 @@ def _fit(method, run, config, steps, train_images, test_images, callbacks):
     fit_callbacks = [keras.callbacks.TerminateOnNaN(), EpochHistory(run / run.HISTORY, initial_epoch=start), checkpoint,
                      *callbacks]
     if config.eval_every:
-        fit_callbacks.insert(0, RetrievalEvaluation(method.evaluation_data(test_images),
-                                                    frequency=config.eval_every))
+        fit_callbacks.insert(0, RetrievalEvaluation(method.evaluation_data(test_images), frequency=config.eval_every,
+                                                    embedder=embedding_part(trained)))
     history = trained.fit(method.batches(train_images, skip=start * steps), initial_epoch=start,
                           epochs=config.epochs, steps_per_epoch=steps, shuffle=False, callbacks=fit_callbacks,
                           verbose=config.verbose)
