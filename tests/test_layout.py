@@ -11,6 +11,7 @@ LAYERS = [
     {"ops", "cache", "lazy"},
     {"losses", "data", "datasets"},
     {"compat", "backbones", "evaluation", "export"},
+    {"loading"},
     {"models", "retrieval"},
     {"frozen_backbone", "artifacts"},
     {"training"},

@@ -17,6 +17,7 @@ import time
 import keras
 
 from rankloss_tf import datasets
+from rankloss_tf.datasets.folder import printable
 from rankloss_tf.evaluation import (
     RetrievalEvaluation,
     evaluate,
@@ -65,8 +66,7 @@ class TrainResult:
 
 
 def _folder(config):
-    name = config.dataset
-    return name[len(datasets.FOLDER_PREFIX):] if name.startswith(datasets.FOLDER_PREFIX) else None
+    return datasets.folder_path(config.dataset)
 
 
 def _check_paths(config, run):
@@ -113,10 +113,10 @@ def _list_unreadable(config, run):
     folder = _folder(config)
     unreadable = datasets.scan_folder(folder).unreadable if folder else []
     if unreadable:
-        lines = "".join(f"{path}\t{reason}\n" for path, reason in unreadable)
+        lines = "".join(f"{printable(path)}\t{reason}\n" for path, reason in unreadable)
         atomic_write_text(run / run.UNREADABLE, lines)
         logger.warning("%d files of %s cannot be decoded and are left out (listed in %s): %s", len(unreadable),
-                       folder, run / run.UNREADABLE, ", ".join(path for path, _ in unreadable[:3]))
+                       folder, run / run.UNREADABLE, ", ".join(printable(path) for path, _ in unreadable[:3]))
 
 
 class _Clock:
