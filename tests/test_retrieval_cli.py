@@ -221,3 +221,13 @@ def test_search_on_a_damaged_index_exits_2_with_one_line(model_dir, tmp_path, ca
     _png(query, (8, 8, 3))
     status, _, err = run_cli(capsys, "search", "--index", out, query)
     assert status == 2 and "damaged" in err and len(err.strip().splitlines()) == 1
+
+
+def test_help_imports_no_tensorflow():
+    script = ("import sys, contextlib, io\nfrom rankloss_tf import cli\n"
+              "for argv in (['--help'], ['index', '--help'], ['search', '--help']):\n"
+              "    with contextlib.redirect_stdout(io.StringIO()):\n"
+              "        try:\n            cli.main(argv)\n        except SystemExit:\n            pass\n"
+              "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr[-2000:]

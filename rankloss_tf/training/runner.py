@@ -27,6 +27,7 @@ from rankloss_tf.evaluation import (
     thumbnails,
 )
 from rankloss_tf.export import check_export_path, check_separate, export_saved_model
+from rankloss_tf.loading import load_model
 from rankloss_tf.training.callbacks import DivergedError, EpochCheckpoint, EpochHistory
 from rankloss_tf.training.protocols import protocol
 from rankloss_tf.training.run_dir import RunDirectory, atomic_write_text
@@ -164,7 +165,7 @@ def train(config, callbacks=()):
         method = protocol(config, train_images.element_spec[0].shape)
         history = None
         if run.reached("fitted"):
-            model = keras.models.load_model(run / run.MODEL)
+            model = load_model(run / run.MODEL)  # the one loader: registers the package's Keras objects
         else:
             run.advance("fitting", clock())
             model, history = _fit(method, run, config, steps, train_images, test_images, callbacks)
