@@ -211,6 +211,11 @@ def test_ctrl_c_during_index_exits_130_with_an_index_message(model_dir, tmp_path
     status, _, err = run_cli(capsys, "index", "--model", model_dir, "--gallery", "digits", "--out", tmp_path / "x")
     assert status == 130 and "rankloss-tf index: interrupted; nothing was written" in err
     assert "epochs" not in err and not (tmp_path / "x").exists()
+    from rankloss_tf.retrieval import saved_model
+
+    monkeypatch.setattr(saved_model, "load_index", interrupted)
+    status, _, err = run_cli(capsys, "search", "--index", tmp_path / "x", tmp_path / "q.png")
+    assert status == 130 and "rankloss-tf search: interrupted" in err and "epochs" not in err
 
 
 def test_search_on_a_damaged_index_exits_2_with_one_line(model_dir, tmp_path, capsys):

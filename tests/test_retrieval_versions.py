@@ -4,7 +4,7 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,3 +146,23 @@ def test_undecodable_file_names_round_trip(tmp_path):
     loaded_graph = tf.saved_model.load(str(path))
     served = loaded_graph.search_embeddings(embeddings=tf.ones([1, 4]), k=tf.constant(1))
     assert served["paths"].numpy()[0, 0] == b"/photos/caf\xe9.png"  # the file's own bytes
+
+
+def test_a_full_disk_leaves_the_previous_index_and_says_so_in_one_line(tmp_path, monkeypatch):
+    from rankloss_tf.retrieval import versions
+
+    path = tmp_path / "index"
+    save_index(small_index(1), path)
+
+    def full(directory, write, info):
+        os.makedirs(directory, exist_ok=True)
+        (Path(directory) / "partial").write_text("x")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(versions, "_write_version", full)
+    for target, overwrite in ((path, True), (tmp_path / "new", False)):
+        with pytest.raises(ValueError, match="No space left on device.*unchanged") as error:
+            save_index(small_index(2), target, overwrite=overwrite)
+        assert "\n" not in str(error.value)
+    assert not (tmp_path / "new").exists() and sorted(p.name for p in path.iterdir()) == ["1", MARKER]
+    assert len(load_index(path)) == 4

@@ -191,6 +191,14 @@ def run_search(args):
          1      0.9871      7  digits/test/000012  -
          2      0.9802      7  digits/test/000140  -
     """
+    try:
+        _search(args)
+    except KeyboardInterrupt:
+        print("\nrankloss-tf search: interrupted.", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
+
+
+def _search(args):
     from rankloss_tf.datasets.folder import printable
     from rankloss_tf.retrieval.saved_model import load_index
 

@@ -187,7 +187,8 @@ def publish(path, write, info, overwrite=False, protected=()):
     Raises:
         ValueError: see ``export.check_export_path``; or ``path`` is one
             version of an index, or an index in a single SavedModel (written
-            before versions), which are never replaced.
+            before versions), which are never replaced; or the files cannot be
+            written (disk full, read-only: one line, the previous index unchanged).
 
     Example:
     >>> def write(directory):
@@ -203,7 +204,12 @@ def publish(path, write, info, overwrite=False, protected=()):
                 "The index path is one SavedModel (a version inside an index, or an index written before "
                 f"versions); it is never replaced: save to a new path or to the index directory. Received: path={path}"
             )
-        return _add_version(path, write, info, found["current"])
-    write_export(path, lambda directory: _write_version(Path(directory) / "1", write, info),
-                 {**info, "current": "1"}, overwrite, protected)
+    try:
+        if path.exists():
+            return _add_version(path, write, info, found["current"])
+        write_export(path, lambda directory: _write_version(Path(directory) / "1", write, info),
+                     {**info, "current": "1"}, overwrite, protected)
+    except (OSError, *damage_errors()) as error:  # disk full, read-only: the previous index is unchanged
+        raise ValueError(f"Cannot write the index ({error_reason(error)}); a previous index there is unchanged. "
+                         f"Received: path={path}") from None
     return path / "1"
