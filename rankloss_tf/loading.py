@@ -100,6 +100,8 @@ def load_model(path):
         return _read(SavedModelEmbedder, found)
     import keras
 
+    if not zipfile.is_zipfile(found):
+        raise ValueError(f"Cannot read the model (not a .keras zip archive: empty or damaged). Received: {found}")
     register_keras_objects()
     return _read(keras.models.load_model, found)
 

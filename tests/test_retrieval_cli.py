@@ -133,10 +133,16 @@ def test_loader_registers_the_keras_objects_itself(model_forms):
     assert done.stdout.split() == ["Functional", "Functional"]
     with pytest.raises(ValueError, match="must be a SavedModel directory, a .keras file or a training run"):
         load_model(model_forms["run"].parent / "nothing")
-    broken = model_forms["run"].parent / "broken.keras"
-    broken.write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="broken.keras"):
-        load_model(broken)
+    for content in (b"", b"not a zip"):
+        broken = model_forms["run"].parent / "broken.keras"
+        broken.write_bytes(content)
+        with pytest.raises(ValueError, match="not a .keras zip archive.*broken.keras"):
+            load_model(broken)
+    damaged = model_forms["run"].parent / "damaged"
+    damaged.mkdir(exist_ok=True)
+    (damaged / "saved_model.pb").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="Cannot read the model.*damaged"):
+        load_model(damaged)
 
 
 def _png(path, shape, mode=None):
@@ -195,9 +201,14 @@ def test_index_checks_every_argument_before_any_work(model_dir, tmp_path, capsys
         (["--model", model_dir, "--gallery", "nope"], "Received: --gallery=nope"),
         (["--model", model_dir, "--gallery", "digits", "--data-dir", tmp_path / "none"], "--data-dir="),
     ]
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "saved_model.pb").write_bytes(b"garbage")
+    cases.append((["--model", damaged, "--gallery", "digits"], "Cannot read the model"))
     for argv, message in cases:
-        status, _, err = run_cli(capsys, "index", *argv, "--out", tmp_path / "index")
+        status, out, err = run_cli(capsys, "index", *argv, "--out", tmp_path / "index")
         assert status == 2 and message in err and len(err.strip().splitlines()) == 1, err
+        assert "Embedding" not in out
     assert not (tmp_path / "index").exists()
 
 

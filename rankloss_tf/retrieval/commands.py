@@ -124,8 +124,8 @@ def run_index(args):
 
     Every argument is checked (``_check_index_arguments``: the model's form,
     the gallery, the output path with the model, a folder gallery and the
-    data directory protected) before the model is loaded or anything is
-    embedded. Files of a folder that cannot be read are left out and listed,
+    data directory protected), then the model is loaded, before the gallery
+    is read or anything is embedded. Files of a folder that cannot be read are left out and listed,
     as in training. Ctrl-C exits with status 130 and writes nothing.
 
     Example:
@@ -145,17 +145,19 @@ def run_index(args):
 def _index(args):
     from rankloss_tf.datasets.folder import printable
     from rankloss_tf.retrieval.build import build_index
+    from rankloss_tf.retrieval.embedder import as_embedder
     from rankloss_tf.retrieval.gallery import load_gallery
     from rankloss_tf.retrieval.saved_model import save_index
 
     protected = _check_index_arguments(args)
+    model = as_embedder(args.model)  # a damaged model is refused before the gallery is read
     gallery = load_gallery(args.gallery, split=args.split, data_dir=args.data_dir, image_size=args.image_size)
     if gallery.skipped:
         print(f"Skipped {len(gallery.skipped)} files that cannot be read (as training skips them):", flush=True)
         for path, reason in gallery.skipped:
             print(f"  {printable(path)}\t{reason}")
     print(f"Embedding {len(gallery)} gallery images of {args.gallery} with {args.model}", flush=True)
-    index = build_index(args.model, gallery, metric=args.metric, batch_size=args.batch_size,
+    index = build_index(model, gallery, metric=args.metric, batch_size=args.batch_size,
                         on_batch=_Progress("embedding"))
     version = save_index(index, args.out, overwrite=args.overwrite, protected=protected)
     print(f"Index of {len(index)} items ({args.metric}) written to {args.out} (version {version.name}, one "
