@@ -190,12 +190,16 @@ def test_scan_folder_lists_what_it_leaves_out_and_skips_hidden_entries(tmp_path,
     (root / "class_1" / "scan.tiff").write_bytes(b"II*\x00")  # a format TensorFlow does not decode
     (root / "class_2" / "locked.png").write_bytes(b"x")
     os.chmod(root / "class_2" / "locked.png", 0)  # unreadable (unless run as root: then undecodable)
+    from PIL import Image
+
+    Image.fromarray(np.full((6, 5, 3), 33, np.uint8)).save(root / "class_3" / "photo.webp")  # TensorFlow reads WebP
     latin = root / "class_2" / os.fsdecode(b"caf\xe9.png")  # a Latin-1 name, a valid image
     _png(latin, 22)
     (root / "class_0" / os.fsdecode(b"cass\xe9.jpg")).write_bytes(b"broken")  # Latin-1 and broken
     index = datasets.scan_folder(root)
     assert index.classes == ["class_0", "class_1", "class_2", "class_3"]
     assert str(latin) in index.files["class_2"] and len(index.files["class_0"]) == 2
+    assert str(root / "class_3" / "photo.webp") in index.files["class_3"]
     left_out = {Path(p).name: reason for p, reason in index.unreadable}
     assert set(left_out) == {"dir.png", "link.png", "scan.tiff", "locked.png", os.fsdecode(b"cass\xe9.jpg")}
     assert "not read" in left_out["scan.tiff"] and "not a readable file" in left_out["link.png"]

@@ -2,7 +2,12 @@
 
 ``scan_folder(path)`` lists the class sub-folders and their images and decodes
 every image once, so that a file that cannot be read is named and left out
-before training starts, never met mid-epoch. The scan is cached per folder
+before training starts, never met mid-epoch. It is the ONE scanner: training,
+evaluation and ``rankloss-tf index --gallery folder:`` all read a folder
+through it. Hidden entries (``.git/``, ``.ipynb_checkpoints/``) are not data;
+broken links, directories named like images and formats TensorFlow does not
+decode (``.tiff``, ...) are left out and listed; file names that are not UTF-8
+are read like any other. The scan is cached per folder
 (keyed by every file's path, size and modification time) under
 ``$RANKLOSS_TF_CACHE/folders`` (default ``~/.cache/rankloss_tf/folders``).
 
