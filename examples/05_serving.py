@@ -92,7 +92,9 @@ print("search:", search.structured_input_signature[1], "->", sorted(search.struc
 queries, query_labels = images[query_index], labels[query_index]
 served = search(images=tf.constant(queries), k=tf.constant(K))
 python = index.search(queries, k=K)
-assert (served["ids"].numpy().astype(str) == python.ids.astype(str)).all()
+# The same neighbours up to the order of near-ties (the graph and Python embed in different
+# batches; CPUs' kernels round differently): the scores agree rank by rank.
+np.testing.assert_allclose(served["scores"].numpy(), python.scores, rtol=1e-5, atol=1e-5)
 layer = keras.layers.TFSMLayer(str(saved), call_endpoint="search")
 assert (np.asarray(layer(tf.constant(queries), k=tf.constant(K))["ids"]) == served["ids"].numpy()).all()
 
