@@ -2,57 +2,23 @@
 
 A trained model reaches users in three forms: a run directory of ``train``
 (its ``model.keras``), a ``.keras`` file, and an exported SavedModel. These
-functions take any of them and serve the ``evaluate`` and ``export`` commands.
+functions take any of them (through ``rankloss_tf.loading.load_model``) and
+serve the ``evaluate`` and ``export`` commands.
 """
 
 from pathlib import Path
 
 import keras
 
-from rankloss_tf import datasets, register_keras_objects
+from rankloss_tf import datasets
 from rankloss_tf.evaluation import embed_dataset, evaluate
 from rankloss_tf.export import SavedModelEmbedder, check_export_path, export_saved_model
+from rankloss_tf.loading import MODEL_FILE, load_model  # the one model loader (re-exported here)
 
 __all__ = ["MODEL_FILE", "evaluate_model", "export_model", "load_model"]
 # Images per forward pass of `evaluate`: a joined model with several views runs the backbone once
 # per view, and 256 images of EfficientNet-Lite0 at 288 x 4 views take over 14 GB of activations.
 EVALUATION_BATCH = 32
-
-MODEL_FILE = "model.keras"
-
-
-def load_model(path):
-    """Loads a trained embedding model for evaluation or export.
-
-    Args:
-        path: a SavedModel directory from ``export_saved_model``, a ``.keras``
-            file, or a run directory of ``train`` (its ``model.keras``).
-
-    Returns:
-        A ``keras.Model`` or a ``SavedModelEmbedder``; both map ``uint8
-        [N, H, W, C]`` images to ``[N, D]`` embeddings.
-
-    Raises:
-        ValueError: ``path`` is none of these.
-
-    Example:
-    >>> model = load_model("runs/demo")  # doctest: +SKIP
-    >>> model(images).shape  # doctest: +SKIP
-    TensorShape([16, 128])
-    """
-    path = Path(path)
-    if (path / "saved_model.pb").is_file():
-        return SavedModelEmbedder(path)
-    if path.is_dir() and (path / MODEL_FILE).is_file():
-        path = path / MODEL_FILE
-    if path.is_file() and path.suffix == ".keras":
-        register_keras_objects()
-        return keras.models.load_model(path)
-    raise ValueError(
-        "`model` must be a SavedModel directory, a .keras file or a training run directory "
-        f"holding {MODEL_FILE} (a run that has finished fitting). Received: {path}"
-    )
-
 
 def _input_size(model):
     shape = model.image_shape if isinstance(model, SavedModelEmbedder) else tuple(model.input_shape[1:])

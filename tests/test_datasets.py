@@ -1,5 +1,6 @@
 """Tests of the dataset loaders (digits, omniglot, cars196, folders, TFDS sources)."""
 
+import os
 import sys
 import zipfile
 from pathlib import Path
@@ -168,3 +169,66 @@ def test_data_dir_without_the_files_never_downloads(tmp_path, name, looked_for):
     with pytest.raises(ValueError, match=f"{looked_for}.*Received: data_dir='{tmp_path}'"):
         datasets.load(name, "train", data_dir=tmp_path)
     assert not any(tmp_path.iterdir()), "something was written into the user's data_dir"
+
+
+def _png(path, value, shape=(6, 5, 3)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(os.fsencode(path), "wb") as file:
+        file.write(tf.io.encode_png(np.full(shape, value, np.uint8)).numpy())
+
+
+def test_scan_folder_lists_what_it_leaves_out_and_skips_hidden_entries(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANKLOSS_TF_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "photos"
+    for c in range(4):
+        for i in range(2):
+            _png(root / f"class_{c}" / f"{i}.png", 10 * c + i)
+    _png(root / ".git" / "x.png", 0)  # a hidden folder is not a class
+    _png(root / "class_0" / ".ipynb_checkpoints" / "0-checkpoint.png", 0)  # nor data inside a class
+    (root / "class_1" / "dir.png").mkdir()  # a directory named like an image
+    (root / "class_1" / "link.png").symlink_to(tmp_path / "missing.png")  # a broken link
+    (root / "class_1" / "scan.tiff").write_bytes(b"II*\x00")  # a format TensorFlow does not decode
+    (root / "class_2" / "locked.png").write_bytes(b"x")
+    os.chmod(root / "class_2" / "locked.png", 0)  # unreadable (unless run as root: then undecodable)
+    from PIL import Image
+
+    Image.fromarray(np.full((6, 5, 3), 33, np.uint8)).save(root / "class_3" / "photo.webp")  # TensorFlow reads WebP
+    latin = root / "class_2" / os.fsdecode(b"caf\xe9.png")  # a Latin-1 name, a valid image
+    _png(latin, 22)
+    (root / "class_0" / os.fsdecode(b"cass\xe9.jpg")).write_bytes(b"broken")  # Latin-1 and broken
+    index = datasets.scan_folder(root)
+    assert index.classes == ["class_0", "class_1", "class_2", "class_3"]
+    assert str(latin) in index.files["class_2"] and len(index.files["class_0"]) == 2
+    assert str(root / "class_3" / "photo.webp") in index.files["class_3"]
+    left_out = {Path(p).name: reason for p, reason in index.unreadable}
+    assert set(left_out) == {"dir.png", "link.png", "scan.tiff", "locked.png", os.fsdecode(b"cass\xe9.jpg")}
+    assert "not read" in left_out["scan.tiff"] and "not a readable file" in left_out["link.png"]
+    assert datasets.scan_folder(root).unreadable == index.unreadable  # from the cache
+    for cached in (tmp_path / "cache" / "folders").iterdir():
+        cached.write_text("{damaged")  # a damaged scan cache is recomputed
+    assert datasets.scan_folder(root).unreadable == index.unreadable
+    images = {int(image[0, 0, 0]): int(label) for split in ("train", "test")
+              for image, label in datasets.load(f"folder:{root}", split, seed=0)}
+    assert images[22] == 2  # the Latin-1 file is read, with its class's label
+    assert datasets.folder.printable(latin).endswith("class_2/caf\\xe9.png")
+
+
+def test_folder_prefix_is_parsed_in_one_place():
+    assert datasets.folder_path("folder:/a/b") == "/a/b" and datasets.folder_path("digits") is None
+    assert datasets.folder_path(None) is None
+
+
+def test_training_on_a_folder_with_latin1_file_names(tmp_path, monkeypatch, capsys):
+    from rankloss_tf import cli
+
+    monkeypatch.setenv("RANKLOSS_TF_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "photos"
+    for c in range(4):
+        for i in range(6):
+            _png(root / f"class_{c}" / os.fsdecode(b"caf\xe9 %d.png" % i), 40 * c + i, shape=(8, 8, 3))
+    (root / "class_0" / os.fsdecode(b"cass\xe9.jpg")).write_bytes(b"broken")
+    run = tmp_path / "run"
+    status = cli.main(["train", "--dataset", f"folder:{root}", "--epochs", "1", "--image-size", "8", "--no-plots",
+                       "--verbose", "0", "--out", str(run)])
+    assert status == 0, capsys.readouterr().err[-2000:]
+    assert "cass\\xe9.jpg\t" in (run / "unreadable_files.txt").read_text()

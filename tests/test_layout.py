@@ -11,6 +11,7 @@ LAYERS = [
     {"ops", "cache", "lazy", "io"},
     {"losses", "data", "datasets"},
     {"compat", "backbones", "evaluation", "export", "losses_modern"},
+    {"loading"},
     {"models", "retrieval"},
     {"frozen_backbone", "artifacts"},
     {"training"},

@@ -9,13 +9,12 @@ import functools
 
 from rankloss_tf.datasets.cars196 import load_cars196
 from rankloss_tf.datasets.digits import load_digits
-from rankloss_tf.datasets.folder import load_folder, scan_folder
+from rankloss_tf.datasets.folder import FOLDER_PREFIX, folder_path, load_folder, scan_folder
 from rankloss_tf.datasets.images import image_decoder
 from rankloss_tf.datasets.omniglot import load_omniglot
 from rankloss_tf.datasets.tfds_sets import load_tfds
 
 SPLITS = ("train", "test")
-FOLDER_PREFIX = "folder:"
 
 _LOADERS = {
     "digits": lambda split, data_dir, image_size: load_digits(split, image_size),
@@ -71,11 +70,11 @@ def load(name, split, data_dir=None, image_size=None, *, train_fraction=0.5, see
     """
     if split not in SPLITS:
         raise ValueError(f"`split` must be one of {SPLITS}. Received: split={split!r}")
-    if isinstance(name, str) and name.startswith(FOLDER_PREFIX):
-        return load_folder(name[len(FOLDER_PREFIX):], split, image_size, train_fraction, seed)
+    if folder_path(name) is not None:
+        return load_folder(folder_path(name), split, image_size, train_fraction, seed)
     if name not in _LOADERS:
         raise ValueError(f"Unknown dataset name; known: {', '.join(NAMES)}. Received: name={name!r}")
     return _LOADERS[name](split, data_dir, image_size)
 
 
-__all__ = ["FOLDER_PREFIX", "NAMES", "image_decoder", "load", "scan_folder"]
+__all__ = ["FOLDER_PREFIX", "NAMES", "folder_path", "image_decoder", "load", "scan_folder"]

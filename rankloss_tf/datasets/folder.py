@@ -2,7 +2,12 @@
 
 ``scan_folder(path)`` lists the class sub-folders and their images and decodes
 every image once, so that a file that cannot be read is named and left out
-before training starts, never met mid-epoch. The scan is cached per folder
+before training starts, never met mid-epoch. It is the ONE scanner: training,
+evaluation and ``rankloss-tf index --gallery folder:`` all read a folder
+through it. Hidden entries (``.git/``, ``.ipynb_checkpoints/``) are not data;
+broken links, directories named like images and formats TensorFlow does not
+decode (``.tiff``, ...) are left out and listed; file names that are not UTF-8
+are read like any other. The scan is cached per folder
 (keyed by every file's path, size and modification time) under
 ``$RANKLOSS_TF_CACHE/folders`` (default ``~/.cache/rankloss_tf/folders``).
 
@@ -18,6 +23,7 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -28,9 +34,37 @@ from rankloss_tf.cache import default_cache_dir
 from rankloss_tf.datasets.images import image_decoder
 from rankloss_tf.io.atomic import write_file
 
-__all__ = ["FolderIndex", "IMAGE_SUFFIXES", "load_folder", "scan_folder", "split_classes"]
+logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+__all__ = [
+    "FOLDER_PREFIX", "FolderIndex", "IMAGE_SUFFIXES", "folder_path", "load_folder", "printable", "scan_folder",
+    "split_classes",
+]
+
+FOLDER_PREFIX = "folder:"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")  # what TensorFlow's decode_image reads
+# Image files TensorFlow does not decode: listed as left out, never silently ignored.
+UNREAD_SUFFIXES = (".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".ppm", ".pgm", ".psd", ".raw")
+
+
+def folder_path(name):
+    """The PATH of a ``"folder:PATH"`` dataset name, or None for any other name (the ONE parser of "folder:").
+
+    Example:
+    >>> folder_path("folder:~/photos"), folder_path("omniglot")
+    ('~/photos', None)
+    """
+    return name[len(FOLDER_PREFIX):] if isinstance(name, str) and name.startswith(FOLDER_PREFIX) else None
+
+
+def printable(path):
+    """A path as text that can be printed and written: undecodable file-name bytes as ``\\xNN``.
+
+    Example:
+    >>> printable(os.fsdecode(b"caf\\xe9.png"))
+    'caf\\\\xe9.png'
+    """
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 @dataclasses.dataclass
@@ -41,7 +75,8 @@ class FolderIndex:
         root: the folder.
         classes: class (sub-folder) names, sorted; a label is an index here.
         files: ``{class name: [image paths]}``, readable images only, sorted.
-        unreadable: ``[(path, reason)]`` of the files left out.
+        unreadable: ``[(path, reason)]`` of the files left out (paths as
+            ``os.listdir`` gives them: ``printable`` them for messages).
 
     Example:
     >>> FolderIndex("photos", ["cats"], {"cats": ["photos/cats/a.jpg"]}, []).classes
@@ -61,14 +96,64 @@ def _cache_path(root, listing):
 
 def _problem(path):
     """Why ``path`` cannot be decoded as an image, or None when it can."""
-    try:
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    try:  # as bytes: a file name that is not UTF-8 is read like any other
+        image = tf.io.decode_image(tf.io.read_file(os.fsencode(path)), channels=3, expand_animations=False)
     except (tf.errors.OpError, ValueError) as error:
         message = getattr(error, "message", str(error)) or type(error).__name__
         return message.strip().splitlines()[0][:200]
     if min(image.shape[:2]) < 1:
         return "empty image"
     return None
+
+
+def _hidden(entry, class_dir):
+    return any(part.startswith(".") for part in entry.relative_to(class_dir).parts)
+
+
+def _list_candidates(root):
+    """``({class: [image files]}, {path: reason})``: the images to decode, and what is left out by its name.
+
+    Hidden entries (``.git/``, ``.ipynb_checkpoints/``, ``.DS_Store``) at any
+    depth are not data. An image name that is not a readable file (a broken
+    link, a directory named ``x.png``) and image formats TensorFlow does not
+    decode (``UNREAD_SUFFIXES``) are left out with a reason.
+    """
+    candidates, problems = {}, {}
+    for class_dir in sorted(entry for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith(".")):
+        images = []
+        for entry in sorted(class_dir.rglob("*")):
+            suffix = entry.suffix.lower()
+            if _hidden(entry, class_dir) or suffix not in IMAGE_SUFFIXES + UNREAD_SUFFIXES:
+                continue
+            if suffix in UNREAD_SUFFIXES:
+                problems[str(entry)] = f"{suffix} images are not read (JPEG, PNG, BMP, GIF, WebP are): convert it"
+            elif not entry.is_file():
+                problems[str(entry)] = "not a readable file (a directory, a broken link or a special file)"
+            else:
+                images.append(str(entry))
+        if images:
+            candidates[class_dir.name] = images
+    return candidates, problems
+
+
+def _decode_problems(root, listing):
+    """``{path: reason}`` of the files that do not decode; cached by the listing (paths, sizes, mtimes)."""
+    cache = _cache_path(root.resolve(), listing)
+    if cache.is_file():
+        try:
+            return dict(json.loads(cache.read_text()))
+        except (OSError, ValueError, TypeError) as error:
+            logger.warning("Recomputing the damaged folder-scan cache %s (%s)", cache, error)
+    paths = [f for f, _, _ in listing]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        problems = {f: reason for f, reason in zip(paths, pool.map(_problem, paths)) if reason}
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        write_file(cache, json.dumps(sorted(problems.items())))  # ASCII JSON: any file name fits
+    except OSError as error:  # a cache that cannot be written only costs the next scan its time
+        logger.warning("Cannot write the folder-scan cache %s (%s); set RANKLOSS_TF_CACHE to a writable folder",
+                       cache, error)
+    return problems
 
 
 def scan_folder(path):
@@ -90,27 +175,16 @@ def scan_folder(path):
     """
     root = Path(path).expanduser()
     if not root.is_dir():
-        raise ValueError(f"The folder does not exist. Received: {path!r}")
-    candidates = {}
-    for class_dir in sorted(entry for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith(".")):
-        images = sorted(str(f) for f in class_dir.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-        if images:
-            candidates[class_dir.name] = images
+        raise ValueError(f"The folder does not exist. Received: {printable(path)!r}")
+    candidates, problems = _list_candidates(root)
     listing = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for images in candidates.values() for f in images]
-    cache = _cache_path(root.resolve(), listing)
-    if cache.is_file():
-        problems = dict(json.loads(cache.read_text()))
-    else:
-        paths = [f for f, _, _ in listing]
-        with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-            problems = {f: reason for f, reason in zip(paths, pool.map(_problem, paths)) if reason}
-        write_file(cache, json.dumps(sorted(problems.items())))
+    problems.update(_decode_problems(root, listing))
     files = {name: [f for f in images if f not in problems] for name, images in candidates.items()}
     files = {name: images for name, images in files.items() if images}
     if not files:
         raise ValueError(
             f"The folder holds no class sub-folder with readable images ({', '.join(IMAGE_SUFFIXES)}). "
-            f"Received: {path!r}"
+            f"Received: {printable(path)!r}"
         )
     return FolderIndex(root=str(root), classes=list(files), files=files, unreadable=sorted(problems.items()))
 
@@ -162,6 +236,7 @@ def load_folder(path, split, image_size=None, train_fraction=0.5, seed=0):
     paths = [f for label in chosen for f in index.files[names[label]]]
     labels = np.concatenate([np.full(len(index.files[names[label]]), label, np.int64) for label in chosen])
     decode = image_decoder(image_size, channels=3)
+    paths = [os.fsencode(f) for f in paths]  # bytes: file names that are not UTF-8 work too
     return tf.data.Dataset.from_tensor_slices((paths, labels)).map(
         lambda file, label: (decode(file), label), num_parallel_calls=tf.data.AUTOTUNE
     )

@@ -2,6 +2,8 @@
 
 import dataclasses
 
+from rankloss_tf.datasets.folder import FOLDER_PREFIX, folder_path
+
 PRETRAINED_IMAGE_SIZE = 224
 FOLDER_IMAGE_SIZE = 64
 
@@ -69,7 +71,7 @@ RECIPES = {
     "digits": Recipe(None, 5, 16, 15, 64, 1e-3),
     "cars196": Recipe(224, 64, 2, 64, 512, 2e-4, backbone="efficientnet_lite0", loss="npair",
                       loss_options={"variant": "mc", "l2_reg": 0.002}, view_sizes=(224, 288), mirror_views=True),
-    "folder:": Recipe(FOLDER_IMAGE_SIZE, 32, 4, 20, 128, 1e-3),
+    FOLDER_PREFIX: Recipe(FOLDER_IMAGE_SIZE, 32, 4, 20, 128, 1e-3),
     "default": Recipe(None, 32, 4, 20, 128, 1e-3),
 }
 
@@ -96,9 +98,9 @@ def recipe(name, pretrained=False, fine_tune=False):
     >>> recipe("cars196", pretrained=True, fine_tune=True).augment
     'crop_flip'
     """
-    key = "folder:" if str(name).startswith("folder:") else name
+    key = FOLDER_PREFIX if folder_path(name) is not None else name
     found = RECIPES.get(key, RECIPES["default"])
-    if pretrained and (found.image_size is None or key == "folder:"):
+    if pretrained and (found.image_size is None or key == FOLDER_PREFIX):
         found = dataclasses.replace(found, image_size=PRETRAINED_IMAGE_SIZE)
     if pretrained:
         found = dataclasses.replace(found, **(FINE_TUNE if fine_tune else FROZEN))

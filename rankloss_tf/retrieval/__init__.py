@@ -3,9 +3,11 @@
 ``Index(model).add(images, labels, ids, paths)`` embeds a gallery;
 ``search(images, k)`` returns ids, scores and labels of the k nearest items
 (exact: the evaluation kernel; or an optional approximate backend, ``ann``);
-``save`` / ``Index.load`` write and read it as ONE SavedModel whose
-signatures ``search``, ``embed`` and ``search_embeddings`` serve it without
-this package. ``load_gallery`` reads a dataset, a ``folder:`` or arrays;
+``save_index`` / ``load_index`` write and read it as a directory of
+versioned SavedModels (one per save, the current one behind an atomically
+replaced pointer) whose signatures ``search``, ``embed`` and
+``search_embeddings`` serve it without this package. A SavedModel is a
+program: load only indexes you trust. ``load_gallery`` reads a dataset, a ``folder:`` or arrays;
 ``build_index`` embeds one into an index.
 """
 
@@ -21,6 +23,7 @@ _HOMES = {
     "export_index": "rankloss_tf.retrieval.saved_model",
     "load_gallery": "rankloss_tf.retrieval.gallery",
     "load_index": "rankloss_tf.retrieval.saved_model",
+    "save_index": "rankloss_tf.retrieval.saved_model",
 }
 
 __all__ = sorted(_HOMES)

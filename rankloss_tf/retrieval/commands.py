@@ -18,6 +18,7 @@ Examples::
 """
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -93,11 +94,39 @@ class _Progress:
             print(f"{self.label}: batch {step}/{total}", flush=True)
 
 
+def _check_index_arguments(args):
+    """Every argument of ``index`` checked before any work; returns the paths the index must not touch.
+
+    Raises:
+        ValueError: a model path that is no model form, a missing data
+            directory or gallery folder, an unknown dataset, or an output
+            path that may not be written (each message names the input).
+    """
+    from rankloss_tf import datasets
+    from rankloss_tf.export import check_export_path
+    from rankloss_tf.loading import model_form
+
+    model_form(args.model)
+    folder = datasets.folder_path(args.gallery)
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        raise ValueError(f"Data directory not found. Received: --data-dir={args.data_dir}")
+    if folder is not None and not Path(folder).expanduser().is_dir():
+        raise ValueError(f"The gallery folder does not exist. Received: --gallery={args.gallery}")
+    if folder is None and args.gallery not in datasets.NAMES:
+        raise ValueError(f"Unknown gallery; known: {', '.join(datasets.NAMES)}. Received: --gallery={args.gallery}")
+    protected = [args.model, args.data_dir, folder]
+    check_export_path(args.out, args.overwrite, protected, role="--out")
+    return protected
+
+
 def run_index(args):
     """Embeds ``args.gallery`` with ``args.model`` and writes the index to ``args.out``.
 
-    The output path is checked (``export.check_export_path``, the model, a
-    folder gallery and the data directory protected) before any embedding.
+    Every argument is checked (``_check_index_arguments``: the model's form,
+    the gallery, the output path with the model, a folder gallery and the
+    data directory protected), then the model is loaded, before the gallery
+    is read or anything is embedded. Files of a folder that cannot be read are left out and listed,
+    as in training. Ctrl-C exits with status 130 and writes nothing.
 
     Example:
     >>> run_index(argparse.Namespace(model="runs/demo/saved_model", gallery="digits", split="test",
@@ -105,37 +134,57 @@ def run_index(args):
     ...     overwrite=False))  # doctest: +SKIP
     Index of 896 items (cosine) written to indexes/digits: ...
     """
-    from rankloss_tf.export import check_export_path
-    from rankloss_tf.retrieval.build import build_index
-    from rankloss_tf.retrieval.gallery import FOLDER_PREFIX, load_gallery
+    try:
+        _index(args)
+    except KeyboardInterrupt:
+        print(f"\nrankloss-tf index: interrupted; nothing was written to {args.out} (a previous index there is "
+              "unchanged). Run the same command again to build the index.", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
 
-    protected = [args.model, args.data_dir]
-    if args.gallery.startswith(FOLDER_PREFIX):
-        protected.append(args.gallery[len(FOLDER_PREFIX):])
-    check_export_path(args.out, args.overwrite, protected)
+
+def _index(args):
+    from rankloss_tf.datasets.folder import printable
+    from rankloss_tf.retrieval.build import build_index
+    from rankloss_tf.retrieval.embedder import as_embedder
+    from rankloss_tf.retrieval.gallery import load_gallery
+    from rankloss_tf.retrieval.saved_model import save_index
+
+    protected = _check_index_arguments(args)
+    model = as_embedder(args.model)  # a damaged model is refused before the gallery is read
     gallery = load_gallery(args.gallery, split=args.split, data_dir=args.data_dir, image_size=args.image_size)
+    if gallery.skipped:
+        print(f"Skipped {len(gallery.skipped)} files that cannot be read (as training skips them):", flush=True)
+        for path, reason in gallery.skipped:
+            print(f"  {printable(path)}\t{reason}")
     print(f"Embedding {len(gallery)} gallery images of {args.gallery} with {args.model}", flush=True)
-    index = build_index(args.model, gallery, metric=args.metric, batch_size=args.batch_size,
+    index = build_index(model, gallery, metric=args.metric, batch_size=args.batch_size,
                         on_batch=_Progress("embedding"))
-    path = index.save(args.out, overwrite=args.overwrite, protected=protected)
-    print(f"Index of {len(index)} items ({args.metric}) written to {path}: one SavedModel with signatures "
-          "search(images, k), embed(images), search_embeddings(embeddings, k)")
+    version = save_index(index, args.out, overwrite=args.overwrite, protected=protected)
+    print(f"Index of {len(index)} items ({args.metric}) written to {args.out} (version {version.name}, one "
+          f"SavedModel at {version}) with signatures search(images, k), embed(images), search_embeddings("
+          f"embeddings, k). Search it with `rankloss-tf search --index {args.out}`; TF Serving: "
+          f"--model_base_path={Path(args.out).resolve()}. Load only indexes you trust (a SavedModel is a program).")
 
 
 def _read_image(path):
+    """A query image as uint8 ``[1, H, W, C]``, decoded as training decodes: gray + alpha becomes gray."""
     import tensorflow as tf
 
     if not Path(path).is_file():
         raise ValueError(f"Query image not found. Received: {path}")
     try:
-        image = tf.io.decode_image(tf.io.read_file(str(path)), expand_animations=False)
+        image = tf.io.decode_image(tf.io.read_file(os.fsencode(path)), expand_animations=False)
     except tf.errors.InvalidArgumentError as error:
         raise ValueError(f"Cannot decode the query image. Received: {path} ({error.message.splitlines()[0]})")
+    if image.shape[-1] == 2:  # gray + alpha: the alpha is dropped, as for RGBA
+        image = image[..., :1]
     return image[tf.newaxis]
 
 
 def run_search(args):
     """Prints the ranked neighbours (rank, id, label, score, path) of each query image.
+
+    Loading an index runs the SavedModel it holds: search only indexes you trust.
 
     Example:
     >>> run_search(argparse.Namespace(index="indexes/digits", images=["q.png"], k=2))  # doctest: +SKIP
@@ -144,15 +193,24 @@ def run_search(args):
          1      0.9871      7  digits/test/000012  -
          2      0.9802      7  digits/test/000140  -
     """
+    try:
+        _search(args)
+    except KeyboardInterrupt:
+        print("\nrankloss-tf search: interrupted.", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
+
+
+def _search(args):
+    from rankloss_tf.datasets.folder import printable
     from rankloss_tf.retrieval.saved_model import load_index
 
     index = load_index(args.index)
     score_name = "similarity" if index.metric == "cosine" else "distance"
     for image_path in args.images:
         result = index.search(_read_image(image_path), min(args.k, len(index)))
-        print(f"{image_path}:")
+        print(f"{printable(image_path)}:")
         print(f"  rank  {score_name:>10}  label  id  path")
         for rank, (item, score, label, path) in enumerate(
             zip(result.ids[0], result.scores[0], result.labels[0], result.paths[0]), start=1
         ):
-            print(f"  {rank:>4}  {score:>10.4f}  {label:>5}  {item}  {path or '-'}")
+            print(f"  {rank:>4}  {score:>10.4f}  {label:>5}  {printable(item)}  {printable(path) or '-'}")

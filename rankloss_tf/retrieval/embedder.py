@@ -6,11 +6,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rankloss_tf.export import SIGNATURE, SavedModelEmbedder, conform_images, model_image_shape
+from rankloss_tf.export import SavedModelEmbedder, conform_images, model_image_shape
+from rankloss_tf.loading import load_model
 
 __all__ = ["Embedder", "as_embedder"]
-
-MODEL_FILE = "model.keras"
 
 
 class Embedder:
@@ -49,14 +48,12 @@ def _keras_embedder(model):
 
 
 def _saved_model_embedder(embedder):
-    signature, image_shape = embedder.signature, embedder.image_shape
+    signature = embedder.signature
 
     def embed(images):
-        # Conformed here too, for exports whose signature takes one fixed shape (written before
-        # signatures conformed images themselves); on a conformed image it is the identity.
-        return signature(images=conform_images(images, image_shape))["embeddings"]
+        return signature(images=images)["embeddings"]  # the export's signature conforms the images
 
-    return Embedder(embed, embedder._loaded, image_shape)
+    return Embedder(embed, embedder._loaded, embedder.image_shape)
 
 
 def as_embedder(model):
@@ -64,8 +61,9 @@ def as_embedder(model):
 
     Args:
         model: ``keras.Model``, ``SavedModelEmbedder``, ``Embedder``, or a
-            path: a SavedModel directory (an embedding or index export), a
-            ``.keras`` file or a training run directory holding ``model.keras``.
+            path that ``rankloss_tf.loading.load_model`` reads: a SavedModel
+            directory (an embedding export), a ``.keras`` file or a training
+            run directory holding ``model.keras``.
 
     Raises:
         ValueError: anything else.
@@ -83,14 +81,8 @@ def as_embedder(model):
     if isinstance(model, SavedModelEmbedder):
         return _saved_model_embedder(model)
     if isinstance(model, (str, Path)):
-        path = Path(model)
-        if (path / "saved_model.pb").is_file():
-            return _saved_model_embedder(SavedModelEmbedder(path))
-        if path.is_dir() and (path / MODEL_FILE).is_file():
-            path = path / MODEL_FILE
-        if path.is_file() and path.suffix == ".keras":
-            return _keras_embedder(keras.models.load_model(path))
+        return as_embedder(load_model(model))
     raise ValueError(
-        "`model` must be a keras.Model, a SavedModelEmbedder, a SavedModel directory (with a "
-        f"{SIGNATURE!r} signature), a .keras file or a run directory holding {MODEL_FILE}. Received: {model!r}"
+        "`model` must be a keras.Model, a SavedModelEmbedder, an Embedder or a path that "
+        f"rankloss_tf.loading.load_model reads. Received: {model!r}"
     )

@@ -1,5 +1,6 @@
 """Galleries to index: a dataset name, a ``folder:`` path (every image, labelled by class folder) or arrays."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,9 +10,6 @@ from rankloss_tf import datasets
 
 __all__ = ["Gallery", "load_gallery"]
 
-FOLDER_PREFIX = "folder:"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-
 
 class Gallery:
     """Images to index, batch by batch, with their labels, ids and paths.
@@ -20,6 +18,8 @@ class Gallery:
         dataset: ``tf.data.Dataset`` of ``(uint8 image [H, W, C], label)``.
         ids: ``[N]`` unique strings.
         paths: ``[N]`` source paths ("" where unknown).
+        skipped: ``[(path, reason)]`` of the files left out (a folder's
+            unreadable files, as training leaves them out).
 
     Example:
     >>> dataset = tf.data.Dataset.from_tensor_slices((np.zeros((2, 8, 8, 1), np.uint8), [0, 1]))
@@ -27,30 +27,24 @@ class Gallery:
     2
     """
 
-    def __init__(self, dataset, ids, paths):
+    def __init__(self, dataset, ids, paths, skipped=()):
         self.dataset, self.ids, self.paths = dataset, np.asarray(ids, object), np.asarray(paths, object)
+        self.skipped = list(skipped)
 
     def __len__(self):
         return len(self.ids)
 
 
 def _folder_gallery(root, image_size):
-    """Every image under ``root/<class>/``; label = rank of the class folder, id = relative path."""
-    root = Path(root)
-    if not root.is_dir():
-        raise ValueError(f"The gallery folder does not exist. Received: {root}")
-    classes = sorted(entry for entry in root.iterdir() if entry.is_dir())
-    files, labels = [], []
-    for label, class_dir in enumerate(classes):
-        found = sorted(str(f) for f in class_dir.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
-        files += found
-        labels += [label] * len(found)
-    if not files:
-        raise ValueError(f"The gallery folder holds no class sub-folder with images. Received: {root}")
+    """Every readable image of ``datasets.scan_folder(root)``: labels as in training, id = relative path."""
+    scan = datasets.scan_folder(root)
+    files = [f for name in scan.classes for f in scan.files[name]]
+    labels = np.concatenate([np.full(len(scan.files[name]), label, np.int64) for label, name in enumerate(scan.classes)])
     decode = datasets.image_decoder(image_size, channels=3)
-    dataset = tf.data.Dataset.from_tensor_slices((files, np.asarray(labels, np.int64)))
-    ids = [str(Path(f).relative_to(root)) for f in files]
-    return Gallery(dataset.map(lambda f, y: (decode(f), y), num_parallel_calls=tf.data.AUTOTUNE), ids, files)
+    dataset = tf.data.Dataset.from_tensor_slices(([os.fsencode(f) for f in files], labels))
+    ids = [str(Path(f).relative_to(scan.root)) for f in files]
+    dataset = dataset.map(lambda f, y: (decode(f), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return Gallery(dataset, ids, files, scan.unreadable)
 
 
 def load_gallery(source, split="test", data_dir=None, image_size=None, labels=None):
@@ -59,7 +53,9 @@ def load_gallery(source, split="test", data_dir=None, image_size=None, labels=No
     Args:
         source: a ``datasets.load`` name (its ``split``; ids
             ``"<name>/<split>/<position>"``), ``"folder:PATH"`` (every image
-            of the class sub-folders; ids = paths relative to PATH, labels =
+            ``datasets.scan_folder`` finds readable, as training does: hidden
+            folders are not classes, unreadable files are left out and
+            listed in ``skipped``; ids = paths relative to PATH, labels =
             ranks of the sorted class folder names), or uint8 images
             ``[N, H, W, C]`` (then ``labels`` is required; ids "0", "1", ...).
         split: the split of a named dataset.
@@ -76,8 +72,8 @@ def load_gallery(source, split="test", data_dir=None, image_size=None, labels=No
     >>> len(gallery), gallery.ids[0]
     (896, 'digits/test/000000')
     """
-    if isinstance(source, str) and source.startswith(FOLDER_PREFIX):
-        return _folder_gallery(source[len(FOLDER_PREFIX):], image_size)
+    if datasets.folder_path(source) is not None:
+        return _folder_gallery(datasets.folder_path(source), image_size)
     if isinstance(source, str):
         dataset = datasets.load(source, split, data_dir=data_dir, image_size=image_size)
         size = int(dataset.cardinality())

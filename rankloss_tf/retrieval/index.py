@@ -8,11 +8,15 @@ its final gallery. Exact search is the evaluation kernel (blocked matmul +
 top-k, reference chunks, ties to the earlier item): ``search`` answers the
 neighbours ``evaluation.nearest_neighbours`` finds.
 
-``save`` writes the index as one SavedModel (``rankloss_tf.retrieval.
-saved_model``); ``Index.load`` reads it back.
+The items are ONE table (``retrieval.items.Items``); ``save_index`` /
+``load_index`` (``rankloss_tf.retrieval.saved_model``, free functions that
+import this module, never the other way) write and read an index as a
+SavedModel. A loaded index is a program: load only indexes you trust.
 """
 
 import collections
+import importlib
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -28,6 +32,7 @@ from rankloss_tf.evaluation.neighbours import (
 from rankloss_tf.export import check_images
 from rankloss_tf.retrieval import ann
 from rankloss_tf.retrieval.embedder import as_embedder
+from rankloss_tf.retrieval.items import Items, check_labels
 
 __all__ = ["Index", "SearchResult"]
 
@@ -78,7 +83,8 @@ class Index:
         model: what embeds images: a Keras model, an exported SavedModel (its
             path or a ``SavedModelEmbedder``), a ``.keras`` file or a run
             directory; None for an index of embeddings only (``add_embeddings``
-            / ``search_embeddings``).
+            / ``search_embeddings``). A SavedModel is a program (loading it
+            runs its graph): pass only models and indexes you trust.
         metric: ``"cosine"`` (scores = cosine similarities, descending) or
             ``"l2"`` (scores = Euclidean distances, ascending).
         backend: ``"exact"`` (default), or an approximate backend of
@@ -86,6 +92,8 @@ class Index:
             extra ``rankloss-tf[ann]``) used by ``search`` in Python; the
             exported SavedModel always searches exactly.
         block_size: query rows per matmul of the exact search.
+        items: the gallery as an ``Items`` table of *prepared* rows (what
+            ``load_index`` passes); None starts empty.
 
     Raises:
         ValueError: unknown metric or backend.
@@ -98,7 +106,7 @@ class Index:
     ([['c', 'b']], [0.4, 1.6], [[1, 0]])
     """
 
-    def __init__(self, model=None, metric="cosine", backend="exact", block_size=1024):
+    def __init__(self, model=None, metric="cosine", backend="exact", block_size=1024, items=None):
         if metric not in METRICS:
             raise ValueError(f"`metric` must be one of {METRICS}. Received: metric={metric!r}")
         if int(block_size) < 1:
@@ -109,14 +117,17 @@ class Index:
         self._backend_name = ann.check_backend(backend)
         self._backend = None
         self._tensors = None
-        self.references = np.zeros((0, 0), np.float32)
-        self.sq_norms = np.zeros((0,), np.float32)
-        self.ids = np.zeros((0,), object)
-        self.labels = np.zeros((0,), np.int64)
-        self.paths = np.zeros((0,), object)
+        self.items = Items.empty() if items is None else items
 
     def __len__(self):
-        return len(self.ids)
+        return len(self.items)
+
+    # The columns of the table, read-only (``add_embeddings`` / ``remove`` change the table).
+    references = property(lambda self: self.items.references, doc="float32 ``[N, D]`` prepared rows.")
+    sq_norms = property(lambda self: self.items.sq_norms, doc="float32 ``[N]`` squared norms (L2; else zeros).")
+    ids = property(lambda self: self.items.ids, doc="str ``[N]`` item ids.")
+    labels = property(lambda self: self.items.labels, doc="int64 ``[N]`` labels.")
+    paths = property(lambda self: self.items.paths, doc="str ``[N]`` source paths.")
 
     @property
     def embedding_dim(self):
@@ -150,13 +161,12 @@ class Index:
 
         Raises:
             ValueError: mismatched lengths or dimension, non-finite values,
-                non-integer labels, or an id already in the index or given twice.
+                non-integer labels or labels outside int64 (never wrapped), or an
+                id already in the index or given twice.
         """
         embeddings = _check_embeddings(embeddings, "embeddings", self.embedding_dim)
         n = embeddings.shape[0]
-        labels = np.asarray(labels)
-        if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"`labels` must be {n} integers. Received: shape={labels.shape}, dtype={labels.dtype}")
+        labels = check_labels(labels, n)
         ids = np.arange(len(self), len(self) + n).astype(str) if ids is None else np.asarray(ids)
         ids = np.array([str(i) for i in ids.tolist()], object)
         paths = np.full(n, "", object) if paths is None else np.array([str(p) for p in np.asarray(paths).tolist()], object)
@@ -170,11 +180,7 @@ class Index:
             return
         references, sq_norms = prepare_references(embeddings, self.metric)
         sq_norms = np.zeros(n, np.float32) if sq_norms is None else sq_norms.numpy()
-        self.references = references.numpy() if not len(self) else np.concatenate([self.references, references.numpy()])
-        self.sq_norms = np.concatenate([self.sq_norms, sq_norms])
-        self.ids = np.concatenate([self.ids, ids])
-        self.labels = np.concatenate([self.labels, labels.astype(np.int64)])
-        self.paths = np.concatenate([self.paths, paths])
+        self.items = self.items.concat(Items(references.numpy(), sq_norms, ids, labels, paths))
         self._backend = self._tensors = None
 
     def remove(self, ids):
@@ -187,9 +193,7 @@ class Index:
         missing = sorted(set(ids) - set(self.ids.tolist()))
         if missing:
             raise ValueError(f"Cannot remove ids that are not in the index. Received: {missing[:5]}")
-        keep = ~np.isin(self.ids, ids)
-        self.references, self.sq_norms = self.references[keep], self.sq_norms[keep]
-        self.ids, self.labels, self.paths = self.ids[keep], self.labels[keep], self.paths[keep]
+        self.items = self.items.select(~np.isin(self.ids, ids))
         self._backend = self._tensors = None
 
     def search(self, images, k=5):
@@ -237,14 +241,14 @@ class Index:
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def save(self, path, overwrite=False, protected=()):
-        """Writes the index as one SavedModel (see ``retrieval.export_index``); returns its ``Path``."""
-        from rankloss_tf.retrieval.saved_model import export_index
-
-        return export_index(self, path, overwrite=overwrite, protected=protected)
+        """Deprecated: use ``rankloss_tf.retrieval.save_index(index, path)`` (same arguments and result)."""
+        warnings.warn("Index.save is deprecated; use rankloss_tf.retrieval.save_index(index, path)",
+                      DeprecationWarning, stacklevel=2)
+        return importlib.import_module("rankloss_tf.retrieval.saved_model").save_index(self, path, overwrite, protected)
 
     @classmethod
     def load(cls, path, backend="exact", block_size=1024):
-        """Reads an index written by ``save`` / ``export_index``; its model is the export's ``embed``."""
-        from rankloss_tf.retrieval.saved_model import load_index
-
-        return load_index(path, backend=backend, block_size=block_size)
+        """Deprecated: use ``rankloss_tf.retrieval.load_index(path)`` (same arguments and result)."""
+        warnings.warn("Index.load is deprecated; use rankloss_tf.retrieval.load_index(path)",
+                      DeprecationWarning, stacklevel=2)
+        return importlib.import_module("rankloss_tf.retrieval.saved_model").load_index(path, backend, block_size)

@@ -19,26 +19,47 @@ embeddings, a wrong rank or channel count fail with a clear
 ``InvalidArgumentError``.
 
 The gallery is stored as variables (the variable collection ``gallery``:
-prepared embeddings, squared norms, ids, labels, paths); the directory carries
-the ``rankloss_tf_export.json`` marker (kind "index") and is written atomically
-by ``export.write_export``.
+prepared embeddings, squared norms, ids, labels, paths; ids and paths as the
+UTF-8 bytes of the names, undecodable file-name bytes kept as they are).
+
+An index directory holds numbered versions and a pointer to the current one
+(``retrieval.versions``): ``save_index`` adds a version and moves the pointer
+atomically, so a reader loading while another process saves gets the old or
+the new index, never a mix. ``load_index(INDEX)`` reads the current version;
+plain TensorFlow loads ``INDEX/<n>`` (the path ``save_index`` returns); TF
+Serving takes ``--model_base_path=INDEX``.
+
+Security: a SavedModel is a program. Loading an index (``load_index``,
+``rankloss-tf search``, ``tf.saved_model.load``) runs the graph it holds,
+which can read and write files. Load only indexes you (or someone you trust)
+wrote.
 """
 
-from pathlib import Path
+import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from rankloss_tf.evaluation.neighbours import chunk_size_for
-from rankloss_tf.export import IMAGES_SPEC, SIGNATURE, read_export_info, write_export
+from rankloss_tf.export import IMAGES_SPEC, MARKER, SIGNATURE, read_export_info
 from rankloss_tf.retrieval.embedder import Embedder
 from rankloss_tf.retrieval.index import Index, exact_search
+from rankloss_tf.retrieval.items import Items
+from rankloss_tf.retrieval.versions import KIND, publish, read_current
 
-__all__ = ["export_index", "load_index"]
+__all__ = ["export_index", "load_index", "save_index"]
 
-KIND = "index"
 EXPORT_BLOCK_ROWS = 256  # request rows the reference chunk is sized for
+
+
+def _to_bytes(texts):
+    """str -> UTF-8 bytes; a file name's undecodable bytes (surrogate escapes) come back as they were."""
+    return [text.encode("utf-8", "surrogateescape") for text in texts.tolist()]
+
+
+def _from_bytes(values):
+    return np.array([value.decode("utf-8", "surrogateescape") for value in values.tolist()], object)
 
 
 def _search_graph(gallery, metric, chunk):
@@ -66,44 +87,9 @@ def _search_graph(gallery, metric, chunk):
     return search_embeddings
 
 
-def export_index(index, path, overwrite=False, protected=()):
-    """Exports an ``Index`` as one SavedModel (see the module docstring for its signatures).
-
-    Args:
-        index: a non-empty ``Index``; without a model only
-            ``search_embeddings`` is exported.
-        path: target directory.
-        overwrite: replace a previous export of this tool at ``path``.
-        protected: paths the export must not be equal to, inside or above.
-
-    Returns:
-        ``Path`` of the export.
-
-    Raises:
-        ValueError: an empty index, or a path that may not be written
-            (``export.check_export_path``).
-
-    Example:
-    >>> index = Index(metric="l2")
-    >>> index.add_embeddings([[0.0], [1.0]], labels=[0, 1], ids=["a", "b"])
-    >>> loaded = tf.saved_model.load(str(export_index(index, "/tmp/index")))  # doctest: +SKIP
-    >>> loaded.search_embeddings(tf.constant([[0.9]]), tf.constant(1))["ids"].numpy()  # doctest: +SKIP
-    array([[b'b']], dtype=object)
-    """
-    if not len(index):
-        raise ValueError("Cannot export an empty index: add items first. Received: an index of 0 items")
-    dim = index.embedding_dim
-    gallery = [
-        tf.Variable(index.references, trainable=False, name="gallery_embeddings"),
-        tf.Variable(index.sq_norms, trainable=False, name="gallery_sq_norms"),
-        tf.Variable(index.ids.astype(str).tolist(), trainable=False, dtype=tf.string, name="gallery_ids"),
-        tf.Variable(index.labels, trainable=False, name="gallery_labels"),
-        tf.Variable(index.paths.astype(str).tolist(), trainable=False, dtype=tf.string, name="gallery_paths"),
-    ]
-    chunk = chunk_size_for(len(index), EXPORT_BLOCK_ROWS, 1)
-    search_embeddings = _search_graph(gallery, index.metric, chunk)
+def _archive(gallery, search_embeddings, embedder, dim):
+    """The writer of one version: the gallery variables, the search graph and, with a model, its endpoints."""
     k_spec = tf.TensorSpec([], tf.int32, name="k")
-    embedder = index.embedder
 
     def write(directory):
         archive = keras.export.ExportArchive()
@@ -126,6 +112,48 @@ def export_index(index, path, overwrite=False, protected=()):
             archive.add_endpoint("search", search, input_signature=[IMAGES_SPEC, k_spec])
         archive.write_out(directory, verbose=False)
 
+    return write
+
+
+def save_index(index, path, overwrite=False, protected=()):
+    """Saves an ``Index`` as a new version of the index directory ``path`` (see the module docstring).
+
+    Args:
+        index: a non-empty ``Index``; without a model only
+            ``search_embeddings`` is exported.
+        path: the index directory.
+        overwrite: replace the current version of an existing index of this
+            tool (readers loading meanwhile get the old or the new one).
+        protected: paths the index must not be equal to, inside or above.
+
+    Returns:
+        ``Path`` of the new version, one SavedModel (``path/<n>``): what
+        ``tf.saved_model.load`` takes. ``load_index``, ``rankloss-tf search``
+        and TF Serving take ``path`` (always its current version).
+
+    Raises:
+        ValueError: an empty index, or a path that may not be written
+            (``export.check_export_path``; one version of an index).
+
+    Example:
+    >>> index = Index(metric="l2")
+    >>> index.add_embeddings([[0.0], [1.0]], labels=[0, 1], ids=["a", "b"])
+    >>> loaded = tf.saved_model.load(str(save_index(index, "/tmp/index")))  # doctest: +SKIP
+    >>> loaded.search_embeddings(tf.constant([[0.9]]), tf.constant(1))["ids"].numpy()  # doctest: +SKIP
+    array([[b'b']], dtype=object)
+    """
+    if not len(index):
+        raise ValueError("Cannot export an empty index: add items first. Received: an index of 0 items")
+    dim = index.embedding_dim
+    gallery = [
+        tf.Variable(index.references, trainable=False, name="gallery_embeddings"),
+        tf.Variable(index.sq_norms, trainable=False, name="gallery_sq_norms"),
+        tf.Variable(_to_bytes(index.ids), trainable=False, dtype=tf.string, name="gallery_ids"),
+        tf.Variable(index.labels, trainable=False, name="gallery_labels"),
+        tf.Variable(_to_bytes(index.paths), trainable=False, dtype=tf.string, name="gallery_paths"),
+    ]
+    search_embeddings = _search_graph(gallery, index.metric, chunk_size_for(len(index), EXPORT_BLOCK_ROWS, 1))
+    embedder = index.embedder
     info = {
         "kind": KIND,
         "metric": index.metric,
@@ -138,38 +166,52 @@ def export_index(index, path, overwrite=False, protected=()):
             "search_embeddings": "embeddings float32 [N, D], k int32 -> as search",
         },
     }
-    return write_export(path, write, info, overwrite, protected)
+    return publish(path, _archive(gallery, search_embeddings, embedder, dim), info, overwrite, protected)
+
+
+def export_index(index, path, overwrite=False, protected=()):
+    """Deprecated name of ``save_index`` (same arguments and result).
+
+    Example:
+    >>> export_index(index, "/tmp/index")  # doctest: +SKIP
+    PosixPath('/tmp/index/1')
+    """
+    warnings.warn("export_index is deprecated; use save_index", DeprecationWarning, stacklevel=2)
+    return save_index(index, path, overwrite, protected)
+
+
+def _read_version(directory, backend, block_size):
+    """The ``Index`` of one version directory (a SavedModel with this tool's marker)."""
+    info = read_export_info(directory)
+    if info is None or info.get("kind") != KIND:
+        raise ValueError(f"the version has no {MARKER} of kind {KIND!r}")
+    loaded = tf.saved_model.load(str(directory))
+    references, sq_norms, ids, labels, paths = (v.numpy() for v in loaded.gallery)
+    items = Items.of(references, sq_norms, _from_bytes(ids), labels, _from_bytes(paths))
+    model = None
+    if "embed" in loaded.signatures:
+        signature = loaded.signatures["embed"]
+        model = Embedder(lambda images: signature(images=images)["embeddings"], loaded, info["image_shape"])
+    return Index(model, metric=info["metric"], backend=backend, block_size=block_size, items=items)
 
 
 def load_index(path, backend="exact", block_size=1024):
-    """Reads an index exported by ``export_index`` (``Index.save``).
+    """Reads the current version of an index written by ``save_index`` (or one version, ``INDEX/<n>``).
 
     The loaded index embeds images with the export's ``embed`` signature and
-    can be searched, grown, shrunk and saved again.
+    can be searched, grown, shrunk and saved again. A save by another process
+    while this one loads gives the old or the new index, never a mix.
+
+    Security: an index is a SavedModel, a program: loading it runs its graph.
+    Load only indexes you trust.
 
     Raises:
-        ValueError: ``path`` is not an index export of this tool.
+        ValueError: ``path`` is not an index of this tool, or its files are
+            damaged or incomplete (one line naming the path).
 
     Example:
     >>> index = load_index("/tmp/index")  # doctest: +SKIP
     >>> len(index)  # doctest: +SKIP
     2
     """
-    info = read_export_info(path)
-    if info is None or info.get("kind") != KIND:
-        raise ValueError(
-            f"Not an index exported by rankloss_tf (no rankloss_tf_export.json of kind {KIND!r}). "
-            f"Received: path={path}"
-        )
-    loaded = tf.saved_model.load(str(Path(path)))
-    references, sq_norms, ids, labels, paths = (v.numpy() for v in loaded.gallery)
-    model = None
-    if "embed" in loaded.signatures:
-        signature = loaded.signatures["embed"]
-        model = Embedder(lambda images: signature(images=images)["embeddings"], loaded, info["image_shape"])
-    index = Index(model, metric=info["metric"], backend=backend, block_size=block_size)
-    index.references, index.sq_norms = references, sq_norms  # set directly: already prepared
-    index.ids = np.array([i.decode() for i in ids], object)
-    index.paths = np.array([p.decode() for p in paths], object)
-    index.labels = labels.astype(np.int64)
-    return index
+    return read_current(path, lambda directory: _read_version(directory, backend, block_size))

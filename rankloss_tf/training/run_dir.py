@@ -37,8 +37,9 @@ import os
 import secrets
 from pathlib import Path
 
-from rankloss_tf.datasets import FOLDER_PREFIX
+from rankloss_tf.datasets import FOLDER_PREFIX, folder_path
 from rankloss_tf.io.atomic import check_writable, is_temporary, remove_stale_temporaries, write_file
+from rankloss_tf.loading import MODEL_FILE
 
 __all__ = ["MARKER", "PHASES", "RunDirectory"]
 
@@ -53,8 +54,8 @@ def _resolved_paths(config):
         return None if path is None else os.path.realpath(os.path.expanduser(path))
 
     dataset = config.dataset
-    if dataset.startswith(FOLDER_PREFIX):
-        dataset = FOLDER_PREFIX + resolve(dataset[len(FOLDER_PREFIX):])
+    if folder_path(dataset) is not None:
+        dataset = FOLDER_PREFIX + resolve(folder_path(dataset))
     return dataclasses.replace(config, dataset=dataset, data_dir=resolve(config.data_dir))
 
 
@@ -78,7 +79,7 @@ class RunDirectory:
     SPLIT = "split.json"
     STATE = "state.json"
     LOCK = ".lock"
-    MODEL = "model.keras"
+    MODEL = MODEL_FILE
     METRICS = "metrics.json"
     HISTORY = "history.csv"
     CHECKPOINTS = "checkpoints"

@@ -19,6 +19,7 @@ import keras
 import tensorflow as tf
 
 from rankloss_tf import datasets
+from rankloss_tf.datasets.folder import printable
 from rankloss_tf.evaluation import (
     RetrievalEvaluation,
     evaluate,
@@ -28,6 +29,7 @@ from rankloss_tf.evaluation import (
     thumbnails,
 )
 from rankloss_tf.export import check_export_path, check_separate, export_saved_model
+from rankloss_tf.loading import load_model
 from rankloss_tf.losses_modern import embedding_part
 from rankloss_tf.training.callbacks import DivergedError, EpochCheckpoint, EpochHistory
 from rankloss_tf.cache import CACHE_ENV_VAR, default_cache_dir
@@ -148,10 +150,10 @@ def _list_unreadable(index, run):
     """Names, in the run directory and a warning, the files of a folder dataset that were left out."""
     unreadable = index.unreadable if index is not None else []
     if unreadable:
-        lines = "".join(f"{path}\t{reason}\n" for path, reason in unreadable)
-        write_file(run / run.UNREADABLE, lines.encode("utf-8", "surrogateescape"))  # names as the disk has them
+        lines = "".join(f"{printable(path)}\t{reason}\n" for path, reason in unreadable)
+        write_file(run / run.UNREADABLE, lines)
         logger.warning("%d files of %s cannot be decoded and are left out (listed in %s): %s", len(unreadable),
-                       index.root, run / run.UNREADABLE, ", ".join(path for path, _ in unreadable[:3]))
+                       index.root, run / run.UNREADABLE, ", ".join(printable(path) for path, _ in unreadable[:3]))
 
 
 class _Clock:
@@ -234,7 +236,7 @@ def _load_model(run):
     """The fitted model of a run that reached "fitted" (a missing ``model.keras`` is a damaged run)."""
     if not (run / run.MODEL).is_file():
         raise run.damaged(f"the run reached phase {run.phase!r} but {run.MODEL} is missing")
-    return keras.models.load_model(run / run.MODEL)
+    return load_model(run / run.MODEL)  # the one loader: registers the package's Keras objects
 
 
 def _fit(method, run, config, steps, train_images, test_images, callbacks):

@@ -38,8 +38,7 @@ def folder_of(dataset):
     >>> folder_of("folder:photos"), folder_of("omniglot")
     ('photos', None)
     """
-    prefix = datasets.FOLDER_PREFIX
-    return dataset[len(prefix):] if dataset.startswith(prefix) else None
+    return datasets.folder_path(dataset)
 
 
 def folder_split(index, seed, train_fraction=TRAIN_FRACTION):
