@@ -81,7 +81,7 @@ def test_versions_plain_tensorflow_and_what_is_never_deleted(tmp_path):
     assert first == path / "1" and json.loads((path / MARKER).read_text())["current"] == "1"
     (path / "notes.txt").write_text("mine")
     (path / "7").mkdir()  # a numbered folder that is not ours
-    (path / f".tmp-999999999-{'0' * 32}").mkdir()  # left by a killed save (no such process): removed
+    (path / ".rankloss_tf-tmp-999999999-0a1b2c3d-version").mkdir()  # left by a killed save (no such process): removed
     (path / ".tmp-mine").mkdir()  # a name we do not own: kept
     for version in (3, 4, 5):
         latest = save_index(small_index(version), path, overwrite=True)
