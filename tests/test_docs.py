@@ -51,7 +51,7 @@ def test_notebooks_are_generated_from_the_examples():
         )
 
 
-@pytest.mark.parametrize("page", ["README.md", "docs/guide.md", "docs/migration.md", "docs/api.md"])
+@pytest.mark.parametrize("page", ["README.md", "docs/guide.md", "docs/migration.md", "docs/api.md", "docs/performance.md"])
 def test_relative_links_resolve(page):
     path = ROOT / page
     broken = []
