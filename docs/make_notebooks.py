@@ -1,7 +1,8 @@
 """Writes the Colab notebooks in notebooks/ from the example scripts in examples/.
 
 The examples are py:percent scripts (`# %%` cells); jupytext turns each into a
-notebook, this script adds an install cell after the title and fixes the metadata
+notebook, this script adds an install cell after the title (what it installs is
+one variable, ``RANKLOSS_TF_SOURCE``) and fixes the metadata
 and cell ids, so that the output is reproducible and has no outputs.
 
     python docs/make_notebooks.py          # rewrite notebooks/
@@ -23,8 +24,13 @@ NOTEBOOKS = {
 }
 
 INSTALL_CELL = '''\
-# Install rankloss-tf when it is missing (Colab); inside a clone of the repository,
-# use the clone's source instead.
+# What to install when rankloss_tf is missing (Colab): a package name, a wheel (path or URL) or a
+# Git URL, each with the extras it needs, e.g. "rankloss-tf[datasets]",
+# "rankloss_tf-0.1.0-py3-none-any.whl[datasets]" or
+# "rankloss-tf[datasets] @ git+https://github.com/rankloss-tf/rankloss-tf".
+# Inside a clone of the repository the clone's source is used instead.
+RANKLOSS_TF_SOURCE = "rankloss-tf[datasets]"
+
 import importlib.util
 import subprocess
 import sys
@@ -36,7 +42,7 @@ if importlib.util.find_spec("rankloss_tf") is None:
     if clone is not None:
         sys.path.insert(0, str(clone))
     else:
-        subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "rankloss-tf"])'''
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", RANKLOSS_TF_SOURCE])'''
 
 METADATA = {
     "colab": {"provenance": []},

@@ -22,6 +22,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -38,6 +39,13 @@ DATA_ENV = "RANKLOSS_TF_DATA"
 # augmentation it reached only Recall@1 0.51: augmented training needs its length).
 DEMO = dict(epochs=25, augment="none", class_rotations=1)
 FIELDS = {field.name: field for field in dataclasses.fields(TrainConfig)}
+# RANKLOSS_TF_SMOKE=1 cuts train and demo to this (the notebooks read the same variable).
+SMOKE_ENV = "RANKLOSS_TF_SMOKE"
+SMOKE = dict(epochs=1, steps_per_epoch=2)
+# TensorFlow's start-up notices (absl before InitializeLog, oneDNN, cudart, CPU features, cuInit).
+STARTUP_NOISE = re.compile(r"absl::InitializeLog|^[IWE]\d{4} [\d:. ]+\d+ (port|cudart_stub|cpu_feature_guard|"
+                           r"cuda_executor|cuda_diagnostics|cuda_platform|gpu_device)\.cc:\d+\]|"
+                           r"^To enable the following instructions")
 
 
 def _typed(field):
@@ -63,7 +71,9 @@ def _add_field(parser, field, **overrides):
     """Adds the flag of one ``TrainConfig`` field; unset flags leave the field's default."""
     meta = {**field.metadata, **overrides}
     flag = meta.get("flag") or "--" + field.name.replace("_", "-")
-    default = f" (default: {field.default})" if field.default not in (None, False, True) else ""
+    # A required field's dataclass default is the Python API's, never the command's: not shown.
+    shown = field.default not in (None, False, True) and not field.metadata.get("required")
+    default = f" (default: {field.default})" if shown else ""
     options = dict(dest=field.name, help=meta["help"] + default, default=argparse.SUPPRESS)
     if meta.get("kind") is bool:
         options["action"] = argparse.BooleanOptionalAction
@@ -120,7 +130,8 @@ def build_parser():
     evaluate.add_argument("--one-shot", metavar="ALL_RUNS_ZIP", type=_existing_path,
                           help="also (or, without --dataset, only) score the official Omniglot 20-way one-shot runs "
                                "(all_runs.zip or its extracted folder) by nearest neighbour")
-    evaluate.add_argument("--split", choices=("test", "train"), default="test")
+    evaluate.add_argument("--split", choices=("test", "train"), default="test",
+                          help="score the held-out test classes (default) or the training classes")
     _add_field(evaluate, FIELDS["image_size"], help="side the images are resized to as they load (default: the "
                "model's input size, for datasets whose images vary in size)")
     _add_field(evaluate, FIELDS["seed"], help="seed of the folder split (as given to train) and of k-means (default: "
@@ -175,6 +186,7 @@ def _run_training(config):
     from rankloss_tf import training
     from rankloss_tf.evaluation import format_table
 
+    config = _smoke(config)
     resolved = config.resolved()
     protocol = f" (frozen {resolved.backbone} features)" if resolved.frozen else ""
     print(f"Training {resolved.loss} on {config.dataset}{protocol}"
@@ -186,8 +198,10 @@ def _run_training(config):
     else:
         print(f"\nTest metrics ({config.dataset}, held-out classes), trained in {result.seconds['fit']:.0f} s"
               f"{' over several attempts' if result.resumed else ''}:\n{format_table(result.metrics)}")
+    plots_dir = Path(result.out_dir) / "plots"  # skipped without matplotlib or with --no-plots
+    plots = plots_dir.is_dir() and any(plots_dir.iterdir())
     print(f"\nWritten to {result.out_dir}: model.keras, metrics.json, history.csv"
-          f"{', plots/' if resolved.plots else ''}"
+          f"{', plots/' if plots else ''}"
           f"{f'; SavedModel in {config.export_dir}' if config.export_dir else ''}")
 
 
@@ -225,10 +239,44 @@ def _export(args):
     print(f"SavedModel written to {path} (signature serving_default: images uint8 -> embeddings)")
 
 
+def _smoke(config):
+    """``config`` cut to a smoke run when ``RANKLOSS_TF_SMOKE=1`` (the docs' tests and CI use it)."""
+    if os.environ.get(SMOKE_ENV) != "1":
+        return config
+    logging.getLogger(__name__).warning("%s=1: a smoke run of %d epoch(s) x %d batches, not a trained model.",
+                                        SMOKE_ENV, SMOKE["epochs"], SMOKE["steps_per_epoch"])
+    return dataclasses.replace(config, **SMOKE)
+
+
 def _quiet_tensorflow():
-    """Keeps TensorFlow's C++ and absl start-up chatter out of the command's output."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    """Imports TensorFlow without its C++ and absl start-up chatter, unless TF_CPP_MIN_LOG_LEVEL is set.
+
+    TF_CPP_MIN_LOG_LEVEL=3 silences TensorFlow's own C++ log (the CPU-feature notice, the cuInit
+    error); the oneDNN and cudart notices are written by absl before its logging starts, which no
+    setting reaches, once per TensorFlow library (hence twice): they are kept out by sending the
+    process's stderr to a file while TensorFlow loads, and any other line there is written back.
+    """
     logging.getLogger("absl").setLevel(logging.ERROR)
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
+        return  # the user asked for TensorFlow's log level, or it is too late
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # loads the device plugins (cuInit) while stderr is captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode(errors="replace").splitlines(keepends=True)
+                    if not STARTUP_NOISE.search(line)]
+    sys.stderr.write("".join(kept))
 
 
 def _os_error(error):

@@ -51,7 +51,7 @@ def test_notebooks_are_generated_from_the_examples():
         )
 
 
-@pytest.mark.parametrize("page", ["README.md", "docs/guide.md", "docs/migration.md", "docs/api.md"])
+@pytest.mark.parametrize("page", ["README.md", "docs/guide.md", "docs/migration.md", "docs/api.md", "docs/performance.md"])
 def test_relative_links_resolve(page):
     path = ROOT / page
     broken = []
@@ -59,3 +59,22 @@ def test_relative_links_resolve(page):
         if "://" not in target and not (path.parent / target).exists():
             broken.append(target)
     assert not broken, f"{page}: broken links {broken}"
+
+
+def test_notebook_install_cell_installs_its_one_variable(tmp_path, monkeypatch):
+    """Outside a clone, with rankloss_tf missing, the first cell pip-installs RANKLOSS_TF_SOURCE, and only it."""
+    pytest.importorskip("jupytext")
+    import importlib.util as util
+    import subprocess
+
+    cell = load_script("make_notebooks").INSTALL_CELL
+    source = "rankloss_tf-9.9.9-py3-none-any.whl[datasets]"
+    cell = cell.replace('RANKLOSS_TF_SOURCE = "rankloss-tf[datasets]"', f"RANKLOSS_TF_SOURCE = {source!r}")
+    assert source in cell and cell.count("RANKLOSS_TF_SOURCE") == 2  # set once, used once
+    calls = []
+    find_spec = util.find_spec
+    monkeypatch.setattr(util, "find_spec", lambda name, *a: None if name == "rankloss_tf" else find_spec(name, *a))
+    monkeypatch.setattr(subprocess, "check_call", lambda command: calls.append(command))
+    monkeypatch.chdir(tmp_path)  # not inside a clone
+    exec(cell, {})
+    assert len(calls) == 1 and calls[0][-1] == source and calls[0][1:4] == ["-m", "pip", "install"]
