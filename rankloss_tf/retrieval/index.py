@@ -27,6 +27,7 @@ from rankloss_tf.evaluation.neighbours import (
 )
 from rankloss_tf.export import check_images
 from rankloss_tf.retrieval import ann
+from rankloss_tf.retrieval.ivf import IVF  # IVF hook
 from rankloss_tf.retrieval.embedder import as_embedder
 
 __all__ = ["Index", "SearchResult"]
@@ -81,11 +82,16 @@ class Index:
             / ``search_embeddings``).
         metric: ``"cosine"`` (scores = cosine similarities, descending) or
             ``"l2"`` (scores = Euclidean distances, ascending).
-        backend: ``"exact"`` (default), or an approximate backend of
+        backend: ``"exact"`` (default); ``"ivf"``: inverted lists searched
+            in Python and inside the exported SavedModel
+            (``rankloss_tf.retrieval.ivf``); or an approximate backend of
             ``rankloss_tf.retrieval.ann`` (``"faiss"``, ``"usearch"``; pip
-            extra ``rankloss-tf[ann]``) used by ``search`` in Python; the
-            exported SavedModel always searches exactly.
+            extra ``rankloss-tf[ann]``) used by ``search`` in Python, whose
+            export searches exactly.
         block_size: query rows per matmul of the exact search.
+        lists, probes: the IVF's number of lists and lists probed per query
+            (``backend="ivf"`` only; None: chosen from the gallery, see
+            ``retrieval.ivf``).
 
     Raises:
         ValueError: unknown metric or backend.
@@ -98,7 +104,7 @@ class Index:
     ([['c', 'b']], [0.4, 1.6], [[1, 0]])
     """
 
-    def __init__(self, model=None, metric="cosine", backend="exact", block_size=1024):
+    def __init__(self, model=None, metric="cosine", backend="exact", block_size=1024, lists=None, probes=None):
         if metric not in METRICS:
             raise ValueError(f"`metric` must be one of {METRICS}. Received: metric={metric!r}")
         if int(block_size) < 1:
@@ -107,6 +113,7 @@ class Index:
         self.block_size = int(block_size)
         self.embedder = None if model is None else as_embedder(model)
         self._backend_name = ann.check_backend(backend)
+        self.ivf = IVF(metric, lists, probes) if backend == "ivf" else None  # IVF hook
         self._backend = None
         self._tensors = None
         self.references = np.zeros((0, 0), np.float32)
@@ -176,6 +183,8 @@ class Index:
         self.labels = np.concatenate([self.labels, labels.astype(np.int64)])
         self.paths = np.concatenate([self.paths, paths])
         self._backend = self._tensors = None
+        if self.ivf is not None:  # IVF hook: new items go to their nearest lists
+            self.ivf.add(references.numpy())
 
     def remove(self, ids):
         """Removes items by id; the others keep their order.
@@ -191,17 +200,21 @@ class Index:
         self.references, self.sq_norms = self.references[keep], self.sq_norms[keep]
         self.ids, self.labels, self.paths = self.ids[keep], self.labels[keep], self.paths[keep]
         self._backend = self._tensors = None
+        if self.ivf is not None:  # IVF hook
+            self.ivf.keep(keep)
 
-    def search(self, images, k=5):
+    def search(self, images, k=5, probes=None):
         """The k gallery items nearest to each query image; see ``search_embeddings``."""
-        return self.search_embeddings(self.embed(images), k)
+        return self.search_embeddings(self.embed(images), k, probes)
 
-    def search_embeddings(self, embeddings, k=5):
+    def search_embeddings(self, embeddings, k=5, probes=None):
         """The k gallery items nearest to each query embedding.
 
         Args:
             embeddings: float ``[Nq, D]`` query embeddings.
             k: number of neighbours, ``1 <= k <= len(index)``.
+            probes: lists probed per query (``backend="ivf"``; None: the
+                index's ``ivf.probes``).
 
         Returns:
             ``SearchResult`` of ``[Nq, k]`` arrays, best first; exact search
@@ -219,6 +232,8 @@ class Index:
         k = int(k)
         if self._backend_name == "exact":
             indices, scores = self._exact(queries, k)
+        elif self.ivf is not None:  # IVF hook
+            indices, scores = self.ivf.search(self.references, self.sq_norms, queries, k, probes, self.block_size)
         else:
             if self._backend is None:
                 self._backend = ann.build(self._backend_name, self.references, self.metric)
@@ -243,7 +258,7 @@ class Index:
         return export_index(self, path, overwrite=overwrite, protected=protected)
 
     @classmethod
-    def load(cls, path, backend="exact", block_size=1024):
+    def load(cls, path, backend=None, block_size=1024):
         """Reads an index written by ``save`` / ``export_index``; its model is the export's ``embed``."""
         from rankloss_tf.retrieval.saved_model import load_index
 

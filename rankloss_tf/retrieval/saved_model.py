@@ -33,6 +33,7 @@ import tensorflow as tf
 from rankloss_tf.evaluation.neighbours import chunk_size_for
 from rankloss_tf.export import IMAGES_SPEC, SIGNATURE, read_export_info, write_export
 from rankloss_tf.retrieval.embedder import Embedder
+from rankloss_tf.retrieval import ivf_saved  # IVF hook
 from rankloss_tf.retrieval.index import Index, exact_search
 
 __all__ = ["export_index", "load_index"]
@@ -41,11 +42,11 @@ KIND = "index"
 EXPORT_BLOCK_ROWS = 256  # request rows the reference chunk is sized for
 
 
-def _search_graph(gallery, metric, chunk):
+def _search_graph(gallery, metric, chunk, searcher=None):
     references, sq_norms, ids, labels, paths = gallery
     size = references.shape[0]
 
-    def search_embeddings(embeddings, k):
+    def search_embeddings(embeddings, k, *options):
         valid_k = tf.logical_and(k >= 1, k <= size)
         checks = [
             tf.debugging.Assert(valid_k, ["`k` must be between 1 and the gallery size", size, "; received k =", k]),
@@ -54,7 +55,10 @@ def _search_graph(gallery, metric, chunk):
         with tf.control_dependencies(checks):
             embeddings = tf.identity(embeddings)
         k = tf.where(valid_k, k, 1)
-        indices, scores = exact_search(embeddings, references, sq_norms if metric == "l2" else None, k, metric, chunk)
+        if searcher is None:
+            indices, scores = exact_search(embeddings, references, sq_norms if metric == "l2" else None, k, metric, chunk)
+        else:  # IVF hook: searcher(embeddings, k, probes=None) of retrieval.ivf_saved
+            indices, scores = searcher(embeddings, k, *options)
         return {
             "ids": tf.gather(ids, indices),
             "scores": scores,
@@ -93,7 +97,8 @@ def export_index(index, path, overwrite=False, protected=()):
     if not len(index):
         raise ValueError("Cannot export an empty index: add items first. Received: an index of 0 items")
     dim = index.embedding_dim
-    gallery = [
+    ivf_parts = None if index.ivf is None else ivf_saved.export_parts(index)  # IVF hook
+    gallery = ivf_parts.gallery if ivf_parts is not None else [
         tf.Variable(index.references, trainable=False, name="gallery_embeddings"),
         tf.Variable(index.sq_norms, trainable=False, name="gallery_sq_norms"),
         tf.Variable(index.ids.astype(str).tolist(), trainable=False, dtype=tf.string, name="gallery_ids"),
@@ -101,7 +106,7 @@ def export_index(index, path, overwrite=False, protected=()):
         tf.Variable(index.paths.astype(str).tolist(), trainable=False, dtype=tf.string, name="gallery_paths"),
     ]
     chunk = chunk_size_for(len(index), EXPORT_BLOCK_ROWS, 1)
-    search_embeddings = _search_graph(gallery, index.metric, chunk)
+    search_embeddings = _search_graph(gallery, index.metric, chunk, ivf_parts and ivf_parts.search)
     k_spec = tf.TensorSpec([], tf.int32, name="k")
     embedder = index.embedder
 
@@ -124,6 +129,9 @@ def export_index(index, path, overwrite=False, protected=()):
             archive.add_endpoint("embed", embed, input_signature=[IMAGES_SPEC])
             archive.add_endpoint(SIGNATURE, embed, input_signature=[IMAGES_SPEC])
             archive.add_endpoint("search", search, input_signature=[IMAGES_SPEC, k_spec])
+        if ivf_parts is not None:  # IVF hook
+            ivf_saved.add_probe_endpoints(archive, ivf_parts, search_embeddings,
+                                          None if embedder is None else embedder.embed_graph, dim)
         archive.write_out(directory, verbose=False)
 
     info = {
@@ -138,10 +146,12 @@ def export_index(index, path, overwrite=False, protected=()):
             "search_embeddings": "embeddings float32 [N, D], k int32 -> as search",
         },
     }
+    if ivf_parts is not None:  # IVF hook
+        info.update(ivf_parts.info)
     return write_export(path, write, info, overwrite, protected)
 
 
-def load_index(path, backend="exact", block_size=1024):
+def load_index(path, backend=None, block_size=1024):
     """Reads an index exported by ``export_index`` (``Index.save``).
 
     The loaded index embeds images with the export's ``embed`` signature and
@@ -167,9 +177,12 @@ def load_index(path, backend="exact", block_size=1024):
     if "embed" in loaded.signatures:
         signature = loaded.signatures["embed"]
         model = Embedder(lambda images: signature(images=images)["embeddings"], loaded, info["image_shape"])
+    backend = info.get("backend", "exact") if backend is None else backend  # IVF hook: None = as saved
     index = Index(model, metric=info["metric"], backend=backend, block_size=block_size)
     index.references, index.sq_norms = references, sq_norms  # set directly: already prepared
     index.ids = np.array([i.decode() for i in ids], object)
     index.paths = np.array([p.decode() for p in paths], object)
     index.labels = labels.astype(np.int64)
+    if info.get("backend") == "ivf":  # IVF hook: rows stored by list, and the lists
+        ivf_saved.restore(index, loaded)
     return index

@@ -1,0 +1,98 @@
+"""The IVF backend in the index SavedModel: its variables, signatures and reading back.
+
+An IVF export holds the usual ``gallery`` variable collection with the
+prepared rows (and squared norms) *sorted by list* (ids, labels and paths in
+gallery order), plus the collection ``ivf``: centroids, their squared norms,
+list offsets, the gallery position of each sorted row, the default number of
+lists probed and the training state (size, largest list / mean). Its
+``search`` / ``search_embeddings`` signatures run ``ivf_search`` with the
+default probes; ``search_probes(images, k, probes)`` and
+``search_embeddings_probes(embeddings, k, probes)`` take the number of lists
+probed per call. Everything is standard TensorFlow: ``tf.saved_model.load``,
+TF Serving or ``keras.layers.TFSMLayer`` serve it without this package.
+"""
+
+import collections
+
+import numpy as np
+import tensorflow as tf
+
+from rankloss_tf.export import IMAGES_SPEC
+from rankloss_tf.retrieval.ivf_search import ivf_search
+
+__all__ = ["IVFExport", "add_probe_endpoints", "export_parts", "restore"]
+
+IVFExport = collections.namedtuple("IVFExport", ["gallery", "variables", "search", "info"])
+
+
+def export_parts(index):
+    """Variables, searcher and marker info of an ``Index`` with ``backend="ivf"`` (trained here if needed).
+
+    Returns:
+        ``IVFExport``: ``gallery`` (the 5 variables of the ``gallery``
+        collection), ``variables`` (the ``ivf`` collection), ``search``
+        (``search(embeddings, k, probes=None) -> (indices, values)``, graph
+        code) and ``info`` (entries for the export marker).
+    """
+    ivf = index.ivf
+    ivf.ensure(index.references, index.sq_norms)
+    centroids, centroid_sq, rows, row_sq, offsets, positions = ivf.tables(index.references, index.sq_norms)
+    gallery = [
+        tf.Variable(rows, trainable=False, name="gallery_embeddings"),
+        tf.Variable(row_sq, trainable=False, name="gallery_sq_norms"),
+        tf.Variable(index.ids.astype(str).tolist(), trainable=False, dtype=tf.string, name="gallery_ids"),
+        tf.Variable(index.labels, trainable=False, name="gallery_labels"),
+        tf.Variable(index.paths.astype(str).tolist(), trainable=False, dtype=tf.string, name="gallery_paths"),
+    ]
+    variables = [
+        tf.Variable(centroids, trainable=False, name="ivf_centroids"),
+        tf.Variable(centroid_sq, trainable=False, name="ivf_centroid_sq_norms"),
+        tf.Variable(offsets, trainable=False, name="ivf_offsets"),
+        tf.Variable(positions, trainable=False, name="ivf_positions"),
+        tf.Variable(ivf.probes, trainable=False, dtype=tf.int32, name="ivf_probes"),
+        tf.Variable([ivf._trained_size, ivf._trained_peak], trainable=False, dtype=tf.float64, name="ivf_trained"),
+    ]
+    tables = [variables[0], variables[1], gallery[0], gallery[1], variables[2], variables[3]]
+
+    def search(embeddings, k, probes=None):
+        return ivf_search(embeddings, k, variables[4] if probes is None else probes, tables, index.metric)
+
+    info = {"backend": "ivf", "ivf": {"lists": len(centroids), "probes": ivf.probes}}
+    return IVFExport(gallery, variables, search, info)
+
+
+def add_probe_endpoints(archive, parts, search_embeddings, embed_graph, dim):
+    """Adds the ``ivf`` collection and the ``*_probes`` signatures to a ``keras.export.ExportArchive``."""
+    archive.add_variable_collection("ivf", parts.variables)
+    k_spec = tf.TensorSpec([], tf.int32, name="k")
+    probes_spec = tf.TensorSpec([], tf.int32, name="probes")
+    archive.add_endpoint(
+        "search_embeddings_probes", search_embeddings,
+        input_signature=[tf.TensorSpec([None, dim], tf.float32, name="embeddings"), k_spec, probes_spec],
+    )
+    if embed_graph is not None:
+
+        def search_probes(images, k, probes):
+            return search_embeddings(embed_graph(images), k, probes)
+
+        archive.add_endpoint("search_probes", search_probes, input_signature=[IMAGES_SPEC, k_spec, probes_spec])
+
+
+def restore(index, loaded):
+    """Puts an IVF export's rows back in gallery order and, for an ``Index`` with ``backend="ivf"``, its lists.
+
+    Args:
+        index: the ``Index`` being loaded, its ``references`` / ``sq_norms``
+            as read from the ``gallery`` collection (sorted by list).
+        loaded: the ``tf.saved_model.load`` object.
+    """
+    centroids, _, offsets, positions, probes, trained = (v.numpy() for v in loaded.ivf)
+    references = np.empty_like(index.references)
+    references[positions] = index.references
+    sq_norms = np.empty_like(index.sq_norms)
+    sq_norms[positions] = index.sq_norms
+    index.references, index.sq_norms = references, sq_norms
+    if index.ivf is not None:
+        assignment = np.empty(len(positions), np.int32)
+        assignment[positions] = np.repeat(np.arange(len(centroids), dtype=np.int32), np.diff(offsets))
+        index.ivf.restore(centroids, assignment, probes, trained[0], trained[1])

@@ -1,0 +1,121 @@
+"""IVF search in standard TensorFlow ops: the graph code shared by ``Index.search`` and the SavedModel.
+
+The gallery is stored *by list*: ``rows`` are the prepared references sorted
+by their list (stable, so items keep their order within a list),
+``offsets[l] : offsets[l + 1]`` is list ``l``'s slice and ``positions`` maps a
+sorted row back to its gallery position. A query batch is searched list by
+list: the (query, list) pairs of the ``probes`` nearest lists of each query
+are sorted by list, and a ``tf.while_loop`` over the distinct lists probed
+multiplies the queries probing a list with that list's contiguous slice of
+rows (one matmul, no copy of the gallery rows), keeping each pair's top k.
+The top k over a query's pairs is its answer. Scores are those of the exact
+kernel (``q . r`` on unit rows for cosine, ``2 q . r - ||r||^2`` for L2) and
+are reported as cosine similarities or L2 distances.
+
+A query whose probed lists hold fewer than ``k`` items is answered by exact
+search over all rows (the whole batch, in a ``tf.cond``), so ``k`` items are
+always returned. With every list probed the answer is the exact top k (ties
+may be ordered differently).
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from rankloss_tf.evaluation.neighbours import scores_to_values, search_top_k, unit_rows
+
+__all__ = ["TABLES", "ivf_search"]
+
+# The tensors of a stored IVF, in this order.
+TABLES = ("centroids", "centroid_sq_norms", "rows", "row_sq_norms", "offsets", "positions")
+
+
+def _scores(block, references, sq_norms, metric):
+    scores = tf.matmul(block, references, transpose_b=True)
+    return 2.0 * scores - sq_norms[tf.newaxis, :] if metric == "l2" else scores
+
+
+def _pairs(queries, centroids, centroid_sq_norms, probes, metric):
+    """The (query, list) pairs sorted by list: ``(order, query of each pair, distinct lists, their pair starts)``."""
+    coarse = _scores(queries, centroids, centroid_sq_norms, metric)
+    probed = tf.reshape(tf.math.top_k(coarse, probes).indices, [-1])
+    order = tf.argsort(probed, stable=True)
+    sorted_lists = tf.gather(probed, order)
+    distinct, _, counts = tf.unique_with_counts(sorted_lists)
+    starts = tf.concat([[0], tf.cumsum(counts)], axis=0)
+    return order, order // probes, distinct, starts
+
+
+def _scan(queries, k, tables, metric, pair_queries, distinct, starts):
+    """Per (query, list) pair, sorted by list: top-k scores and sorted-row positions ``[pairs, k]``."""
+    _, _, rows, row_sq_norms, offsets, _ = tables
+    padding = tf.fill([1, k], tf.constant(-np.inf, tf.float32))
+    values = tf.TensorArray(tf.float32, size=tf.size(distinct), infer_shape=False, element_shape=[None, None])
+    found = tf.TensorArray(tf.int32, size=tf.size(distinct), infer_shape=False, element_shape=[None, None])
+
+    def body(u, values, found):
+        first, last = offsets[distinct[u]], offsets[distinct[u] + 1]
+        block = tf.gather(queries, pair_queries[starts[u] : starts[u + 1]])
+        scores = _scores(block, rows[first:last], row_sq_norms[first:last], metric)
+        scores = tf.concat([scores, tf.tile(padding, [tf.shape(block)[0], 1])], axis=1)
+        top = tf.math.top_k(scores, k)
+        return u + 1, values.write(u, top.values), found.write(u, top.indices + first)
+
+    _, values, found = tf.while_loop(lambda u, *_: u < tf.size(distinct), body, [0, values, found],
+                                     parallel_iterations=4)
+    return values.concat(), found.concat()
+
+
+def _exact(queries, k, tables, metric):
+    rows, row_sq_norms = tables[2], tables[3]
+    top = search_top_k(queries, rows, k, row_sq_norms if metric == "l2" else None)
+    return top.values, top.indices
+
+
+def _approximate(queries, k, probes, tables, metric):
+    order, pair_queries, distinct, starts = _pairs(queries, tables[0], tables[1], probes, metric)
+    values, found = _scan(queries, k, tables, metric, pair_queries, distinct, starts)
+    back = tf.math.invert_permutation(order)
+    width = probes * k
+    values = tf.reshape(tf.gather(values, back), [-1, width])
+    found = tf.reshape(tf.gather(found, back), [-1, width])
+    top = tf.math.top_k(values, k)
+    return top.values, tf.gather(found, top.indices, batch_dims=1)
+
+
+def ivf_search(embeddings, k, probes, tables, metric):
+    """``(indices int32 [b, k], values float32 [b, k])`` of raw query embeddings (graph code).
+
+    Args:
+        embeddings: float32 ``[b, D]`` query embeddings.
+        k: int32 scalar, ``1 <= k <=`` gallery size.
+        probes: int32 scalar, lists probed per query (clipped to [1, lists]).
+        tables: the tensors named by ``TABLES``.
+        metric: "cosine" or "l2".
+
+    Returns:
+        Gallery positions and scores (cosine similarities, descending, or
+        L2 distances, ascending), best first.
+
+    Example:
+    >>> from rankloss_tf.retrieval.ivf import IVF
+    >>> ivf = IVF("l2", lists=2, probes=1)
+    >>> rows = np.array([[0.0], [5.0], [0.2], [5.5]], np.float32)
+    >>> ivf.train(rows, np.square(rows[:, 0]))
+    >>> tables = [tf.constant(t) for t in ivf.tables(rows, np.square(rows[:, 0]))]
+    >>> indices, values = ivf_search(tf.constant([[5.1]]), 2, 1, tables, "l2")
+    >>> indices.numpy().tolist(), [round(float(v), 2) for v in values.numpy()[0]]
+    ([[1, 3]], [0.1, 0.4])
+    """
+    queries = unit_rows(embeddings) if metric == "cosine" else tf.cast(embeddings, tf.float32)
+    k = tf.cast(k, tf.int32)
+    probes = tf.clip_by_value(tf.cast(probes, tf.int32), 1, tf.shape(tables[0])[0])
+    values, found = _approximate(queries, k, probes, tables, metric)
+    values, found = tf.cond(
+        tf.reduce_all(values[:, -1] > -np.inf),
+        lambda: (values, found),
+        lambda: _exact(queries, k, tables, metric),
+    )
+    return tf.gather(tables[5], found), scores_to_values(queries, values, metric)
+
+
+search_function = tf.function(ivf_search, reduce_retracing=True)
