@@ -35,34 +35,37 @@ def _scores(block, references, sq_norms, metric):
 
 
 def _pairs(queries, centroids, centroid_sq_norms, probes, metric):
-    """The (query, list) pairs sorted by list: ``(order, query of each pair, distinct lists, their pair starts)``."""
+    """The (query, list) pairs sorted by list: ``(order, pair lists, pair queries, distinct lists, starts)``."""
     coarse = _scores(queries, centroids, centroid_sq_norms, metric)
     probed = tf.reshape(tf.math.top_k(coarse, probes).indices, [-1])
     order = tf.argsort(probed, stable=True)
     sorted_lists = tf.gather(probed, order)
     distinct, _, counts = tf.unique_with_counts(sorted_lists)
     starts = tf.concat([[0], tf.cumsum(counts)], axis=0)
-    return order, order // probes, distinct, starts
+    return order, sorted_lists, order // probes, distinct, starts
 
 
-def _scan(queries, k, tables, metric, pair_queries, distinct, starts):
-    """Per (query, list) pair, sorted by list: top-k scores and sorted-row positions ``[pairs, k]``."""
+def _scan(queries, tables, metric, pair_queries, distinct, starts):
+    """The scores of every (query, list) pair against its list's rows, pairs sorted by list, flat."""
     _, _, rows, row_sq_norms, offsets, _ = tables
-    padding = tf.fill([1, k], tf.constant(-np.inf, tf.float32))
-    values = tf.TensorArray(tf.float32, size=tf.size(distinct), infer_shape=False, element_shape=[None, None])
-    found = tf.TensorArray(tf.int32, size=tf.size(distinct), infer_shape=False, element_shape=[None, None])
+    firsts, lasts = tf.gather(offsets, distinct), tf.gather(offsets, distinct + 1)
+    scores = tf.TensorArray(tf.float32, size=tf.size(distinct), infer_shape=False, element_shape=[None])
 
-    def body(u, values, found):
-        first, last = offsets[distinct[u]], offsets[distinct[u] + 1]
+    def body(u, scores):
+        first, last = firsts[u], lasts[u]
         block = tf.gather(queries, pair_queries[starts[u] : starts[u + 1]])
-        scores = _scores(block, rows[first:last], row_sq_norms[first:last], metric)
-        scores = tf.concat([scores, tf.tile(padding, [tf.shape(block)[0], 1])], axis=1)
-        top = tf.math.top_k(scores, k)
-        return u + 1, values.write(u, top.values), found.write(u, top.indices + first)
+        return u + 1, scores.write(u, tf.reshape(_scores(block, rows[first:last], row_sq_norms[first:last], metric),
+                                                 [-1]))
 
-    _, values, found = tf.while_loop(lambda u, *_: u < tf.size(distinct), body, [0, values, found],
-                                     parallel_iterations=4)
-    return values.concat(), found.concat()
+    _, scores = tf.while_loop(lambda u, _: u < tf.size(distinct), body, [0, scores], parallel_iterations=8)
+    return scores.concat()
+
+
+def _per_query(pairs, back, count):
+    """Ragged rows of pairs sorted by list regrouped by query: ``[count, None]``."""
+    pairs = tf.gather(pairs, back)
+    per_query = tf.reduce_sum(tf.reshape(pairs.row_lengths(), [count, -1]), axis=1)
+    return tf.RaggedTensor.from_row_lengths(pairs.flat_values, per_query)
 
 
 def _exact(queries, k, tables, metric):
@@ -72,14 +75,17 @@ def _exact(queries, k, tables, metric):
 
 
 def _approximate(queries, k, probes, tables, metric):
-    order, pair_queries, distinct, starts = _pairs(queries, tables[0], tables[1], probes, metric)
-    values, found = _scan(queries, k, tables, metric, pair_queries, distinct, starts)
+    offsets = tables[4]
+    order, sorted_lists, pair_queries, distinct, starts = _pairs(queries, tables[0], tables[1], probes, metric)
+    flat = _scan(queries, tables, metric, pair_queries, distinct, starts)
+    firsts, lasts = tf.gather(offsets, sorted_lists), tf.gather(offsets, sorted_lists + 1)
     back = tf.math.invert_permutation(order)
-    width = probes * k
-    values = tf.reshape(tf.gather(values, back), [-1, width])
-    found = tf.reshape(tf.gather(found, back), [-1, width])
-    top = tf.math.top_k(values, k)
-    return top.values, tf.gather(found, top.indices, batch_dims=1)
+    count = tf.shape(queries)[0]
+    scores = _per_query(tf.RaggedTensor.from_row_lengths(flat, lasts - firsts), back, count)
+    positions = _per_query(tf.ragged.range(firsts, lasts), back, count)
+    padding = [[0, 0], [0, k]]
+    top = tf.math.top_k(tf.pad(scores.to_tensor(-np.inf), padding, constant_values=-np.inf), k)
+    return top.values, tf.gather(tf.pad(positions.to_tensor(0), padding), top.indices, batch_dims=1)
 
 
 def ivf_search(embeddings, k, probes, tables, metric):
