@@ -26,6 +26,9 @@ from rankloss_tf.evaluation.neighbours import scores_to_values, search_top_k, un
 __all__ = ["TABLES", "ivf_search"]
 
 # The tensors of a stored IVF, in this order.
+# Batches of up to this many queries gather their candidate rows (no loop: a loop iteration costs ~0.2 ms in a
+# loaded SavedModel); larger batches scan list by list, each list's rows multiplied once by all its queries.
+GATHER_QUERIES = 4
 TABLES = ("centroids", "centroid_sq_norms", "rows", "row_sq_norms", "offsets", "positions")
 
 
@@ -74,6 +77,23 @@ def _exact(queries, k, tables, metric):
     return top.values, top.indices
 
 
+def _gathered(queries, k, probes, tables, metric):
+    """Few queries: each query's candidate rows gathered (``[b, most candidates, D]``) and scored at once."""
+    centroids, centroid_sq_norms, rows, row_sq_norms, offsets, _ = tables
+    probed = tf.math.top_k(_scores(queries, centroids, centroid_sq_norms, metric), probes).indices
+    firsts, lasts = tf.gather(offsets, probed), tf.gather(offsets, probed + 1)
+    lengths = tf.reduce_sum(lasts - firsts, axis=1)
+    candidates = tf.RaggedTensor.from_row_lengths(
+        tf.ragged.range(tf.reshape(firsts, [-1]), tf.reshape(lasts, [-1])).flat_values, lengths).to_tensor(0)
+    scores = tf.linalg.matvec(tf.gather(rows, candidates), queries)
+    if metric == "l2":
+        scores = 2.0 * scores - tf.gather(row_sq_norms, candidates)
+    scores = tf.where(tf.sequence_mask(lengths, tf.shape(candidates)[1]), scores, -np.inf)
+    padding = [[0, 0], [0, k]]
+    top = tf.math.top_k(tf.pad(scores, padding, constant_values=-np.inf), k)
+    return top.values, tf.gather(tf.pad(candidates, padding), top.indices, batch_dims=1)
+
+
 def _approximate(queries, k, probes, tables, metric):
     offsets = tables[4]
     order, sorted_lists, pair_queries, distinct, starts = _pairs(queries, tables[0], tables[1], probes, metric)
@@ -95,7 +115,7 @@ def ivf_search(embeddings, k, probes, tables, metric):
         embeddings: float32 ``[b, D]`` query embeddings.
         k: int32 scalar, ``1 <= k <=`` gallery size.
         probes: int32 scalar, lists probed per query (clipped to [1, lists]).
-        tables: the tensors named by ``TABLES``.
+        tables: the tensors (or variables) named by ``TABLES``.
         metric: "cosine" or "l2".
 
     Returns:
@@ -112,10 +132,17 @@ def ivf_search(embeddings, k, probes, tables, metric):
     >>> indices.numpy().tolist(), [round(float(v), 2) for v in values.numpy()[0]]
     ([[1, 3]], [0.1, 0.4])
     """
+    # Variables read once, as tensors: a gather straight from a variable (ResourceGather) would switch it to
+    # copy-on-read, and every later read of the gallery would copy it whole.
+    tables = [tf.convert_to_tensor(t) for t in tables]
     queries = unit_rows(embeddings) if metric == "cosine" else tf.cast(embeddings, tf.float32)
     k = tf.cast(k, tf.int32)
     probes = tf.clip_by_value(tf.cast(probes, tf.int32), 1, tf.shape(tables[0])[0])
-    values, found = _approximate(queries, k, probes, tables, metric)
+    values, found = tf.cond(
+        tf.shape(queries)[0] <= GATHER_QUERIES,
+        lambda: _gathered(queries, k, probes, tables, metric),
+        lambda: _approximate(queries, k, probes, tables, metric),
+    )
     values, found = tf.cond(
         tf.reduce_all(values[:, -1] > -np.inf),
         lambda: (values, found),
