@@ -43,7 +43,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 QUICK_RESULTS = Path(__file__).resolve().parents[1] / ".bench" / "results-quick"
 DIM, INTRINSIC, CLASSES, QUERIES, K, BATCH = 128, 16, 1000, 1024, 10, 256
 PROBES = (1, 2, 4, 8, 16, 32, 64, 128)
-BEGIN, END = "<!-- ivf -->", "<!-- /ivf -->"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_index import IVF_BEGIN as BEGIN, IVF_END as END  # noqa: E402  (one home for the section markers)
 
 BLOCKER = """
 import importlib.abc, sys

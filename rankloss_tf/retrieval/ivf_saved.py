@@ -20,7 +20,7 @@ import tensorflow as tf
 from rankloss_tf.export import IMAGES_SPEC
 from rankloss_tf.retrieval.ivf_search import ivf_search
 
-__all__ = ["IVFExport", "add_probe_endpoints", "export_parts", "restore"]
+__all__ = ["add_probe_endpoints", "export_parts", "restore"]
 
 IVFExport = collections.namedtuple("IVFExport", ["gallery", "variables", "search", "info"])
 
@@ -33,6 +33,13 @@ def export_parts(index):
         collection), ``variables`` (the ``ivf`` collection), ``search``
         (``search(embeddings, k, probes=None) -> (indices, values)``, graph
         code) and ``info`` (entries for the export marker).
+
+    Example:
+    >>> from rankloss_tf.retrieval.index import Index
+    >>> index = Index(backend="ivf", lists=2)
+    >>> index.add_embeddings(np.eye(4, dtype=np.float32), labels=[0, 0, 1, 1])
+    >>> export_parts(index).info
+    {'backend': 'ivf', 'ivf': {'lists': 2, 'probes': 2}}
     """
     ivf = index.ivf
     ivf.ensure(index.references, index.sq_norms)
@@ -62,7 +69,18 @@ def export_parts(index):
 
 
 def add_probe_endpoints(archive, parts, search_embeddings, embed_graph, dim):
-    """Adds the ``ivf`` collection and the ``*_probes`` signatures to a ``keras.export.ExportArchive``."""
+    """Adds the ``ivf`` collection and the ``*_probes`` signatures to a ``keras.export.ExportArchive``.
+
+    Args:
+        archive: the export archive of ``saved_model.export_index``.
+        parts: this index's ``export_parts``.
+        search_embeddings: the exported ``search_embeddings(embeddings, k, probes)`` graph function.
+        embed_graph: ``images -> embeddings`` graph function, or None (no ``search_probes``).
+        dim: the embedding dimension.
+
+    Example:
+    >>> add_probe_endpoints(archive, export_parts(index), search_embeddings, None, 128)  # doctest: +SKIP
+    """
     archive.add_variable_collection("ivf", parts.variables)
     k_spec = tf.TensorSpec([], tf.int32, name="k")
     probes_spec = tf.TensorSpec([], tf.int32, name="probes")
@@ -85,6 +103,9 @@ def restore(index, loaded):
         index: the ``Index`` being loaded, its ``references`` / ``sq_norms``
             as read from the ``gallery`` collection (sorted by list).
         loaded: the ``tf.saved_model.load`` object.
+
+    Example:
+    >>> restore(index, tf.saved_model.load("/tmp/ivf_index"))  # doctest: +SKIP
     """
     centroids, _, offsets, positions, probes, trained = (v.numpy() for v in loaded.ivf)
     references = np.empty_like(index.references)
