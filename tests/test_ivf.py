@@ -160,3 +160,23 @@ def test_bad_options_are_refused(option):
         Index(backend="ivf", **option)
     with pytest.raises(ValueError, match="probes"):
         IVF("cosine").search(np.eye(2, dtype=np.float32), None, np.eye(2, dtype=np.float32), 1, probes=0)
+
+
+def test_index_command_writes_an_ivf_index(tmp_path, capsys):
+    import keras
+
+    from rankloss_tf import cli
+    from rankloss_tf.export import export_saved_model
+    from rankloss_tf.models import build_embedding_model
+
+    keras.utils.set_random_seed(0)
+    model = export_saved_model(build_embedding_model((8, 8, 1), embedding_dim=8), tmp_path / "model")
+    out = tmp_path / "index"
+    status = cli.main(["index", "--model", str(model), "--gallery", "digits", "--out", str(out),
+                       "--backend", "ivf", "--lists", "12", "--probes", "3"])
+    assert status in (0, None)
+    assert "IVF: 12 lists, 3 probed per query" in capsys.readouterr().out
+    info = json.loads((out / "rankloss_tf_export.json").read_text())
+    assert info["backend"] == "ivf" and info["ivf"] == {"lists": 12, "probes": 3}
+    loaded = load_index(out)
+    assert len(loaded.ivf.centroids) == 12 and loaded.ivf.probes == 3
