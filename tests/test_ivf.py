@@ -158,6 +158,8 @@ def test_unbalanced_growth_offers_a_rebuild(gallery, caplog):
 def test_bad_options_are_refused(option):
     with pytest.raises(ValueError, match=next(iter(option))):
         Index(backend="ivf", **option)
+    with pytest.raises(ValueError, match="backend='ivf' only"):
+        Index(backend="exact", **option)
     with pytest.raises(ValueError, match="probes"):
         IVF("cosine").search(np.eye(2, dtype=np.float32), None, np.eye(2, dtype=np.float32), 1, probes=0)
 

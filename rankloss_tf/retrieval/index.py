@@ -27,7 +27,7 @@ from rankloss_tf.evaluation.neighbours import (
 )
 from rankloss_tf.export import check_images
 from rankloss_tf.retrieval import ann
-from rankloss_tf.retrieval.ivf import IVF  # IVF hook
+from rankloss_tf.retrieval.ivf import ivf_for  # IVF hook
 from rankloss_tf.retrieval.embedder import as_embedder
 
 __all__ = ["Index", "SearchResult"]
@@ -113,7 +113,7 @@ class Index:
         self.block_size = int(block_size)
         self.embedder = None if model is None else as_embedder(model)
         self._backend_name = ann.check_backend(backend)
-        self.ivf = IVF(metric, lists, probes) if backend == "ivf" else None  # IVF hook
+        self.ivf = ivf_for(backend, metric, lists, probes)  # IVF hook: None unless backend="ivf"
         self._backend = None
         self._tensors = None
         self.references = np.zeros((0, 0), np.float32)

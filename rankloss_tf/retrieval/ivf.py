@@ -34,7 +34,7 @@ from rankloss_tf.evaluation.neighbours import chunk_size_for, search_top_k
 from rankloss_tf.retrieval.ivf_search import search_function
 from rankloss_tf.retrieval.kmeans import assign, train_centroids
 
-__all__ = ["IVF", "default_lists"]
+__all__ = ["IVF", "default_lists", "ivf_for"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,24 @@ def default_lists(size):
     (1000, 100, 1)
     """
     return int(max(1, min(round(math.sqrt(size)), size // 16)))
+
+
+def ivf_for(backend, metric, lists=None, probes=None):
+    """The ``IVF`` of an ``Index`` of ``backend`` ("ivf"), else None; lists / probes are for "ivf" only.
+
+    Raises:
+        ValueError: lists or probes given for another backend, or not positive integers.
+
+    Example:
+    >>> ivf_for("ivf", "cosine", probes=8).probes, ivf_for("exact", "cosine")
+    (8, None)
+    """
+    if backend == "ivf":
+        return IVF(metric, lists, probes)
+    if lists is not None or probes is not None:
+        raise ValueError(f"`lists` and `probes` apply to backend='ivf' only. Received: backend={backend!r}, "
+                         f"lists={lists!r}, probes={probes!r}")
+    return None
 
 
 def _check_count(value, name):
