@@ -42,6 +42,7 @@ QUICK_GALLERIES = [(10_000, 32)]
 METHODS = ("index", "floor", "sklearn", "faiss", "usearch")
 K = 10
 BATCH = 256
+IVF_BEGIN, IVF_END = "<!-- ivf -->", "<!-- /ivf -->"  # benchmarks/bench_ivf.py's section of index.md
 
 
 def make_data(n, dim, num_queries=BATCH, seed=0):
@@ -165,7 +166,11 @@ def write(rows, out, meta):
               "| --- | ---: | ---: |"]
     for key, ratio in meta["floor_ratios"].items():
         lines.append(f"| {key} | {ratio[0]:.2f} | {ratio[1]:.2f} |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    page = out.with_suffix(".md")
+    old = page.read_text() if page.exists() else ""
+    if IVF_BEGIN in old and IVF_END in old:  # the section bench_ivf.py writes is kept
+        lines += ["", old[old.index(IVF_BEGIN) : old.index(IVF_END) + len(IVF_END)]]
+    page.write_text("\n".join(lines) + "\n")
 
 
 def plot(rows, out):

@@ -19,7 +19,7 @@ import numpy as np
 
 __all__ = ["BACKENDS", "build", "check_backend", "search"]
 
-BACKENDS = ("exact", "faiss", "usearch")
+BACKENDS = ("exact", "ivf", "faiss", "usearch")  # "ivf": retrieval.ivf, no package
 _PACKAGES = {"faiss": "faiss-cpu", "usearch": "usearch"}
 
 
@@ -32,7 +32,7 @@ def check_backend(name):
     """
     if name not in BACKENDS:
         raise ValueError(f"`backend` must be one of {BACKENDS}. Received: backend={name!r}")
-    if name != "exact":
+    if name not in ("exact", "ivf"):
         _module(name)
     return name
 

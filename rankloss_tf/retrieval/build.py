@@ -12,7 +12,7 @@ from rankloss_tf.retrieval.index import Index
 __all__ = ["build_index"]
 
 
-def build_index(model, gallery, metric="cosine", batch_size=256, on_batch=None, backend="exact"):
+def build_index(model, gallery, metric="cosine", batch_size=256, on_batch=None, backend="exact", **backend_options):
     """Embeds every image of a ``Gallery`` into a new ``Index``.
 
     Args:
@@ -24,6 +24,7 @@ def build_index(model, gallery, metric="cosine", batch_size=256, on_batch=None, 
         on_batch: optional callable ``on_batch(done_batches, total_batches)``
             called after each batch (e.g. to advance a progress bar).
         backend: see ``Index``.
+        **backend_options: ``lists`` / ``probes`` of ``backend="ivf"`` (see ``Index``).
 
     Returns:
         The ``Index``, items in gallery order.
@@ -42,7 +43,7 @@ def build_index(model, gallery, metric="cosine", batch_size=256, on_batch=None, 
         raise ValueError(f"`batch_size` must be a positive integer. Received: batch_size={batch_size}")
     if not len(gallery):
         raise ValueError("The gallery is empty. Received: a gallery of 0 images")
-    index = Index(model, metric=metric, backend=backend)
+    index = Index(model, metric=metric, backend=backend, **backend_options)
     dataset = gallery.dataset
     if not dataset.element_spec[0].shape.is_fully_defined() and index.embedder is not None:
         # Images of several sizes (a folder): conformed one by one to the model's input, then batched.

@@ -58,6 +58,12 @@ def add_index_arguments(parser):
     parser.add_argument("--batch-size", type=_positive_int, default=256, help="images per forward pass")
     parser.add_argument("--out", required=True, help="index directory to write (one SavedModel)")
     parser.add_argument("--overwrite", action="store_true", help="replace a previous export of this tool at --out")
+    # IVF hook: the approximate backend that ships inside the SavedModel (retrieval.ivf)
+    parser.add_argument("--backend", choices=("exact", "ivf"), default="exact",
+                        help="exact search, or ivf: inverted lists for galleries of millions (default exact)")
+    parser.add_argument("--lists", type=_positive_int, help="ivf: number of lists (default: sqrt of the gallery size)")
+    parser.add_argument("--probes", type=_positive_int,
+                        help="ivf: lists probed per query (default: calibrated for recall@10 >= 0.95)")
     parser.set_defaults(func=run_index)
 
 
@@ -157,13 +163,17 @@ def _index(args):
         for path, reason in gallery.skipped:
             print(f"  {printable(path)}\t{reason}")
     print(f"Embedding {len(gallery)} gallery images of {args.gallery} with {args.model}", flush=True)
+    ivf = {"backend": "ivf", "lists": args.lists, "probes": args.probes} if args.backend == "ivf" else {}  # IVF hook
     index = build_index(model, gallery, metric=args.metric, batch_size=args.batch_size,
-                        on_batch=_Progress("embedding"))
+                        on_batch=_Progress("embedding"), **ivf)
     version = save_index(index, args.out, overwrite=args.overwrite, protected=protected)
     print(f"Index of {len(index)} items ({args.metric}) written to {args.out} (version {version.name}, one "
           f"SavedModel at {version}) with signatures search(images, k), embed(images), search_embeddings("
           f"embeddings, k). Search it with `rankloss-tf search --index {args.out}`; TF Serving: "
           f"--model_base_path={Path(args.out).resolve()}. Load only indexes you trust (a SavedModel is a program).")
+    if index.ivf is not None:  # IVF hook
+        print(f"IVF: {len(index.ivf.centroids)} lists, {index.ivf.probes} probed per query; "
+              "search_probes(images, k, probes) and search_embeddings_probes(embeddings, k, probes) set them per call")
 
 
 def _read_image(path):

@@ -31,6 +31,7 @@ from rankloss_tf.evaluation.neighbours import (
 )
 from rankloss_tf.export import check_images
 from rankloss_tf.retrieval import ann
+from rankloss_tf.retrieval.ivf import ivf_for  # IVF hook
 from rankloss_tf.retrieval.embedder import as_embedder
 from rankloss_tf.retrieval.items import Items, check_labels
 
@@ -87,13 +88,18 @@ class Index:
             runs its graph): pass only models and indexes you trust.
         metric: ``"cosine"`` (scores = cosine similarities, descending) or
             ``"l2"`` (scores = Euclidean distances, ascending).
-        backend: ``"exact"`` (default), or an approximate backend of
+        backend: ``"exact"`` (default); ``"ivf"``: inverted lists searched
+            in Python and inside the exported SavedModel
+            (``rankloss_tf.retrieval.ivf``); or an approximate backend of
             ``rankloss_tf.retrieval.ann`` (``"faiss"``, ``"usearch"``; pip
-            extra ``rankloss-tf[ann]``) used by ``search`` in Python; the
-            exported SavedModel always searches exactly.
+            extra ``rankloss-tf[ann]``) used by ``search`` in Python, whose
+            export searches exactly.
         block_size: query rows per matmul of the exact search.
         items: the gallery as an ``Items`` table of *prepared* rows (what
             ``load_index`` passes); None starts empty.
+        lists, probes: the IVF's number of lists and lists probed per query
+            (``backend="ivf"`` only; None: chosen from the gallery, see
+            ``retrieval.ivf``).
 
     Raises:
         ValueError: unknown metric or backend.
@@ -106,7 +112,8 @@ class Index:
     ([['c', 'b']], [0.4, 1.6], [[1, 0]])
     """
 
-    def __init__(self, model=None, metric="cosine", backend="exact", block_size=1024, items=None):
+    def __init__(self, model=None, metric="cosine", backend="exact", block_size=1024, items=None, lists=None,
+                 probes=None):
         if metric not in METRICS:
             raise ValueError(f"`metric` must be one of {METRICS}. Received: metric={metric!r}")
         if int(block_size) < 1:
@@ -115,6 +122,7 @@ class Index:
         self.block_size = int(block_size)
         self.embedder = None if model is None else as_embedder(model)
         self._backend_name = ann.check_backend(backend)
+        self.ivf = ivf_for(backend, metric, lists, probes)  # IVF hook: None unless backend="ivf"
         self._backend = None
         self._tensors = None
         self.items = Items.empty() if items is None else items
@@ -182,6 +190,8 @@ class Index:
         sq_norms = np.zeros(n, np.float32) if sq_norms is None else sq_norms.numpy()
         self.items = self.items.concat(Items(references.numpy(), sq_norms, ids, labels, paths))
         self._backend = self._tensors = None
+        if self.ivf is not None:  # IVF hook: new items go to their nearest lists
+            self.ivf.add(references.numpy())
 
     def remove(self, ids):
         """Removes items by id; the others keep their order.
@@ -193,19 +203,24 @@ class Index:
         missing = sorted(set(ids) - set(self.ids.tolist()))
         if missing:
             raise ValueError(f"Cannot remove ids that are not in the index. Received: {missing[:5]}")
-        self.items = self.items.select(~np.isin(self.ids, ids))
+        keep = ~np.isin(self.ids, ids)
+        self.items = self.items.select(keep)
         self._backend = self._tensors = None
+        if self.ivf is not None:  # IVF hook
+            self.ivf.keep(keep)
 
-    def search(self, images, k=5):
+    def search(self, images, k=5, probes=None):
         """The k gallery items nearest to each query image; see ``search_embeddings``."""
-        return self.search_embeddings(self.embed(images), k)
+        return self.search_embeddings(self.embed(images), k, probes)
 
-    def search_embeddings(self, embeddings, k=5):
+    def search_embeddings(self, embeddings, k=5, probes=None):
         """The k gallery items nearest to each query embedding.
 
         Args:
             embeddings: float ``[Nq, D]`` query embeddings.
             k: number of neighbours, ``1 <= k <= len(index)``.
+            probes: lists probed per query (``backend="ivf"``; None: the
+                index's ``ivf.probes``).
 
         Returns:
             ``SearchResult`` of ``[Nq, k]`` arrays, best first; exact search
@@ -223,6 +238,8 @@ class Index:
         k = int(k)
         if self._backend_name == "exact":
             indices, scores = self._exact(queries, k)
+        elif self.ivf is not None:  # IVF hook
+            indices, scores = self.ivf.search(self.references, self.sq_norms, queries, k, probes, self.block_size)
         else:
             if self._backend is None:
                 self._backend = ann.build(self._backend_name, self.references, self.metric)
@@ -247,7 +264,7 @@ class Index:
         return importlib.import_module("rankloss_tf.retrieval.saved_model").save_index(self, path, overwrite, protected)
 
     @classmethod
-    def load(cls, path, backend="exact", block_size=1024):
+    def load(cls, path, backend=None, block_size=1024):
         """Deprecated: use ``rankloss_tf.retrieval.load_index(path)`` (same arguments and result)."""
         warnings.warn("Index.load is deprecated; use rankloss_tf.retrieval.load_index(path)",
                       DeprecationWarning, stacklevel=2)

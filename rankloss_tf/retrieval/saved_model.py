@@ -44,6 +44,7 @@ import tensorflow as tf
 from rankloss_tf.evaluation.neighbours import chunk_size_for
 from rankloss_tf.export import IMAGES_SPEC, MARKER, SIGNATURE, read_export_info
 from rankloss_tf.retrieval.embedder import Embedder
+from rankloss_tf.retrieval import ivf_saved  # IVF hook
 from rankloss_tf.retrieval.index import Index, exact_search
 from rankloss_tf.retrieval.items import Items
 from rankloss_tf.retrieval.versions import KIND, publish, read_current
@@ -62,11 +63,11 @@ def _from_bytes(values):
     return np.array([value.decode("utf-8", "surrogateescape") for value in values.tolist()], object)
 
 
-def _search_graph(gallery, metric, chunk):
+def _search_graph(gallery, metric, chunk, searcher=None):
     references, sq_norms, ids, labels, paths = gallery
     size = references.shape[0]
 
-    def search_embeddings(embeddings, k):
+    def search_embeddings(embeddings, k, *options):
         valid_k = tf.logical_and(k >= 1, k <= size)
         checks = [
             tf.debugging.Assert(valid_k, ["`k` must be between 1 and the gallery size", size, "; received k =", k]),
@@ -75,7 +76,10 @@ def _search_graph(gallery, metric, chunk):
         with tf.control_dependencies(checks):
             embeddings = tf.identity(embeddings)
         k = tf.where(valid_k, k, 1)
-        indices, scores = exact_search(embeddings, references, sq_norms if metric == "l2" else None, k, metric, chunk)
+        if searcher is None:
+            indices, scores = exact_search(embeddings, references, sq_norms if metric == "l2" else None, k, metric, chunk)
+        else:  # IVF hook: searcher(embeddings, k, probes=None) of retrieval.ivf_saved
+            indices, scores = searcher(embeddings, k, *options)
         return {
             "ids": tf.gather(ids, indices),
             "scores": scores,
@@ -87,7 +91,7 @@ def _search_graph(gallery, metric, chunk):
     return search_embeddings
 
 
-def _archive(gallery, search_embeddings, embedder, dim):
+def _archive(gallery, search_embeddings, embedder, dim, ivf_parts=None):
     """The writer of one version: the gallery variables, the search graph and, with a model, its endpoints."""
     k_spec = tf.TensorSpec([], tf.int32, name="k")
 
@@ -110,6 +114,9 @@ def _archive(gallery, search_embeddings, embedder, dim):
             archive.add_endpoint("embed", embed, input_signature=[IMAGES_SPEC])
             archive.add_endpoint(SIGNATURE, embed, input_signature=[IMAGES_SPEC])
             archive.add_endpoint("search", search, input_signature=[IMAGES_SPEC, k_spec])
+        if ivf_parts is not None:  # IVF hook
+            ivf_saved.add_probe_endpoints(archive, ivf_parts, search_embeddings,
+                                          None if embedder is None else embedder.embed_graph, dim)
         archive.write_out(directory, verbose=False)
 
     return write
@@ -145,14 +152,19 @@ def save_index(index, path, overwrite=False, protected=()):
     if not len(index):
         raise ValueError("Cannot export an empty index: add items first. Received: an index of 0 items")
     dim = index.embedding_dim
-    gallery = [
+    ivf_parts = None if index.ivf is None else ivf_saved.export_parts(index)  # IVF hook: rows sorted by list
+    rows = ivf_parts.rows if ivf_parts is not None else [
         tf.Variable(index.references, trainable=False, name="gallery_embeddings"),
         tf.Variable(index.sq_norms, trainable=False, name="gallery_sq_norms"),
+    ]
+    gallery = [
+        *rows,
         tf.Variable(_to_bytes(index.ids), trainable=False, dtype=tf.string, name="gallery_ids"),
         tf.Variable(index.labels, trainable=False, name="gallery_labels"),
         tf.Variable(_to_bytes(index.paths), trainable=False, dtype=tf.string, name="gallery_paths"),
     ]
-    search_embeddings = _search_graph(gallery, index.metric, chunk_size_for(len(index), EXPORT_BLOCK_ROWS, 1))
+    chunk = chunk_size_for(len(index), EXPORT_BLOCK_ROWS, 1)
+    search_embeddings = _search_graph(gallery, index.metric, chunk, ivf_parts and ivf_parts.search)
     embedder = index.embedder
     info = {
         "kind": KIND,
@@ -166,7 +178,9 @@ def save_index(index, path, overwrite=False, protected=()):
             "search_embeddings": "embeddings float32 [N, D], k int32 -> as search",
         },
     }
-    return publish(path, _archive(gallery, search_embeddings, embedder, dim), info, overwrite, protected)
+    if ivf_parts is not None:  # IVF hook
+        info.update(ivf_parts.info)
+    return publish(path, _archive(gallery, search_embeddings, embedder, dim, ivf_parts), info, overwrite, protected)
 
 
 def export_index(index, path, overwrite=False, protected=()):
@@ -187,15 +201,22 @@ def _read_version(directory, backend, block_size):
         raise ValueError(f"the version has no {MARKER} of kind {KIND!r}")
     loaded = tf.saved_model.load(str(directory))
     references, sq_norms, ids, labels, paths = (v.numpy() for v in loaded.gallery)
+    saved_ivf = info.get("backend") == "ivf"
+    if saved_ivf:  # IVF hook: the rows are stored sorted by list
+        references, sq_norms = ivf_saved.gallery_order(loaded, references, sq_norms)
     items = Items.of(references, sq_norms, _from_bytes(ids), labels, _from_bytes(paths))
     model = None
     if "embed" in loaded.signatures:
         signature = loaded.signatures["embed"]
         model = Embedder(lambda images: signature(images=images)["embeddings"], loaded, info["image_shape"])
-    return Index(model, metric=info["metric"], backend=backend, block_size=block_size, items=items)
+    backend = info.get("backend", "exact") if backend is None else backend  # None: as saved
+    index = Index(model, metric=info["metric"], backend=backend, block_size=block_size, items=items)
+    if saved_ivf and index.ivf is not None:  # IVF hook: the lists as saved
+        ivf_saved.restore_lists(index.ivf, loaded)
+    return index
 
 
-def load_index(path, backend="exact", block_size=1024):
+def load_index(path, backend=None, block_size=1024):
     """Reads the current version of an index written by ``save_index`` (or one version, ``INDEX/<n>``).
 
     The loaded index embeds images with the export's ``embed`` signature and

@@ -1,0 +1,227 @@
+"""The IVF (inverted file) backend of ``Index``: coarse lists, defaults, growth and rebalancing.
+
+``Index(backend="ivf")`` keeps an ``IVF``: k-means centroids (``retrieval.
+kmeans``) and the list of every gallery item. A query probes the ``probes``
+lists of nearest centroids and is compared with their items only
+(``retrieval.ivf_search``, standard TensorFlow ops, also inside the exported
+SavedModel).
+
+Defaults, from the gallery size N when the lists are trained (on the first
+search or save, or ``train``):
+
+- lists: ``round(sqrt(N))`` (at most N / 16, at least 1): 1,000 lists at 10^6;
+- probes: calibrated on the gallery itself: ``CALIBRATION_QUERIES`` gallery
+  items are searched exactly (k = 10, the item itself left out) and the
+  smallest number of lists whose union holds ``TARGET_RECALL`` of their true
+  top 10 is kept (with the safety factor ``PROBE_MARGIN``). Both can be set;
+  the probes also per call.
+
+Growth: items added after training go to their nearest list (the centroids
+stay); removed items leave their lists. When the largest list grows above
+``UNBALANCED`` times its size at training (relative to the mean), or the
+gallery to twice its trained size, ``needs_rebuild`` is True and a warning is
+logged once: ``index.ivf.train(index.references, index.sq_norms)`` retrains.
+"""
+
+import logging
+import math
+
+import numpy as np
+
+import tensorflow as tf
+
+from rankloss_tf.evaluation.neighbours import chunk_size_for, search_top_k
+from rankloss_tf.retrieval.ivf_search import search_function
+from rankloss_tf.retrieval.kmeans import assign, train_centroids
+
+__all__ = ["IVF", "default_lists", "ivf_for"]
+
+log = logging.getLogger(__name__)
+
+TARGET_RECALL = 0.95
+PROBE_MARGIN = 1.25
+CALIBRATION_QUERIES = 256
+CALIBRATION_K = 10
+UNBALANCED = 2.0
+
+
+def default_lists(size):
+    """The default number of lists for a gallery of ``size`` items.
+
+    Example:
+    >>> default_lists(10**6), default_lists(10**4), default_lists(10)
+    (1000, 100, 1)
+    """
+    return int(max(1, min(round(math.sqrt(size)), size // 16)))
+
+
+def ivf_for(backend, metric, lists=None, probes=None):
+    """The ``IVF`` of an ``Index`` of ``backend`` ("ivf"), else None; lists / probes are for "ivf" only.
+
+    Raises:
+        ValueError: lists or probes given for another backend, or not positive integers.
+
+    Example:
+    >>> ivf_for("ivf", "cosine", probes=8).probes, ivf_for("exact", "cosine")
+    (8, None)
+    """
+    if backend == "ivf":
+        return IVF(metric, lists, probes)
+    if lists is not None or probes is not None:
+        raise ValueError(f"`lists` and `probes` apply to backend='ivf' only. Received: backend={backend!r}, "
+                         f"lists={lists!r}, probes={probes!r}")
+    return None
+
+
+def _check_count(value, name):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer or None. Received: {name}={value!r}")
+    return int(value)
+
+
+def calibrate_probes(rows, sq_norms, centroids, assignment, metric, target=TARGET_RECALL, seed=0):
+    """The fewest lists probed that find ``target`` of the exact top 10 of sample gallery queries.
+
+    Example:
+    >>> rows = np.array([[0.0], [0.1], [5.0], [5.1]], np.float32)
+    >>> calibrate_probes(rows, np.square(rows[:, 0]), np.array([[0.05], [5.05]], np.float32),
+    ...                  np.array([0, 0, 1, 1]), "l2")
+    2
+    """
+    n = len(rows)
+    k = min(CALIBRATION_K, n - 1)
+    if k < 1 or len(centroids) == 1:
+        return 1
+    rng = np.random.default_rng(seed)
+    picked = rng.choice(n, min(CALIBRATION_QUERIES, n), replace=False)
+    queries = np.asarray(rows[picked], np.float32)
+    l2 = metric == "l2"
+    chunk = chunk_size_for(n, len(queries), k + 1)
+    top = search_top_k(queries, rows, k + 1, sq_norms if l2 else None, chunk).indices.numpy()
+    truth = np.array([[j for j in row if j != i][:k] for row, i in zip(top, picked)])
+    coarse = queries @ centroids.T
+    if l2:
+        coarse = 2.0 * coarse - np.sum(np.square(centroids), axis=1)[None, :]
+    rank_of_list = np.argsort(np.argsort(-coarse, axis=1, kind="stable"), axis=1)
+    needed = np.take_along_axis(rank_of_list, assignment[truth], axis=1).ravel() + 1
+    enough = int(np.quantile(needed, target, method="higher"))
+    return int(min(len(centroids), math.ceil(enough * PROBE_MARGIN)))
+
+
+class IVF:
+    """Coarse lists of an ``Index``'s gallery (see the module docstring).
+
+    Args:
+        metric: the index's metric, "cosine" or "l2".
+        lists: number of lists, or None for ``default_lists(N)`` at training.
+        probes: lists probed per query, or None to calibrate at training.
+
+    Raises:
+        ValueError: lists or probes not a positive integer.
+
+    Example:
+    >>> ivf = IVF("cosine", lists=2)
+    >>> rows = np.array([[1.0, 0.0], [0.9, 0.436], [0.0, 1.0], [0.2, 0.98]], np.float32)
+    >>> ivf.train(rows, None)
+    >>> sorted(np.bincount(ivf.assignment).tolist()), ivf.trained
+    ([2, 2], True)
+    """
+
+    def __init__(self, metric, lists=None, probes=None):
+        self.metric = metric
+        self.lists = _check_count(lists, "lists")
+        self.probes = _check_count(probes, "probes")
+        self._fixed_probes = self.probes is not None
+        self.centroids = None
+        self.assignment = np.zeros((0,), np.int32)
+        self._trained_size = 0
+        self._trained_peak = 1.0
+        self._warned = False
+        self._layout = self._tensors = None
+
+    @property
+    def trained(self):
+        """Whether the centroids exist."""
+        return self.centroids is not None
+
+    def train(self, rows, sq_norms):
+        """(Re)trains the centroids on prepared rows ``[N, D]`` and reassigns every item."""
+        rows = np.asarray(rows, np.float32)
+        lists = min(self.lists or default_lists(len(rows)), len(rows))
+        self.centroids = train_centroids(rows, lists, self.metric)
+        self.assignment = assign(rows, self.centroids, self.metric)
+        if not self._fixed_probes:
+            self.probes = calibrate_probes(rows, sq_norms, self.centroids, self.assignment, self.metric)
+        self._trained_size, self._trained_peak = len(rows), self._peak()
+        self._warned, self._layout, self._tensors = False, None, None
+        log.info("IVF: %d lists over %d items, %d probed per query", lists, len(rows), self.probes)
+
+    def restore(self, centroids, assignment, probes, trained_size, trained_peak):
+        """Sets a saved state (``retrieval.ivf_saved``)."""
+        self.centroids, self.assignment = np.asarray(centroids, np.float32), np.asarray(assignment, np.int32)
+        self.probes, self._trained_size, self._trained_peak = int(probes), int(trained_size), float(trained_peak)
+        self._layout = self._tensors = None
+
+    def _peak(self):
+        sizes = np.bincount(self.assignment, minlength=len(self.centroids))
+        return float(sizes.max() / max(sizes.mean(), 1e-9)) if len(self.assignment) else 1.0
+
+    def add(self, rows):
+        """Puts new prepared rows ``[n, D]`` (appended to the gallery) into their nearest lists."""
+        if self.trained and len(rows):
+            self.assignment = np.concatenate([self.assignment, assign(np.asarray(rows, np.float32), self.centroids,
+                                                                      self.metric)])
+            self._layout = self._tensors = None
+            if self.needs_rebuild and not self._warned:
+                self._warned = True
+                log.warning("IVF lists are unbalanced (largest %.1fx the mean, %d items, trained on %d): "
+                            "index.ivf.train(index.references, index.sq_norms) rebuilds them",
+                            self._peak(), len(self.assignment), self._trained_size)
+
+    def keep(self, mask):
+        """Drops the items where the boolean ``mask [N]`` is False."""
+        if self.trained:
+            self.assignment, self._layout, self._tensors = self.assignment[mask], None, None
+
+    @property
+    def needs_rebuild(self):
+        """True when the lists have become unbalanced or the gallery has doubled since training."""
+        if not self.trained or not len(self.assignment):
+            return False
+        grown = len(self.assignment) > 2 * self._trained_size
+        return grown or self._peak() > UNBALANCED * max(self._trained_peak, 1.0)
+
+    def ensure(self, rows, sq_norms):
+        """Trains on the gallery if not trained yet."""
+        if not self.trained:
+            self.train(rows, sq_norms)
+
+    def layout(self):
+        """``(order int32 [N], offsets int32 [lists + 1])``: gallery positions sorted by list, list bounds."""
+        if self._layout is None:
+            order = np.argsort(self.assignment, kind="stable").astype(np.int32)
+            sizes = np.bincount(self.assignment, minlength=len(self.centroids))
+            self._layout = order, np.concatenate([[0], np.cumsum(sizes)]).astype(np.int32)
+        return self._layout
+
+    def tables(self, rows, sq_norms):
+        """The arrays of ``ivf_search.TABLES`` for prepared rows ``[N, D]`` (and their squared norms)."""
+        order, offsets = self.layout()
+        sq_norms = np.zeros(len(rows), np.float32) if sq_norms is None else np.asarray(sq_norms, np.float32)
+        centroid_sq = np.sum(np.square(self.centroids, dtype=np.float64), axis=1).astype(np.float32)
+        return (self.centroids, centroid_sq, np.asarray(rows, np.float32)[order], sq_norms[order], offsets, order)
+
+    def search(self, rows, sq_norms, queries, k, probes=None, block_size=1024):
+        """``(indices int32 [Nq, k], scores float32 [Nq, k])`` of raw queries; trains first if needed."""
+        self.ensure(rows, sq_norms)
+        probes = self.probes if probes is None else _check_count(probes, "probes")
+        if self._tensors is None:
+            self._tensors = [tf.constant(t) for t in self.tables(rows, sq_norms)]
+        parts = [
+            [t.numpy() for t in search_function(tf.constant(queries[start : start + block_size]), k, probes,
+                                                self._tensors, self.metric)]
+            for start in range(0, len(queries), block_size)
+        ]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

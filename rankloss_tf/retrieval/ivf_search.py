@@ -1,0 +1,154 @@
+"""IVF search in standard TensorFlow ops: the graph code shared by ``Index.search`` and the SavedModel.
+
+The gallery is stored *by list*: ``rows`` are the prepared references sorted
+by their list (stable, so items keep their order within a list),
+``offsets[l] : offsets[l + 1]`` is list ``l``'s slice and ``positions`` maps a
+sorted row back to its gallery position. A query batch is searched list by
+list: the (query, list) pairs of the ``probes`` nearest lists of each query
+are sorted by list, and a ``tf.while_loop`` over the distinct lists probed
+multiplies the queries probing a list with that list's contiguous slice of
+rows (one matmul, no copy of the gallery rows), keeping each pair's top k.
+The top k over a query's pairs is its answer. Scores are those of the exact
+kernel (``q . r`` on unit rows for cosine, ``2 q . r - ||r||^2`` for L2) and
+are reported as cosine similarities or L2 distances.
+
+A query whose probed lists hold fewer than ``k`` items is answered by exact
+search over all rows (the whole batch, in a ``tf.cond``), so ``k`` items are
+always returned. With every list probed the answer is the exact top k (ties
+may be ordered differently).
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from rankloss_tf.evaluation.neighbours import scores_to_values, search_top_k, unit_rows
+
+__all__ = ["TABLES", "ivf_search"]
+
+# The tensors of a stored IVF, in this order.
+# Batches of up to this many queries gather their candidate rows (no loop: a loop iteration costs ~0.2 ms in a
+# loaded SavedModel); larger batches scan list by list, each list's rows multiplied once by all its queries.
+GATHER_QUERIES = 4
+TABLES = ("centroids", "centroid_sq_norms", "rows", "row_sq_norms", "offsets", "positions")
+
+
+def _scores(block, references, sq_norms, metric):
+    scores = tf.matmul(block, references, transpose_b=True)
+    return 2.0 * scores - sq_norms[tf.newaxis, :] if metric == "l2" else scores
+
+
+def _pairs(queries, centroids, centroid_sq_norms, probes, metric):
+    """The (query, list) pairs sorted by list: ``(order, pair lists, pair queries, distinct lists, starts)``."""
+    coarse = _scores(queries, centroids, centroid_sq_norms, metric)
+    probed = tf.reshape(tf.math.top_k(coarse, probes).indices, [-1])
+    order = tf.argsort(probed, stable=True)
+    sorted_lists = tf.gather(probed, order)
+    distinct, _, counts = tf.unique_with_counts(sorted_lists)
+    starts = tf.concat([[0], tf.cumsum(counts)], axis=0)
+    return order, sorted_lists, order // probes, distinct, starts
+
+
+def _scan(queries, tables, metric, pair_queries, distinct, starts):
+    """The scores of every (query, list) pair against its list's rows, pairs sorted by list, flat."""
+    _, _, rows, row_sq_norms, offsets, _ = tables
+    firsts, lasts = tf.gather(offsets, distinct), tf.gather(offsets, distinct + 1)
+    scores = tf.TensorArray(tf.float32, size=tf.size(distinct), infer_shape=False, element_shape=[None])
+
+    def body(u, scores):
+        first, last = firsts[u], lasts[u]
+        block = tf.gather(queries, pair_queries[starts[u] : starts[u + 1]])
+        return u + 1, scores.write(u, tf.reshape(_scores(block, rows[first:last], row_sq_norms[first:last], metric),
+                                                 [-1]))
+
+    _, scores = tf.while_loop(lambda u, _: u < tf.size(distinct), body, [0, scores], parallel_iterations=8)
+    return scores.concat()
+
+
+def _per_query(pairs, back, count):
+    """Ragged rows of pairs sorted by list regrouped by query: ``[count, None]``."""
+    pairs = tf.gather(pairs, back)
+    per_query = tf.reduce_sum(tf.reshape(pairs.row_lengths(), [count, -1]), axis=1)
+    return tf.RaggedTensor.from_row_lengths(pairs.flat_values, per_query)
+
+
+def _exact(queries, k, tables, metric):
+    rows, row_sq_norms = tables[2], tables[3]
+    top = search_top_k(queries, rows, k, row_sq_norms if metric == "l2" else None)
+    return top.values, top.indices
+
+
+def _gathered(queries, k, probes, tables, metric):
+    """Few queries: each query's candidate rows gathered (``[b, most candidates, D]``) and scored at once."""
+    centroids, centroid_sq_norms, rows, row_sq_norms, offsets, _ = tables
+    probed = tf.math.top_k(_scores(queries, centroids, centroid_sq_norms, metric), probes).indices
+    firsts, lasts = tf.gather(offsets, probed), tf.gather(offsets, probed + 1)
+    lengths = tf.reduce_sum(lasts - firsts, axis=1)
+    candidates = tf.RaggedTensor.from_row_lengths(
+        tf.ragged.range(tf.reshape(firsts, [-1]), tf.reshape(lasts, [-1])).flat_values, lengths).to_tensor(0)
+    scores = tf.linalg.matvec(tf.gather(rows, candidates), queries)
+    if metric == "l2":
+        scores = 2.0 * scores - tf.gather(row_sq_norms, candidates)
+    scores = tf.where(tf.sequence_mask(lengths, tf.shape(candidates)[1]), scores, -np.inf)
+    padding = [[0, 0], [0, k]]
+    top = tf.math.top_k(tf.pad(scores, padding, constant_values=-np.inf), k)
+    return top.values, tf.gather(tf.pad(candidates, padding), top.indices, batch_dims=1)
+
+
+def _approximate(queries, k, probes, tables, metric):
+    offsets = tables[4]
+    order, sorted_lists, pair_queries, distinct, starts = _pairs(queries, tables[0], tables[1], probes, metric)
+    flat = _scan(queries, tables, metric, pair_queries, distinct, starts)
+    firsts, lasts = tf.gather(offsets, sorted_lists), tf.gather(offsets, sorted_lists + 1)
+    back = tf.math.invert_permutation(order)
+    count = tf.shape(queries)[0]
+    scores = _per_query(tf.RaggedTensor.from_row_lengths(flat, lasts - firsts), back, count)
+    positions = _per_query(tf.ragged.range(firsts, lasts), back, count)
+    padding = [[0, 0], [0, k]]
+    top = tf.math.top_k(tf.pad(scores.to_tensor(-np.inf), padding, constant_values=-np.inf), k)
+    return top.values, tf.gather(tf.pad(positions.to_tensor(0), padding), top.indices, batch_dims=1)
+
+
+def ivf_search(embeddings, k, probes, tables, metric):
+    """``(indices int32 [b, k], values float32 [b, k])`` of raw query embeddings (graph code).
+
+    Args:
+        embeddings: float32 ``[b, D]`` query embeddings.
+        k: int32 scalar, ``1 <= k <=`` gallery size.
+        probes: int32 scalar, lists probed per query (clipped to [1, lists]).
+        tables: the tensors (or variables) named by ``TABLES``.
+        metric: "cosine" or "l2".
+
+    Returns:
+        Gallery positions and scores (cosine similarities, descending, or
+        L2 distances, ascending), best first.
+
+    Example:
+    >>> from rankloss_tf.retrieval.ivf import IVF
+    >>> ivf = IVF("l2", lists=2, probes=1)
+    >>> rows = np.array([[0.0], [5.0], [0.2], [5.5]], np.float32)
+    >>> ivf.train(rows, np.square(rows[:, 0]))
+    >>> tables = [tf.constant(t) for t in ivf.tables(rows, np.square(rows[:, 0]))]
+    >>> indices, values = ivf_search(tf.constant([[5.1]]), 2, 1, tables, "l2")
+    >>> indices.numpy().tolist(), [round(float(v), 2) for v in values.numpy()[0]]
+    ([[1, 3]], [0.1, 0.4])
+    """
+    # Variables read once, as tensors: a gather straight from a variable (ResourceGather) would switch it to
+    # copy-on-read, and every later read of the gallery would copy it whole.
+    tables = [tf.convert_to_tensor(t) for t in tables]
+    queries = unit_rows(embeddings) if metric == "cosine" else tf.cast(embeddings, tf.float32)
+    k = tf.cast(k, tf.int32)
+    probes = tf.clip_by_value(tf.cast(probes, tf.int32), 1, tf.shape(tables[0])[0])
+    values, found = tf.cond(
+        tf.shape(queries)[0] <= GATHER_QUERIES,
+        lambda: _gathered(queries, k, probes, tables, metric),
+        lambda: _approximate(queries, k, probes, tables, metric),
+    )
+    values, found = tf.cond(
+        tf.reduce_all(values[:, -1] > -np.inf),
+        lambda: (values, found),
+        lambda: _exact(queries, k, tables, metric),
+    )
+    return tf.gather(tables[5], found), scores_to_values(queries, values, metric)
+
+
+search_function = tf.function(ivf_search, reduce_retracing=True)
