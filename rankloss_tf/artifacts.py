@@ -11,7 +11,9 @@ import keras
 
 from rankloss_tf import datasets, register_keras_objects
 from rankloss_tf.evaluation import embed_dataset, evaluate
-from rankloss_tf.export import SavedModelEmbedder, check_export_path, export_saved_model
+from rankloss_tf.deploy import export
+from rankloss_tf.export import SavedModelEmbedder, check_export_path, check_separate
+from rankloss_tf.images import model_image_shape
 
 __all__ = ["MODEL_FILE", "evaluate_model", "export_model", "load_model"]
 # Images per forward pass of `evaluate`: a joined model with several views runs the backbone once
@@ -54,11 +56,6 @@ def load_model(path):
     )
 
 
-def _input_size(model):
-    shape = model.image_shape if isinstance(model, SavedModelEmbedder) else tuple(model.input_shape[1:])
-    return tuple(shape)
-
-
 def evaluate_model(model_path, dataset, data_dir=None, split="test", ks=(1, 2, 4, 8), clustering=True,
                    image_size=None, seed=0):
     """Evaluates a saved model on one split of a dataset.
@@ -87,7 +84,7 @@ def evaluate_model(model_path, dataset, data_dir=None, split="test", ks=(1, 2, 4
     if data_dir is not None and not Path(data_dir).is_dir():
         raise ValueError(f"Data directory not found. Received: data_dir={data_dir!r}")
     model = load_model(model_path)
-    expected = _input_size(model)
+    expected = model_image_shape(model, required=False) or (None, None, None)
     images = datasets.load(dataset, split, data_dir=data_dir, image_size=image_size, seed=seed)
     if image_size is None and not images.element_spec[0].shape.is_fully_defined() and expected[0]:
         images = datasets.load(dataset, split, data_dir=data_dir, image_size=expected[:2], seed=seed)
@@ -101,13 +98,15 @@ def evaluate_model(model_path, dataset, data_dir=None, split="test", ks=(1, 2, 4
     return evaluate(embeddings, labels, ks=ks, clustering=clustering, seed=seed)
 
 
-def export_model(model_path, export_dir, overwrite=False):
-    """Exports a trained Keras model (``.keras`` file or run directory) as a SavedModel.
+def export_model(model_path, export_dir, overwrite=False, format="saved_model"):
+    """Exports a trained Keras model (``.keras`` file or run directory) to a deploy target.
 
     Args:
         model_path: a ``.keras`` file or a ``train`` run directory.
-        export_dir: target directory (see ``export_saved_model``).
+        export_dir: target directory (``saved_model``) or file (``.tflite``,
+            ``.onnx``); see ``rankloss_tf.deploy.export``.
         overwrite: replace a previous export at ``export_dir``.
+        format: ``"saved_model"``, ``"litert"`` or ``"onnx"``.
 
     Returns:
         ``Path`` of the export.
@@ -123,5 +122,9 @@ def export_model(model_path, export_dir, overwrite=False):
     model = load_model(model_path)
     if isinstance(model, SavedModelEmbedder):
         raise ValueError(f"`model` is already a SavedModel export. Received: {model_path}")
-    check_export_path(export_dir, overwrite, {"the model --model": model_path}, role="--out")
-    return export_saved_model(model, export_dir, overwrite=overwrite)
+    protected = {"the model --model": model_path}
+    if format == "saved_model":
+        check_export_path(export_dir, overwrite, protected, role="--out")
+    else:
+        check_separate(export_dir, "--out", protected)
+    return export(model, export_dir, format=format, overwrite=overwrite, protected=protected)

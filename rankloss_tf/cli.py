@@ -12,6 +12,7 @@ Examples::
     rankloss-tf train --dataset cars196 --data-dir data/cars196 --backbone efficientnet_lite0 --out runs/cars196
     rankloss-tf evaluate --model runs/omniglot --dataset omniglot --data-dir data/omniglot
     rankloss-tf export --model runs/omniglot --out exported/omniglot
+    rankloss-tf export --model runs/omniglot --format litert --out exported/omniglot.tflite
     rankloss-tf index --model exported/omniglot --gallery omniglot --data-dir data/omniglot --out indexes/omniglot
     rankloss-tf search --index indexes/omniglot query.png --k 5
     rankloss-tf demo --data-dir data/omniglot      # what ``make demo`` runs
@@ -129,9 +130,13 @@ def build_parser():
     evaluate.add_argument("--json", dest="json_path", help="also write the metrics to this (new) JSON file")
     evaluate.set_defaults(func=_evaluate)
 
-    export = commands.add_parser("export", help="export a trained model as a SavedModel")
+    export = commands.add_parser("export", help="export a trained model: SavedModel, LiteRT or ONNX")
     export.add_argument("--model", required=True, type=_existing_path, help=".keras file or training run directory")
-    export.add_argument("--out", required=True, help="SavedModel directory to write")
+    export.add_argument("--out", required=True, help="SavedModel directory (for TF Serving: a numbered version "
+                                                     "folder, e.g. models/mine/1), or the .tflite / .onnx file")
+    export.add_argument("--format", default="saved_model", choices=("saved_model", "litert", "onnx"),
+                        help="saved_model: any image size, gray / RGB / RGBA (default); litert (.tflite) and "
+                             "onnx (.onnx): the model's fixed input size, uint8 [N, H, W, C] -> float32 [N, D]")
     export.add_argument("--overwrite", action="store_true", help="replace a previous export at --out")
     export.set_defaults(func=_export)
 
@@ -215,8 +220,9 @@ def _evaluate(args):
 def _export(args):
     from rankloss_tf.artifacts import export_model
 
-    path = export_model(args.model, args.out, overwrite=args.overwrite)
-    print(f"SavedModel written to {path} (signature serving_default: images uint8 -> embeddings)")
+    path = export_model(args.model, args.out, overwrite=args.overwrite, format=args.format)
+    written = {"saved_model": "SavedModel", "litert": "LiteRT model", "onnx": "ONNX model"}[args.format]
+    print(f"{written} written to {path} (signature serving_default: images uint8 -> embeddings)")
 
 
 def _quiet_tensorflow():

@@ -8,10 +8,10 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "rankloss_tf"
 # Layers from the bottom; a module may import its own layer's package and the layers below.
 LAYERS = [
-    {"ops", "cache", "lazy"},
+    {"ops", "cache", "lazy", "images"},
     {"losses", "data", "datasets"},
     {"compat", "backbones", "evaluation", "export"},
-    {"models", "retrieval"},
+    {"models", "retrieval", "deploy"},
     {"frozen_backbone", "artifacts"},
     {"training"},
     {"cli"},
