@@ -5,7 +5,8 @@ command calls it). The LiteRT and ONNX files take the model's fixed input size::
 
     images: uint8 [N, H, W, C]  ->  embeddings: float32 [N, D]      (N free)
 
-and hold only the model's own preprocessing (cast, pixel scaling, channel tiling): no
+and hold only the model's own preprocessing (cast, an area resize traced as two matrix
+products (``backbones.preprocessing.portable_resize``), pixel scaling, channel tiling): no
 antialiased resize, no gray / RGBA conversion, no ``EnsureShape``, so every op is a LiteRT
 built-in (no Flex delegate) and a plain ONNX operator. Bring images to ``(H, W, C)`` before
 (``rankloss_tf.images.conform``, or any resize of your runtime). The files are made by the
@@ -28,6 +29,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from rankloss_tf.backbones.preprocessing import portable_resize
 from rankloss_tf.export import check_separate, export_saved_model
 from rankloss_tf.images import check_images, model_image_shape
 
@@ -49,6 +51,8 @@ def _fixed_size_function(model):
     def embed(images):
         return {OUTPUT: tf.cast(model(images, training=False), tf.float32)}
 
+    with portable_resize():  # traced now, with the area resize as matrix products
+        embed.get_concrete_function()
     return embed
 
 

@@ -21,23 +21,23 @@ Interpreter = pytest.importorskip("ai_edge_litert.interpreter").Interpreter
 onnxruntime = pytest.importorskip("onnxruntime")
 pytest.importorskip("tf2onnx")
 
-SHAPE = (32, 32, 1)
+SHAPE = (105, 105, 1)  # Omniglot's own size; the model resizes to 32 inside (area), as the recipe's does
 TOLERANCE = 1e-4  # the issue's bound on |file - SavedModel| (float32 kernels of two runtimes)
 
 
 @pytest.fixture(scope="module")
 def omniglot():
-    """24 real Omniglot characters of the held-out alphabets, at the model's 32 x 32 x 1."""
+    """24 real Omniglot characters of the held-out alphabets, at their own 105 x 105 x 1."""
     if not (SHARED_DATA / "omniglot").is_dir():
         pytest.skip(f"shared data folder not found at {SHARED_DATA}")
-    images = datasets.load("omniglot", "test", data_dir=SHARED_DATA / "omniglot", image_size=SHAPE[0])
+    images = datasets.load("omniglot", "test", data_dir=SHARED_DATA / "omniglot")
     return np.stack([image.numpy() for image, _ in images.take(24)])
 
 
 @pytest.fixture(scope="module")
 def model():
     keras.utils.set_random_seed(3)
-    return build_embedding_model(SHAPE, embedding_dim=16)
+    return build_embedding_model(SHAPE, embedding_dim=16, image_size=32)
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_int8_litert_is_smaller_and_close(model, omniglot, exports, tmp_path):
     assert got.dtype == np.float32 and cosine.min() > 0.95
     with pytest.raises(ValueError, match="representative_images"):
         export_litert(model, tmp_path / "other.tflite", int8=True)
-    with pytest.raises(ValueError, match=r"model's shape \(32, 32, 1\)"):
+    with pytest.raises(ValueError, match=r"model's shape \(105, 105, 1\)"):
         export_litert(model, tmp_path / "other.tflite", int8=True, representative_images=omniglot[:, :16])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["int8.tflite"]
 
@@ -202,3 +202,15 @@ def test_cli_export_formats(model, tmp_path, capsys):
               "--out", str(tmp_path / "embedder.onnx")])
     assert stop.value.code == 2
     assert capsys.readouterr().err.strip().endswith(f"must end with .tflite. Received: path={tmp_path / 'embedder.onnx'}")
+
+
+@pytest.mark.parametrize("size", [(32, 32), (28, 40), (210, 64)])
+def test_portable_area_resize_equals_resize_area(omniglot, size):
+    """The exporters' area resize (two matrix products) against TensorFlow's ResizeArea, pixels in [0, 1]."""
+    from rankloss_tf.backbones.preprocessing import ImagePreprocessing, portable_resize
+
+    layer = ImagePreprocessing(image_size=size)
+    want = layer(omniglot[:4]).numpy()
+    with portable_resize():
+        got = layer(omniglot[:4]).numpy()
+    assert got.shape == want.shape and np.abs(got - want).max() <= 1e-5

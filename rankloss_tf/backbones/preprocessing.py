@@ -7,11 +7,55 @@ beside it: resize, channel tiling, and the pixel scaling of the backbone
 ``keras.applications`` model's ``preprocess_input``).
 """
 
+import contextlib
 import importlib
 
 import keras
+import numpy as np
 
-__all__ = ["ImagePreprocessing", "application"]
+__all__ = ["ImagePreprocessing", "application", "area_weights", "portable_resize"]
+
+_PORTABLE = {"on": False}
+
+
+@contextlib.contextmanager
+def portable_resize():
+    """While active, ``ImagePreprocessing`` traces its area resize as two matrix products.
+
+    The deploy exporters (LiteRT, ONNX) trace the model inside it: ``ResizeArea``
+    is neither a LiteRT built-in nor a Flex op, a matrix product is both and an
+    ONNX operator. The two agree to float rounding (``area_weights``);
+    training and the SavedModel keep ``ResizeArea``.
+
+    Example:
+    >>> with portable_resize():
+    ...     ImagePreprocessing(image_size=(2, 2))(np.ones((1, 4, 4, 1), np.uint8)).shape
+    TensorShape([1, 2, 2, 1])
+    """
+    previous, _PORTABLE["on"] = _PORTABLE["on"], True
+    try:
+        yield
+    finally:
+        _PORTABLE["on"] = previous
+
+
+def area_weights(size_in, size_out):
+    """``[size_out, size_in]`` weights of an area resize along one axis (TensorFlow's ``ResizeArea``).
+
+    Output pixel i averages the input interval ``[i s, (i + 1) s)``, s = size_in / size_out,
+    each input pixel weighted by the length of its overlap with it.
+
+    Example:
+    >>> (area_weights(3, 2) * 3).round(3).tolist()
+    [[2.0, 1.0, 0.0], [0.0, 1.0, 2.0]]
+    """
+    scale = size_in / size_out
+    weights = np.zeros((size_out, size_in), np.float64)
+    for i in range(size_out):
+        start, end = i * scale, (i + 1) * scale
+        for j in range(int(np.floor(start)), min(int(np.ceil(end)), size_in)):
+            weights[i, j] = min(j + 1, end) - max(j, start)
+    return (weights / scale).astype(np.float32)
 
 
 def application(name):
@@ -104,7 +148,12 @@ class ImagePreprocessing(keras.layers.Layer):
 
     def call(self, images):
         x = keras.ops.cast(images, "float32")
-        if self.image_size is not None:
+        if self.image_size is not None and _PORTABLE["on"] and None not in tuple(x.shape[1:3]):
+            rows, columns = (area_weights(size_in, size_out) for size_in, size_out in zip(x.shape[1:3], self.image_size))
+            x = keras.ops.matmul(keras.ops.transpose(x, (0, 2, 3, 1)), rows.T)  # [N, W, C, H']
+            x = keras.ops.matmul(keras.ops.transpose(x, (0, 3, 2, 1)), columns.T)  # [N, H', C, W']
+            x = keras.ops.transpose(x, (0, 1, 3, 2))
+        elif self.image_size is not None:
             x = keras.ops.image.resize(x, self.image_size, interpolation="area")
         if self.channels is not None and x.shape[-1] != self.channels:
             x = keras.ops.tile(x, [1, 1, 1, self.channels])
