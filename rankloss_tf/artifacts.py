@@ -11,7 +11,7 @@ import keras
 
 from rankloss_tf import datasets, register_keras_objects
 from rankloss_tf.evaluation import embed_dataset, evaluate
-from rankloss_tf.deploy import export
+from rankloss_tf.deploy import export, representative_images
 from rankloss_tf.export import SavedModelEmbedder, check_export_path, check_separate
 from rankloss_tf.images import model_image_shape
 
@@ -98,7 +98,7 @@ def evaluate_model(model_path, dataset, data_dir=None, split="test", ks=(1, 2, 4
     return evaluate(embeddings, labels, ks=ks, clustering=clustering, seed=seed)
 
 
-def export_model(model_path, export_dir, overwrite=False, format="saved_model"):
+def export_model(model_path, export_dir, overwrite=False, format="saved_model", **options):
     """Exports a trained Keras model (``.keras`` file or run directory) to a deploy target.
 
     Args:
@@ -107,6 +107,9 @@ def export_model(model_path, export_dir, overwrite=False, format="saved_model"):
             ``.onnx``); see ``rankloss_tf.deploy.export``.
         overwrite: replace a previous export at ``export_dir``.
         format: ``"saved_model"``, ``"litert"`` or ``"onnx"``.
+        **options: the format's options (``deploy.export``); ``representative``:
+            ``(dataset, data_dir, seed)`` whose training images calibrate an
+            int8 LiteRT export.
 
     Returns:
         ``Path`` of the export.
@@ -127,4 +130,8 @@ def export_model(model_path, export_dir, overwrite=False, format="saved_model"):
         check_export_path(export_dir, overwrite, protected, role="--out")
     else:
         check_separate(export_dir, "--out", protected)
-    return export(model, export_dir, format=format, overwrite=overwrite, protected=protected)
+    representative = options.pop("representative", None)
+    if representative is not None:
+        dataset, data_dir, seed = representative
+        options["representative_images"] = representative_images(dataset, model_image_shape(model), data_dir, seed=seed)
+    return export(model, export_dir, format=format, overwrite=overwrite, protected=protected, **options)

@@ -137,6 +137,12 @@ def build_parser():
     export.add_argument("--format", default="saved_model", choices=("saved_model", "litert", "onnx"),
                         help="saved_model: any image size, gray / RGB / RGBA (default); litert (.tflite) and "
                              "onnx (.onnx): the model's fixed input size, uint8 [N, H, W, C] -> float32 [N, D]")
+    export.add_argument("--int8", action="store_true", help="litert: quantise to int8, calibrated on 256 training "
+                        "images of --dataset (about a quarter of the size; see docs/serving.md)")
+    export.add_argument("--dataset", help="with --int8: the dataset the model was trained on, as given to train "
+                                          "(its training classes calibrate the quantisation)")
+    export.add_argument("--data-dir", help="with --int8: the dataset's local copy, as given to train")
+    export.add_argument("--seed", type=int, default=0, help="with --int8: the folder split's seed, as given to train")
     export.add_argument("--overwrite", action="store_true", help="replace a previous export at --out")
     export.set_defaults(func=_export)
 
@@ -220,7 +226,13 @@ def _evaluate(args):
 def _export(args):
     from rankloss_tf.artifacts import export_model
 
-    path = export_model(args.model, args.out, overwrite=args.overwrite, format=args.format)
+    options = {}
+    if args.int8 and (args.format != "litert" or args.dataset is None):
+        raise ValueError(f"--int8 needs --format litert and --dataset (the training images calibrate it). "
+                         f"Received: --format {args.format}, --dataset {args.dataset}")
+    if args.int8:
+        options = {"int8": True, "representative": (args.dataset, args.data_dir, args.seed)}
+    path = export_model(args.model, args.out, overwrite=args.overwrite, format=args.format, **options)
     written = {"saved_model": "SavedModel", "litert": "LiteRT model", "onnx": "ONNX model"}[args.format]
     print(f"{written} written to {path} (signature serving_default: images uint8 -> embeddings)")
 

@@ -27,13 +27,14 @@ import uuid
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from rankloss_tf.backbones.preprocessing import portable_resize
 from rankloss_tf.export import check_separate, export_saved_model
-from rankloss_tf.images import check_images, model_image_shape
+from rankloss_tf.images import check_images, conform, model_image_shape
 
-__all__ = ["FORMATS", "export", "export_litert", "export_onnx"]
+__all__ = ["FORMATS", "export", "export_litert", "export_onnx", "representative_images"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,34 @@ def _write_file(path, write):
     finally:
         temporary.unlink(missing_ok=True)
     return path
+
+
+def representative_images(dataset, image_shape, data_dir=None, count=256, seed=0):
+    """``count`` training images of a dataset at a model's ``(H, W, C)``, spread evenly over the training split.
+
+    The calibration images of an int8 LiteRT export (``export_litert(..., int8=True)``):
+    the training classes, never the held-out ones.
+
+    Args:
+        dataset: a ``rankloss_tf.datasets.load`` name (``"omniglot"``, ``"folder:PATH"``, ...).
+        image_shape: the model's ``(H, W, C)`` (``images.model_image_shape``).
+        data_dir: the dataset's local copy.
+        count: how many images (at most the split's size).
+        seed: the folder split's seed (as given to ``train``).
+
+    Returns:
+        uint8 ``[count, H, W, C]``.
+
+    Example:
+    >>> representative_images("digits", (8, 8, 3), count=4).shape
+    (4, 8, 8, 3)
+    """
+    from rankloss_tf import datasets
+
+    loaded = datasets.load(dataset, "train", data_dir=data_dir, image_size=tuple(image_shape[:2]), seed=seed)
+    images = np.stack([image for image, _ in loaded.as_numpy_iterator()])
+    spread = np.linspace(0, len(images) - 1, min(count, len(images))).astype(int)
+    return conform(images[spread], image_shape).numpy()
 
 
 def _representative(images, image_shape):

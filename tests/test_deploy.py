@@ -214,3 +214,18 @@ def test_portable_area_resize_equals_resize_area(omniglot, size):
     with portable_resize():
         got = layer(omniglot[:4]).numpy()
     assert got.shape == want.shape and np.abs(got - want).max() <= 1e-5
+
+
+def test_cli_int8_litert_calibrates_on_the_training_classes(tmp_path, capsys):
+    digits = build_embedding_model((8, 8, 1), embedding_dim=4)
+    digits.save(tmp_path / "digits.keras")
+    command = ["export", "--model", str(tmp_path / "digits.keras"), "--format", "litert", "--int8",
+               "--out", str(tmp_path / "int8.tflite")]
+    with pytest.raises(SystemExit) as stop:
+        main(command)
+    assert stop.value.code == 2 and "--int8 needs --format litert and --dataset" in capsys.readouterr().err
+    assert main([*command, "--dataset", "digits"]) == 0
+    quantised = Interpreter(model_path=str(tmp_path / "int8.tflite"))
+    assert any(detail["dtype"] == np.int8 for detail in quantised.get_tensor_details())
+    out = quantised.get_signature_runner()(images=np.zeros((3, 8, 8, 1), np.uint8))["embeddings"]
+    assert out.shape == (3, 4) and out.dtype == np.float32
