@@ -229,3 +229,26 @@ def test_cli_int8_litert_calibrates_on_the_training_classes(tmp_path, capsys):
     assert any(detail["dtype"] == np.int8 for detail in quantised.get_tensor_details())
     out = quantised.get_signature_runner()(images=np.zeros((3, 8, 8, 1), np.uint8))["embeddings"]
     assert out.shape == (3, 4) and out.dtype == np.float32
+
+
+def test_portable_area_resize_of_image_views_stays_within_a_grey_level(omniglot):
+    """ImageView (multi-view frozen backbones) floors its area resize: float rounding may move a pixel by 1."""
+    from rankloss_tf.backbones.image_views import ImageView
+    from rankloss_tf.backbones.preprocessing import portable_resize
+
+    view = ImageView(image_size=48, mirror=True)
+    want = view(omniglot[:4]).numpy().astype(int)
+    with portable_resize():
+        got = view(omniglot[:4]).numpy().astype(int)
+    assert np.abs(got - want).max() <= 1 and np.mean(got == want) > 0.99
+
+
+def test_area_weights_round_like_tensorflows_kernel():
+    """At 256 -> 224 exact weights are ~0.005 grey levels from ResizeArea; float32 bounds like its kernel's, ~5e-5."""
+    from rankloss_tf.backbones.preprocessing import area_resize, portable_resize
+
+    images = np.random.default_rng(0).random((2, 256, 256, 3)).astype(np.float32) * 255
+    want = np.asarray(area_resize(images, (224, 224)))
+    with portable_resize():
+        got = np.asarray(area_resize(images, (224, 224)))
+    assert np.abs(got - want).max() <= 2e-4
