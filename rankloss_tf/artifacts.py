@@ -12,7 +12,9 @@ import keras
 
 from rankloss_tf import datasets
 from rankloss_tf.evaluation import embed_dataset, evaluate
-from rankloss_tf.export import SavedModelEmbedder, check_export_path, export_saved_model
+from rankloss_tf.deploy import export, representative_images
+from rankloss_tf.export import SavedModelEmbedder, check_export_path, check_separate
+from rankloss_tf.images import model_image_shape
 from rankloss_tf.loading import MODEL_FILE, load_model  # the one model loader (re-exported here)
 
 __all__ = ["MODEL_FILE", "evaluate_model", "export_model", "load_model"]
@@ -20,9 +22,6 @@ __all__ = ["MODEL_FILE", "evaluate_model", "export_model", "load_model"]
 # per view, and 256 images of EfficientNet-Lite0 at 288 x 4 views take over 14 GB of activations.
 EVALUATION_BATCH = 32
 
-def _input_size(model):
-    shape = model.image_shape if isinstance(model, SavedModelEmbedder) else tuple(model.input_shape[1:])
-    return tuple(shape)
 
 
 def evaluate_model(model_path, dataset, data_dir=None, split="test", ks=(1, 2, 4, 8), clustering=True,
@@ -53,7 +52,7 @@ def evaluate_model(model_path, dataset, data_dir=None, split="test", ks=(1, 2, 4
     if data_dir is not None and not Path(data_dir).is_dir():
         raise ValueError(f"Data directory not found. Received: data_dir={data_dir!r}")
     model = load_model(model_path)
-    expected = _input_size(model)
+    expected = model_image_shape(model, required=False) or (None, None, None)
     images = datasets.load(dataset, split, data_dir=data_dir, image_size=image_size, seed=seed)
     if image_size is None and not images.element_spec[0].shape.is_fully_defined() and expected[0]:
         images = datasets.load(dataset, split, data_dir=data_dir, image_size=expected[:2], seed=seed)
@@ -67,13 +66,18 @@ def evaluate_model(model_path, dataset, data_dir=None, split="test", ks=(1, 2, 4
     return evaluate(embeddings, labels, ks=ks, clustering=clustering, seed=seed)
 
 
-def export_model(model_path, export_dir, overwrite=False):
-    """Exports a trained Keras model (``.keras`` file or run directory) as a SavedModel.
+def export_model(model_path, export_dir, overwrite=False, format="saved_model", **options):
+    """Exports a trained Keras model (``.keras`` file or run directory) to a deploy target.
 
     Args:
         model_path: a ``.keras`` file or a ``train`` run directory.
-        export_dir: target directory (see ``export_saved_model``).
+        export_dir: target directory (``saved_model``) or file (``.tflite``,
+            ``.onnx``); see ``rankloss_tf.deploy.export``.
         overwrite: replace a previous export at ``export_dir``.
+        format: ``"saved_model"``, ``"litert"`` or ``"onnx"``.
+        **options: the format's options (``deploy.export``); ``representative``:
+            ``(dataset, data_dir, seed)`` whose training images calibrate an
+            int8 LiteRT export.
 
     Returns:
         ``Path`` of the export.
@@ -89,5 +93,13 @@ def export_model(model_path, export_dir, overwrite=False):
     model = load_model(model_path)
     if isinstance(model, SavedModelEmbedder):
         raise ValueError(f"`model` is already a SavedModel export. Received: {model_path}")
-    check_export_path(export_dir, overwrite, {"the model --model": model_path}, role="--out")
-    return export_saved_model(model, export_dir, overwrite=overwrite)
+    protected = {"the model --model": model_path}
+    if format == "saved_model":
+        check_export_path(export_dir, overwrite, protected, role="--out")
+    else:
+        check_separate(export_dir, "--out", protected)
+    representative = options.pop("representative", None)
+    if representative is not None:
+        dataset, data_dir, seed = representative
+        options["representative_images"] = representative_images(dataset, model_image_shape(model), data_dir, seed=seed)
+    return export(model, export_dir, format=format, overwrite=overwrite, protected=protected, **options)

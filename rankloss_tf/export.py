@@ -1,16 +1,20 @@
 """SavedModel export of an embedding model, atomic and marked as ours; image conformation.
 
 The exported SavedModel is self-contained (preprocessing inside) and serves one
-signature::
+function under two signature names, ``serving_default`` (TF Serving, ``saved_model_cli``)
+and ``serve`` (the default endpoint of ``keras.layers.TFSMLayer``), and as the loaded
+object's ``__call__`` (``hub.KerasLayer``, ``loaded(images)``)::
 
     serving_default(images: uint8 [N, H, W, C]) -> {"embeddings": float32 [N, D]}
 
-with any ``N``. The images may have any size and 1 (gray), 3 (RGB) or 4
-(RGBA) channels: the signature conforms them to the model's input
-(``conform_images``: alpha dropped, gray <-> RGB, antialiased bilinear resize);
-any other rank or channel count is a clear ``InvalidArgumentError``. It loads
-with ``tf.saved_model.load`` (TF Serving, plain TensorFlow) and
-``keras.layers.TFSMLayer``, with no Python of ours.
+with any ``N``. The input is declared rank 4 ``[-1, -1, -1, -1]``; the images may
+have any size and 1 (gray), 3 (RGB) or 4 (RGBA) channels: the signature conforms
+them to the model's input (``images.conform``: alpha dropped, gray <-> RGB,
+antialiased bilinear resize); another channel count is a clear
+``InvalidArgumentError``, another rank is refused by the signature. It loads with
+``tf.saved_model.load`` (TF Serving, plain TensorFlow), ``keras.layers.TFSMLayer``
+and ``tensorflow_hub.KerasLayer``, with no Python of ours. LiteRT and ONNX files
+at the model's fixed input size: ``rankloss_tf.deploy``.
 
 Every export of this tool (this embedding export and the index export of
 ``rankloss_tf.retrieval``) goes through ``write_export``: it is written to a
@@ -26,14 +30,16 @@ import json
 import logging
 from pathlib import Path
 
-import keras
-import numpy as np
 import tensorflow as tf
 
 from rankloss_tf.io.atomic import remove_stale_temporaries, write_directory
+from rankloss_tf.images import check_images, model_image_shape
+from rankloss_tf.images import conform as conform_images
 
 __all__ = [
+    "IMAGES_SPEC",
     "MARKER",
+    "SERVE",
     "SIGNATURE",
     "SavedModelEmbedder",
     "check_export_path",
@@ -51,22 +57,6 @@ SIGNATURE = "serving_default"
 MARKER = "rankloss_tf_export.json"
 FORMAT = "rankloss_tf"
 VERSION = 1
-CHANNELS = (1, 3, 4)
-
-
-def model_image_shape(model):
-    """``(H, W, C)`` of a Keras model's single image input; C must be 1 or 3.
-
-    Raises:
-        ValueError: the model has no single image input ``[N, H, W, C]``.
-    """
-    shape = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else None
-    if shape is None or len(shape) != 3 or None in shape or shape[-1] not in (1, 3):
-        raise ValueError(
-            "`model` must be a built Keras model with one image input [N, H, W, C], C = 1 or 3. "
-            f"Received: input shape {None if shape is None else (None, *shape)}"
-        )
-    return tuple(int(s) for s in shape)
 
 
 def read_export_info(path):
@@ -198,118 +188,38 @@ def write_export(path, write, info, overwrite=False, protected=()):
     return write_directory(path, write, marker=(MARKER, marker), replace=True)
 
 
-def check_images(images):
-    """Checks a batch of images on the Python side: uint8 ``[N, H, W, C]``, C in (1, 3, 4).
-
-    Float images are refused rather than cast (a [0, 1] float image would
-    silently become {0, 1}).
-
-    Returns:
-        The images as a uint8 ``tf.Tensor``.
-
-    Raises:
-        ValueError: another dtype, rank, channel count, or an empty side.
-
-    Example:
-    >>> check_images(np.zeros((2, 8, 8, 3), np.uint8)).shape
-    TensorShape([2, 8, 8, 3])
-    """
-    dtype = getattr(images, "dtype", None)
-    if dtype is None:
-        images = np.asarray(images)
-        dtype = images.dtype
-    if tf.as_dtype(dtype) != tf.uint8:
-        raise ValueError(
-            "`images` must be uint8 pixels in [0, 255] (float images are not rescaled silently; convert "
-            f"[0, 1] floats with np.round(x * 255).astype(np.uint8)). Received: dtype={tf.as_dtype(dtype).name}"
-        )
-    shape = tuple(images.shape)
-    if len(shape) != 4 or shape[-1] not in CHANNELS or 0 in shape[1:3]:
-        raise ValueError(
-            f"`images` must be [N, H, W, C] with H, W >= 1 and C in {CHANNELS} (gray, RGB, RGBA). "
-            f"Received: shape={shape}"
-        )
-    return tf.convert_to_tensor(images, tf.uint8)
+SERVE = "serve"
+# Rank declared for tools that read the layout (saved_model_cli, tf2onnx, TF Serving's metadata); the sides
+# and the channels stay free because the signature conforms gray / RGB / RGBA images of any size.
+IMAGES_SPEC = tf.TensorSpec([None, None, None, None], tf.uint8, name="images")
 
 
-def conform_images(images, image_shape):
-    """Brings uint8 images of any size and 1, 3 or 4 channels to a model's ``(H, W, C)`` (graph code).
+class _Embedding(tf.Module):
+    """What an embedding export holds: the model, and ``serve`` = ``__call__`` from images to embeddings."""
 
-    Steps: a 4th (alpha) channel is dropped; RGB becomes gray
-    (``tf.image.rgb_to_grayscale``) for a one-channel model, gray is tiled to
-    RGB for a three-channel model; then an antialiased bilinear resize to
-    ``(H, W)``, rounded back to uint8, when the size differs. The same steps
-    as the dataset loaders' ``resize_uint8``.
+    def __init__(self, model):
+        super().__init__(name="embedding")
+        self.model = model
+        self.image_shape = model_image_shape(model)
+        self.embedding_dim = int(model.outputs[0].shape[-1])
 
-    Args:
-        images: uint8 tensor, expected ``[N, h, w, c]`` with c in (1, 3, 4).
-        image_shape: the model's ``(H, W, C)``, C in (1, 3).
+    @tf.function(input_signature=[IMAGES_SPEC])
+    def serve(self, images):
+        embeddings = tf.cast(self.model(conform_images(images, self.image_shape), training=False), tf.float32)
+        return {"embeddings": tf.ensure_shape(embeddings, [None, self.embedding_dim])}
 
-    Returns:
-        uint8 ``[N, H, W, C]``.
-
-    Raises:
-        InvalidArgumentError (at run time in a graph) or ValueError (eager):
-            another rank, a channel count outside (1, 3, 4), or an empty side.
-
-    Example:
-    >>> conform_images(tf.zeros([2, 16, 12, 4], tf.uint8), (8, 8, 1)).shape
-    TensorShape([2, 8, 8, 1])
-    """
-    height, width, channels = (int(s) for s in image_shape)
-    images = tf.convert_to_tensor(images, tf.uint8)
-    # Every check reads a padded shape, so that no op fails before the Assert on a wrong rank.
-    padded = tf.concat([tf.shape(images), tf.ones([4], tf.int32)], axis=0)
-    valid = (
-        (tf.rank(images) == 4)
-        & tf.reduce_any(tf.equal(padded[3], CHANNELS))
-        & (padded[1] > 0)
-        & (padded[2] > 0)
-    )
-    check = tf.debugging.Assert(valid, [
-        "`images` must be uint8 [N, H, W, C] (rank 4) with H, W >= 1 and C = 1 (gray), 3 (RGB) or 4 (RGBA); "
-        "received shape", tf.shape(images),
-    ])
-    with tf.control_dependencies([check]):
-        images = tf.cond(
-            valid,
-            lambda: tf.reshape(images, padded[:4]),
-            lambda: tf.zeros([0, 1, 1, channels], tf.uint8),
-        )
-    images = tf.ensure_shape(images, [None, None, None, None])
-    shape = tf.shape(images)
-    images = _to_channels(images, shape[3], channels)
-    images = tf.ensure_shape(images, [None, None, None, channels])
-
-    def resize():
-        resized = tf.image.resize(tf.cast(images, tf.float32), (height, width), antialias=True)
-        return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
-
-    same_size = tf.logical_and(shape[1] == height, shape[2] == width)
-    return tf.ensure_shape(tf.cond(same_size, lambda: images, resize), [None, height, width, channels])
-
-
-def _to_channels(images, image_channels, channels):
-    """Gray / RGB / RGBA images -> ``channels`` (1 or 3): alpha dropped, RGB -> gray or gray tiled."""
-    if channels == 1:
-        options = {1: lambda: images, 3: lambda: tf.image.rgb_to_grayscale(images[..., :3])}
-    else:
-        options = {1: lambda: tf.tile(images, [1, 1, 1, 3]), 3: lambda: images[..., :3]}
-    static = images.shape[-1]
-    if static is not None:
-        return options[1 if static == 1 else 3]()
-    return tf.cond(image_channels == 1, options[1], options[3])
-
-
-IMAGES_SPEC = tf.TensorSpec(None, tf.uint8, name="images")
+    @tf.function(input_signature=[IMAGES_SPEC])
+    def __call__(self, images):
+        return self.serve(images)["embeddings"]
 
 
 def export_saved_model(model, path, overwrite=False, protected=()):
     """Exports an embedding model as a SavedModel with a uint8 serving signature.
 
     ``serving_default(images uint8 [N, h, w, c]) -> {"embeddings": float32
-    [N, D]}``; the images are conformed to the model's input first
-    (``conform_images``: any size, gray / RGB / RGBA).
+    [N, D]}`` (also named ``serve``, and the loaded object's ``__call__``
+    returns the embeddings); the images are conformed to the model's input
+    first (``images.conform``: any size, gray / RGB / RGBA).
 
     Args:
         model: a Keras model mapping ``uint8 [N, H, W, C]`` images (C = 1 or
@@ -333,22 +243,16 @@ def export_saved_model(model, path, overwrite=False, protected=()):
     >>> loaded.signatures["serving_default"](images=tf.zeros([2, 32, 32, 3], tf.uint8))["embeddings"].shape  # doctest: +SKIP
     TensorShape([2, 64])
     """
-    image_shape = model_image_shape(model)
-    embedding_dim = int(model.outputs[0].shape[-1])
+    module = _Embedding(model)
     check_export_path(path, overwrite, protected)
 
-    def serve(images):
-        embeddings = tf.cast(model(conform_images(images, image_shape), training=False), tf.float32)
-        return {"embeddings": tf.ensure_shape(embeddings, [None, embedding_dim])}
-
     def write(directory):
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        archive.add_endpoint(name=SIGNATURE, fn=serve, input_signature=[IMAGES_SPEC])
-        archive.write_out(directory, verbose=False)
+        serve = module.serve.get_concrete_function()
+        tf.saved_model.save(module, directory, signatures={SIGNATURE: serve, SERVE: serve})
 
-    info = {"kind": "embedding", "image_shape": list(image_shape), "embedding_dim": embedding_dim,
-            "signatures": {SIGNATURE: "images uint8 [N, H, W, C] -> embeddings float32 [N, D]"}}
+    described = "images uint8 [N, H, W, C] -> embeddings float32 [N, D]"
+    info = {"kind": "embedding", "image_shape": list(module.image_shape), "embedding_dim": module.embedding_dim,
+            "signatures": {SIGNATURE: described, SERVE: described}}
     path = write_export(path, write, info, overwrite, protected)
     logger.info("Exported the embedding model to %s", path)
     return path

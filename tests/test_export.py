@@ -40,7 +40,7 @@ def test_signature_takes_uint8_images_returns_embeddings(exported):
     signature = loaded.signatures[SIGNATURE]
     _, inputs = signature.structured_input_signature
     assert list(inputs) == ["images"]
-    assert inputs["images"].dtype == tf.uint8 and inputs["images"].shape.rank is None
+    assert inputs["images"].dtype == tf.uint8 and inputs["images"].shape.as_list() == [None, None, None, None]
     outputs = signature.structured_outputs
     assert list(outputs) == ["embeddings"]
     assert outputs["embeddings"].dtype == tf.float32 and outputs["embeddings"].shape.as_list() == [None, 12]
@@ -90,6 +90,8 @@ def test_signature_errors_name_rank_and_channels(exported):
     signature = tf.saved_model.load(str(exported)).signatures[SIGNATURE]
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"rank 4.*received shape"):
         signature(images=tf.zeros([20, 20, 1], tf.uint8))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"rank 4.*received shape"):
+        signature(images=tf.zeros([1, 20, 20, 1, 1], tf.uint8))
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"1 \(gray\), 3 \(RGB\) or 4 \(RGBA\)"):
         signature(images=tf.zeros([1, 20, 20, 2], tf.uint8))
 

@@ -8,11 +8,11 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "rankloss_tf"
 # Layers from the bottom; a module may import its own layer's package and the layers below.
 LAYERS = [
-    {"ops", "cache", "lazy", "io"},
+    {"ops", "cache", "lazy", "io", "images"},
     {"losses", "data", "datasets"},
     {"compat", "backbones", "evaluation", "export", "losses_modern"},
     {"loading"},
-    {"models", "retrieval"},
+    {"models", "retrieval", "deploy"},
     {"frozen_backbone", "artifacts"},
     {"training"},
     {"cli"},

@@ -16,6 +16,8 @@ import numbers
 
 import keras
 
+from rankloss_tf.backbones.preprocessing import area_resize
+
 __all__ = ["ImageView", "View", "views"]
 
 
@@ -98,8 +100,7 @@ class ImageView(keras.layers.Layer):
         x = keras.ops.flip(images, axis=2) if self.mirror else images
         if self.image_size is None or tuple(x.shape[1:3]) == (self.image_size, self.image_size):
             return x
-        resized = keras.ops.image.resize(keras.ops.cast(x, "float32"), (self.image_size, self.image_size),
-                                         interpolation="area")
+        resized = area_resize(keras.ops.cast(x, "float32"), (self.image_size, self.image_size))
         return keras.ops.cast(resized, images.dtype)
 
     def compute_output_shape(self, input_shape):

@@ -7,11 +7,57 @@ beside it: resize, channel tiling, and the pixel scaling of the backbone
 ``keras.applications`` model's ``preprocess_input``).
 """
 
+import contextlib
 import importlib
 
 import keras
+import numpy as np
 
-__all__ = ["ImagePreprocessing", "application"]
+__all__ = ["ImagePreprocessing", "application", "area_resize", "area_weights", "portable_resize"]
+
+_PORTABLE = {"on": False}
+
+
+@contextlib.contextmanager
+def portable_resize():
+    """While active, ``area_resize`` (``ImagePreprocessing``, ``ImageView``) is traced as two matrix products.
+
+    The deploy exporters (LiteRT, ONNX) trace the model inside it: ``ResizeArea``
+    is neither a LiteRT built-in nor a Flex op, a matrix product is both and an
+    ONNX operator. The two agree to float rounding (``area_weights``);
+    training and the SavedModel keep ``ResizeArea``.
+
+    Example:
+    >>> with portable_resize():
+    ...     ImagePreprocessing(image_size=(2, 2))(np.ones((1, 4, 4, 1), np.uint8)).shape
+    TensorShape([1, 2, 2, 1])
+    """
+    previous, _PORTABLE["on"] = _PORTABLE["on"], True
+    try:
+        yield
+    finally:
+        _PORTABLE["on"] = previous
+
+
+def area_weights(size_in, size_out):
+    """``[size_out, size_in]`` weights of an area resize along one axis (TensorFlow's ``ResizeArea``).
+
+    Output pixel i averages the input interval ``[i s, (i + 1) s)``, s = size_in / size_out,
+    each input pixel weighted by the length of its overlap with it. The bounds are computed in
+    float32 like TensorFlow's kernel, whose rounding moves them by up to ~1e-5 pixel: exact
+    weights differ from ``ResizeArea`` by ~0.005 grey levels at 256 -> 224, these by ~5e-5.
+
+    Example:
+    >>> (area_weights(3, 2) * 3).round(3).tolist()
+    [[2.0, 1.0, 0.0], [0.0, 1.0, 2.0]]
+    """
+    scale = np.float32(size_in) / np.float32(size_out)
+    weights = np.zeros((size_out, size_in), np.float32)
+    for i in range(size_out):
+        start, end = np.float32(i) * scale, np.float32(i + 1) * scale
+        for j in range(int(np.floor(start)), min(int(np.ceil(end)), size_in)):
+            weights[i, j] = min(np.float32(j + 1), end) - max(np.float32(j), start)
+    return weights * (np.float32(1) / scale)
 
 
 def application(name):
@@ -36,6 +82,25 @@ def _preprocess_function(backbone):
     except ImportError:
         module = importlib.import_module(module_name)
     return module.preprocess_input
+
+
+def area_resize(images, size):
+    """Area resize of float ``[N, H, W, C]`` images to ``size = (height, width)``, as ``ResizeArea``.
+
+    Inside ``portable_resize`` (and with a static H, W) it is traced as two
+    matrix products with ``area_weights``; elsewhere it is
+    ``keras.ops.image.resize(..., interpolation="area")``.
+
+    Example:
+    >>> area_resize(np.ones((1, 4, 4, 1), np.float32), (2, 2)).shape
+    TensorShape([1, 2, 2, 1])
+    """
+    if not _PORTABLE["on"] or None in tuple(images.shape[1:3]):
+        return keras.ops.image.resize(images, size, interpolation="area")
+    rows, columns = (area_weights(size_in, size_out) for size_in, size_out in zip(images.shape[1:3], size))
+    x = keras.ops.matmul(keras.ops.transpose(images, (0, 2, 3, 1)), rows.T)  # [N, W, C, H']
+    x = keras.ops.matmul(keras.ops.transpose(x, (0, 3, 2, 1)), columns.T)  # [N, H', C, W']
+    return keras.ops.transpose(x, (0, 1, 3, 2))
 
 
 @keras.saving.register_keras_serializable(package="rankloss_tf")
@@ -105,7 +170,7 @@ class ImagePreprocessing(keras.layers.Layer):
     def call(self, images):
         x = keras.ops.cast(images, "float32")
         if self.image_size is not None:
-            x = keras.ops.image.resize(x, self.image_size, interpolation="area")
+            x = area_resize(x, self.image_size)
         if self.channels is not None and x.shape[-1] != self.channels:
             x = keras.ops.tile(x, [1, 1, 1, self.channels])
         if self._preprocess is not None:

@@ -1,6 +1,8 @@
-"""Image decoding and resizing shared by the loaders; uint8 in, uint8 out."""
+"""Image decoding and resizing shared by the loaders; uint8 in, uint8 out (``rankloss_tf.images.conform``)."""
 
 import tensorflow as tf
+
+from rankloss_tf.images import conform
 
 
 def image_hw(image_size):
@@ -20,15 +22,19 @@ def image_hw(image_size):
 
 
 def resize_uint8(image, image_size):
-    """Resizes a uint8 image [H, W, C] to ``image_size`` (antialiased bilinear), keeping uint8.
+    """Resizes a uint8 image [H, W, C] to ``image_size`` (antialiased bilinear), keeping uint8 and C.
 
-    None, or the image's own size, returns the image unchanged.
+    None, or the image's own size, returns the image unchanged. The resize is
+    ``rankloss_tf.images.conform``'s, the one every model input goes through.
+
+    Example:
+    >>> resize_uint8(tf.zeros([8, 6, 3], tf.uint8), 4).shape
+    TensorShape([4, 4, 3])
     """
     size = image_hw(image_size)
     if size is None or tuple(image.shape[:2]) == size:
         return image
-    resized = tf.image.resize(image, size, antialias=True)
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+    return conform(image[tf.newaxis], (*size, None))[0]
 
 
 def image_decoder(image_size=None, channels=3, from_files=True):

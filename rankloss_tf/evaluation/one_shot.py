@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from rankloss_tf.evaluation.neighbours import nearest_neighbours
+from rankloss_tf.images import conform, model_image_shape
 
 __all__ = ["OneShotRun", "load_one_shot_runs", "one_shot_accuracy"]
 
@@ -157,28 +158,9 @@ class _FolderArchive:
             raise KeyError(member) from None
 
 
-def _input_shape(model):
-    """``(H, W, C)`` the model takes, or None when it does not say."""
-    if isinstance(model, keras.Model):
-        shape = tuple(model.input_shape[1:])
-    else:
-        shape = getattr(model, "image_shape", None)
-    return None if shape is None or None in tuple(shape) else tuple(int(s) for s in shape)
-
-
 def _fit_to(images, shape):
-    """Resizes (antialiased bilinear, uint8) and tiles channels to ``shape = (H, W, C)``."""
-    if shape is None:
-        return images
-    height, width, channels = shape
-    if images.shape[1:3] != (height, width):
-        resized = tf.image.resize(images, (height, width), antialias=True)
-        images = tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8).numpy()
-    if images.shape[-1] != channels:
-        if images.shape[-1] != 1:
-            raise ValueError(f"Cannot map {images.shape[-1]} image channels to {channels}. Received: shape={shape}")
-        images = np.tile(images, (1, 1, 1, channels))
-    return images
+    """uint8 images as numpy, conformed to the model's ``shape = (H, W, C)`` (``images.conform``); None keeps them."""
+    return images if shape is None else conform(images, shape).numpy()
 
 
 def one_shot_accuracy(model, runs, metric="cosine"):
@@ -217,7 +199,7 @@ def one_shot_accuracy(model, runs, metric="cosine"):
         runs = load_one_shot_runs(runs)
     if not runs:
         raise ValueError("`runs` is empty. Received: runs=[]")
-    shape = _input_shape(model)
+    shape = model_image_shape(model, required=False)
     embed = model.predict_on_batch if isinstance(model, keras.Model) else model
     scores = {}
     for run in runs:
