@@ -5,7 +5,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from rankloss_tf.export import conform_images
+from rankloss_tf.images import conform as conform_images
 
 from rankloss_tf.retrieval.index import Index
 

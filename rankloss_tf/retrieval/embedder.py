@@ -6,7 +6,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rankloss_tf.export import SavedModelEmbedder, conform_images, model_image_shape
+from rankloss_tf.export import SavedModelEmbedder
+from rankloss_tf.images import conform as conform_images, model_image_shape
 from rankloss_tf.loading import load_model
 
 __all__ = ["Embedder", "as_embedder"]

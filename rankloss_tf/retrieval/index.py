@@ -29,7 +29,7 @@ from rankloss_tf.evaluation.neighbours import (
     search_top_k,
     unit_rows,
 )
-from rankloss_tf.export import check_images
+from rankloss_tf.images import check_images
 from rankloss_tf.retrieval import ann
 from rankloss_tf.retrieval.ivf import ivf_for  # IVF hook
 from rankloss_tf.retrieval.embedder import as_embedder
