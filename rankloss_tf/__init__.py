@@ -22,12 +22,12 @@ _LOSSES = (
     "TripletSemiHardLoss",
 )
 
-__all__ = [*_MODULES, *_LOSSES, "register_keras_objects"]
+__all__ = [*_MODULES, *_LOSSES, "load_model", "register_keras_objects"]
 
 
 def __getattr__(name):
-    if name == "register_keras_objects":  # its home is the model loader
-        return importlib.import_module("rankloss_tf.loading").register_keras_objects
+    if name in ("load_model", "register_keras_objects"):  # their home is the model loader
+        return getattr(importlib.import_module("rankloss_tf.loading"), name)
     if name in _MODULES:
         return importlib.import_module(f"rankloss_tf.{name}")
     if name in _LOSSES:
