@@ -25,6 +25,8 @@ Example:
 >>> model.compile(optimizer="adam", loss=AngularLoss(alpha=45))
 """
 
+import importlib
+
 import keras
 import tensorflow as tf
 
@@ -41,6 +43,7 @@ __all__ = [
     "AngularLoss",
     "NPairAngularLoss",
     "LOSSES",
+    "registry",
     "get",
 ]
 
@@ -354,8 +357,10 @@ def get(name, **kwargs):
     """Builds a loss from its short name, as used by the command line.
 
     Args:
-        name: one of "contrastive", "triplet_semihard", "triplet_hard", "npair",
-            "angular", "npair_angular".
+        name: a short name of ``registry()``: "contrastive", "triplet_semihard",
+            "triplet_hard", "npair", "angular", "npair_angular", and today's
+            losses ("multi_similarity", "supcon", "ntxent", "proxy_anchor",
+            "proxy_nca", "arcface", "cosface").
         **kwargs: the loss class's arguments.
 
     Returns:
@@ -368,6 +373,21 @@ def get(name, **kwargs):
     >>> get("angular", alpha=40).alpha
     40.0
     """
-    if name not in LOSSES:
-        raise ValueError(f"Unknown loss. Expected one of {sorted(LOSSES)}. Received: name={name!r}")
-    return LOSSES[name](**kwargs)
+    known = registry()
+    if name not in known:
+        raise ValueError(f"Unknown loss. Expected one of {sorted(known)}. Received: name={name!r}")
+    return known[name](**kwargs)
+
+
+def registry():
+    """Every short name and its class: the losses of this module and those of ``losses_modern``.
+
+    ``losses_modern`` builds on this module, so it is imported here when asked
+    for (no registration at import time: nothing depends on what was imported before).
+
+    Example:
+    >>> sorted(registry())[:3]
+    ['angular', 'arcface', 'contrastive']
+    """
+    modern = importlib.import_module("rankloss_tf.losses_modern").MODERN_LOSSES
+    return {**LOSSES, **modern}

@@ -30,7 +30,7 @@ import numbers
 import keras
 import tensorflow as tf
 
-from rankloss_tf.losses import LOSSES, RankingLoss, _reduce
+from rankloss_tf.losses import RankingLoss, _reduce
 from rankloss_tf.ops.checks import check_finite, check_non_negative, check_positive, standardize_inputs
 from rankloss_tf.ops.class_cosines import class_cosines
 from rankloss_tf.ops.margin_softmax import check_margin, margin_softmax_from_cosines
@@ -439,6 +439,3 @@ MODERN_LOSSES = {
     "arcface": ArcFaceLoss,
     "cosface": CosFaceLoss,
 }
-# Registered where ``losses.get`` looks (``import rankloss_tf`` and ``TrainConfig.build_loss`` import this
-# module): ``losses`` is a layer below and cannot import it.
-LOSSES.update(MODERN_LOSSES)

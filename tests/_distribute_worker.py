@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import keras  # noqa: E402
 
-from rankloss_tf.losses import LOSSES as _ALL_LOSSES  # noqa: E402
+from rankloss_tf.losses import registry  # noqa: E402
 
 # The pair-based losses (a ClassLoss trains through a class head, per replica: tests/test_losses_modern*.py).
-LOSSES = {name: loss for name, loss in _ALL_LOSSES.items() if not getattr(loss, "class_head", False)}
+LOSSES = {name: loss for name, loss in registry().items() if not getattr(loss, "class_head", False)}
 
 GLOBAL_BATCH = 16
 FEATURES = 6

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rankloss_tf.losses import LOSSES as _ALL_LOSSES
+from rankloss_tf.losses import registry
 
 # The pair-based losses (a ClassLoss trains through a class head, per replica: tests/test_losses_modern*.py).
-LOSSES = {name: loss for name, loss in _ALL_LOSSES.items() if not getattr(loss, "class_head", False)}
+LOSSES = {name: loss for name, loss in registry().items() if not getattr(loss, "class_head", False)}
 
 WORKER = Path(__file__).resolve().parent / "_distribute_worker.py"
 # Every loss: one traced step covers all of them (one head each).

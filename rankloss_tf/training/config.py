@@ -216,7 +216,7 @@ class TrainConfig:
         Raises:
             ValueError: an argument the loss does not take or refuses.
         """
-        from rankloss_tf import losses, losses_modern  # noqa: F401 (losses_modern registers its short names)
+        from rankloss_tf import losses
 
         kwargs = {name: getattr(self, name) for name in ("alpha", "margin") if getattr(self, name) is not None}
         kwargs.update(self.loss_options or {})
