@@ -9,7 +9,8 @@ import functools
 
 from rankloss_tf.datasets.cars196 import load_cars196
 from rankloss_tf.datasets.digits import load_digits
-from rankloss_tf.datasets.folder import load_folder, scan_folder
+from rankloss_tf.datasets.folder import scan_folder
+from rankloss_tf.datasets.folder_stream import load_folder_stream
 from rankloss_tf.datasets.images import image_decoder
 from rankloss_tf.datasets.omniglot import load_omniglot
 from rankloss_tf.datasets.tfds_sets import load_tfds
@@ -72,7 +73,7 @@ def load(name, split, data_dir=None, image_size=None, *, train_fraction=0.5, see
     if split not in SPLITS:
         raise ValueError(f"`split` must be one of {SPLITS}. Received: split={split!r}")
     if isinstance(name, str) and name.startswith(FOLDER_PREFIX):
-        return load_folder(name[len(FOLDER_PREFIX):], split, image_size, train_fraction, seed)
+        return load_folder_stream(name[len(FOLDER_PREFIX):], split, image_size, train_fraction, seed)
     if name not in _LOADERS:
         raise ValueError(f"Unknown dataset name; known: {', '.join(NAMES)}. Received: name={name!r}")
     return _LOADERS[name](split, data_dir, image_size)
