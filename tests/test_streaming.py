@@ -73,3 +73,45 @@ def test_transformed_datasets_are_held_in_memory_as_before(tmp_path):
     assert references_of(images.map(lambda x, y: (x, y))) is None
     batch, _ = next(iter(pk_batches(images.map(lambda x, y: (x, y)), classes_per_batch=2, samples_per_class=3)))
     assert batch.shape == (6, 8, 8, 3)
+
+
+def test_tfrecord_files_written_from_a_folder_stream_the_folder_s_batches(tmp_path, no_materialise):
+    name = _photo_folder(tmp_path / "photos")
+    paths = datasets.write_folder(tmp_path / "photos", str(tmp_path / "records" / "photos"), records_per_file=7)
+    assert len(paths) == 4 and all(p.endswith(f"-of-00004.tfrecord") for p in paths)
+    records = datasets.load(f"tfrecord:{tmp_path}/records/photos-*.tfrecord", "train", image_size=8,
+                            train_fraction=0.7)
+    assert references_of(records).items.dtype == np.int64
+    folder = datasets.load(name, "train", image_size=8, train_fraction=0.7)
+    for (x, y), (x_folder, y_folder) in zip(_batches(records), _batches(folder)):
+        np.testing.assert_array_equal(y, y_folder)
+        np.testing.assert_allclose(x.astype(int), x_folder.astype(int), atol=1)
+    test = datasets.load(f"tfrecord:{tmp_path}/records/photos-*.tfrecord", "test", train_fraction=0.7)
+    assert sorted(set(int(y) for _, y in test)) == sorted(set(range(6)) - set(references_of(records).labels))
+
+
+def test_tfrecord_errors_name_the_input(tmp_path):
+    _photo_folder(tmp_path / "photos", classes=3)
+    with pytest.raises(ValueError, match="No TFRecord file matches.*nothing-"):
+        datasets.load(f"tfrecord:{tmp_path}/nothing-*", "train")
+    prefix = str(tmp_path / "photos-records")
+    datasets.write_folder(tmp_path / "photos", prefix)
+    with pytest.raises(ValueError, match="exists.*photos-records-00000-of-00001"):
+        datasets.write_folder(tmp_path / "photos", prefix)
+    with tf.io.TFRecordWriter(str(tmp_path / "zipped.tfrecord"), options="GZIP") as writer:
+        writer.write(b"not an example")
+    with pytest.raises(ValueError, match="zipped.tfrecord"):
+        datasets.load(f"tfrecord:{tmp_path}/zipped.tfrecord", "train")
+
+
+def test_tfrecord_tool_exits_0_then_2_with_one_line(tmp_path, capsys):
+    from rankloss_tf.datasets.tfrecord import main
+
+    _photo_folder(tmp_path / "photos", classes=2, per_class=2)
+    argv = [str(tmp_path / "photos"), str(tmp_path / "r")]
+    assert main(argv) == 0 and "tfrecord:" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: TFRecord file exists (pass overwrite=True, or --overwrite, to replace it). Received: '{tmp_path}/r-00000-of-00001.tfrecord'"]

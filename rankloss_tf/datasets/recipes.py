@@ -75,7 +75,7 @@ RECIPES = {
 
 
 def recipe(name, pretrained=False, fine_tune=False):
-    """The training defaults of dataset ``name`` ("folder:PATH" takes the folder recipe).
+    """The training defaults of dataset ``name`` ("folder:PATH" and "tfrecord:PATTERN" take the folder recipe).
 
     Args:
         name: a ``rankloss_tf.datasets.load`` name.
@@ -96,7 +96,7 @@ def recipe(name, pretrained=False, fine_tune=False):
     >>> recipe("cars196", pretrained=True, fine_tune=True).augment
     'crop_flip'
     """
-    key = "folder:" if str(name).startswith("folder:") else name
+    key = "folder:" if str(name).startswith(("folder:", "tfrecord:")) else name
     found = RECIPES.get(key, RECIPES["default"])
     if pretrained and (found.image_size is None or key == "folder:"):
         found = dataclasses.replace(found, image_size=PRETRAINED_IMAGE_SIZE)
