@@ -115,3 +115,20 @@ def test_tfrecord_tool_exits_0_then_2_with_one_line(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         f"error: TFRecord file exists (pass overwrite=True, or --overwrite, to replace it). Received: '{tmp_path}/r-00000-of-00001.tfrecord'"]
+
+
+def test_a_prepared_tfds_dataset_streams_its_records(tmp_path, no_materialise):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    from rankloss_tf.datasets.tfds_sets import stream_prepared
+
+    builder = tfds.testing.DummyMnist(data_dir=str(tmp_path))
+    builder.download_and_prepare()
+    images = stream_prepared(builder, "train+test", image_size=12, keep=lambda labels: labels < 6)
+    refs = references_of(images)
+    assert refs is not None and refs.items.dtype == np.int64 and len(refs) == 24
+    expected = [int(y) for y in builder.as_dataset(split="train+test", shuffle_files=False).map(
+        lambda example: example["label"]).as_numpy_iterator() if y < 6]
+    assert sorted(refs.labels.tolist()) == sorted(expected)
+    batch, labels = next(iter(pk_batches(images, classes_per_batch=3, samples_per_class=2)))
+    assert batch.shape == (6, 12, 12, 3) and batch.dtype == tf.uint8 and int(tf.reduce_min(batch)) == 1
+    assert stream_prepared(tfds.testing.DummyMnist(data_dir=str(tmp_path / "empty")), "train") is None

@@ -35,7 +35,7 @@ from rankloss_tf.datasets.folder import FolderIndex, scan_folder, split_classes
 from rankloss_tf.datasets.images import resize_uint8
 from rankloss_tf.references import References, streamed
 
-__all__ = ["FEATURES", "TFRECORD_PREFIX", "load_tfrecord", "main", "write_folder"]
+__all__ = ["FEATURES", "TFRECORD_PREFIX", "index_records", "load_tfrecord", "main", "record_reader", "write_folder"]
 
 TFRECORD_PREFIX = "tfrecord:"
 IMAGE, LABEL, CLASS_NAME = "image/encoded", "image/class/label", "image/class/text"
@@ -104,48 +104,63 @@ def write_folder(folder, prefix, records_per_file=10_000, overwrite=False):
     return paths
 
 
-def _index_file(path):
+def _parse_label(record):
+    """(label, class name) of one record of the schema above."""
+    example = tf.io.parse_single_example(record, FEATURES)
+    return example[LABEL], example[CLASS_NAME]
+
+
+def _index_file(path, label_of):
     """``(offsets [n], lengths [n], labels [n], class names [n])`` of one TFRecord file's records."""
     with tf.io.gfile.GFile(path, "rb") as file:
         head = file.read(8)
     records = tf.data.TFRecordDataset(path).map(
-        lambda record: (tf.cast(tf.strings.length(record), tf.int64), tf.io.parse_single_example(record, FEATURES)),
+        lambda record: (tf.cast(tf.strings.length(record), tf.int64), *label_of(record)),
         num_parallel_calls=tf.data.AUTOTUNE)
-    lengths, labels, names = [], [], []
-    for length, example in records.batch(4096).as_numpy_iterator():
-        lengths.append(length)
-        labels.append(example[LABEL])
-        names.append(example[CLASS_NAME])
-    if not lengths:
-        return (np.zeros(0, np.int64),) * 3 + (np.zeros(0, object),)
-    lengths = np.concatenate(lengths)
+    parts = list(records.batch(4096).as_numpy_iterator())
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, object)
+    lengths, labels, names = (np.concatenate([part[k] for part in parts]) for k in range(3))
     if len(head) < 8 or struct.unpack("<Q", head)[0] != lengths[0]:
         raise ValueError(f"Only uncompressed TFRecord files can be read by position. Received: {path!r}")
     offsets = np.concatenate([[0], np.cumsum(lengths[:-1] + _FRAME + 4)]) + _FRAME
-    return offsets, lengths, np.concatenate(labels), np.concatenate(names)
+    return offsets, lengths, labels.astype(np.int64), names
 
 
-def _index(pattern):
-    """``(files, file number [N], offsets [N], lengths [N], labels [N], {label: class name})`` of all records."""
-    files = sorted(tf.io.gfile.glob(pattern))
-    if not files:
-        raise ValueError(f"No TFRecord file matches the pattern. Received: {pattern!r}")
+def index_records(files, label_of=_parse_label):
+    """Where every record of ``files`` lies, and its label: reads each record once.
+
+    Args:
+        files: uncompressed TFRecord file paths, in their order.
+        label_of: function of one serialized record (a scalar string tensor)
+            returning (int label, class name string) tensors.
+
+    Returns:
+        ``(file number [N], byte offset [N], length [N], labels [N], class names [N])``.
+
+    Raises:
+        ValueError: records ``label_of`` cannot parse, or a compressed file.
+
+    Example:
+    >>> index_records(["/data/photos-00000-of-00001.tfrecord"])[3][:3]  # doctest: +SKIP
+    array([0, 0, 0])
+    """
     try:
-        parts = [_index_file(path) for path in files]
+        parts = [_index_file(path, label_of) for path in files]
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
         message = getattr(error, "message", str(error)).strip().splitlines()[0]
-        raise ValueError(f"The TFRecord files do not hold records of the documented schema ({message}). "
-                         f"Received: {pattern!r}") from error
+        raise ValueError(f"The TFRecord files do not hold records of the expected schema ({message}). "
+                         f"Received: {files[0]!r} ...") from error
     numbers = np.concatenate([np.full(len(part[0]), i, np.int64) for i, part in enumerate(parts)])
-    offsets, lengths, labels, names = (np.concatenate([part[k] for part in parts]) for k in range(4))
-    if not labels.size:
-        raise ValueError(f"The TFRecord files hold no record. Received: {pattern!r}")
-    class_names = {int(label): name.decode("utf-8", "replace") for label, name in zip(labels, names) if name}
-    return files, numbers, offsets, lengths, labels.astype(np.int64), class_names
+    return (numbers, *(np.concatenate([part[k] for part in parts]) for k in range(4)))
 
 
-def _record_reader(files, numbers, offsets, lengths, image_size):
-    """The function reading, parsing, decoding and resizing the record at a position (a scalar int64 tensor)."""
+def record_reader(files, numbers, offsets, lengths, image_of, image_size):
+    """The function reading the record at a position (a scalar int64 tensor) as a uint8 image [H, W, 3].
+
+    ``image_of`` maps the serialized record to its encoded image bytes; the
+    image is decoded to RGB and resized to ``image_size``.
+    """
     def read_bytes(position):
         position = int(position)
         with tf.io.gfile.GFile(files[numbers[position]], "rb") as file:
@@ -153,9 +168,8 @@ def _record_reader(files, numbers, offsets, lengths, image_size):
             return file.read(int(lengths[position]))
 
     def read(position):
-        record = tf.py_function(read_bytes, [position], tf.string)
-        example = tf.io.parse_single_example(tf.ensure_shape(record, []), FEATURES)
-        image = tf.io.decode_image(example[IMAGE], channels=3, expand_animations=False)
+        record = tf.ensure_shape(tf.py_function(read_bytes, [position], tf.string), [])
+        image = tf.io.decode_image(image_of(record), channels=3, expand_animations=False)
         return resize_uint8(image, image_size)
 
     return read
@@ -178,13 +192,19 @@ def load_tfrecord(pattern, split, image_size=None, train_fraction=0.5, seed=0):
     >>> train.element_spec[0].shape  # doctest: +SKIP
     TensorShape([64, 64, 3])
     """
-    files, numbers, offsets, lengths, labels, _ = _index(pattern)
+    files = sorted(tf.io.gfile.glob(pattern))
+    if not files:
+        raise ValueError(f"No TFRecord file matches the pattern. Received: {pattern!r}")
+    numbers, offsets, lengths, labels, _ = index_records(files)
+    if not labels.size:
+        raise ValueError(f"The TFRecord files hold no record. Received: {pattern!r}")
     classes = np.unique(labels)
     chosen = classes[split_classes(FolderIndex(pattern, classes.tolist(), {}, []), split, train_fraction, seed)]
     positions = np.flatnonzero(np.isin(labels, chosen))
     positions = positions[np.argsort(labels[positions], kind="stable")]
-    references = References(positions.astype(np.int64), labels[positions],
-                            read=_record_reader(files, numbers, offsets, lengths, image_size), files=tuple(files),
+    read = record_reader(files, numbers, offsets, lengths, lambda record: tf.io.parse_single_example(
+        record, FEATURES)[IMAGE], image_size)
+    references = References(positions, labels[positions], read=read, files=tuple(files),
                             tag=f"tfrecord:{split}:{train_fraction}:{seed}:{image_size}")
     return streamed(references)
 
