@@ -207,3 +207,29 @@ def test_a_folder_cut_from_48_to_25_images_is_not_served_old_features(tmp_path, 
     assert len(features) == len(labels) == 25 and sum(count_images) == 48 + 25
     folder_features()
     assert sum(count_images) == 48 + 25, "an unchanged folder missed the cache"
+
+
+def test_training_again_on_a_cut_folder_recomputes_its_features(tmp_path, weights_file, count_images):
+    """The runner's frozen-feature step (the path `rankloss-tf train` takes) on a folder cut from 48 to 25 images."""
+    from rankloss_tf import datasets
+    from rankloss_tf.training import TrainConfig
+    from rankloss_tf.training.protocols import protocol
+
+    folder = tmp_path / "photos"
+    rng = np.random.default_rng(2)
+    for i in range(48):
+        (folder / f"c{i % 4}").mkdir(parents=True, exist_ok=True)
+        tf.io.write_file(str(folder / f"c{i % 4}" / f"{i}.png"),
+                         tf.io.encode_png(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)))
+    config = TrainConfig(dataset=f"folder:{folder}", backbone="efficientnet_lite0", weights=str(weights_file),
+                         image_size=SIZE, cache_dir=str(tmp_path / "cache"), verbose=0).resolved()
+
+    def train_features():
+        images = datasets.load(config.dataset, "train", image_size=SIZE, seed=config.seed)
+        return protocol(config, (SIZE, SIZE, 3)).view_features(images, "train")[0]
+
+    assert len(train_features()[0]) == 24
+    for path in sorted(folder.rglob("*.png"), key=lambda p: int(p.stem))[25:]:
+        path.unlink()
+    features, labels = train_features()
+    assert len(features) == len(labels) == 13, "the 48-image folder's features were reused"
