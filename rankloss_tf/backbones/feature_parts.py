@@ -30,7 +30,12 @@ _UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 
 
 def parts_dir(path):
-    """The parts directory of cache file ``path``: ``<name>.parts`` beside it."""
+    """The parts directory of cache file ``path``: ``<name>.parts`` beside it.
+
+    Example:
+    >>> parts_dir("/cache/cars196_test-efficientnet_lite0-224-0123.npz").name
+    'cars196_test-efficientnet_lite0-224-0123.parts'
+    """
     path = Path(path)
     return path.with_name(f"{path.stem}.parts")
 
@@ -40,6 +45,10 @@ def read_features(path, metadata, what="Feature cache"):
 
     A missing file gives None; an unreadable one, or one written for other
     inputs, gives None and a warning naming the file (it is then recomputed).
+
+    Example:
+    >>> read_features("/tmp/no-such-cache.npz", {"dataset": "toy"}) is None
+    True
     """
     path = Path(path)
     if not path.is_file():
@@ -62,7 +71,12 @@ def read_features(path, metadata, what="Feature cache"):
 
 
 def done_parts(path, metadata):
-    """``(number of good leading parts, batches they cover, images they hold)`` of cache file ``path``."""
+    """``(number of good leading parts, batches they cover, images they hold)`` of cache file ``path``.
+
+    Example:
+    >>> done_parts("/tmp/no-such-cache.npz", {"dataset": "toy"})
+    (0, 0, 0)
+    """
     count = batches = images = 0
     directory = parts_dir(path)
     while (part := read_features(directory / f"part-{count:05d}.npz", metadata, "Feature part")) is not None:
@@ -77,6 +91,17 @@ def write_parts(path, metadata, embedded, part_size=PART_SIZE, start=0):
 
     Returns:
         The number of parts there are now.
+
+    Example:
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "toy.npz"
+    >>> batches = [(np.ones((2, 3), np.float32), np.array([0, 1]))] * 3
+    >>> write_parts(path, {"dataset": "toy"}, batches, part_size=4)
+    2
+    >>> done_parts(path, {"dataset": "toy"})
+    (2, 3, 6)
+    >>> join_parts(path, {"dataset": "toy"}, 2)[0].shape, parts_dir(path).exists()
+    ((6, 3), False)
     """
     directory = parts_dir(path)
     directory.mkdir(parents=True, exist_ok=True)
@@ -104,6 +129,10 @@ def join_parts(path, metadata, count):
     """Joins parts ``0 .. count - 1`` into the cache file ``path`` and removes them: ``(features, labels)``.
 
     Holds the whole result (N x F float32) in memory once, as it is returned.
+    See ``write_parts`` for an example.
+
+    Example:
+    >>> join_parts("/tmp/no-such-cache.npz", {"dataset": "toy"}, 0)  # doctest: +SKIP
     """
     directory = parts_dir(path)
     parts = [read_features(directory / f"part-{index:05d}.npz", metadata, "Feature part") for index in range(count)]

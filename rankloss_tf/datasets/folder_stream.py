@@ -43,6 +43,11 @@ def load_folder_stream(path, split, image_size=None, train_fraction=0.5, seed=0)
     (which says the split, labels and errors): the P x K sampler keeps only
     the paths and labels in memory, and the feature cache is keyed by the
     files' names, sizes and modification times. Give ``image_size`` when the
-    images' sizes differ (e.g. ``load_folder_stream("photos", "train", 64)``).
+    images' sizes differ.
+
+    Example:
+    >>> train = load_folder_stream("photos", "train", image_size=64)  # doctest: +SKIP
+    >>> train.element_spec[0].shape  # doctest: +SKIP
+    TensorShape([64, 64, 3])
     """
     return streamed(folder_references(path, split, image_size, train_fraction, seed))

@@ -160,6 +160,14 @@ def record_reader(files, numbers, offsets, lengths, image_of, image_size):
 
     ``image_of`` maps the serialized record to its encoded image bytes; the
     image is decoded to RGB and resized to ``image_size``.
+
+    Example:
+    >>> files = ["/data/photos-00000-of-00001.tfrecord"]  # doctest: +SKIP
+    >>> numbers, offsets, lengths, labels, _ = index_records(files)  # doctest: +SKIP
+    >>> read = record_reader(files, numbers, offsets, lengths, lambda r: tf.io.parse_single_example(
+    ...     r, FEATURES)[IMAGE], image_size=64)  # doctest: +SKIP
+    >>> read(tf.constant(0, tf.int64)).shape  # doctest: +SKIP
+    TensorShape([64, 64, 3])
     """
     def read_bytes(position):
         position = int(position)
@@ -213,6 +221,11 @@ def main(argv=None):
     """``python -m rankloss_tf.datasets.tfrecord FOLDER PREFIX``: a class folder to TFRecord files.
 
     Exits 0, or 2 with one line naming the bad input.
+
+    Example:
+    >>> main(["photos", "/data/photos"])  # doctest: +SKIP
+    Wrote 1 files: --dataset 'tfrecord:/data/photos-*.tfrecord'
+    0
     """
     parser = argparse.ArgumentParser(prog="python -m rankloss_tf.datasets.tfrecord",
                                      description="Writes a class folder's readable images as TFRecord files "
