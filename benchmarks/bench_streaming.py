@@ -22,6 +22,7 @@ Writes benchmarks/results/streaming.json and streaming.md with the machine,
 the load and the number of images.
 
 Usage: python benchmarks/bench_streaming.py [--images 2000 8000] [--steps 3] [--extract 1024] [--work DIR]
+           [--baseline-root DIR --baseline-label COMMIT]   (DIR: e.g. `git archive COMMIT rankloss_tf | tar -x -C DIR`)
 """
 
 import argparse
@@ -70,9 +71,8 @@ def run_child(command, env):
     return time.perf_counter() - start, usage.ru_maxrss / 1024 ** 2, os.waitstatus_to_exitcode(status), tail
 
 
-def child_env(cache):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), RANKLOSS_TF_CACHE=str(cache), TF_CPP_MIN_LOG_LEVEL="2")
-    return env
+def child_env(cache, root=ROOT):
+    return dict(os.environ, PYTHONPATH=str(root), RANKLOSS_TF_CACHE=str(cache), TF_CPP_MIN_LOG_LEVEL="2")
 
 
 def scan_times(folder, cache):
@@ -86,13 +86,13 @@ def scan_times(folder, cache):
     return times
 
 
-def train_rss(folder, out, cache, steps):
+def train_rss(folder, out, cache, steps, root=ROOT):
     command = [str(Path(sys.executable).parent / "rankloss-tf"), "train", "--dataset", f"folder:{folder}",
                "--image-size", str(SIZE), "--backbone", BACKBONE, "--weights", "random", "--fine-tune",
                "--augment", "none", "--classes-per-batch", str(P),
                "--samples-per-class", str(K), "--epochs", "1", "--steps-per-epoch", str(steps), "--no-plots",
                "--verbose", "2", "--out", str(out)]
-    seconds, rss, code, tail = run_child(command, child_env(cache))
+    seconds, rss, code, tail = run_child(command, child_env(cache, root))
     if code != 0:
         raise SystemExit(f"train failed ({code}): {tail}")
     return seconds, rss
@@ -159,6 +159,11 @@ def write_results(results, path):
     for row in results["sizes"]:
         lines.append(f"| {row['images']:,} | {row['peak_rss_gb']:.2f} | {row['train_seconds']:.0f} | "
                      f"{row['scan_seconds']:.1f} | {row['rescan_seconds']:.2f} |")
+    if "baseline" in results:
+        base = results["baseline"]
+        lines += ["", f"The same command before streaming (the folder read into memory; code at "
+                  f"`{base['commit']}`), {base['images']:,} images: peak RSS {base['peak_rss_gb']:.2f} GB, "
+                  f"{base['train_seconds']:.0f} s."]
     t, e = results["throughput"], results["extraction"]
     lines += ["", f"Input vs. step at {SIZE} px ({results['sizes'][-1]['images']:,}-image folder): the streamed sampler "
               f"delivers {t['input_images_per_s']:.0f} images/s, a training step consumes {t['step_images_per_s']:.0f} "
@@ -177,6 +182,10 @@ def main():
     parser.add_argument("--extract", type=int, default=1024, help="images through the frozen backbone")
     parser.add_argument("--work", default=None, help="scratch directory (default: a temporary one, removed)")
     parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--baseline-root", default=None,
+                        help="also run the largest size's train command with this checkout's code (e.g. the commit "
+                             "before streaming, which reads the folder into memory)")
+    parser.add_argument("--baseline-label", default=None, help="what the baseline code is (e.g. its commit)")
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_streaming-"))
     results = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_version()}",
@@ -192,6 +201,12 @@ def main():
                                      "scan_seconds": scan, "rescan_seconds": rescan})
             print(json.dumps(results["sizes"][-1]), flush=True)
         largest = work / f"folder_{max(args.images)}"
+        if args.baseline_root:
+            seconds, rss = train_rss(largest, work / "run_baseline", work / "cache_baseline", args.steps,
+                                     Path(args.baseline_root).resolve())
+            results["baseline"] = {"commit": args.baseline_label or args.baseline_root, "images": max(args.images), "peak_rss_gb": rss,
+                                   "train_seconds": seconds}
+            print(json.dumps(results["baseline"]), flush=True)
         results["throughput"] = child_json(THROUGHPUT, [largest, args.batches, P, K, SIZE, BACKBONE],
                                            work / f"cache_{max(args.images)}")
         print(json.dumps(results["throughput"]), flush=True)
