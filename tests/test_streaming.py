@@ -132,3 +132,18 @@ def test_a_prepared_tfds_dataset_streams_its_records(tmp_path, no_materialise):
     batch, labels = next(iter(pk_batches(images, classes_per_batch=3, samples_per_class=2)))
     assert batch.shape == (6, 12, 12, 3) and batch.dtype == tf.uint8 and int(tf.reduce_min(batch)) == 1
     assert stream_prepared(tfds.testing.DummyMnist(data_dir=str(tmp_path / "empty")), "train") is None
+
+
+def test_rotated_classes_of_a_streamed_folder_stay_streamed(tmp_path, no_materialise):
+    from rankloss_tf.data.augment import rotated_classes
+
+    images = datasets.load(_photo_folder(tmp_path / "photos", size=(8, 8)), "train", image_size=8,
+                           train_fraction=0.7)
+    rotated = rotated_classes(images, 4)
+    assert references_of(rotated) is not None and len(references_of(rotated)) == 64
+    in_memory = tf.data.Dataset.from_tensor_slices(tuple(np.stack(a) for a in zip(*images.as_numpy_iterator())))
+    for (x, y), (x_mem, y_mem) in zip(rotated, rotated_classes(in_memory, 4)):
+        assert int(y) == int(y_mem)
+        np.testing.assert_array_equal(x.numpy(), x_mem.numpy())
+    batch, labels = next(iter(pk_batches(rotated, classes_per_batch=4, samples_per_class=2)))
+    assert batch.shape == (8, 8, 8, 3) and len(set(labels.numpy().tolist())) == 4
