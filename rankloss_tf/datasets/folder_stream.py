@@ -1,5 +1,7 @@
 """A class folder's zero-shot half, streamed from its files (``load("folder:PATH", ...)``)."""
 
+import os
+
 import numpy as np
 import tensorflow as tf
 
@@ -25,12 +27,12 @@ def folder_references(path, split, image_size=None, train_fraction=0.5, seed=0):
     Example:
     >>> refs = folder_references("photos", "train", image_size=64)  # doctest: +SKIP
     >>> refs.items[:1], refs.labels[:1]  # doctest: +SKIP
-    (array(['photos/cats/a.jpg'], dtype='<U17'), array([0]))
+    (array([b'photos/cats/a.jpg'], dtype='|S17'), array([0]))
     """
     index = scan_folder(path)
     chosen = split_classes(index, split, train_fraction, seed)
     files = [index.files[index.classes[label]] for label in chosen]
-    paths = np.array([f for class_files in files for f in class_files])
+    paths = np.array([os.fsencode(f) for class_files in files for f in class_files])  # bytes: any file name
     labels = np.repeat(chosen.astype(np.int64), [len(class_files) for class_files in files])
     decode = image_decoder(image_size, channels=3)
     return References(paths, labels, read=decode, tag=f"folder:{split}:{train_fraction}:{seed}:{image_size}")
