@@ -147,3 +147,17 @@ def test_rotated_classes_of_a_streamed_folder_stay_streamed(tmp_path, no_materia
         np.testing.assert_array_equal(x.numpy(), x_mem.numpy())
     batch, labels = next(iter(pk_batches(rotated, classes_per_batch=4, samples_per_class=2)))
     assert batch.shape == (8, 8, 8, 3) and len(set(labels.numpy().tolist())) == 4
+
+
+def test_train_on_tfrecord_files_end_to_end(tmp_path, monkeypatch):
+    """`rankloss-tf train --dataset tfrecord:PATTERN` trains on streamed records, evaluates and writes its run."""
+    from rankloss_tf import cli
+
+    monkeypatch.setenv("RANKLOSS_TF_CACHE", str(tmp_path / "cache"))
+    _photo_folder(tmp_path / "photos", classes=8, per_class=4)
+    datasets.write_folder(tmp_path / "photos", str(tmp_path / "rec" / "photos"))
+    argv = ["train", "--dataset", f"tfrecord:{tmp_path}/rec/photos-*.tfrecord", "--epochs", "1", "--steps-per-epoch",
+            "2", "--image-size", "16", "--classes-per-batch", "2", "--samples-per-class", "2", "--embedding-dim", "8",
+            "--no-plots", "--verbose", "0", "--out", str(tmp_path / "run")]
+    assert cli.main(argv) == 0
+    assert (tmp_path / "run" / "metrics.json").is_file()
