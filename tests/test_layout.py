@@ -8,7 +8,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "rankloss_tf"
 # Layers from the bottom; a module may import its own layer's package and the layers below.
 LAYERS = [
-    {"ops", "cache", "lazy", "io", "images"},
+    {"ops", "cache", "lazy", "io", "images", "references"},
     {"losses", "data", "datasets"},
     {"compat", "backbones", "evaluation", "export", "losses_modern"},
     {"loading"},

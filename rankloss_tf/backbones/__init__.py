@@ -1,7 +1,7 @@
 """Backbones: one registry from names to networks, weights, and cached frozen features."""
 
 from rankloss_tf.backbones.efficientnet_lite import efficientnet_lite0
-from rankloss_tf.backbones.features import extract_features, extract_view_features, feature_cache_path
+from rankloss_tf.backbones.features import content_key, extract_features, extract_view_features, feature_cache_path
 from rankloss_tf.backbones.preprocessing import ImagePreprocessing
 from rankloss_tf.backbones.registry import backbone_names, build_backbone, is_pretrained, resolve
 from rankloss_tf.backbones.small_cnn import small_cnn
@@ -14,6 +14,7 @@ __all__ = [
     "View",
     "backbone_names",
     "build_backbone",
+    "content_key",
     "convert",
     "efficientnet_lite0",
     "extract_features",

@@ -4,10 +4,17 @@ For the frozen-backbone protocol every image goes through the pretrained backbon
 once; the embedding head then trains on the cached [N, F] features in seconds.
 A cache file is keyed by the backbone name, a hash of its weights file, a
 fingerprint of what the backbone computes (its features of two fixed probe images:
-this catches a change of preprocessing or architecture too), the image size and
-the dataset's identity, so that any change of these computes afresh. Files are
-written to a temporary name and renamed, so an interrupted run never leaves a
-truncated cache file behind; an unreadable or mismatching file is recomputed.
+this catches a change of preprocessing or architecture too), the image size, the
+dataset's identity and, for a dataset read from files (``rankloss_tf.references``:
+a folder, TFRecords, local Cars196), the files' content (every file's name, size
+and modification time), so that any change of these computes afresh: a folder
+cut from 48 to 25 images never reuses the 48 images' features. The extraction
+streams: it holds one part of ``PART_SIZE`` images in memory, writes it to disk
+(``rankloss_tf.backbones.feature_parts``) and, after a kill, resumes from the
+last complete part; the parts are joined into the cache file at the end. Files
+are written to a temporary name and renamed, so an interrupted run never leaves
+a truncated file behind; an unreadable, truncated or mismatching file is named
+in a warning and recomputed.
 """
 
 import hashlib
@@ -20,13 +27,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rankloss_tf.backbones.files import atomic_savez, default_cache_dir, file_sha256
+from rankloss_tf.backbones.feature_parts import PART_SIZE, done_parts, join_parts, read_features, write_parts
+from rankloss_tf.backbones.files import default_cache_dir, file_sha256
 from rankloss_tf.backbones.preprocessing import ImagePreprocessing
 from rankloss_tf.backbones.registry import LITE0, build_backbone
 from rankloss_tf.backbones.image_views import ImageView
 from rankloss_tf.backbones.weights import imagenet_weights_path
+from rankloss_tf.references import references_of
 
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +75,9 @@ def backbone_fingerprint(model, image_size):
     return hashlib.sha256(features.tobytes()).hexdigest()[:16]
 
 
-def _cache_metadata(model, backbone, weights, image_size, dataset_id):
+def _cache_metadata(model, backbone, weights, image_size, dataset_id, content):
     return {
+        "content": content,
         "format": _CACHE_FORMAT,
         "backbone": backbone,
         "weights": weights_id(backbone, weights),
@@ -84,7 +94,8 @@ def _cache_path(metadata, cache_dir):
     return directory / f"{slug}-{metadata['backbone']}-{metadata['image_size']}-{key}.npz"
 
 
-def feature_cache_path(dataset_id, backbone=LITE0, weights="imagenet", image_size=224, cache_dir=None):
+def feature_cache_path(dataset_id, backbone=LITE0, weights="imagenet", image_size=224, cache_dir=None,
+                       content=None):
     """The cache file of one dataset split's features (builds the backbone to key it).
 
     Args:
@@ -92,33 +103,30 @@ def feature_cache_path(dataset_id, backbone=LITE0, weights="imagenet", image_siz
             "cars196:/data/cars196:test".
         backbone, weights, image_size: as for ``extract_features``.
         cache_dir: cache directory; default ``default_cache_dir("features")``.
+        content: the images' content key (``content_key``), None for in-memory data.
 
     Returns:
         ``pathlib.Path`` "<dataset>-<backbone>-<size>-<key>.npz", key = the first 16
         hex digits of the SHA-256 of the metadata: backbone name, weights file hash,
-        ``backbone_fingerprint``, image size and dataset id.
+        ``backbone_fingerprint``, image size, dataset id and content key.
 
     Example:
     >>> feature_cache_path("digits:test", "resnet50", cache_dir="/tmp").name  # doctest: +SKIP
     'digits_test-resnet50-224-5c1f0a8e2b7d9c11.npz'
     """
     model = build_backbone(backbone, image_size=image_size, weights=weights, trainable=False)
-    return _cache_path(_cache_metadata(model, backbone, weights, image_size, dataset_id), cache_dir)
+    return _cache_path(_cache_metadata(model, backbone, weights, image_size, dataset_id, content), cache_dir)
 
 
-def _read_cache(path, metadata):
-    """Cached (features, labels), or None when absent, unreadable or for other inputs."""
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as cached:
-            if json.loads(str(cached["metadata"])) != metadata:
-                logger.warning("Feature cache %s is for other inputs; recomputing.", path)
-                return None
-            return cached["features"], cached["labels"]
-    except (OSError, ValueError, KeyError, EOFError) as error:
-        logger.warning("Feature cache %s is unreadable (%s); recomputing.", path, error)
-        return None
+def content_key(dataset):
+    """The key of the files a dataset is read from (``References.content_key``), or None for other datasets.
+
+    Example:
+    >>> content_key(tf.data.Dataset.range(2)) is None
+    True
+    """
+    references = references_of(dataset)
+    return None if references is None else references.content_key()
 
 
 def _batched_images(dataset, image_size, batch_size):
@@ -151,6 +159,8 @@ def extract_features(
     cache_dir=None,
     batch_size=64,
     verbose="auto",
+    part_size=PART_SIZE,
+    content=None,
 ):
     """Embeds every image once with a frozen pretrained backbone, cached on disk.
 
@@ -164,10 +174,15 @@ def extract_features(
         weights: "imagenet" or a weights file path (None: random, never cached).
         dataset_id: a string naming the images and their order ("cars196:<root>:test");
             None disables the cache.
+        content: the key of the images' content, part of the cache key; None:
+            ``content_key(dataset)`` (the files' names, sizes and modification
+            times for a dataset read from files, else None).
         cache_dir: cache directory; default ``$RANKLOSS_TF_CACHE/features`` or
             ``~/.cache/rankloss_tf/features``.
         batch_size: images per forward pass when ``dataset`` is not batched.
         verbose: Keras progress-bar verbosity ("auto", 0, 1 or 2).
+        part_size: images (whole batches) per part written to disk while a cached
+            extraction runs; it resumes after a kill from the last complete part.
 
     Returns:
         (features, labels): float32 [N, F] pooled backbone features (F = 1280 for
@@ -183,21 +198,27 @@ def extract_features(
     >>> features.shape, labels.tolist()
     ((4, 576), [0, 1, 2, 3])
     """
+    content = content_key(dataset) if content is None else content
     batches = _batched_images(dataset, image_size, batch_size)
-    model = build_backbone(backbone, image_size=image_size, weights=weights, trainable=False)
-    path = None
-    if dataset_id is not None and weights is not None:
-        metadata = _cache_metadata(model, backbone, weights, image_size, dataset_id)
-        path = _cache_path(metadata, cache_dir)
-        cached = _read_cache(path, metadata)
-        if cached is not None:
-            logger.info("Features from cache %s", path)
-            return cached
     count = int(dataset.cardinality()) if dataset.element_spec[0].shape.rank == 3 else -1
-    features, labels = _embed(model, batches, count if count >= 0 else None, verbose)
-    if path is not None:
-        atomic_savez(path, features=features, labels=labels, metadata=json.dumps(metadata, sort_keys=True))
-    return features, labels
+    count = count if count >= 0 else None
+    model = build_backbone(backbone, image_size=image_size, weights=weights, trainable=False)
+    if dataset_id is None or weights is None:
+        return _joined(_embed(model, batches, count, verbose))
+    metadata = _cache_metadata(model, backbone, weights, image_size, dataset_id, content)
+    path = _cache_path(metadata, cache_dir)
+    cached = read_features(path, metadata)
+    if cached is not None:
+        logger.info("Features from cache %s", path)
+        return cached[:2]
+    parts, done, images = done_parts(path, metadata)
+    if parts:
+        logger.warning("Resuming the feature extraction into %s after %d images (%d parts).", path, images, parts)
+    embedded = _embed(model, batches.skip(done), count, verbose, initial=images)
+    parts = write_parts(path, metadata, embedded, part_size, start=parts)
+    if not parts:
+        raise ValueError("`dataset` has no images. Received: an empty dataset")
+    return join_parts(path, metadata, parts)
 
 
 def extract_view_features(dataset, view, base_size, backbone=LITE0, weights="imagenet", dataset_id=None,
@@ -215,7 +236,7 @@ def extract_view_features(dataset, view, base_size, backbone=LITE0, weights="ima
         base_size: the size whose views keep a short name ("plain", "flip").
         backbone, weights, cache_dir, batch_size, verbose: as for ``extract_features``.
         dataset_id: the images' id; the cache id is ``dataset_id + ":" + view.name(base_size)``
-            (None disables the cache).
+            (None disables the cache), with ``content_key(dataset)``.
 
     Returns:
         (features [N, F], labels [N]) of the viewed images.
@@ -226,23 +247,29 @@ def extract_view_features(dataset, view, base_size, backbone=LITE0, weights="ima
     >>> extract_view_features(ds, View(32, mirror=True), 8, "MobileNetV3Small", weights=None)[0].shape
     (2, 576)
     """
+    content = content_key(dataset)
     layer = ImageView(view.size, view.mirror)
     viewed = dataset.batch(batch_size).map(lambda images, labels: (layer(images), labels))
     features, labels = extract_features(
         viewed, backbone=backbone, image_size=view.size, weights=weights, cache_dir=cache_dir, verbose=verbose,
-        dataset_id=None if dataset_id is None else f"{dataset_id}:{view.name(base_size)}")
+        content=content, dataset_id=None if dataset_id is None else f"{dataset_id}:{view.name(base_size)}")
     return features, labels
 
 
-def _embed(model, batches, count, verbose):
-    """Runs the backbone over all batches with a progress bar: (features, labels)."""
+def _embed(model, batches, count, verbose, initial=0):
+    """Runs the backbone over the batches with a progress bar: yields (features [b, F], labels [b]) per batch."""
     forward = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
     progress = keras.utils.Progbar(count, verbose=verbose, unit_name="image")
-    features, labels = [], []
-    for images, batch_labels in batches:
-        features.append(forward(images).numpy().astype(np.float32))
-        labels.append(batch_labels.numpy())
-        progress.add(len(features[-1]))
-    if not features:
+    progress.update(initial)
+    for images, labels in batches:
+        features = forward(images).numpy().astype(np.float32)
+        progress.add(len(features))
+        yield features, labels.numpy()
+
+
+def _joined(embedded):
+    """All embedded batches as one (features [N, F], labels [N])."""
+    pairs = list(embedded)
+    if not pairs:
         raise ValueError("`dataset` has no images. Received: an empty dataset")
-    return np.concatenate(features), np.concatenate(labels)
+    return np.concatenate([features for features, _ in pairs]), np.concatenate([labels for _, labels in pairs])

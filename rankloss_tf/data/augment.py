@@ -24,7 +24,11 @@ kernels, so a stream is fixed per backend; the transforms themselves agree).
 import functools
 import math
 
+import numpy as np
+
 import tensorflow as tf
+
+from rankloss_tf.references import References, references_of, streamed
 
 __all__ = [
     "AUGMENTATIONS", "CHARACTER_AFFINE", "affine_matrices", "affine_transform", "augment_batches",
@@ -275,7 +279,8 @@ def rotated_classes(dataset, turns=4):
 
     Returns:
         A ``tf.data.Dataset`` of ``turns`` times as many pairs, each example's
-        rotations in a row.
+        rotations in a row; a streamed dataset (``rankloss_tf.references``)
+        stays streamed.
 
     Raises:
         ValueError: another ``turns``, or images that are not square with ``turns=4``.
@@ -294,6 +299,9 @@ def rotated_classes(dataset, turns=4):
     if turns == 4 and (shape.rank != 3 or shape[0] is None or shape[0] != shape[1]):
         raise ValueError(f"Quarter turns need square images [H, H, C]. Received: image shape {shape}")
     step = 4 // turns
+    references = references_of(dataset)
+    if references is not None:
+        return streamed(_rotated_references(references, turns, step))
 
     def rotations(image, label):
         images = tf.stack([tf.image.rot90(image, k * step) for k in range(turns)])
@@ -301,6 +309,21 @@ def rotated_classes(dataset, turns=4):
         return tf.data.Dataset.from_tensor_slices((images, labels))
 
     return dataset.flat_map(rotations)
+
+
+def _rotated_references(references, turns, step):
+    """``rotated_classes`` of a streamed dataset, still streamed: position ``i * turns + k`` is example i turned k times."""
+    items = tf.constant(references.items)
+
+    def read(position):
+        image = references.read(tf.gather(items, position // turns))
+        return tf.image.rot90(image, tf.cast(position % turns, tf.int32) * step)
+
+    count = len(references)
+    labels = np.repeat(references.labels, turns) * turns + np.tile(np.arange(turns), count)
+    files = references.files if references.files is not None else tuple(references.items.tolist())
+    return References(np.arange(count * turns, dtype=np.int64), labels, read, files=files,
+                      tag=f"{references.tag}:turns={turns}")
 
 
 AUGMENTATIONS = {

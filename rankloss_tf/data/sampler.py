@@ -31,10 +31,14 @@ class PKSampler:
         data: the examples:
             (a) an array or tensor [N, ...], or a nested structure of them;
             (b) a finite ``tf.data.Dataset`` of (example, label) pairs
-                (``labels=None``): it is read once and held in memory to index
-                it by class (an infinite one, e.g. after ``.repeat()``, is an
-                error: the sampler repeats by itself); for large data prefer
-                (c), or a dataset of encoded bytes with ``decode_fn``;
+                (``labels=None``). One that ``rankloss_tf.datasets.load`` reads
+                from files (a folder, TFRecords, local Cars196, TFDS) streams:
+                only its references (paths, record positions) and labels stay
+                in memory, each batch's examples are read, decoded and resized
+                in parallel, and the batches equal those of the same examples
+                held in memory. Any other is read once and held in memory to
+                index it by class (an infinite one, e.g. after ``.repeat()``,
+                is an error: the sampler repeats by itself);
             (c) file paths [N] (list or string array) with a ``decode_fn``.
         labels: integer class labels [N] (or [N, 1]) for (a) and (c).
         classes_per_batch: P >= 2.

@@ -1,9 +1,10 @@
-"""Random access to examples by index: in-memory arrays, a materialised tf.data.Dataset, or files."""
+"""Random access to examples by index: in-memory arrays, streamed references, or a materialised tf.data.Dataset."""
 
 import numpy as np
 import tensorflow as tf
 
 from rankloss_tf.data.class_index import as_label_array
+from rankloss_tf.references import references_of
 
 
 class IndexedExamples:
@@ -13,13 +14,16 @@ class IndexedExamples:
         data: the examples, one of
             (a) an array / tensor [N, ...] or a nested structure (dict, tuple) of them;
             (b) a ``tf.data.Dataset`` of (example, label) pairs, with ``labels=None``:
-                it is iterated once and held in memory (examples and labels);
-                for data that does not fit, pass file paths (c) instead, or a
-                dataset of encoded image bytes with a ``decode_fn``;
+                a dataset of ``rankloss_tf.datasets.load`` that reads files (a
+                folder, TFRecords, local Cars196, TFDS) keeps only its references
+                (paths, record positions) and labels, and reads the examples per
+                batch (``rankloss_tf.references``); any other is iterated once
+                and held in memory (examples and labels);
             (c) file paths (a list or string array [N]) with a ``decode_fn``.
         labels: integer labels [N] for (a) and (c); None for (b).
         decode_fn: optional function mapping one fetched example (e.g. a path
-            or encoded bytes, a scalar string tensor) to the model input.
+            or encoded bytes, a scalar string tensor) to the model input; for a
+            streamed dataset it applies to the example read.
 
     Raises:
         ValueError: for missing / extra labels or mismatched lengths.
@@ -32,7 +36,11 @@ class IndexedExamples:
                     "A tf.data.Dataset must yield (example, label) pairs; do not pass `labels`. "
                     f"Received: labels of type {type(labels).__name__}"
                 )
-            data, labels = _materialise(data)
+            references = references_of(data)
+            if references is None:
+                data, labels = _materialise(data)
+            else:
+                data, labels, decode_fn = references.items, references.labels, _after(references.read, decode_fn)
         elif labels is None:
             raise ValueError("`labels` is required unless `data` is a tf.data.Dataset. Received: labels=None")
         self.labels = as_label_array(labels)
@@ -71,6 +79,11 @@ class IndexedExamples:
     def _decode_one(self, index):
         example, label = self.gather(index)
         return self.decode_fn(example), label
+
+
+def _after(read, decode_fn):
+    """``read``, then ``decode_fn`` when one is given."""
+    return read if decode_fn is None else lambda item: decode_fn(read(item))
 
 
 def _check_finite(dataset):

@@ -9,10 +9,12 @@ import functools
 
 from rankloss_tf.datasets.cars196 import load_cars196
 from rankloss_tf.datasets.digits import load_digits
-from rankloss_tf.datasets.folder import FOLDER_PREFIX, folder_path, load_folder, scan_folder
+from rankloss_tf.datasets.folder import FOLDER_PREFIX, folder_path, scan_folder
+from rankloss_tf.datasets.folder_stream import load_folder_stream
 from rankloss_tf.datasets.images import image_decoder
 from rankloss_tf.datasets.omniglot import load_omniglot
 from rankloss_tf.datasets.tfds_sets import load_tfds
+from rankloss_tf.datasets.tfrecord import TFRECORD_PREFIX, load_tfrecord, write_folder
 
 SPLITS = ("train", "test")
 
@@ -24,7 +26,17 @@ _LOADERS = {
     "stanford_online_products": functools.partial(load_tfds, "stanford_online_products"),
 }
 
-NAMES = tuple(sorted(_LOADERS)) + (FOLDER_PREFIX + "PATH",)
+NAMES = tuple(sorted(_LOADERS)) + (FOLDER_PREFIX + "PATH", TFRECORD_PREFIX + "PATTERN")
+
+
+def sizes_vary(name):
+    """True for the sources whose images may differ in size ("folder:", "tfrecord:"): give an ``image_size``.
+
+    Example:
+    >>> sizes_vary("tfrecord:/data/photos-*.tfrecord"), sizes_vary("omniglot")
+    (True, False)
+    """
+    return isinstance(name, str) and name.startswith((FOLDER_PREFIX, TFRECORD_PREFIX))
 
 
 def load(name, split, data_dir=None, image_size=None, *, train_fraction=0.5, seed=0):
@@ -38,21 +50,26 @@ def load(name, split, data_dir=None, image_size=None, *, train_fraction=0.5, see
     | "caltech_birds2011" | TFDS | first 100 / last 100 | varies (224 default) |
     | "stanford_online_products" | TFDS | official (11,318 / 11,316) | varies (224 default) |
     | "folder:PATH" | one sub-folder per class | shuffled by ``seed``, ``train_fraction`` | as stored |
+    | "tfrecord:PATTERN" | TFRecord files (``datasets.tfrecord``) | as "folder:", by label | as stored |
 
     Images are uint8 (models do their own preprocessing). Labels are int64
     class ids, global to the dataset (test labels are not renumbered); each
     loader's docstring gives them. TFDS sources need the optional extra
     ``pip install rankloss-tf[datasets]`` and download data on first use.
+    "folder:", "tfrecord:" and a local Cars196 stream: the P x K sampler keeps
+    only their file paths / record positions and labels in memory
+    (``rankloss_tf.references``).
 
     Args:
-        name: one of ``NAMES``, or "folder:" followed by a directory.
+        name: one of ``NAMES``: "folder:" followed by a directory, "tfrecord:"
+            followed by a glob of TFRecord files.
         split: "train" or "test".
         data_dir: a local copy of the data (omniglot, cars196), else the TFDS
             data directory; None uses TFDS's default.
         image_size: int or (height, width) to resize to; None keeps the
             native size (224 for the variable-size TFDS images).
-        train_fraction: share of classes in "train" ("folder:" only).
-        seed: seed of the class split ("folder:" only).
+        train_fraction: share of classes in "train" ("folder:", "tfrecord:").
+        seed: seed of the class split ("folder:", "tfrecord:").
 
     Returns:
         A ``tf.data.Dataset`` of (uint8 image [H, W, C], int64 label).
@@ -71,10 +88,13 @@ def load(name, split, data_dir=None, image_size=None, *, train_fraction=0.5, see
     if split not in SPLITS:
         raise ValueError(f"`split` must be one of {SPLITS}. Received: split={split!r}")
     if folder_path(name) is not None:
-        return load_folder(folder_path(name), split, image_size, train_fraction, seed)
+        return load_folder_stream(folder_path(name), split, image_size, train_fraction, seed)
+    if isinstance(name, str) and name.startswith(TFRECORD_PREFIX):
+        return load_tfrecord(name[len(TFRECORD_PREFIX):], split, image_size, train_fraction, seed)
     if name not in _LOADERS:
         raise ValueError(f"Unknown dataset name; known: {', '.join(NAMES)}. Received: name={name!r}")
     return _LOADERS[name](split, data_dir, image_size)
 
 
-__all__ = ["FOLDER_PREFIX", "NAMES", "folder_path", "image_decoder", "load", "scan_folder"]
+__all__ = ["FOLDER_PREFIX", "NAMES", "TFRECORD_PREFIX", "folder_path", "image_decoder", "load", "scan_folder",
+           "sizes_vary", "write_folder"]

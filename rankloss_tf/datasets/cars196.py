@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from rankloss_tf.datasets.images import image_decoder, image_hw
 from rankloss_tf.datasets.tfds_sets import load_tfds
+from rankloss_tf.references import References, streamed
 
 TRAIN_CLASSES = 98
 LOCAL_SIZE = 224
@@ -46,7 +47,8 @@ def load_cars196(split, data_dir=None, image_size=None):
     class_id - 1 (0..97 train, 98..195 test).
 
     With ``data_dir`` in the local layout (labels.csv, cropped_train/,
-    cropped_test/: 224x224 bounding-box crops) images are read lazily from it;
+    cropped_test/: 224x224 bounding-box crops) images are read lazily from it
+    (a ``rankloss_tf.references.streamed`` dataset: the sampler keeps only paths);
     otherwise through the TFDS ``cars196`` builder (uncropped images, resized
     to ``image_size``, 224 by default), with the same class split.
     """
@@ -61,6 +63,6 @@ def load_cars196(split, data_dir=None, image_size=None):
     paths, labels = read_local_index(data_dir, split)
     decode = image_decoder(image_size, channels=3)
     shape = [*(image_hw(image_size) or (LOCAL_SIZE, LOCAL_SIZE)), 3]
-    return tf.data.Dataset.from_tensor_slices((paths, labels)).map(
-        lambda path, label: (tf.ensure_shape(decode(path), shape), label), num_parallel_calls=tf.data.AUTOTUNE
-    )
+    references = References(np.asarray(paths), labels, read=lambda path: tf.ensure_shape(decode(path), shape),
+                            files=(*paths, str(Path(data_dir) / "labels.csv")), tag=f"cars196:{split}:{image_size}")
+    return streamed(references)

@@ -31,13 +31,12 @@ import numpy as np
 import tensorflow as tf
 
 from rankloss_tf.cache import default_cache_dir
-from rankloss_tf.datasets.images import image_decoder
 from rankloss_tf.io.atomic import write_file
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "FOLDER_PREFIX", "FolderIndex", "IMAGE_SUFFIXES", "folder_path", "load_folder", "printable", "scan_folder",
+    "FOLDER_PREFIX", "FolderIndex", "IMAGE_SUFFIXES", "folder_path", "printable", "scan_folder",
     "split_classes",
 ]
 
@@ -211,32 +210,3 @@ def split_classes(index, split, train_fraction=0.5, seed=0):
             f"classes with train_fraction={train_fraction} in {index.root!r}"
         )
     return chosen
-
-
-def load_folder(path, split, image_size=None, train_fraction=0.5, seed=0):
-    """Images under ``path/<class>/...`` as (uint8 image [H, W, 3], int64 label).
-
-    Labels are the ranks of the (readable) class folder names in sorted order,
-    over all classes. See the module docstring for the split, the decoding and
-    the files left out (``scan_folder``). Images are read lazily from disk;
-    give ``image_size`` when their sizes differ.
-
-    Raises:
-        ValueError: missing folder, no class folder with readable images, a
-            fraction outside (0, 1), or a split with fewer than 2 classes.
-
-    Example:
-    >>> train = load_folder("photos", "train", image_size=64)  # doctest: +SKIP
-    >>> train.element_spec[0].shape  # doctest: +SKIP
-    TensorShape([64, 64, 3])
-    """
-    index = scan_folder(path)
-    chosen = split_classes(index, split, train_fraction, seed)
-    names = index.classes
-    paths = [f for label in chosen for f in index.files[names[label]]]
-    labels = np.concatenate([np.full(len(index.files[names[label]]), label, np.int64) for label in chosen])
-    decode = image_decoder(image_size, channels=3)
-    paths = [os.fsencode(f) for f in paths]  # bytes: file names that are not UTF-8 work too
-    return tf.data.Dataset.from_tensor_slices((paths, labels)).map(
-        lambda file, label: (decode(file), label), num_parallel_calls=tf.data.AUTOTUNE
-    )

@@ -3,6 +3,7 @@
 import dataclasses
 
 from rankloss_tf.datasets.folder import FOLDER_PREFIX, folder_path
+from rankloss_tf.datasets.tfrecord import TFRECORD_PREFIX
 
 PRETRAINED_IMAGE_SIZE = 224
 FOLDER_IMAGE_SIZE = 64
@@ -77,7 +78,7 @@ RECIPES = {
 
 
 def recipe(name, pretrained=False, fine_tune=False):
-    """The training defaults of dataset ``name`` ("folder:PATH" takes the folder recipe).
+    """The training defaults of dataset ``name`` ("folder:PATH" and "tfrecord:PATTERN" take the folder recipe).
 
     Args:
         name: a ``rankloss_tf.datasets.load`` name.
@@ -98,7 +99,7 @@ def recipe(name, pretrained=False, fine_tune=False):
     >>> recipe("cars196", pretrained=True, fine_tune=True).augment
     'crop_flip'
     """
-    key = FOLDER_PREFIX if folder_path(name) is not None else name
+    key = FOLDER_PREFIX if folder_path(name) is not None or str(name).startswith(TFRECORD_PREFIX) else name
     found = RECIPES.get(key, RECIPES["default"])
     if pretrained and (found.image_size is None or key == FOLDER_PREFIX):
         found = dataclasses.replace(found, image_size=PRETRAINED_IMAGE_SIZE)

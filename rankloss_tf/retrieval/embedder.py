@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from rankloss_tf.export import SavedModelEmbedder

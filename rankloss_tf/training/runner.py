@@ -138,7 +138,7 @@ def _exported_by(run, path):
 
 def _load(config, split):
     """One zero-shot split; images of varying size are resized to ``image_size`` as they load."""
-    size = config.image_size if folder_of(config.dataset) else None  # a folder's images vary: resize as they load
+    size = config.image_size if datasets.sizes_vary(config.dataset) else None  # resize as they load
     images = datasets.load(config.dataset, split, data_dir=config.data_dir, image_size=size, seed=config.seed)
     if not images.element_spec[0].shape.is_fully_defined():
         images = datasets.load(config.dataset, split, data_dir=config.data_dir, image_size=config.image_size,

@@ -1,0 +1,247 @@
+"""TFRecord files of encoded images and labels: ``load("tfrecord:PATTERN", ...)``, streamed by record position.
+
+Schema: every record is a ``tf.train.Example`` with
+
+| feature | type | |
+| --- | --- | --- |
+| ``image/encoded`` | bytes | the encoded image (JPEG, PNG, BMP, GIF), as stored in its file |
+| ``image/class/label`` | int64 | the class id |
+| ``image/class/text`` | bytes | the class name (optional) |
+
+Files are uncompressed TFRecords (``tf.io.TFRecordWriter`` without
+compression); ``PATTERN`` is a glob (``tf.io.gfile.glob``: local paths, or
+``gs://`` and other file systems TensorFlow reads), its files read in sorted
+order. ``write_folder(folder, prefix)`` writes such files from a class folder
+(also ``python -m rankloss_tf.datasets.tfrecord FOLDER PREFIX``).
+
+Loading reads every record once to index it (its file, byte offset, length,
+label), then keeps only that index in memory: the P x K sampler reads, decodes
+and resizes each batch's records by position, in parallel
+(``rankloss_tf.references``). Split: the distinct labels, sorted, are split as
+a folder's classes are (``rankloss_tf.datasets.folder.split_classes``:
+shuffled by ``seed``, the first ``round(train_fraction x C)`` "train").
+"""
+
+import argparse
+import logging
+import os
+import struct
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+from rankloss_tf.datasets.folder import FolderIndex, scan_folder, split_classes
+from rankloss_tf.datasets.images import resize_uint8
+from rankloss_tf.references import References, streamed
+
+__all__ = ["FEATURES", "TFRECORD_PREFIX", "index_records", "load_tfrecord", "main", "record_reader", "write_folder"]
+
+TFRECORD_PREFIX = "tfrecord:"
+IMAGE, LABEL, CLASS_NAME = "image/encoded", "image/class/label", "image/class/text"
+FEATURES = {
+    IMAGE: tf.io.FixedLenFeature([], tf.string),
+    LABEL: tf.io.FixedLenFeature([], tf.int64),
+    CLASS_NAME: tf.io.FixedLenFeature([], tf.string, default_value=""),
+}
+_FRAME = 12  # a record's length (8 bytes) and its CRC (4 bytes) before its data; a CRC (4 bytes) after it
+
+logger = logging.getLogger(__name__)
+
+
+def _example(encoded, label, class_name):
+    feature = {
+        IMAGE: tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded])),
+        LABEL: tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+        CLASS_NAME: tf.train.Feature(bytes_list=tf.train.BytesList(value=[class_name.encode("utf-8",
+                                                                                          "surrogateescape")])),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def write_folder(folder, prefix, records_per_file=10_000, overwrite=False):
+    """Writes the readable images of a class folder as TFRecord files of the schema above.
+
+    Labels are the ranks of the class folders' names, as ``load("folder:...")``
+    gives them; every readable image is written (both splits) with its file's
+    bytes as they are (no re-encoding), class after class.
+
+    Args:
+        folder: a folder with one sub-folder per class (``scan_folder``).
+        prefix: output path prefix; files are ``<prefix>-00000-of-00003.tfrecord``, ...
+        records_per_file: records per file.
+        overwrite: replace files of those names; without it an existing one is an error.
+
+    Returns:
+        The list of written file paths (load them with ``"tfrecord:<prefix>-*.tfrecord"``).
+
+    Raises:
+        ValueError: a bad folder, ``records_per_file < 1``, or an output file that
+            exists without ``overwrite``.
+
+    Example:
+    >>> write_folder("photos", "/data/photos")  # doctest: +SKIP
+    ['/data/photos-00000-of-00001.tfrecord']
+    """
+    if not isinstance(records_per_file, int) or records_per_file < 1:
+        raise ValueError(f"`records_per_file` must be an integer >= 1. Received: {records_per_file!r}")
+    index, prefix = scan_folder(folder), os.fspath(prefix)
+    records = [(path, label, name) for label, name in enumerate(index.classes) for path in index.files[name]]
+    count = -(-len(records) // records_per_file)
+    paths = [f"{prefix}-{i:05d}-of-{count:05d}.tfrecord" for i in range(count)]
+    existing = [path for path in paths if tf.io.gfile.exists(path)]
+    if existing and not overwrite:
+        raise ValueError(f"TFRecord file exists (pass overwrite=True, or --overwrite, to replace it). Received: {existing[0]!r}")
+    tf.io.gfile.makedirs(os.path.dirname(os.path.abspath(paths[0])) if "://" not in paths[0] else os.path.dirname(paths[0]))
+    for number, path in enumerate(paths):
+        temporary = f"{path}.tmp-writing"
+        with tf.io.TFRecordWriter(temporary) as writer:
+            for image_path, label, name in records[number * records_per_file:(number + 1) * records_per_file]:
+                with open(image_path, "rb") as file:
+                    writer.write(_example(file.read(), label, name))
+        tf.io.gfile.rename(temporary, path, overwrite=True)
+        logger.info("Wrote %s", path)
+    return paths
+
+
+def _parse_label(record):
+    """(label, class name) of one record of the schema above."""
+    example = tf.io.parse_single_example(record, FEATURES)
+    return example[LABEL], example[CLASS_NAME]
+
+
+def _index_file(path, label_of):
+    """``(offsets [n], lengths [n], labels [n], class names [n])`` of one TFRecord file's records."""
+    with tf.io.gfile.GFile(path, "rb") as file:
+        head = file.read(8)
+    records = tf.data.TFRecordDataset(path).map(
+        lambda record: (tf.cast(tf.strings.length(record), tf.int64), *label_of(record)),
+        num_parallel_calls=tf.data.AUTOTUNE)
+    parts = list(records.batch(4096).as_numpy_iterator())
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, object)
+    lengths, labels, names = (np.concatenate([part[k] for part in parts]) for k in range(3))
+    if len(head) < 8 or struct.unpack("<Q", head)[0] != lengths[0]:
+        raise ValueError(f"Only uncompressed TFRecord files can be read by position. Received: {path!r}")
+    offsets = np.concatenate([[0], np.cumsum(lengths[:-1] + _FRAME + 4)]) + _FRAME
+    return offsets, lengths, labels.astype(np.int64), names
+
+
+def index_records(files, label_of=_parse_label):
+    """Where every record of ``files`` lies, and its label: reads each record once.
+
+    Args:
+        files: uncompressed TFRecord file paths, in their order.
+        label_of: function of one serialized record (a scalar string tensor)
+            returning (int label, class name string) tensors.
+
+    Returns:
+        ``(file number [N], byte offset [N], length [N], labels [N], class names [N])``.
+
+    Raises:
+        ValueError: records ``label_of`` cannot parse, or a compressed file.
+
+    Example:
+    >>> index_records(["/data/photos-00000-of-00001.tfrecord"])[3][:3]  # doctest: +SKIP
+    array([0, 0, 0])
+    """
+    try:
+        parts = [_index_file(path, label_of) for path in files]
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+        message = getattr(error, "message", str(error)).strip().splitlines()[0]
+        raise ValueError(f"The TFRecord files do not hold records of the expected schema ({message}). "
+                         f"Received: {files[0]!r} ...") from error
+    numbers = np.concatenate([np.full(len(part[0]), i, np.int64) for i, part in enumerate(parts)])
+    return (numbers, *(np.concatenate([part[k] for part in parts]) for k in range(4)))
+
+
+def record_reader(files, numbers, offsets, lengths, image_of, image_size):
+    """The function reading the record at a position (a scalar int64 tensor) as a uint8 image [H, W, 3].
+
+    ``image_of`` maps the serialized record to its encoded image bytes; the
+    image is decoded to RGB and resized to ``image_size``.
+
+    Example:
+    >>> files = ["/data/photos-00000-of-00001.tfrecord"]  # doctest: +SKIP
+    >>> numbers, offsets, lengths, labels, _ = index_records(files)  # doctest: +SKIP
+    >>> read = record_reader(files, numbers, offsets, lengths, lambda r: tf.io.parse_single_example(
+    ...     r, FEATURES)[IMAGE], image_size=64)  # doctest: +SKIP
+    >>> read(tf.constant(0, tf.int64)).shape  # doctest: +SKIP
+    TensorShape([64, 64, 3])
+    """
+    def read_bytes(position):
+        position = int(position)
+        with tf.io.gfile.GFile(files[numbers[position]], "rb") as file:
+            file.seek(int(offsets[position]))
+            return file.read(int(lengths[position]))
+
+    def read(position):
+        record = tf.ensure_shape(tf.py_function(read_bytes, [position], tf.string), [])
+        image = tf.io.decode_image(image_of(record), channels=3, expand_animations=False)
+        return resize_uint8(image, image_size)
+
+    return read
+
+
+def load_tfrecord(pattern, split, image_size=None, train_fraction=0.5, seed=0):
+    """One zero-shot half of TFRecord files (schema above) as (uint8 image [H, W, 3], int64 label).
+
+    A ``rankloss_tf.references.streamed`` dataset of record positions (see the
+    module docstring); labels are the records' own. Give ``image_size`` when
+    the images' sizes differ.
+
+    Raises:
+        ValueError: no file matches, no record, records of another schema,
+            compressed files, a fraction outside (0, 1), or a split with fewer
+            than 2 classes.
+
+    Example:
+    >>> train = load_tfrecord("/data/photos-*.tfrecord", "train", image_size=64)  # doctest: +SKIP
+    >>> train.element_spec[0].shape  # doctest: +SKIP
+    TensorShape([64, 64, 3])
+    """
+    files = sorted(tf.io.gfile.glob(pattern))
+    if not files:
+        raise ValueError(f"No TFRecord file matches the pattern. Received: {pattern!r}")
+    numbers, offsets, lengths, labels, _ = index_records(files)
+    if not labels.size:
+        raise ValueError(f"The TFRecord files hold no record. Received: {pattern!r}")
+    classes = np.unique(labels)
+    chosen = classes[split_classes(FolderIndex(pattern, classes.tolist(), {}, []), split, train_fraction, seed)]
+    positions = np.flatnonzero(np.isin(labels, chosen))
+    positions = positions[np.argsort(labels[positions], kind="stable")]
+    read = record_reader(files, numbers, offsets, lengths, lambda record: tf.io.parse_single_example(
+        record, FEATURES)[IMAGE], image_size)
+    references = References(positions, labels[positions], read=read, files=tuple(files),
+                            tag=f"tfrecord:{split}:{train_fraction}:{seed}:{image_size}")
+    return streamed(references)
+
+
+def main(argv=None):
+    """``python -m rankloss_tf.datasets.tfrecord FOLDER PREFIX``: a class folder to TFRecord files.
+
+    Exits 0, or 2 with one line naming the bad input.
+
+    Example:
+    >>> main(["photos", "/data/photos"])  # doctest: +SKIP
+    Wrote 1 files: --dataset 'tfrecord:/data/photos-*.tfrecord'
+    0
+    """
+    parser = argparse.ArgumentParser(prog="python -m rankloss_tf.datasets.tfrecord",
+                                     description="Writes a class folder's readable images as TFRecord files "
+                                                 "(image/encoded, image/class/label, image/class/text).")
+    parser.add_argument("folder", help="a folder with one sub-folder of images per class")
+    parser.add_argument("prefix", help="output prefix: PREFIX-00000-of-0000N.tfrecord")
+    parser.add_argument("--records-per-file", type=int, default=10_000)
+    parser.add_argument("--overwrite", action="store_true", help="replace existing files of those names")
+    args = parser.parse_args(argv)
+    try:
+        paths = write_folder(args.folder, args.prefix, args.records_per_file, args.overwrite)
+    except (ValueError, OSError) as error:
+        parser.exit(2, f"error: {error}\n")
+    sys.stdout.write(f"Wrote {len(paths)} files: --dataset 'tfrecord:{args.prefix}-*.tfrecord'\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
