@@ -313,6 +313,33 @@ def test_fit_lowers_loss_and_model_reloads(cls, kernel, kwargs, tmp_path):
 
 
 @pytest.mark.parametrize("cls,kernel,kwargs", KERAS_CLASSES)
+def test_custom_training_loop_with_the_tape_outside_a_function(cls, kernel, kwargs):
+    # The step traced with a None batch dimension and differentiated by a tape outside it: an
+    # AssertionError in TensorFlow's cond gradient before the blocks took their labels as inputs.
+    keras.utils.set_random_seed(0)
+    labels, x = random_batch(5, pk=(5, 4), dim=6)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4)])
+    loss = cls(**kwargs)
+    forward = tf.function(lambda y, x: loss(y, model(x)),
+                          input_signature=[tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, 6], tf.float32)])
+    optimizer = keras.optimizers.SGD(1e-3)  # small steps: each lowers the loss
+    values = []
+    for step in range(3):
+        with tf.GradientTape() as tape:
+            value = forward(labels, x)
+        gradients = tape.gradient(value, model.trainable_variables)
+        if step == 0:
+            with tf.GradientTape() as tape:
+                expected = loss(labels, model(x))
+            for got, reference in zip(gradients, tape.gradient(expected, model.trainable_variables)):
+                np.testing.assert_allclose(got.numpy(), reference.numpy(), rtol=1e-4, atol=1e-6)
+            assert float(value) == pytest.approx(float(expected), rel=1e-5)
+        optimizer.apply(gradients, model.trainable_variables)
+        values.append(float(value))
+    assert np.isfinite(values).all() and values[2] < values[1] < values[0]
+
+
+@pytest.mark.parametrize("cls,kernel,kwargs", KERAS_CLASSES)
 def test_fit_takes_a_last_batch_of_one_sample(cls, kernel, kwargs):
     # 9 samples in batches of 4: the last batch has one sample and no pair or tuple.
     keras.utils.set_random_seed(0)

@@ -23,11 +23,11 @@ are shared:
   ``blocks.DEFAULT_MEMORY_BUDGET``); larger batches are computed in blocks of anchor
   rows and recomputed in the backward pass (``rankloss_tf.ops.blocks``).
 
-Take gradients inside a traced function, as Keras' ``train_step`` does. A
-``tf.function`` traced with batch sizes unknown (an ``input_signature`` of ``None``)
-and differentiated by a ``tf.GradientTape`` outside it raises an ``AssertionError`` in
-TensorFlow's ``tf.cond`` gradient (the run-time choice of the block size reads the
-labels); with static shapes or ``jit_compile=True`` either place works.
+Gradients may be taken inside a traced function (Keras' ``train_step``) or by a
+``tf.GradientTape`` outside a ``tf.function`` traced with batch sizes unknown (an
+``input_signature`` of ``None``, as custom training loops do): the blocks get every
+tensor they read as an input (``blocks.blocked_rows``' ``constants``), never by closure,
+which TensorFlow's ``tf.cond`` gradient refuses from outside its branch.
 """
 
 import math
@@ -264,10 +264,10 @@ def triplet_semihard_loss(
     margin, distance = check_non_negative("margin", margin), check_distance(distance)
     batch = _batch(labels, embeddings, anchors, reference_labels, reference_embeddings)
 
-    def rows(tensors, start, size):
+    def rows(tensors, start, size, batch):
         return _semihard_row_sums(*_row_geometry(batch, distance, tensors, start, size), margin)
 
-    sums = blocked_rows(rows, batch.tensors, batch.size, batch.block("semihard", memory_budget))
+    sums = blocked_rows(rows, batch.tensors, batch.size, batch.block("semihard", memory_budget), constants=batch)
     return _finish(batch, _per_anchor_mean(sums, _num_positive_pairs(batch), batch.num_anchors()))
 
 
@@ -336,7 +336,7 @@ def triplet_hard_loss(
     distance = check_distance(distance, allow_callable=False)
     batch = _batch(labels, embeddings, anchors, reference_labels, reference_embeddings)
 
-    def rows(tensors, start, size):
+    def rows(tensors, start, size, batch):
         # The gradient flows through 2 pairs per anchor: mine without it, then recompute them.
         queries, reference, row_ids = batch.rows(tensors, start, size)
         positives, negatives, _ = _row_masks(batch, row_ids, tf.shape(reference)[0])
@@ -347,7 +347,7 @@ def triplet_hard_loss(
         losses = tf.math.softplus(gap) if soft else tf.maximum(gap + margin, 0.0)
         return tf.where(has_positive, losses, tf.zeros([], losses.dtype))
 
-    return _finish(batch, blocked_rows(rows, batch.tensors, batch.size, batch.block("hard", memory_budget)))
+    return _finish(batch, blocked_rows(rows, batch.tensors, batch.size, batch.block("hard", memory_budget), constants=batch))
 
 
 def contrastive_loss(
@@ -401,7 +401,7 @@ def contrastive_loss(
         sums = sum(_tile_sums(batch, tile, margin, distance, memory_budget) for tile in pair_tiles(batch.size, *share))
         return _finish(batch, tf.math.divide_no_nan(sums, tf.cast(batch.size - 1, sums.dtype)))
 
-    def rows(tensors, start, size):
+    def rows(tensors, start, size, batch):
         queries, reference, row_ids = batch.rows(tensors, start, size)
         if batch.whole and batch.exclude_self and isinstance(start, int):
             queries = reference  # one call covers every row (see blocked_rows): the batch against itself
@@ -412,7 +412,7 @@ def contrastive_loss(
         num_pairs = tf.cast(num_columns - (1 if batch.exclude_self else 0), sums.dtype)
         return tf.math.divide_no_nan(sums, num_pairs)
 
-    return _finish(batch, blocked_rows(rows, batch.tensors, batch.size, batch.block("contrastive", memory_budget)))
+    return _finish(batch, blocked_rows(rows, batch.tensors, batch.size, batch.block("contrastive", memory_budget), constants=batch))
 
 
 def _scatter_sum(values, ids, valid, size):
@@ -425,13 +425,14 @@ def _tile_sums(batch, tile, margin, distance, memory_budget):
     num_columns = _static_or_dynamic(tile.columns, 0)
     column_labels = tf.gather(batch.labels, tile.columns)
 
-    def pairs(tensors, start, size, fresh):
+    def pairs(tensors, start, size, fresh, constants):
+        tile, labels, column_labels = constants
         ids = _slice_rows(tile.rows, start, size)
         rows_in = tf.logical_and(_slice_rows(tile.rows_in, start, size), fresh)
         counted = tf.logical_and(
             tf.logical_and(rows_in[:, None], tile.columns_in[None, :]), tf.not_equal(ids[:, None], tile.columns[None, :])
         )
-        same = tf.equal(tf.gather(batch.labels, ids)[:, None], column_labels[None, :])
+        same = tf.equal(tf.gather(labels, ids)[:, None], column_labels[None, :])
         queries, reference = _gather_rows(tensors[0], ids), _gather_rows(tensors[0], tile.columns)
         row_sums, column_sums = contrastive_pair_sums(queries, reference, same, counted, margin, distance)
         return row_sums, tf.where(tile.column_totals, column_sums, tf.zeros([], column_sums.dtype))
@@ -439,7 +440,7 @@ def _tile_sums(batch, tile, margin, distance, memory_budget):
     num_rows = _static_or_dynamic(tile.rows, 0)
     dim = _static_or_dynamic(batch.embeddings, 1)
     block = block_rows(num_rows, num_columns, dim, _TEMPORARIES["contrastive"], memory_budget)
-    values, totals = blocked_pairs(pairs, batch.tensors, num_rows, num_columns, block)
+    values, totals = blocked_pairs(pairs, batch.tensors, num_rows, num_columns, block, (tile, batch.labels, column_labels))
     return _scatter_sum(values, tile.rows, tile.rows_in, batch.size) + _scatter_sum(
         totals, tile.columns, tile.columns_in, batch.size
     )
@@ -547,7 +548,8 @@ def _tuple_losses(batch, tuple_terms, memory_budget, share=None):
                                                     (positives, valid, [num_tuples])])
     picked_labels = tf.gather(tuple_labels, picks)
 
-    def rows(tensors, start, size):
+    def rows(tensors, start, size, constants):
+        picks_valid, picked_labels, column_labels, column_valid = constants
         anchor_rows, own_rows = _slice_rows(tensors[0], start, size), _slice_rows(tensors[1], start, size)
         row_valid = _slice_rows(picks_valid, start, size)
         others = Negatives(_slice_rows(picked_labels, start, size), row_valid, column_labels, column_valid)
@@ -556,7 +558,7 @@ def _tuple_losses(batch, tuple_terms, memory_budget, share=None):
 
     dim = _static_or_dynamic(batch.embeddings, 1)
     block = block_rows(size, num_tuples, dim, _TEMPORARIES["npair"], memory_budget)
-    terms = blocked_rows(rows, tensors, size, block)
+    terms = blocked_rows(rows, tensors, size, block, (picks_valid, picked_labels, column_labels, column_valid))
     losses = _scatter_sum(terms, tf.gather(anchors, picks) - batch.start, picks_valid, batch.size)
     # No tuple (a batch of one): no row.
     no_rows = isinstance(num_tuples, int) and num_tuples == 0
@@ -663,10 +665,11 @@ def angular_loss(labels, embeddings, alpha=45.0, anchors=None, memory_budget=Non
         units, labels = _gather_rows(units, order), tf.gather(batch.labels, order)
         block = block_rows(size, batch.size, _static_or_dynamic(units, 1), _TEMPORARIES["angular"], memory_budget)
 
-    def rows(tensors, start, size):
+    def rows(tensors, start, size, constants):
+        labels, first = constants
         return angular_row_losses(tensors[0], labels, first + start, size, scale, pair_weight)
 
-    sums = blocked_rows(rows, [units], size, block)
+    sums = blocked_rows(rows, [units], size, block, (labels, first))
     if share is not None:
         sums = _scatter_sum(sums, tf.gather(order, first + tf.range(size)), counted, batch.size)
     return _finish(batch, _per_anchor_mean(sums, _num_positive_pairs(batch), batch.num_anchors()))
