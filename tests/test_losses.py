@@ -655,3 +655,24 @@ def test_an_empty_anchor_range_gives_no_loss_and_a_zero_gradient(kernel, oracle,
     losses, gradient = run(x)
     assert losses.shape == (0,) and gradient is not None
     np.testing.assert_array_equal(gradient.numpy(), np.zeros((13, 4), np.float32))
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+def test_contrastive_rows_symmetric_form_equals_the_general_one(distance):
+    # `symmetric=True` (a batch against itself, one backward matmul) is asked for explicitly, not
+    # guessed from `queries is reference`; both forms give the same values and gradients.
+    from rankloss_tf.ops.fused import contrastive_rows
+
+    labels, x = random_batch(6, batch_size=11, num_classes=3)
+    x = tf.constant(x)
+    same = tf.equal(labels[:, None], labels[None, :])
+
+    def value_and_gradient(symmetric):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            rows = contrastive_rows(x, x, same, 1.5, distance, tf.range(11), symmetric=symmetric)
+            total = tf.reduce_sum(rows * tf.range(1.0, 12.0))
+        return rows, tape.gradient(total, x)
+
+    for got, want in zip(value_and_gradient(True), value_and_gradient(False)):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
