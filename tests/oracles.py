@@ -143,3 +143,23 @@ def npair_angular(labels, embeddings, alpha=45.0, lam=2.0):
         angular_term = math.log1p(sum(math.exp(_angular_term(x, a, p, q, t)) for q in negatives))
         losses.append(npair_term + lam * angular_term)
     return float(np.mean(losses))
+
+
+def assert_same_neighbours(got, want, scores, atol, err_msg=""):
+    """Neighbour lists that agree up to swaps at near-ties: two code paths (XLA or not, another
+    batch size, another CPU's oneDNN kernels) may order two items whose scores differ by rounding.
+
+    Args:
+        got, want: int [Q, k] neighbour indices, best first.
+        scores: float [Q, N], each item's score for each query (a distance or a similarity),
+            computed once, in float64 where possible.
+        atol: how far two scores may be apart and still count as a tie.
+
+    At every rank the two items' scores agree within ``atol``: a swap of near-tied items
+    passes, a wrong neighbour does not (its score differs), nor a repeated one.
+    """
+    got, want, scores = np.asarray(got), np.asarray(want), np.asarray(scores, np.float64)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    rows = np.arange(len(got))[:, None]
+    np.testing.assert_allclose(scores[rows, got], scores[rows, want], rtol=0, atol=atol, err_msg=err_msg)
+    assert all(len(set(row)) == len(row) for row in got.tolist()), f"a neighbour repeated {err_msg}"

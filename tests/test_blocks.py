@@ -173,3 +173,62 @@ def test_share_errors_name_what_was_received(share, match):
     with pytest.raises(ValueError, match="reference set"):
         ops.contrastive_loss([0, 1], np.eye(2, dtype=np.float32), share=(0, 2), reference_labels=[0],
                              reference_embeddings=np.eye(1, 2, dtype=np.float32))
+
+
+# One of each kernel, run in blocks (both the blocks and the single block are traced either way), and
+# the shares, a range of anchors and the unblocked kernels in one block.
+OUTER_TAPE_KERNELS = [(k, dict(kw, memory_budget=TINY_BUDGET)) for k, kw in KERNELS[::2]] + [
+    (ops.npair_angular_loss, {"memory_budget": TINY_BUDGET}),
+    (ops.contrastive_loss, {"share": (1, 3)}),
+    (ops.npair_loss, {"share": (0, 2)}),
+    (ops.angular_loss, {"share": (2, 3)}),
+    (ops.triplet_hard_loss, {"anchors": (4, 9), "memory_budget": TINY_BUDGET}),
+    (ops.lifted_struct_loss, {}),
+    (ops.cluster_loss, {"margin_multiplier": 1.0}),
+]
+OUTER_TAPE_IDS = [f"{k.__name__}-{'-'.join(map(str, kw.values()))}" for k, kw in OUTER_TAPE_KERNELS]
+
+
+@pytest.mark.parametrize("kernel,kwargs", OUTER_TAPE_KERNELS, ids=OUTER_TAPE_IDS)
+def test_tape_outside_a_function_of_unknown_batch_size(kernel, kwargs):
+    # A custom training loop: the tf.function traced with a None batch dimension, the tape
+    # outside it. The run-time choice of blocks (a tf.cond) raised an AssertionError in
+    # TensorFlow's cond gradient: the backward pass read the labels closed over outside it.
+    labels, x = _batch(4, size=23)
+    weights = tf.constant(np.arange(1.0, 24.0, dtype=np.float32) ** 0.5)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, 5])])
+    def objective(labels, x):
+        values = kernel(labels, x, **kwargs)
+        return tf.reduce_sum(values * weights[: tf.size(values)])
+
+    variable = tf.Variable(x)
+    with tf.GradientTape() as tape:
+        got = objective(tf.constant(labels), variable)
+    got_gradient = tape.gradient(got, variable)
+    with tf.GradientTape() as tape:
+        values = kernel(labels, variable, **kwargs)
+        expected = tf.reduce_sum(values * weights[: tf.size(values)])
+    expected_gradient = tape.gradient(expected, variable)
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), **_tolerance(kwargs))
+    np.testing.assert_allclose(got_gradient.numpy(), expected_gradient.numpy(), **_tolerance(kwargs))
+    assert np.abs(got_gradient.numpy()).max() > 0
+
+
+def test_blocked_rows_hands_the_constants_to_the_rows():
+    # What the rows read besides the differentiated tensors goes through the call, not a closure.
+    scale = tf.constant([1.0, 0.0, 2.0])
+    rows = lambda t, start, size, scale: scale[start : start + size] * tf.reduce_sum(  # noqa: E731
+        tf.slice(t[0], tf.stack([start, 0]), tf.stack([size, -1])) * t[0][None, :, 0], axis=1
+    )
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 1]), tf.TensorSpec([None]), tf.TensorSpec([], tf.int32)])
+    def run(x, scale, block):
+        return blocked_rows(rows, [x], tf.shape(x)[0], block, constants=scale)
+
+    x = tf.Variable([[1.0], [2.0], [3.0]])
+    for block in (1, 2, 3):
+        with tf.GradientTape() as tape:
+            total = tf.reduce_sum(run(x, scale, block))
+        assert total.numpy() == pytest.approx(6.0 + 36.0)
+        np.testing.assert_allclose(tape.gradient(total, x).numpy()[:, 0], [13.0, 7.0, 19.0], rtol=1e-6)

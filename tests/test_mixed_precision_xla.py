@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from rankloss_tf import losses
 from rankloss_tf.ops import losses as kernels
+from tests import oracles
 
 NAMES = sorted(losses.LOSSES)
 KERNELS = {name: getattr(kernels, f"{name}_loss") for name in NAMES}
@@ -118,7 +119,9 @@ def test_evaluation_kernel_under_xla_and_half_precision():
     args = (block, tf.constant(0), references, None, 5, True)
     eager = _block_top_k.python_function(*args)
     compiled = tf.function(_block_top_k.python_function, jit_compile=True)(*args)
-    np.testing.assert_array_equal(compiled.indices.numpy(), eager.indices.numpy())
+    # XLA and the eager kernels may order near-tied neighbours differently (and differ by CPU).
+    scores = references.numpy().astype(np.float64)[:32] @ references.numpy().astype(np.float64).T
+    oracles.assert_same_neighbours(compiled.indices.numpy(), eager.indices.numpy(), scores, atol=1e-5)
     np.testing.assert_allclose(compiled.values.numpy(), eager.values.numpy(), rtol=1e-5, atol=1e-6)
 
     reference = evaluate(embeddings, labels, clustering=False)

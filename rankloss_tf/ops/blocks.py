@@ -67,8 +67,24 @@ def _block_starts(num_rows, block):
     return lambda k: tf.maximum(tf.minimum(k * block, num_rows - block), 0)
 
 
-def _blocked(pair_fn, tensors, num_rows, num_columns, block):
+def _local_constants(constants, num_rows, num_columns, block):
+    """Copies, made in the current graph, of the tensors among ``constants`` and the sizes.
+
+    The recomputing gradient reads these copies, never a tensor of a graph further out: a
+    ``tf.cond`` around the blocks (sizes known at run time) hands its gradient only the
+    tensors of its branch, and a ``tf.GradientTape`` outside a ``tf.function`` builds that
+    gradient in another graph than the function's.
+    """
+
+    def copy(value):
+        return tf.identity(value) if tf.is_tensor(value) else value
+
+    return tf.nest.map_structure(copy, (constants, num_rows, num_columns, block))
+
+
+def _blocked(pair_fn, tensors, num_rows, num_columns, block, constants):
     """``pair_fn`` over all blocks of rows, with a block-by-block recomputing gradient."""
+    constants, num_rows, num_columns, block = _local_constants(constants, num_rows, num_columns, block)
     num_blocks = (num_rows + block - 1) // block
     start_of = _block_starts(num_rows, block)
 
@@ -85,7 +101,7 @@ def _blocked(pair_fn, tensors, num_rows, num_columns, block):
 
         def forward(k, values, totals):
             start, rows, fresh = block_rows_of(k)
-            block_values, block_totals = pair_fn(inputs, start, block, fresh)
+            block_values, block_totals = pair_fn(inputs, start, block, fresh, constants)
             block_values = tf.where(fresh, block_values, tf.zeros([], dtype))
             return k + 1, tf.tensor_scatter_nd_add(values, rows[:, None], block_values), totals + block_totals
 
@@ -103,7 +119,7 @@ def _blocked(pair_fn, tensors, num_rows, num_columns, block):
                 local = [tf.identity(x) for x in inputs]
                 with tf.GradientTape() as tape:
                     tape.watch(local)
-                    block_values, block_totals = pair_fn(local, start, block, fresh)
+                    block_values, block_totals = pair_fn(local, start, block, fresh, constants)
                 block_grads = tape.gradient(
                     [block_values, block_totals], local, output_gradients=[weights, upstream_totals]
                 )
@@ -132,7 +148,7 @@ def _in_xla_context():
     return not tf.executing_eagerly() and control_flow_util.GraphOrParentsInXlaContext(graph)
 
 
-def blocked_pairs(pair_fn, tensors, num_rows, num_columns, block):
+def blocked_pairs(pair_fn, tensors, num_rows, num_columns, block, constants=None):
     """Row values and column totals of a [num_rows, num_columns] computation, in blocks of rows.
 
     The form of a loss whose pairs (i, j) add to both row i and column j (each pair
@@ -144,11 +160,15 @@ def blocked_pairs(pair_fn, tensors, num_rows, num_columns, block):
             for rows start .. start + size - 1, differentiable in ``tensors``; ``fresh``
             [size] bool marks the rows not computed by an earlier block (a pulled-back
             last block repeats some): the others must add nothing to the totals (their
-            values are not read).
+            values are not read). With ``constants``, called as
+            ``pair_fn(tensors, start, size, fresh, constants)``.
         tensors: list of float tensors the values are differentiated against.
         num_rows: number of rows (int or int32 scalar tensor).
         num_columns: length of the totals (int or int32 scalar tensor).
         block: rows per block (see ``block_rows``).
+        constants: optional nest (tuple, dict, NamedTuple) of every other tensor
+            ``pair_fn`` reads (labels, masks, ids), handed to it rather than closed over
+            (see ``blocked_rows``).
 
     Returns:
         ``(values [num_rows], totals [num_columns])``, with the gradients of one
@@ -162,39 +182,57 @@ def blocked_pairs(pair_fn, tensors, num_rows, num_columns, block):
     >>> [v.numpy().tolist() for v in blocked_pairs(products, [x], 3, 3, 2)]
     [[6.0, 12.0, 18.0], [6.0, 12.0, 18.0]]
     """
+    if constants is None:
+        call = lambda tensors, start, size, fresh, _: pair_fn(tensors, start, size, fresh)  # noqa: E731
+    else:
+        call = pair_fn
     static_rows, static_block = tf.get_static_value(num_rows), tf.get_static_value(block)
     dtype = tensors[0].dtype
     if static_rows == 0:
         return tf.zeros([0], dtype), tf.zeros([num_columns], dtype)
     if static_rows is not None and static_block is not None and static_block >= static_rows:
-        return pair_fn(tensors, 0, int(static_rows), tf.ones([int(static_rows)], tf.bool))
+        return call(tensors, 0, int(static_rows), tf.ones([int(static_rows)], tf.bool), constants)
     if static_rows is not None and static_block is not None:
         # Python ints: XLA needs each block's slice size at compile time.
-        return _blocked(pair_fn, tensors, int(static_rows), num_columns, int(static_block))
+        return _blocked(call, tensors, int(static_rows), num_columns, int(static_block), constants)
     # Sizes known only at run time (Keras traces a None batch dimension): chosen at run time.
     num_rows, block = tf.convert_to_tensor(num_rows, tf.int32), tf.convert_to_tensor(block, tf.int32)
     if _in_xla_context():
         # XLA compiles for the concrete sizes but cannot compile the run-time choice (both
         # branches, with sizes it takes as dynamic): one block, as for static sizes that fit.
-        return pair_fn(tensors, 0, num_rows, tf.ones([num_rows], tf.bool))
+        return call(tensors, 0, num_rows, tf.ones([num_rows], tf.bool), constants)
+
+    def one_block():
+        # Copies here too: a custom gradient in `call` may read the inputs, sizes or constants.
+        given, rows, _, _ = _local_constants(constants, num_rows, num_columns, block)
+        return call(local_copies(tensors), 0, rows, tf.ones([rows], tf.bool), given)
+
     return tf.cond(
-        block >= num_rows,
-        lambda: pair_fn(tensors, 0, num_rows, tf.ones([num_rows], tf.bool)),
-        lambda: _blocked(pair_fn, tensors, num_rows, num_columns, block),
+        block >= num_rows, one_block, lambda: _blocked(call, tensors, num_rows, num_columns, block, constants)
     )
 
 
-def blocked_rows(row_fn, tensors, num_rows, block):
+def blocked_rows(row_fn, tensors, num_rows, block, constants=None):
     """``row_fn(tensors, 0, num_rows)``, computed in blocks of ``block`` rows when they do not fit.
+
+    Every tensor ``row_fn`` reads besides ``tensors`` belongs in ``constants``: when the
+    sizes are known only at run time the blocks sit in a ``tf.cond``, and a gradient
+    taken by a ``tf.GradientTape`` outside the ``tf.function`` (a custom training loop)
+    fails in TensorFlow's ``tf.cond`` gradient if the recomputing backward pass reads a
+    tensor the function closed over. Python values (margins, options) may be closed over.
 
     Args:
         row_fn: ``(tensors, start, size) -> values [size]``, the values of rows
             start .. start + size - 1, differentiable in ``tensors``. Rows are
             independent: row i's value does not depend on the block it is in.
             ``start`` is the Python int 0 exactly when one call covers every row.
+            With ``constants``, called as ``row_fn(tensors, start, size, constants)``.
         tensors: list of float tensors the values are differentiated against.
         num_rows: number of rows (int or int32 scalar tensor).
         block: rows per block (see ``block_rows``).
+        constants: optional nest (tuple, dict, NamedTuple) of the other tensors
+            ``row_fn`` reads, handed to it as its last argument (its leaves may also be
+            Python values); not differentiated.
 
     Returns:
         Values [num_rows] (empty, without calling ``row_fn``, for no rows); gradients with respect to ``tensors`` equal those of one
@@ -205,9 +243,13 @@ def blocked_rows(row_fn, tensors, num_rows, block):
     >>> rows = lambda t, start, size: tf.reduce_sum(t[0][start : start + size] * t[0][None, :, 0], axis=1)
     >>> blocked_rows(rows, [x], 3, 2).numpy().tolist()
     [6.0, 12.0, 18.0]
+    >>> scaled = lambda t, start, size, scale: scale[start : start + size] * t[0][start : start + size, 0]
+    >>> blocked_rows(scaled, [x], 3, 2, constants=tf.constant([1.0, 0.0, 2.0])).numpy().tolist()
+    [1.0, 0.0, 6.0]
     """
 
-    def pair_fn(tensors, start, size, fresh):
-        return row_fn(tensors, start, size), tf.zeros([0], tensors[0].dtype)
+    def pair_fn(tensors, start, size, fresh, given):
+        values = row_fn(tensors, start, size) if constants is None else row_fn(tensors, start, size, given)
+        return values, tf.zeros([0], tensors[0].dtype)
 
-    return blocked_pairs(pair_fn, tensors, num_rows, 0, block)[0]
+    return blocked_pairs(pair_fn, tensors, num_rows, 0, block, () if constants is None else constants)[0]

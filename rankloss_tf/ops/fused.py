@@ -7,7 +7,7 @@ Gram matrix) dominates. Three rewrites keep the values and gradients:
 
 - batch-hard mining selects one positive and one negative per anchor, so the
   gradient only flows through those 2 pairs: mine on a distance matrix without
-  gradient (``mine_hard``), then recompute the chosen distances from the
+  gradient (``mining.mine_hard``), then recompute the chosen distances from the
   gathered rows (``pair_distances``): the backward pass is O(rows x D).
 - contrastive: every pair's loss is a function of its squared distance s, so the
   gradient is a coefficient matrix C = dL/ds times the geometry of s:
@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from rankloss_tf.ops.blocks import local_copies
 from rankloss_tf.ops.distances import safe_sqrt
+from rankloss_tf.ops.mining import mine_hard  # (public here before it moved to mining)
 
 
 def _squared_distances(queries, reference):
@@ -72,32 +73,6 @@ def pair_distances(queries, partners, distance):
         return tf.maximum(1.0 - cosine, 0.0)
     squared = tf.reduce_sum(tf.square(queries - partners), axis=1)
     return squared if distance == "squared_l2" else safe_sqrt(squared)
-
-
-def mine_hard(ordered, positives, negatives):
-    """Batch-hard mining: the farthest positive and the closest negative of every row.
-
-    Args:
-        ordered: float [rows, R], ordered like the distances (``mining_distances``).
-        positives: bool [rows, R].
-        negatives: bool [rows, R].
-
-    Returns:
-        ``(positive [rows] int32, has_positive [rows] bool, negative [rows] int32)``:
-        column indices; a row without a negative takes its largest entry (tfa's rule);
-        ties take the first column.
-
-    Example:
-    >>> d = tf.constant([[0.0, 1.0, 4.0, 2.0]])
-    >>> pos, neg = tf.constant([[False, True, False, False]]), tf.constant([[False, False, True, True]])
-    >>> [t.numpy().tolist() for t in mine_hard(d, pos, neg)]
-    [[1], [True], [3]]
-    """
-    lowest, highest = tf.constant(-float("inf"), ordered.dtype), tf.constant(float("inf"), ordered.dtype)
-    positive = tf.argmax(tf.where(positives, ordered, lowest), axis=1, output_type=tf.int32)
-    closest = tf.argmin(tf.where(negatives, ordered, highest), axis=1, output_type=tf.int32)
-    negative = tf.where(tf.reduce_any(negatives, axis=1), closest, tf.argmax(ordered, axis=1, output_type=tf.int32))
-    return positive, tf.reduce_any(positives, axis=1), negative
 
 
 def _contrastive_terms(squared, same, margin, distance):
@@ -204,7 +179,7 @@ def _symmetric_weights(slopes, upstream):
     return weights, tf.reduce_sum(weights, axis=1)
 
 
-def contrastive_rows(queries, reference, same, margin, distance, own=None):
+def contrastive_rows(queries, reference, same, margin, distance, own=None, symmetric=False):
     """Contrastive pair losses summed per row, with a fused gradient.
 
     For pairs (i, j), with d the ``distance``: d^2 where ``same`` (positives),
@@ -217,7 +192,8 @@ def contrastive_rows(queries, reference, same, margin, distance, own=None):
         margin: float >= 0.
         distance: "l2", "squared_l2" or "cosine".
         own: optional int32 [rows], a column of each row left out (the anchor itself).
-            When ``queries`` is ``reference`` (every row of a batch against itself), the
+        symmetric: True when ``queries`` are the rows of ``reference``, in order (every row
+            of a batch against itself, each row's own column left out, ``own`` unused): the
             backward pass takes one matmul instead of two (the coefficients are symmetric).
 
     Returns:
@@ -229,8 +205,8 @@ def contrastive_rows(queries, reference, same, margin, distance, own=None):
     >>> contrastive_rows(q, r, tf.constant([[True, False]]), 6.0, "l2").numpy().tolist()
     [2.0]
     """
-    if queries is reference:
-        return _symmetric_rows(queries, same, margin, distance)
+    if symmetric:
+        return _symmetric_rows(reference, same, margin, distance)
     if distance == "cosine":
         queries, reference = tf.math.l2_normalize(queries, axis=1), tf.math.l2_normalize(reference, axis=1)
 

@@ -2,8 +2,9 @@
 
 import tensorflow as tf
 
+from rankloss_tf.ops.batch import _per_anchor_mean
 from rankloss_tf.ops.checks import check_non_negative
-from rankloss_tf.ops.losses import _per_anchor_mean, distances_and_masks
+from rankloss_tf.ops.dense import distances_and_masks
 
 
 def _row_logsumexp(logits, mask):

@@ -23,198 +23,48 @@ are shared:
   ``blocks.DEFAULT_MEMORY_BUDGET``); larger batches are computed in blocks of anchor
   rows and recomputed in the backward pass (``rankloss_tf.ops.blocks``).
 
-Take gradients inside a traced function, as Keras' ``train_step`` does. A
-``tf.function`` traced with batch sizes unknown (an ``input_signature`` of ``None``)
-and differentiated by a ``tf.GradientTape`` outside it raises an ``AssertionError`` in
-TensorFlow's ``tf.cond`` gradient (the run-time choice of the block size reads the
-labels); with static shapes or ``jit_compile=True`` either place works.
+Gradients may be taken inside a traced function (Keras' ``train_step``) or by a
+``tf.GradientTape`` outside a ``tf.function`` traced with batch sizes unknown (an
+``input_signature`` of ``None``, as custom training loops do): the blocks get every
+tensor they read as an input (``blocks.blocked_rows``' ``constants``), never by closure,
+which TensorFlow's ``tf.cond`` gradient refuses from outside its branch.
 """
 
 import math
-from typing import NamedTuple
 
 import tensorflow as tf
 
 from rankloss_tf.ops.angular import angular_row_losses
-from rankloss_tf.ops.blocks import block_rows, blocked_pairs, blocked_rows
-from rankloss_tf.ops.checks import (
-    check_alpha,
-    check_choice,
-    check_non_negative,
-    nan_unless_finite,
-    standardize_inputs,
+from rankloss_tf.ops.batch import (  # (also imported from here by kernels in other files)
+    _TEMPORARIES,
+    _batch,
+    _Batch,
+    _check_anchors,
+    _finish,
+    _gather_rows,
+    _num_positive_pairs,
+    _per_anchor_mean,
+    _row_geometry,
+    _row_masks,
+    _scatter_sum,
+    _slice_rows,
+    _static_or_dynamic,
 )
-from rankloss_tf.ops.distances import check_distance, pairwise_distances
-from rankloss_tf.ops.fused import Negatives, contrastive_pair_sums, contrastive_rows, log1p_sum_exp, mine_hard, mining_distances, pair_distances
-from rankloss_tf.ops.masks import label_counts, negative_mask, npair_tuples, positive_mask
-from rankloss_tf.ops.mining import hardest_negative, hardest_positive, semihard_negatives
-from rankloss_tf.ops.shares import check_share, pair_tiles, share_slots, sorted_rows
+from rankloss_tf.ops.blocks import block_rows, blocked_pairs, blocked_rows
+from rankloss_tf.ops.checks import check_alpha, check_choice, check_non_negative
+from rankloss_tf.ops.dense import (  # (the compat losses import them from here too)
+    _semihard_row_sums,
+    distances_and_masks,
+    hard_from_distances,
+    semihard_from_distances,
+)
+from rankloss_tf.ops.distances import check_distance
+from rankloss_tf.ops.fused import contrastive_pair_sums, contrastive_rows, log1p_sum_exp, mining_distances, pair_distances
+from rankloss_tf.ops.mining import mine_hard
+from rankloss_tf.ops.shares import check_share, pair_tiles, sorted_rows
+from rankloss_tf.ops.tuples import _npair_terms, _tuple_losses
 
 NPAIR_VARIANTS = ("mc", "ovo")
-# How many float32 [rows, columns] tensors each loss keeps alive at once (block sizes).
-_TEMPORARIES = {"semihard": 16, "hard": 12, "contrastive": 8, "npair": 8, "angular": 12}
-
-
-def _per_anchor_mean(numerators, count, num_anchors):
-    """Scales per-anchor sums so that their mean over ``num_anchors`` anchors is ``sum / count``."""
-    return tf.math.divide_no_nan(numerators * tf.cast(num_anchors, numerators.dtype), tf.cast(count, numerators.dtype))
-
-
-def distances_and_masks(labels, embeddings, distance):
-    """Pairwise distances and positive / negative masks of a batch against itself.
-
-    Args:
-        labels: class labels [B] or [B, 1].
-        embeddings: float [B, D].
-        distance: "l2", "squared_l2", "cosine" or a callable ``embeddings -> [B, B]``.
-
-    Returns:
-        ``(distances [B, B], positives [B, B], negatives [B, B], dtype)``: the anchor is
-        neither its own positive nor negative; ``dtype`` is the embeddings' dtype.
-
-    Example:
-    >>> d, pos, neg, _ = distances_and_masks([0, 0, 1], [[0.0], [1.0], [3.0]], "l2")
-    >>> pos.numpy().astype(int).tolist()[0], neg.numpy().astype(int).tolist()[0]
-    ([0, 1, 0], [0, 0, 1])
-    """
-    dtype = tf.convert_to_tensor(embeddings).dtype
-    labels, embeddings = standardize_inputs(labels, embeddings)
-    distances = pairwise_distances(embeddings, check_distance(distance))
-    return distances, positive_mask(labels), negative_mask(labels), dtype
-
-
-class _Batch(NamedTuple):
-    """A standardised batch: anchors ``start .. start + size - 1`` of ``labels`` / ``embeddings``
-    against ``reference_labels`` / ``reference`` (the batch itself when ``exclude_self``)."""
-
-    labels: tf.Tensor
-    embeddings: tf.Tensor
-    reference_labels: tf.Tensor
-    reference: tf.Tensor
-    exclude_self: bool
-    whole: bool
-    start: object
-    size: object
-    dtype: tf.DType
-
-    @property
-    def tensors(self):
-        """The float tensors the losses are differentiated against."""
-        return [self.embeddings] if self.exclude_self else [self.embeddings, self.reference]
-
-    def rows(self, tensors, start, size):
-        """``(query rows [size, D], reference [R, D], row ids [size])`` of anchor rows start.. of the range."""
-        first = self.start + start
-        return _slice_rows(tensors[0], first, size), tensors[-1], first + tf.range(size)
-
-    def num_anchors(self):
-        return tf.shape(self.labels)[0]
-
-    def block(self, loss, memory_budget):
-        return block_rows(self.size, _static_or_dynamic(self.reference, 0), _static_or_dynamic(self.embeddings, 1),
-                          _TEMPORARIES[loss], memory_budget)
-
-
-def _slice_rows(tensor, start, size):
-    """Rows start .. start + size - 1 (a dynamic start with a static size under XLA)."""
-    begin = tf.stack([tf.cast(start, tf.int32)] + [0] * (tensor.shape.rank - 1))
-    return tf.slice(tensor, begin, tf.stack([tf.cast(size, tf.int32)] + [-1] * (tensor.shape.rank - 1)))
-
-
-def _static_or_dynamic(tensor, axis):
-    size = tensor.shape[axis]
-    return size if size is not None else tf.shape(tensor)[axis]
-
-
-def _check_anchors(anchors):
-    if anchors is None:
-        return None
-    if not isinstance(anchors, (tuple, list)) or len(anchors) != 2:
-        raise ValueError(f"`anchors` must be a pair (start, size). Received: anchors={anchors!r}")
-    return tuple(a if isinstance(a, int) else tf.cast(a, tf.int32) for a in anchors)
-
-
-def _batch(labels, embeddings, anchors=None, reference_labels=None, reference_embeddings=None):
-    """Checks the inputs of a kernel and returns its ``_Batch``."""
-    dtype = tf.convert_to_tensor(embeddings).dtype
-    labels, embeddings = standardize_inputs(labels, embeddings)
-    anchors = _check_anchors(anchors)
-    start, size = anchors if anchors is not None else (0, _static_or_dynamic(embeddings, 0))
-    if reference_labels is None and reference_embeddings is None:
-        return _Batch(labels, embeddings, labels, embeddings, True, anchors is None, start, size, dtype)
-    if reference_labels is None or reference_embeddings is None:
-        raise ValueError(
-            "`reference_labels` and `reference_embeddings` go together. Received: "
-            f"reference_labels is None: {reference_labels is None}, "
-            f"reference_embeddings is None: {reference_embeddings is None}"
-        )
-    reference_labels, reference_embeddings = standardize_inputs(reference_labels, reference_embeddings)
-    if embeddings.shape[-1] is not None and reference_embeddings.shape[-1] not in (None, embeddings.shape[-1]):
-        raise ValueError(
-            "`embeddings` and `reference_embeddings` must have the same dimension. "
-            f"Received: embeddings.shape={embeddings.shape}, "
-            f"reference_embeddings.shape={reference_embeddings.shape}"
-        )
-    reference_embeddings = tf.cast(reference_embeddings, embeddings.dtype)
-    reference_labels = tf.cast(reference_labels, labels.dtype)
-    return _Batch(labels, embeddings, reference_labels, reference_embeddings, False, anchors is None, start, size, dtype)
-
-
-def _row_masks(batch, rows, num_columns):
-    """Positives and negatives [size, R] of anchor rows ``rows``; the anchor's own column is neither."""
-    same = tf.equal(tf.gather(batch.labels, rows)[:, None], batch.reference_labels[None, :])
-    if not batch.exclude_self:
-        return same, tf.logical_not(same), None
-    own = tf.equal(rows[:, None], tf.range(num_columns)[None, :])
-    return tf.logical_and(same, tf.logical_not(own)), tf.logical_not(same), own
-
-
-def _row_geometry(batch, distance, tensors, start, size):
-    """Distances, positives and negatives [size, R] of anchor rows ``start..`` of the range."""
-    queries, reference, rows = batch.rows(tensors, start, size)
-    positives, negatives, own = _row_masks(batch, rows, tf.shape(reference)[0])
-    if callable(distance) and batch.exclude_self:  # a callable takes the whole batch: its rows
-        distances = tf.gather(pairwise_distances(reference, distance), rows)
-    else:
-        distances = pairwise_distances(queries, distance, reference=reference)
-    if own is not None:
-        distances = tf.where(own, tf.zeros([], distances.dtype), distances)
-    return distances, positives, negatives
-
-
-def _num_positive_pairs(batch):
-    """Ordered positive pairs of the whole batch (every anchor, not only the range)."""
-    counts = label_counts(batch.labels, batch.reference_labels)
-    return tf.reduce_sum(counts) - (tf.shape(batch.labels)[0] if batch.exclude_self else 0)
-
-
-def _finish(batch, losses, no_rows=False):
-    """NaN unless every embedding is finite, in the dtype of the input.
-
-    With no row computed (``no_rows``, or an empty range of anchors), a zero gradient, not none.
-    """
-    if no_rows or (isinstance(batch.size, int) and batch.size == 0):
-        losses += tf.add_n([tf.reduce_sum(tensor[:0]) for tensor in batch.tensors])
-    for tensor in batch.tensors:
-        losses = nan_unless_finite(losses, tensor)
-    return tf.cast(losses, batch.dtype)
-
-
-def _semihard_row_sums(distances, positives, negatives, margin):
-    negative_distance, has_negative = semihard_negatives(distances, positives, negatives)
-    negative_distance = tf.where(has_negative[:, None], negative_distance, tf.zeros([], negative_distance.dtype))
-    pair_losses = tf.maximum(distances - negative_distance + margin, 0.0)
-    return tf.reduce_sum(tf.where(positives, pair_losses, tf.zeros([], pair_losses.dtype)), axis=1)
-
-
-def semihard_from_distances(distances, positives, negatives, margin):
-    """Per-anchor semi-hard triplet losses (tfa's rule) from a distance matrix [B, B].
-
-    As in tfa, the pairs of an anchor without any negative are compared with the anchor
-    itself (distance 0) in place of a negative.
-    """
-    num_pairs = tf.reduce_sum(tf.cast(positives, tf.int32))
-    return _per_anchor_mean(_semihard_row_sums(distances, positives, negatives, margin), num_pairs, tf.shape(distances)[0])
 
 
 def triplet_semihard_loss(
@@ -264,30 +114,11 @@ def triplet_semihard_loss(
     margin, distance = check_non_negative("margin", margin), check_distance(distance)
     batch = _batch(labels, embeddings, anchors, reference_labels, reference_embeddings)
 
-    def rows(tensors, start, size):
+    def rows(tensors, start, size, batch):
         return _semihard_row_sums(*_row_geometry(batch, distance, tensors, start, size), margin)
 
-    sums = blocked_rows(rows, batch.tensors, batch.size, batch.block("semihard", memory_budget))
+    sums = blocked_rows(rows, batch.tensors, batch.size, batch.block("semihard", memory_budget), constants=batch)
     return _finish(batch, _per_anchor_mean(sums, _num_positive_pairs(batch), batch.num_anchors()))
-
-
-def hard_from_distances(distances, positives, negatives, margin, soft, skip_anchors_without_positive=True):
-    """Per-anchor batch-hard triplet losses (tfa's rule) from a distance matrix [B, R].
-
-    As in tfa, an anchor without a negative takes the row's largest distance as its
-    hardest negative. An anchor without a positive contributes 0, unless
-    ``skip_anchors_without_positive=False``, which reproduces tfa exactly (the row's
-    smallest distance, the anchor itself, stands in for the positive).
-    """
-    positive_distance, has_positive = hardest_positive(distances, positives)
-    negative_distance, has_negative = hardest_negative(distances, negatives)
-    positive_distance = tf.where(has_positive, positive_distance, tf.reduce_min(distances, axis=1))
-    negative_distance = tf.where(has_negative, negative_distance, tf.reduce_max(distances, axis=1))
-    gap = positive_distance - negative_distance
-    losses = tf.math.softplus(gap) if soft else tf.maximum(gap + margin, 0.0)
-    if skip_anchors_without_positive:
-        losses = tf.where(has_positive, losses, tf.zeros([], losses.dtype))
-    return losses
 
 
 def triplet_hard_loss(
@@ -336,7 +167,7 @@ def triplet_hard_loss(
     distance = check_distance(distance, allow_callable=False)
     batch = _batch(labels, embeddings, anchors, reference_labels, reference_embeddings)
 
-    def rows(tensors, start, size):
+    def rows(tensors, start, size, batch):
         # The gradient flows through 2 pairs per anchor: mine without it, then recompute them.
         queries, reference, row_ids = batch.rows(tensors, start, size)
         positives, negatives, _ = _row_masks(batch, row_ids, tf.shape(reference)[0])
@@ -347,7 +178,7 @@ def triplet_hard_loss(
         losses = tf.math.softplus(gap) if soft else tf.maximum(gap + margin, 0.0)
         return tf.where(has_positive, losses, tf.zeros([], losses.dtype))
 
-    return _finish(batch, blocked_rows(rows, batch.tensors, batch.size, batch.block("hard", memory_budget)))
+    return _finish(batch, blocked_rows(rows, batch.tensors, batch.size, batch.block("hard", memory_budget), constants=batch))
 
 
 def contrastive_loss(
@@ -401,23 +232,19 @@ def contrastive_loss(
         sums = sum(_tile_sums(batch, tile, margin, distance, memory_budget) for tile in pair_tiles(batch.size, *share))
         return _finish(batch, tf.math.divide_no_nan(sums, tf.cast(batch.size - 1, sums.dtype)))
 
-    def rows(tensors, start, size):
+    def rows(tensors, start, size, batch):
         queries, reference, row_ids = batch.rows(tensors, start, size)
-        if batch.whole and batch.exclude_self and isinstance(start, int):
-            queries = reference  # one call covers every row (see blocked_rows): the batch against itself
+        # One call covers every row (see blocked_rows): the batch against itself.
+        symmetric = batch.whole and batch.exclude_self and isinstance(start, int)
         num_columns = tf.shape(reference)[0]
         same = tf.equal(tf.gather(batch.labels, row_ids)[:, None], batch.reference_labels[None, :])
-        sums = contrastive_rows(queries, reference, same, margin, distance, row_ids if batch.exclude_self else None)
+        own = row_ids if batch.exclude_self else None
+        sums = contrastive_rows(queries, reference, same, margin, distance, own, symmetric=symmetric)
         # Every column but the anchor's own is a pair.
         num_pairs = tf.cast(num_columns - (1 if batch.exclude_self else 0), sums.dtype)
         return tf.math.divide_no_nan(sums, num_pairs)
 
-    return _finish(batch, blocked_rows(rows, batch.tensors, batch.size, batch.block("contrastive", memory_budget)))
-
-
-def _scatter_sum(values, ids, valid, size):
-    """[size] sums of ``values`` [n] at ``ids`` [n], the entries without ``valid`` left out."""
-    return tf.math.unsorted_segment_sum(values, tf.where(valid, ids, size), size + 1)[:-1]
+    return _finish(batch, blocked_rows(rows, batch.tensors, batch.size, batch.block("contrastive", memory_budget), constants=batch))
 
 
 def _tile_sums(batch, tile, margin, distance, memory_budget):
@@ -425,13 +252,14 @@ def _tile_sums(batch, tile, margin, distance, memory_budget):
     num_columns = _static_or_dynamic(tile.columns, 0)
     column_labels = tf.gather(batch.labels, tile.columns)
 
-    def pairs(tensors, start, size, fresh):
+    def pairs(tensors, start, size, fresh, constants):
+        tile, labels, column_labels = constants
         ids = _slice_rows(tile.rows, start, size)
         rows_in = tf.logical_and(_slice_rows(tile.rows_in, start, size), fresh)
         counted = tf.logical_and(
             tf.logical_and(rows_in[:, None], tile.columns_in[None, :]), tf.not_equal(ids[:, None], tile.columns[None, :])
         )
-        same = tf.equal(tf.gather(batch.labels, ids)[:, None], column_labels[None, :])
+        same = tf.equal(tf.gather(labels, ids)[:, None], column_labels[None, :])
         queries, reference = _gather_rows(tensors[0], ids), _gather_rows(tensors[0], tile.columns)
         row_sums, column_sums = contrastive_pair_sums(queries, reference, same, counted, margin, distance)
         return row_sums, tf.where(tile.column_totals, column_sums, tf.zeros([], column_sums.dtype))
@@ -439,128 +267,10 @@ def _tile_sums(batch, tile, margin, distance, memory_budget):
     num_rows = _static_or_dynamic(tile.rows, 0)
     dim = _static_or_dynamic(batch.embeddings, 1)
     block = block_rows(num_rows, num_columns, dim, _TEMPORARIES["contrastive"], memory_budget)
-    values, totals = blocked_pairs(pairs, batch.tensors, num_rows, num_columns, block)
+    values, totals = blocked_pairs(pairs, batch.tensors, num_rows, num_columns, block, (tile, batch.labels, column_labels))
     return _scatter_sum(values, tile.rows, tile.rows_in, batch.size) + _scatter_sum(
         totals, tile.columns, tile.columns_in, batch.size
     )
-
-
-def _npair_terms(anchor_embeddings, own_positives, positives, others, variant):
-    """Per-tuple N-pair terms of r tuples [r, D] against all T positives [T, D]: logits
-    S_ij - S_ii with S_ij = f_i . f_j+ over the negatives ``others`` [r, T]."""
-    own_similarities = tf.reduce_sum(anchor_embeddings * own_positives, axis=1)
-    if variant == "mc":
-        return log1p_sum_exp(anchor_embeddings, positives, own_similarities, others)
-    similarities = tf.matmul(anchor_embeddings, positives, transpose_b=True)
-    softplus = tf.math.softplus(similarities - own_similarities[:, None])
-    return tf.reduce_sum(tf.where(others.mask(), softplus, tf.zeros([], softplus.dtype)), axis=1)
-
-
-@tf.custom_gradient
-def _gather_rows(params, indices):
-    """``tf.gather(params, indices)`` with a dense gradient (a sum over repeated rows).
-
-    ``tf.gather`` alone hands a ``tf.IndexedSlices`` gradient to a ``tf.Variable`` input.
-    """
-
-    def gradient(upstream):
-        return tf.math.unsorted_segment_sum(upstream, indices, tf.shape(params)[0]), None
-
-    return tf.gather(params, indices), gradient
-
-
-def _gather_groups(params, groups):
-    """``tf.gather(params, ids)`` for each ``(ids [n], valid [n], pieces)`` of ``groups``, split
-    into rows of the sizes ``pieces``, whose gradient gathers the rows back (no scatter-add).
-
-    Within a group the valid ids are distinct; the invalid rows' gradients must be 0
-    (the kernels' padding rows): they are left out. Returns the pieces of every group, in order.
-    """
-    size = tf.shape(params)[0]
-    pieces = [len(group_pieces) for _, _, group_pieces in groups]
-    slots = []
-    for ids, valid, _ in groups:
-        # slots[b]: sample b's row in the group; the group's size (a zero row appended) if none.
-        count = tf.shape(ids)[0]
-        slot = tf.math.unsorted_segment_max(tf.range(count), tf.where(valid, ids, size), size + 1)[:-1]
-        slots.append(tf.where(slot < 0, count, slot))
-
-    @tf.custom_gradient
-    def gather(params, ids, *slots):
-        def gradient(*upstream):
-            # (A gather of these rows downstream may have made them tf.IndexedSlices.)
-            upstream, backs = [tf.convert_to_tensor(d_rows) for d_rows in upstream], []
-            for slot, count in zip(slots, pieces):
-                d_rows, upstream = upstream[:count], upstream[count:]
-                zero = tf.zeros([1, tf.shape(d_rows[0])[1]], d_rows[0].dtype)  # (d_rows[0] may have no row)
-                backs.append(tf.gather(tf.concat(d_rows + [zero], axis=0), slot))
-            return (tf.add_n(backs), None) + (None,) * len(slots)
-
-        sizes = [piece for _, _, group_pieces in groups for piece in group_pieces]
-        return tf.split(tf.gather(params, ids), tf.stack(sizes)), gradient
-
-    return gather(params, tf.concat([ids for ids, _, _ in groups], axis=0), *slots)
-
-
-def _tuple_losses(batch, tuple_terms, memory_budget, share=None):
-    """Per-anchor losses of the N-pair tuples of the whole batch whose anchor is in the range.
-
-    `tuple_terms(anchor_embeddings [r, D], own_positives [r, D], positives [T, D],
-    others [r, T]) -> [r]` gives the term of r tuples against all T tuples, whose
-    negatives are ``others``. With ``share`` (checked
-    ``(index, count)``, the batch whole): only that share's tuples, losses [B].
-    """
-    anchors, positives, valid = npair_tuples(batch.labels)
-    tuple_labels = tf.gather(batch.labels, anchors)
-    num_tuples = _static_or_dynamic(anchors, 0)
-    column_labels, column_valid = tuple_labels, valid  # the key columns: every tuple's positive
-    if share is not None:
-        picks, in_range, size = share_slots(num_tuples, *share)
-        picks_valid = tf.logical_and(in_range, tf.gather(valid, picks))
-    elif batch.whole:
-        picks, size, picks_valid = tf.range(num_tuples), num_tuples, valid
-    else:
-        # The tuples whose anchor is among this range's anchors (at most `size`: a static bound).
-        local = tf.logical_and(valid, tf.logical_and(anchors >= batch.start, anchors < batch.start + batch.size))
-        size = tf.minimum(batch.size, num_tuples)
-        picks = tf.argsort(tf.cast(tf.logical_not(local), tf.int32), stable=True)[:size]
-        picks_valid = tf.gather(local, picks)
-
-    # The picked tuples' anchor and own-positive rows [size, D] and every tuple's positive [T, D]:
-    # one gather whose gradient gathers back (the valid tuples' samples are distinct).
-    if batch.whole and share is None:
-        anchor_rows, positive_rows = _gather_groups(
-            batch.embeddings, [(tf.concat([anchors, positives], 0), tf.concat([valid, valid], 0), [num_tuples] * 2)])
-        tensors = [anchor_rows, positive_rows, positive_rows]
-    elif share is not None:
-        # The share's tuples are a run from index * size: with the columns rotated to start
-        # there, their own positives are the first `size` columns. One group of distinct samples.
-        columns = (share[0] * size + tf.range(num_tuples)) % tf.maximum(num_tuples, 1)
-        column_labels, column_valid = tf.gather(tuple_labels, columns), tf.gather(valid, columns)
-        ids = tf.concat([tf.gather(anchors, picks), tf.gather(positives, columns)], 0)
-        group = (ids, tf.concat([picks_valid, column_valid], 0), [size, size, num_tuples - size])
-        anchor_rows, own_rows, other_rows = _gather_groups(batch.embeddings, [group])
-        tensors = [anchor_rows, own_rows, tf.concat([own_rows, other_rows], 0)]
-    else:
-        picked = tf.concat([tf.gather(anchors, picks), tf.gather(positives, picks)], 0)
-        tensors = _gather_groups(batch.embeddings, [(picked, tf.concat([picks_valid, picks_valid], 0), [size] * 2),
-                                                    (positives, valid, [num_tuples])])
-    picked_labels = tf.gather(tuple_labels, picks)
-
-    def rows(tensors, start, size):
-        anchor_rows, own_rows = _slice_rows(tensors[0], start, size), _slice_rows(tensors[1], start, size)
-        row_valid = _slice_rows(picks_valid, start, size)
-        others = Negatives(_slice_rows(picked_labels, start, size), row_valid, column_labels, column_valid)
-        terms = tuple_terms(anchor_rows, own_rows, tensors[2], others)
-        return tf.where(row_valid, terms, tf.zeros([], terms.dtype))
-
-    dim = _static_or_dynamic(batch.embeddings, 1)
-    block = block_rows(size, num_tuples, dim, _TEMPORARIES["npair"], memory_budget)
-    terms = blocked_rows(rows, tensors, size, block)
-    losses = _scatter_sum(terms, tf.gather(anchors, picks) - batch.start, picks_valid, batch.size)
-    # No tuple (a batch of one): no row.
-    no_rows = isinstance(num_tuples, int) and num_tuples == 0
-    return _finish(batch, _per_anchor_mean(losses, tf.reduce_sum(tf.cast(valid, tf.int32)), batch.num_anchors()), no_rows)
 
 
 def npair_loss(labels, embeddings, variant="mc", l2_reg=0.002, anchors=None, memory_budget=None, share=None):
@@ -663,10 +373,11 @@ def angular_loss(labels, embeddings, alpha=45.0, anchors=None, memory_budget=Non
         units, labels = _gather_rows(units, order), tf.gather(batch.labels, order)
         block = block_rows(size, batch.size, _static_or_dynamic(units, 1), _TEMPORARIES["angular"], memory_budget)
 
-    def rows(tensors, start, size):
+    def rows(tensors, start, size, constants):
+        labels, first = constants
         return angular_row_losses(tensors[0], labels, first + start, size, scale, pair_weight)
 
-    sums = blocked_rows(rows, [units], size, block)
+    sums = blocked_rows(rows, [units], size, block, (labels, first))
     if share is not None:
         sums = _scatter_sum(sums, tf.gather(order, first + tf.range(size)), counted, batch.size)
     return _finish(batch, _per_anchor_mean(sums, _num_positive_pairs(batch), batch.num_anchors()))

@@ -30,14 +30,50 @@ def masked_minimum(values, mask):
     return -maximum, found
 
 
+# Batch-hard mining, in two forms with one rule: the farthest positive and the closest negative of
+# every row; a row without a negative takes its largest entry (tfa's rule). The values (with their
+# gradient) for the dense path, the columns for the kernels, which recompute the chosen pairs.
+
+
 def hardest_positive(distances, positives):
-    """Largest distance to a positive, per anchor: ``(distance [B], found [B])``."""
+    """Largest distance to a positive, per anchor: ``(distance [B], found [B])``; 0 where none."""
     return masked_maximum(distances, positives)
 
 
 def hardest_negative(distances, negatives):
-    """Smallest distance to a negative, per anchor: ``(distance [B], found [B])``."""
-    return masked_minimum(distances, negatives)
+    """Smallest distance to a negative, per anchor: ``(distance [B], found [B])``; the row's
+    largest distance where there is none (tfa's rule)."""
+    closest, found = masked_minimum(distances, negatives)
+    return tf.where(found, closest, tf.reduce_max(distances, axis=1)), found
+
+
+def mine_hard(ordered, positives, negatives):
+    """Batch-hard mining as columns: the farthest positive and the closest negative of every row.
+
+    The column form of ``hardest_positive`` / ``hardest_negative``: the kernels mine on a
+    matrix without gradient and recompute only the chosen pairs (``fused.pair_distances``).
+
+    Args:
+        ordered: float [rows, R], ordered like the distances (``fused.mining_distances``).
+        positives: bool [rows, R].
+        negatives: bool [rows, R].
+
+    Returns:
+        ``(positive [rows] int32, has_positive [rows] bool, negative [rows] int32)``:
+        column indices; a row without a negative takes its largest entry (tfa's rule);
+        ties take the first column.
+
+    Example:
+    >>> d = tf.constant([[0.0, 1.0, 4.0, 2.0]])
+    >>> pos, neg = tf.constant([[False, True, False, False]]), tf.constant([[False, False, True, True]])
+    >>> [t.numpy().tolist() for t in mine_hard(d, pos, neg)]
+    [[1], [True], [3]]
+    """
+    lowest, highest = tf.constant(-float("inf"), ordered.dtype), tf.constant(float("inf"), ordered.dtype)
+    positive = tf.argmax(tf.where(positives, ordered, lowest), axis=1, output_type=tf.int32)
+    closest = tf.argmin(tf.where(negatives, ordered, highest), axis=1, output_type=tf.int32)
+    negative = tf.where(tf.reduce_any(negatives, axis=1), closest, tf.argmax(ordered, axis=1, output_type=tf.int32))
+    return positive, tf.reduce_any(positives, axis=1), negative
 
 
 # Above this many positives per anchor, one pass per positive no longer pays: semi-hard
