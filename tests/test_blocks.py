@@ -185,6 +185,11 @@ OUTER_TAPE_KERNELS = [(k, dict(kw, memory_budget=TINY_BUDGET)) for k, kw in KERN
     (ops.triplet_hard_loss, {"anchors": (4, 9), "memory_budget": TINY_BUDGET}),
     (ops.lifted_struct_loss, {}),
     (ops.cluster_loss, {"margin_multiplier": 1.0}),
+    # Today's pair losses (ops/cosine_rows.py), blocked, on an anchor range, and the class losses' kernels.
+    (ops.multi_similarity_loss, {"memory_budget": TINY_BUDGET}),
+    (ops.multi_similarity_loss, {"epsilon": 0.1, "anchors": (4, 9), "memory_budget": TINY_BUDGET}),
+    (ops.supcon_loss, {"memory_budget": TINY_BUDGET}),
+    (ops.ntxent_loss, {"memory_budget": TINY_BUDGET}),
 ]
 OUTER_TAPE_IDS = [f"{k.__name__}-{'-'.join(map(str, kw.values()))}" for k, kw in OUTER_TAPE_KERNELS]
 

@@ -141,22 +141,29 @@ def row_values(batch, row_fn, temporaries, memory_budget=None):
         zero gradient, not none, for an empty range.
     """
     reference_labels, valid = batch.reference_labels(), batch.reference_valid()
+    # Every tensor the rows read goes through the blocked call (``blocks.blocked_rows``'s
+    # constants): a tape outside a tf.function of unknown batch size needs it. ``row_fn``
+    # reads only its arguments and Python values.
+    constants = {"labels": batch.labels, "reference_labels": reference_labels, "start": batch.start}
+    if valid is not None:
+        constants["valid"] = valid
 
-    def rows(tensors, start, size):
+    def rows(tensors, start, size, given):
         reference = tensors[0] if len(tensors) == 1 else tf.concat(tensors, 0)
-        first = batch.start + start
+        first = given["start"] + start
         ids = first + tf.range(size)
         cosines = tf.matmul(_slice_rows(tensors[0], first, size), reference, transpose_b=True)
-        same = tf.equal(tf.gather(batch.labels, ids)[:, None], reference_labels[None, :])
+        same = tf.equal(tf.gather(given["labels"], ids)[:, None], given["reference_labels"][None, :])
         own = tf.equal(ids[:, None], tf.range(tf.shape(reference)[0])[None, :])
         positives, negatives = tf.logical_and(same, tf.logical_not(own)), tf.logical_not(same)
-        if valid is not None:
-            positives, negatives = tf.logical_and(positives, valid[None, :]), tf.logical_and(negatives, valid[None, :])
+        if "valid" in given:
+            positives = tf.logical_and(positives, given["valid"][None, :])
+            negatives = tf.logical_and(negatives, given["valid"][None, :])
         return row_fn(cosines, positives, negatives)
 
     num_columns = _size(batch.units, 0) if batch.memory_units is None else tf.shape(reference_labels)[0]
     block = block_rows(batch.size, num_columns, _size(batch.units, 1), temporaries, memory_budget)
-    values = blocked_rows(rows, batch.tensors, batch.size, block)
+    values = blocked_rows(rows, batch.tensors, batch.size, block, constants=constants)
     values += tf.add_n([tf.reduce_sum(tensor[:0]) for tensor in batch.tensors])  # a gradient even with no row
     for tensor in batch.tensors:
         values = nan_unless_finite(values, tensor)
