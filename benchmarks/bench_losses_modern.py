@@ -5,9 +5,12 @@ forward + backward pass on a P x K batch (K = 4), timed after a first warm-up ca
 float32 [B, B] matrix is 1 GiB at B = 16384; the kernels' blocks (``ops.blocks``, budget
 1.5 GiB) keep the peak at a small multiple of the budget instead of ~10 such matrices.
 
+Writes ``benchmarks/results/losses_modern.json`` and ``.md`` (``--quick``: B = 1024, under ``.bench/``),
+with the machine's load.
+
 Usage::
 
-    python benchmarks/bench_losses_modern.py [--batch 16384] [--dim 128]
+    python benchmarks/bench_losses_modern.py [--batch 16384] [--dim 128] [--quick]
 """
 
 import argparse
@@ -17,7 +20,9 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
 LOSSES = ("multi_similarity", "supcon", "ntxent")
 
 
@@ -48,22 +53,42 @@ def _one(name, batch, dim):
             "value": float(value), "finite_gradient": bool(np.isfinite(float(gradient)))}
 
 
+def _write(rows, load, quick):
+    folder = ROOT / (".bench" if quick else "benchmarks/results")
+    folder.mkdir(parents=True, exist_ok=True)
+    report = {"machine": f"{os.cpu_count()} cores, {os.uname().machine}", "load_average": load, "rows": rows}
+    (folder / "losses_modern.json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = ["# Today's pair losses at a large batch: one forward + backward pass", "",
+             f"Machine: {report['machine']}; load average before / after: {load}.", "",
+             "| loss | B | D | seconds | peak RSS (GiB) | finite gradient |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['loss']} | {r['batch']} | {r['dim']} | {r['seconds']} | {r['peak_rss_gib']} | {r['finite_gradient']} |"
+              for r in rows]
+    (folder / "losses_modern.md").write_text("\n".join(lines) + "\n")
+    return folder
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=16384)
     parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--quick", action="store_true", help="B = 1024, results under .bench/")
     parser.add_argument("--one", choices=LOSSES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    batch = 1024 if args.quick else args.batch
     if args.one:
-        sys.stdout.write(json.dumps(_one(args.one, args.batch, args.dim)) + "\n")
+        sys.stdout.write(json.dumps(_one(args.one, batch, args.dim)) + "\n")
         return 0
+    before, rows = [round(v, 2) for v in os.getloadavg()], []
     for name in LOSSES:
-        out = subprocess.run([sys.executable, __file__, "--one", name, "--batch", str(args.batch), "--dim", str(args.dim)],
+        out = subprocess.run([sys.executable, __file__, "--one", name, "--batch", str(batch), "--dim", str(args.dim)],
                              capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-        sys.stdout.write((out.stdout.strip().splitlines() or [out.stderr[-2000:]])[-1] + "\n")
-        sys.stdout.flush()
-    load = os.getloadavg()
-    sys.stdout.write(json.dumps({"load_average": [round(v, 2) for v in load]}) + "\n")
+        if out.returncode:
+            sys.stderr.write(out.stderr[-2000:])
+            return 1
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        sys.stdout.write(json.dumps(rows[-1]) + "\n")
+    load = [before, [round(v, 2) for v in os.getloadavg()]]
+    sys.stdout.write(f"written to {_write(rows, load, args.quick)}\n")
     return 0
 
 

@@ -264,7 +264,7 @@ def test_loss_names_match_the_losses():
     from rankloss_tf import losses
     from rankloss_tf.training.config import LOSS_NAMES
 
-    assert LOSS_NAMES == tuple(sorted(losses.LOSSES))
+    assert LOSS_NAMES == tuple(sorted(losses.registry()))
 
 
 def test_offline_keras_applications_weights_give_a_clear_error(tmp_path, capsys, monkeypatch):
