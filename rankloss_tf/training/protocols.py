@@ -47,12 +47,14 @@ def _weights(config):
 
 
 def _compile(model, config, steps):
+    """Compiles ``model``; under a strategy of several replicas (in scope) the loss mines across them."""
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=config.epochs * steps)
     if config.fine_tune:
         optimizer = BackboneRateAdam(config.backbone_lr_scale, learning_rate=schedule)
     else:
         optimizer = keras.optimizers.Adam(schedule)
-    model.compile(optimizer=optimizer, loss=config.build_loss())
+    model.compile(optimizer=optimizer, loss=config.build_loss(cross_replica=replicas > 1))
     return model
 
 
