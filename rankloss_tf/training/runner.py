@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -194,6 +195,28 @@ def train(config, callbacks=()):
     ['f1', 'map@r', 'nmi', 'r_precision', 'recall@1', 'recall@2', 'recall@4', 'recall@8']
     """
     strategy = build_strategy(config.strategy, config.tpu)  # first: a multi-worker one configures the runtime
+    with _workers_stay(strategy):
+        return _train(config, strategy, callbacks)
+
+
+@contextlib.contextmanager
+def _workers_stay(strategy):
+    """Turns the loss of another worker of a multi-worker job into a clear ``ValueError`` (one line)."""
+    try:
+        yield
+    except (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.DeadlineExceededError,
+            tf.errors.AbortedError) as error:
+        if not is_multi_worker(strategy):
+            raise
+        unhealthy = re.search(r"unhealthy.*?(/job:\S+)", str(error), re.DOTALL)  # TensorFlow's heartbeat check
+        lost = f"({unhealthy.group(1)} stopped)" if unhealthy else f"({type(error).__name__})"
+        raise ValueError(f"Another worker of the job was lost during training {lost}. The chief's run directory "
+                         "keeps the finished epochs: start every worker again with the same command to resume. "
+                         f"Received: strategy=multi_worker, this process={worker_name(strategy)}") from None
+
+
+def _train(config, strategy, callbacks):
+    """``train`` under ``strategy``."""
     resolved = config.resolved()
     if not is_chief(strategy):
         return _train_worker(resolved, strategy, callbacks)
@@ -283,12 +306,14 @@ def _load_model(run):
 
 def _fit(method, run, config, steps, train_images, test_images, callbacks, strategy):
     """Fits from the newest checkpoint on, under ``strategy``: ``(image model, history)``."""
+    checkpoint = EpochCheckpoint(run / run.CHECKPOINTS)
     with strategy.scope():
         trained, model = method.build(steps)
-    checkpoint = EpochCheckpoint(run / run.CHECKPOINTS)
-    start = _restore(checkpoint, trained, strategy)
+        if is_multi_worker(strategy):
+            trained.optimizer.build(trained.trainable_variables)  # on every worker: creating variables is collective
+    start = _restore(checkpoint, trained, strategy, lambda: method.build(steps)[0])
     if start:
-        logger.warning("Resuming %s at epoch %d of %d.", run.path, start + 1, config.epochs)
+        logger.warning("Resuming %s at epoch %d of %d.", config.out_dir, start + 1, config.epochs)
     # The history row before the checkpoint: a kill between the two trains the epoch again (its row replaced).
     fit_callbacks = [keras.callbacks.TerminateOnNaN(), EpochHistory(run / run.HISTORY, initial_epoch=start), checkpoint,
                      *callbacks]
@@ -310,17 +335,24 @@ def _fit(method, run, config, steps, train_images, test_images, callbacks, strat
     return model, history
 
 
-def _restore(checkpoint, trained, strategy):
-    """The chief's newest checkpoint in ``trained`` on every worker; returns the epochs it holds."""
-    start = checkpoint.restore(trained)
+def _restore(checkpoint, trained, strategy, build):
+    """The chief's newest checkpoint in ``trained`` on every worker; returns the epochs it holds.
+
+    Under several workers the chief reads the checkpoint into a plain copy (``build()``, outside the strategy:
+    loading into the distributed model would start collectives on the chief alone) and every worker receives
+    its values in one all-reduce.
+    """
     if not is_multi_worker(strategy):
-        return start
+        return checkpoint.restore(trained)
+    variables = [*trained.weights, *trained.optimizer.variables]
+    start, values = 0, [variable.numpy() for variable in variables]
+    if is_chief(strategy) and checkpoint.latest()[1] is not None:
+        plain = build()  # called outside the strategy's scope
+        start = checkpoint.restore(plain)
+        values = [variable.numpy() for variable in [*plain.weights, *plain.optimizer.variables]]
     start = int(from_chief(strategy, [start])[0])
     if start:
-        if not trained.optimizer.built:
-            trained.optimizer.build(trained.trainable_variables)
-        variables = [*trained.weights, *trained.optimizer.variables]
-        for variable, value in zip(variables, from_chief(strategy, [v.numpy() for v in variables])):
+        for variable, value in zip(variables, from_chief(strategy, values)):
             variable.assign(value.astype(variable.dtype))
     return start
 
