@@ -14,7 +14,8 @@ the last line of stdout:
         Splits the CPU into 2 logical devices and trains the same short `rankloss_tf.training`
         run twice, with `strategy="default"` (DIR/one_device) and `strategy="mirrored"`
         (DIR/mirrored); reports the replicas, the logged losses and the largest difference
-        between the two saved models' weights.
+        between the two saved models' weights; then a mirrored run interrupted after its
+        first epoch and resumed (DIR/interrupted) against the uninterrupted one.
 
 The model has one linear embedding head per loss on a shared input, so one traced step
 covers every loss. The report gives, per replica count and loss, the largest absolute
@@ -224,6 +225,13 @@ def multiworker(task, ports, names):
     return {str(strategy.num_replicas_in_sync): compare(strategy, names, reference)}
 
 
+class StopAfterFirstEpoch(keras.callbacks.Callback):
+    """Interrupts `fit` after the first epoch's checkpoint, as Ctrl-C would."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        raise KeyboardInterrupt
+
+
 def train_twice(out, devices):
     """The short run trained on one device and under `MirroredStrategy` over `devices` logical CPUs."""
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -240,6 +248,17 @@ def train_twice(out, devices):
         report[strategy] = result.history.history["loss"]
         weights[strategy] = keras.models.load_model(directory / "model.keras").get_weights()
     report["weights"] = max_difference(weights["default"], weights["mirrored"])
+    interrupted = Path(out) / "interrupted"
+    try:
+        train(TrainConfig(dataset="digits", epochs=2, steps_per_epoch=2, plots=False, verbose=0,
+                          out_dir=str(interrupted), strategy="mirrored"), callbacks=[StopAfterFirstEpoch()])
+    except KeyboardInterrupt:
+        pass
+    resumed = train(TrainConfig(dataset="digits", epochs=2, steps_per_epoch=2, plots=False, verbose=0,
+                                out_dir=str(interrupted), strategy="mirrored"))
+    report["resumed_epochs"] = len(resumed.history.history["loss"])
+    report["resumed_weights"] = max_difference(weights["mirrored"],
+                                               keras.models.load_model(interrupted / "model.keras").get_weights())
     return report
 
 

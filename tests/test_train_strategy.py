@@ -101,6 +101,8 @@ def test_strategy_names_and_clear_errors(monkeypatch):
         build_strategy("multi_worker")
     with pytest.raises(ValueError, match="Unknown strategy"):
         TrainConfig(dataset="digits", strategy="ring").resolved()
+    with pytest.raises(ValueError, match="No TPU found for --strategy tpu.*Received: tpu=None"):
+        build_strategy("tpu")  # no TPU here, nor Colab's: one clear error, resolved only when asked for
 
 
 def test_cli_strategy_errors_are_one_line(tmp_path, monkeypatch, capsys):
@@ -123,7 +125,8 @@ def test_strategy_is_not_part_of_the_result():
 
 
 def test_mirrored_run_equals_one_device_run(tmp_path):
-    """2 replicas (logical CPUs) with cross-replica mining and synchronized batch norm == one device."""
+    """2 replicas (logical CPUs) with cross-replica mining and synchronized batch norm == one device; a mirrored
+    run interrupted after an epoch resumes under the strategy and ends like the uninterrupted one."""
     process = subprocess.Popen([sys.executable, str(WORKER), "train", "--out", str(tmp_path), "--devices", "2"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
     code, out, err = _finish(process)
@@ -133,6 +136,8 @@ def test_mirrored_run_equals_one_device_run(tmp_path):
     np.testing.assert_allclose(report["mirrored"], report["default"], rtol=1e-5)
     assert report["default"][0] != report["default"][1]  # it trained
     assert report["weights"] <= WEIGHT_TOLERANCE
+    assert report["resumed_epochs"] == 1  # it resumed at the second epoch, under the strategy
+    assert report["resumed_weights"] <= WEIGHT_TOLERANCE
 
 
 def _check_only_chief_wrote(out, tmp, workers, outputs):

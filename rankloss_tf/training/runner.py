@@ -307,10 +307,9 @@ def _load_model(run):
 def _fit(method, run, config, steps, train_images, test_images, callbacks, strategy):
     """Fits from the newest checkpoint on, under ``strategy``: ``(image model, history)``."""
     checkpoint = EpochCheckpoint(run / run.CHECKPOINTS)
-    with strategy.scope():
+    with strategy.scope():  # the optimizer's variables belong to the strategy too (and are collective to create)
         trained, model = method.build(steps)
-        if is_multi_worker(strategy):
-            trained.optimizer.build(trained.trainable_variables)  # on every worker: creating variables is collective
+        trained.optimizer.build(trained.trainable_variables)
     start = _restore(checkpoint, trained, strategy, lambda: method.build(steps)[0])
     if start:
         logger.warning("Resuming %s at epoch %d of %d.", config.out_dir, start + 1, config.epochs)
