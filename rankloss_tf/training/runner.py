@@ -16,6 +16,7 @@ import re
 import shutil
 import tempfile
 import time
+from pathlib import Path
 
 import keras
 import tensorflow as tf
@@ -32,7 +33,7 @@ from rankloss_tf.evaluation import (
 from rankloss_tf.export import check_export_path, check_separate, export_saved_model
 from rankloss_tf.training.callbacks import DivergedError, EpochCheckpoint, EpochHistory
 from rankloss_tf.cache import CACHE_ENV_VAR, default_cache_dir
-from rankloss_tf.io.atomic import check_writable, write_file
+from rankloss_tf.io.atomic import check_writable, remove_stale_temporaries, temporary_path, write_file
 from rankloss_tf.training.protocols import protocol
 from rankloss_tf.training.run_dir import RunDirectory
 from rankloss_tf.training.split import check_test_classes, folder_of, folder_split, record_split
@@ -42,6 +43,8 @@ from rankloss_tf.training.strategy import (build_strategy, from_chief, is_chief,
 __all__ = ["TrainResult", "train"]
 
 logger = logging.getLogger(__name__)
+# The temporary run directory of a worker other than the chief (in $TMPDIR, removed at its end).
+WORKER_SCRATCH = "worker_run"
 
 
 @dataclasses.dataclass
@@ -275,6 +278,19 @@ def _fitted(reached, strategy):
     return bool(from_chief(strategy, [float(reached)])[0] > 0.5)
 
 
+@contextlib.contextmanager
+def _scratch():
+    """A worker's temporary folder in ``$TMPDIR`` (this package's temporary scheme), removed at the end; the
+    folders of workers killed earlier (their process dead) are removed first."""
+    remove_stale_temporaries(tempfile.gettempdir(), target=WORKER_SCRATCH)
+    scratch = temporary_path(Path(tempfile.gettempdir()) / WORKER_SCRATCH)
+    scratch.mkdir()
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def _train_worker(config, strategy, callbacks):
     """A worker other than the chief: trains its share of every step beside the chief and writes nothing in
     ``--out`` (its checkpoints and history go to a temporary folder, removed at the end); the chief restores,
@@ -289,8 +305,8 @@ def _train_worker(config, strategy, callbacks):
         logger.info("%s: the chief's run is fitted already; nothing to train.", name)
         return TrainResult(metrics=None, model=None, out_dir=None, history=None, seconds={}, resumed="fitted",
                            worker=name)
-    with tempfile.TemporaryDirectory(prefix="rankloss_tf_worker-") as scratch:
-        run = RunDirectory(os.path.join(scratch, "run"))
+    with _scratch() as scratch:
+        run = RunDirectory(scratch / "run")
         with _files_stay(config):
             model, history = _fit(method, run, config, steps, train_images, test_images, callbacks, strategy)
     return TrainResult(metrics=None, model=model, out_dir=None, history=history,
