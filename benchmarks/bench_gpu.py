@@ -10,10 +10,16 @@
   backbone, 224 x 224, batch 32 x 4 = 128, TripletSemiHardLoss; random weights and images:
   the step time does not depend on them).
 
+- Strategy: with --strategy (auto, mirrored, ...: `rankloss_tf.training.strategy`), the fit
+  step runs under that tf.distribute strategy as `rankloss-tf train --strategy` runs it: the
+  global batch stays P x K, each replica gets its share, the loss mines across replicas; the
+  report names the strategy and its replicas (`--strategy mirrored --tiny` checks the path in
+  one short call).
+
 Writes benchmarks/results/gpu.json and gpu.md (the device named); --tiny runs small sizes
 on any device (the test suite's CPU run) and writes under .bench/.
 
-Usage: python benchmarks/bench_gpu.py [--tiny] [--budget-s 270] [--out PATH]
+Usage: python benchmarks/bench_gpu.py [--tiny] [--budget-s 270] [--out PATH] [--strategy auto]
 """
 
 import argparse
@@ -81,25 +87,32 @@ def evaluation_time(gallery, dim):
     return _timed(lambda: nearest_neighbours(embeddings, k=4), 1)
 
 
-def fit_step_time(image, pk, steps):
+def fit_step_time(image, pk, steps, strategy="default"):
+    """Seconds per `model.fit` step of the Lite0 fine-tune shape under the named tf.distribute strategy."""
     import keras
 
     from rankloss_tf.losses import TripletSemiHardLoss
     from rankloss_tf.models import build_embedding_model
+    from rankloss_tf.training.strategy import build_strategy, synchronized_batch_norm
 
     p, k = pk
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(p * k * (steps + 1), image, image, 3), dtype=np.uint8)
     y = np.tile(np.repeat(np.arange(p), k), steps + 1).astype(np.int32)
-    model = build_embedding_model((image, image, 3), embedding_dim=128, backbone="efficientnet_lite0", weights=None)
-    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=TripletSemiHardLoss())
-    model.fit(x[: p * k], y[: p * k], batch_size=p * k, epochs=1, verbose=0)  # tracing
-    start = time.perf_counter()
-    model.fit(x[p * k :], y[p * k :], batch_size=p * k, epochs=1, verbose=0, shuffle=False)
-    return (time.perf_counter() - start) / steps
+    distribution = build_strategy(strategy)
+    with distribution.scope():
+        model = build_embedding_model((image, image, 3), embedding_dim=128, backbone="efficientnet_lite0",
+                                      weights=None)
+        model.compile(optimizer=keras.optimizers.Adam(1e-4),
+                      loss=TripletSemiHardLoss(cross_replica=distribution.num_replicas_in_sync > 1))
+    with synchronized_batch_norm(model, distribution):
+        model.fit(x[: p * k], y[: p * k], batch_size=p * k, epochs=1, verbose=0)  # tracing
+        start = time.perf_counter()
+        model.fit(x[p * k :], y[p * k :], batch_size=p * k, epochs=1, verbose=0, shuffle=False)
+    return (time.perf_counter() - start) / steps, distribution.num_replicas_in_sync
 
 
-def run(sizes, budget_s):
+def run(sizes, budget_s, strategy="default"):
     """Every measurement that fits in `budget_s` seconds; failures and skips recorded."""
     deadline = time.monotonic() + budget_s
     records = []
@@ -117,8 +130,9 @@ def run(sizes, budget_s):
                         records.append({**row, "status": f"{type(error).__name__}: {str(error)[:200]}"})
                         break
     evaluation = {"gallery": sizes["gallery"], "dim": 128, "time_s": evaluation_time(sizes["gallery"], 128)}
-    fit = {"image": sizes["image"], "batch": sizes["pk"][0] * sizes["pk"][1],
-           "step_s": fit_step_time(sizes["image"], sizes["pk"], sizes["steps"])}
+    step_s, replicas = fit_step_time(sizes["image"], sizes["pk"], sizes["steps"], strategy)
+    fit = {"image": sizes["image"], "batch": sizes["pk"][0] * sizes["pk"][1], "step_s": step_s,
+           "strategy": strategy, "replicas": replicas}
     return records, evaluation, fit
 
 
@@ -152,8 +166,8 @@ def markdown(report):
         f"Evaluation kernel (`nearest_neighbours`, k=4): {e['gallery']} x {e['dim']} against itself in "
         f"{e['time_s']:.2f} s.",
         "",
-        f"Fit step (EfficientNet-Lite0, {f['image']} x {f['image']}, batch {f['batch']}, TripletSemiHardLoss): "
-        f"{f['step_s'] * 1e3:.0f} ms.",
+        f"Fit step (EfficientNet-Lite0, {f['image']} x {f['image']}, batch {f['batch']}, TripletSemiHardLoss; "
+        f"strategy {f.get('strategy', 'default')}, {f.get('replicas', 1)} replica(s)): {f['step_s'] * 1e3:.0f} ms.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -163,10 +177,12 @@ def main(argv=None):
     parser.add_argument("--tiny", action="store_true", help="small sizes for any device; results under .bench/")
     parser.add_argument("--budget-s", type=float, default=150.0, help="seconds for the loss sweep")
     parser.add_argument("--out", default=None, help="output path without suffix")
+    parser.add_argument("--strategy", default="default", choices=("auto", "default", "mirrored"),
+                        help="tf.distribute strategy of the fit step (auto: mirrored over several GPUs)")
     args = parser.parse_args(argv)
     import tensorflow as tf
 
-    records, evaluation, fit = run(TINY if args.tiny else FULL, args.budget_s)
+    records, evaluation, fit = run(TINY if args.tiny else FULL, args.budget_s, args.strategy)
     report = {
         "device": device_name(),
         "tensorflow": tf.__version__,

@@ -203,6 +203,10 @@ def _run_training(config):
     print(f"Training {resolved.loss} on {config.dataset}{protocol}"
           f"{f' ({config.data_dir})' if config.data_dir else ''}; run directory {config.out_dir}", flush=True)
     result = training.train(config)
+    if result.worker != "chief":
+        print(f"\n{result.worker.capitalize()} done: it trained its share of every step; the chief wrote the run "
+              f"directory {config.out_dir} (metrics, model{', export' if config.export_dir else ''}).")
+        return
     if result.resumed == "finished":
         print(f"\nThis run had already finished: its stored test metrics ({config.dataset}, held-out classes; "
               f"nothing was trained again):\n{format_table(result.metrics)}")

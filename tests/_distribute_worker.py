@@ -10,6 +10,12 @@ the last line of stdout:
     python tests/_distribute_worker.py multiworker --task 0 --ports 12345 12346 --losses npair
         One worker of a two-process `MultiWorkerMirroredStrategy` on localhost: the
         custom-loop comparison.
+    python tests/_distribute_worker.py train --out DIR --devices 2
+        Splits the CPU into 2 logical devices and trains the same short `rankloss_tf.training`
+        run twice, with `strategy="default"` (DIR/one_device) and `strategy="mirrored"`
+        (DIR/mirrored); reports the replicas, the logged losses and the largest difference
+        between the two saved models' weights; then a mirrored run interrupted after its
+        first epoch and resumed (DIR/interrupted) against the uninterrupted one.
 
 The model has one linear embedding head per loss on a shared input, so one traced step
 covers every loss. The report gives, per replica count and loss, the largest absolute
@@ -222,6 +228,43 @@ def multiworker(task, ports, names):
     return {str(strategy.num_replicas_in_sync): compare(strategy, names, reference)}
 
 
+class StopAfterFirstEpoch(keras.callbacks.Callback):
+    """Interrupts `fit` after the first epoch's checkpoint, as Ctrl-C would."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        raise KeyboardInterrupt
+
+
+def train_twice(out, devices):
+    """The short run trained on one device and under `MirroredStrategy` over `devices` logical CPUs."""
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
+    from rankloss_tf.training import TrainConfig, train
+    from rankloss_tf.training.strategy import build_strategy
+
+    report = {"replicas": build_strategy("mirrored").num_replicas_in_sync}
+    weights = {}
+    for strategy in ("default", "mirrored"):
+        directory = Path(out) / ("one_device" if strategy == "default" else strategy)
+        result = train(TrainConfig(dataset="digits", epochs=2, steps_per_epoch=2, plots=False, verbose=0,
+                                   out_dir=str(directory), strategy=strategy))
+        report[strategy] = result.history.history["loss"]
+        weights[strategy] = keras.models.load_model(directory / "model.keras").get_weights()
+    report["weights"] = max_difference(weights["default"], weights["mirrored"])
+    interrupted = Path(out) / "interrupted"
+    try:
+        train(TrainConfig(dataset="digits", epochs=2, steps_per_epoch=2, plots=False, verbose=0,
+                          out_dir=str(interrupted), strategy="mirrored"), callbacks=[StopAfterFirstEpoch()])
+    except KeyboardInterrupt:
+        pass
+    resumed = train(TrainConfig(dataset="digits", epochs=2, steps_per_epoch=2, plots=False, verbose=0,
+                                out_dir=str(interrupted), strategy="mirrored"))
+    report["resumed_epochs"] = len(resumed.history.history["loss"])
+    report["resumed_weights"] = max_difference(weights["mirrored"],
+                                               keras.models.load_model(interrupted / "model.keras").get_weights())
+    return report
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -232,8 +275,13 @@ def main(argv=None):
     worker.add_argument("--ports", type=int, nargs=2, required=True)
     for command in (mirrored_parser, worker):
         command.add_argument("--losses", nargs="+", choices=sorted(LOSSES), default=sorted(LOSSES))
+    trainer = commands.add_parser("train")
+    trainer.add_argument("--out", required=True)
+    trainer.add_argument("--devices", type=int, default=2)
     args = parser.parse_args(argv)
-    if args.command == "mirrored":
+    if args.command == "train":
+        report = train_twice(args.out, args.devices)
+    elif args.command == "mirrored":
         report = mirrored(args.replicas, args.losses)
     else:
         report = multiworker(args.task, args.ports, args.losses)

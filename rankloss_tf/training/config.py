@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["AUGMENTATION_NAMES", "LOSS_NAMES", "RESULT_FIELDS", "TrainConfig", "check_field"]
+__all__ = ["AUGMENTATION_NAMES", "LOSS_NAMES", "RESULT_FIELDS", "STRATEGY_NAMES", "TrainConfig", "check_field"]
 
 # The names of rankloss_tf.losses.LOSSES, spelled here so that the command line
 # can list them without importing TensorFlow (a test keeps the two equal).
@@ -27,6 +27,9 @@ LOSS_NAMES = ("angular", "arcface", "contrastive", "cosface", "multi_similarity"
 # The names of rankloss_tf.data.augment.AUGMENTATIONS (a test keeps the two equal).
 AUGMENTATION_NAMES = ("none", "affine", "crop_flip")
 
+# The tf.distribute strategies a run trains under (rankloss_tf.training.strategy builds them).
+STRATEGY_NAMES = ("auto", "default", "mirrored", "multi_worker", "tpu")
+
 RANDOM_WEIGHTS = "random"
 # Losses whose frozen-feature head trains on the raw projection (N-pair: dot products
 # of unnormalised embeddings; angular: normalises inside).
@@ -34,8 +37,10 @@ RAW_HEAD_LOSSES = ("npair", "angular", "npair_angular")
 
 # Fields that change how a run reports or where it writes, not what it computes:
 # a finished or interrupted run may be re-run with other values of these (the run
-# directory itself is known by its marker, not by how --out is spelled).
-PRESENTATION_FIELDS = ("plots", "export_dir", "overwrite", "verbose", "cache_dir", "eval_every", "out_dir")
+# directory itself is known by its marker, not by how --out is spelled; a run started on
+# several devices may resume on another number of them: a step is the same on any number).
+PRESENTATION_FIELDS = ("plots", "export_dir", "overwrite", "verbose", "cache_dir", "eval_every", "out_dir",
+                       "strategy", "tpu")
 RESULT_FIELDS = None  # filled below: every other field
 
 
@@ -98,6 +103,10 @@ class TrainConfig:
         eval_every: also evaluate every this many epochs (0: only at the end).
         verbose: Keras ``fit`` verbosity (None: a progress bar on a terminal,
             a line per epoch otherwise; 0 silent).
+        strategy: the ``tf.distribute`` strategy, one of ``STRATEGY_NAMES``
+            (``rankloss_tf.training.strategy``; docs/distribute.md).
+        tpu: with ``strategy="tpu"``, the TPU name or ``grpc://`` address
+            (None: the TPU of a Colab runtime or a Cloud TPU VM).
 
     Example:
     >>> config = TrainConfig(dataset="omniglot", data_dir=None).resolved()
@@ -160,6 +169,12 @@ class TrainConfig:
                             default=0, minimum=0)
     verbose: int = _spec("0 silent, 1 progress bar, 2 one line per epoch (default: 1 on a terminal, else 2)",
                          minimum=0, maximum=2)
+    strategy: str = _spec("tf.distribute strategy: auto (several GPUs: mirrored, else one device), default (one "
+                          "device), mirrored (every GPU of this machine), multi_worker (the cluster in TF_CONFIG; "
+                          "every worker runs the same command, the chief writes --out) or tpu",
+                          default="auto", choices=STRATEGY_NAMES)
+    tpu: str = _spec("with --strategy tpu: the TPU name or grpc:// address (default: the TPU of a Colab runtime "
+                     "or a Cloud TPU VM)")
 
     def resolved(self):
         """A copy with the dataset defaults filled in and every field checked.
@@ -211,8 +226,12 @@ class TrainConfig:
         """P x K."""
         return self.classes_per_batch * self.samples_per_class
 
-    def build_loss(self):
+    def build_loss(self, cross_replica=False):
         """The Keras loss this configuration trains with.
+
+        Args:
+            cross_replica: mine each replica's anchors against the whole global
+                batch (under a strategy of several replicas).
 
         Raises:
             ValueError: an argument the loss does not take or refuses.
@@ -221,8 +240,9 @@ class TrainConfig:
 
         kwargs = {name: getattr(self, name) for name in ("alpha", "margin") if getattr(self, name) is not None}
         kwargs.update(self.loss_options or {})
+        distributed = {"cross_replica": True} if cross_replica else {}  # every loss takes it
         try:
-            return losses.get(self.loss, **kwargs)
+            return losses.get(self.loss, **kwargs, **distributed)
         except TypeError:
             raise ValueError(
                 f"Loss {self.loss!r} takes no {' / '.join(kwargs)} argument. Received: {kwargs}"

@@ -50,11 +50,16 @@ def _weights(config):
 def _compile(model, config, steps, class_labels=None):
     """Compiles ``model`` (or, for a loss on class cosines, ``model`` + a ``ClassCosines`` head) with the loss.
 
-    ``class_labels``: a function giving the training labels (or None), called only for such a loss.
+    ``class_labels``: a function giving the training labels (or None), called only for such a loss. Under a
+    strategy of several replicas (in scope) a pair-based loss mines across them; a class loss is computed on
+    each replica's own rows (its class vectors are replicated variables).
     """
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
     loss = config.build_loss()
     if getattr(loss, "class_head", False):  # issue 31: proxies / class weights live in the trained model's head
         model = with_class_head(model, _class_count(class_labels(), config), sub_centers=loss.sub_centers)
+    elif replicas > 1:
+        loss = config.build_loss(cross_replica=True)
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=config.epochs * steps)
     if config.fine_tune:
         optimizer = BackboneRateAdam(config.backbone_lr_scale, learning_rate=schedule)

@@ -12,8 +12,11 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import keras
 import tensorflow as tf
@@ -33,14 +36,18 @@ from rankloss_tf.loading import load_model
 from rankloss_tf.losses_modern import embedding_part
 from rankloss_tf.training.callbacks import DivergedError, EpochCheckpoint, EpochHistory
 from rankloss_tf.cache import CACHE_ENV_VAR, default_cache_dir
-from rankloss_tf.io.atomic import check_writable, write_file
+from rankloss_tf.io.atomic import check_writable, remove_stale_temporaries, temporary_path, write_file
 from rankloss_tf.training.protocols import protocol
 from rankloss_tf.training.run_dir import RunDirectory
 from rankloss_tf.training.split import check_test_classes, folder_of, folder_split, record_split
+from rankloss_tf.training.strategy import (build_strategy, from_chief, is_chief, is_multi_worker,
+                                           symbolic_build_from_spec, synchronized_batch_norm, worker_name)
 
 __all__ = ["TrainResult", "train"]
 
 logger = logging.getLogger(__name__)
+# The temporary run directory of a worker other than the chief (in $TMPDIR, removed at its end).
+WORKER_SCRATCH = "worker_run"
 
 
 @dataclasses.dataclass
@@ -48,15 +55,19 @@ class TrainResult:
     """What ``train`` returns.
 
     Attributes:
-        metrics: test metrics (``evaluate``'s dictionary).
+        metrics: test metrics (``evaluate``'s dictionary; None on a worker
+            other than the chief: the chief evaluates).
         model: the trained Keras model.
-        out_dir: the run directory.
+        out_dir: the run directory (None on a worker other than the chief:
+            it writes no run directory).
         history: the ``keras.callbacks.History`` of this call's ``fit`` (None
             when this call did not train: the run was already fitted).
         seconds: wall times of the whole run, over every attempt: "fit",
             "evaluate" and "total".
         resumed: the phase the run directory was in when this call started
             (None for a new run; "finished" when nothing was left to do).
+        worker: "chief" for the process that wrote the run directory (any
+            single-process run), else e.g. "worker 1".
 
     Example:
     >>> result = train(TrainConfig(dataset="digits", out_dir="/tmp/run"))  # doctest: +SKIP
@@ -70,6 +81,7 @@ class TrainResult:
     history: object
     seconds: dict
     resumed: str = None
+    worker: str = "chief"
 
 
 def _check_paths(config, run):
@@ -188,7 +200,32 @@ def train(config, callbacks=()):
     >>> sorted(result.metrics)  # doctest: +SKIP
     ['f1', 'map@r', 'nmi', 'r_precision', 'recall@1', 'recall@2', 'recall@4', 'recall@8']
     """
+    strategy = build_strategy(config.strategy, config.tpu)  # first: a multi-worker one configures the runtime
+    with _workers_stay(strategy):
+        return _train(config, strategy, callbacks)
+
+
+@contextlib.contextmanager
+def _workers_stay(strategy):
+    """Turns the loss of another worker of a multi-worker job into a clear ``ValueError`` (one line)."""
+    try:
+        yield
+    except (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.DeadlineExceededError,
+            tf.errors.AbortedError) as error:
+        if not is_multi_worker(strategy):
+            raise
+        unhealthy = re.search(r"unhealthy.*?(/job:\S+)", str(error), re.DOTALL)  # TensorFlow's heartbeat check
+        lost = f"({unhealthy.group(1)} stopped)" if unhealthy else f"({type(error).__name__})"
+        raise ValueError(f"Another worker of the job was lost during training {lost}. The chief's run directory "
+                         "keeps the finished epochs: start every worker again with the same command to resume. "
+                         f"Received: strategy=multi_worker, this process={worker_name(strategy)}") from None
+
+
+def _train(config, strategy, callbacks):
+    """``train`` under ``strategy``."""
     resolved = config.resolved()
+    if not is_chief(strategy):
+        return _train_worker(resolved, strategy, callbacks)
     _check_caches(resolved)
     config = _fit_to_folder(resolved, config)
     run = RunDirectory(config.out_dir)
@@ -202,18 +239,20 @@ def train(config, callbacks=()):
         keras.utils.set_random_seed(config.seed)
         train_images, test_images = _load(config, "train"), _load(config, "test")
         _list_unreadable(index, run)
-        steps = config.steps_per_epoch or max(1, int(train_images.cardinality()) // config.batch_size)
+        steps = _steps(config, train_images)
         method = protocol(config, train_images.element_spec[0].shape)
         history = None
-        if run.reached("fitted"):
+        if _fitted(run.reached("fitted"), strategy):
             model = _load_model(run)
         else:
             run.advance("fitting", clock())
             with _files_stay(config):
-                model, history = _fit(method, run, config, steps, train_images, test_images, callbacks)
+                model, history = _fit(method, run, config, steps, train_images, test_images, callbacks, strategy)
             _save_model(model, run)
             run.advance("fitted", clock(), fit_seconds=clock())
             shutil.rmtree(run / run.CHECKPOINTS, ignore_errors=True)
+            if strategy.num_replicas_in_sync > 1 or is_multi_worker(strategy):
+                model = _load_model(run)  # evaluated and exported on this process alone, outside the strategy
         fit_seconds = run.require_json(run.STATE, "fit_seconds")
         if run.reached("evaluated"):
             metrics = run.require_json(run.METRICS, "metrics")
@@ -232,6 +271,51 @@ def train(config, callbacks=()):
                        resumed=resumed)
 
 
+def _steps(config, train_images):
+    """Steps per epoch: the configured number, else one pass over the training images."""
+    return config.steps_per_epoch or max(1, int(train_images.cardinality()) // config.batch_size)
+
+
+def _fitted(reached, strategy):
+    """Whether the chief's run has been fitted already, as every worker learns it from the chief."""
+    return bool(from_chief(strategy, [float(reached)])[0] > 0.5)
+
+
+@contextlib.contextmanager
+def _scratch():
+    """A worker's temporary folder in ``$TMPDIR`` (this package's temporary scheme), removed at the end; the
+    folders of workers killed earlier (their process dead) are removed first."""
+    remove_stale_temporaries(tempfile.gettempdir(), target=WORKER_SCRATCH)
+    scratch = temporary_path(Path(tempfile.gettempdir()) / WORKER_SCRATCH)
+    scratch.mkdir()
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train_worker(config, strategy, callbacks):
+    """A worker other than the chief: trains its share of every step beside the chief and writes nothing in
+    ``--out`` (its checkpoints and history go to a temporary folder, removed at the end); the chief restores,
+    evaluates and exports."""
+    config = _fit_to_folder(config, config)
+    keras.utils.set_random_seed(config.seed)
+    train_images, test_images = _load(config, "train"), _load(config, "test")
+    steps = _steps(config, train_images)
+    method = protocol(config, train_images.element_spec[0].shape)
+    name, started = worker_name(strategy), time.perf_counter()
+    if _fitted(False, strategy):
+        logger.info("%s: the chief's run is fitted already; nothing to train.", name)
+        return TrainResult(metrics=None, model=None, out_dir=None, history=None, seconds={}, resumed="fitted",
+                           worker=name)
+    with _scratch() as scratch:
+        run = RunDirectory(scratch / "run")
+        with _files_stay(config):
+            model, history = _fit(method, run, config, steps, train_images, test_images, callbacks, strategy)
+    return TrainResult(metrics=None, model=model, out_dir=None, history=history,
+                       seconds={"fit": time.perf_counter() - started}, worker=name)
+
+
 def _load_model(run):
     """The fitted model of a run that reached "fitted" (a missing ``model.keras`` is a damaged run)."""
     if not (run / run.MODEL).is_file():
@@ -239,22 +323,26 @@ def _load_model(run):
     return load_model(run / run.MODEL)  # the one loader: registers the package's Keras objects
 
 
-def _fit(method, run, config, steps, train_images, test_images, callbacks):
-    """Fits from the newest checkpoint on: ``(image model, history)``."""
-    trained, model = method.build(steps, train_images)  # the images: a class head's class count
+def _fit(method, run, config, steps, train_images, test_images, callbacks, strategy):
+    """Fits from the newest checkpoint on, under ``strategy``: ``(image model, history)``."""
     checkpoint = EpochCheckpoint(run / run.CHECKPOINTS)
-    start = checkpoint.restore(trained)
+    with strategy.scope():  # the optimizer's variables belong to the strategy too (and are collective to create)
+        trained, model = method.build(steps, train_images)  # the images: a class head's class count
+        trained.optimizer.build(trained.trainable_variables)
+    start = _restore(checkpoint, trained, strategy, lambda: method.build(steps, train_images)[0])
     if start:
-        logger.warning("Resuming %s at epoch %d of %d.", run.path, start + 1, config.epochs)
+        logger.warning("Resuming %s at epoch %d of %d.", config.out_dir, start + 1, config.epochs)
     # The history row before the checkpoint: a kill between the two trains the epoch again (its row replaced).
     fit_callbacks = [keras.callbacks.TerminateOnNaN(), EpochHistory(run / run.HISTORY, initial_epoch=start), checkpoint,
                      *callbacks]
     if config.eval_every:
         fit_callbacks.insert(0, RetrievalEvaluation(method.evaluation_data(test_images), frequency=config.eval_every,
                                                     embedder=embedding_part(trained)))
-    history = trained.fit(method.batches(train_images, skip=start * steps), initial_epoch=start,
-                          epochs=config.epochs, steps_per_epoch=steps, shuffle=False, callbacks=fit_callbacks,
-                          verbose=config.verbose)
+    batches = _shared(method.batches(train_images, skip=start * steps), strategy)
+    symbolic_build_from_spec(trained, batches.element_spec, strategy)
+    with synchronized_batch_norm(trained, strategy):
+        history = trained.fit(batches, initial_epoch=start, epochs=config.epochs, steps_per_epoch=steps, shuffle=False,
+                              callbacks=fit_callbacks, verbose=config.verbose)
     if checkpoint.diverged_at is not None:
         kept, path = checkpoint.latest()
         raise DivergedError(
@@ -263,6 +351,38 @@ def _fit(method, run, config, steps, train_images, test_images, callbacks):
             f"--learning-rate in a new --out. Received: learning_rate={config.learning_rate}"
         )
     return model, history
+
+
+def _restore(checkpoint, trained, strategy, build):
+    """The chief's newest checkpoint in ``trained`` on every worker; returns the epochs it holds.
+
+    Under several workers the chief reads the checkpoint into a plain copy (``build()``, outside the strategy:
+    loading into the distributed model would start collectives on the chief alone) and every worker receives
+    its values in one all-reduce.
+    """
+    if not is_multi_worker(strategy):
+        return checkpoint.restore(trained)
+    variables = [*trained.weights, *trained.optimizer.variables]
+    start, values = 0, [variable.numpy() for variable in variables]
+    if is_chief(strategy) and checkpoint.latest()[1] is not None:
+        plain = build()  # called outside the strategy's scope
+        start = checkpoint.restore(plain)
+        values = [variable.numpy() for variable in [*plain.weights, *plain.optimizer.variables]]
+    start = int(from_chief(strategy, [start])[0])
+    if start:
+        for variable, value in zip(variables, from_chief(strategy, values)):
+            variable.assign(value.astype(variable.dtype))
+    return start
+
+
+def _shared(batches, strategy):
+    """The P x K batches as ``fit`` splits them over replicas: each gets its rows of every global batch."""
+    if strategy.num_replicas_in_sync == 1:
+        return batches
+    options = tf.data.Options()
+    # Every worker draws the same global batches (same seed) and keeps its replicas' rows of each one.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return batches.with_options(options)
 
 
 def _record(run, config, method, metrics, fit_seconds, total):
