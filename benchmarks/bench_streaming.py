@@ -186,7 +186,11 @@ def main():
                         help="also run the largest size's train command with this checkout's code (e.g. the commit "
                              "before streaming, which reads the folder into memory)")
     parser.add_argument("--baseline-label", default=None, help="what the baseline code is (e.g. its commit)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 200 and 400 images, results under .bench/")
     args = parser.parse_args()
+    if args.quick:
+        args.images, args.steps, args.batches, args.extract = [200, 400], 2, 4, 64
+        args.results = str(ROOT / ".bench" / "streaming")
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_streaming-"))
     results = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_version()}",
                "load_before": [round(x, 2) for x in os.getloadavg()], "steps": args.steps, "sizes": []}

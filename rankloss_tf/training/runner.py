@@ -124,7 +124,11 @@ def _files_stay(config):
     try:
         yield
     except tf.errors.NotFoundError as error:
-        gone = (getattr(error, "message", "") or str(error)).strip().splitlines()[0]
+        text = (getattr(error, "message", "") or str(error)).strip()
+        # TensorFlow names the file on some line of the message ("PATH; No such file or directory"), not
+        # always the first (a streamed dataset's error starts "Graph execution error:").
+        named = re.search(r"([^\s;{}\[\]]+); No such file or directory", text)
+        gone = named.group(1) if named else (text.splitlines() or [type(error).__name__])[0]
         raise ValueError(f"A file of the dataset disappeared while it was read ({gone}). Restore it, or run "
                          f"the same command again to resume on the files there are now. "
                          f"Received: dataset={config.dataset}") from None
