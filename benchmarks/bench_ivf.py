@@ -90,14 +90,14 @@ def peak_rss_gb():
 
 def build(backend, n, out):
     """Adds the gallery to an ``Index`` and saves it; prints build seconds and peak RSS."""
-    from rankloss_tf.retrieval import Index
+    from rankloss_tf.retrieval import Index, save_index
 
     gallery, labels, _, _ = make_data(n)
     start = time.perf_counter()
     index = Index(metric="cosine", backend=backend)
     index.add_embeddings(gallery, labels)
-    index.save(out)
-    record = {"build_s": time.perf_counter() - start, "peak_rss_gb": peak_rss_gb()}
+    version = save_index(index, out)  # one SavedModel, out/<n>: what a plain TensorFlow process loads
+    record = {"build_s": time.perf_counter() - start, "peak_rss_gb": peak_rss_gb(), "saved_model": str(version)}
     if backend == "ivf":
         record.update(lists=len(index.ivf.centroids), probes=index.ivf.probes)
     print(json.dumps(record))
@@ -288,10 +288,9 @@ def measure(n, min_time, timeout, scratch):
                                   "load_before": [round(x, 2) for x in os.getloadavg()], "min_time": min_time}}
     truth = str(Path(scratch) / "truth.npy")
     for backend in ("exact", "ivf"):
-        path = str(Path(scratch) / backend)
-        built = run(["--build", backend, str(n), path], timeout)
-        served = run(["--serve", str(n), path, truth, str(min_time), str(int(backend == "ivf"))], timeout,
-                     blocked=True) if built["status"] == "ok" else {}
+        built = run(["--build", backend, str(n), str(Path(scratch) / backend)], timeout)
+        served = run(["--serve", str(n), built.pop("saved_model"), truth, str(min_time), str(int(backend == "ivf"))],
+                     timeout, blocked=True) if built["status"] == "ok" else {}
         result[backend] = {**{f"serve_{k}" if k == "peak_rss_gb" else k: v for k, v in served.items()}, **built}
         print(json.dumps({backend: result[backend]}), flush=True)
     from importlib.util import find_spec

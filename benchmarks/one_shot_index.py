@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from rankloss_tf.retrieval import Index
+from rankloss_tf.retrieval import Index, save_index
 from rankloss_tf.retrieval.embedder import as_embedder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +65,7 @@ def main(argv=None):
         for run, gallery, gallery_names, queries, answers in read_runs(args.runs_zip):
             index = Index(embedder)
             index.add(gallery, np.arange(len(gallery)), ids=gallery_names)
-            exported = tf.saved_model.load(str(index.save(Path(scratch) / run)))
+            exported = tf.saved_model.load(str(save_index(index, Path(scratch) / run)))
             found = exported.signatures["search"](images=tf.constant(queries), k=tf.constant(1))["ids"].numpy()
             found = [f.decode() for f in found[:, 0]]
             mismatches += int(np.sum(np.array(found) != index.search(queries, k=1).ids[:, 0]))
