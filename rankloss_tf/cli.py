@@ -24,7 +24,9 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from rankloss_tf.retrieval import commands as retrieval_commands
@@ -39,6 +41,8 @@ DATA_ENV = "RANKLOSS_TF_DATA"
 # 5 minutes on 2 shared CPU cores (the full recipe takes 6-11 minutes; cut to 15 epochs with its
 # augmentation it reached only Recall@1 0.51: augmented training needs its length).
 DEMO = dict(epochs=25, augment="none", class_rotations=1)
+# Commands whose interruption is resumed by running them again.
+RESUMING_COMMANDS = ("train", "demo")
 FIELDS = {field.name: field for field in dataclasses.fields(TrainConfig)}
 # RANKLOSS_TF_SMOKE=1 cuts train and demo to this (the notebooks read the same variable).
 SMOKE_ENV = "RANKLOSS_TF_SMOKE"
@@ -270,6 +274,25 @@ def _smoke(config):
     return dataclasses.replace(config, **SMOKE)
 
 
+def _load_tensorflow():
+    """``_quiet_tensorflow`` with Ctrl-C held until TensorFlow has loaded, then raised as KeyboardInterrupt.
+
+    An interrupt inside TensorFlow's C++ import surfaces as a traceback or an unrelated ImportError;
+    held, it becomes exit 130 with one line a few seconds later.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        _quiet_tensorflow()
+        return
+    interrupted = []
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+    try:
+        _quiet_tensorflow()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupted:
+        raise KeyboardInterrupt
+
+
 def _quiet_tensorflow():
     """Imports TensorFlow without its C++ and absl start-up chatter, unless TF_CPP_MIN_LOG_LEVEL is set.
 
@@ -327,7 +350,10 @@ def main(argv=None):
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    _quiet_tensorflow()
+    try:
+        _load_tensorflow()
+    except KeyboardInterrupt:
+        parser.exit(130, f"\n{PROG}: interrupted before any work began; nothing was written.\n")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from rankloss_tf.training.callbacks import DivergedError
 
@@ -340,8 +366,11 @@ def main(argv=None):
     except OSError as error:  # a full disk, a read-only place met mid-way: what is written stays intact
         parser.exit(2, f"{PROG}: error: {_os_error(error)}\n")
     except KeyboardInterrupt:
-        parser.exit(130, f"\n{PROG}: interrupted; run the same command again to resume (finished epochs and "
-                         "phases are kept).\n")
+        if args.command in RESUMING_COMMANDS:
+            parser.exit(130, f"\n{PROG}: interrupted; run the same command again to resume (finished epochs and "
+                             "phases are kept).\n")
+        parser.exit(130, f"\n{PROG}: interrupted; what {args.command} writes is written whole or not at all: "
+                         "run the same command again.\n")
     return 0
 
 

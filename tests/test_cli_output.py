@@ -91,3 +91,22 @@ def test_train_without_matplotlib_names_no_plots_and_prints_no_noise(tmp_path):
     assert "Written to" in result.stdout and "plots/" not in result.stdout
     assert not [word for word in NOISE if word in result.stderr], result.stderr[-3000:]
     assert "`shuffle=True` was passed" not in result.stderr
+
+
+@pytest.mark.parametrize("delay", [0.8, 2.5])
+def test_ctrl_c_while_tensorflow_loads_exits_130_with_one_line(tmp_path, delay):
+    # SIGINT inside TensorFlow's import printed a KeyboardInterrupt traceback, or at ~1 s an unrelated
+    # ImportError with exit 1; held until the import is done, it is exit 130 and one line.
+    import signal
+    import time
+
+    command = [sys.executable, "-m", "rankloss_tf.cli", "train", "--dataset", "digits", "--epochs", "50",
+               "--out", str(tmp_path / "out"), "--no-plots"]
+    process = subprocess.Popen(command, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=tmp_path)
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert "Traceback" not in err and "Error" not in err.replace("error:", ""), err[-2000:]
+    assert process.returncode == 130, (process.returncode, err[-2000:])
+    assert "interrupted" in err
