@@ -210,6 +210,14 @@ def test_index_checks_every_argument_before_any_work(model_dir, tmp_path, capsys
         assert status == 2 and message in err and len(err.strip().splitlines()) == 1, err
         assert "Embedding" not in out
     assert not (tmp_path / "index").exists()
+    # An --out that is a model export (one SavedModel, not an index directory): refused before embedding,
+    # also with --overwrite (it was found only after the gallery was embedded).
+    import shutil
+
+    other = shutil.copytree(model_dir, tmp_path / "another_export")
+    status, out, err = run_cli(capsys, "index", "--model", model_dir, "--gallery", "digits", "--out", other,
+                               "--overwrite")
+    assert status == 2 and "--out is one SavedModel" in err and "Embedding" not in out, (out, err)
 
 
 def test_ctrl_c_during_index_exits_130_with_an_index_message(model_dir, tmp_path, capsys, monkeypatch):

@@ -109,8 +109,8 @@ def _check_index_arguments(args):
             path that may not be written (each message names the input).
     """
     from rankloss_tf import datasets
-    from rankloss_tf.export import check_export_path
     from rankloss_tf.loading import model_form
+    from rankloss_tf.retrieval.versions import check_index_path
 
     model_form(args.model)
     folder = datasets.folder_path(args.gallery)
@@ -121,7 +121,7 @@ def _check_index_arguments(args):
     if folder is None and args.gallery not in datasets.NAMES:
         raise ValueError(f"Unknown gallery; known: {', '.join(datasets.NAMES)}. Received: --gallery={args.gallery}")
     protected = [args.model, args.data_dir, folder]
-    check_export_path(args.out, args.overwrite, protected, role="--out")
+    check_index_path(args.out, args.overwrite, protected, role="--out")  # the save's rules, before any embedding
     return protected
 
 

@@ -32,7 +32,7 @@ from rankloss_tf.export import FORMAT, MARKER, VERSION, check_export_path, read_
 from rankloss_tf.io.atomic import remove_stale_temporaries, temporary_path, write_file
 from rankloss_tf.loading import damage_errors, error_reason
 
-__all__ = ["KIND", "current_version", "publish", "read_current"]
+__all__ = ["KIND", "check_index_path", "current_version", "publish", "read_current"]
 
 KIND = "index"
 READ_ATTEMPTS = 5  # a reader whose version vanished mid-load re-reads the pointer at most this often
@@ -152,6 +152,30 @@ def _add_version(path, write, info, previous):
     return Path(path) / str(number)
 
 
+def check_index_path(path, overwrite=False, protected=(), role="The index path"):
+    """Checks that an index may be written at ``path``: ``(path, its pointer or None)``.
+
+    Raises:
+        ValueError: see ``export.check_export_path``; or ``path`` is one
+            version of an index, or a SavedModel that is not an index
+            directory, which are never replaced.
+
+    Example:
+    >>> check_index_path("/tmp/no_such_index_yet")
+    (PosixPath('/tmp/no_such_index_yet'), None)
+    """
+    path = check_export_path(path, overwrite, protected, role=role)
+    found = None
+    if path.exists():
+        found = _pointer(path)
+        if found is None or not str(found.get("current", "")).isdigit():
+            raise ValueError(
+                f"{role} is one SavedModel (a version inside an index, or an index written before "
+                f"versions); it is never replaced: save to a new path or to the index directory. Received: path={path}"
+            )
+    return path, found
+
+
 def publish(path, write, info, overwrite=False, protected=()):
     """Writes one more version of the index at ``path`` and makes it current.
 
@@ -177,14 +201,7 @@ def publish(path, write, info, overwrite=False, protected=()):
     >>> publish("/tmp/index", write, {"metric": "cosine"}, overwrite=True)  # doctest: +SKIP
     PosixPath('/tmp/index/2')
     """
-    path = check_export_path(path, overwrite, protected)
-    if path.exists():
-        found = _pointer(path)
-        if found is None or not str(found.get("current", "")).isdigit():
-            raise ValueError(
-                "The index path is one SavedModel (a version inside an index, or an index written before "
-                f"versions); it is never replaced: save to a new path or to the index directory. Received: path={path}"
-            )
+    path, found = check_index_path(path, overwrite, protected)
     try:
         if path.exists():
             return _add_version(path, write, info, found["current"])
