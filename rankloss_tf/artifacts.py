@@ -13,7 +13,7 @@ import keras
 from rankloss_tf import datasets
 from rankloss_tf.evaluation import embed_dataset, evaluate
 from rankloss_tf.deploy import export, representative_images
-from rankloss_tf.export import SavedModelEmbedder, check_export_path, check_separate
+from rankloss_tf.export import EMBEDDING_KIND, SavedModelEmbedder, check_export_path, check_separate
 from rankloss_tf.images import model_image_shape
 from rankloss_tf.loading import MODEL_FILE, load_model  # the one model loader (re-exported here)
 
@@ -95,7 +95,7 @@ def export_model(model_path, export_dir, overwrite=False, format="saved_model", 
         raise ValueError(f"`model` is already a SavedModel export. Received: {model_path}")
     protected = {"the model --model": model_path}
     if format == "saved_model":
-        check_export_path(export_dir, overwrite, protected, role="--out")
+        check_export_path(export_dir, overwrite, protected, role="--out", kind=EMBEDDING_KIND)
     else:
         check_separate(export_dir, "--out", protected)
     representative = options.pop("representative", None)

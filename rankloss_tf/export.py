@@ -37,6 +37,7 @@ from rankloss_tf.images import check_images, model_image_shape
 from rankloss_tf.images import conform as conform_images
 
 __all__ = [
+    "EMBEDDING_KIND",
     "IMAGES_SPEC",
     "MARKER",
     "SERVE",
@@ -109,14 +110,15 @@ def check_separate(path, role, protected):
             )
 
 
-def check_export_path(path, overwrite=False, protected=(), role="The export path"):
+def check_export_path(path, overwrite=False, protected=(), role="The export path", kind=None):
     """Checks, before any work, that an export may be written at ``path``.
 
     Rules: nothing is ever written equal to, inside or above a ``protected``
     path (a run directory, the model being exported); an existing file, or an
     existing directory that is not an export of this tool (no
     ``rankloss_tf_export.json`` marker), is never replaced; a previous export
-    is replaced only with ``overwrite=True``.
+    is replaced only with ``overwrite=True``, and only by one of its ``kind``
+    (a model export never replaces an index).
 
     Args:
         path: the export directory to be written.
@@ -124,6 +126,8 @@ def check_export_path(path, overwrite=False, protected=(), role="The export path
         protected: paths (directories or files) that must survive the export,
             or ``{description: path}`` (see ``check_separate``).
         role: how to name ``path`` in messages (e.g. "--export").
+        kind: the kind of export to be written ("embedding", "index"); an
+            existing export of another kind is refused (None: not checked).
 
     Returns:
         ``path`` as a ``Path``.
@@ -148,6 +152,10 @@ def check_export_path(path, overwrite=False, protected=(), role="The export path
                 f"The export path is a directory that is not an export of rankloss_tf (no {MARKER}); "
                 f"it is never replaced: choose another path. Received: path={path}"
             )
+        found = read_export_info(path).get("kind")
+        if kind is not None and found != kind:
+            raise ValueError(f"{role} holds a rankloss_tf export of another kind ({found!r}); it is never replaced by "
+                             f"a {kind!r} export: choose another path. Received: path={path}")
         if not overwrite:
             raise ValueError(
                 f"Export directory already exists (pass overwrite=True / --overwrite to replace it). Received: path={path}"
@@ -182,12 +190,13 @@ def write_export(path, write, info, overwrite=False, protected=()):
     >>> read_export_info(path)["kind"]  # doctest: +SKIP
     'example'
     """
-    path = check_export_path(path, overwrite, protected)
+    path = check_export_path(path, overwrite, protected, kind=info.get("kind"))
     remove_stale_temporaries(path.parent, target=path.name)
     marker = json.dumps({"format": FORMAT, "version": VERSION, **info}, indent=2) + "\n"
     return write_directory(path, write, marker=(MARKER, marker), replace=True)
 
 
+EMBEDDING_KIND = "embedding"  # the marker's kind of a model export (an index's is "index")
 SERVE = "serve"
 # Rank declared for tools that read the layout (saved_model_cli, tf2onnx, TF Serving's metadata); the sides
 # and the channels stay free because the signature conforms gray / RGB / RGBA images of any size.
@@ -244,14 +253,14 @@ def export_saved_model(model, path, overwrite=False, protected=()):
     TensorShape([2, 64])
     """
     module = _Embedding(model)
-    check_export_path(path, overwrite, protected)
+    check_export_path(path, overwrite, protected, kind=EMBEDDING_KIND)
 
     def write(directory):
         serve = module.serve.get_concrete_function()
         tf.saved_model.save(module, directory, signatures={SIGNATURE: serve, SERVE: serve})
 
     described = "images uint8 [N, H, W, C] -> embeddings float32 [N, D]"
-    info = {"kind": "embedding", "image_shape": list(module.image_shape), "embedding_dim": module.embedding_dim,
+    info = {"kind": EMBEDDING_KIND, "image_shape": list(module.image_shape), "embedding_dim": module.embedding_dim,
             "signatures": {SIGNATURE: described, SERVE: described}}
     path = write_export(path, write, info, overwrite, protected)
     logger.info("Exported the embedding model to %s", path)

@@ -141,6 +141,21 @@ def test_overwrite_never_replaces_what_is_not_our_export(model, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "photos"]
 
 
+def test_overwrite_never_replaces_an_export_of_another_kind(model, tmp_path):
+    # A model export written with overwrite over an index directory replaced the index (an outside probe).
+    from rankloss_tf.retrieval import Index, save_index
+
+    index = Index(metric="l2")
+    index.add_embeddings(np.eye(3, dtype=np.float32), labels=[0, 1, 2])
+    save_index(index, tmp_path / "index")
+    before = sorted(p.name for p in (tmp_path / "index").iterdir())
+    with pytest.raises(ValueError, match="another kind \\('index'\\)"):
+        export_saved_model(model, tmp_path / "index", overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "index").iterdir()) == before
+    first = export_saved_model(model, tmp_path / "model")
+    assert export_saved_model(model, first, overwrite=True) == first  # the same kind is replaced when asked
+
+
 @pytest.mark.parametrize("relative", [".", "saved_model", ".."])
 def test_check_export_path_refuses_protected_paths(tmp_path, relative):
     run = tmp_path / "runs" / "a"

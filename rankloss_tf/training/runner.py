@@ -31,7 +31,7 @@ from rankloss_tf.evaluation import (
     plot_tsne,
     thumbnails,
 )
-from rankloss_tf.export import check_export_path, check_separate, export_saved_model
+from rankloss_tf.export import EMBEDDING_KIND, check_export_path, check_separate, export_saved_model
 from rankloss_tf.loading import load_model
 from rankloss_tf.losses_modern import embedding_part
 from rankloss_tf.training.callbacks import DivergedError, EpochCheckpoint, EpochHistory
@@ -93,7 +93,7 @@ def _check_paths(config, run):
         protected = {"the run directory --out": run.path, **data}
         check_separate(config.export_dir, "--export", protected)
         if not _exported_by(run, config.export_dir):
-            check_export_path(config.export_dir, config.overwrite, protected, role="--export")
+            check_export_path(config.export_dir, config.overwrite, protected, role="--export", kind=EMBEDDING_KIND)
             check_writable(config.export_dir, "--export")
 
 
