@@ -11,7 +11,7 @@ from pathlib import Path
 import keras
 
 from rankloss_tf import datasets
-from rankloss_tf.evaluation import embed_dataset, evaluate
+from rankloss_tf.evaluation import KS, embed_dataset, evaluate, ks_within
 from rankloss_tf.deploy import export, representative_images
 from rankloss_tf.export import EMBEDDING_KIND, SavedModelEmbedder, check_export_path, check_separate
 from rankloss_tf.images import model_image_shape
@@ -24,7 +24,7 @@ EVALUATION_BATCH = 32
 
 
 
-def evaluate_model(model_path, dataset, data_dir=None, split="test", ks=(1, 2, 4, 8), clustering=True,
+def evaluate_model(model_path, dataset, data_dir=None, split="test", ks=KS, clustering=True,
                    image_size=None, seed=0):
     """Evaluates a saved model on one split of a dataset.
 
@@ -63,6 +63,8 @@ def evaluate_model(model_path, dataset, data_dir=None, split="test", ks=(1, 2, 4
             f"use the exported SavedModel, which resizes. Received: model={model_path}, dataset={dataset!r}"
         )
     embeddings, labels = embed_dataset(model, images, batch_size=EVALUATION_BATCH)
+    # A small held-out set scores the K it has (an explicit --ks beyond it is still refused by evaluate).
+    ks = ks_within(len(labels)) if tuple(ks) == KS else ks
     return evaluate(embeddings, labels, ks=ks, clustering=clustering, seed=seed)
 
 

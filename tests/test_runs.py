@@ -419,6 +419,19 @@ def make_folder(root, counts):
     return root
 
 
+def test_a_small_folder_scores_the_recall_at_k_it_has(tmp_path, capsys, monkeypatch):
+    # 4 classes x 3 images: 6 held-out images. It trained, then failed at evaluation on every re-run
+    # ("`k` must be between 1 and 5 ... k=8"; an outside probe); now it reports Recall@1, 2 and 4.
+    monkeypatch.setenv("RANKLOSS_TF_CACHE", str(tmp_path / "cache"))
+    folder = make_folder(tmp_path / "photos", {name: 3 for name in "abcd"})
+    status, out = run_cli(capsys, "train", *FOLDER_FAST, "--dataset", f"folder:{folder}", "--out", tmp_path / "run")
+    assert status == 0, out
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
+    assert {"recall@1", "recall@2", "recall@4"} <= set(metrics) and "recall@8" not in metrics
+    status, out = run_cli(capsys, "evaluate", "--model", tmp_path / "run", "--dataset", f"folder:{folder}")
+    assert status == 0 and "recall@4" in out and "recall@8" not in out, out
+
+
 def test_folder_split_is_recorded_and_a_changed_folder_is_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("RANKLOSS_TF_CACHE", str(tmp_path / "cache"))
     folder = make_folder(tmp_path / "photos", {name: 3 for name in "abcdef"})

@@ -11,7 +11,7 @@ during ``fit``; ``plots`` draws the figures
 from rankloss_tf.evaluation.callback import RetrievalEvaluation
 from rankloss_tf.evaluation.clustering import clustering_metrics, pairwise_f1
 from rankloss_tf.evaluation.embedding import embed_dataset, thumbnails
-from rankloss_tf.evaluation.metrics import evaluate, format_table
+from rankloss_tf.evaluation.metrics import KS, evaluate, format_table, ks_within
 from rankloss_tf.evaluation.neighbours import nearest_neighbours
 from rankloss_tf.evaluation.one_shot import OneShotRun, load_one_shot_runs, one_shot_accuracy
 from rankloss_tf.evaluation.plots import plot_recall_at_k, plot_retrieval_gallery, plot_tsne
@@ -19,12 +19,14 @@ from rankloss_tf.evaluation.query_gallery import query_gallery_metrics
 from rankloss_tf.evaluation.retrieval import retrieval_metrics
 
 __all__ = [
+    "KS",
     "OneShotRun",
     "RetrievalEvaluation",
     "clustering_metrics",
     "embed_dataset",
     "evaluate",
     "format_table",
+    "ks_within",
     "load_one_shot_runs",
     "nearest_neighbours",
     "one_shot_accuracy",

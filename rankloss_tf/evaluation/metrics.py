@@ -6,10 +6,12 @@ from rankloss_tf.evaluation.clustering import clustering_metrics
 from rankloss_tf.evaluation.neighbours import METRICS
 from rankloss_tf.evaluation.retrieval import check_labels, retrieval_metrics
 
-__all__ = ["evaluate", "format_table"]
+__all__ = ["KS", "evaluate", "format_table", "ks_within"]
+
+KS = (1, 2, 4, 8)  # the K of Recall@K reported by default
 
 
-def evaluate(embeddings, labels, ks=(1, 2, 4, 8), clustering=True, metric="cosine", block_size=1024,
+def evaluate(embeddings, labels, ks=KS, clustering=True, metric="cosine", block_size=1024,
              max_r=1000, seed=0):
     """Evaluates embeddings by leave-one-out retrieval and by k-means clustering.
 
@@ -63,3 +65,13 @@ def format_table(metrics):
     """
     rows = [f"| {name} | {value:.4f} |" for name, value in metrics.items()]
     return "\n".join(["| metric | value |", "| --- | --- |", *rows])
+
+
+def ks_within(count, ks=KS):
+    """The K of ``ks`` that ``count`` samples can score (Recall@K needs K other samples); at least K = 1.
+
+    Example:
+    >>> ks_within(6), ks_within(100)
+    ((1, 2, 4), (1, 2, 4, 8))
+    """
+    return tuple(k for k in ks if k < count) or tuple(ks[:1])

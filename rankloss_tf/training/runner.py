@@ -24,8 +24,10 @@ import tensorflow as tf
 from rankloss_tf import datasets
 from rankloss_tf.datasets.folder import printable
 from rankloss_tf.evaluation import (
+    KS,
     RetrievalEvaluation,
     evaluate,
+    ks_within,
     plot_recall_at_k,
     plot_retrieval_gallery,
     plot_tsne,
@@ -404,7 +406,12 @@ def _save_model(model, run):
 def _evaluate(method, model, run, config, test_images):
     """Test metrics (and plots); records the "evaluated" phase with them."""
     embeddings, labels = method.embed(model, test_images)
-    metrics = evaluate(embeddings, labels, seed=config.seed)
+    # A small held-out set (a folder of few images) scores the K it has: Recall@K needs K other images.
+    ks = ks_within(len(labels))
+    if ks != KS:
+        logger.warning("%d held-out images: Recall@K for K in %s only (Recall@%s needs more images).", len(labels),
+                       ks, ", ".join(str(k) for k in KS if k not in ks))
+    metrics = evaluate(embeddings, labels, ks=ks, seed=config.seed)
     if config.plots:
         _plot(run / run.PLOTS, metrics, embeddings, labels, test_images, config.seed)
     return metrics
