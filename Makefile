@@ -33,7 +33,7 @@ test-all: $(STAMP)
 DEMO_DATA ?= $(wildcard ../shared/data/omniglot)
 
 demo: $(STAMP)
-	$(PY) -m rankloss_tf.cli demo $(if $(DEMO_DATA),--data-dir $(DEMO_DATA))
+	$(PY) -m rankloss_tf.app.cli demo $(if $(DEMO_DATA),--data-dir $(DEMO_DATA))
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

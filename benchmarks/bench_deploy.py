@@ -42,9 +42,9 @@ def load_images(dataset, split, data_dir, size):
 
 def trained_model(args, out):
     """The model of ``--model``, else a run trained (or resumed, or reused when finished) under ``out``."""
-    from rankloss_tf.artifacts import load_model
-    from rankloss_tf.training.config import TrainConfig
-    from rankloss_tf.training.runner import train
+    from rankloss_tf.loading import load_model
+    from rankloss_tf.app.config import TrainConfig
+    from rankloss_tf.app.runner import train
 
     if args.model:
         return load_model(args.model), {"model": str(args.model)}

@@ -10,7 +10,7 @@
   backbone, 224 x 224, batch 32 x 4 = 128, TripletSemiHardLoss; random weights and images:
   the step time does not depend on them).
 
-- Strategy: with --strategy (auto, mirrored, ...: `rankloss_tf.training.strategy`), the fit
+- Strategy: with --strategy (auto, mirrored, ...: `rankloss_tf.app.strategy`), the fit
   step runs under that tf.distribute strategy as `rankloss-tf train --strategy` runs it: the
   global batch stays P x K, each replica gets its share, the loss mines across replicas; the
   report names the strategy and its replicas (`--strategy mirrored --tiny` checks the path in
@@ -93,7 +93,7 @@ def fit_step_time(image, pk, steps, strategy="default"):
 
     from rankloss_tf.losses import TripletSemiHardLoss
     from rankloss_tf.models import build_embedding_model
-    from rankloss_tf.training.strategy import build_strategy, synchronized_batch_norm
+    from rankloss_tf.app.strategy import build_strategy, synchronized_batch_norm
 
     p, k = pk
     rng = np.random.default_rng(0)

@@ -30,7 +30,7 @@ Writes benchmarks/results/cars196.json and cars196.md.
 
 ``--cli-default RUN`` instead runs what ``rankloss-tf train --dataset cars196
 --data-dir DIR --out RUN --export RUN.export`` runs, with no other setting
-(``rankloss_tf.training.train`` of the dataset's recipe: frozen Lite0, four
+(``rankloss_tf.app.train`` of the dataset's recipe: frozen Lite0, four
 views, N-pair mc; a finished run is read back, not trained again), and
 records its test metrics, wall times and load in the "CLI default" section
 and the "cli_default" key of the results; ``--saved-metrics`` adds the
@@ -51,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rankloss_tf import training
+from rankloss_tf import app as training  # the application: TrainConfig, train
 from rankloss_tf.datasets import load
 from rankloss_tf.evaluation import evaluate
 from rankloss_tf.frozen_backbone import backbone_features, train_head

@@ -1,7 +1,7 @@
 """Fine-tune EfficientNet-Lite0 end to end on Cars196 (cropped), meant for one GPU in < 5 minutes.
 
-The photo recipe of ``--fine-tune`` (``rankloss_tf.datasets.recipes.FINE_TUNE``,
-``rankloss_tf.training.fine_tune``): P x K batches (N-pair batches, 64 classes x 2) of the
+The photo recipe of ``--fine-tune`` (``rankloss_tf.app.recipes.FINE_TUNE``,
+``rankloss_tf.fine_tune``): P x K batches (N-pair batches, 64 classes x 2) of the
 training classes 1-98, each batch augmented by ``random_resized_crop_flip``
 (area 0.25-1, aspect 3/4-4/3, mirror 1/2) inside the input pipeline; the
 ImageNet EfficientNet-Lite0 backbone trains with its batch-norm statistics
@@ -39,10 +39,10 @@ import tensorflow as tf
 from rankloss_tf import datasets, losses
 from rankloss_tf.data import pk_batches
 from rankloss_tf.data.augment import augment_batches, batch_augmentation
-from rankloss_tf.datasets.recipes import FINE_TUNE
+from rankloss_tf.app.recipes import FINE_TUNE
 from rankloss_tf.evaluation import evaluate
 from rankloss_tf.models import build_embedding_model
-from rankloss_tf.training.fine_tune import BackboneRateAdam, freeze_batch_norm
+from rankloss_tf.fine_tune import BackboneRateAdam, freeze_batch_norm
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "cars196"

@@ -7,7 +7,7 @@ zero-shot split (train alphabets Balinese, Early_Aramaic, Greek, Korean,
 Latin: 136 classes; test alphabets Japanese_(katakana), Sanskrit, Tagalog:
 106 classes, 2,120 images).
 
-Every run is one ``rankloss_tf.training.train(TrainConfig(...))`` with the
+Every run is one ``rankloss_tf.app.train(TrainConfig(...))`` with the
 library's defaults for Omniglot (small CNN, 32x32 images, 128-d embedding,
 Adam 1e-3 with cosine decay) and the same budget for every loss (``--epochs``
 epochs of 21 batches of 128 images). The losses keep their library defaults
@@ -46,8 +46,8 @@ import numpy as np
 import tensorflow as tf
 
 from rankloss_tf import losses
-from rankloss_tf.datasets.recipes import RECIPES
-from rankloss_tf.training import TrainConfig, train
+from rankloss_tf.app.recipes import RECIPES
+from rankloss_tf.app import TrainConfig, train
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

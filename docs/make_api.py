@@ -36,6 +36,8 @@ def public_modules():
         if any(part.startswith("_") for part in name.split(".")):
             continue
         module = importlib.import_module(name)
+        if (module.__doc__ or "").startswith("Deprecated:"):
+            continue  # a forward to a name's new home, documented there
         parent_name, _, leaf = name.rpartition(".")
         parent_all = getattr(sys.modules.get(parent_name), "__all__", ())
         if name == PACKAGE or hasattr(module, "__all__") or leaf in parent_all:

@@ -3,8 +3,8 @@
 - ``backbone_features`` -> ``rankloss_tf.backbones.extract_features`` (it now
   resizes and tiles images itself);
 - ``join`` -> ``rankloss_tf.models.embedding_model``;
-- ``train_head`` -> ``rankloss_tf.training.train`` with a pretrained backbone
-  (``FrozenFeatures`` in ``rankloss_tf.training.protocols``), or
+- ``train_head`` -> ``rankloss_tf.app.train`` with a pretrained backbone
+  (``FrozenFeatures`` in ``rankloss_tf.app.protocols``), or
   ``models.projection_head`` + ``data.pk_batches`` + ``fit`` by hand.
 """
 
@@ -41,7 +41,7 @@ def train_head(features, labels, loss, embedding_dim, classes_per_batch, samples
     Example:
     >>> head, history = train_head(features, labels, loss, 8, 4, 2, steps_per_epoch=2)  # doctest: +SKIP
     """
-    _deprecated("train_head", "rankloss_tf.training.train with a pretrained backbone")
+    _deprecated("train_head", "rankloss_tf.app.train with a pretrained backbone")
     keras.utils.set_random_seed(seed)
     head = projection_head(features.shape[1], embedding_dim, normalize=normalize)
     head.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss)

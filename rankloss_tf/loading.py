@@ -24,7 +24,7 @@ MODEL_FILE = "model.keras"  # the trained model inside a run directory of ``trai
 # The modules whose Keras serialisable objects ``.keras`` files of this package name.
 KERAS_OBJECT_MODULES = (
     "rankloss_tf.losses", "rankloss_tf.losses_modern", "rankloss_tf.backbones.preprocessing",
-    "rankloss_tf.training.fine_tune",
+    "rankloss_tf.fine_tune",
 )
 
 

@@ -11,7 +11,7 @@ the last line of stdout:
         One worker of a two-process `MultiWorkerMirroredStrategy` on localhost: the
         custom-loop comparison.
     python tests/_distribute_worker.py train --out DIR --devices 2
-        Splits the CPU into 2 logical devices and trains the same short `rankloss_tf.training`
+        Splits the CPU into 2 logical devices and trains the same short `rankloss_tf.app`
         run twice, with `strategy="default"` (DIR/one_device) and `strategy="mirrored"`
         (DIR/mirrored); reports the replicas, the logged losses and the largest difference
         between the two saved models' weights; then a mirrored run interrupted after its
@@ -239,8 +239,8 @@ def train_twice(out, devices):
     """The short run trained on one device and under `MirroredStrategy` over `devices` logical CPUs."""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
-    from rankloss_tf.training import TrainConfig, train
-    from rankloss_tf.training.strategy import build_strategy
+    from rankloss_tf.app import TrainConfig, train
+    from rankloss_tf.app.strategy import build_strategy
 
     report = {"replicas": build_strategy("mirrored").num_replicas_in_sync}
     weights = {}

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import keras
 
-from rankloss_tf import cli, datasets
-from rankloss_tf.training import callbacks, runner
+from rankloss_tf import datasets
+from rankloss_tf.app import cli
+from rankloss_tf.app import callbacks, runner
 
 
 def fill(path):

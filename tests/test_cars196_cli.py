@@ -8,7 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from rankloss_tf import cli, training
+from rankloss_tf import app
+from rankloss_tf.app import cli
 from rankloss_tf.backbones import files, weights
 from rankloss_tf.datasets import load
 from rankloss_tf.export import SavedModelEmbedder
@@ -87,10 +88,10 @@ def test_frozen_features_on_cars196_cached_then_reused_and_exported(tiny_cars196
 
 
 def test_fine_tune_trains_the_whole_network(tmp_path):
-    config = training.TrainConfig(dataset="digits", backbone="efficientnet_lite0", weights="random", fine_tune=True,
+    config = app.TrainConfig(dataset="digits", backbone="efficientnet_lite0", weights="random", fine_tune=True,
                                   image_size=32, epochs=1, steps_per_epoch=1, embedding_dim=8, plots=False,
                                   out_dir=str(tmp_path), verbose=0)
-    result = training.train(config)
+    result = app.train(config)
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert record["protocol"] == "end to end" and record["config"]["fine_tune"] is True
     assert result.model.input_shape == (None, 8, 8, 1) and result.model.output_shape == (None, 8)
@@ -99,13 +100,13 @@ def test_fine_tune_trains_the_whole_network(tmp_path):
 
 
 def test_cars196_defaults():
-    config = training.TrainConfig(dataset="cars196").resolved()
+    config = app.TrainConfig(dataset="cars196").resolved()
     assert (config.image_size, config.embedding_dim, config.classes_per_batch, config.samples_per_class) == (
         224, 512, 64, 2)
     assert (config.backbone, config.loss, config.weights, config.frozen) == (
         "efficientnet_lite0", "npair", "imagenet", True)
     assert (config.view_sizes, config.mirror_views) == ((224, 288), True)
-    assert training.TrainConfig(dataset="cars196", backbone="small_cnn").resolved().frozen is False  # end to end
+    assert app.TrainConfig(dataset="cars196", backbone="small_cnn").resolved().frozen is False  # end to end
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The rankloss-tf command and training.train: smoke runs, resume, errors, demo choice."""
+"""The rankloss-tf command and app.train: smoke runs, resume, errors, demo choice."""
 
 import csv
 import json
@@ -8,7 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from rankloss_tf import cli, training
+from rankloss_tf import app
+from rankloss_tf.app import cli
 from rankloss_tf.export import SavedModelEmbedder
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -79,16 +80,16 @@ class Interrupt(keras.callbacks.Callback):
 
 
 def test_interrupted_run_resumes_from_last_epoch(tmp_path):
-    config = training.TrainConfig(dataset="digits", epochs=4, steps_per_epoch=3, embedding_dim=8,
+    config = app.TrainConfig(dataset="digits", epochs=4, steps_per_epoch=3, embedding_dim=8,
                                   out_dir=str(tmp_path), plots=False, verbose=0)
     first = Interrupt(at=(2, 1))
     with pytest.raises(KeyboardInterrupt):
-        training.train(config, callbacks=[first])
+        app.train(config, callbacks=[first])
     assert first.epochs == [0, 1, 2]
     assert (tmp_path / "checkpoints").is_dir() and not (tmp_path / "metrics.json").exists()
 
     second = Interrupt()
-    result = training.train(config, callbacks=[second])
+    result = app.train(config, callbacks=[second])
     assert second.epochs == [2, 3]  # epochs 0 and 1 were done and are not trained again
     assert len(result.history.epoch) == 2
     assert [int(row["epoch"]) for row in csv.DictReader((tmp_path / "history.csv").open())] == [0, 1, 2, 3]
@@ -105,11 +106,11 @@ def test_normalize_option_trains_on_raw_embeddings(tmp_path, capsys):
     norms = np.linalg.norm(keras.models.load_model(tmp_path / "run" / "model.keras")(images).numpy(), axis=1)
     assert not np.allclose(norms, 1.0)
     # Defaults: normalised end to end; a frozen-feature head keeps N-pair / angular embeddings raw.
-    assert training.TrainConfig(loss="npair").resolved().normalize
-    assert not training.TrainConfig(loss="npair", backbone="efficientnet_lite0").resolved().normalize
-    assert training.TrainConfig(loss="npair", backbone="efficientnet_lite0", normalize=True).resolved().normalize
+    assert app.TrainConfig(loss="npair").resolved().normalize
+    assert not app.TrainConfig(loss="npair", backbone="efficientnet_lite0").resolved().normalize
+    assert app.TrainConfig(loss="npair", backbone="efficientnet_lite0", normalize=True).resolved().normalize
     with pytest.raises(ValueError, match="normalize='yes'"):
-        training.TrainConfig(dataset="digits", normalize="yes").resolved()
+        app.TrainConfig(dataset="digits", normalize="yes").resolved()
 
 
 @pytest.mark.parametrize(
@@ -145,5 +146,5 @@ def test_demo_uses_omniglot_when_present_else_digits(tmp_path, monkeypatch):
     monkeypatch.setenv(cli.DATA_ENV, str(tmp_path))
     config = cli._demo_config("runs/demo")
     assert (config.dataset, config.data_dir, config.resolved().loss) == ("omniglot", str(tmp_path / "omniglot"), "npair_angular")
-    assert config.epochs == cli.DEMO["epochs"] < training.TrainConfig(dataset="omniglot").resolved().epochs
+    assert config.epochs == cli.DEMO["epochs"] < app.TrainConfig(dataset="omniglot").resolved().epochs
     assert config.export_dir == str(Path("runs/demo_saved_model"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rankloss_tf import cli
+from rankloss_tf.app import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 NOISE = ("absl::InitializeLog", "oneDNN custom operations", "cudart_stub", "cpu_feature_guard", "cuInit")
@@ -49,8 +49,8 @@ def test_other_lines_are_kept(line):
 
 
 def test_tensorflow_loads_quietly_and_other_stderr_stays():
-    # argv[0] "-m": the package skips its Keras registrations as under `python -m rankloss_tf.cli`.
-    code = ("import sys; sys.argv[0] = '-m'; from rankloss_tf import cli; "
+    # argv[0] "-m": the package skips its Keras registrations as under `python -m rankloss_tf.app.cli`.
+    code = ("import sys; sys.argv[0] = '-m'; from rankloss_tf.app import cli; "
             "assert 'tensorflow' not in sys.modules; cli._quiet_tensorflow(); "
             "import tensorflow as tf; tf.constant(1.0) + 1; sys.stderr.write('still here\\n')")
     quiet = subprocess.run([sys.executable, "-c", code], env=clean_env(), capture_output=True, text=True,
@@ -83,7 +83,7 @@ def test_train_without_matplotlib_names_no_plots_and_prints_no_noise(tmp_path):
     (blocker / "__init__.py").write_text("raise ImportError('matplotlib hidden by the test')\n")
     env = clean_env(RANKLOSS_TF_SMOKE="1")
     env["PYTHONPATH"] = os.pathsep.join([str(blocker.parent), env["PYTHONPATH"]])
-    result = subprocess.run([sys.executable, "-m", "rankloss_tf.cli", "train", "--dataset", "digits",
+    result = subprocess.run([sys.executable, "-m", "rankloss_tf.app.cli", "train", "--dataset", "digits",
                              "--out", str(tmp_path / "run"), "--embedding-dim", "8"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -100,7 +100,7 @@ def test_ctrl_c_while_tensorflow_loads_exits_130_with_one_line(tmp_path, delay):
     import signal
     import time
 
-    command = [sys.executable, "-m", "rankloss_tf.cli", "train", "--dataset", "digits", "--epochs", "50",
+    command = [sys.executable, "-m", "rankloss_tf.app.cli", "train", "--dataset", "digits", "--epochs", "50",
                "--out", str(tmp_path / "out"), "--no-plots"]
     process = subprocess.Popen(command, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                cwd=tmp_path)

@@ -219,7 +219,7 @@ def test_folder_prefix_is_parsed_in_one_place():
 
 
 def test_training_on_a_folder_with_latin1_file_names(tmp_path, monkeypatch, capsys):
-    from rankloss_tf import cli
+    from rankloss_tf.app import cli
 
     monkeypatch.setenv("RANKLOSS_TF_CACHE", str(tmp_path / "cache"))
     root = tmp_path / "photos"

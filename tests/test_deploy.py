@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from rankloss_tf import datasets
-from rankloss_tf.cli import main
+from rankloss_tf.app.cli import main
 from rankloss_tf.deploy import export, export_litert, export_onnx
 from rankloss_tf.export import SIGNATURE, export_saved_model
 from rankloss_tf.models import build_embedding_model

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import pytest
 
-from rankloss_tf import cli
+from rankloss_tf.app import cli
 from rankloss_tf.export import SavedModelEmbedder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,7 +85,7 @@ def test_interrupted_at_every_phase_then_rerun_equals_uninterrupted(signame, sta
 
 
 def test_interrupt_message_of_the_cli(tmp_path, capsys, monkeypatch):
-    from rankloss_tf.training import runner
+    from rankloss_tf.app import runner
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt

@@ -212,8 +212,8 @@ def test_a_folder_cut_from_48_to_25_images_is_not_served_old_features(tmp_path, 
 def test_training_again_on_a_cut_folder_recomputes_its_features(tmp_path, weights_file, count_images):
     """The runner's frozen-feature step (the path `rankloss-tf train` takes) on a folder cut from 48 to 25 images."""
     from rankloss_tf import datasets
-    from rankloss_tf.training import TrainConfig
-    from rankloss_tf.training.protocols import protocol
+    from rankloss_tf.app import TrainConfig
+    from rankloss_tf.app.protocols import protocol
 
     folder = tmp_path / "photos"
     rng = np.random.default_rng(2)

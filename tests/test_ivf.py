@@ -167,7 +167,7 @@ def test_bad_options_are_refused(option):
 def test_index_command_writes_an_ivf_index(tmp_path, capsys):
     import keras
 
-    from rankloss_tf import cli
+    from rankloss_tf.app import cli
     from rankloss_tf.export import export_saved_model
     from rankloss_tf.models import build_embedding_model
 

@@ -12,10 +12,10 @@ LAYERS = [
     {"losses", "data", "datasets"},
     {"compat", "backbones", "evaluation", "export", "losses_modern"},
     {"loading"},
-    {"models", "retrieval", "deploy"},
-    {"frozen_backbone", "artifacts"},
-    {"training"},
-    {"cli"},
+    {"models", "retrieval", "deploy", "fine_tune"},
+    {"frozen_backbone"},
+    {"app"},  # the application: the library never imports it
+    {"training", "cli", "artifacts", "__main__"},  # deprecated forwards to app (they go in 0.3), and python -m
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 LONG_FUNCTION_LINES = 60
@@ -71,3 +71,29 @@ def test_no_private_keras_imports_outside_one_shim():
     users = [str(p.relative_to(PACKAGE)) for p in modules()
              if any(name.startswith("keras.src") for name in imported(ast.parse(p.read_text())))]
     assert len(users) <= 1, users
+
+
+@pytest.mark.parametrize("name, new", [("rankloss_tf.training", "rankloss_tf.app"),
+                                       ("rankloss_tf.cli", "rankloss_tf.app.cli"),
+                                       ("rankloss_tf.artifacts", "rankloss_tf.app.artifacts")])
+def test_moved_modules_forward_and_warn_for_one_release(name, new):
+    import subprocess
+    import sys
+
+    code = (f"import warnings; warnings.simplefilter('error', DeprecationWarning)\n"
+            f"try:\n    import {name}\nexcept DeprecationWarning as warning:\n    print(warning)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert f"{name} moved to {new}" in out
+
+
+def test_moved_training_modules_are_the_app_modules():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from rankloss_tf.training import TrainConfig, config, fine_tune
+    import rankloss_tf.app.config
+    import rankloss_tf.fine_tune
+
+    assert config is rankloss_tf.app.config and TrainConfig is config.TrainConfig
+    assert fine_tune is rankloss_tf.fine_tune

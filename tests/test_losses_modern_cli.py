@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from rankloss_tf import cli
+from rankloss_tf.app import cli
 from rankloss_tf.export import SavedModelEmbedder
 from tests.test_cars196_cli import tiny_cars196  # noqa: F401 (a fixture)
 

@@ -2,8 +2,8 @@
 
 import dataclasses
 
-from rankloss_tf.datasets.recipes import PRETRAINED_IMAGE_SIZE, RECIPES, recipe
-from rankloss_tf.training import TrainConfig
+from rankloss_tf.app.recipes import PRETRAINED_IMAGE_SIZE, RECIPES, recipe
+from rankloss_tf.app import TrainConfig
 
 
 def test_training_takes_its_defaults_from_the_recipes():

@@ -15,7 +15,7 @@ import reproduction  # noqa: E402
 
 
 def test_loss_options_reach_the_loss():
-    from rankloss_tf.training import TrainConfig
+    from rankloss_tf.app import TrainConfig
 
     method = reproduction.METHODS["npair_ovo"]
     loss = TrainConfig(loss=method.loss, loss_options=method.loss_options).build_loss()

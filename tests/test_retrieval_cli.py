@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rankloss_tf import cli, datasets
+from rankloss_tf import datasets
+from rankloss_tf.app import cli
 from rankloss_tf.export import MARKER, export_saved_model
 from rankloss_tf.loading import load_model
 from rankloss_tf.models import build_embedding_model
@@ -248,7 +249,7 @@ def test_search_on_a_damaged_index_exits_2_with_one_line(model_dir, tmp_path, ca
 
 
 def test_help_imports_no_tensorflow():
-    script = ("import sys, contextlib, io\nfrom rankloss_tf import cli\n"
+    script = ("import sys, contextlib, io\nfrom rankloss_tf.app import cli\n"
               "for argv in (['--help'], ['index', '--help'], ['search', '--help']):\n"
               "    with contextlib.redirect_stdout(io.StringIO()):\n"
               "        try:\n            cli.main(argv)\n        except SystemExit:\n            pass\n"

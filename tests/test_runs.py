@@ -11,8 +11,9 @@ import keras
 import numpy as np
 import pytest
 
-from rankloss_tf import cli, training
-from rankloss_tf.training.run_dir import RunDirectory
+from rankloss_tf import app
+from rankloss_tf.app import cli
+from rankloss_tf.app.run_dir import RunDirectory
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--dataset", "digits", "--epochs", "2", "--steps-per-epoch", "2", "--embedding-dim", "8", "--no-plots",
@@ -31,7 +32,7 @@ def run_cli(capsys, *argv):
 def config(tmp_path, **overrides):
     fields = dict(dataset="digits", epochs=2, steps_per_epoch=2, embedding_dim=8, out_dir=str(tmp_path / "run"),
                   plots=False, verbose=0)
-    return training.TrainConfig(**{**fields, **overrides})
+    return app.TrainConfig(**{**fields, **overrides})
 
 
 class SeenEpochs(keras.callbacks.Callback):
@@ -100,10 +101,10 @@ def test_export_command_keeps_runs_and_needs_overwrite(tmp_path, capsys):
 # --- re-runs, resume after fit, changed configurations --------------------------------------------------------
 
 def test_finished_run_is_not_trained_again(tmp_path, capsys):
-    first = training.train(config(tmp_path))
+    first = app.train(config(tmp_path))
     rows = (tmp_path / "run" / "history.csv").read_text()
     seen = SeenEpochs()
-    again = training.train(config(tmp_path), callbacks=[seen])
+    again = app.train(config(tmp_path), callbacks=[seen])
     assert seen.epochs == [] and again.resumed == "finished" and again.history is None
     assert again.metrics == first.metrics
     assert (tmp_path / "run" / "history.csv").read_text() == rows
@@ -113,18 +114,18 @@ def test_finished_run_is_not_trained_again(tmp_path, capsys):
 
 
 def test_interrupted_evaluation_resumes_at_evaluation(tmp_path, monkeypatch):
-    from rankloss_tf.training import runner
+    from rankloss_tf.app import runner
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(runner, "evaluate", interrupt)
     with pytest.raises(KeyboardInterrupt):
-        training.train(config(tmp_path))
+        app.train(config(tmp_path))
     assert RunDirectory(tmp_path / "run").phase == "fitted"
     monkeypatch.undo()
     seen = SeenEpochs()
-    result = training.train(config(tmp_path), callbacks=[seen])
+    result = app.train(config(tmp_path), callbacks=[seen])
     assert seen.epochs == [] and result.resumed == "fitted" and set(result.metrics) >= {"recall@1", "nmi"}
     assert [row["epoch"] for row in csv.DictReader(open(tmp_path / "run" / "history.csv"))] == ["0", "1"]
     record = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -133,12 +134,12 @@ def test_interrupted_evaluation_resumes_at_evaluation(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("change", [dict(loss="triplet_hard"), dict(epochs=3), dict(embedding_dim=16)])
 def test_changed_configuration_is_refused_with_the_differences(tmp_path, change):
-    training.train(config(tmp_path))
+    app.train(config(tmp_path))
     name, value = next(iter(change.items()))
     with pytest.raises(ValueError, match=f"{name}: .* -> {value!r}.*another --out"):
-        training.train(config(tmp_path, **change))
+        app.train(config(tmp_path, **change))
     # Presentation fields may change on a re-run.
-    assert training.train(config(tmp_path, verbose=2, plots=False)).resumed == "finished"
+    assert app.train(config(tmp_path, verbose=2, plots=False)).resumed == "finished"
 
 
 def test_damaged_checkpoint_gives_a_way_out(tmp_path):
@@ -147,13 +148,13 @@ def test_damaged_checkpoint_gives_a_way_out(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        training.train(config(tmp_path), callbacks=[Stop()])
+        app.train(config(tmp_path), callbacks=[Stop()])
     checkpoint = next((tmp_path / "run" / "checkpoints").glob("epoch-*.weights.h5"))
     checkpoint.write_bytes(b"")
     with pytest.raises(ValueError, match="cannot be loaded.*Delete it to resume"):
-        training.train(config(tmp_path))
+        app.train(config(tmp_path))
     checkpoint.unlink()
-    assert training.train(config(tmp_path)).resumed == "fitting"
+    assert app.train(config(tmp_path)).resumed == "fitting"
 
 
 # --- one writer at a time ------------------------------------------------------------------------------------
@@ -162,15 +163,15 @@ def test_second_writer_is_refused_and_a_dead_writers_lock_is_not(tmp_path):
     run = RunDirectory(tmp_path / "run")
     with run.locked():
         with pytest.raises(ValueError, match=f"pid {os.getpid()}.*is writing to this run directory"):
-            training.train(config(tmp_path))
+            app.train(config(tmp_path))
     # A lock file left by a killed process (no flock held) does not block.
     (tmp_path / "run" / ".lock").write_text("999999")
-    assert training.train(config(tmp_path)).resumed is None
+    assert app.train(config(tmp_path)).resumed is None
 
 
 def test_a_lock_held_by_another_process_refuses_until_it_dies(tmp_path, capsys):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from rankloss_tf.training.run_dir import RunDirectory; "
+        [sys.executable, "-c", "import sys, time; from rankloss_tf.app.run_dir import RunDirectory; "
          "held = RunDirectory(sys.argv[1]).locked(); held.__enter__(); print('locked', flush=True); time.sleep(120)",
          str(tmp_path / "r")], env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
     try:
@@ -198,8 +199,8 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, capsys)
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch
 
-    with pytest.raises(training.DivergedError, match="epoch 2.*last good checkpoint \\(epoch 1"):
-        training.train(config(tmp_path, epochs=3), callbacks=[Poison()])
+    with pytest.raises(app.DivergedError, match="epoch 2.*last good checkpoint \\(epoch 1"):
+        app.train(config(tmp_path, epochs=3), callbacks=[Poison()])
     kept = list((tmp_path / "run" / "checkpoints").glob("epoch-*.weights.h5"))
     assert [p.name for p in kept] == ["epoch-0001.weights.h5"]
     assert not (tmp_path / "run" / "model.keras").exists()
@@ -230,10 +231,10 @@ def test_numpy_scalars_are_accepted_in_the_configuration(tmp_path):
 
 # --- the command line -------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("command", [["-m", "rankloss_tf.cli"], ["-c", "from rankloss_tf.cli import main; main()"]])
+@pytest.mark.parametrize("command", [["-m", "rankloss_tf.app.cli"], ["-c", "from rankloss_tf.app.cli import main; main()"]])
 def test_help_does_not_import_tensorflow(command):
     if command[0] == "-c":  # as the console script runs it
-        command = ["-c", "import sys; sys.argv[0] = 'rankloss-tf'; from rankloss_tf.cli import main; main()"]
+        command = ["-c", "import sys; sys.argv[0] = 'rankloss-tf'; from rankloss_tf.app.cli import main; main()"]
     result = subprocess.run([sys.executable, "-X", "importtime", *command, "train", "--help"], capture_output=True,
                             text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
     assert result.returncode == 0 and "--samples-per-class" in result.stdout
@@ -262,7 +263,7 @@ def test_evaluate_takes_ks_and_image_size_and_names_singletons(tmp_path, capsys,
 
 def test_loss_names_match_the_losses():
     from rankloss_tf import losses
-    from rankloss_tf.training.config import LOSS_NAMES
+    from rankloss_tf.app.config import LOSS_NAMES
 
     assert LOSS_NAMES == tuple(sorted(losses.registry()))
 
@@ -459,7 +460,7 @@ def test_folder_split_is_recorded_and_a_changed_folder_is_refused(tmp_path, caps
 
 def test_one_image_per_test_class_is_refused_before_training(tmp_path, capsys, monkeypatch):
     from rankloss_tf.datasets import scan_folder
-    from rankloss_tf.training.split import folder_split
+    from rankloss_tf.app.split import folder_split
 
     monkeypatch.setenv("RANKLOSS_TF_CACHE", str(tmp_path / "cache"))
     folder = make_folder(tmp_path / "photos", {name: 3 for name in "abcdef"})
@@ -484,11 +485,11 @@ def test_images_deleted_mid_training_name_the_file(tmp_path, monkeypatch):
     settings = dict(dataset=f"folder:{folder}", epochs=3, steps_per_epoch=2, image_size=16, classes_per_batch=2,
                     samples_per_class=2)
     with pytest.raises(ValueError, match=r"A file of the dataset disappeared while it was read \(.*photos/.*\.png"):
-        training.train(config(tmp_path, **settings), callbacks=[DeleteImages()])
+        app.train(config(tmp_path, **settings), callbacks=[DeleteImages()])
 
 
 def test_a_damaged_history_or_split_gives_one_line(tmp_path, capsys):
-    from rankloss_tf.training.callbacks import EpochHistory
+    from rankloss_tf.app.callbacks import EpochHistory
 
     (tmp_path / "history.csv").write_text("not,a\nhistory,file\n")
     with pytest.raises(ValueError, match="history.csv is not a history this package wrote"):

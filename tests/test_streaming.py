@@ -151,7 +151,7 @@ def test_rotated_classes_of_a_streamed_folder_stay_streamed(tmp_path, no_materia
 
 def test_train_on_tfrecord_files_end_to_end(tmp_path, monkeypatch):
     """`rankloss-tf train --dataset tfrecord:PATTERN` trains on streamed records, evaluates and writes its run."""
-    from rankloss_tf import cli
+    from rankloss_tf.app import cli
 
     monkeypatch.setenv("RANKLOSS_TF_CACHE", str(tmp_path / "cache"))
     _photo_folder(tmp_path / "photos", classes=8, per_class=4)

@@ -19,10 +19,10 @@ import keras
 import numpy as np
 import pytest
 
-from rankloss_tf.cli import main
+from rankloss_tf.app.cli import main
 from rankloss_tf.io.atomic import is_temporary
-from rankloss_tf.training import TrainConfig
-from rankloss_tf.training.strategy import build_strategy, from_chief, is_chief
+from rankloss_tf.app import TrainConfig
+from rankloss_tf.app.strategy import build_strategy, from_chief, is_chief
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).resolve().parent / "_distribute_worker.py"
@@ -63,7 +63,7 @@ def _workers(out, tmp, epochs, ports=None):
         tf_config = {"cluster": {"worker": [f"127.0.0.1:{port}" for port in ports]},
                      "task": {"type": "worker", "index": task}}
         env = _env(TF_CONFIG=json.dumps(tf_config), TMPDIR=str(scratch))
-        command = [sys.executable, "-m", "rankloss_tf.cli", *RUN, "--epochs", str(epochs), "--strategy",
+        command = [sys.executable, "-m", "rankloss_tf.app.cli", *RUN, "--epochs", str(epochs), "--strategy",
                    "multi_worker", "--out", str(out)]
         started.append((subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                          env=env, cwd=tmp), scratch))

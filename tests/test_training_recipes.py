@@ -5,18 +5,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rankloss_tf import datasets, training
+from rankloss_tf import app, datasets
 from rankloss_tf.data import augment
-from rankloss_tf.datasets.recipes import recipe
-from rankloss_tf.training.config import AUGMENTATION_NAMES
-from rankloss_tf.training.fine_tune import BackboneRateAdam, freeze_batch_norm
-from rankloss_tf.training.protocols import EndToEnd
+from rankloss_tf.app.recipes import recipe
+from rankloss_tf.app.config import AUGMENTATION_NAMES
+from rankloss_tf.fine_tune import BackboneRateAdam, freeze_batch_norm
+from rankloss_tf.app.protocols import EndToEnd
 
 
 def digits_config(tmp_path, **overrides):
     fields = dict(dataset="digits", epochs=3, steps_per_epoch=2, embedding_dim=8, out_dir=str(tmp_path / "run"),
                   plots=False, verbose=0, augment="affine", class_rotations=4)
-    return training.TrainConfig(**{**fields, **overrides})
+    return app.TrainConfig(**{**fields, **overrides})
 
 
 # --- rotated classes --------------------------------------------------------------------------------------------
@@ -90,11 +90,11 @@ class Interrupt(keras.callbacks.Callback):
 
 
 def test_interrupted_augmented_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
-    whole = training.train(digits_config(tmp_path / "whole"))
+    whole = app.train(digits_config(tmp_path / "whole"))
     config = digits_config(tmp_path / "cut")
     with pytest.raises(KeyboardInterrupt):
-        training.train(config, callbacks=[Interrupt(epoch=1)])
-    resumed = training.train(config)
+        app.train(config, callbacks=[Interrupt(epoch=1)])
+    resumed = app.train(config)
     assert resumed.resumed == "fitting" and resumed.history.epoch == [2]
     for mine, theirs in zip(resumed.model.weights, whole.model.weights):
         np.testing.assert_allclose(mine.numpy(), theirs.numpy(), atol=1e-5)
@@ -102,13 +102,13 @@ def test_interrupted_augmented_run_ends_with_the_weights_of_an_uninterrupted_one
 
 
 def test_omniglot_recipe_and_frozen_features_refuse_augmentation():
-    config = training.TrainConfig(dataset="omniglot").resolved()
+    config = app.TrainConfig(dataset="omniglot").resolved()
     assert (config.augment, config.class_rotations) == (recipe("omniglot").augment, recipe("omniglot").class_rotations)
-    assert training.TrainConfig(dataset="cars196", backbone="efficientnet_lite0").resolved().augment == "none"
-    frozen = training.TrainConfig(dataset="omniglot", backbone="efficientnet_lite0").resolved()
+    assert app.TrainConfig(dataset="cars196", backbone="efficientnet_lite0").resolved().augment == "none"
+    frozen = app.TrainConfig(dataset="omniglot", backbone="efficientnet_lite0").resolved()
     assert (frozen.augment, frozen.class_rotations) == ("none", 1)
     with pytest.raises(ValueError, match="cached frozen features.*Received: augment='crop_flip'"):
-        training.TrainConfig(dataset="cars196", backbone="efficientnet_lite0", augment="crop_flip").resolved()
+        app.TrainConfig(dataset="cars196", backbone="efficientnet_lite0", augment="crop_flip").resolved()
 
 
 # --- the fine-tune recipe ---------------------------------------------------------------------------------------
@@ -152,13 +152,13 @@ class BatchNormWatch(keras.callbacks.Callback):
 
 @pytest.mark.slow
 def test_fine_tune_trains_with_the_photo_recipe_and_frozen_batch_norm(tmp_path):
-    config = training.TrainConfig(dataset="digits", backbone="efficientnet_lite0", weights="random", fine_tune=True,
+    config = app.TrainConfig(dataset="digits", backbone="efficientnet_lite0", weights="random", fine_tune=True,
                                   image_size=32, epochs=1, steps_per_epoch=2, embedding_dim=8,
                                   out_dir=str(tmp_path / "run"), plots=False, verbose=0)
     resolved = config.resolved()
     assert (resolved.augment, resolved.backbone_lr_scale) == ("crop_flip", 0.1)
     watch = BatchNormWatch()
-    result = training.train(config, callbacks=[watch])
+    result = app.train(config, callbacks=[watch])
     batch_norm = [path for path in watch.before if "moving_" in path]
     assert batch_norm and all(np.array_equal(watch.before[p], watch.after[p]) for p in batch_norm)
     assert any(not np.array_equal(watch.before[p], watch.after[p]) for p in watch.before if "kernel" in p)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rankloss_tf import cli, training
+from rankloss_tf import app
+from rankloss_tf.app import cli
 from rankloss_tf.backbones import ImageView, View, extract_view_features, files, views, weights
 from rankloss_tf.models import build_feature_extractor, embedding_model, projection_head
 
@@ -102,24 +103,24 @@ def test_view_features_are_the_joined_models_features(lite0_weights, tmp_path):
 
 
 def test_config_views_defaults_and_errors():
-    cars = training.TrainConfig(dataset="cars196").resolved()
+    cars = app.TrainConfig(dataset="cars196").resolved()
     assert (cars.backbone, cars.frozen, cars.view_sizes, cars.mirror_views) == (
         "efficientnet_lite0", True, (224, 288), True)
     assert (cars.loss, cars.loss_options, cars.learning_rate, cars.normalize) == (
         "npair", {"variant": "mc", "l2_reg": 0.002}, 2e-4, False)
-    other_loss = training.TrainConfig(dataset="cars196", loss="triplet_semihard").resolved()
+    other_loss = app.TrainConfig(dataset="cars196", loss="triplet_semihard").resolved()
     assert other_loss.loss_options is None
-    single = training.TrainConfig(dataset="digits", backbone="efficientnet_lite0").resolved()
+    single = app.TrainConfig(dataset="digits", backbone="efficientnet_lite0").resolved()
     assert (single.view_sizes, single.mirror_views) == ((224,), False)
-    fine_tune = training.TrainConfig(dataset="cars196", fine_tune=True).resolved()
+    fine_tune = app.TrainConfig(dataset="cars196", fine_tune=True).resolved()
     assert (fine_tune.view_sizes, fine_tune.mirror_views) == (None, False)
-    assert training.TrainConfig(dataset="cars196", view_sizes=[224, 256]).view_sizes == (224, 256)
+    assert app.TrainConfig(dataset="cars196", view_sizes=[224, 256]).view_sizes == (224, 256)
     with pytest.raises(ValueError, match=r"frozen pretrained features.*Received: view_sizes=\(32,\)"):
-        training.TrainConfig(dataset="digits", view_sizes=(32,)).resolved()
+        app.TrainConfig(dataset="digits", view_sizes=(32,)).resolved()
     with pytest.raises(ValueError, match=r"Received: mirror_views=True, backbone='efficientnet_lite0', fine_tune"):
-        training.TrainConfig(dataset="cars196", fine_tune=True, mirror_views=True).resolved()
+        app.TrainConfig(dataset="cars196", fine_tune=True, mirror_views=True).resolved()
     with pytest.raises(ValueError, match=r"Received: view_sizes=\(224, 224\)"):
-        training.TrainConfig(dataset="cars196", view_sizes=(224, 224)).resolved()
+        app.TrainConfig(dataset="cars196", view_sizes=(224, 224)).resolved()
 
 
 def test_cli_view_flags(tmp_path, capsys):

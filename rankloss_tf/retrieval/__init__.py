@@ -14,7 +14,7 @@ program: load only indexes you trust. ``load_gallery`` reads a dataset, a ``fold
 from rankloss_tf.lazy import lazy_attributes
 
 # name -> module that defines it; imported when first used, so that the command line's
-# argument definitions (``retrieval.commands``) load without TensorFlow.
+# argument definitions (``app.index_commands``) load without TensorFlow.
 _HOMES = {
     "Gallery": "rankloss_tf.retrieval.gallery",
     "Index": "rankloss_tf.retrieval.index",

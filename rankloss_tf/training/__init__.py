@@ -1,33 +1,22 @@
-"""The whole job: train an embedding model, evaluate it on held-out classes, export it.
+"""Deprecated: the application moved to ``rankloss_tf.app`` (this package goes in 0.3).
 
-``train(TrainConfig(...))`` runs: zero-shot train / test split -> P x K sampler
--> embedding model -> ``fit`` (resumable) -> ``evaluate`` on the test classes ->
-plots -> SavedModel export, everything written to the run directory
-``config.out_dir`` (see ``run_dir``). Modules: ``config`` (TrainConfig, the
-fields and their checks), ``protocols`` (end to end, frozen features),
-``fine_tune`` (frozen batch norm, a lower backbone learning rate),
-``callbacks`` (atomic checkpoints, history), ``run_dir`` (what a run owns,
-lock, phases), ``runner`` (``train``). Loading, evaluating and exporting saved
-models live in ``rankloss_tf.artifacts`` (re-exported here).
-
-Names are imported when first used, so that ``rankloss_tf.training.config``
-(and the command line's ``--help``) loads without TensorFlow.
+``rankloss_tf.training.X`` (``TrainConfig``, ``train``, ...) and its modules
+(``rankloss_tf.training.config`` ...) still work for one release and warn;
+``rankloss_tf.training.fine_tune`` is ``rankloss_tf.fine_tune``.
 """
 
-from rankloss_tf.lazy import lazy_attributes
+import importlib
+import sys
+import warnings
 
-# name -> module that defines it
-_HOMES = {
-    "TrainConfig": "rankloss_tf.training.config",
-    "DivergedError": "rankloss_tf.training.callbacks",
-    "TrainResult": "rankloss_tf.training.runner",
-    "train": "rankloss_tf.training.runner",
-    "evaluate_model": "rankloss_tf.artifacts",
-    "export_model": "rankloss_tf.artifacts",
-    "load_model": "rankloss_tf.artifacts",
-}
+warnings.warn("rankloss_tf.training moved to rankloss_tf.app (rankloss_tf.training goes in 0.3): "
+              "import rankloss_tf.app instead", DeprecationWarning, stacklevel=2)
 
-__all__ = sorted(_HOMES)
+_MOVED = {name: f"rankloss_tf.app.{name}"
+          for name in ("callbacks", "config", "protocols", "run_dir", "runner", "split", "strategy")}
+_MOVED["fine_tune"] = "rankloss_tf.fine_tune"
+for _name, _home in _MOVED.items():
+    sys.modules[f"{__name__}.{_name}"] = importlib.import_module(_home)
 
-
-__getattr__, __dir__ = lazy_attributes(__name__, _HOMES)
+from rankloss_tf.app import *  # noqa: E402,F401,F403  (the moved names, for one release)
+from rankloss_tf.app import __all__  # noqa: E402

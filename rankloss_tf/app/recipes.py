@@ -55,7 +55,7 @@ class Recipe:
 
 # The photo recipe of --fine-tune (benchmarks/finetune_gpu.py): random resized crop + flip,
 # the backbone at a tenth of the head's learning rate (its batch-norm statistics frozen:
-# rankloss_tf.training.fine_tune).
+# rankloss_tf.fine_tune).
 FINE_TUNE = dict(augment="crop_flip", backbone_lr_scale=0.1)
 # A head on cached frozen features sees every image once, as it is: no augmentation.
 FROZEN = dict(augment="none", class_rotations=1)

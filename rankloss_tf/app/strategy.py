@@ -1,7 +1,7 @@
 """Which ``tf.distribute`` strategy a run trains under, and what its workers share.
 
 ``TrainConfig.strategy`` names one of ``STRATEGY_NAMES`` (spelled in
-``training.config``, which imports no TensorFlow):
+``app.config``, which imports no TensorFlow):
 
 - ``auto``: ``MirroredStrategy`` over the GPUs when more than one is visible,
   else TensorFlow's default one-device strategy.
@@ -31,7 +31,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from rankloss_tf.training.config import STRATEGY_NAMES
+from rankloss_tf.app.config import STRATEGY_NAMES
 
 __all__ = ["build_strategy", "from_chief", "is_chief", "is_multi_worker", "synchronized_batch_norm", "symbolic_build_from_spec",
            "worker_name"]

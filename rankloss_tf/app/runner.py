@@ -36,13 +36,13 @@ from rankloss_tf.evaluation import (
 from rankloss_tf.export import EMBEDDING_KIND, check_export_path, check_separate, export_saved_model
 from rankloss_tf.loading import load_model
 from rankloss_tf.losses_modern import embedding_part
-from rankloss_tf.training.callbacks import DivergedError, EpochCheckpoint, EpochHistory
+from rankloss_tf.app.callbacks import DivergedError, EpochCheckpoint, EpochHistory
 from rankloss_tf.cache import CACHE_ENV_VAR, default_cache_dir
 from rankloss_tf.io.atomic import check_writable, remove_stale_temporaries, temporary_path, write_file
-from rankloss_tf.training.protocols import protocol
-from rankloss_tf.training.run_dir import RunDirectory
-from rankloss_tf.training.split import check_test_classes, folder_of, folder_split, record_split
-from rankloss_tf.training.strategy import (build_strategy, from_chief, is_chief, is_multi_worker,
+from rankloss_tf.app.protocols import protocol
+from rankloss_tf.app.run_dir import RunDirectory
+from rankloss_tf.app.split import check_test_classes, folder_of, folder_split, record_split
+from rankloss_tf.app.strategy import (build_strategy, from_chief, is_chief, is_multi_worker,
                                            symbolic_build_from_spec, synchronized_batch_norm, worker_name)
 
 __all__ = ["TrainResult", "train"]

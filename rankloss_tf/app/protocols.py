@@ -34,8 +34,8 @@ from rankloss_tf.data.augment import augment_batches, batch_augmentation, rotate
 from rankloss_tf.evaluation import embed_dataset
 from rankloss_tf.losses_modern import with_class_head
 from rankloss_tf.models import build_embedding_model, build_feature_extractor, embedding_model, projection_head
-from rankloss_tf.training.config import RANDOM_WEIGHTS
-from rankloss_tf.training.fine_tune import BackboneRateAdam, freeze_batch_norm
+from rankloss_tf.app.config import RANDOM_WEIGHTS
+from rankloss_tf.fine_tune import BackboneRateAdam, freeze_batch_norm
 
 __all__ = ["EndToEnd", "FrozenFeatures", "protocol"]
 
@@ -85,14 +85,14 @@ class EndToEnd:
     (``config.class_rotations``), and each batch is augmented
     (``config.augment``). A fine-tuned pretrained backbone (``fine_tune``)
     keeps its batch-norm statistics and trains at ``backbone_lr_scale`` times
-    the head's learning rate (``rankloss_tf.training.fine_tune``).
+    the head's learning rate (``rankloss_tf.fine_tune``).
 
     Args:
         config: a resolved ``TrainConfig``.
         input_shape: ``(H, W, C)`` of the training images.
 
     Example:
-    >>> from rankloss_tf.training import TrainConfig
+    >>> from rankloss_tf.app import TrainConfig
     >>> trained, model = EndToEnd(TrainConfig(dataset="digits").resolved(), (8, 8, 1)).build(steps=10)
     >>> trained is model, model.output_shape
     (True, (None, 64))
@@ -148,7 +148,7 @@ class FrozenFeatures(EndToEnd):
     """A projection head trains on cached features of a frozen pretrained backbone.
 
     Example:
-    >>> from rankloss_tf.training import TrainConfig
+    >>> from rankloss_tf.app import TrainConfig
     >>> FrozenFeatures.name, protocol(TrainConfig(dataset="digits").resolved(), (8, 8, 1)).name
     ('frozen features', 'end to end')
     """
@@ -222,7 +222,7 @@ def protocol(config, input_shape):
     """The protocol ``config`` asks for: ``FrozenFeatures`` or ``EndToEnd``.
 
     Example:
-    >>> from rankloss_tf.training import TrainConfig
+    >>> from rankloss_tf.app import TrainConfig
     >>> type(protocol(TrainConfig(dataset="digits").resolved(), (8, 8, 1))).__name__
     'EndToEnd'
     """

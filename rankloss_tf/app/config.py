@@ -1,6 +1,6 @@
 """``TrainConfig``: what ``train`` does, each field's help, bounds and default in one place.
 
-The command line (``rankloss_tf.cli``) is generated from these fields: a
+The command line (``rankloss_tf.app.cli``) is generated from these fields: a
 field's ``metadata`` gives its flag help and its bounds, and the same bounds
 are checked when a ``TrainConfig`` is resolved, so a rule is written once.
 The loss hyper-parameters (``alpha``, ``margin``, ``loss_options``) are checked
@@ -27,7 +27,7 @@ LOSS_NAMES = ("angular", "arcface", "contrastive", "cosface", "multi_similarity"
 # The names of rankloss_tf.data.augment.AUGMENTATIONS (a test keeps the two equal).
 AUGMENTATION_NAMES = ("none", "affine", "crop_flip")
 
-# The tf.distribute strategies a run trains under (rankloss_tf.training.strategy builds them).
+# The tf.distribute strategies a run trains under (rankloss_tf.app.strategy builds them).
 STRATEGY_NAMES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 
 RANDOM_WEIGHTS = "random"
@@ -58,7 +58,7 @@ def _spec(help, default=None, minimum=None, maximum=None, flag=None, cli=True, *
 
 @dataclasses.dataclass
 class TrainConfig:
-    """What ``train`` does. Fields left as None take the dataset's recipe (``datasets.recipes``).
+    """What ``train`` does. Fields left as None take the dataset's recipe (``app.recipes``).
 
     Every field's help text (its ``metadata["help"]``) is the command line's;
     ``rankloss-tf train --help`` lists them.
@@ -104,7 +104,7 @@ class TrainConfig:
         verbose: Keras ``fit`` verbosity (None: a progress bar on a terminal,
             a line per epoch otherwise; 0 silent).
         strategy: the ``tf.distribute`` strategy, one of ``STRATEGY_NAMES``
-            (``rankloss_tf.training.strategy``; docs/distribute.md).
+            (``rankloss_tf.app.strategy``; docs/distribute.md).
         tpu: with ``strategy="tpu"``, the TPU name or ``grpc://`` address
             (None: the TPU of a Colab runtime or a Cloud TPU VM).
 
@@ -185,7 +185,7 @@ class TrainConfig:
                 weights file.
         """
         from rankloss_tf.backbones import registry
-        from rankloss_tf.datasets.recipes import recipe
+        from rankloss_tf.app.recipes import recipe
 
         backbone = registry.resolve(self.backbone or recipe(self.dataset).backbone)
         pretrained = registry.is_pretrained(backbone)

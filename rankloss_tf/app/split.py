@@ -22,7 +22,7 @@ from pathlib import Path
 
 from rankloss_tf import datasets
 from rankloss_tf.datasets.folder import split_classes
-from rankloss_tf.training.run_dir import MARKER, RunDirectory
+from rankloss_tf.app.run_dir import MARKER, RunDirectory
 
 __all__ = ["TRAIN_FRACTION", "check_test_classes", "evaluation_seed", "folder_of", "folder_split", "record_split"]
 
