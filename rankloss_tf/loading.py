@@ -22,10 +22,7 @@ __all__ = [
 
 MODEL_FILE = "model.keras"  # the trained model inside a run directory of ``train``
 # The modules whose Keras serialisable objects ``.keras`` files of this package name.
-KERAS_OBJECT_MODULES = (
-    "rankloss_tf.losses", "rankloss_tf.losses_modern", "rankloss_tf.backbones.preprocessing",
-    "rankloss_tf.fine_tune",
-)
+KERAS_OBJECT_MODULES = ("rankloss_tf.losses", "rankloss_tf.backbones.preprocessing", "rankloss_tf.fine_tune")
 
 
 def register_keras_objects():

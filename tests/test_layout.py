@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "rankloss_tf"
 LAYERS = [
     {"ops", "cache", "lazy", "io", "images", "references"},
     {"losses", "data", "datasets"},
-    {"compat", "backbones", "evaluation", "export", "losses_modern"},
+    {"compat", "backbones", "evaluation", "export", "losses_modern"},  # losses_modern: deprecated re-exports
     {"loading"},
     {"models", "retrieval", "deploy", "fine_tune"},
     {"frozen_backbone"},
