@@ -11,7 +11,7 @@ the one registry, ``rankloss_tf.backbones.build_backbone``: ``"small_cnn"``,
 
 import keras
 
-from rankloss_tf.backbones import ImagePreprocessing, build_backbone, is_pretrained, small_cnn
+from rankloss_tf.backbones import ImagePreprocessing, build_backbone, small_cnn
 from rankloss_tf.backbones.small_cnn import check_input_shape
 from rankloss_tf.backbones.image_views import ImageView, views
 
@@ -21,21 +21,10 @@ __all__ = [
     "build_embedding_model",
     "build_feature_extractor",
     "embedding_model",
-    "is_pretrained_backbone",
     "projection_head",
     "small_cnn",
     "views",
 ]
-
-
-def is_pretrained_backbone(backbone):
-    """True for the backbones that come with pretrained weights (see ``backbones.is_pretrained``).
-
-    Example:
-    >>> is_pretrained_backbone("efficientnet_lite0"), is_pretrained_backbone("small_cnn")
-    (True, False)
-    """
-    return is_pretrained(backbone)
 
 
 def build_feature_extractor(input_shape, backbone="small_cnn", image_size=None, weights=None):
