@@ -3,8 +3,10 @@
 The public API is ``__all__``, here and in each sub-package it names (``docs/api.md``
 documents exactly that): the losses (``losses``, and the first release's classes
 here), their kernels (``ops``), P x K sampling (``data``), datasets, backbones and
-models, evaluation, retrieval (``Index``), export and deployment, the TensorFlow
-Addons / ``tf.contrib`` migration shims (``compat``) and the model loader.
+models, fine-tuning, evaluation, retrieval (``Index``), export and deployment, the
+TensorFlow Addons / ``tf.contrib`` migration shims (``compat``) and the model loader;
+``app`` is the application built on them (``TrainConfig``, ``train``: what
+``rankloss-tf`` runs), which the library never imports.
 
 Names are imported when first used (``rankloss_tf.lazy``), so ``import rankloss_tf``
 is light and changes no global state (``rankloss-tf --help`` does not wait for
@@ -22,8 +24,8 @@ from rankloss_tf.lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
-_MODULES = ("backbones", "compat", "data", "datasets", "deploy", "evaluation", "export", "images", "losses",
-            "models", "ops", "retrieval")
+_MODULES = ("app", "backbones", "compat", "data", "datasets", "deploy", "evaluation", "export", "fine_tune",
+            "images", "losses", "models", "ops", "retrieval")
 _LOSSES = ("AngularLoss", "ContrastiveLoss", "NPairAngularLoss", "NPairLoss", "TripletHardLoss", "TripletSemiHardLoss")
 # name -> module that defines it (a sub-module: itself)
 _HOMES = {

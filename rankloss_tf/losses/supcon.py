@@ -1,4 +1,4 @@
-"""Supervised contrastive and NT-Xent losses (Khosla et al. 2020; Chen et al. 2020): ``ops.supcon`` and their Keras classes."""
+"""Supervised contrastive and NT-Xent losses (Khosla et al. 2020; Chen et al. 2020): ``ops.supcon`` kernels, Keras classes."""
 
 from rankloss_tf.losses.base import SERIALIZABLE, RankingLoss
 from rankloss_tf.ops.checks import check_positive
