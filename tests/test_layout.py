@@ -131,3 +131,13 @@ def test_the_package_is_light_and_its_public_names_resolve():
             "print(light, missing)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["True", "[]"], out
+
+
+def test_the_house_drawn_in_the_docs_is_the_code():
+    doc = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    drawn = {}
+    for line in doc.splitlines():
+        if line.startswith("layer "):  # "layer N  name name ...    what they are"
+            _, number, rest = line.split(None, 2)
+            drawn[int(number)] = set(rest.split("  ")[0].split())
+    assert drawn == dict(enumerate(LAYERS)), "docs/architecture.md's layers differ from LAYERS"
