@@ -11,6 +11,7 @@ import pytest
 
 from rankloss_tf.retrieval import Index, load_index
 from rankloss_tf.retrieval.ivf import IVF, default_lists
+from rankloss_tf.retrieval.ivf_search import UNROLLED_MAX
 
 # Recall@10 against the exact top 10 that the default probes reach on the overlapping-class gallery below
 # (measured 0.98 / 0.98 cosine / l2; calibrated for 0.95).
@@ -47,8 +48,9 @@ def test_every_list_probed_is_exact_search(gallery, metric):
     got = ivf.search_embeddings(queries, k=10, probes=40)
     np.testing.assert_allclose(got.scores, want.scores, rtol=1e-5, atol=1e-5)
     assert recall(got.indices, want.indices) > 0.99  # the same items, up to ties
-    few = ivf.search_embeddings(queries[:3], k=10, probes=40)  # few queries: the gather path, not the list scan
-    np.testing.assert_allclose(few.scores, want.scores[:3], rtol=1e-5, atol=1e-5)
+    for i in range(3):  # one query alone: the unrolled scan, not the list loop
+        alone = ivf.search_embeddings(queries[i : i + 1], k=10, probes=40)
+        np.testing.assert_allclose(alone.scores[0], want.scores[i], rtol=1e-5, atol=1e-5)
     assert np.array_equal(got.ids, ivf.ids[got.indices]) and np.array_equal(got.labels, labels[got.indices])
 
 
@@ -66,12 +68,33 @@ def test_default_probes_reach_the_documented_recall_on_overlapping_classes(galle
     assert recall(ivf.search_embeddings(queries, k=10, probes=1).indices, truth.indices) < DOCUMENTED_RECALL
 
 
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_one_query_alone_answers_as_in_a_batch_at_every_scan_size(gallery, metric):
+    rows, labels, queries, _ = gallery
+    index = Index(metric=metric, backend="ivf", lists=40, probes=6)  # scan sizes 1, 2, 4, 6, 8, 16, 32, 40
+    index.add_embeddings(rows, labels)
+    for probes in (1, 3, 6, 8, 13, 16, 17, 40):
+        batch = index.search_embeddings(queries[:4], k=10, probes=probes)
+        for i in range(4):
+            alone = index.search_embeddings(queries[i : i + 1], k=10, probes=probes)
+            np.testing.assert_allclose(alone.scores[0], batch.scores[i], rtol=1e-5, atol=1e-5, err_msg=str(probes))
+            assert recall(alone.indices, batch.indices[i : i + 1]) > 0.99, probes
+    many = Index(metric=metric, backend="ivf", lists=UNROLLED_MAX + 10)  # one query probing more: the list loop
+    many.add_embeddings(rows, labels)
+    exact = Index(metric=metric)
+    exact.add_embeddings(rows, labels)
+    alone = many.search_embeddings(queries[:1], k=10, probes=UNROLLED_MAX + 10)
+    np.testing.assert_allclose(alone.scores, exact.search_embeddings(queries[:1], k=10).scores, rtol=1e-5, atol=1e-5)
+
+
 def test_fewer_items_in_the_probed_lists_than_k_answers_exactly():
     rows = np.array([[0.0], [0.1], [5.0], [5.1], [5.2], [5.3]], np.float32)
     index = Index(metric="l2", backend="ivf", lists=2, probes=1)
     index.add_embeddings(rows, np.arange(6))
-    result = index.search_embeddings([[0.05]], k=4)
+    result = index.search_embeddings([[0.05]], k=4)  # one query: the unrolled scan
     assert result.indices[0].tolist() == [0, 1, 2, 3]
+    result = index.search_embeddings([[0.05], [0.0]], k=4)  # a batch: the list loop
+    assert result.indices.tolist() == [[0, 1, 2, 3], [0, 1, 2, 3]]
 
 
 FRESH_PROCESS = textwrap.dedent("""

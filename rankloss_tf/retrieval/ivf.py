@@ -221,7 +221,7 @@ class IVF:
             self._tensors = [tf.constant(t) for t in self.tables(rows, sq_norms)]
         parts = [
             [t.numpy() for t in search_function(tf.constant(queries[start : start + block_size]), k, probes,
-                                                self._tensors, self.metric)]
+                                                self._tensors, self.metric, self.probes)]
             for start in range(0, len(queries), block_size)
         ]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

@@ -59,7 +59,7 @@ def export_parts(index):
     tables = [variables[0], variables[1], gallery[0], gallery[1], variables[2], variables[3]]
 
     def search(embeddings, k, probes=None):
-        return ivf_search(embeddings, k, variables[4] if probes is None else probes, tables, index.metric)
+        return ivf_search(embeddings, k, variables[4] if probes is None else probes, tables, index.metric, ivf.probes)
 
     info = {"backend": "ivf", "ivf": {"lists": len(centroids), "probes": ivf.probes}}
     return IVFExport(gallery, variables, search, info)

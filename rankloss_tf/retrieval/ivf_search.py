@@ -8,7 +8,10 @@ list: the (query, list) pairs of the ``probes`` nearest lists of each query
 are sorted by list, and a ``tf.while_loop`` over the distinct lists probed
 multiplies the queries probing a list with that list's contiguous slice of
 rows (one matmul, no copy of the gallery rows), keeping each pair's top k.
-The top k over a query's pairs is its answer. Scores are those of the exact
+The top k over a query's pairs is its answer. One query alone (what online
+serving sends) takes a path without loop: its probed lists' slices are
+multiplied in an unrolled graph (one of a few fixed sizes, chosen by
+``tf.switch_case``), the answer is the top k of the concatenated scores. Scores are those of the exact
 kernel (``q . r`` on unit rows for cosine, ``2 q . r - ||r||^2`` for L2) and
 are reported as cosine similarities or L2 distances.
 
@@ -23,12 +26,13 @@ import tensorflow as tf
 
 from rankloss_tf.evaluation.neighbours import scores_to_values, search_top_k, unit_rows
 
-__all__ = ["TABLES", "ivf_search"]
+__all__ = ["TABLES", "ivf_search", "unrolled_sizes"]
 
 # The tensors of a stored IVF, in this order.
-# Batches of up to this many queries gather their candidate rows (no loop: a loop iteration costs ~0.2 ms in a
-# loaded SavedModel); larger batches scan list by list, each list's rows multiplied once by all its queries.
-GATHER_QUERIES = 4
+# One query probing up to this many lists is scanned by unrolled slices (no loop: a loop iteration costs tens of
+# microseconds, a gather of the candidate rows copies them); batches, and more lists, scan list by list, each
+# list's rows multiplied once by all the queries probing it.
+UNROLLED_MAX = 128
 TABLES = ("centroids", "centroid_sq_norms", "rows", "row_sq_norms", "offsets", "positions")
 
 
@@ -77,21 +81,60 @@ def _exact(queries, k, tables, metric):
     return top.values, top.indices
 
 
-def _gathered(queries, k, probes, tables, metric):
-    """Few queries: each query's candidate rows gathered (``[b, most candidates, D]``) and scored at once."""
-    centroids, centroid_sq_norms, rows, row_sq_norms, offsets, _ = tables
-    probed = tf.math.top_k(_scores(queries, centroids, centroid_sq_norms, metric), probes).indices
-    firsts, lasts = tf.gather(offsets, probed), tf.gather(offsets, probed + 1)
-    lengths = tf.reduce_sum(lasts - firsts, axis=1)
-    candidates = tf.RaggedTensor.from_row_lengths(
-        tf.ragged.range(tf.reshape(firsts, [-1]), tf.reshape(lasts, [-1])).flat_values, lengths).to_tensor(0)
-    scores = tf.linalg.matvec(tf.gather(rows, candidates), queries)
-    if metric == "l2":
-        scores = 2.0 * scores - tf.gather(row_sq_norms, candidates)
-    scores = tf.where(tf.sequence_mask(lengths, tf.shape(candidates)[1]), scores, -np.inf)
-    padding = [[0, 0], [0, k]]
-    top = tf.math.top_k(tf.pad(scores, padding, constant_values=-np.inf), k)
-    return top.values, tf.gather(tf.pad(candidates, padding), top.indices, batch_dims=1)
+def _probed(query, probes, tables, metric):
+    """The ``probes`` lists nearest one query ``[1, D]``: their first and last sorted rows, ``[probes]`` each."""
+    centroids, centroid_sq_norms, _, _, offsets, _ = tables
+    probed = tf.math.top_k(_scores(query, centroids, centroid_sq_norms, metric)[0], probes).indices
+    return tf.gather(offsets, probed), tf.gather(offsets, probed + 1)
+
+
+def _unrolled(query, firsts, lasts, size, tables, metric):
+    """Scores of one query against ``size`` list slices (``firsts`` / ``lasts`` padded to ``size``), concatenated.
+
+    Slices of the sorted rows along the first axis are views, not copies: each list's rows are read once, by
+    their matmul (memory-bound, like faiss' scan). Padded slices are empty.
+    """
+    _, _, rows, row_sq_norms, _, _ = tables
+    firsts, lasts = tf.unstack(firsts, num=size), tf.unstack(lasts, num=size)
+    parts = [_scores(query, rows[a:b], row_sq_norms[a:b], metric)[0] for a, b in zip(firsts, lasts)]
+    return tf.concat(parts, axis=0)
+
+
+def unrolled_sizes(lists, default_probes=None):
+    """The unrolled scans of one query: powers of two up to ``min(lists, UNROLLED_MAX)`` and the default probes.
+
+    Example:
+    >>> unrolled_sizes(1000, 34)
+    (1, 2, 4, 8, 16, 32, 34, 64, 128)
+    """
+    top = min(int(lists), UNROLLED_MAX) if lists is not None else UNROLLED_MAX
+    sizes = {min(2**i, top) for i in range(top.bit_length() + 1)}
+    if default_probes is not None and 1 <= int(default_probes) <= top:
+        sizes.add(int(default_probes))
+    return tuple(sorted(sizes))
+
+
+def _single(query, k, probes, tables, metric, sizes):
+    """One query, ``probes <= sizes[-1]``: the probed lists scanned by slices, unrolled (no loop, no gather).
+
+    The scan of the smallest size in ``sizes`` at least ``probes`` runs (a ``tf.switch_case``); with the default
+    probes among the sizes, the default search scans exactly its lists.
+    """
+    firsts, lasts = _probed(query, probes, tables, metric)
+    padding = [[0, sizes[-1] - probes]]
+    firsts, lasts = tf.pad(firsts, padding), tf.pad(lasts, padding)  # padded slices [0:0] are empty
+
+    def branch(size):
+        return lambda: _unrolled(query, firsts[:size], lasts[:size], size, tables, metric)
+
+    which = tf.reduce_sum(tf.cast(tf.constant(sizes) < probes, tf.int32))
+    scores = tf.switch_case(which, [branch(size) for size in sizes])
+    top = tf.math.top_k(tf.pad(scores, [[0, k]], constant_values=-np.inf), k)
+    lengths = lasts - firsts
+    ends = tf.cumsum(lengths)
+    list_of = tf.minimum(tf.searchsorted(ends, top.indices, side="right"), sizes[-1] - 1)  # each hit's list
+    found = tf.gather(firsts, list_of) + top.indices - (tf.gather(ends, list_of) - tf.gather(lengths, list_of))
+    return top.values[tf.newaxis], tf.where(top.values > -np.inf, found, 0)[tf.newaxis]
 
 
 def _approximate(queries, k, probes, tables, metric):
@@ -108,7 +151,7 @@ def _approximate(queries, k, probes, tables, metric):
     return top.values, tf.gather(tf.pad(positions.to_tensor(0), padding), top.indices, batch_dims=1)
 
 
-def ivf_search(embeddings, k, probes, tables, metric):
+def ivf_search(embeddings, k, probes, tables, metric, default_probes=None):
     """``(indices int32 [b, k], values float32 [b, k])`` of raw query embeddings (graph code).
 
     Args:
@@ -117,6 +160,8 @@ def ivf_search(embeddings, k, probes, tables, metric):
         probes: int32 scalar, lists probed per query (clipped to [1, lists]).
         tables: the tensors (or variables) named by ``TABLES``.
         metric: "cosine" or "l2".
+        default_probes: the number of lists usually probed (a Python int), or
+            None: one query probing exactly that many lists scans no padding.
 
     Returns:
         Gallery positions and scores (cosine similarities, descending, or
@@ -138,9 +183,10 @@ def ivf_search(embeddings, k, probes, tables, metric):
     queries = unit_rows(embeddings) if metric == "cosine" else tf.cast(embeddings, tf.float32)
     k = tf.cast(k, tf.int32)
     probes = tf.clip_by_value(tf.cast(probes, tf.int32), 1, tf.shape(tables[0])[0])
+    sizes = unrolled_sizes(tables[0].shape[0], default_probes)
     values, found = tf.cond(
-        tf.shape(queries)[0] <= GATHER_QUERIES,
-        lambda: _gathered(queries, k, probes, tables, metric),
+        tf.logical_and(tf.shape(queries)[0] == 1, probes <= sizes[-1]),
+        lambda: _single(queries, k, probes, tables, metric, sizes),
         lambda: _approximate(queries, k, probes, tables, metric),
     )
     values, found = tf.cond(
