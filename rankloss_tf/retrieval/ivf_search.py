@@ -15,8 +15,12 @@ multiplied in an unrolled graph (one of a few fixed sizes, chosen by
 kernel (``q . r`` on unit rows for cosine, ``2 q . r - ||r||^2`` for L2) and
 are reported as cosine similarities or L2 distances.
 
+Rows may be int8 codes (``retrieval.ivf_codes``): the query is scaled
+by the code scale and the codes cast to float32 list by list; the scores are
+exact for the decoded rows.
+
 A query whose probed lists hold fewer than ``k`` items is answered by exact
-search over all rows (the whole batch, in a ``tf.cond``), so ``k`` items are
+search, every list probed (the whole batch, in a ``tf.cond``), so ``k`` items are
 always returned. With every list probed the answer is the exact top k (ties
 may be ordered differently).
 """
@@ -24,7 +28,7 @@ may be ordered differently).
 import numpy as np
 import tensorflow as tf
 
-from rankloss_tf.evaluation.neighbours import scores_to_values, search_top_k, unit_rows
+from rankloss_tf.evaluation.neighbours import scores_to_values, unit_rows
 
 __all__ = ["TABLES", "ivf_search", "unrolled_sizes"]
 
@@ -33,11 +37,28 @@ __all__ = ["TABLES", "ivf_search", "unrolled_sizes"]
 # microseconds, a gather of the candidate rows copies them); batches, and more lists, scan list by list, each
 # list's rows multiplied once by all the queries probing it.
 UNROLLED_MAX = 128
-TABLES = ("centroids", "centroid_sq_norms", "rows", "row_sq_norms", "offsets", "positions")
+TABLES = ("centroids", "centroid_sq_norms", "rows", "row_sq_norms", "offsets", "positions", "code_scale",
+          "code_offset")
 
 
 def _scores(block, references, sq_norms, metric):
     scores = tf.matmul(block, references, transpose_b=True)
+    return 2.0 * scores - sq_norms[tf.newaxis, :] if metric == "l2" else scores
+
+
+def _query_side(queries, tables):
+    """``(block, shift)``: what multiplies the stored rows. int8 codes: ``x = offset + scale * code``, so
+    ``q . x = (q * scale) . code + q . offset`` (``shift [b, 1]``); float rows: the queries and None."""
+    if tables[2].dtype != tf.int8:
+        return queries, None
+    return queries * tables[6][tf.newaxis, :], tf.reduce_sum(queries * tables[7][tf.newaxis, :], axis=1, keepdims=True)
+
+
+def _row_scores(side, rows, sq_norms, metric):
+    """The kernel's scores of ``side`` (``_query_side``) against stored rows (floats, or codes cast to float32)."""
+    block, shift = side
+    scores = tf.matmul(block, tf.cast(rows, tf.float32), transpose_b=True)
+    scores = scores if shift is None else scores + shift
     return 2.0 * scores - sq_norms[tf.newaxis, :] if metric == "l2" else scores
 
 
@@ -52,17 +73,18 @@ def _pairs(queries, centroids, centroid_sq_norms, probes, metric):
     return order, sorted_lists, order // probes, distinct, starts
 
 
-def _scan(queries, tables, metric, pair_queries, distinct, starts):
+def _scan(side, tables, metric, pair_queries, distinct, starts):
     """The scores of every (query, list) pair against its list's rows, pairs sorted by list, flat."""
-    _, _, rows, row_sq_norms, offsets, _ = tables
+    rows, row_sq_norms, offsets = tables[2], tables[3], tables[4]
     firsts, lasts = tf.gather(offsets, distinct), tf.gather(offsets, distinct + 1)
     scores = tf.TensorArray(tf.float32, size=tf.size(distinct), infer_shape=False, element_shape=[None])
 
     def body(u, scores):
         first, last = firsts[u], lasts[u]
-        block = tf.gather(queries, pair_queries[starts[u] : starts[u + 1]])
-        return u + 1, scores.write(u, tf.reshape(_scores(block, rows[first:last], row_sq_norms[first:last], metric),
-                                                 [-1]))
+        pairs = pair_queries[starts[u] : starts[u + 1]]
+        block = [None if part is None else tf.gather(part, pairs) for part in side]
+        return u + 1, scores.write(u, tf.reshape(_row_scores(block, rows[first:last], row_sq_norms[first:last],
+                                                             metric), [-1]))
 
     _, scores = tf.while_loop(lambda u, _: u < tf.size(distinct), body, [0, scores], parallel_iterations=8)
     return scores.concat()
@@ -75,28 +97,22 @@ def _per_query(pairs, back, count):
     return tf.RaggedTensor.from_row_lengths(pairs.flat_values, per_query)
 
 
-def _exact(queries, k, tables, metric):
-    rows, row_sq_norms = tables[2], tables[3]
-    top = search_top_k(queries, rows, k, row_sq_norms if metric == "l2" else None)
-    return top.values, top.indices
-
-
 def _probed(query, probes, tables, metric):
     """The ``probes`` lists nearest one query ``[1, D]``: their first and last sorted rows, ``[probes]`` each."""
-    centroids, centroid_sq_norms, _, _, offsets, _ = tables
+    centroids, centroid_sq_norms, offsets = tables[0], tables[1], tables[4]
     probed = tf.math.top_k(_scores(query, centroids, centroid_sq_norms, metric)[0], probes).indices
     return tf.gather(offsets, probed), tf.gather(offsets, probed + 1)
 
 
-def _unrolled(query, firsts, lasts, size, tables, metric):
+def _unrolled(side, firsts, lasts, size, tables, metric):
     """Scores of one query against ``size`` list slices (``firsts`` / ``lasts`` padded to ``size``), concatenated.
 
     Slices of the sorted rows along the first axis are views, not copies: each list's rows are read once, by
     their matmul (memory-bound, like faiss' scan). Padded slices are empty.
     """
-    _, _, rows, row_sq_norms, _, _ = tables
+    rows, row_sq_norms = tables[2], tables[3]
     firsts, lasts = tf.unstack(firsts, num=size), tf.unstack(lasts, num=size)
-    parts = [_scores(query, rows[a:b], row_sq_norms[a:b], metric)[0] for a, b in zip(firsts, lasts)]
+    parts = [_row_scores(side, rows[a:b], row_sq_norms[a:b], metric)[0] for a, b in zip(firsts, lasts)]
     return tf.concat(parts, axis=0)
 
 
@@ -123,9 +139,10 @@ def _single(query, k, probes, tables, metric, sizes):
     firsts, lasts = _probed(query, probes, tables, metric)
     padding = [[0, sizes[-1] - probes]]
     firsts, lasts = tf.pad(firsts, padding), tf.pad(lasts, padding)  # padded slices [0:0] are empty
+    side = _query_side(query, tables)
 
     def branch(size):
-        return lambda: _unrolled(query, firsts[:size], lasts[:size], size, tables, metric)
+        return lambda: _unrolled(side, firsts[:size], lasts[:size], size, tables, metric)
 
     which = tf.reduce_sum(tf.cast(tf.constant(sizes) < probes, tf.int32))
     scores = tf.switch_case(which, [branch(size) for size in sizes])
@@ -140,7 +157,7 @@ def _single(query, k, probes, tables, metric, sizes):
 def _approximate(queries, k, probes, tables, metric):
     offsets = tables[4]
     order, sorted_lists, pair_queries, distinct, starts = _pairs(queries, tables[0], tables[1], probes, metric)
-    flat = _scan(queries, tables, metric, pair_queries, distinct, starts)
+    flat = _scan(_query_side(queries, tables), tables, metric, pair_queries, distinct, starts)
     firsts, lasts = tf.gather(offsets, sorted_lists), tf.gather(offsets, sorted_lists + 1)
     back = tf.math.invert_permutation(order)
     count = tf.shape(queries)[0]
@@ -192,7 +209,7 @@ def ivf_search(embeddings, k, probes, tables, metric, default_probes=None):
     values, found = tf.cond(
         tf.reduce_all(values[:, -1] > -np.inf),
         lambda: (values, found),
-        lambda: _exact(queries, k, tables, metric),
+        lambda: _approximate(queries, k, tf.shape(tables[0])[0], tables, metric),  # every list: exact
     )
     return tf.gather(tables[5], found), scores_to_values(queries, values, metric)
 
