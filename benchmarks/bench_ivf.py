@@ -82,7 +82,7 @@ def make_data(n, seed=0):
     return rows[:n], labels[:n], rows[n:], labels[n:]
 
 
-def gallery_chunks(n, rows=1_000_000):
+def gallery_chunks(n, rows=250_000):
     """``(labels [n], chunks)``: the gallery of ``make_data(n)`` in chunks of ``rows`` (bounded memory)."""
     labels, blocks = data_blocks(n)
     parts, start = [], 0
@@ -105,10 +105,13 @@ def true_top(n, queries):
     labels, chunks = gallery_chunks(n)
     best_scores, best = np.full((len(queries), K), -np.inf, np.float32), np.zeros((len(queries), K), np.int64)
     for start, chunk in chunks:
-        scores = np.concatenate([best_scores, queries @ chunk.T], axis=1)
-        ids = np.concatenate([best, np.broadcast_to(np.arange(start, start + len(chunk)), scores[:, K:].shape)], 1)
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :K]
-        best_scores, best = np.take_along_axis(scores, top, 1), np.take_along_axis(ids, top, 1)
+        for first in range(0, len(chunk), 32768):  # a [1024, 32768] score block at a time
+            part = chunk[first : first + 32768]
+            scores = np.concatenate([best_scores, queries @ part.T], axis=1)
+            ids = np.concatenate([best, np.broadcast_to(np.arange(start + first, start + first + len(part)),
+                                                        scores[:, K:].shape)], 1)
+            top = np.argsort(-scores, axis=1, kind="stable")[:, :K]
+            best_scores, best = np.take_along_axis(scores, top, 1), np.take_along_axis(ids, top, 1)
     return best
 
 
@@ -130,7 +133,7 @@ def peak_rss_gb():
 
 
 def build(backend, n, out):
-    """Adds the gallery to an ``Index`` (a million rows per call) and saves it; prints build seconds, peak RSS.
+    """Adds the gallery to an ``Index`` (250,000 rows per call) and saves it; prints build seconds, peak RSS.
 
     ``backend``: "exact", "ivf" or "ivf_int8" (the IVF with int8 codes).
     """

@@ -19,6 +19,7 @@ __all__ = ["CODES", "Quantiser", "check_codes"]
 CODES = ("float32", "int8")
 LEVELS = 255  # codes 0..255 stored shifted by -128
 SHIFT = 128
+BLOCK = 65536  # rows encoded at a time
 
 
 def check_codes(codes):
@@ -42,10 +43,10 @@ class Quantiser:
 
     Example:
     >>> q = Quantiser.fit(np.array([[0.0, -1.0], [1.0, 1.0]], np.float32))
-    >>> q.encode(np.array([[0.5, 1.0]], np.float32)).tolist()
-    [[0, 127]]
-    >>> np.round(q.decode(q.encode(np.array([[0.5, 1.0]], np.float32))), 3).tolist()
-    [[0.502, 1.0]]
+    >>> q.encode(np.array([[0.25, 1.0]], np.float32)).tolist()
+    [[-64, 127]]
+    >>> [round(float(v), 3) for v in q.decode(q.encode(np.array([[0.25, 1.0]], np.float32)))[0]]
+    [0.251, 1.0]
     """
 
     def __init__(self, scale, offset):
@@ -62,14 +63,14 @@ class Quantiser:
 
     def encode(self, rows):
         """int8 ``[N, D]`` codes of float rows (values outside the fitted range clipped to it)."""
-        codes = np.rint((np.asarray(rows, np.float32) - self.offset) / self.scale)
-        return np.clip(codes, -SHIFT, LEVELS - SHIFT).astype(np.int8)
+        rows = np.asarray(rows, np.float32)
+        codes = np.empty(rows.shape, np.int8)
+        for start in range(0, len(rows), BLOCK):  # float temporaries of one block only
+            block = np.rint((rows[start : start + BLOCK] - self.offset) / self.scale)
+            codes[start : start + BLOCK] = np.clip(block, -SHIFT, LEVELS - SHIFT)
+        return codes
 
     def decode(self, codes):
         """float32 ``[N, D]`` rows of int8 codes."""
         return (self.offset + self.scale * np.asarray(codes, np.float32)).astype(np.float32)
 
-    def decode_blocks(self, codes, block=65536):
-        """``decode`` of a few rows at a time: yields ``(start, float32 rows)`` (bounded memory)."""
-        for start in range(0, len(codes), block):
-            yield start, self.decode(codes[start : start + block])
