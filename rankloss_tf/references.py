@@ -7,8 +7,8 @@ that reads them in order, carrying its ``References``. Given such a dataset,
 the P x K sampler (``rankloss_tf.data``) keeps only the references and labels
 in memory and reads, decodes and resizes each batch's examples in parallel;
 the frozen-feature cache (``rankloss_tf.backbones``) keys its files by the
-files' content (``References.content_key``: their names, sizes and
-modification times), not by a path that may hold other files tomorrow.
+files' content (``References.content_key``: their names and
+``rankloss_tf.cache.file_stamp``), not by a path that may hold other files tomorrow.
 Any transformation of the dataset (``.map``, ``.batch``) returns a plain
 dataset without the references: it is read into memory as before.
 """
@@ -21,6 +21,8 @@ from typing import Callable
 
 import numpy as np
 import tensorflow as tf
+
+from rankloss_tf.cache import file_stamp
 
 __all__ = ["References", "references_of", "streamed"]
 
@@ -36,7 +38,7 @@ class References:
         labels: int64 labels [N].
         read: function of one reference (a scalar tensor) returning the example
             (e.g. decoded and resized image [H, W, C] uint8); runs inside tf.data.
-        files: the files whose names, sizes and modification times define the
+        files: the files whose names and stamps (``file_stamp``) define the
             examples (None: ``items`` are those files).
         tag: what else defines the examples, e.g. "size=224" (part of ``content_key``).
 
@@ -72,16 +74,14 @@ class References:
                          deterministic=True)
 
     def content_key(self):
-        """Hex digest of ``tag`` and every file's name, size and modification time (ns).
+        """Hex digest of ``tag`` and every file's name and ``rankloss_tf.cache.file_stamp`` (size, modification
+        and change times, inode, a hash of sampled bytes).
 
-        Any file added, removed, renamed, rewritten or touched changes the key.
+        Any file added, removed, renamed, rewritten (even to the same size with its modification time restored)
+        or touched changes the key.
         """
         files = self.files if self.files is not None else self.items.tolist()
-        listing = []
-        for name in files:
-            name = os.fsdecode(name)
-            stat = os.stat(name)
-            listing.append((name, stat.st_size, stat.st_mtime_ns))
+        listing = [(os.fsdecode(name), *file_stamp(name)) for name in files]
         text = json.dumps([self.tag, listing], ensure_ascii=True, default=str)
         return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from rankloss_tf.app import index_commands
 from rankloss_tf.app.config import TrainConfig, check_field
+from rankloss_tf.io.text import PRINTABLE_ERRORS
 
 __all__ = ["build_parser", "main"]
 
@@ -230,8 +231,8 @@ def _evaluate(args):
     from rankloss_tf.io.atomic import write_file
     from rankloss_tf.app.split import evaluation_seed
 
-    if args.json_path and Path(args.json_path).exists():
-        raise ValueError(f"--json names an existing file; it is not overwritten. Received: --json={args.json_path}")
+    if args.json_path:
+        _check_new_file(args.json_path, "--json")
     if getattr(args, "dataset", None) is None and args.one_shot is None:
         raise ValueError("evaluate needs --dataset, --one-shot or both. Received: neither")
     metrics = {}
@@ -249,6 +250,18 @@ def _evaluate(args):
     print(format_table(metrics))
     if args.json_path:
         write_file(args.json_path, json.dumps(metrics, indent=2) + "\n", exclusive=True)
+
+
+def _check_new_file(path, role):
+    """Refuses, before any work, a path that is not a new file in a writable place (nothing is overwritten)."""
+    from rankloss_tf.io.atomic import check_writable
+
+    if Path(path).is_dir():
+        raise ValueError(f"{role} names a directory; give the path of a new file in it (e.g. "
+                         f"{Path(path) / 'metrics.json'}). Received: {role}={path}")
+    if Path(path).exists() or Path(path).is_symlink():
+        raise ValueError(f"{role} names an existing file; it is not overwritten. Received: {role}={path}")
+    check_writable(path, role)
 
 
 def _export(args):
@@ -333,6 +346,14 @@ def _os_error(error):
             f"the same command again to resume. Received: {type(error).__name__} errno={error.errno}")
 
 
+def _out_of_memory(error):
+    """One line for TensorFlow's out-of-memory error (its message spans a page of allocator notes)."""
+    first = (getattr(error, "message", "") or str(error)).strip().splitlines()[0][:200]
+    return (f"Out of memory ({first}). What was written before stays intact: pass a smaller --image-size or "
+            "batch (--classes-per-batch / --batch-size), then run the same command again. "
+            "Received: ResourceExhaustedError")
+
+
 def main(argv=None):
     """Entry point of the ``rankloss-tf`` console script; returns the exit status.
 
@@ -348,6 +369,9 @@ def main(argv=None):
     >>> main(["train", "--dataset", "digits", "--epochs", "2", "--out", "/tmp/run"])  # doctest: +SKIP
     0
     """
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 prints as caf\xe9, never a traceback
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors=PRINTABLE_ERRORS)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -355,12 +379,16 @@ def main(argv=None):
     except KeyboardInterrupt:
         parser.exit(130, f"\n{PROG}: interrupted before any work began; nothing was written.\n")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    import tensorflow as tf
+
     from rankloss_tf.app.callbacks import DivergedError
 
     try:
         args.func(args)
     except DivergedError as error:
         parser.exit(3, f"{PROG}: error: {error}\n")
+    except tf.errors.ResourceExhaustedError as error:
+        parser.exit(2, f"{PROG}: error: {_out_of_memory(error)}\n")
     except (ValueError, ImportError, FileNotFoundError) as error:
         parser.exit(2, f"{PROG}: error: {error}\n")
     except OSError as error:  # a full disk, a read-only place met mid-way: what is written stays intact

@@ -47,11 +47,12 @@ def add_index_arguments(parser):
     parser.add_argument("--model", required=True,
                         help="embedding model: SavedModel directory, .keras file or training run directory")
     parser.add_argument("--gallery", required=True,
-                        help="a dataset name (digits, omniglot, cars196, ...) or folder:PATH (every image of "
-                             "its class sub-folders, labelled by folder)")
+                        help="a dataset name (digits, omniglot, cars196, ...), tfrecord:PATTERN (its --split, "
+                             "read as training reads it) or folder:PATH (every image of its class sub-folders, "
+                             "labelled by folder)")
     parser.add_argument("--data-dir", help="local copy of a named dataset (e.g. the Omniglot zips)")
     parser.add_argument("--split", choices=("test", "train"), default="test",
-                        help="split of a named dataset (default test: the held-out classes)")
+                        help="split of a named or tfrecord: dataset (default test: the held-out classes)")
     parser.add_argument("--image-size", type=_positive_int,
                         help="resize when loading (default: as stored; the model conforms any size itself)")
     parser.add_argument("--metric", choices=("cosine", "l2"), default="cosine")
@@ -109,6 +110,7 @@ def _check_index_arguments(args):
             path that may not be written (each message names the input).
     """
     from rankloss_tf import datasets
+    from rankloss_tf.app.limits import check_image_memory
     from rankloss_tf.loading import model_form
     from rankloss_tf.retrieval.versions import check_index_path
 
@@ -118,8 +120,14 @@ def _check_index_arguments(args):
         raise ValueError(f"Data directory not found. Received: --data-dir={args.data_dir}")
     if folder is not None and not Path(folder).expanduser().is_dir():
         raise ValueError(f"The gallery folder does not exist. Received: --gallery={args.gallery}")
-    if folder is None and args.gallery not in datasets.NAMES:
+    if folder is None and args.gallery not in datasets.NAMES and not args.gallery.startswith(datasets.TFRECORD_PREFIX):
         raise ValueError(f"Unknown gallery; known: {', '.join(datasets.NAMES)}. Received: --gallery={args.gallery}")
+    if args.probes is not None and args.lists is not None and args.probes > args.lists:
+        raise ValueError(f"--probes {args.probes} exceeds --lists {args.lists}: a query probes at most every list. "
+                         f"Received: --probes={args.probes}, --lists={args.lists}")
+    if (args.lists is not None or args.probes is not None) and args.backend != "ivf":
+        raise ValueError(f"--lists and --probes apply to --backend ivf. Received: --backend={args.backend}")
+    check_image_memory(args.image_size, args.batch_size)
     protected = [args.model, args.data_dir, folder]
     check_index_path(args.out, args.overwrite, protected, role="--out")  # the save's rules, before any embedding
     return protected
@@ -162,6 +170,7 @@ def _index(args):
         print(f"Skipped {len(gallery.skipped)} files that cannot be read (as training skips them):", flush=True)
         for path, reason in gallery.skipped:
             print(f"  {printable(path)}\t{reason}")
+    _check_probes(args, len(gallery))
     print(f"Embedding {len(gallery)} gallery images of {args.gallery} with {args.model}", flush=True)
     ivf = {"backend": "ivf", "lists": args.lists, "probes": args.probes} if args.backend == "ivf" else {}  # IVF hook
     index = build_index(model, gallery, metric=args.metric, batch_size=args.batch_size,
@@ -174,6 +183,19 @@ def _index(args):
     if index.ivf is not None:  # IVF hook
         print(f"IVF: {len(index.ivf.centroids)} lists, {index.ivf.probes} probed per query; "
               "search_probes(images, k, probes) and search_embeddings_probes(embeddings, k, probes) set them per call")
+
+
+def _check_probes(args, size):
+    """Refuses, before embedding, more --probes than the gallery of ``size`` items will have lists."""
+    from rankloss_tf.retrieval.ivf import default_lists
+
+    if args.backend != "ivf" or args.probes is None:
+        return
+    lists = min(args.lists or default_lists(size), size)
+    if args.probes > lists:
+        raise ValueError(f"--probes {args.probes} exceeds the {lists} lists of this gallery of {size} items "
+                         f"({'--lists' if args.lists else 'the default lists, sqrt of the size'}): pass --probes "
+                         f"{lists} or less. Received: --probes={args.probes}")
 
 
 def _read_image(path):
