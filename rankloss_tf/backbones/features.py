@@ -7,7 +7,7 @@ fingerprint of what the backbone computes (its features of two fixed probe image
 this catches a change of preprocessing or architecture too), the image size, the
 dataset's identity and, for a dataset read from files (``rankloss_tf.references``:
 a folder, TFRecords, local Cars196), the files' content (every file's name and
-``rankloss_tf.cache.file_stamp``: size, modification and change times, inode
+``rankloss_tf.references.file_stamp``: size, modification and change times, inode
 and a hash of bytes sampled at its start, middle and end), so that any change
 of these computes afresh: a folder cut from 48 to 25 images never reuses the 48
 images' features, nor an image rewritten to the same size with its
@@ -179,7 +179,7 @@ def extract_features(
             None disables the cache.
         content: the key of the images' content, part of the cache key; None:
             ``content_key(dataset)`` (the files' names and stamps,
-            ``rankloss_tf.cache.file_stamp``, for a dataset read from files, else None).
+            ``rankloss_tf.references.file_stamp``, for a dataset read from files, else None).
         cache_dir: cache directory; default ``$RANKLOSS_TF_CACHE/features`` or
             ``~/.cache/rankloss_tf/features``.
         batch_size: images per forward pass when ``dataset`` is not batched.

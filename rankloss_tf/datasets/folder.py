@@ -8,7 +8,7 @@ through it. Hidden entries (``.git/``, ``.ipynb_checkpoints/``) are not data;
 broken links, directories named like images and formats TensorFlow does not
 decode (``.tiff``, ...) are left out and listed; file names that are not UTF-8
 are read like any other. The scan is cached per folder
-(keyed by every file's path and ``rankloss_tf.cache.file_stamp``) under
+(keyed by every file's path and ``rankloss_tf.references.file_stamp``) under
 ``$RANKLOSS_TF_CACHE/folders`` (default ``~/.cache/rankloss_tf/folders``).
 
 Split: the class folders, sorted by name, are shuffled with ``seed``; the
@@ -30,9 +30,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from rankloss_tf.cache import default_cache_dir, file_stamp
+from rankloss_tf.cache import default_cache_dir
 from rankloss_tf.io.atomic import write_file
 from rankloss_tf.io.text import printable
+from rankloss_tf.references import file_stamp
 
 logger = logging.getLogger(__name__)
 
