@@ -19,6 +19,7 @@ Examples::
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -206,8 +207,9 @@ def _read_image(path):
         raise ValueError(f"Query image not found. Received: {path}")
     try:
         image = tf.io.decode_image(tf.io.read_file(os.fsencode(path)), expand_animations=False)
-    except tf.errors.InvalidArgumentError as error:
-        raise ValueError(f"Cannot decode the query image. Received: {path} ({error.message.splitlines()[0]})")
+    except tf.errors.InvalidArgumentError as error:  # TensorFlow's line without its graph names: "Input is empty."
+        reason = re.sub(r"\{\{.*?\}\}|\[Op:.*$", "", error.message.splitlines()[0]).strip()
+        raise ValueError(f"Cannot decode the query image ({reason}). Received: {path}") from None
     if image.shape[-1] == 2:  # gray + alpha: the alpha is dropped, as for RGBA
         image = image[..., :1]
     return image[tf.newaxis]
