@@ -224,3 +224,14 @@ def test_searching_no_query_gives_empty_results(tmp_path):
     for result in (exact.search(np.zeros((0, 4, 4, 1), np.uint8), k=2),
                    exact.search_embeddings(np.zeros((0, 3)), k=2), ivf.search_embeddings(np.zeros((0, 3)), k=2)):
         assert [np.shape(column) for column in result] == [(0, 2)] * 5
+
+
+@pytest.mark.parametrize("argv", [["train", "--dataset", "digits", "--out", ""], ["train", "--dataset", "digits",
+                                  "--export", " "], ["export", "--model", "", "--out", "e"],
+                                  ["index", "--model", "m", "--gallery", "digits", "--out", ""],
+                                  ["search", "--index", "", "q.png"], ["evaluate", "--model", ".", "--json", ""]])
+def test_an_empty_path_is_refused_not_taken_for_the_current_directory(tmp_path, capsys, monkeypatch, argv):
+    monkeypatch.chdir(tmp_path)
+    status, out = run_cli(capsys, *argv)
+    assert status == 2 and "expected a path. Received: '" in out, out
+    assert [p.name for p in tmp_path.iterdir() if p.name != "cache"] == []

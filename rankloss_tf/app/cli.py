@@ -30,6 +30,7 @@ import threading
 from pathlib import Path
 
 from rankloss_tf.app import index_commands
+from rankloss_tf.app.index_commands import path_argument
 from rankloss_tf.app.config import TrainConfig, check_field
 from rankloss_tf.io.text import PRINTABLE_ERRORS
 
@@ -59,6 +60,8 @@ def _typed(field):
     kind = field.metadata.get("kind", int if field.type is int else str)
 
     def parse(text):
+        if kind is str:
+            path_argument(text)  # an empty value: never a dataset, a name or a path (it would be the current directory)
         try:
             value = kind(text)
         except ValueError:
@@ -95,6 +98,7 @@ def _add_field(parser, field, **overrides):
 
 
 def _existing_path(text):
+    path_argument(text)
     if not Path(text).exists():
         raise argparse.ArgumentTypeError(f"not found: {text}")
     return text
@@ -144,12 +148,14 @@ def build_parser():
                "a run directory's recorded seed, else 0; a run's other seed is refused)")
     evaluate.add_argument("--ks", type=_ks, default=(1, 2, 4, 8), help="the K of Recall@K (default 1,2,4,8)")
     evaluate.add_argument("--no-clustering", dest="clustering", action="store_false", help="skip NMI and F1")
-    evaluate.add_argument("--json", dest="json_path", help="also write the metrics to this (new) JSON file")
+    evaluate.add_argument("--json", dest="json_path", type=path_argument,
+                          help="also write the metrics to this (new) JSON file")
     evaluate.set_defaults(func=_evaluate)
 
     export = commands.add_parser("export", help="export a trained model: SavedModel, LiteRT or ONNX")
     export.add_argument("--model", required=True, type=_existing_path, help=".keras file or training run directory")
-    export.add_argument("--out", required=True, help="SavedModel directory (for TF Serving: a numbered version "
+    export.add_argument("--out", required=True, type=path_argument,
+                        help="SavedModel directory (for TF Serving: a numbered version "
                                                      "folder, e.g. models/mine/1), or the .tflite / .onnx file")
     export.add_argument("--format", default="saved_model", choices=("saved_model", "litert", "onnx"),
                         help="saved_model: any image size, gray / RGB / RGBA (default); litert (.tflite) and "
@@ -158,20 +164,23 @@ def build_parser():
                         "images of --dataset (about a quarter of the size; see docs/serving.md)")
     export.add_argument("--dataset", help="with --int8: the dataset the model was trained on, as given to train "
                                           "(its training classes calibrate the quantisation)")
-    export.add_argument("--data-dir", help="with --int8: the dataset's local copy, as given to train")
+    export.add_argument("--data-dir", type=path_argument,
+                        help="with --int8: the dataset's local copy, as given to train")
     export.add_argument("--seed", type=int, default=0, help="with --int8: the folder split's seed, as given to train")
     export.add_argument("--overwrite", action="store_true", help="replace a previous export at --out")
     export.set_defaults(func=_export)
 
     index_commands.add_index_arguments(
-        commands.add_parser("index", help="embed a gallery (dataset or folder:) into a searchable index SavedModel"))
+        commands.add_parser("index", help="embed a gallery (dataset, tfrecord: or folder:) into a searchable index SavedModel"))
     index_commands.add_search_arguments(
         commands.add_parser("search", help="print the nearest gallery items of query images from an index"))
 
     demo = commands.add_parser("demo", help="train and evaluate on Omniglot (when found) or the bundled digits")
-    demo.add_argument("--data-dir", help=f"folder with the Omniglot zips (default: ${DATA_ENV}/omniglot when set; "
+    demo.add_argument("--data-dir", type=path_argument,
+                      help=f"folder with the Omniglot zips (default: ${DATA_ENV}/omniglot when set; "
                       "else scikit-learn's digits)")
-    demo.add_argument("--out", dest="out_dir", default="runs/demo", help="run directory (default runs/demo)")
+    demo.add_argument("--out", dest="out_dir", default="runs/demo", type=path_argument,
+                      help="run directory (default runs/demo)")
     demo.set_defaults(func=_demo)
     return parser
 

@@ -36,6 +36,13 @@ def _positive_int(text):
     return value
 
 
+def path_argument(text):
+    """An argparse type for a path: an empty one is refused (it would mean the current directory)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a path. Received: {text!r}")
+    return text
+
+
 def add_index_arguments(parser):
     """Adds the arguments of ``index`` to ``parser`` and sets ``func=run_index``.
 
@@ -45,20 +52,20 @@ def add_index_arguments(parser):
     >>> parser.parse_args(["--model", "m", "--gallery", "digits", "--out", "o"]).metric
     'cosine'
     """
-    parser.add_argument("--model", required=True,
+    parser.add_argument("--model", required=True, type=path_argument,
                         help="embedding model: SavedModel directory, .keras file or training run directory")
     parser.add_argument("--gallery", required=True,
                         help="a dataset name (digits, omniglot, cars196, ...), tfrecord:PATTERN (its --split, "
                              "read as training reads it) or folder:PATH (every image of its class sub-folders, "
                              "labelled by folder)")
-    parser.add_argument("--data-dir", help="local copy of a named dataset (e.g. the Omniglot zips)")
+    parser.add_argument("--data-dir", type=path_argument, help="local copy of a named dataset (e.g. the Omniglot zips)")
     parser.add_argument("--split", choices=("test", "train"), default="test",
                         help="split of a named or tfrecord: dataset (default test: the held-out classes)")
     parser.add_argument("--image-size", type=_positive_int,
                         help="resize when loading (default: as stored; the model conforms any size itself)")
     parser.add_argument("--metric", choices=("cosine", "l2"), default="cosine")
     parser.add_argument("--batch-size", type=_positive_int, default=256, help="images per forward pass")
-    parser.add_argument("--out", required=True, help="index directory to write (one SavedModel)")
+    parser.add_argument("--out", required=True, type=path_argument, help="index directory to write (one SavedModel)")
     parser.add_argument("--overwrite", action="store_true", help="replace a previous export of this tool at --out")
     # IVF hook: the approximate backend that ships inside the SavedModel (retrieval.ivf)
     parser.add_argument("--backend", choices=("exact", "ivf"), default="exact",
@@ -78,8 +85,10 @@ def add_search_arguments(parser):
     >>> parser.parse_args(["--index", "i", "a.png", "--k", "3"]).images
     ['a.png']
     """
-    parser.add_argument("--index", required=True, help="index directory written by `rankloss-tf index`")
-    parser.add_argument("images", nargs="+", help="query image files (JPEG, PNG, BMP, GIF; any size)")
+    parser.add_argument("--index", required=True, type=path_argument,
+                        help="index directory written by `rankloss-tf index`")
+    parser.add_argument("images", nargs="+", type=path_argument,
+                        help="query image files (JPEG, PNG, BMP, GIF; any size)")
     parser.add_argument("--k", type=_positive_int, default=5, help="neighbours per query (default 5)")
     parser.set_defaults(func=run_search)
 

@@ -65,7 +65,7 @@ def check_image_memory(image_size, batch, role="--image-size"):
         return
     side = int((allowed / (batch * 3 * 4)) ** 0.5)
     shown = image_size if isinstance(image_size, int) else f"{height}x{width}"
-    raise ValueError(f"{role} {shown}: one batch of {batch} images of {height} x {width} pixels takes {need / 2**30:,.0f} "
-                     f"GiB as float32, over half of this machine's {memory_bytes() / 2**30:.0f} GiB; pass a smaller "
+    raise ValueError(f"{role} {shown}: one batch of {batch} images of {height} x {width} pixels takes "
+                     f"{need / 2**30:,.0f} GiB as float32, over half of this machine's {memory_bytes() / 2**30:.0f} GiB; pass a smaller "
                      f"{role} (the pixels alone fit up to {side}; the model's activations take several times more). "
                      f"Received: {role}={shown}")

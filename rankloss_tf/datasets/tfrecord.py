@@ -35,8 +35,8 @@ from rankloss_tf.datasets.folder import FolderIndex, scan_folder, split_classes
 from rankloss_tf.datasets.images import resize_uint8
 from rankloss_tf.references import References, streamed
 
-__all__ = ["FEATURES", "TFRECORD_PREFIX", "index_records", "load_tfrecord", "looks_like_an_image", "main", "record_reader",
-           "write_folder"]
+__all__ = ["FEATURES", "TFRECORD_PREFIX", "index_records", "load_tfrecord", "looks_like_an_image", "main",
+           "record_reader", "write_folder"]
 
 TFRECORD_PREFIX = "tfrecord:"
 IMAGE, LABEL, CLASS_NAME = "image/encoded", "image/class/label", "image/class/text"
@@ -140,7 +140,8 @@ def _index_file(path, label_of):
     """``(offsets [n], lengths [n], labels [n], class names [n], ...)`` of one TFRecord file's records (the columns
     after the length are ``label_of``'s)."""
     if tf.io.gfile.isdir(path):
-        raise ValueError(f"The TFRecord pattern matches a directory, not a file: narrow the pattern. Received: {path!r}")
+        raise ValueError(f"The TFRecord pattern matches a directory, not a file: narrow the pattern. "
+                         f"Received: {path!r}")
     with tf.io.gfile.GFile(path, "rb") as file:
         head = file.read(8)
     records = tf.data.TFRecordDataset(path).map(
