@@ -19,7 +19,6 @@ Examples::
 
 import argparse
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -212,13 +211,14 @@ def _read_image(path):
     """A query image as uint8 ``[1, H, W, C]``, decoded as training decodes: gray + alpha becomes gray."""
     import tensorflow as tf
 
+    from rankloss_tf.app.errors import reason
+
     if not Path(path).is_file():
         raise ValueError(f"Query image not found. Received: {path}")
     try:
         image = tf.io.decode_image(tf.io.read_file(os.fsencode(path)), expand_animations=False)
-    except tf.errors.InvalidArgumentError as error:  # TensorFlow's line without its graph names: "Input is empty."
-        reason = re.sub(r"\{\{.*?\}\}|\[Op:.*$", "", error.message.splitlines()[0]).strip()
-        raise ValueError(f"Cannot decode the query image ({reason}). Received: {path}") from None
+    except tf.errors.InvalidArgumentError as error:
+        raise ValueError(f"Cannot decode the query image ({reason(error)}). Received: {path}") from None
     if image.shape[-1] == 2:  # gray + alpha: the alpha is dropped, as for RGBA
         image = image[..., :1]
     return image[tf.newaxis]

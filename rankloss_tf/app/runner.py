@@ -41,6 +41,7 @@ from rankloss_tf.references import references_of
 from rankloss_tf.app.callbacks import DivergedError, EpochCheckpoint, EpochHistory
 from rankloss_tf.cache import CACHE_ENV_VAR, default_cache_dir
 from rankloss_tf.io.atomic import check_writable, remove_stale_temporaries, temporary_path, write_file
+from rankloss_tf.app.errors import UNDECODABLE, reason
 from rankloss_tf.app.limits import check_image_memory
 from rankloss_tf.app.protocols import protocol
 from rankloss_tf.app.run_dir import RunDirectory
@@ -123,11 +124,6 @@ def _scan(config):
     return index
 
 
-# TensorFlow's messages for image bytes it cannot decode (a damaged image of a dataset met while training).
-UNDECODABLE = re.compile(r"Unknown image file format|Invalid (PNG|JPEG|GIF|BMP|WebP)|[Cc]orrupt|"
-                         r"(jpeg|png|gif|bmp|webp) (data|file|image).*(invalid|truncat|error)|decode", re.IGNORECASE)
-
-
 @contextlib.contextmanager
 def _files_stay(config):
     """Turns a dataset file deleted, or an image found damaged, while it is read into a clear ``ValueError``."""
@@ -143,12 +139,11 @@ def _files_stay(config):
                          f"run the same command again to resume on the files there are now. "
                          f"Received: dataset={printable(config.dataset)}") from None
     except (tf.errors.InvalidArgumentError, tf.errors.FailedPreconditionError) as error:
-        text = (getattr(error, "message", "") or str(error)).strip()
-        if not UNDECODABLE.search(text):
+        if not UNDECODABLE.search(getattr(error, "message", "") or str(error)):
             raise
-        reason = next((line.strip() for line in text.splitlines() if UNDECODABLE.search(line)), text)[:200]
-        raise ValueError(f"An image of the dataset cannot be decoded ({reason}): remove or replace it, then run the "
-                         f"same command again to resume. Received: dataset={printable(config.dataset)}") from None
+        raise ValueError(f"An image of the dataset cannot be decoded ({reason(error, UNDECODABLE)}): remove or "
+                         f"replace it, then run the same command again to resume. "
+                         f"Received: dataset={printable(config.dataset)}") from None
 
 
 def _fit_to_classes(config, given, train_images):
@@ -306,8 +301,8 @@ def _prepare(config, given):
     with _files_stay(config):
         train_images, test_images = _load(config, "train"), _load(config, "test")
     config = _fit_to_classes(config, given, train_images)
-    check_image_memory(config.image_size or max(train_images.element_spec[0].shape[:2]), config.batch_size,
-                       "--image-size")
+    sides = [config.image_size, *(config.view_sizes or ()), *train_images.element_spec[0].shape[:2]]
+    check_image_memory(max((side for side in sides if side), default=None), config.batch_size, "--image-size")
     return config, train_images, test_images
 
 
