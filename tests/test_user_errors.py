@@ -20,7 +20,7 @@ import tensorflow as tf
 from rankloss_tf.app import cli, runner
 from rankloss_tf.app.run_dir import RunDirectory
 from rankloss_tf.datasets.tfrecord import _example
-from tests.test_runs import FAST, FOLDER_FAST, config, make_folder, one_line, run_cli
+from tests.test_runs import FAST, FOLDER_FAST, config, make_folder, one_line, read_only, run_cli  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_P = [*FOLDER_FAST[:8], "--samples-per-class", "2", "--no-plots", "--verbose", "0"]  # P left to the data
@@ -235,3 +235,13 @@ def test_an_empty_path_is_refused_not_taken_for_the_current_directory(tmp_path, 
     status, out = run_cli(capsys, *argv)
     assert status == 2 and "expected a path. Received: '" in out, out
     assert [p.name for p in tmp_path.iterdir() if p.name != "cache"] == []
+
+
+def test_index_and_export_name_a_read_only_out_before_any_work(tmp_path, capsys, read_only):
+    assert run_cli(capsys, "train", *FAST, "--out", tmp_path / "run")[0] == 0
+    for argv in (["index", "--model", tmp_path / "run", "--gallery", "digits", "--out", read_only / "index"],
+                 ["export", "--model", tmp_path / "run", "--out", read_only / "export"],
+                 ["export", "--model", tmp_path / "run", "--format", "onnx", "--out", read_only / "m.onnx"]):
+        status, out = run_cli(capsys, *argv)
+        assert status == 2 and "--out cannot be written" in out and "Embedding" not in out and one_line(out), out
+        assert ".rankloss_tf-tmp" not in out and ".tmp-" not in out

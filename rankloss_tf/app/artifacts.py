@@ -16,6 +16,7 @@ from rankloss_tf.evaluation import KS, embed_dataset, evaluate, ks_within
 from rankloss_tf.deploy import export, representative_images
 from rankloss_tf.export import EMBEDDING_KIND, SavedModelEmbedder, check_export_path, check_separate
 from rankloss_tf.images import model_image_shape
+from rankloss_tf.io.atomic import check_writable
 from rankloss_tf.loading import load_model
 
 __all__ = ["evaluate_model", "export_model"]
@@ -102,6 +103,7 @@ def export_model(model_path, export_dir, overwrite=False, format="saved_model", 
         check_export_path(export_dir, overwrite, protected, role="--out", kind=EMBEDDING_KIND)
     else:
         check_separate(export_dir, "--out", protected)
+    check_writable(export_dir, "--out")  # a read-only place is named before the export is computed
     representative = options.pop("representative", None)
     if representative is not None:
         dataset, data_dir, seed = representative

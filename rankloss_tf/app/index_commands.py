@@ -120,6 +120,7 @@ def _check_index_arguments(args):
     """
     from rankloss_tf import datasets
     from rankloss_tf.app.limits import check_image_memory
+    from rankloss_tf.io.atomic import check_writable
     from rankloss_tf.loading import model_form
     from rankloss_tf.retrieval.versions import check_index_path
 
@@ -139,6 +140,7 @@ def _check_index_arguments(args):
     check_image_memory(args.image_size, args.batch_size)
     protected = [args.model, args.data_dir, folder]
     check_index_path(args.out, args.overwrite, protected, role="--out")  # the save's rules, before any embedding
+    check_writable(args.out, "--out")
     return protected
 
 
