@@ -83,11 +83,11 @@ def test_a_run_that_never_reached_its_first_phase_takes_the_corrected_command(tm
 
 def test_records_that_hold_no_image_are_left_out_and_a_damaged_one_is_named(tmp_path, capsys, caplog):
     folder = make_folder(tmp_path / "photos", {name: 3 for name in "abcdef"})
-    write_records(tmp_path / "text.tfrecord", folder, {("b", 1): b"not an image at all"})
+    write_records(tmp_path / "text.tfrecord", folder, {("b", 1): b"not an image at all", ("c", 2): b"BM"})
     status, out = run_cli(capsys, "train", *FOLDER_FAST, "--dataset", f"tfrecord:{tmp_path}/text.tfrecord",
                           "--out", tmp_path / "run")
     assert status == 0, out
-    assert "1 records of" in caplog.text and "text.tfrecord#4" in caplog.text
+    assert "2 records of" in caplog.text and "text.tfrecord#4, " in caplog.text and "text.tfrecord#8" in caplog.text
     png = (folder / "c" / "0.png").read_bytes()
     damaged = {(name, i): png[:40] for name in "abcdef" for i in range(3)}  # PNG signature, then cut
     write_records(tmp_path / "cut.tfrecord", folder, damaged)

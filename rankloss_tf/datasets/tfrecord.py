@@ -120,11 +120,13 @@ def looks_like_an_image(encoded):
     Example:
     >>> bool(looks_like_an_image(tf.constant(b"\\x89PNG\\r\\n")))
     True
-    >>> bool(looks_like_an_image(tf.constant(b"plain text")))
-    False
+    >>> bool(looks_like_an_image(tf.constant(b"plain text"))), bool(looks_like_an_image(tf.constant(b"")))
+    (False, False)
     """
+    head = tf.strings.join([tf.strings.substr(encoded, 0, 12), b"\0" * 12])  # padded: any record, however short
+
     def starts(prefix, at=0):
-        return tf.equal(tf.strings.substr(encoded, at, len(prefix)), prefix)
+        return tf.equal(tf.strings.substr(head, at, len(prefix)), prefix)
 
     return tf.reduce_any(tf.stack([starts(b"\xff\xd8\xff"), starts(b"\x89PNG"), starts(b"GIF8"), starts(b"BM"),
                                    tf.logical_and(starts(b"RIFF"), starts(b"WEBP", 8))]))
