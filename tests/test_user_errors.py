@@ -17,13 +17,20 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rankloss_tf.app import cli, runner
+from rankloss_tf.app import runner
 from rankloss_tf.app.run_dir import RunDirectory
 from rankloss_tf.datasets.tfrecord import _example
-from tests.test_runs import FAST, FOLDER_FAST, config, make_folder, one_line, read_only, run_cli  # noqa: F401
+from tests.conftest import run_cli as run_command
+from tests.test_runs import FAST, FOLDER_FAST, config, make_folder, one_line, read_only  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_P = [*FOLDER_FAST[:8], "--samples-per-class", "2", "--no-plots", "--verbose", "0"]  # P left to the data
+
+
+def run_cli(capsys, *argv):
+    """``(exit status, everything printed)`` of ``rankloss-tf ARGV`` run in this process."""
+    done = run_command(capsys, *argv)
+    return done.status, done.printed
 
 
 @pytest.fixture(autouse=True)
