@@ -17,12 +17,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 
 from rankloss_tf.app import cli
 from rankloss_tf.export import SavedModelEmbedder
+from rankloss_tf.loading import load_model  # the one loader: it registers the package's Keras objects
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("_fault_worker.py")
@@ -77,8 +77,7 @@ def test_interrupted_at_every_phase_then_rerun_equals_uninterrupted(signame, sta
     np.testing.assert_allclose([l for _, l in history(run)], [l for _, l in history(base)], rtol=1e-4)
     got, want = (json.loads((d / "metrics.json").read_text())["metrics"] for d in (run, base))
     assert got == pytest.approx(want, abs=1e-4)
-    for mine, theirs in zip(keras.models.load_model(run / "model.keras").weights,
-                            keras.models.load_model(base / "model.keras").weights):
+    for mine, theirs in zip(load_model(run / "model.keras").weights, load_model(base / "model.keras").weights):
         np.testing.assert_allclose(mine.numpy(), theirs.numpy(), atol=1e-4)
     images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 1), dtype=np.uint8)
     np.testing.assert_allclose(SavedModelEmbedder(export)(images), SavedModelEmbedder(uninterrupted / "export")(images),
