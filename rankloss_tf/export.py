@@ -28,6 +28,7 @@ never replaced (``check_export_path``).
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import tensorflow as tf
@@ -144,7 +145,11 @@ def check_export_path(path, overwrite=False, protected=(), role="The export path
     path = Path(path)
     resolved = path.expanduser().resolve()
     check_separate(path, role, protected)
-    if path.is_symlink() or (path.exists() and not path.is_dir()):
+    if path.is_symlink():
+        target = os.readlink(path)
+        raise ValueError(f"{role} is a symbolic link (to {target}{'' if path.exists() else ', which does not exist'}); "
+                         f"an export is never written through one: pass the path itself. Received: path={path}")
+    if path.exists() and not path.is_dir():
         raise ValueError(f"The export path exists and is not a directory; it is never replaced. Received: path={path}")
     if path.exists():
         if read_export_info(path) is None:

@@ -7,8 +7,8 @@ that reads them in order, carrying its ``References``. Given such a dataset,
 the P x K sampler (``rankloss_tf.data``) keeps only the references and labels
 in memory and reads, decodes and resizes each batch's examples in parallel;
 the frozen-feature cache (``rankloss_tf.backbones``) keys its files by the
-files' content (``References.content_key``: their names, sizes and
-modification times), not by a path that may hold other files tomorrow.
+files' content (``References.content_key``: their names and
+``file_stamp``), not by a path that may hold other files tomorrow.
 Any transformation of the dataset (``.map``, ``.batch``) returns a plain
 dataset without the references: it is read into memory as before.
 """
@@ -22,9 +22,51 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["References", "references_of", "streamed"]
+__all__ = ["SAMPLE_BYTES", "References", "file_stamp", "references_of", "streamed"]
+
+# The bytes of a file read for its stamp: this many at its start, middle and end.
+SAMPLE_BYTES = 4096
 
 _ATTRIBUTE = "rankloss_tf_references"
+
+
+def file_stamp(path):
+    """What a cache entry computed from a file keys it by: ``[size, mtime_ns, ctime_ns, inode, sample hash]``.
+
+    The size and modification time alone miss a rewrite of the same size whose
+    modification time was restored (``touch -r``, ``rsync -t``, an editor that
+    keeps it); the change time (ctime) cannot be set back and the inode changes
+    when a file is replaced, so any write, rename or copy over the file changes
+    the stamp. A hash of ``SAMPLE_BYTES`` at the start, middle and end of the
+    file catches a change on file systems whose ctime or inode is not kept (some
+    network or FUSE mounts). Bounded cost: one ``stat`` and three small reads per
+    file, whatever its size. Paths with a scheme (``gs://``) are stamped by
+    ``tf.io.gfile.stat`` (size and modification time).
+
+    Args:
+        path: a file path (``str``, ``bytes`` or ``Path``; a name that is not
+            UTF-8 is read as any other).
+
+    Raises:
+        OSError: the file cannot be read.
+
+    Example:
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile() as handle:
+    ...     len(file_stamp(handle.name))
+    5
+    """
+    name = os.fsdecode(path)
+    if "://" in name:
+        stat = tf.io.gfile.stat(name)
+        return [stat.length, stat.mtime_nsec, 0, 0, ""]
+    digest = hashlib.sha256()
+    with open(os.fsencode(name), "rb") as handle:
+        stat = os.fstat(handle.fileno())
+        for offset in sorted({0, max(0, stat.st_size // 2 - SAMPLE_BYTES // 2), max(0, stat.st_size - SAMPLE_BYTES)}):
+            handle.seek(offset)
+            digest.update(handle.read(SAMPLE_BYTES))
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, digest.hexdigest()[:16]]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -36,7 +78,7 @@ class References:
         labels: int64 labels [N].
         read: function of one reference (a scalar tensor) returning the example
             (e.g. decoded and resized image [H, W, C] uint8); runs inside tf.data.
-        files: the files whose names, sizes and modification times define the
+        files: the files whose names and stamps (``file_stamp``) define the
             examples (None: ``items`` are those files).
         tag: what else defines the examples, e.g. "size=224" (part of ``content_key``).
 
@@ -72,16 +114,14 @@ class References:
                          deterministic=True)
 
     def content_key(self):
-        """Hex digest of ``tag`` and every file's name, size and modification time (ns).
+        """Hex digest of ``tag`` and every file's name and ``file_stamp`` (size, modification
+        and change times, inode, a hash of sampled bytes).
 
-        Any file added, removed, renamed, rewritten or touched changes the key.
+        Any file added, removed, renamed, rewritten (even to the same size with its modification time restored)
+        or touched changes the key.
         """
         files = self.files if self.files is not None else self.items.tolist()
-        listing = []
-        for name in files:
-            name = os.fsdecode(name)
-            stat = os.stat(name)
-            listing.append((name, stat.st_size, stat.st_mtime_ns))
+        listing = [(os.fsdecode(name), *file_stamp(name)) for name in files]
         text = json.dumps([self.tag, listing], ensure_ascii=True, default=str)
         return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 

@@ -2,7 +2,8 @@
 
 Usage: python tests/_fault_worker.py PHASE SIGNAL [rankloss-tf arguments...]
 
-PHASE: none (no fault), load (first dataset load), epoch (second batch of the
+PHASE: none (no fault), load (first dataset load), started (right after a run
+directory records its configuration, before its first phase), epoch (second batch of the
 second epoch), checkpoint (between writing and renaming the second epoch's
 checkpoint), checkpointed (right after the second epoch's checkpoint is renamed
 into place), evaluate (start of the test evaluation), export (between writing
@@ -25,7 +26,7 @@ import keras
 
 from rankloss_tf import datasets
 from rankloss_tf.app import cli
-from rankloss_tf.app import callbacks, runner
+from rankloss_tf.app import callbacks, run_dir, runner
 
 
 def fill(path):
@@ -108,6 +109,14 @@ def inject(phase, signum):
                 die()
 
         os.replace = faulty_replace
+    elif phase == "started":
+        start = run_dir.RunDirectory.start
+
+        def faulty_start(self, config):
+            start(self, config)
+            die()
+
+        run_dir.RunDirectory.start = faulty_start
     elif phase == "evaluate":
         evaluate = runner.evaluate
 

@@ -3,7 +3,8 @@
 The re-run finishes the job; the final model, metrics, history and export equal
 those of an uninterrupted run (a resumed run skips the batches it already
 trained on, so it sees the same batches), and nothing but the run directory and
-the export is left on disk. Also: a kill right after a checkpoint (its history
+the export is left on disk. Also: a run killed before its first phase takes a
+corrected command, and an interrupted one is removed; a kill right after a checkpoint (its history
 row is kept), a full disk during a checkpoint and images deleted mid-training
 (exit 2, one line, the last checkpoint intact).
 """
@@ -16,12 +17,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 
 from rankloss_tf.app import cli
 from rankloss_tf.export import SavedModelEmbedder
+from rankloss_tf.loading import load_model  # the one loader: it registers the package's Keras objects
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("_fault_worker.py")
@@ -76,8 +77,7 @@ def test_interrupted_at_every_phase_then_rerun_equals_uninterrupted(signame, sta
     np.testing.assert_allclose([l for _, l in history(run)], [l for _, l in history(base)], rtol=1e-4)
     got, want = (json.loads((d / "metrics.json").read_text())["metrics"] for d in (run, base))
     assert got == pytest.approx(want, abs=1e-4)
-    for mine, theirs in zip(keras.models.load_model(run / "model.keras").weights,
-                            keras.models.load_model(base / "model.keras").weights):
+    for mine, theirs in zip(load_model(run / "model.keras").weights, load_model(base / "model.keras").weights):
         np.testing.assert_allclose(mine.numpy(), theirs.numpy(), atol=1e-4)
     images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 1), dtype=np.uint8)
     np.testing.assert_allclose(SavedModelEmbedder(export)(images), SavedModelEmbedder(uninterrupted / "export")(images),
@@ -144,3 +144,15 @@ def test_images_deleted_mid_training_exit_2_naming_a_file(tmp_path, monkeypatch)
                         FAULT_FOLDER=str(folder), RANKLOSS_TF_CACHE=str(tmp_path / "cache"))
     assert result.returncode == 2
     assert "A file of the dataset disappeared" in error_line(result) and str(folder) in error_line(result)
+
+
+@pytest.mark.slow  # two training subprocesses (~40 s under load)
+def test_a_run_stopped_before_its_first_phase_takes_the_corrected_command(tmp_path):
+    run, export = tmp_path / "run", tmp_path / "export"
+    result = run_worker("started", "SIGINT", run, export, [*ARGS, "--classes-per-batch", "4"])
+    assert result.returncode == 130 and not run.exists(), result.stderr  # nothing of it is left
+    result = run_worker("started", "SIGKILL", run, export, [*ARGS, "--classes-per-batch", "4"])
+    assert result.returncode == -signal.SIGKILL and (run / "run.json").is_file()
+    result = run_worker("none", "SIGINT", run, export)  # the corrected command: another P, nothing was trained
+    assert result.returncode == 0 and "another configuration" not in result.stderr, result.stderr
+    assert json.loads((run / "run.json").read_text())["classes_per_batch"] == 5

@@ -11,10 +11,12 @@ from pathlib import Path
 import keras
 
 from rankloss_tf import datasets
+from rankloss_tf.app.limits import check_image_memory
 from rankloss_tf.evaluation import KS, embed_dataset, evaluate, ks_within
 from rankloss_tf.deploy import export, representative_images
 from rankloss_tf.export import EMBEDDING_KIND, SavedModelEmbedder, check_export_path, check_separate
 from rankloss_tf.images import model_image_shape
+from rankloss_tf.io.atomic import check_writable
 from rankloss_tf.loading import load_model
 
 __all__ = ["evaluate_model", "export_model"]
@@ -51,6 +53,7 @@ def evaluate_model(model_path, dataset, data_dir=None, split="test", ks=KS, clus
     """
     if data_dir is not None and not Path(data_dir).is_dir():
         raise ValueError(f"Data directory not found. Received: data_dir={data_dir!r}")
+    check_image_memory(image_size, EVALUATION_BATCH)
     model = load_model(model_path)
     expected = model_image_shape(model, required=False) or (None, None, None)
     images = datasets.load(dataset, split, data_dir=data_dir, image_size=image_size, seed=seed)
@@ -100,6 +103,7 @@ def export_model(model_path, export_dir, overwrite=False, format="saved_model", 
         check_export_path(export_dir, overwrite, protected, role="--out", kind=EMBEDDING_KIND)
     else:
         check_separate(export_dir, "--out", protected)
+    check_writable(export_dir, "--out")  # a read-only place is named before the export is computed
     representative = options.pop("representative", None)
     if representative is not None:
         dataset, data_dir, seed = representative

@@ -30,7 +30,9 @@ import threading
 from pathlib import Path
 
 from rankloss_tf.app import index_commands
+from rankloss_tf.app.index_commands import path_argument
 from rankloss_tf.app.config import TrainConfig, check_field
+from rankloss_tf.io.text import PRINTABLE_ERRORS
 
 __all__ = ["build_parser", "main"]
 
@@ -58,6 +60,8 @@ def _typed(field):
     kind = field.metadata.get("kind", int if field.type is int else str)
 
     def parse(text):
+        if kind is str:
+            path_argument(text)  # an empty value: never a dataset, a name or a path (it would be the current directory)
         try:
             value = kind(text)
         except ValueError:
@@ -94,6 +98,7 @@ def _add_field(parser, field, **overrides):
 
 
 def _existing_path(text):
+    path_argument(text)
     if not Path(text).exists():
         raise argparse.ArgumentTypeError(f"not found: {text}")
     return text
@@ -143,12 +148,14 @@ def build_parser():
                "a run directory's recorded seed, else 0; a run's other seed is refused)")
     evaluate.add_argument("--ks", type=_ks, default=(1, 2, 4, 8), help="the K of Recall@K (default 1,2,4,8)")
     evaluate.add_argument("--no-clustering", dest="clustering", action="store_false", help="skip NMI and F1")
-    evaluate.add_argument("--json", dest="json_path", help="also write the metrics to this (new) JSON file")
+    evaluate.add_argument("--json", dest="json_path", type=path_argument,
+                          help="also write the metrics to this (new) JSON file")
     evaluate.set_defaults(func=_evaluate)
 
     export = commands.add_parser("export", help="export a trained model: SavedModel, LiteRT or ONNX")
     export.add_argument("--model", required=True, type=_existing_path, help=".keras file or training run directory")
-    export.add_argument("--out", required=True, help="SavedModel directory (for TF Serving: a numbered version "
+    export.add_argument("--out", required=True, type=path_argument,
+                        help="SavedModel directory (for TF Serving: a numbered version "
                                                      "folder, e.g. models/mine/1), or the .tflite / .onnx file")
     export.add_argument("--format", default="saved_model", choices=("saved_model", "litert", "onnx"),
                         help="saved_model: any image size, gray / RGB / RGBA (default); litert (.tflite) and "
@@ -157,20 +164,23 @@ def build_parser():
                         "images of --dataset (about a quarter of the size; see docs/serving.md)")
     export.add_argument("--dataset", help="with --int8: the dataset the model was trained on, as given to train "
                                           "(its training classes calibrate the quantisation)")
-    export.add_argument("--data-dir", help="with --int8: the dataset's local copy, as given to train")
+    export.add_argument("--data-dir", type=path_argument,
+                        help="with --int8: the dataset's local copy, as given to train")
     export.add_argument("--seed", type=int, default=0, help="with --int8: the folder split's seed, as given to train")
     export.add_argument("--overwrite", action="store_true", help="replace a previous export at --out")
     export.set_defaults(func=_export)
 
     index_commands.add_index_arguments(
-        commands.add_parser("index", help="embed a gallery (dataset or folder:) into a searchable index SavedModel"))
+        commands.add_parser("index", help="embed a gallery (dataset, tfrecord: or folder:) into a searchable index SavedModel"))
     index_commands.add_search_arguments(
         commands.add_parser("search", help="print the nearest gallery items of query images from an index"))
 
     demo = commands.add_parser("demo", help="train and evaluate on Omniglot (when found) or the bundled digits")
-    demo.add_argument("--data-dir", help=f"folder with the Omniglot zips (default: ${DATA_ENV}/omniglot when set; "
+    demo.add_argument("--data-dir", type=path_argument,
+                      help=f"folder with the Omniglot zips (default: ${DATA_ENV}/omniglot when set; "
                       "else scikit-learn's digits)")
-    demo.add_argument("--out", dest="out_dir", default="runs/demo", help="run directory (default runs/demo)")
+    demo.add_argument("--out", dest="out_dir", default="runs/demo", type=path_argument,
+                      help="run directory (default runs/demo)")
     demo.set_defaults(func=_demo)
     return parser
 
@@ -230,8 +240,8 @@ def _evaluate(args):
     from rankloss_tf.io.atomic import write_file
     from rankloss_tf.app.split import evaluation_seed
 
-    if args.json_path and Path(args.json_path).exists():
-        raise ValueError(f"--json names an existing file; it is not overwritten. Received: --json={args.json_path}")
+    if args.json_path:
+        _check_new_file(args.json_path, "--json")
     if getattr(args, "dataset", None) is None and args.one_shot is None:
         raise ValueError("evaluate needs --dataset, --one-shot or both. Received: neither")
     metrics = {}
@@ -249,6 +259,18 @@ def _evaluate(args):
     print(format_table(metrics))
     if args.json_path:
         write_file(args.json_path, json.dumps(metrics, indent=2) + "\n", exclusive=True)
+
+
+def _check_new_file(path, role):
+    """Refuses, before any work, a path that is not a new file in a writable place (nothing is overwritten)."""
+    from rankloss_tf.io.atomic import check_writable
+
+    if Path(path).is_dir():
+        raise ValueError(f"{role} names a directory; give the path of a new file in it (e.g. "
+                         f"{Path(path) / 'metrics.json'}). Received: {role}={path}")
+    if Path(path).exists() or Path(path).is_symlink():
+        raise ValueError(f"{role} names an existing file; it is not overwritten. Received: {role}={path}")
+    check_writable(path, role)
 
 
 def _export(args):
@@ -333,6 +355,15 @@ def _os_error(error):
             f"the same command again to resume. Received: {type(error).__name__} errno={error.errno}")
 
 
+def _out_of_memory(error):
+    """One line for TensorFlow's out-of-memory error (its message spans a page of allocator notes)."""
+    from rankloss_tf.app.errors import reason
+
+    return (f"Out of memory ({reason(error)}). What was written before stays intact: pass a smaller --image-size or "
+            "batch (--classes-per-batch / --batch-size), then run the same command again. "
+            "Received: ResourceExhaustedError")
+
+
 def main(argv=None):
     """Entry point of the ``rankloss-tf`` console script; returns the exit status.
 
@@ -348,6 +379,9 @@ def main(argv=None):
     >>> main(["train", "--dataset", "digits", "--epochs", "2", "--out", "/tmp/run"])  # doctest: +SKIP
     0
     """
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 prints as caf\xe9, never a traceback
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors=PRINTABLE_ERRORS)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -355,12 +389,16 @@ def main(argv=None):
     except KeyboardInterrupt:
         parser.exit(130, f"\n{PROG}: interrupted before any work began; nothing was written.\n")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    import tensorflow as tf
+
     from rankloss_tf.app.callbacks import DivergedError
 
     try:
         args.func(args)
     except DivergedError as error:
         parser.exit(3, f"{PROG}: error: {error}\n")
+    except tf.errors.ResourceExhaustedError as error:
+        parser.exit(2, f"{PROG}: error: {_out_of_memory(error)}\n")
     except (ValueError, ImportError, FileNotFoundError) as error:
         parser.exit(2, f"{PROG}: error: {error}\n")
     except OSError as error:  # a full disk, a read-only place met mid-way: what is written stays intact

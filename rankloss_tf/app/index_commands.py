@@ -35,6 +35,13 @@ def _positive_int(text):
     return value
 
 
+def path_argument(text):
+    """An argparse type for a path: an empty one is refused (it would mean the current directory)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a path. Received: {text!r}")
+    return text
+
+
 def add_index_arguments(parser):
     """Adds the arguments of ``index`` to ``parser`` and sets ``func=run_index``.
 
@@ -44,19 +51,20 @@ def add_index_arguments(parser):
     >>> parser.parse_args(["--model", "m", "--gallery", "digits", "--out", "o"]).metric
     'cosine'
     """
-    parser.add_argument("--model", required=True,
+    parser.add_argument("--model", required=True, type=path_argument,
                         help="embedding model: SavedModel directory, .keras file or training run directory")
     parser.add_argument("--gallery", required=True,
-                        help="a dataset name (digits, omniglot, cars196, ...) or folder:PATH (every image of "
-                             "its class sub-folders, labelled by folder)")
-    parser.add_argument("--data-dir", help="local copy of a named dataset (e.g. the Omniglot zips)")
+                        help="a dataset name (digits, omniglot, cars196, ...), tfrecord:PATTERN (its --split, "
+                             "read as training reads it) or folder:PATH (every image of its class sub-folders, "
+                             "labelled by folder)")
+    parser.add_argument("--data-dir", type=path_argument, help="local copy of a named dataset (e.g. the Omniglot zips)")
     parser.add_argument("--split", choices=("test", "train"), default="test",
-                        help="split of a named dataset (default test: the held-out classes)")
+                        help="split of a named or tfrecord: dataset (default test: the held-out classes)")
     parser.add_argument("--image-size", type=_positive_int,
                         help="resize when loading (default: as stored; the model conforms any size itself)")
     parser.add_argument("--metric", choices=("cosine", "l2"), default="cosine")
     parser.add_argument("--batch-size", type=_positive_int, default=256, help="images per forward pass")
-    parser.add_argument("--out", required=True, help="index directory to write (one SavedModel)")
+    parser.add_argument("--out", required=True, type=path_argument, help="index directory to write (one SavedModel)")
     parser.add_argument("--overwrite", action="store_true", help="replace a previous export of this tool at --out")
     # IVF hook: the approximate backend that ships inside the SavedModel (retrieval.ivf)
     parser.add_argument("--backend", choices=("exact", "ivf"), default="exact",
@@ -76,8 +84,10 @@ def add_search_arguments(parser):
     >>> parser.parse_args(["--index", "i", "a.png", "--k", "3"]).images
     ['a.png']
     """
-    parser.add_argument("--index", required=True, help="index directory written by `rankloss-tf index`")
-    parser.add_argument("images", nargs="+", help="query image files (JPEG, PNG, BMP, GIF; any size)")
+    parser.add_argument("--index", required=True, type=path_argument,
+                        help="index directory written by `rankloss-tf index`")
+    parser.add_argument("images", nargs="+", type=path_argument,
+                        help="query image files (JPEG, PNG, BMP, GIF; any size)")
     parser.add_argument("--k", type=_positive_int, default=5, help="neighbours per query (default 5)")
     parser.set_defaults(func=run_search)
 
@@ -109,6 +119,8 @@ def _check_index_arguments(args):
             path that may not be written (each message names the input).
     """
     from rankloss_tf import datasets
+    from rankloss_tf.app.limits import check_image_memory
+    from rankloss_tf.io.atomic import check_writable
     from rankloss_tf.loading import model_form
     from rankloss_tf.retrieval.versions import check_index_path
 
@@ -118,10 +130,17 @@ def _check_index_arguments(args):
         raise ValueError(f"Data directory not found. Received: --data-dir={args.data_dir}")
     if folder is not None and not Path(folder).expanduser().is_dir():
         raise ValueError(f"The gallery folder does not exist. Received: --gallery={args.gallery}")
-    if folder is None and args.gallery not in datasets.NAMES:
+    if folder is None and args.gallery not in datasets.NAMES and not args.gallery.startswith(datasets.TFRECORD_PREFIX):
         raise ValueError(f"Unknown gallery; known: {', '.join(datasets.NAMES)}. Received: --gallery={args.gallery}")
+    if args.probes is not None and args.lists is not None and args.probes > args.lists:
+        raise ValueError(f"--probes {args.probes} exceeds --lists {args.lists}: a query probes at most every list. "
+                         f"Received: --probes={args.probes}, --lists={args.lists}")
+    if (args.lists is not None or args.probes is not None) and args.backend != "ivf":
+        raise ValueError(f"--lists and --probes apply to --backend ivf. Received: --backend={args.backend}")
+    check_image_memory(args.image_size, args.batch_size)
     protected = [args.model, args.data_dir, folder]
     check_index_path(args.out, args.overwrite, protected, role="--out")  # the save's rules, before any embedding
+    check_writable(args.out, "--out")
     return protected
 
 
@@ -162,6 +181,7 @@ def _index(args):
         print(f"Skipped {len(gallery.skipped)} files that cannot be read (as training skips them):", flush=True)
         for path, reason in gallery.skipped:
             print(f"  {printable(path)}\t{reason}")
+    _check_probes(args, len(gallery))
     print(f"Embedding {len(gallery)} gallery images of {args.gallery} with {args.model}", flush=True)
     ivf = {"backend": "ivf", "lists": args.lists, "probes": args.probes} if args.backend == "ivf" else {}  # IVF hook
     index = build_index(model, gallery, metric=args.metric, batch_size=args.batch_size,
@@ -176,16 +196,31 @@ def _index(args):
               "search_probes(images, k, probes) and search_embeddings_probes(embeddings, k, probes) set them per call")
 
 
+def _check_probes(args, size):
+    """Refuses, before embedding, more --probes than the gallery of ``size`` items will have lists."""
+    from rankloss_tf.retrieval.ivf import default_lists
+
+    if args.backend != "ivf" or args.probes is None:
+        return
+    lists = min(args.lists or default_lists(size), size)
+    if args.probes > lists:
+        raise ValueError(f"--probes {args.probes} exceeds the {lists} lists of this gallery of {size} items "
+                         f"({'--lists' if args.lists else 'the default lists, sqrt of the size'}): pass --probes "
+                         f"{lists} or less. Received: --probes={args.probes}")
+
+
 def _read_image(path):
     """A query image as uint8 ``[1, H, W, C]``, decoded as training decodes: gray + alpha becomes gray."""
     import tensorflow as tf
+
+    from rankloss_tf.app.errors import reason
 
     if not Path(path).is_file():
         raise ValueError(f"Query image not found. Received: {path}")
     try:
         image = tf.io.decode_image(tf.io.read_file(os.fsencode(path)), expand_animations=False)
     except tf.errors.InvalidArgumentError as error:
-        raise ValueError(f"Cannot decode the query image. Received: {path} ({error.message.splitlines()[0]})")
+        raise ValueError(f"Cannot decode the query image ({reason(error)}). Received: {path}") from None
     if image.shape[-1] == 2:  # gray + alpha: the alpha is dropped, as for RGBA
         image = image[..., :1]
     return image[tf.newaxis]

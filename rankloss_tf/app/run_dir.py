@@ -128,7 +128,12 @@ class RunDirectory:
 
     @contextlib.contextmanager
     def locked(self):
-        """Marks the run as ours (once) and holds its lock for the ``with`` block; refuses a second writer."""
+        """Marks the run as ours (once) and holds its lock for the ``with`` block; refuses a second writer.
+
+        A run that has not reached its first phase when the block fails (a user error found late, Ctrl-C) is
+        removed: the files it wrote by name, and the directory when this call created it and it is empty.
+        """
+        created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         if not (self.path / MARKER).is_file():
             marker = {"format": FORMAT, "version": VERSION, "run_id": secrets.token_hex(8)}
@@ -152,8 +157,28 @@ class RunDirectory:
                 remove_stale_temporaries(directory)
             try:
                 yield self
+            except BaseException:
+                if self._not_started():
+                    self._remove_unstarted(created)
+                raise
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _not_started(self):
+        """True when the run has reached no phase (a damaged state counts as started: it is left as it is)."""
+        try:
+            return self.phase is None
+        except ValueError:
+            return False
+
+    def _remove_unstarted(self, created):
+        """Removes what a run that never reached its first phase wrote (by name), the marker first."""
+        for name in (MARKER, self.CONFIG, self.SPLIT, self.UNREADABLE, self.STATE, self.HISTORY, self.LOCK):
+            with contextlib.suppress(FileNotFoundError):
+                (self.path / name).unlink()
+        if created:
+            with contextlib.suppress(OSError):  # not empty: something else is there now, and stays
+                self.path.rmdir()
 
     @property
     def run_id(self):
@@ -162,7 +187,7 @@ class RunDirectory:
         return json.loads(path.read_text(encoding="utf-8")).get("run_id") if path.is_file() else None
 
     def start(self, config):
-        """Records ``config`` in a new run, or checks it against the recorded one.
+        """Records ``config`` in a new run (or one that reached no phase yet), or checks it against the recorded one.
 
         Raises:
             ValueError: the run was started with a configuration that differs in
@@ -170,9 +195,9 @@ class RunDirectory:
                 damaged ``run.json``.
         """
         recorded = self.read_json(self.CONFIG)
-        if recorded is None:
-            if self.phase is not None:
-                raise self.damaged(f"{self.CONFIG} is missing")
+        if recorded is None and self.phase is not None:
+            raise self.damaged(f"{self.CONFIG} is missing")
+        if self.phase is None:  # nothing was computed yet (an attempt killed early): this command's configuration
             self.write_json(self.CONFIG, dataclasses.asdict(config))
             return
         if not isinstance(recorded, dict):

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from rankloss_tf import datasets
@@ -36,9 +37,12 @@ from rankloss_tf.evaluation import (
 from rankloss_tf.export import EMBEDDING_KIND, check_export_path, check_separate, export_saved_model
 from rankloss_tf.loading import load_model
 from rankloss_tf.losses import embedding_part
+from rankloss_tf.references import references_of
 from rankloss_tf.app.callbacks import DivergedError, EpochCheckpoint, EpochHistory
 from rankloss_tf.cache import CACHE_ENV_VAR, default_cache_dir
 from rankloss_tf.io.atomic import check_writable, remove_stale_temporaries, temporary_path, write_file
+from rankloss_tf.app.errors import UNDECODABLE, reason
+from rankloss_tf.app.limits import check_image_memory
 from rankloss_tf.app.protocols import protocol
 from rankloss_tf.app.run_dir import RunDirectory
 from rankloss_tf.app.split import check_test_classes, folder_of, folder_split, record_split
@@ -122,7 +126,7 @@ def _scan(config):
 
 @contextlib.contextmanager
 def _files_stay(config):
-    """Turns a dataset file deleted while it is read into a clear ``ValueError`` naming it."""
+    """Turns a dataset file deleted, or an image found damaged, while it is read into a clear ``ValueError``."""
     try:
         yield
     except tf.errors.NotFoundError as error:
@@ -131,21 +135,32 @@ def _files_stay(config):
         # always the first (a streamed dataset's error starts "Graph execution error:").
         named = re.search(r"([^\s;{}\[\]]+); No such file or directory", text)
         gone = named.group(1) if named else (text.splitlines() or [type(error).__name__])[0]
-        raise ValueError(f"A file of the dataset disappeared while it was read ({gone}). Restore it, or run "
-                         f"the same command again to resume on the files there are now. "
-                         f"Received: dataset={config.dataset}") from None
+        raise ValueError(f"A file of the dataset disappeared while it was read ({printable(gone)}). Restore it, or "
+                         f"run the same command again to resume on the files there are now. "
+                         f"Received: dataset={printable(config.dataset)}") from None
+    except (tf.errors.InvalidArgumentError, tf.errors.FailedPreconditionError) as error:
+        if not UNDECODABLE.search(getattr(error, "message", "") or str(error)):
+            raise
+        raise ValueError(f"An image of the dataset cannot be decoded ({reason(error, UNDECODABLE)}): remove or "
+                         f"replace it, then run the same command again to resume. "
+                         f"Received: dataset={printable(config.dataset)}") from None
 
 
-def _fit_to_folder(config, given):
-    """With a folder of few classes, P defaults to all its training classes instead of failing."""
-    folder = folder_of(config.dataset)
-    if folder is None or given.classes_per_batch is not None:
+def _fit_to_classes(config, given, train_images):
+    """With a folder or TFRecord dataset of few training classes, P defaults to all of them instead of failing;
+    a P given larger than the classes there are is refused before anything is written."""
+    references = references_of(train_images)
+    if references is None or not datasets.sizes_vary(config.dataset):
         return config
-    available = len(datasets.folder.split_classes(datasets.scan_folder(folder), "train", seed=config.seed))
+    available = int(np.unique(references.labels).size)
     if available >= config.classes_per_batch:
         return config
-    logger.warning("%s has %d training classes: batches of %d classes x %d samples.", folder, available,
-                   available, config.samples_per_class)
+    if given.classes_per_batch is not None:
+        raise ValueError(f"--classes-per-batch {config.classes_per_batch} needs as many training classes; "
+                         f"{printable(config.dataset)} has {available}. Pass --classes-per-batch {available} or "
+                         f"less. Received: classes_per_batch={config.classes_per_batch}")
+    logger.warning("%s has %d training classes: batches of %d classes x %d samples.", printable(config.dataset),
+                   available, available, config.samples_per_class)
     return dataclasses.replace(config, classes_per_batch=available)
 
 
@@ -231,19 +246,18 @@ def _train(config, strategy, callbacks):
     """``train`` under ``strategy``."""
     resolved = config.resolved()
     if not is_chief(strategy):
-        return _train_worker(resolved, strategy, callbacks)
+        return _train_worker(resolved, config, strategy, callbacks)
     _check_caches(resolved)
-    config = _fit_to_folder(resolved, config)
-    run = RunDirectory(config.out_dir)
-    _check_paths(config, run)
-    index = _scan(config)
+    run = RunDirectory(resolved.out_dir)
+    _check_paths(resolved, run)
+    index = _scan(resolved)
+    # The data is loaded (and with it every user error it can hold) before the run directory is created.
+    config, train_images, test_images = _prepare(resolved, config)
     with run.locked():
-        run.start(config)
-        if index is not None:
+        if index is not None:  # first: a class added to the folder is named as such, not as another P
             record_split(run, index, config.seed)
+        run.start(config)
         resumed, clock = run.phase, _Clock(run.seconds)
-        keras.utils.set_random_seed(config.seed)
-        train_images, test_images = _load(config, "train"), _load(config, "test")
         _list_unreadable(index, run)
         steps = _steps(config, train_images)
         method = protocol(config, train_images.element_spec[0].shape)
@@ -277,6 +291,21 @@ def _train(config, strategy, callbacks):
                        resumed=resumed)
 
 
+def _prepare(config, given):
+    """The configuration fitted to the data, and the loaded splits: ``(config, train images, test images)``.
+
+    Every user error the data holds (an unknown name, a pattern that matches no file, too few classes for P,
+    images too large for this machine's memory) is raised here, before anything is written.
+    """
+    keras.utils.set_random_seed(config.seed)
+    with _files_stay(config):
+        train_images, test_images = _load(config, "train"), _load(config, "test")
+    config = _fit_to_classes(config, given, train_images)
+    sides = [config.image_size, *(config.view_sizes or ()), *train_images.element_spec[0].shape[:2]]
+    check_image_memory(max((side for side in sides if side), default=None), config.batch_size, "--image-size")
+    return config, train_images, test_images
+
+
 def _steps(config, train_images):
     """Steps per epoch: the configured number, else one pass over the training images."""
     return config.steps_per_epoch or max(1, int(train_images.cardinality()) // config.batch_size)
@@ -300,13 +329,11 @@ def _scratch():
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _train_worker(config, strategy, callbacks):
+def _train_worker(config, given, strategy, callbacks):
     """A worker other than the chief: trains its share of every step beside the chief and writes nothing in
     ``--out`` (its checkpoints and history go to a temporary folder, removed at the end); the chief restores,
     evaluates and exports."""
-    config = _fit_to_folder(config, config)
-    keras.utils.set_random_seed(config.seed)
-    train_images, test_images = _load(config, "train"), _load(config, "test")
+    config, train_images, test_images = _prepare(config, given)
     steps = _steps(config, train_images)
     method = protocol(config, train_images.element_spec[0].shape)
     name, started = worker_name(strategy), time.perf_counter()

@@ -80,9 +80,9 @@ def record_split(run, index, seed):
     """
     current = folder_split(index, seed)
     recorded = run.read_json(run.SPLIT)
-    if recorded is None:
-        if run.phase is not None:
-            raise run.damaged(f"{run.SPLIT} is missing")
+    if recorded is None and run.phase is not None:
+        raise run.damaged(f"{run.SPLIT} is missing")
+    if run.phase is None:  # nothing trained yet: the folder's split as it is now
         run.write_json(run.SPLIT, current)
         return current
     if not isinstance(recorded, dict):

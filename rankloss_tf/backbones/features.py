@@ -6,9 +6,12 @@ A cache file is keyed by the backbone name, a hash of its weights file, a
 fingerprint of what the backbone computes (its features of two fixed probe images:
 this catches a change of preprocessing or architecture too), the image size, the
 dataset's identity and, for a dataset read from files (``rankloss_tf.references``:
-a folder, TFRecords, local Cars196), the files' content (every file's name, size
-and modification time), so that any change of these computes afresh: a folder
-cut from 48 to 25 images never reuses the 48 images' features. The extraction
+a folder, TFRecords, local Cars196), the files' content (every file's name and
+``rankloss_tf.references.file_stamp``: size, modification and change times, inode
+and a hash of bytes sampled at its start, middle and end), so that any change
+of these computes afresh: a folder cut from 48 to 25 images never reuses the 48
+images' features, nor an image rewritten to the same size with its
+modification time restored its old features. The extraction
 streams: it holds one part of ``PART_SIZE`` images in memory, writes it to disk
 (``rankloss_tf.backbones.feature_parts``) and, after a kill, resumes from the
 last complete part; the parts are joined into the cache file at the end. Files
@@ -175,8 +178,8 @@ def extract_features(
         dataset_id: a string naming the images and their order ("cars196:<root>:test");
             None disables the cache.
         content: the key of the images' content, part of the cache key; None:
-            ``content_key(dataset)`` (the files' names, sizes and modification
-            times for a dataset read from files, else None).
+            ``content_key(dataset)`` (the files' names and stamps,
+            ``rankloss_tf.references.file_stamp``, for a dataset read from files, else None).
         cache_dir: cache directory; default ``$RANKLOSS_TF_CACHE/features`` or
             ``~/.cache/rankloss_tf/features``.
         batch_size: images per forward pass when ``dataset`` is not batched.

@@ -8,7 +8,7 @@ through it. Hidden entries (``.git/``, ``.ipynb_checkpoints/``) are not data;
 broken links, directories named like images and formats TensorFlow does not
 decode (``.tiff``, ...) are left out and listed; file names that are not UTF-8
 are read like any other. The scan is cached per folder
-(keyed by every file's path, size and modification time) under
+(keyed by every file's path and ``rankloss_tf.references.file_stamp``) under
 ``$RANKLOSS_TF_CACHE/folders`` (default ``~/.cache/rankloss_tf/folders``).
 
 Split: the class folders, sorted by name, are shuffled with ``seed``; the
@@ -32,6 +32,8 @@ import tensorflow as tf
 
 from rankloss_tf.cache import default_cache_dir
 from rankloss_tf.io.atomic import write_file
+from rankloss_tf.io.text import printable
+from rankloss_tf.references import file_stamp
 
 logger = logging.getLogger(__name__)
 
@@ -49,21 +51,20 @@ UNREAD_SUFFIXES = (".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".ppm", "
 def folder_path(name):
     """The PATH of a ``"folder:PATH"`` dataset name, or None for any other name (the ONE parser of "folder:").
 
+    Raises:
+        ValueError: "folder:" without a path (it would read the current directory).
+
     Example:
     >>> folder_path("folder:~/photos"), folder_path("omniglot")
     ('~/photos', None)
     """
-    return name[len(FOLDER_PREFIX):] if isinstance(name, str) and name.startswith(FOLDER_PREFIX) else None
-
-
-def printable(path):
-    """A path as text that can be printed and written: undecodable file-name bytes as ``\\xNN``.
-
-    Example:
-    >>> printable(os.fsdecode(b"caf\\xe9.png"))
-    'caf\\\\xe9.png'
-    """
-    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if not (isinstance(name, str) and name.startswith(FOLDER_PREFIX)):
+        return None
+    path = name[len(FOLDER_PREFIX):]
+    if not path.strip():
+        raise ValueError("folder: needs the path of a folder with one sub-folder of images per class, e.g. "
+                         f"folder:data/photos (use folder:. for the current directory). Received: {name!r}")
+    return path
 
 
 @dataclasses.dataclass
@@ -136,14 +137,14 @@ def _list_candidates(root):
 
 
 def _decode_problems(root, listing):
-    """``{path: reason}`` of the files that do not decode; cached by the listing (paths, sizes, mtimes)."""
+    """``{path: reason}`` of the files that do not decode; cached by the listing (paths and file stamps)."""
     cache = _cache_path(root.resolve(), listing)
     if cache.is_file():
         try:
             return dict(json.loads(cache.read_text()))
         except (OSError, ValueError, TypeError) as error:
             logger.warning("Recomputing the damaged folder-scan cache %s (%s)", cache, error)
-    paths = [f for f, _, _ in listing]
+    paths = [f for f, *_ in listing]
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         problems = {f: reason for f, reason in zip(paths, pool.map(_problem, paths)) if reason}
     try:
@@ -176,7 +177,7 @@ def scan_folder(path):
     if not root.is_dir():
         raise ValueError(f"The folder does not exist. Received: {printable(path)!r}")
     candidates, problems = _list_candidates(root)
-    listing = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for images in candidates.values() for f in images]
+    listing = [(f, *file_stamp(f)) for images in candidates.values() for f in images]
     problems.update(_decode_problems(root, listing))
     files = {name: [f for f in images if f not in problems] for name, images in candidates.items()}
     files = {name: images for name, images in files.items() if images}

@@ -43,7 +43,7 @@ def load_folder_stream(path, split, image_size=None, train_fraction=0.5, seed=0)
     The ``rankloss_tf.references.streamed`` dataset of ``folder_references``
     (which says the split, labels and errors): the P x K sampler keeps only
     the paths and labels in memory, and the feature cache is keyed by the
-    files' names, sizes and modification times. Give ``image_size`` when the
+    files' names and stamps (``rankloss_tf.references.file_stamp``). Give ``image_size`` when the
     images' sizes differ.
 
     Example:

@@ -35,7 +35,8 @@ from rankloss_tf.datasets.folder import FolderIndex, scan_folder, split_classes
 from rankloss_tf.datasets.images import resize_uint8
 from rankloss_tf.references import References, streamed
 
-__all__ = ["FEATURES", "TFRECORD_PREFIX", "index_records", "load_tfrecord", "main", "record_reader", "write_folder"]
+__all__ = ["FEATURES", "TFRECORD_PREFIX", "index_records", "load_tfrecord", "looks_like_an_image", "main",
+           "record_reader", "write_folder"]
 
 TFRECORD_PREFIX = "tfrecord:"
 IMAGE, LABEL, CLASS_NAME = "image/encoded", "image/class/label", "image/class/text"
@@ -110,8 +111,39 @@ def _parse_label(record):
     return example[LABEL], example[CLASS_NAME]
 
 
+def looks_like_an_image(encoded):
+    """Whether encoded bytes (a scalar string tensor) start as an image ``tf.io.decode_image`` reads.
+
+    The signatures of JPEG, PNG, GIF, BMP and WebP files: a cheap check of every record while it is indexed
+    (a record that passes may still be damaged further on: the reader names it then).
+
+    Example:
+    >>> bool(looks_like_an_image(tf.constant(b"\\x89PNG\\r\\n")))
+    True
+    >>> bool(looks_like_an_image(tf.constant(b"plain text"))), bool(looks_like_an_image(tf.constant(b"")))
+    (False, False)
+    """
+    head = tf.strings.join([tf.strings.substr(encoded, 0, 12), b"\0" * 12])  # padded: any record, however short
+
+    def starts(prefix, at=0):
+        return tf.equal(tf.strings.substr(head, at, len(prefix)), prefix)
+
+    return tf.reduce_any(tf.stack([starts(b"\xff\xd8\xff"), starts(b"\x89PNG"), starts(b"GIF8"), starts(b"BM"),
+                                   tf.logical_and(starts(b"RIFF"), starts(b"WEBP", 8))]))
+
+
+def _parse_checked(record):
+    """(label, class name, whether the image bytes look like an image) of one record of the schema above."""
+    example = tf.io.parse_single_example(record, FEATURES)
+    return example[LABEL], example[CLASS_NAME], looks_like_an_image(example[IMAGE])
+
+
 def _index_file(path, label_of):
-    """``(offsets [n], lengths [n], labels [n], class names [n])`` of one TFRecord file's records."""
+    """``(offsets [n], lengths [n], labels [n], class names [n], ...)`` of one TFRecord file's records (the columns
+    after the length are ``label_of``'s)."""
+    if tf.io.gfile.isdir(path):
+        raise ValueError(f"The TFRecord pattern matches a directory, not a file: narrow the pattern. "
+                         f"Received: {path!r}")
     with tf.io.gfile.GFile(path, "rb") as file:
         head = file.read(8)
     records = tf.data.TFRecordDataset(path).map(
@@ -120,11 +152,11 @@ def _index_file(path, label_of):
     parts = list(records.batch(4096).as_numpy_iterator())
     if not parts:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, object)
-    lengths, labels, names = (np.concatenate([part[k] for part in parts]) for k in range(3))
+    lengths, labels, *rest = (np.concatenate([part[k] for part in parts]) for k in range(len(parts[0])))
     if len(head) < 8 or struct.unpack("<Q", head)[0] != lengths[0]:
         raise ValueError(f"Only uncompressed TFRecord files can be read by position. Received: {path!r}")
     offsets = np.concatenate([[0], np.cumsum(lengths[:-1] + _FRAME + 4)]) + _FRAME
-    return offsets, lengths, labels.astype(np.int64), names
+    return (offsets, lengths, labels.astype(np.int64), *rest)
 
 
 def index_records(files, label_of=_parse_label):
@@ -133,10 +165,11 @@ def index_records(files, label_of=_parse_label):
     Args:
         files: uncompressed TFRecord file paths, in their order.
         label_of: function of one serialized record (a scalar string tensor)
-            returning (int label, class name string) tensors.
+            returning (int label, class name string, ...) tensors.
 
     Returns:
-        ``(file number [N], byte offset [N], length [N], labels [N], class names [N])``.
+        ``(file number [N], byte offset [N], length [N], labels [N], class names [N], ...)``:
+        one column more for each further tensor ``label_of`` returns.
 
     Raises:
         ValueError: records ``label_of`` cannot parse, or a compressed file.
@@ -152,7 +185,11 @@ def index_records(files, label_of=_parse_label):
         raise ValueError(f"The TFRecord files do not hold records of the expected schema ({message}). "
                          f"Received: {files[0]!r} ...") from error
     numbers = np.concatenate([np.full(len(part[0]), i, np.int64) for i, part in enumerate(parts)])
-    return (numbers, *(np.concatenate([part[k] for part in parts]) for k in range(4)))
+    columns = max(len(part) for part in parts)
+    if any(len(part) < columns for part in parts):  # a file without records has no further columns
+        parts = [part if len(part) == columns else (*part, *([np.zeros(0, bool)] * (columns - len(part))))
+                 for part in parts]
+    return (numbers, *(np.concatenate([part[k] for part in parts]) for k in range(columns)))
 
 
 def record_reader(files, numbers, offsets, lengths, image_of, image_size):
@@ -183,6 +220,16 @@ def record_reader(files, numbers, offsets, lengths, image_of, image_size):
     return read
 
 
+def _warn_not_images(files, numbers, bad):
+    """Names, in a warning, the records whose image bytes are no image (left out, as a folder's unreadable files)."""
+    if not bad.any():
+        return
+    where = [f"{files[numbers[i]]}#{i - np.flatnonzero(numbers == numbers[i])[0]}" for i in np.flatnonzero(bad)[:3]]
+    logger.warning("%d records of %s hold no image (JPEG, PNG, GIF, BMP, WebP) and are left out: %s%s",
+                   int(bad.sum()), files[0] if len(files) == 1 else f"{len(files)} TFRecord files", ", ".join(where),
+                   " ..." if bad.sum() > 3 else "")
+
+
 def load_tfrecord(pattern, split, image_size=None, train_fraction=0.5, seed=0):
     """One zero-shot half of TFRecord files (schema above) as (uint8 image [H, W, 3], int64 label).
 
@@ -190,23 +237,31 @@ def load_tfrecord(pattern, split, image_size=None, train_fraction=0.5, seed=0):
     module docstring); labels are the records' own. Give ``image_size`` when
     the images' sizes differ.
 
+    Records whose image bytes are no image are left out with a warning
+    naming them (file#record).
+
     Raises:
-        ValueError: no file matches, no record, records of another schema,
-            compressed files, a fraction outside (0, 1), or a split with fewer
-            than 2 classes.
+        ValueError: an empty pattern, no file matches, a directory matches, no
+            record with an image, records of another schema, compressed files,
+            a fraction outside (0, 1), or a split with fewer than 2 classes.
 
     Example:
     >>> train = load_tfrecord("/data/photos-*.tfrecord", "train", image_size=64)  # doctest: +SKIP
     >>> train.element_spec[0].shape  # doctest: +SKIP
     TensorShape([64, 64, 3])
     """
+    if not pattern:
+        raise ValueError("tfrecord: needs a pattern of TFRecord files, e.g. tfrecord:data/photos-*.tfrecord. "
+                         "Received: an empty pattern")
     files = sorted(tf.io.gfile.glob(pattern))
     if not files:
         raise ValueError(f"No TFRecord file matches the pattern. Received: {pattern!r}")
-    numbers, offsets, lengths, labels, _ = index_records(files)
-    if not labels.size:
-        raise ValueError(f"The TFRecord files hold no record. Received: {pattern!r}")
-    classes = np.unique(labels)
+    numbers, offsets, lengths, labels, _, images = index_records(files, _parse_checked)
+    _warn_not_images(files, numbers, ~images.astype(bool))
+    labels = np.where(images.astype(bool), labels, -1)  # -1: left out, in no split
+    if not (labels >= 0).any():
+        raise ValueError(f"The TFRecord files hold no record with an image. Received: {pattern!r}")
+    classes = np.unique(labels[labels >= 0])
     chosen = classes[split_classes(FolderIndex(pattern, classes.tolist(), {}, []), split, train_fraction, seed)]
     positions = np.flatnonzero(np.isin(labels, chosen))
     positions = positions[np.argsort(labels[positions], kind="stable")]

@@ -202,7 +202,8 @@ def check_writable(path, role, hint=""):
 
     Raises:
         ValueError: the nearest existing folder of ``path`` is a file, or cannot
-            be written (read-only file system, permissions).
+            be written (read-only file system, permissions); ``path`` or a
+            folder above it is a symbolic link to nothing.
 
     Example:
     >>> check_writable("/dev/null/run", "--out")
@@ -211,8 +212,15 @@ def check_writable(path, role, hint=""):
     ValueError: --out lies under a file (/dev/null), not a folder. Received: --out=/dev/null/run
     """
     path = Path(path).expanduser()
-    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
     extra = f" {hint}" if hint else ""
+    for place in (path, *path.absolute().parents):
+        if place.exists():
+            existing = place
+            break
+        if place.is_symlink():
+            raise ValueError(f"{role} is a symbolic link to a place that does not exist ({place} -> "
+                             f"{os.readlink(place)}): create its target or pass another path.{extra} "
+                             f"Received: {role}={path}")
     if not existing.is_dir():
         raise ValueError(f"{role} lies under a file ({existing}), not a folder.{extra} Received: {role}={path}")
     if not os.access(existing, os.W_OK | os.X_OK):

@@ -154,7 +154,10 @@ class Index:
         """
         if self.embedder is None:
             raise ValueError("This index has no model; use add_embeddings / search_embeddings. Received: model=None")
-        return np.asarray(self.embedder(check_images(images)), np.float32)
+        images = check_images(images)
+        if not images.shape[0]:  # no query: no forward pass (a model's batch-norm refuses an empty batch)
+            return np.zeros((0, self.embedding_dim or 0), np.float32)
+        return np.asarray(self.embedder(images), np.float32)
 
     def add(self, images, labels, ids=None, paths=None):
         """Embeds and adds images; see ``add_embeddings`` for the other arguments."""
@@ -230,7 +233,7 @@ class Index:
 
         Returns:
             ``SearchResult`` of ``[Nq, k]`` arrays, best first; exact search
-            breaks ties by the earlier gallery item.
+            breaks ties by the earlier gallery item (``[0, k]`` for no query).
 
         Raises:
             ValueError: an empty index, k outside [1, len(index)], queries of
@@ -242,7 +245,9 @@ class Index:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= len(self):
             raise ValueError(f"`k` must be an integer between 1 and the index size {len(self)}. Received: k={k!r}")
         k = int(k)
-        if self._backend_name == "exact":
+        if not len(queries):  # no query: empty results of the documented shapes
+            indices, scores = np.zeros((0, k), np.int32), np.zeros((0, k), np.float32)
+        elif self._backend_name == "exact":
             indices, scores = self._exact(queries, k)
         elif self.ivf is not None:  # IVF hook
             indices, scores = self.ivf.search(self.references, self.sq_norms, queries, k, probes, self.block_size)
