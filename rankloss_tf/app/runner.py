@@ -40,6 +40,7 @@ from rankloss_tf.app.callbacks import DivergedError, EpochCheckpoint, EpochHisto
 from rankloss_tf.cache import CACHE_ENV_VAR, default_cache_dir
 from rankloss_tf.io.atomic import check_writable, remove_stale_temporaries, temporary_path, write_file
 from rankloss_tf.app.protocols import protocol
+from rankloss_tf.app.recipes import describe
 from rankloss_tf.app.run_dir import RunDirectory
 from rankloss_tf.app.split import check_test_classes, folder_of, folder_split, record_split
 from rankloss_tf.app.strategy import (build_strategy, from_chief, is_chief, is_multi_worker,
@@ -230,6 +231,7 @@ def _workers_stay(strategy):
 def _train(config, strategy, callbacks):
     """``train`` under ``strategy``."""
     resolved = config.resolved()
+    logger.info("%s", describe(resolved) or f"recipe: {config.dataset}'s own")
     if not is_chief(strategy):
         return _train_worker(resolved, strategy, callbacks)
     _check_caches(resolved)
