@@ -54,6 +54,8 @@ GRID = {
     "multi_similarity": {"backbone": "efficientnet_lite0", "loss": "multi_similarity"},
     "lr_3e-4": {"backbone": "efficientnet_lite0", "learning_rate": 3e-4},
     "small_cnn_40": {"backbone": "small_cnn", "epochs": 40},
+    "small_cnn_omniglot": {"backbone": "small_cnn", "image_size": 32, "augment": "affine", "class_rotations": 4,
+                           "learning_rate": 3e-3, "epochs": 80},
 }
 
 
@@ -130,8 +132,9 @@ def write_markdown(results):
     """results/first_contact.md: per folder, every grid entry's Recall@1 (mean over the seeds run), the defaults'
     gap to the best entry run on as many seeds."""
     lines = ["# First contact: defaults vs the best flags found", "",
-             f"Machine: {results['machine']}; 1-minute load {_load_range(results)}. Held-out Recall@1 (the folder's held-out half "
-             "of classes; seeds: the class splits averaged); `python benchmarks/first_contact.py`.", ""]
+             f"Machine: {results['machine']}; 1-minute load {_load_range(results)}. Held-out Recall@1 (the "
+             "folder's held-out half of classes; seeds: the class splits averaged); "
+             "`python benchmarks/first_contact.py`.", ""]
     for folder, rows in results["folders"].items():
         grouped = _by_entry(rows)
         mean = {name: float(np.mean([row["recall@1"] for row in group])) for name, group in grouped.items()}
@@ -155,9 +158,10 @@ def main(argv=None):
     parser.add_argument("--root", default=HERE.parent / ".bench" / "first_contact", type=Path)
     parser.add_argument("--folders", nargs="+", default=list(FOLDERS), choices=list(FOLDERS))
     parser.add_argument("--grid", nargs="+", default=list(GRID), choices=list(GRID))
+    parser.add_argument("--results", default=RESULTS, help="results/first_contact (.json and .md)")
     parser.add_argument("--seed", type=int, default=0, help="the folder's class split (rows of seed > 0: entry@seed)")
     args = parser.parse_args(argv)
-    path = RESULTS.with_suffix(".json")
+    path = Path(args.results).with_suffix(".json")
     results = json.loads(path.read_text()) if path.is_file() else {"folders": {}}
     results.update(machine=f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
                    load=" ".join(f"{x:.1f}" for x in os.getloadavg()))
@@ -165,14 +169,14 @@ def main(argv=None):
         folder = build_folder(args.root, name)
         rows = results["folders"].setdefault(name, {})
         for entry in args.grid:
-            if name.startswith("omniglot") and entry not in ("defaults", "small_cnn", "efficientnet_lite0",
-                                                              "small_cnn_40"):
+            if name.startswith("omniglot") and entry not in ("defaults", "efficientnet_lite0", "single_view",
+                                                              "small_cnn_40", "small_cnn_omniglot"):
                 continue  # the head variations are for photos
             key = entry if args.seed == 0 else f"{entry}@{args.seed}"
             rows[key] = run(folder, GRID[entry], str(args.root / "features"), args.seed)
             print(name, key, f"R@1 {rows[key]['recall@1']:.3f}", f"{rows[key]['seconds']:.0f} s", flush=True)
             path.write_text(json.dumps(results, indent=1) + "\n")
-            RESULTS.with_suffix(".md").write_text(write_markdown(results))
+            path.with_suffix(".md").write_text(write_markdown(results))
 
 
 if __name__ == "__main__":

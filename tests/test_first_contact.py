@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from rankloss_tf.app import TrainConfig, cli
-from rankloss_tf.app.recipes import PHOTOS, RECIPES, SMALL_IMAGES, choose, describe
+from rankloss_tf.app.recipes import IMAGES, PHOTOS, RECIPES, SMALL_GREY, choose, describe
 from rankloss_tf.app.run_dir import RunDirectory
 from rankloss_tf.backbones import files, weights
 from rankloss_tf.datasets import tfrecord
@@ -67,12 +67,12 @@ def test_colour_photos_get_frozen_pretrained_features(tmp_path):
 
 
 @pytest.mark.parametrize("kinds, size, expected, why", [
-    (["grey"], (48, 40), SMALL_IMAGES, "grey, median 40x48"),
-    (["grey_rgb"], (105, 105), SMALL_IMAGES, "grey, median 105x105"),  # grey saved as RGB
+    (["grey"], (48, 40), SMALL_GREY, "grey, median 40x48"),
+    (["grey_rgb"], (105, 105), SMALL_GREY, "grey, median 105x105"),  # grey saved as RGB
     (["grey"], (200, 240), PHOTOS, "larger than 160 px"),  # large grey images are photos
     (["colour", "grey", "grey", "grey"], (48, 40), PHOTOS, "25% of them colour"),  # mixed: colour carries
-    (["colour"] + ["grey"] * 5, (48, 40), SMALL_IMAGES, "17% of them colour"),
-    (["colour"], (12, 12), SMALL_IMAGES, "smaller than 32 px"),  # tiny: nothing for ImageNet features
+    (["colour"] + ["grey"] * 5, (48, 40), SMALL_GREY, "17% of them colour"),
+    (["colour"], (12, 12), IMAGES, "smaller than 32 px"),  # tiny: nothing for ImageNet features
 ])
 def test_the_choice_follows_colour_and_size(tmp_path, kinds, size, expected, why):
     choice = choose(make_folder(tmp_path / "images", kinds, size=size))
@@ -81,10 +81,11 @@ def test_the_choice_follows_colour_and_size(tmp_path, kinds, size, expected, why
 
 def test_small_grey_images_keep_the_small_cnn(tmp_path):
     resolved = TrainConfig(dataset=make_folder(tmp_path / "chars", ["grey"]), out_dir=str(tmp_path / "run")).resolved()
-    assert (resolved.recipe, resolved.backbone, resolved.image_size, resolved.frozen) == (SMALL_IMAGES, "small_cnn",
-                                                                                          64, False)
-    assert describe(resolved) == ("recipe: small_images (grey, median 40x48) -> small_cnn trained from scratch at "
-                                  "64 px; pass --backbone efficientnet_lite0 for frozen pretrained features")
+    assert (resolved.recipe, resolved.backbone, resolved.frozen) == (SMALL_GREY, "small_cnn", False)
+    assert (resolved.image_size, resolved.augment, resolved.class_rotations) == (32, "affine", 4)  # Omniglot's
+    assert describe(resolved) == ("recipe: small_grey (grey, median 40x48) -> small_cnn trained from scratch at "
+                                  "32 px (affine augmentation, 4 class rotations); pass --backbone efficientnet_lite0 "
+                                  "for frozen pretrained features")
 
 
 def test_explicit_flags_win(tmp_path):
@@ -96,7 +97,7 @@ def test_explicit_flags_win(tmp_path):
     resolved = TrainConfig(dataset=chars, backbone="efficientnet_lite0", view_sizes=(224,), loss="npair_angular",
                            out_dir=str(tmp_path / "b")).resolved()
     assert (resolved.recipe, resolved.view_sizes, resolved.mirror_views, resolved.loss_options) == (
-        SMALL_IMAGES, (224,), True, None)  # the recipe's options belong to its own loss
+        SMALL_GREY, (224,), True, None)  # the recipe's options belong to its own loss
     resolved = TrainConfig(dataset=chars, recipe=PHOTOS, out_dir=str(tmp_path / "c")).resolved()
     assert (resolved.backbone, resolved.recipe_why) == ("efficientnet_lite0", "given")
     with pytest.raises(ValueError, match="Unknown recipe.*Received: recipe='cars'"):
@@ -112,12 +113,12 @@ def test_a_resume_keeps_the_recorded_choice(tmp_path):
     first = TrainConfig(dataset=dataset, out_dir=str(out)).resolved()
     with RunDirectory(out).locked() as run:
         run.start(first)
-    assert json.loads((out / "run.json").read_text())["recipe"] == SMALL_IMAGES
+    assert json.loads((out / "run.json").read_text())["recipe"] == SMALL_GREY
     for path in sorted(root.rglob("*.png"))[:6]:  # half the folder becomes colour photos
         tf.io.write_file(str(path), tf.io.encode_png(_image("colour", (48, 40), 1)))
     assert choose(dataset).kind == PHOTOS  # a new run would choose photos now
     again = TrainConfig(dataset=dataset, out_dir=str(out)).resolved()
-    assert (again.recipe, again.backbone) == (SMALL_IMAGES, "small_cnn")
+    assert (again.recipe, again.backbone, again.class_rotations) == (SMALL_GREY, "small_cnn", 4)
     assert "recorded when the run started" in describe(again)
     with RunDirectory(out).locked() as run:
         run.start(again)  # the same run: no configuration difference
@@ -134,7 +135,7 @@ def test_a_run_recorded_before_recipes_keeps_its_backbone(tmp_path):
     del recorded["recipe"], recorded["recipe_why"]
     (out / "run.json").write_text(json.dumps(recorded))
     again = TrainConfig(dataset=dataset, out_dir=str(out)).resolved()
-    assert (again.recipe, again.backbone) == (SMALL_IMAGES, "small_cnn")
+    assert (again.recipe, again.backbone, again.image_size) == (IMAGES, "small_cnn", 64)  # the plain folder recipe
 
 
 def test_a_named_dataset_resumes_without_a_recipe(tmp_path):

@@ -12,7 +12,7 @@ def test_training_takes_its_defaults_from_the_recipes(tmp_path, monkeypatch):
     monkeypatch.setenv("RANKLOSS_TF_CACHE", str(tmp_path / "cache"))
     for name in ("omniglot", "digits", make_folder(tmp_path / "characters", ["grey"])):
         resolved = TrainConfig(dataset=name, out_dir=str(tmp_path / "run")).resolved()
-        for field, value in dataclasses.asdict(recipe(name)).items():
+        for field, value in dataclasses.asdict(recipe(name, kind=resolved.recipe)).items():
             assert getattr(resolved, field) == value, (name, field)
     assert TrainConfig(dataset="cars196", backbone="resnet50").resolved().image_size == 224
 

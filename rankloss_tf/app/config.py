@@ -107,8 +107,8 @@ class TrainConfig:
             (``rankloss_tf.app.strategy``; docs/distribute.md).
         tpu: with ``strategy="tpu"``, the TPU name or ``grpc://`` address
             (None: the TPU of a Colab runtime or a Cloud TPU VM).
-        recipe: what a "folder:" / "tfrecord:" dataset holds, "photos" or
-            "small_images" (None: read from a sample of its images, or as the run
+        recipe: what a "folder:" / "tfrecord:" dataset holds, "photos",
+            "small_grey" or "images" (None: read from a sample of its images, or as the run
             in ``out_dir`` recorded it: ``app.recipes.choose``); it picks the
             default backbone. None for other datasets.
         recipe_why: the evidence for ``recipe`` (filled in by ``resolved``).
@@ -141,9 +141,10 @@ class TrainConfig:
     backbone: str = _spec("small_cnn, efficientnet_lite0 or a keras.applications name (ResNet50, resnet50, ...); "
                           "a pretrained backbone stays frozen: its features are computed once and cached, "
                           "and an embedding head trains on them (default: per dataset; small_cnn, "
-                          "cars196 efficientnet_lite0)")
-    image_size: int = _spec("side the images are resized to (default: per dataset; 64 for folders, "
-                            "224 for pretrained backbones)", minimum=1)
+                          "cars196 efficientnet_lite0; a folder: efficientnet_lite0 for photos, small_cnn for small "
+                          "grey images, chosen from a sample of its images)")
+    image_size: int = _spec("side the images are resized to (default: per dataset; 64 for folders with "
+                            "small_cnn, 224 for pretrained backbones)", minimum=1)
     weights: str = _spec("pretrained backbone weights: imagenet (default), a weights file, or random "
                          "(with --fine-tune)")
     fine_tune: bool = _spec("train the whole pretrained network on the images instead of a head on cached "
@@ -180,7 +181,7 @@ class TrainConfig:
                           default="auto", choices=STRATEGY_NAMES)
     tpu: str = _spec("with --strategy tpu: the TPU name or grpc:// address (default: the TPU of a Colab runtime "
                      "or a Cloud TPU VM)")
-    recipe: str = _spec("folder / tfrecord datasets: photos or small_images (default: read from the images)", cli=False)
+    recipe: str = _spec("folder / tfrecord datasets: photos, small_grey or images (default: read from the images)", cli=False)
     recipe_why: str = _spec("why the recipe was chosen", cli=False)
 
     def resolved(self):
@@ -197,7 +198,7 @@ class TrainConfig:
         choice = choose(self.dataset, *((self.recipe, self.recipe_why) if self.recipe else self._recorded_recipe()))
         backbone = registry.resolve(self.backbone or default_backbone(self.dataset, choice))
         pretrained = registry.is_pretrained(backbone)
-        found = recipe(self.dataset, pretrained=pretrained, fine_tune=self.fine_tune)
+        found = recipe(self.dataset, pretrained=pretrained, fine_tune=self.fine_tune, kind=choice and choice.kind)
         defaults = dataclasses.asdict(found)
         if self.loss not in (None, found.loss):
             defaults["loss_options"] = None  # the recipe's options are for its own loss
@@ -265,7 +266,7 @@ class TrainConfig:
     def _recorded_recipe(self):
         """``(recipe, why)`` as the run in ``out_dir`` recorded them for this dataset (a resume does not choose
         again), or ``(None, None)``; a run recorded before recipes were recorded: its backbone's kind."""
-        from rankloss_tf.app.recipes import PHOTOS, SMALL_IMAGES, chosen_from_images
+        from rankloss_tf.app.recipes import IMAGES, PHOTOS, chosen_from_images
         from rankloss_tf.app.run_dir import RunDirectory
         from rankloss_tf.backbones import registry
 
@@ -279,7 +280,7 @@ class TrainConfig:
         if recorded.get("recipe"):
             return recorded["recipe"], f"{recorded.get('recipe_why') or 'given'}; recorded when the run started"
         if isinstance(recorded.get("backbone"), str):
-            kind = PHOTOS if registry.is_pretrained(recorded["backbone"]) else SMALL_IMAGES
+            kind = PHOTOS if registry.is_pretrained(recorded["backbone"]) else IMAGES  # the plain folder recipe
             return kind, f"the run's recorded backbone {recorded['backbone']}"
         return None, None
 

@@ -231,7 +231,8 @@ def _workers_stay(strategy):
 def _train(config, strategy, callbacks):
     """``train`` under ``strategy``."""
     resolved = config.resolved()
-    logger.info("%s", describe(resolved) or f"recipe: {config.dataset}'s own")
+    if describe(resolved):  # a folder's recipe, chosen from its images
+        logger.info("%s", describe(resolved))
     if not is_chief(strategy):
         return _train_worker(resolved, strategy, callbacks)
     _check_caches(resolved)
