@@ -48,12 +48,14 @@ GRID = {
     "small_cnn": {"backbone": "small_cnn"},
     "efficientnet_lite0": {"backbone": "efficientnet_lite0"},
     "single_view": {"backbone": "efficientnet_lite0", "view_sizes": (224,), "mirror_views": False},
-    "epochs_10": {"backbone": "efficientnet_lite0", "epochs": 10},
+    "epochs_40": {"backbone": "efficientnet_lite0", "epochs": 40},
     "epochs_100": {"backbone": "efficientnet_lite0", "epochs": 100},
     "npair_angular": {"backbone": "efficientnet_lite0", "loss": "npair_angular"},
     "multi_similarity": {"backbone": "efficientnet_lite0", "loss": "multi_similarity"},
     "lr_3e-4": {"backbone": "efficientnet_lite0", "learning_rate": 3e-4},
     "small_cnn_40": {"backbone": "small_cnn", "epochs": 40},
+    "plain_small_cnn": {"backbone": "small_cnn", "image_size": 64, "augment": "none", "class_rotations": 1,
+                        "learning_rate": 1e-3, "epochs": 20},  # the folder default before the recipes were chosen
     "small_cnn_omniglot": {"backbone": "small_cnn", "image_size": 32, "augment": "affine", "class_rotations": 4,
                            "learning_rate": 3e-3, "epochs": 80},
 }
@@ -149,7 +151,8 @@ def write_markdown(results):
             views = f"{row['view_sizes']}{' +mirror' if row['mirror_views'] else ''}" if row["view_sizes"] else "-"
             lines.append(f"| {name} | {row['recipe']} | {row['backbone']} | {row['loss']} | {row['epochs']} | "
                          f"{views} | {len(group)} | {mean[name]:.3f} | {np.mean([r['seconds'] for r in group]):.0f} |")
-        lines += ["", f"Recipe chosen: {default[0]['recipe']} ({default[0]['recipe_why']})" if default else "", ""]
+        lines += ["", f"Recipe chosen: {default[0]['recipe']} ({default[0]['recipe_why']})" if default else "",
+                  *{f"Note: {row['note']}." for group in grouped.values() for row in group if "note" in row}, ""]
     return "\n".join(lines)
 
 
@@ -170,7 +173,7 @@ def main(argv=None):
         rows = results["folders"].setdefault(name, {})
         for entry in args.grid:
             if name.startswith("omniglot") and entry not in ("defaults", "efficientnet_lite0", "single_view",
-                                                              "small_cnn_40", "small_cnn_omniglot"):
+                                                              "plain_small_cnn", "small_cnn_omniglot"):
                 continue  # the head variations are for photos
             key = entry if args.seed == 0 else f"{entry}@{args.seed}"
             rows[key] = run(folder, GRID[entry], str(args.root / "features"), args.seed)
