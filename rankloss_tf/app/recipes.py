@@ -238,8 +238,8 @@ def describe(config):
         trains = (f"frozen {config.backbone} features (views {views}{' + mirrored' if config.mirror_views else ''}"
                   f", {config.loss} head)")
     else:
-        extras = [f"{config.augment} augmentation"] * (config.augment != "none") + \
-            [f"{config.class_rotations} class rotations"] * (config.class_rotations > 1)
+        extras = [f"{config.augment} augmentation"] * (config.augment not in (None, "none")) + \
+            [f"{config.class_rotations} class rotations"] * ((config.class_rotations or 1) > 1)
         extras = f" ({', '.join(extras)})" if extras else ""
         trains = f"{config.backbone} {'fine-tuned' if config.fine_tune else 'trained from scratch'} at " \
                  f"{config.image_size} px{extras}"
