@@ -56,19 +56,63 @@ sys.meta_path.insert(0, _Block())
 """
 
 
-def make_data(n, seed=0):
-    """``(gallery [n, 128], labels [n], queries [1024, 128], query labels)``: overlapping classes, unit rows."""
+def data_blocks(n, seed=0):
+    """``(labels [n + 1024], blocks)``: the rows of ``make_data`` (gallery, then queries) 100,000 at a time."""
     rng = np.random.default_rng(seed)
     basis = rng.normal(size=(INTRINSIC, DIM)).astype(np.float32) / np.sqrt(INTRINSIC)
     centres = rng.normal(size=(CLASSES, INTRINSIC)).astype(np.float32)
     labels = rng.integers(0, CLASSES, n + QUERIES)
+
+    def blocks():
+        for start in range(0, n + QUERIES, 100_000):
+            part = labels[start : start + 100_000]
+            local = centres[part] + rng.normal(size=(len(part), INTRINSIC)).astype(np.float32)
+            block = local @ basis + 0.05 * rng.normal(size=(len(part), DIM)).astype(np.float32)
+            yield start, (block / np.linalg.norm(block, axis=1, keepdims=True)).astype(np.float32)
+
+    return labels, blocks()
+
+
+def make_data(n, seed=0):
+    """``(gallery [n, 128], labels [n], queries [1024, 128], query labels)``: overlapping classes, unit rows."""
+    labels, blocks = data_blocks(n, seed)
     rows = np.empty((n + QUERIES, DIM), np.float32)
-    for start in range(0, n + QUERIES, 100_000):
-        part = labels[start : start + 100_000]
-        local = centres[part] + rng.normal(size=(len(part), INTRINSIC)).astype(np.float32)
-        block = local @ basis + 0.05 * rng.normal(size=(len(part), DIM)).astype(np.float32)
-        rows[start : start + len(part)] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    for start, block in blocks:
+        rows[start : start + len(block)] = block
     return rows[:n], labels[:n], rows[n:], labels[n:]
+
+
+def gallery_chunks(n, rows=250_000):
+    """``(labels [n], chunks)``: the gallery of ``make_data(n)`` in chunks of ``rows`` (bounded memory)."""
+    labels, blocks = data_blocks(n)
+    parts, start = [], 0
+
+    def chunks():
+        nonlocal parts, start
+        for first, block in blocks:
+            parts.append(block[: max(0, n - first)])
+            if sum(map(len, parts)) >= rows or first + len(block) >= n:
+                chunk, parts = np.concatenate(parts), []
+                if len(chunk):
+                    yield start, chunk
+                start += len(chunk)
+
+    return labels[:n], chunks()
+
+
+def true_top(n, queries):
+    """The exact top 10 (cosine) of ``queries`` over the gallery of ``make_data(n)``, chunk by chunk."""
+    labels, chunks = gallery_chunks(n)
+    best_scores, best = np.full((len(queries), K), -np.inf, np.float32), np.zeros((len(queries), K), np.int64)
+    for start, chunk in chunks:
+        for first in range(0, len(chunk), 32768):  # a [1024, 32768] score block at a time
+            part = chunk[first : first + 32768]
+            scores = np.concatenate([best_scores, queries @ part.T], axis=1)
+            ids = np.concatenate([best, np.broadcast_to(np.arange(start + first, start + first + len(part)),
+                                                        scores[:, K:].shape)], 1)
+            top = np.argsort(-scores, axis=1, kind="stable")[:, :K]
+            best_scores, best = np.take_along_axis(scores, top, 1), np.take_along_axis(ids, top, 1)
+    return best
 
 
 def rate(search, queries, batch, min_time):
@@ -89,16 +133,24 @@ def peak_rss_gb():
 
 
 def build(backend, n, out):
-    """Adds the gallery to an ``Index`` and saves it; prints build seconds and peak RSS."""
+    """Adds the gallery to an ``Index`` (250,000 rows per call) and saves it; prints build seconds, peak RSS.
+
+    ``backend``: "exact", "ivf" or "ivf_int8" (the IVF with int8 codes).
+    """
     from rankloss_tf.retrieval import Index, save_index
 
-    gallery, labels, _, _ = make_data(n)
-    start = time.perf_counter()
-    index = Index(metric="cosine", backend=backend)
-    index.add_embeddings(gallery, labels)
+    labels, chunks = gallery_chunks(n)
+    options = {"backend": "ivf", "codes": "int8"} if backend == "ivf_int8" else {"backend": backend}
+    index, elapsed = Index(metric="cosine", **options), 0.0
+    for first, chunk in chunks:  # generating the data is not timed
+        start = time.perf_counter()
+        index.add_embeddings(chunk, labels[first : first + len(chunk)])
+        elapsed += time.perf_counter() - start
+    del chunk
+    start = time.perf_counter() - elapsed
     version = save_index(index, out)  # one SavedModel, out/<n>: what a plain TensorFlow process loads
     record = {"build_s": time.perf_counter() - start, "peak_rss_gb": peak_rss_gb(), "saved_model": str(version)}
-    if backend == "ivf":
+    if index.ivf is not None:
         record.update(lists=len(index.ivf.centroids), probes=index.ivf.probes)
     print(json.dumps(record))
 
@@ -112,7 +164,12 @@ def serve(n, path, truth_path, min_time, probes):
     import tensorflow as tf
 
     assert "rankloss_tf" not in sys.modules
-    _, _, queries, query_labels = make_data(n)
+    labels, blocks = data_blocks(n)  # the queries follow the gallery in the stream
+    queries, query_labels = np.concatenate([block for first, block in blocks if first + len(block) > n])[-QUERIES:], \
+        labels[n:]
+    if not Path(truth_path).exists() and probes == "truth":  # no exact export: the truth from the float rows
+        np.save(truth_path, true_top(n, queries))
+    probes = probes is True
     start = time.perf_counter()
     loaded = tf.saved_model.load(path)
     load_s = time.perf_counter() - start
@@ -127,7 +184,6 @@ def serve(n, path, truth_path, min_time, probes):
               "qps_batch256": rate(default, queries, BATCH, min_time)}
     if not Path(truth_path).exists():  # the exact export answers first: its top 10 is the truth
         np.save(truth_path, found)
-        labels = make_data(n)[1]
         record["cross_class"] = float(np.mean((labels[found] != query_labels[:, None]).any(axis=1)))
     truth = np.load(truth_path)
     record["recall_at_10"] = recall(found, truth)
@@ -223,6 +279,9 @@ def section(result):
     row("exact SavedModel", "-", "-", exact.get("build_s"), exact.get("peak_rss_gb"), exact if "qps_batch1" in exact else None)
     row("IVF SavedModel (defaults)", ivf.get("lists", "-"), ivf.get("probes", "-"), ivf.get("build_s"),
         ivf.get("peak_rss_gb"), ivf if "qps_batch1" in ivf else None)
+    int8 = result.get("ivf_int8", {})
+    row("IVF SavedModel, int8 codes (defaults)", int8.get("lists", "-"), int8.get("probes", "-"), int8.get("build_s"),
+        int8.get("peak_rss_gb"), int8 if "qps_batch1" in int8 else None)
     target = ivf.get("recall_at_10")
     match = at_equal_recall(faiss.get("curve", []), target) if target is not None else None
     row("faiss IVFFlat at equal recall (+-0.005)", ivf.get("lists", "-"), match["probes"] if match else "-",
@@ -243,9 +302,25 @@ def section(result):
             if other else ["-", "-", "-"]
         lines.append(f"| {point['probes']} | {point['recall_at_10']:.3f} | {point['qps_batch1']:,.0f} | "
                      f"{point['qps_batch256']:,.0f} | " + " | ".join(theirs) + " |")
-    statuses = {name: result[name].get("status") for name in ("exact", "ivf", "faiss") if name in result}
+    lines += large_lines(result.get("large"))
+    statuses = {name: result[name].get("status") for name in ("exact", "ivf", "ivf_int8", "faiss", "large")
+                if name in result}
     lines += ["", f"Step status: {statuses}.", "", END]
     return "\n".join(lines) + "\n"
+
+
+def large_lines(large):
+    """The lines of the large int8 run (``--large``), or none."""
+    if not large or "build_s" not in large:
+        return [] if not large else ["", f"IVF with int8 codes, {large['n']:,} x {DIM}: {large.get('status')}."]
+    served = "qps_batch1" in large
+    return ["", f"IVF with int8 codes, {large['n']:,} x {DIM} (load before {large['load_before']}, after "
+            f"{large['load_after']}): {large['lists']} lists, {large['probes']} probed; build (add + save) "
+            f"{large['build_s']:.1f} s, build peak RSS {large['peak_rss_gb']:.2f} GB"
+            + (f"; served: peak RSS {large['serve_peak_rss_gb']:.2f} GB, recall@10 {large['recall_at_10']:.3f} "
+               f"against the exact top 10 of the float rows, {large['qps_batch1']:,.0f} q/s one per call, "
+               f"{large['qps_batch256']:,.0f} q/s in batches of 256" if served else f"; serving: {large.get('status')}")
+            + "."]
 
 
 def write(result, out_dir):
@@ -282,17 +357,23 @@ def plot(result, out_dir):
     fig.savefig(out_dir / "index_ivf.png", dpi=110)
 
 
+def step(backend, n, scratch, truth, min_time, timeout, serve_mode):
+    """Build (own process) then serve (own process, without rankloss_tf): one method's record."""
+    built = run(["--build", backend, str(n), str(Path(scratch) / f"{backend}_{n}")], timeout)
+    served = run(["--serve", str(n), built.pop("saved_model"), truth, str(min_time), serve_mode], timeout,
+                 blocked=True) if built["status"] == "ok" else {}
+    record = {**{f"serve_{k}" if k == "peak_rss_gb" else k: v for k, v in served.items()}, **built}
+    print(json.dumps({backend: record}), flush=True)
+    return record
+
+
 def measure(n, min_time, timeout, scratch):
     """Every step for a gallery of ``n`` items; the result record."""
     result = {"n": n, "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                                   "load_before": [round(x, 2) for x in os.getloadavg()], "min_time": min_time}}
     truth = str(Path(scratch) / "truth.npy")
-    for backend in ("exact", "ivf"):
-        built = run(["--build", backend, str(n), str(Path(scratch) / backend)], timeout)
-        served = run(["--serve", str(n), built.pop("saved_model"), truth, str(min_time), str(int(backend == "ivf"))],
-                     timeout, blocked=True) if built["status"] == "ok" else {}
-        result[backend] = {**{f"serve_{k}" if k == "peak_rss_gb" else k: v for k, v in served.items()}, **built}
-        print(json.dumps({backend: result[backend]}), flush=True)
+    for backend in ("exact", "ivf", "ivf_int8"):
+        result[backend] = step(backend, n, scratch, truth, min_time, timeout, "1" if backend == "ivf" else "0")
     from importlib.util import find_spec
 
     if find_spec("faiss") is not None and "lists" in result["ivf"]:
@@ -302,6 +383,13 @@ def measure(n, min_time, timeout, scratch):
     return result
 
 
+def measure_large(n, min_time, timeout, scratch):
+    """The IVF with int8 codes on a gallery of ``n`` (build, peak RSS, recall@10 vs the float rows' exact top 10)."""
+    load = [round(x, 2) for x in os.getloadavg()]
+    record = step("ivf_int8", n, scratch, str(Path(scratch) / f"truth_{n}.npy"), min_time, timeout, "truth")
+    return {**record, "n": n, "load_before": load, "load_after": [round(x, 2) for x in os.getloadavg()]}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a 20,000-item gallery, results under .bench/")
@@ -309,6 +397,7 @@ def main(argv=None):
     parser.add_argument("--min-time", type=float, default=2.0, help="seconds timed per batch size")
     parser.add_argument("--timeout", type=int, default=900, help="seconds allowed to one step")
     parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results)")
+    parser.add_argument("--large", type=int, help="also the IVF with int8 codes on a gallery of this size")
     parser.add_argument("--build", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--serve", nargs=5, help=argparse.SUPPRESS)
     parser.add_argument("--faiss", nargs=4, help=argparse.SUPPRESS)
@@ -317,7 +406,7 @@ def main(argv=None):
         return build(args.build[0], int(args.build[1]), args.build[2])
     if args.serve:
         n, path, truth, min_time, probes = args.serve
-        return serve(int(n), path, truth, float(min_time), probes == "1")
+        return serve(int(n), path, truth, float(min_time), {"1": True, "truth": "truth"}.get(probes, False))
     if args.faiss:
         n, lists, truth, min_time = args.faiss
         return faiss_run(int(n), int(lists), truth, float(min_time))
@@ -325,6 +414,8 @@ def main(argv=None):
     out_dir = args.out or (QUICK_RESULTS if args.quick else RESULTS)
     with tempfile.TemporaryDirectory() as scratch:
         result = measure(n, min_time, args.timeout, scratch)
+        if args.large:
+            result["large"] = measure_large(args.large, min_time, args.timeout * 3, scratch)
     write(result, out_dir)
     plot(result, out_dir)
     return 0

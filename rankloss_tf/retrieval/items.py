@@ -39,7 +39,7 @@ class Items:
     """The rows of a gallery, kept together: every operation keeps the five columns aligned.
 
     Columns (``N`` items): ``references`` float32 ``[N, D]`` (prepared:
-    unit rows for cosine), ``sq_norms`` float32 ``[N]`` (zeros for cosine),
+    unit rows for cosine; int8 codes in an IVF index with int8 codes), ``sq_norms`` float32 ``[N]`` (zeros for cosine),
     ``ids`` str ``[N]``, ``labels`` int64 ``[N]``, ``paths`` str ``[N]``.
 
     Example:
@@ -71,7 +71,9 @@ class Items:
         Raises:
             ValueError: columns of different lengths, or references that are not ``[N, D]``.
         """
-        items = cls(np.asarray(references, np.float32), np.asarray(sq_norms, np.float32),
+        references = np.asarray(references)  # int8: the codes of an IVF index (retrieval.ivf_codes)
+        items = cls(references if references.dtype == np.int8 else references.astype(np.float32, copy=False),
+                    np.asarray(sq_norms, np.float32),
                     np.array([str(i) for i in np.asarray(ids, object).tolist()], object).reshape(-1),
                     check_labels(labels, len(np.asarray(labels))),
                     np.array([str(p) for p in np.asarray(paths, object).tolist()], object).reshape(-1))

@@ -21,6 +21,11 @@ stay); removed items leave their lists. When the largest list grows above
 ``UNBALANCED`` times its size at training (relative to the mean), or the
 gallery to twice its trained size, ``needs_rebuild`` is True and a warning is
 logged once: ``index.ivf.train(index.references, index.sq_norms)`` retrains.
+
+Codes: ``codes="int8"`` keeps the rows as int8 codes (``retrieval.ivf_codes``:
+a quarter of the memory; the quantiser is fitted on the first rows added).
+Training decodes only its sample, assignment a block at a time, and the
+probes are calibrated on at most ``CALIBRATION_ROWS`` gallery rows.
 """
 
 import logging
@@ -31,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from rankloss_tf.evaluation.neighbours import chunk_size_for, search_top_k
+from rankloss_tf.retrieval.ivf_codes import Quantiser, check_codes
 from rankloss_tf.retrieval.ivf_search import search_function
 from rankloss_tf.retrieval.kmeans import assign, train_centroids
 
@@ -42,6 +48,7 @@ TARGET_RECALL = 0.95
 PROBE_MARGIN = 1.25
 CALIBRATION_QUERIES = 256
 CALIBRATION_K = 10
+CALIBRATION_ROWS = 1_000_000  # larger galleries: probes calibrated on this many rows (and their lists)
 UNBALANCED = 2.0
 
 
@@ -55,21 +62,22 @@ def default_lists(size):
     return int(max(1, min(round(math.sqrt(size)), size // 16)))
 
 
-def ivf_for(backend, metric, lists=None, probes=None):
-    """The ``IVF`` of an ``Index`` of ``backend`` ("ivf"), else None; lists / probes are for "ivf" only.
+def ivf_for(backend, metric, lists=None, probes=None, codes=None):
+    """The ``IVF`` of an ``Index`` of ``backend`` ("ivf"), else None; lists / probes / codes are for "ivf" only.
 
     Raises:
-        ValueError: lists or probes given for another backend, or not positive integers.
+        ValueError: lists, probes or codes given for another backend, lists or
+            probes not positive integers, codes not one of ``ivf_codes.CODES``.
 
     Example:
     >>> ivf_for("ivf", "cosine", probes=8).probes, ivf_for("exact", "cosine")
     (8, None)
     """
     if backend == "ivf":
-        return IVF(metric, lists, probes)
-    if lists is not None or probes is not None:
-        raise ValueError(f"`lists` and `probes` apply to backend='ivf' only. Received: backend={backend!r}, "
-                         f"lists={lists!r}, probes={probes!r}")
+        return IVF(metric, lists, probes, codes or "float32")
+    if lists is not None or probes is not None or codes is not None:
+        raise ValueError(f"`lists`, `probes` and `codes` apply to backend='ivf' only. Received: backend={backend!r}, "
+                         f"lists={lists!r}, probes={probes!r}, codes={codes!r}")
     return None
 
 
@@ -81,7 +89,7 @@ def _check_count(value, name):
     return int(value)
 
 
-def calibrate_probes(rows, sq_norms, centroids, assignment, metric, target=TARGET_RECALL, seed=0):
+def calibrate_probes(rows, sq_norms, centroids, assignment, metric, target=TARGET_RECALL, seed=0, decode=None):
     """The fewest lists probed that find ``target`` of the exact top 10 of sample gallery queries.
 
     Example:
@@ -90,11 +98,16 @@ def calibrate_probes(rows, sq_norms, centroids, assignment, metric, target=TARGE
     ...                  np.array([0, 0, 1, 1]), "l2")
     2
     """
+    rng = np.random.default_rng(seed)
+    if len(rows) > CALIBRATION_ROWS or decode is not None:  # a sample of the gallery (decoded codes)
+        subset = np.sort(rng.choice(len(rows), min(len(rows), CALIBRATION_ROWS), replace=False))
+        rows, assignment = rows[subset], assignment[subset]
+        sq_norms = None if sq_norms is None else np.asarray(sq_norms)[subset]
+        rows = rows if decode is None else decode(rows)
     n = len(rows)
     k = min(CALIBRATION_K, n - 1)
     if k < 1 or len(centroids) == 1:
         return 1
-    rng = np.random.default_rng(seed)
     picked = rng.choice(n, min(CALIBRATION_QUERIES, n), replace=False)
     queries = np.asarray(rows[picked], np.float32)
     l2 = metric == "l2"
@@ -117,9 +130,10 @@ class IVF:
         metric: the index's metric, "cosine" or "l2".
         lists: number of lists, or None for ``default_lists(N)`` at training.
         probes: lists probed per query, or None to calibrate at training.
+        codes: "float32" (rows as given) or "int8" (``retrieval.ivf_codes``).
 
     Raises:
-        ValueError: lists or probes not a positive integer.
+        ValueError: lists or probes not a positive integer, unknown codes.
 
     Example:
     >>> ivf = IVF("cosine", lists=2)
@@ -129,8 +143,10 @@ class IVF:
     ([2, 2], True)
     """
 
-    def __init__(self, metric, lists=None, probes=None):
+    def __init__(self, metric, lists=None, probes=None, codes="float32"):
         self.metric = metric
+        self.codes = check_codes(codes)
+        self.quantiser = None
         self.lists = _check_count(lists, "lists")
         self.probes = _check_count(probes, "probes")
         self._fixed_probes = self.probes is not None
@@ -146,20 +162,42 @@ class IVF:
         """Whether the centroids exist."""
         return self.centroids is not None
 
+    @property
+    def _decode(self):
+        """codes -> float rows (None for float rows)."""
+        return None if self.quantiser is None else self.quantiser.decode
+
+    def encode(self, references, sq_norms):
+        """The stored form ``(rows, sq_norms)`` of prepared float rows ``[n, D]``: as given, or int8 codes.
+
+        The first rows encoded fit the quantiser; squared norms (L2, else None)
+        become those of the decoded rows.
+        """
+        if self.codes == "float32" or not len(references):
+            return references, sq_norms
+        if self.quantiser is None:
+            self.quantiser = Quantiser.fit(references)
+        codes = self.quantiser.encode(references)
+        if sq_norms is not None:
+            sq_norms = np.sum(np.square(self.quantiser.decode(codes), dtype=np.float64), axis=1).astype(np.float32)
+        return codes, sq_norms
+
     def train(self, rows, sq_norms):
-        """(Re)trains the centroids on prepared rows ``[N, D]`` and reassigns every item."""
-        rows = np.asarray(rows, np.float32)
+        """(Re)trains the centroids on the stored rows ``[N, D]`` (floats or codes) and reassigns every item."""
+        rows = np.asarray(rows) if self.quantiser is not None else np.asarray(rows, np.float32)
         lists = min(self.lists or default_lists(len(rows)), len(rows))
-        self.centroids = train_centroids(rows, lists, self.metric)
-        self.assignment = assign(rows, self.centroids, self.metric)
+        self.centroids = train_centroids(rows, lists, self.metric, decode=self._decode)
+        self.assignment = assign(rows, self.centroids, self.metric, self._decode)
         if not self._fixed_probes:
-            self.probes = calibrate_probes(rows, sq_norms, self.centroids, self.assignment, self.metric)
+            self.probes = calibrate_probes(rows, sq_norms, self.centroids, self.assignment, self.metric,
+                                           decode=self._decode)
         self._trained_size, self._trained_peak = len(rows), self._peak()
         self._warned, self._layout, self._tensors = False, None, None
         log.info("IVF: %d lists over %d items, %d probed per query", lists, len(rows), self.probes)
 
-    def restore(self, centroids, assignment, probes, trained_size, trained_peak):
-        """Sets a saved state (``retrieval.ivf_saved``)."""
+    def restore(self, centroids, assignment, probes, trained_size, trained_peak, quantiser=None):
+        """Sets a saved state (``retrieval.ivf_saved``); ``quantiser``: that of int8 codes, else None."""
+        self.quantiser, self.codes = quantiser, "float32" if quantiser is None else "int8"
         self.centroids, self.assignment = np.asarray(centroids, np.float32), np.asarray(assignment, np.int32)
         self.probes, self._trained_size, self._trained_peak = int(probes), int(trained_size), float(trained_peak)
         self._layout = self._tensors = None
@@ -169,10 +207,10 @@ class IVF:
         return float(sizes.max() / max(sizes.mean(), 1e-9)) if len(self.assignment) else 1.0
 
     def add(self, rows):
-        """Puts new prepared rows ``[n, D]`` (appended to the gallery) into their nearest lists."""
+        """Puts new stored rows ``[n, D]`` (appended to the gallery; floats or codes) into their nearest lists."""
         if self.trained and len(rows):
-            self.assignment = np.concatenate([self.assignment, assign(np.asarray(rows, np.float32), self.centroids,
-                                                                      self.metric)])
+            self.assignment = np.concatenate([self.assignment, assign(np.asarray(rows), self.centroids, self.metric,
+                                                                      self._decode)])
             self._layout = self._tensors = None
             if self.needs_rebuild and not self._warned:
                 self._warned = True
@@ -207,11 +245,15 @@ class IVF:
         return self._layout
 
     def tables(self, rows, sq_norms):
-        """The arrays of ``ivf_search.TABLES`` for prepared rows ``[N, D]`` (and their squared norms)."""
+        """The arrays of ``ivf_search.TABLES`` for the stored rows ``[N, D]`` (and their squared norms)."""
         order, offsets = self.layout()
         sq_norms = np.zeros(len(rows), np.float32) if sq_norms is None else np.asarray(sq_norms, np.float32)
         centroid_sq = np.sum(np.square(self.centroids, dtype=np.float64), axis=1).astype(np.float32)
-        return (self.centroids, centroid_sq, np.asarray(rows, np.float32)[order], sq_norms[order], offsets, order)
+        dim = self.centroids.shape[1]
+        quantiser = self.quantiser or Quantiser(np.ones(dim, np.float32), np.zeros(dim, np.float32))
+        rows = np.asarray(rows) if self.quantiser is not None else np.asarray(rows, np.float32)
+        return (self.centroids, centroid_sq, rows[order], sq_norms[order], offsets, order, quantiser.scale,
+                quantiser.offset)
 
     def search(self, rows, sq_norms, queries, k, probes=None, block_size=1024):
         """``(indices int32 [Nq, k], scores float32 [Nq, k])`` of raw queries; trains first if needed."""
@@ -221,7 +263,7 @@ class IVF:
             self._tensors = [tf.constant(t) for t in self.tables(rows, sq_norms)]
         parts = [
             [t.numpy() for t in search_function(tf.constant(queries[start : start + block_size]), k, probes,
-                                                self._tensors, self.metric)]
+                                                self._tensors, self.metric, self.probes)]
             for start in range(0, len(queries), block_size)
         ]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

@@ -4,7 +4,9 @@ An IVF export holds the usual ``gallery`` variable collection with the
 prepared rows (and squared norms) *sorted by list* (ids, labels and paths in
 gallery order), plus the collection ``ivf``: centroids, their squared norms,
 list offsets, the gallery position of each sorted row, the default number of
-lists probed and the training state (size, largest list / mean). Its
+lists probed, the training state (size, largest list / mean) and the code
+scale and offset ``[D]`` (with ``codes="int8"`` the gallery rows are int8
+codes, ``retrieval.ivf_codes``; else ones and zeros, unused). Its
 ``search`` / ``search_embeddings`` signatures run ``ivf_search`` with the
 default probes; ``search_probes(images, k, probes)`` and
 ``search_embeddings_probes(embeddings, k, probes)`` take the number of lists
@@ -18,9 +20,10 @@ import numpy as np
 import tensorflow as tf
 
 from rankloss_tf.export import IMAGES_SPEC
+from rankloss_tf.retrieval.ivf_codes import Quantiser
 from rankloss_tf.retrieval.ivf_search import ivf_search
 
-__all__ = ["add_probe_endpoints", "export_parts", "gallery_order", "restore_lists"]
+__all__ = ["add_probe_endpoints", "export_parts", "gallery_order", "restore_lists", "saved_quantiser"]
 
 IVFExport = collections.namedtuple("IVFExport", ["rows", "variables", "search", "info"])
 
@@ -43,7 +46,8 @@ def export_parts(index):
     """
     ivf = index.ivf
     ivf.ensure(index.references, index.sq_norms)
-    centroids, centroid_sq, rows, row_sq, offsets, positions = ivf.tables(index.references, index.sq_norms)
+    centroids, centroid_sq, rows, row_sq, offsets, positions, scale, shift = ivf.tables(index.references,
+                                                                                     index.sq_norms)
     gallery = [
         tf.Variable(rows, trainable=False, name="gallery_embeddings"),
         tf.Variable(row_sq, trainable=False, name="gallery_sq_norms"),
@@ -55,13 +59,18 @@ def export_parts(index):
         tf.Variable(positions, trainable=False, name="ivf_positions"),
         tf.Variable(ivf.probes, trainable=False, dtype=tf.int32, name="ivf_probes"),
         tf.Variable([ivf._trained_size, ivf._trained_peak], trainable=False, dtype=tf.float64, name="ivf_trained"),
+        tf.Variable(scale, trainable=False, name="ivf_code_scale"),
+        tf.Variable(shift, trainable=False, name="ivf_code_offset"),
     ]
-    tables = [variables[0], variables[1], gallery[0], gallery[1], variables[2], variables[3]]
+    tables = [variables[0], variables[1], gallery[0], gallery[1], variables[2], variables[3], variables[6],
+              variables[7]]
 
     def search(embeddings, k, probes=None):
-        return ivf_search(embeddings, k, variables[4] if probes is None else probes, tables, index.metric)
+        return ivf_search(embeddings, k, variables[4] if probes is None else probes, tables, index.metric, ivf.probes)
 
     info = {"backend": "ivf", "ivf": {"lists": len(centroids), "probes": ivf.probes}}
+    if ivf.quantiser is not None:
+        info["ivf"]["codes"] = "int8"
     return IVFExport(gallery, variables, search, info)
 
 
@@ -93,13 +102,14 @@ def add_probe_endpoints(archive, parts, search_embeddings, embed_graph, dim):
         archive.add_endpoint("search_probes", search_probes, input_signature=[IMAGES_SPEC, k_spec, probes_spec])
 
 
-def gallery_order(loaded, references, sq_norms):
+def gallery_order(loaded, references, sq_norms, keep_codes=True):
     """An IVF export's prepared rows and squared norms (stored sorted by list) back in gallery order.
 
     Args:
         loaded: the ``tf.saved_model.load`` object of an IVF export.
-        references: float32 ``[N, D]`` rows as read from its ``gallery`` collection.
+        references: float32 ``[N, D]`` rows (or int8 codes) as read from its ``gallery`` collection.
         sq_norms: float32 ``[N]`` their squared norms.
+        keep_codes: int8 codes kept as they are (for an IVF index), else decoded to float32 rows.
 
     Returns:
         ``(references, sq_norms)`` in gallery order.
@@ -108,6 +118,9 @@ def gallery_order(loaded, references, sq_norms):
     >>> gallery_order(tf.saved_model.load("/tmp/ivf_index"), rows, row_sq)  # doctest: +SKIP
     """
     positions = loaded.ivf[3].numpy()
+    quantiser = saved_quantiser(loaded)
+    if quantiser is not None and not keep_codes:
+        references = quantiser.decode(references)
     ordered, ordered_sq = np.empty_like(references), np.empty_like(sq_norms)
     ordered[positions], ordered_sq[positions] = references, sq_norms
     return ordered, ordered_sq
@@ -119,7 +132,18 @@ def restore_lists(ivf, loaded):
     Example:
     >>> restore_lists(index.ivf, tf.saved_model.load("/tmp/ivf_index"))  # doctest: +SKIP
     """
-    centroids, _, offsets, positions, probes, trained = (v.numpy() for v in loaded.ivf)
+    centroids, _, offsets, positions, probes, trained = (v.numpy() for v in loaded.ivf[:6])
     assignment = np.empty(len(positions), np.int32)
     assignment[positions] = np.repeat(np.arange(len(centroids), dtype=np.int32), np.diff(offsets))
-    ivf.restore(centroids, assignment, probes, trained[0], trained[1])
+    ivf.restore(centroids, assignment, probes, trained[0], trained[1], saved_quantiser(loaded))
+
+
+def saved_quantiser(loaded):
+    """The ``ivf_codes.Quantiser`` of an IVF export with int8 codes, else None (float rows, or an older export).
+
+    Example:
+    >>> saved_quantiser(tf.saved_model.load("/tmp/ivf_index"))  # doctest: +SKIP
+    """
+    if len(loaded.ivf) < 8 or loaded.gallery[0].dtype != tf.int8:
+        return None
+    return Quantiser(loaded.ivf[6].numpy(), loaded.ivf[7].numpy())

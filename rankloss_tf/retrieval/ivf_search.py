@@ -8,12 +8,19 @@ list: the (query, list) pairs of the ``probes`` nearest lists of each query
 are sorted by list, and a ``tf.while_loop`` over the distinct lists probed
 multiplies the queries probing a list with that list's contiguous slice of
 rows (one matmul, no copy of the gallery rows), keeping each pair's top k.
-The top k over a query's pairs is its answer. Scores are those of the exact
+The top k over a query's pairs is its answer. One query alone (what online
+serving sends) takes a path without loop: its probed lists' slices are
+multiplied in an unrolled graph (one of a few fixed sizes, chosen by
+``tf.switch_case``), the answer is the top k of the concatenated scores. Scores are those of the exact
 kernel (``q . r`` on unit rows for cosine, ``2 q . r - ||r||^2`` for L2) and
 are reported as cosine similarities or L2 distances.
 
+Rows may be int8 codes (``retrieval.ivf_codes``): the query is scaled
+by the code scale and the codes cast to float32 list by list; the scores are
+exact for the decoded rows.
+
 A query whose probed lists hold fewer than ``k`` items is answered by exact
-search over all rows (the whole batch, in a ``tf.cond``), so ``k`` items are
+search, every list probed (the whole batch, in a ``tf.cond``), so ``k`` items are
 always returned. With every list probed the answer is the exact top k (ties
 may be ordered differently).
 """
@@ -21,19 +28,37 @@ may be ordered differently).
 import numpy as np
 import tensorflow as tf
 
-from rankloss_tf.evaluation.neighbours import scores_to_values, search_top_k, unit_rows
+from rankloss_tf.evaluation.neighbours import scores_to_values, unit_rows
 
-__all__ = ["TABLES", "ivf_search"]
+__all__ = ["TABLES", "ivf_search", "unrolled_sizes"]
 
 # The tensors of a stored IVF, in this order.
-# Batches of up to this many queries gather their candidate rows (no loop: a loop iteration costs ~0.2 ms in a
-# loaded SavedModel); larger batches scan list by list, each list's rows multiplied once by all its queries.
-GATHER_QUERIES = 4
-TABLES = ("centroids", "centroid_sq_norms", "rows", "row_sq_norms", "offsets", "positions")
+# One query probing up to this many lists is scanned by unrolled slices (no loop: a loop iteration costs tens of
+# microseconds, a gather of the candidate rows copies them); batches, and more lists, scan list by list, each
+# list's rows multiplied once by all the queries probing it.
+UNROLLED_MAX = 128
+TABLES = ("centroids", "centroid_sq_norms", "rows", "row_sq_norms", "offsets", "positions", "code_scale",
+          "code_offset")
 
 
 def _scores(block, references, sq_norms, metric):
     scores = tf.matmul(block, references, transpose_b=True)
+    return 2.0 * scores - sq_norms[tf.newaxis, :] if metric == "l2" else scores
+
+
+def _query_side(queries, tables):
+    """``(block, shift)``: what multiplies the stored rows. int8 codes: ``x = offset + scale * code``, so
+    ``q . x = (q * scale) . code + q . offset`` (``shift [b, 1]``); float rows: the queries and None."""
+    if tables[2].dtype != tf.int8:
+        return queries, None
+    return queries * tables[6][tf.newaxis, :], tf.reduce_sum(queries * tables[7][tf.newaxis, :], axis=1, keepdims=True)
+
+
+def _row_scores(side, rows, sq_norms, metric):
+    """The kernel's scores of ``side`` (``_query_side``) against stored rows (floats, or codes cast to float32)."""
+    block, shift = side
+    scores = tf.matmul(block, tf.cast(rows, tf.float32), transpose_b=True)
+    scores = scores if shift is None else scores + shift
     return 2.0 * scores - sq_norms[tf.newaxis, :] if metric == "l2" else scores
 
 
@@ -48,17 +73,18 @@ def _pairs(queries, centroids, centroid_sq_norms, probes, metric):
     return order, sorted_lists, order // probes, distinct, starts
 
 
-def _scan(queries, tables, metric, pair_queries, distinct, starts):
+def _scan(side, tables, metric, pair_queries, distinct, starts):
     """The scores of every (query, list) pair against its list's rows, pairs sorted by list, flat."""
-    _, _, rows, row_sq_norms, offsets, _ = tables
+    rows, row_sq_norms, offsets = tables[2], tables[3], tables[4]
     firsts, lasts = tf.gather(offsets, distinct), tf.gather(offsets, distinct + 1)
     scores = tf.TensorArray(tf.float32, size=tf.size(distinct), infer_shape=False, element_shape=[None])
 
     def body(u, scores):
         first, last = firsts[u], lasts[u]
-        block = tf.gather(queries, pair_queries[starts[u] : starts[u + 1]])
-        return u + 1, scores.write(u, tf.reshape(_scores(block, rows[first:last], row_sq_norms[first:last], metric),
-                                                 [-1]))
+        pairs = pair_queries[starts[u] : starts[u + 1]]
+        block = [None if part is None else tf.gather(part, pairs) for part in side]
+        return u + 1, scores.write(u, tf.reshape(_row_scores(block, rows[first:last], row_sq_norms[first:last],
+                                                             metric), [-1]))
 
     _, scores = tf.while_loop(lambda u, _: u < tf.size(distinct), body, [0, scores], parallel_iterations=8)
     return scores.concat()
@@ -71,33 +97,67 @@ def _per_query(pairs, back, count):
     return tf.RaggedTensor.from_row_lengths(pairs.flat_values, per_query)
 
 
-def _exact(queries, k, tables, metric):
+def _probed(query, probes, tables, metric):
+    """The ``probes`` lists nearest one query ``[1, D]``: their first and last sorted rows, ``[probes]`` each."""
+    centroids, centroid_sq_norms, offsets = tables[0], tables[1], tables[4]
+    probed = tf.math.top_k(_scores(query, centroids, centroid_sq_norms, metric)[0], probes).indices
+    return tf.gather(offsets, probed), tf.gather(offsets, probed + 1)
+
+
+def _unrolled(side, firsts, lasts, size, tables, metric):
+    """Scores of one query against ``size`` list slices (``firsts`` / ``lasts`` padded to ``size``), concatenated.
+
+    Slices of the sorted rows along the first axis are views, not copies: each list's rows are read once, by
+    their matmul (memory-bound, like faiss' scan). Padded slices are empty.
+    """
     rows, row_sq_norms = tables[2], tables[3]
-    top = search_top_k(queries, rows, k, row_sq_norms if metric == "l2" else None)
-    return top.values, top.indices
+    firsts, lasts = tf.unstack(firsts, num=size), tf.unstack(lasts, num=size)
+    parts = [_row_scores(side, rows[a:b], row_sq_norms[a:b], metric)[0] for a, b in zip(firsts, lasts)]
+    return tf.concat(parts, axis=0)
 
 
-def _gathered(queries, k, probes, tables, metric):
-    """Few queries: each query's candidate rows gathered (``[b, most candidates, D]``) and scored at once."""
-    centroids, centroid_sq_norms, rows, row_sq_norms, offsets, _ = tables
-    probed = tf.math.top_k(_scores(queries, centroids, centroid_sq_norms, metric), probes).indices
-    firsts, lasts = tf.gather(offsets, probed), tf.gather(offsets, probed + 1)
-    lengths = tf.reduce_sum(lasts - firsts, axis=1)
-    candidates = tf.RaggedTensor.from_row_lengths(
-        tf.ragged.range(tf.reshape(firsts, [-1]), tf.reshape(lasts, [-1])).flat_values, lengths).to_tensor(0)
-    scores = tf.linalg.matvec(tf.gather(rows, candidates), queries)
-    if metric == "l2":
-        scores = 2.0 * scores - tf.gather(row_sq_norms, candidates)
-    scores = tf.where(tf.sequence_mask(lengths, tf.shape(candidates)[1]), scores, -np.inf)
-    padding = [[0, 0], [0, k]]
-    top = tf.math.top_k(tf.pad(scores, padding, constant_values=-np.inf), k)
-    return top.values, tf.gather(tf.pad(candidates, padding), top.indices, batch_dims=1)
+def unrolled_sizes(lists, default_probes=None):
+    """The unrolled scans of one query: powers of two up to ``min(lists, UNROLLED_MAX)`` and the default probes.
+
+    Example:
+    >>> unrolled_sizes(1000, 34)
+    (1, 2, 4, 8, 16, 32, 34, 64, 128)
+    """
+    top = min(int(lists), UNROLLED_MAX) if lists is not None else UNROLLED_MAX
+    sizes = {min(2**i, top) for i in range(top.bit_length() + 1)}
+    if default_probes is not None and 1 <= int(default_probes) <= top:
+        sizes.add(int(default_probes))
+    return tuple(sorted(sizes))
+
+
+def _single(query, k, probes, tables, metric, sizes):
+    """One query, ``probes <= sizes[-1]``: the probed lists scanned by slices, unrolled (no loop, no gather).
+
+    The scan of the smallest size in ``sizes`` at least ``probes`` runs (a ``tf.switch_case``); with the default
+    probes among the sizes, the default search scans exactly its lists.
+    """
+    firsts, lasts = _probed(query, probes, tables, metric)
+    padding = [[0, sizes[-1] - probes]]
+    firsts, lasts = tf.pad(firsts, padding), tf.pad(lasts, padding)  # padded slices [0:0] are empty
+    side = _query_side(query, tables)
+
+    def branch(size):
+        return lambda: _unrolled(side, firsts[:size], lasts[:size], size, tables, metric)
+
+    which = tf.reduce_sum(tf.cast(tf.constant(sizes) < probes, tf.int32))
+    scores = tf.switch_case(which, [branch(size) for size in sizes])
+    top = tf.math.top_k(tf.pad(scores, [[0, k]], constant_values=-np.inf), k)
+    lengths = lasts - firsts
+    ends = tf.cumsum(lengths)
+    list_of = tf.minimum(tf.searchsorted(ends, top.indices, side="right"), sizes[-1] - 1)  # each hit's list
+    found = tf.gather(firsts, list_of) + top.indices - (tf.gather(ends, list_of) - tf.gather(lengths, list_of))
+    return top.values[tf.newaxis], tf.where(top.values > -np.inf, found, 0)[tf.newaxis]
 
 
 def _approximate(queries, k, probes, tables, metric):
     offsets = tables[4]
     order, sorted_lists, pair_queries, distinct, starts = _pairs(queries, tables[0], tables[1], probes, metric)
-    flat = _scan(queries, tables, metric, pair_queries, distinct, starts)
+    flat = _scan(_query_side(queries, tables), tables, metric, pair_queries, distinct, starts)
     firsts, lasts = tf.gather(offsets, sorted_lists), tf.gather(offsets, sorted_lists + 1)
     back = tf.math.invert_permutation(order)
     count = tf.shape(queries)[0]
@@ -108,7 +168,7 @@ def _approximate(queries, k, probes, tables, metric):
     return top.values, tf.gather(tf.pad(positions.to_tensor(0), padding), top.indices, batch_dims=1)
 
 
-def ivf_search(embeddings, k, probes, tables, metric):
+def ivf_search(embeddings, k, probes, tables, metric, default_probes=None):
     """``(indices int32 [b, k], values float32 [b, k])`` of raw query embeddings (graph code).
 
     Args:
@@ -117,6 +177,8 @@ def ivf_search(embeddings, k, probes, tables, metric):
         probes: int32 scalar, lists probed per query (clipped to [1, lists]).
         tables: the tensors (or variables) named by ``TABLES``.
         metric: "cosine" or "l2".
+        default_probes: the number of lists usually probed (a Python int), or
+            None: one query probing exactly that many lists scans no padding.
 
     Returns:
         Gallery positions and scores (cosine similarities, descending, or
@@ -138,15 +200,16 @@ def ivf_search(embeddings, k, probes, tables, metric):
     queries = unit_rows(embeddings) if metric == "cosine" else tf.cast(embeddings, tf.float32)
     k = tf.cast(k, tf.int32)
     probes = tf.clip_by_value(tf.cast(probes, tf.int32), 1, tf.shape(tables[0])[0])
+    sizes = unrolled_sizes(tables[0].shape[0], default_probes)
     values, found = tf.cond(
-        tf.shape(queries)[0] <= GATHER_QUERIES,
-        lambda: _gathered(queries, k, probes, tables, metric),
+        tf.logical_and(tf.shape(queries)[0] == 1, probes <= sizes[-1]),
+        lambda: _single(queries, k, probes, tables, metric, sizes),
         lambda: _approximate(queries, k, probes, tables, metric),
     )
     values, found = tf.cond(
         tf.reduce_all(values[:, -1] > -np.inf),
         lambda: (values, found),
-        lambda: _exact(queries, k, tables, metric),
+        lambda: _approximate(queries, k, tf.shape(tables[0])[0], tables, metric),  # every list: exact
     )
     return tf.gather(tables[5], found), scores_to_values(queries, values, metric)
 

@@ -28,8 +28,8 @@ def _nearest(block, centroids, spherical):
     return tf.cast(tf.argmax(scores, axis=1), tf.int32)
 
 
-def assign(rows, centroids, metric):
-    """The nearest centroid of each prepared row: int32 ``[N]``.
+def assign(rows, centroids, metric, decode=None):
+    """The nearest centroid of each prepared row: int32 ``[N]``; ``decode``: codes -> float rows, per block.
 
     Example:
     >>> assign(np.array([[0.9, 0.1], [0.0, 1.0]], np.float32), np.eye(2, dtype=np.float32), "cosine").tolist()
@@ -37,8 +37,9 @@ def assign(rows, centroids, metric):
     """
     centroids = tf.constant(centroids, tf.float32)
     spherical = metric == "cosine"
+    decode = decode or (lambda block: block)
     parts = [
-        _nearest(tf.constant(rows[start : start + ASSIGN_BLOCK], tf.float32), centroids, spherical).numpy()
+        _nearest(tf.constant(decode(rows[start : start + ASSIGN_BLOCK]), tf.float32), centroids, spherical).numpy()
         for start in range(0, len(rows), ASSIGN_BLOCK)
     ]
     return np.concatenate(parts) if parts else np.zeros((0,), np.int32)
@@ -52,7 +53,7 @@ def _update(sample, labels, centroids, metric):
     return unit_rows(new).numpy() if metric == "cosine" else new.astype(np.float32)
 
 
-def train_centroids(rows, lists, metric, iterations=ITERATIONS, seed=0):
+def train_centroids(rows, lists, metric, iterations=ITERATIONS, seed=0, decode=None):
     """k-means centroids ``float32 [lists, D]`` of prepared gallery rows ``[N, D]``.
 
     Args:
@@ -61,6 +62,7 @@ def train_centroids(rows, lists, metric, iterations=ITERATIONS, seed=0):
         metric: "cosine" (spherical k-means) or "l2".
         iterations: Lloyd iterations.
         seed: sample and initialisation seed.
+        decode: None, or codes -> float rows (the sample is decoded).
 
     Example:
     >>> rows = np.array([[0.0], [0.1], [5.0], [5.2]], np.float32)
@@ -71,7 +73,7 @@ def train_centroids(rows, lists, metric, iterations=ITERATIONS, seed=0):
     n = len(rows)
     take = min(n, max(lists, SAMPLE_PER_LIST * lists))
     sample = rows[np.sort(rng.choice(n, take, replace=False))] if take < n else np.asarray(rows)
-    sample = np.asarray(sample, np.float32)
+    sample = np.asarray(sample if decode is None else decode(sample), np.float32)
     centroids = sample[rng.choice(len(sample), lists, replace=False)]
     for _ in range(iterations):
         labels = assign(sample, centroids, metric)

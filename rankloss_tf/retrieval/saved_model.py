@@ -202,14 +202,14 @@ def _read_version(directory, backend, block_size):
     loaded = tf.saved_model.load(str(directory))
     references, sq_norms, ids, labels, paths = (v.numpy() for v in loaded.gallery)
     saved_ivf = info.get("backend") == "ivf"
-    if saved_ivf:  # IVF hook: the rows are stored sorted by list
-        references, sq_norms = ivf_saved.gallery_order(loaded, references, sq_norms)
+    backend = info.get("backend", "exact") if backend is None else backend  # None: as saved
+    if saved_ivf:  # IVF hook: the rows are stored sorted by list (int8 codes decoded unless searched as IVF)
+        references, sq_norms = ivf_saved.gallery_order(loaded, references, sq_norms, keep_codes=backend == "ivf")
     items = Items.of(references, sq_norms, _from_bytes(ids), labels, _from_bytes(paths))
     model = None
     if "embed" in loaded.signatures:
         signature = loaded.signatures["embed"]
         model = Embedder(lambda images: signature(images=images)["embeddings"], loaded, info["image_shape"])
-    backend = info.get("backend", "exact") if backend is None else backend  # None: as saved
     index = Index(model, metric=info["metric"], backend=backend, block_size=block_size, items=items)
     if saved_ivf and index.ivf is not None:  # IVF hook: the lists as saved
         ivf_saved.restore_lists(index.ivf, loaded)
