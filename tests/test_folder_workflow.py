@@ -80,10 +80,12 @@ def test_folder_trains_evaluates_exports_and_serves_with_cli_defaults(tmp_path, 
     monkeypatch.setenv("RANKLOSS_TF_CACHE", str(tmp_path / "cache"))
     folder = make_mixed_folder(tmp_path / "photos")
     run, export = tmp_path / "run", tmp_path / "exported"
-    status = cli.main(["train", "--dataset", f"folder:{folder}", "--epochs", "2", "--no-plots", "--verbose", "0",
-                       "--out", str(run), "--export", str(export)])
+    # A quarter of the sampled images are colour photos: the photos recipe; the small CNN keeps this test fast.
+    status = cli.main(["train", "--dataset", f"folder:{folder}", "--backbone", "small_cnn", "--epochs", "2",
+                       "--no-plots", "--verbose", "0", "--out", str(run), "--export", str(export)])
     out = capsys.readouterr()
     assert status == 0 and "| recall@1 |" in out.out
+    assert "recipe: photos (25% of them colour" in out.out and "backbone small_cnn given" in out.out
     assert "broken.jpg" in (run / "unreadable_files.txt").read_text()
     config = json.loads((run / "metrics.json").read_text())["config"]
     assert config["image_size"] == 64 and config["classes_per_batch"] == 3  # adapted to the folder

@@ -6,10 +6,13 @@ from rankloss_tf.app.recipes import PRETRAINED_IMAGE_SIZE, RECIPES, recipe
 from rankloss_tf.app import TrainConfig
 
 
-def test_training_takes_its_defaults_from_the_recipes():
-    for name in ("omniglot", "digits", "folder:/photos"):
-        resolved = TrainConfig(dataset=name).resolved()
-        for field, value in dataclasses.asdict(recipe(name)).items():
+def test_training_takes_its_defaults_from_the_recipes(tmp_path, monkeypatch):
+    from tests.test_first_contact import make_folder
+
+    monkeypatch.setenv("RANKLOSS_TF_CACHE", str(tmp_path / "cache"))
+    for name in ("omniglot", "digits", make_folder(tmp_path / "characters", ["grey"])):
+        resolved = TrainConfig(dataset=name, out_dir=str(tmp_path / "run")).resolved()
+        for field, value in dataclasses.asdict(recipe(name, kind=resolved.recipe)).items():
             assert getattr(resolved, field) == value, (name, field)
     assert TrainConfig(dataset="cars196", backbone="resnet50").resolved().image_size == 224
 

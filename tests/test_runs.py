@@ -326,8 +326,8 @@ def test_evaluate_scores_the_official_one_shot_runs(tmp_path, capsys):
 # --- a run is ours only by its marker (issue 27.1) -------------------------------------------------------------
 
 def one_line(out):
-    """The command's output is (the "Training ..." announcement and) one error line, no traceback."""
-    rest = [line for line in out.strip().splitlines() if not line.startswith("Training ")]
+    """The command's output is (the "recipe: ..." and "Training ..." announcements and) one error line, no traceback."""
+    rest = [line for line in out.strip().splitlines() if not line.startswith(("Training ", "recipe: "))]
     return len(rest) == 1 and rest[0].startswith("rankloss-tf: error: ")
 
 

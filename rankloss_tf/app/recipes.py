@@ -7,6 +7,15 @@ from rankloss_tf.datasets.tfrecord import TFRECORD_PREFIX
 
 PRETRAINED_IMAGE_SIZE = 224
 FOLDER_IMAGE_SIZE = 64
+# What a folder (or TFRecord files) holds, as ``choose`` reads it from a sample of the images: its recipe's name.
+# Small grey images (Omniglot-like: fewer than COLOUR_FRACTION of them carry colour, the median image's larger side
+# at most SMALL_SIDE pixels) train the small CNN with the Omniglot recipe's settings; tiny ones (a larger side under
+# TINY_SIDE: nothing for ImageNet features to see) the small CNN with the plain folder recipe; anything else is photos.
+PHOTOS, SMALL_GREY, IMAGES = "photos", "small_grey", "images"
+KINDS = (PHOTOS, SMALL_GREY, IMAGES)
+COLOUR_FRACTION = 0.25
+SMALL_SIDE = 160
+TINY_SIDE = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,17 +82,43 @@ RECIPES = {
     "cars196": Recipe(224, 64, 2, 64, 512, 2e-4, backbone="efficientnet_lite0", loss="npair",
                       loss_options={"variant": "mc", "l2_reg": 0.002}, view_sizes=(224, 288), mirror_views=True),
     FOLDER_PREFIX: Recipe(FOLDER_IMAGE_SIZE, 32, 4, 20, 128, 1e-3),
+    # A folder's small grey images: the Omniglot recipe (R@1 0.753 on 30 Omniglot characters, against 0.390 with the
+    # plain folder recipe and 0.550 with frozen efficientnet_lite0 features: results/first_contact.md).
+    SMALL_GREY: Recipe(32, 32, 4, 80, 128, 3e-3, augment="affine", class_rotations=4),
+    # A folder's (or TFRecord files') photos: a head on frozen ImageNet EfficientNet-Lite0 features, the Cars196
+    # recipe's views; chosen on folders of real photos (benchmarks/first_contact.py, results/first_contact.md):
+    # 10 epochs beat 40 on 8 car models x 20 photos (0.850 vs 0.819, 2 splits) and tie on larger folders.
+    PHOTOS: Recipe(PRETRAINED_IMAGE_SIZE, 32, 4, 10, 512, 1e-3, backbone="efficientnet_lite0", loss="npair",
+                   loss_options={"variant": "mc", "l2_reg": 0.002}, view_sizes=(224, 288), mirror_views=True),
     "default": Recipe(None, 32, 4, 20, 128, 1e-3),
 }
 
 
-def recipe(name, pretrained=False, fine_tune=False):
+def _key(name):
+    """The RECIPES key of dataset ``name``: "folder:PATH" and "tfrecord:PATTERN" are ``FOLDER_PREFIX``."""
+    return FOLDER_PREFIX if folder_path(name) is not None or str(name).startswith(TFRECORD_PREFIX) else name
+
+
+def chosen_from_images(name):
+    """True for the datasets whose recipe ``choose`` reads from their images ("folder:", "tfrecord:").
+
+    Example:
+    >>> chosen_from_images("folder:photos"), chosen_from_images("cars196")
+    (True, False)
+    """
+    return _key(name) == FOLDER_PREFIX
+
+
+def recipe(name, pretrained=False, fine_tune=False, kind=None):
     """The training defaults of dataset ``name`` ("folder:PATH" and "tfrecord:PATTERN" take the folder recipe).
 
     Args:
         name: a ``rankloss_tf.datasets.load`` name.
         pretrained: a pretrained backbone: an unset image size, and a folder's,
-            become PRETRAINED_IMAGE_SIZE (224).
+            become PRETRAINED_IMAGE_SIZE (224); a folder's frozen features take
+            the ``PHOTOS`` recipe.
+        kind: what a folder holds (``choose``): the small CNN on ``SMALL_GREY``
+            images takes that recipe.
         fine_tune: a pretrained backbone trained end to end: the photo recipe
             ``FINE_TUNE`` (crop + flip, a lower backbone learning rate); without
             it, a pretrained backbone's features are cached: ``FROZEN``.
@@ -94,12 +129,16 @@ def recipe(name, pretrained=False, fine_tune=False):
     Example:
     >>> recipe("omniglot").classes_per_batch
     32
-    >>> recipe("folder:/data/birds", pretrained=True).image_size
-    224
+    >>> recipe("folder:/data/birds", pretrained=True).view_sizes
+    (224, 288)
     >>> recipe("cars196", pretrained=True, fine_tune=True).augment
     'crop_flip'
     """
-    key = FOLDER_PREFIX if folder_path(name) is not None or str(name).startswith(TFRECORD_PREFIX) else name
+    key = _key(name)
+    if key == FOLDER_PREFIX and pretrained and not fine_tune:
+        return RECIPES[PHOTOS]
+    if key == FOLDER_PREFIX and not pretrained and kind == SMALL_GREY:
+        return RECIPES[SMALL_GREY]
     found = RECIPES.get(key, RECIPES["default"])
     if pretrained and (found.image_size is None or key == FOLDER_PREFIX):
         found = dataclasses.replace(found, image_size=PRETRAINED_IMAGE_SIZE)
@@ -108,4 +147,110 @@ def recipe(name, pretrained=False, fine_tune=False):
     return found
 
 
-__all__ = ["FINE_TUNE", "FROZEN", "PRETRAINED_IMAGE_SIZE", "RECIPES", "Recipe", "recipe"]
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """What a "folder:" or "tfrecord:" dataset holds, and why it was read so.
+
+    Attributes:
+        kind: one of ``KINDS``.
+        why: the evidence, for the log ("colour, median 480x360").
+    """
+
+    kind: str
+    why: str
+
+
+def choose(name, kind=None, why=None):
+    """Reads from a sample of its images what a "folder:" / "tfrecord:" dataset holds (None for other datasets).
+
+    Args:
+        name: a ``rankloss_tf.datasets.load`` name.
+        kind: the kind a run recorded when it started (``TrainConfig.recipe``
+            in its run.json), or one given: taken as it is, nothing is read.
+        why: with ``kind``, the reason recorded with it.
+
+    Returns:
+        A ``Choice``: ``IMAGES`` when the median image's larger side is under
+        ``TINY_SIDE``; ``SMALL_GREY`` when fewer than ``COLOUR_FRACTION`` of the
+        sampled images carry colour and that side is at most ``SMALL_SIDE``;
+        ``PHOTOS`` otherwise. None for a dataset with its own recipe.
+
+    Raises:
+        ValueError: an unknown ``kind``, or a kind for a dataset with its own recipe.
+
+    Example:
+    >>> choose("omniglot") is None
+    True
+    >>> choose("folder:photos", kind="photos")
+    Choice(kind='photos', why='given')
+    """
+    if not chosen_from_images(name):
+        if kind is not None:
+            raise ValueError(f"`recipe` applies to folder: and tfrecord: datasets. Received: recipe={kind!r}, "
+                             f"dataset={name!r}")
+        return None
+    if kind is not None:
+        if kind not in KINDS:
+            raise ValueError(f"Unknown recipe; known: {', '.join(KINDS)}. Received: recipe={kind!r}")
+        return Choice(kind, why or "given")
+    from rankloss_tf.datasets.image_sample import sample_dataset
+
+    sample = sample_dataset(name)
+    colour = sample.colour_fraction >= COLOUR_FRACTION
+    looks = ("colour" if sample.colour_fraction == 1.0 else "grey" if sample.colour_fraction == 0.0
+             else f"{sample.colour_fraction:.0%} of them colour")
+    why = f"{looks}, median {sample.width}x{sample.height}"
+    if sample.largest_side < TINY_SIDE:
+        return Choice(IMAGES, f"{why}: smaller than {TINY_SIDE} px")
+    if colour or sample.largest_side > SMALL_SIDE:
+        return Choice(PHOTOS, why + ("" if colour else f": larger than {SMALL_SIDE} px"))
+    return Choice(SMALL_GREY, why)
+
+
+def default_backbone(name, choice=None):
+    """The backbone dataset ``name`` trains when none is given; ``choice``: what a folder holds (``choose``).
+
+    Example:
+    >>> default_backbone("cars196"), default_backbone("folder:x", Choice(PHOTOS, "colour"))
+    ('efficientnet_lite0', 'efficientnet_lite0')
+    """
+    if choice is not None and choice.kind == PHOTOS:
+        return RECIPES[PHOTOS].backbone
+    return recipe(name).backbone
+
+
+def describe(config):
+    """The log line that says which recipe a resolved ``TrainConfig`` trains, why, and how to train the other
+    (None for a dataset with its own recipe).
+
+    Example:
+    >>> from rankloss_tf.app.config import TrainConfig
+    >>> config = TrainConfig(dataset="folder:x", backbone="small_cnn", image_size=64, recipe="photos",
+    ...                      recipe_why="colour, median 480x360")
+    >>> describe(config)
+    'recipe: photos (colour, median 480x360); backbone small_cnn given -> small_cnn trained from scratch at 64 px'
+    """
+    if config.recipe is None:
+        return None
+    choice = Choice(config.recipe, config.recipe_why)
+    if config.frozen:
+        views = ",".join(str(size) for size in config.view_sizes or (config.image_size,))
+        trains = (f"frozen {config.backbone} features (views {views}{' + mirrored' if config.mirror_views else ''}"
+                  f", {config.loss} head)")
+    else:
+        extras = [f"{config.augment} augmentation"] * (config.augment not in (None, "none")) + \
+            [f"{config.class_rotations} class rotations"] * ((config.class_rotations or 1) > 1)
+        extras = f" ({', '.join(extras)})" if extras else ""
+        trains = f"{config.backbone} {'fine-tuned' if config.fine_tune else 'trained from scratch'} at " \
+                 f"{config.image_size} px{extras}"
+    head = f"recipe: {choice.kind} ({choice.why})"
+    if config.backbone != default_backbone(config.dataset, choice):
+        return f"{head}; backbone {config.backbone} given -> {trains}"
+    other = "small_cnn to train a CNN from scratch" if choice.kind == PHOTOS else \
+        f"{RECIPES[PHOTOS].backbone} for frozen pretrained features"
+    return f"{head} -> {trains}; pass --backbone {other}"
+
+
+__all__ = ["COLOUR_FRACTION", "Choice", "FINE_TUNE", "FROZEN", "KINDS", "PHOTOS", "PRETRAINED_IMAGE_SIZE", "RECIPES",
+           "Recipe", "SMALL_GREY", "IMAGES", "SMALL_SIDE", "TINY_SIDE", "choose", "chosen_from_images", "default_backbone",
+           "describe", "recipe"]

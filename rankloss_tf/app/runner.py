@@ -44,6 +44,7 @@ from rankloss_tf.io.atomic import check_writable, remove_stale_temporaries, temp
 from rankloss_tf.app.errors import UNDECODABLE, reason
 from rankloss_tf.app.limits import check_image_memory
 from rankloss_tf.app.protocols import protocol
+from rankloss_tf.app.recipes import describe
 from rankloss_tf.app.run_dir import RunDirectory
 from rankloss_tf.app.split import check_test_classes, folder_of, folder_split, record_split
 from rankloss_tf.app.strategy import (build_strategy, from_chief, is_chief, is_multi_worker,
@@ -245,6 +246,8 @@ def _workers_stay(strategy):
 def _train(config, strategy, callbacks):
     """``train`` under ``strategy``."""
     resolved = config.resolved()
+    if describe(resolved):  # a folder's recipe, chosen from its images
+        logger.info("%s", describe(resolved))
     if not is_chief(strategy):
         return _train_worker(resolved, config, strategy, callbacks)
     _check_caches(resolved)

