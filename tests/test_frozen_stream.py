@@ -1,5 +1,6 @@
 """Frozen features at scale: the head trains from the feature files on disk (FeatureRows), as from memory."""
 
+import logging
 import zipfile
 
 import keras
@@ -115,7 +116,7 @@ def test_a_streamed_head_run_killed_after_an_epoch_ends_like_an_uninterrupted_on
     assert resumed.metrics == pytest.approx(whole.metrics, abs=1e-5)
 
 
-def test_extraction_keeps_its_parts_for_rows_and_joins_them_for_arrays(weights_file, tmp_path):
+def test_extraction_keeps_its_parts_for_rows_and_joins_them_for_arrays(weights_file, tmp_path, caplog):
     images = np.random.default_rng(0).integers(0, 256, (10, SIZE, SIZE, 3), dtype=np.uint8)
     dataset = tf.data.Dataset.from_tensor_slices((images, np.arange(10) % 3))
     kwargs = dict(image_size=SIZE, weights=str(weights_file), dataset_id="toy:train", cache_dir=tmp_path,
@@ -131,6 +132,11 @@ def test_extraction_keeps_its_parts_for_rows_and_joins_them_for_arrays(weights_f
     assert not parts.exists() and len(list(tmp_path.glob("*.npz"))) == 1
     joined = extract_features(dataset, rows=True, **kwargs)  # the joined cache file is read by row as it is
     np.testing.assert_array_equal(joined.read([9, 0, 5]), features[[9, 0, 5]])
+    joined.files[0].write_bytes(b"damaged")
+    with caplog.at_level(logging.WARNING):
+        again = extract_features(dataset, rows=True, **kwargs)  # named, removed, extracted again as parts
+    assert "cannot be read by row" in caplog.text and not joined.files[0].exists()
+    np.testing.assert_array_equal(again.read(np.arange(10)), features)
 
 
 def test_feature_rows_refuse_compressed_or_foreign_files_and_bad_rows(tmp_path):

@@ -162,7 +162,12 @@ _HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.r
 def mark_complete(path, metadata, count):
     """Marks parts ``0 .. count - 1`` of cache file ``path`` as every part of the extraction (kept, not joined).
 
-    See ``complete_parts`` for an example.
+    Example:
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "toy.npz"
+    >>> mark_complete(path, {"dataset": "toy"}, 0)
+    >>> complete_parts(path, {"dataset": "toy"}), complete_parts(path, {"dataset": "other"})
+    ([], None)
     """
     text = json.dumps({"parts": count, "metadata": json.dumps(metadata, sort_keys=True)})
     write_file(parts_dir(path) / _COMPLETE, text)
@@ -296,11 +301,17 @@ class FeatureRows:
         return out
 
     def references(self):
-        """``References`` of the rows (positions) and labels; reading one gives its features ``[F]``."""
+        """``References`` of the rows (positions) and labels; reading one gives its features ``[F]``, reading
+        many (``read_many``, a batch in one call) their rows ``[B, F]``."""
         def read(row):
             features = tf.numpy_function(lambda r: self.read([r])[0], [row], tf.as_dtype(self.dtype), stateful=False)
             features.set_shape([self.dim])
             return features
 
+        def read_many(rows):
+            features = tf.numpy_function(self.read, [rows], tf.as_dtype(self.dtype), stateful=False)
+            features.set_shape([None, self.dim])
+            return features
+
         return References(np.arange(len(self), dtype=np.int64), self.labels, read=read, files=self.files,
-                          tag="feature rows")
+                          tag="feature rows", read_many=read_many)

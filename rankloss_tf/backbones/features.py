@@ -215,17 +215,32 @@ def extract_features(
         return _joined(_embed(model, batches, count, verbose))
     metadata = _cache_metadata(model, backbone, weights, image_size, dataset_id, content)
     path = _cache_path(metadata, cache_dir)
-    if rows and path.is_file():
-        logger.info("Features from cache %s", path)
-        return FeatureRows([path], metadata)
-    cached = None if rows else read_features(path, metadata)
+    cached = _readable_rows([path], metadata, remove=True) if rows else read_features(path, metadata)
     if cached is not None:
         logger.info("Features from cache %s", path)
-        return cached[:2]
+        return cached if rows else cached[:2]
     files = complete_parts(path, metadata)
-    if files is None:
+    found = _readable_rows(files, metadata) if rows and files else None
+    if found is not None:
+        return found
+    if files is None or rows:  # none yet, or a complete part damaged since: the good leading parts are kept
         files = _extract_parts(model, batches, count, verbose, path, metadata, part_size)
     return FeatureRows(files, metadata) if rows else join_parts(path, metadata, len(files))
+
+
+def _readable_rows(files, metadata, remove=False):
+    """``FeatureRows`` of ``files``, or None: a file missing, or damaged (named in a warning; removed with
+    ``remove``, else left for ``done_parts`` to find)."""
+    if not all(Path(file).is_file() for file in files):
+        return None
+    try:
+        return FeatureRows(files, metadata)
+    except ValueError as error:
+        logger.warning("%s; recomputing.", error)
+        if remove:
+            for file in files:
+                Path(file).unlink(missing_ok=True)
+        return None
 
 
 def _extract_parts(model, batches, count, verbose, path, metadata, part_size):
