@@ -1,9 +1,10 @@
 """Writes docs/api.md, the API reference, from the docstrings of rankloss_tf.
 
-Public modules are `rankloss_tf`, the modules named in a parent's `__all__`, and
-the modules that define an `__all__`. A module's public names are its `__all__`
-(else the names it defines without a leading underscore). Each object is
-documented once, under the shortest public path that exports it.
+The reference is the public API and nothing else: `rankloss_tf` and, recursively,
+every module of the package that a public module's `__all__` names. A public
+module's names are its `__all__` (else the names it defines without a leading
+underscore). Each object is documented once, under the first public path that
+exports it (the package first, then modules by dotted name).
 
     python docs/make_api.py          # rewrite docs/api.md
     python docs/make_api.py --check  # exit 1 if docs/api.md is out of date
@@ -12,7 +13,6 @@ documented once, under the shortest public path that exports it.
 import argparse
 import importlib
 import inspect
-import pkgutil
 import re
 import sys
 from pathlib import Path
@@ -26,23 +26,17 @@ SKIPPED_METHODS = {"call", "get_config", "from_config", "build", "compute_output
 
 
 def public_modules():
-    """Public module objects, the package first, then sorted by dotted name."""
-    package = importlib.import_module(PACKAGE)
-    names = [PACKAGE] + sorted(
-        info.name for info in pkgutil.walk_packages(package.__path__, prefix=PACKAGE + ".")
-    )
-    modules = []
-    for name in names:
-        if any(part.startswith("_") for part in name.split(".")):
-            continue
-        module = importlib.import_module(name)
-        if (module.__doc__ or "").startswith("Deprecated:"):
-            continue  # a forward to a name's new home, documented there
-        parent_name, _, leaf = name.rpartition(".")
-        parent_all = getattr(sys.modules.get(parent_name), "__all__", ())
-        if name == PACKAGE or hasattr(module, "__all__") or leaf in parent_all:
-            modules.append(module)
-    return modules
+    """Public module objects: the package first, then the modules its ``__all__`` chains name, by dotted name."""
+    found = {}
+    todo = [importlib.import_module(PACKAGE)]
+    while todo:
+        module = todo.pop()
+        found[module.__name__] = module
+        for name in getattr(module, "__all__", ()):
+            value = getattr(module, name)
+            if inspect.ismodule(value) and value.__name__.startswith(PACKAGE + ".") and value.__name__ not in found:
+                todo.append(value)
+    return [found[PACKAGE]] + [found[name] for name in sorted(found) if name != PACKAGE]
 
 
 def public_names(module):

@@ -11,21 +11,12 @@ A SavedModel is a program: loading one (an export or an index) runs the graph
 it holds. Load only SavedModels you trust.
 """
 
-import importlib
 import zipfile
 from pathlib import Path
 
-__all__ = [
-    "KERAS_OBJECT_MODULES", "MODEL_FILE", "damage_errors", "error_reason", "load_model", "model_form",
-    "register_keras_objects",
-]
+__all__ = ["MODEL_FILE", "damage_errors", "error_reason", "load_model", "model_form", "register_keras_objects"]
 
 MODEL_FILE = "model.keras"  # the trained model inside a run directory of ``train``
-# The modules whose Keras serialisable objects ``.keras`` files of this package name.
-KERAS_OBJECT_MODULES = (
-    "rankloss_tf.losses", "rankloss_tf.losses_modern", "rankloss_tf.backbones.preprocessing",
-    "rankloss_tf.fine_tune",
-)
 
 
 def register_keras_objects():
@@ -40,8 +31,10 @@ def register_keras_objects():
     >>> "rankloss_tf>ImagePreprocessing" in keras.saving.get_custom_objects()
     True
     """
-    for module in KERAS_OBJECT_MODULES:
-        importlib.import_module(module)
+    # Here, not at the top: this module is read by the command line without TensorFlow.
+    import rankloss_tf.backbones.preprocessing  # noqa: F401 (each registers its classes when imported)
+    import rankloss_tf.fine_tune  # noqa: F401
+    import rankloss_tf.losses  # noqa: F401
 
 
 def model_form(path):

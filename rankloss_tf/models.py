@@ -11,7 +11,7 @@ the one registry, ``rankloss_tf.backbones.build_backbone``: ``"small_cnn"``,
 
 import keras
 
-from rankloss_tf.backbones import ImagePreprocessing, build_backbone, is_pretrained, small_cnn
+from rankloss_tf.backbones import ImagePreprocessing, build_backbone, small_cnn
 from rankloss_tf.backbones.small_cnn import check_input_shape
 from rankloss_tf.backbones.image_views import ImageView, views
 
@@ -19,48 +19,11 @@ __all__ = [
     "ImagePreprocessing",
     "ImageView",
     "build_embedding_model",
-    "build_feature_extractor",
     "embedding_model",
-    "is_pretrained_backbone",
     "projection_head",
     "small_cnn",
     "views",
 ]
-
-
-def is_pretrained_backbone(backbone):
-    """True for the backbones that come with pretrained weights (see ``backbones.is_pretrained``).
-
-    Example:
-    >>> is_pretrained_backbone("efficientnet_lite0"), is_pretrained_backbone("small_cnn")
-    (True, False)
-    """
-    return is_pretrained(backbone)
-
-
-def build_feature_extractor(input_shape, backbone="small_cnn", image_size=None, weights=None):
-    """Builds a backbone with its preprocessing inside: ``uint8`` images to pooled features.
-
-    Args:
-        input_shape: ``(height, width, channels)`` of the raw ``uint8`` images.
-        backbone: a ``rankloss_tf.backbones`` name: ``"small_cnn"``,
-            ``"efficientnet_lite0"`` or a ``keras.applications`` model (any case).
-        image_size: side or ``(height, width)`` the images are resized to inside
-            the model, or None to keep their size.
-        weights: pretrained backbones: None (random), ``"imagenet"`` or a path to
-            a weights file.
-
-    Returns:
-        A ``keras.Model`` mapping ``uint8 [N, H, W, C]`` to ``float32 [N, F]``.
-
-    Raises:
-        ValueError: unknown backbone, bad shapes or sizes.
-
-    Example:
-    >>> build_feature_extractor((8, 8, 1)).output_shape
-    (None, 64)
-    """
-    return build_backbone(backbone, image_size=image_size, weights=weights, input_shape=input_shape)
 
 
 def _check_embedding_dim(embedding_dim):
@@ -124,7 +87,7 @@ def embedding_model(feature_extractor, head, views=None, input_shape=None, name=
     head's output is unchanged.
 
     Args:
-        feature_extractor: ``build_feature_extractor``'s model; with ``views``,
+        feature_extractor: ``backbones.build_backbone``'s model; with ``views``,
             a dict from each view size ``s`` to an extractor of ``(s, s, C)`` images.
         head: a model taking the features (e.g. ``projection_head``).
         views: a sequence of ``View`` (None: the images go to the extractor as they are).
@@ -138,9 +101,11 @@ def embedding_model(feature_extractor, head, views=None, input_shape=None, name=
         ValueError: views without an input shape or without an extractor of their size.
 
     Example:
-    >>> embedding_model(build_feature_extractor((8, 8, 1)), projection_head(64, 16)).output_shape
+    >>> from rankloss_tf.backbones import build_backbone
+    >>> features = build_backbone("small_cnn", None, None, input_shape=(8, 8, 1))
+    >>> embedding_model(features, projection_head(64, 16)).output_shape
     (None, 16)
-    >>> extractors = {8: build_feature_extractor((8, 8, 1)), 12: build_feature_extractor((12, 12, 1))}
+    >>> extractors = {size: build_backbone("small_cnn", None, None, input_shape=(size, size, 1)) for size in (8, 12)}
     >>> model = embedding_model(extractors, projection_head(64, 16), views((8, 12), mirror=True), (8, 8, 1))
     >>> model.output_shape
     (None, 16)
@@ -203,6 +168,6 @@ def build_embedding_model(
     """
     input_shape = check_input_shape(input_shape)
     embedding_dim = _check_embedding_dim(embedding_dim)
-    features = build_feature_extractor(input_shape, backbone, image_size, weights)
+    features = build_backbone(backbone, image_size=image_size, weights=weights, input_shape=input_shape)
     inputs = keras.Input(input_shape, dtype="uint8", name="images")
     return keras.Model(inputs, _project(features(inputs), embedding_dim, normalize), name=name)

@@ -10,7 +10,7 @@ tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU"
 
 import keras  # noqa: E402
 
-from rankloss_tf.losses_modern import XBM, SupConLoss  # noqa: E402
+from rankloss_tf.losses import XBM, SupConLoss  # noqa: E402
 
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 with strategy.scope():

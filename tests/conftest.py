@@ -2,6 +2,7 @@
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -47,3 +48,28 @@ def shared_data():
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data folder not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+class CliRun(NamedTuple):
+    """What one ``rankloss-tf`` command did: its exit status and what it printed."""
+
+    status: int
+    out: str
+    err: str
+
+    @property
+    def printed(self):
+        """stdout then stderr: everything the command printed."""
+        return self.out + self.err
+
+
+def run_cli(capsys, *argv):
+    """Runs ``rankloss-tf ARGV`` in this process (``app.cli.main``); a ``CliRun`` (argparse's exits give their status)."""
+    from rankloss_tf.app import cli
+
+    try:
+        status = cli.main([str(a) for a in argv])
+    except SystemExit as stop:
+        status = stop.code
+    captured = capsys.readouterr()
+    return CliRun(status, captured.out, captured.err)

@@ -13,14 +13,10 @@ from rankloss_tf.app import cli
 from rankloss_tf.backbones import files, weights
 from rankloss_tf.datasets import load
 from rankloss_tf.export import SavedModelEmbedder
+from tests.conftest import run_cli
 
 CARS196 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cars196"
 TRAIN_CLASSES, TEST_CLASSES, PER_CLASS = (1, 2, 3, 4), (99, 100, 101, 102), 5
-
-
-def run_cli(capsys, *argv):
-    status = cli.main([str(a) for a in argv])
-    return status, capsys.readouterr().out
 
 
 @pytest.fixture
@@ -55,7 +51,7 @@ def test_frozen_features_on_cars196_cached_then_reused_and_exported(tiny_cars196
     common = ["train", "--dataset", "cars196", "--data-dir", tiny_cars196, "--view-sizes", "224", "--no-mirror-views",
               "--cache-dir", cache, "--classes-per-batch", "4", "--samples-per-class", "2", "--epochs", "2",
               "--steps-per-epoch", "3", "--embedding-dim", "32", "--no-plots", "--verbose", "0"]
-    status, out = run_cli(capsys, *common, "--out", tmp_path / "run1", "--export", saved)
+    status, out, _ = run_cli(capsys, *common, "--out", tmp_path / "run1", "--export", saved)
     assert status == 0 and "frozen efficientnet_lite0 features" in out and "| recall@1 |" in out
     # The file name keeps the tail of the dataset id (a temporary path here, split, view): order by split.
     cached = sorted(cache.glob("*.npz"), key=lambda path: path.name.split("-")[0].split("_")[-2])
@@ -68,7 +64,7 @@ def test_frozen_features_on_cars196_cached_then_reused_and_exported(tiny_cars196
     assert len(list(csv.DictReader((tmp_path / "run1" / "history.csv").open()))) == 2
 
     # Second run: both feature files are read back, not recomputed; same seed, same metrics.
-    status, _ = run_cli(capsys, *common, "--out", tmp_path / "run2")
+    status, _, _ = run_cli(capsys, *common, "--out", tmp_path / "run2")
     assert status == 0
     assert set(cache.glob("*.npz")) == set(cached) and [path.stat().st_mtime_ns for path in cached] == stamps
     second = json.loads((tmp_path / "run2" / "metrics.json").read_text())

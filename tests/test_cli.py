@@ -11,20 +11,16 @@ import pytest
 from rankloss_tf import app
 from rankloss_tf.app import cli
 from rankloss_tf.export import SavedModelEmbedder
+from tests.conftest import run_cli
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 OMNIGLOT = SHARED_DATA / "omniglot"
 METRIC_NAMES = {"recall@1", "recall@2", "recall@4", "recall@8", "map@r", "r_precision", "nmi", "f1"}
 
 
-def run_cli(capsys, *argv):
-    status = cli.main([str(a) for a in argv])
-    return status, capsys.readouterr().out
-
-
 def test_train_evaluate_export_on_digits(tmp_path, capsys):
     run, saved = tmp_path / "run", tmp_path / "saved_model"
-    status, out = run_cli(capsys, "train", "--dataset", "digits", "--loss", "triplet_semihard", "--margin", "0.5",
+    status, out, _ = run_cli(capsys, "train", "--dataset", "digits", "--loss", "triplet_semihard", "--margin", "0.5",
                           "--epochs", "2", "--steps-per-epoch", "3", "--embedding-dim", "16", "--out", run,
                           "--export", saved, "--verbose", "0")
     assert status == 0
@@ -39,12 +35,12 @@ def test_train_evaluate_export_on_digits(tmp_path, capsys):
     assert sorted(p.name for p in (run / "plots").iterdir()) == ["recall_at_k.png", "retrieval_gallery.png", "tsne.png"]
 
     # evaluate the SavedModel: the same embeddings, so the same metrics.
-    status, out = run_cli(capsys, "evaluate", "--model", saved, "--dataset", "digits", "--json", tmp_path / "m.json")
+    status, out, _ = run_cli(capsys, "evaluate", "--model", saved, "--dataset", "digits", "--json", tmp_path / "m.json")
     assert status == 0 and "| map@r |" in out
     assert json.loads((tmp_path / "m.json").read_text()) == pytest.approx(record["metrics"], abs=1e-6)
 
     # export the run directory again elsewhere; it embeds like the Keras model.
-    status, out = run_cli(capsys, "export", "--model", run, "--out", tmp_path / "again")
+    status, out, _ = run_cli(capsys, "export", "--model", run, "--out", tmp_path / "again")
     assert status == 0 and "serving_default" in out
     images = np.random.default_rng(0).integers(0, 256, size=(3, 8, 8, 1), dtype=np.uint8)
     want = keras.models.load_model(run / "model.keras")(images).numpy()
@@ -54,7 +50,7 @@ def test_train_evaluate_export_on_digits(tmp_path, capsys):
 def test_train_on_omniglot(tmp_path, capsys):
     if not OMNIGLOT.is_dir():
         pytest.skip(f"Omniglot data not found at {OMNIGLOT}")
-    status, out = run_cli(capsys, "train", "--dataset", "omniglot", "--data-dir", OMNIGLOT, "--epochs", "1",
+    status, out, _ = run_cli(capsys, "train", "--dataset", "omniglot", "--data-dir", OMNIGLOT, "--epochs", "1",
                           "--steps-per-epoch", "2", "--classes-per-batch", "8", "--samples-per-class", "2",
                           "--no-plots", "--out", tmp_path / "run", "--verbose", "0")
     assert status == 0 and "| nmi |" in out
@@ -97,7 +93,7 @@ def test_interrupted_run_resumes_from_last_epoch(tmp_path):
 
 
 def test_normalize_option_trains_on_raw_embeddings(tmp_path, capsys):
-    status, _ = run_cli(capsys, "train", "--dataset", "digits", "--loss", "npair", "--no-normalize",
+    status, _, _ = run_cli(capsys, "train", "--dataset", "digits", "--loss", "npair", "--no-normalize",
                         "--samples-per-class", "2", "--epochs", "1", "--steps-per-epoch", "2",
                         "--embedding-dim", "8", "--no-plots", "--out", tmp_path / "run", "--verbose", "0")
     assert status == 0

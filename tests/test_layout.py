@@ -9,13 +9,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "rankloss_tf"
 # Layers from the bottom; a module may import its own layer's package and the layers below.
 LAYERS = [
     {"ops", "cache", "lazy", "io", "images", "references"},
-    {"losses", "data", "datasets"},
-    {"compat", "backbones", "evaluation", "export", "losses_modern"},
+    {"losses", "data", "datasets", "fine_tune"},
+    {"compat", "backbones", "evaluation", "export"},
     {"loading"},
-    {"models", "retrieval", "deploy", "fine_tune"},
-    {"frozen_backbone"},
+    {"models", "retrieval", "deploy"},
     {"app"},  # the application: the library never imports it
-    {"training", "cli", "artifacts", "__main__"},  # deprecated forwards to app (they go in 0.3), and python -m
+    # deprecated forwards (they go in 0.3), and python -m
+    {"training", "cli", "artifacts", "losses_modern", "__main__"},
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 LONG_FUNCTION_LINES = 60
@@ -97,3 +97,47 @@ def test_moved_training_modules_are_the_app_modules():
 
     assert config is rankloss_tf.app.config and TrainConfig is config.TrainConfig
     assert fine_tune is rankloss_tf.fine_tune
+
+
+def _imports_by_name(tree):
+    """The ``import_module("rankloss_tf...")`` calls of a module (a literal or f-string name)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "import_module" and node.args:
+            name = node.args[0]
+            text = name.value if isinstance(name, ast.Constant) else (
+                name.values[0].value if isinstance(name, ast.JoinedStr) and isinstance(name.values[0], ast.Constant)
+                else "")
+            if str(text).startswith("rankloss_tf"):
+                yield node.lineno
+
+
+def test_one_lazy_import_mechanism():
+    """Names imported when first used go through ``rankloss_tf.lazy``: no other module ``__getattr__``, no import by name."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        if any(isinstance(node, ast.FunctionDef) and node.name == "__getattr__" for node in tree.body):
+            found.append(f"{path.relative_to(PACKAGE)}: a module __getattr__")
+        found += [f"{path.relative_to(PACKAGE)}:{line}: import_module of a package module" for line in _imports_by_name(tree)]
+    assert not found, found
+
+
+def test_the_package_is_light_and_its_public_names_resolve():
+    import subprocess
+    import sys
+
+    code = ("import sys, rankloss_tf\nlight = 'tensorflow' not in sys.modules\n"
+            "missing = [n for n in rankloss_tf.__all__ if getattr(rankloss_tf, n, None) is None]\n"
+            "print(light, missing)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "[]"], out
+
+
+def test_the_house_drawn_in_the_docs_is_the_code():
+    doc = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    drawn = {}
+    for line in doc.splitlines():
+        if line.startswith("layer "):  # "layer N  name name ...    what they are"
+            _, number, rest = line.split(None, 2)
+            drawn[int(number)] = set(rest.split("  ")[0].split())
+    assert drawn == dict(enumerate(LAYERS)), "docs/architecture.md's layers differ from LAYERS"

@@ -1,6 +1,9 @@
 """The Keras loss classes: the kernels' values, serialisation, sample weights, reduction, model.fit
 and custom training loops."""
 
+import importlib
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -34,7 +37,7 @@ def test_sample_weight_weights_anchors():
 def test_get_builds_by_name():
     assert isinstance(losses.get("npair_angular", lam=1.0), losses.NPairAngularLoss)
     assert set(losses.LOSSES) == {"contrastive", "triplet_semihard", "triplet_hard", "npair", "angular", "npair_angular"}
-    # Today's losses come from losses_modern whatever was imported before (no registration at import time).
+    # Today's losses (MODERN_LOSSES) are in the registry too.
     assert set(losses.registry()) - set(losses.LOSSES) == {
         "multi_similarity", "supcon", "ntxent", "proxy_anchor", "proxy_nca", "arcface", "cosface"}
     assert losses.get("arcface").__class__.__name__ == "ArcFaceLoss"
@@ -177,3 +180,12 @@ def test_reduction_is_keras_own(reduction):
         expected = Given(reduction=reduction)(per_anchor, per_anchor, sample_weight=sample_weight)
         got = losses.TripletHardLoss(reduction=reduction)(labels, embeddings, sample_weight=sample_weight)
         np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-6)
+
+
+def test_losses_modern_warns_and_re_exports_for_one_release():
+    sys.modules.pop("rankloss_tf.losses_modern", None)
+    with pytest.warns(DeprecationWarning, match="import its names from rankloss_tf.losses"):
+        modern = importlib.import_module("rankloss_tf.losses_modern")
+    for name in ["XBM", "ClassCosines", "ClassLoss", "ProxyAnchorLoss", "ArcFaceLoss", "with_class_head", "embedding_part"]:
+        assert getattr(modern, name) is getattr(losses, name)
+    assert modern.MODERN_LOSSES == {name: cls for name, cls in losses.registry().items() if name not in losses.LOSSES}

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from rankloss_tf import losses, ops
-from rankloss_tf.losses_modern import XBM, MultiSimilarityLoss, NTXentLoss, SupConLoss
+from rankloss_tf.losses import XBM, MultiSimilarityLoss, NTXentLoss, SupConLoss
 
 RNG = np.random.RandomState(31)
 

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from rankloss_tf import losses
-from rankloss_tf.losses_modern import ClassCosines, with_class_head
+from rankloss_tf.losses import ClassCosines, with_class_head
 
 RNG = np.random.RandomState(7)
 
@@ -72,7 +72,7 @@ def test_class_cosines_layer_checks_and_serialises():
 
 def test_retrieval_evaluation_embeds_with_the_embedding_part_of_a_class_head_model():
     from rankloss_tf.evaluation import RetrievalEvaluation, evaluate
-    from rankloss_tf.losses_modern import embedding_part
+    from rankloss_tf.losses import embedding_part
 
     rng = np.random.RandomState(3)
     features, labels = rng.randn(60, 6).astype(np.float32), rng.randint(0, 6, 60)

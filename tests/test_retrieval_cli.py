@@ -16,15 +16,7 @@ from rankloss_tf.app import cli
 from rankloss_tf.export import MARKER, export_saved_model
 from rankloss_tf.loading import load_model
 from rankloss_tf.models import build_embedding_model
-
-
-def run_cli(capsys, *argv):
-    try:
-        status = cli.main([str(a) for a in argv])
-    except SystemExit as stop:
-        status = stop.code
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
+from tests.conftest import run_cli
 
 
 @pytest.fixture(scope="module")

@@ -12,21 +12,12 @@ import numpy as np
 import pytest
 
 from rankloss_tf import app
-from rankloss_tf.app import cli
 from rankloss_tf.app.run_dir import RunDirectory
+from tests.conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--dataset", "digits", "--epochs", "2", "--steps-per-epoch", "2", "--embedding-dim", "8", "--no-plots",
         "--verbose", "0"]
-
-
-def run_cli(capsys, *argv):
-    try:
-        status = cli.main([str(a) for a in argv])
-    except SystemExit as exit_info:
-        status = exit_info.code
-    captured = capsys.readouterr()
-    return status, captured.out + captured.err
 
 
 def config(tmp_path, **overrides):
@@ -54,7 +45,8 @@ def test_export_into_an_unrelated_directory_is_refused_before_training(tmp_path,
     mine = tmp_path / "my_photos"
     mine.mkdir()
     (mine / "holiday.jpg").write_bytes(b"precious")
-    status, out = run_cli(capsys, "train", *FAST, "--out", tmp_path / "run", "--export", mine, "--overwrite")
+    done = run_cli(capsys, "train", *FAST, "--out", tmp_path / "run", "--export", mine, "--overwrite")
+    status, out = done.status, done.printed
     assert status == 2 and "not an export of rankloss_tf" in out
     assert (mine / "holiday.jpg").read_bytes() == b"precious"
     assert not (tmp_path / "run").exists()  # refused before any work
@@ -64,7 +56,8 @@ def test_export_into_an_unrelated_directory_is_refused_before_training(tmp_path,
 def test_export_equal_to_inside_or_above_the_run_is_refused(tmp_path, capsys, where):
     run = tmp_path / "runs" / "a"
     export = {"same": run, "parent": tmp_path / "runs", "inside": run / "saved_model"}[where]
-    status, out = run_cli(capsys, "train", *FAST, "--out", run, "--export", export, "--overwrite")
+    done = run_cli(capsys, "train", *FAST, "--out", run, "--export", export, "--overwrite")
+    status, out = done.status, done.printed
     assert status == 2 and "--export must not be equal to, inside or above the run directory --out" in out
     assert not run.exists()
 
@@ -72,16 +65,19 @@ def test_export_equal_to_inside_or_above_the_run_is_refused(tmp_path, capsys, wh
 def test_file_at_out_or_export_is_refused(tmp_path, capsys):
     file = tmp_path / "notes.txt"
     file.write_text("mine")
-    status, out = run_cli(capsys, "train", *FAST, "--out", file)
+    done = run_cli(capsys, "train", *FAST, "--out", file)
+    status, out = done.status, done.printed
     assert status == 2 and "is an existing file" in out
-    status, out = run_cli(capsys, "train", *FAST, "--out", tmp_path / "run", "--export", file)
+    done = run_cli(capsys, "train", *FAST, "--out", tmp_path / "run", "--export", file)
+    status, out = done.status, done.printed
     assert status == 2 and "exists and is not a directory" in out
     assert file.read_text() == "mine" and not (tmp_path / "run").exists()
 
 
 def test_out_that_holds_other_files_is_refused(tmp_path, capsys):
     (tmp_path / "thesis.tex").write_text("mine")
-    status, out = run_cli(capsys, "train", *FAST, "--out", tmp_path)
+    done = run_cli(capsys, "train", *FAST, "--out", tmp_path)
+    status, out = done.status, done.printed
     assert status == 2 and "not a rankloss-tf run" in out
     assert listing(tmp_path) == ["thesis.tex"]
 
@@ -90,10 +86,12 @@ def test_export_command_keeps_runs_and_needs_overwrite(tmp_path, capsys):
     run = tmp_path / "run"
     assert run_cli(capsys, "train", *FAST, "--out", run)[0] == 0
     before = listing(run)
-    status, out = run_cli(capsys, "export", "--model", run, "--out", run, "--overwrite")
+    done = run_cli(capsys, "export", "--model", run, "--out", run, "--overwrite")
+    status, out = done.status, done.printed
     assert status == 2 and "must not be equal to, inside or above the model --model" in out and listing(run) == before
     assert run_cli(capsys, "export", "--model", run, "--out", tmp_path / "e")[0] == 0
-    status, out = run_cli(capsys, "export", "--model", run, "--out", tmp_path / "e")
+    done = run_cli(capsys, "export", "--model", run, "--out", tmp_path / "e")
+    status, out = done.status, done.printed
     assert status == 2 and "--overwrite to replace it" in out
     assert run_cli(capsys, "export", "--model", run, "--out", tmp_path / "e", "--overwrite")[0] == 0
 
@@ -109,7 +107,8 @@ def test_finished_run_is_not_trained_again(tmp_path, capsys):
     assert again.metrics == first.metrics
     assert (tmp_path / "run" / "history.csv").read_text() == rows
     assert list(csv.DictReader(open(tmp_path / "run" / "history.csv")))[0].keys() == {"epoch", "loss"}  # no NA column
-    status, out = run_cli(capsys, "train", *FAST, "--out", tmp_path / "run")
+    done = run_cli(capsys, "train", *FAST, "--out", tmp_path / "run")
+    status, out = done.status, done.printed
     assert status == 0 and "already finished" in out and "nothing was trained again" in out
 
 
@@ -176,13 +175,15 @@ def test_a_lock_held_by_another_process_refuses_until_it_dies(tmp_path, capsys):
          str(tmp_path / "r")], env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        status, out = run_cli(capsys, "train", *FAST, "--out", tmp_path / "r")
+        done = run_cli(capsys, "train", *FAST, "--out", tmp_path / "r")
+        status, out = done.status, done.printed
         assert status == 2 and f"pid {holder.pid}" in out and "is writing to this run directory" in out
         assert listing(tmp_path / "r") == [".lock", ".rankloss_tf_run"]
     finally:
         holder.kill()
         holder.wait()
-    status, out = run_cli(capsys, "train", *FAST, "--out", tmp_path / "r")  # the dead holder's lock is stale
+    done = run_cli(capsys, "train", *FAST, "--out", tmp_path / "r")  # the dead holder's lock is stale
+    status, out = done.status, done.printed
     assert status == 0
     assert [row["epoch"] for row in csv.DictReader(open(tmp_path / "r" / "history.csv"))] == ["0", "1"]
 
@@ -216,8 +217,9 @@ def test_non_finite_embeddings_are_refused_by_evaluation():
 
 
 def test_one_sample_per_class_is_refused(tmp_path, capsys):
-    status, out = run_cli(capsys, "train", *FAST, "--samples-per-class", "1", "--loss", "triplet_hard",
-                          "--out", tmp_path / "run")
+    done = run_cli(capsys, "train", *FAST, "--samples-per-class", "1", "--loss", "triplet_hard",
+                   "--out", tmp_path / "run")
+    status, out = done.status, done.printed
     assert status == 2 and "every loss needs pairs of samples of one class" in out
     with pytest.raises(ValueError, match="`samples_per_class` must be in \\[2, inf\\).*Received: samples_per_class=1"):
         config(tmp_path, samples_per_class=1).resolved()
@@ -251,13 +253,16 @@ def test_verbose_follows_the_terminal(tmp_path, monkeypatch):
 def test_evaluate_takes_ks_and_image_size_and_names_singletons(tmp_path, capsys, caplog):
     run = tmp_path / "run"
     assert run_cli(capsys, "train", *FAST, "--out", run)[0] == 0
-    status, out = run_cli(capsys, "evaluate", "--model", run, "--dataset", "digits", "--ks", "1,3",
-                          "--no-clustering", "--image-size", "8", "--json", tmp_path / "m.json")
+    done = run_cli(capsys, "evaluate", "--model", run, "--dataset", "digits", "--ks", "1,3",
+                   "--no-clustering", "--image-size", "8", "--json", tmp_path / "m.json")
+    status, out = done.status, done.printed
     assert status == 0 and "| recall@3 |" in out and "| recall@2 |" not in out
     assert set(json.loads((tmp_path / "m.json").read_text())) == {"recall@1", "recall@3", "map@r", "r_precision"}
-    status, out = run_cli(capsys, "evaluate", "--model", run, "--dataset", "digits", "--json", tmp_path / "m.json")
+    done = run_cli(capsys, "evaluate", "--model", run, "--dataset", "digits", "--json", tmp_path / "m.json")
+    status, out = done.status, done.printed
     assert status == 2 and "not overwritten" in out
-    status, out = run_cli(capsys, "evaluate", "--model", run, "--dataset", "digits", "--ks", "4,2")
+    done = run_cli(capsys, "evaluate", "--model", run, "--dataset", "digits", "--ks", "4,2")
+    status, out = done.status, done.printed
     assert status == 2 and "increasing" in out
 
 
@@ -276,8 +281,9 @@ def test_offline_keras_applications_weights_give_a_clear_error(tmp_path, capsys,
 
     monkeypatch.setattr(file_utils, "get_file", offline)
     monkeypatch.setattr(keras.utils, "get_file", offline)
-    status, out = run_cli(capsys, "train", *FAST, "--backbone", "mobilenet_v3_small", "--image-size", "32",
-                          "--out", tmp_path / "run")
+    done = run_cli(capsys, "train", *FAST, "--backbone", "mobilenet_v3_small", "--image-size", "32",
+                   "--out", tmp_path / "run")
+    status, out = done.status, done.printed
     assert status == 2 and "Could not build keras.applications.MobileNetV3Small" in out
     assert "weights file or weights=None" in out
 
@@ -295,8 +301,9 @@ def test_infinite_dataset_is_refused_by_the_sampler():
 @pytest.mark.parametrize("dataset", ["omniglot", "cars196"])
 def test_data_dir_without_the_files_is_refused_not_downloaded_into(dataset, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    status, out = run_cli(capsys, "train", "--dataset", dataset, "--data-dir", tmp_path / "empty",
-                          "--out", tmp_path / "run")
+    done = run_cli(capsys, "train", "--dataset", dataset, "--data-dir", tmp_path / "empty",
+                   "--out", tmp_path / "run")
+    status, out = done.status, done.printed
     assert status == 2 and "nothing is downloaded into a given data_dir" in out
     assert listing(tmp_path / "empty") == []
 
@@ -307,10 +314,12 @@ def test_evaluate_scores_the_official_one_shot_runs(tmp_path, capsys):
         pytest.skip("all_runs.zip not found")
     run = tmp_path / "run"
     assert run_cli(capsys, "train", *FAST, "--out", run)[0] == 0
-    status, out = run_cli(capsys, "evaluate", "--model", run, "--one-shot", runs, "--json", tmp_path / "m.json")
+    done = run_cli(capsys, "evaluate", "--model", run, "--one-shot", runs, "--json", tmp_path / "m.json")
+    status, out = done.status, done.printed
     assert status == 0 and "| one_shot_20way |" in out
     assert 0.0 <= json.loads((tmp_path / "m.json").read_text())["one_shot_20way"] <= 1.0
-    status, out = run_cli(capsys, "evaluate", "--model", run)
+    done = run_cli(capsys, "evaluate", "--model", run)
+    status, out = done.status, done.printed
     assert status == 2 and "needs --dataset, --one-shot or both" in out
 
 
@@ -329,12 +338,14 @@ def test_a_folder_with_a_foreign_run_json_is_refused_and_untouched(tmp_path, cap
              ".notes.tmp-1": "draft", "state.json": '{"phase": "fitting"}'}
     for name, text in files.items():
         (sacred / name).write_text(text)
-    status, out = run_cli(capsys, "train", *FAST, "--out", sacred)
+    done = run_cli(capsys, "train", *FAST, "--out", sacred)
+    status, out = done.status, done.printed
     assert status == 2 and "no .rankloss_tf_run marker" in out and "0.1" in out and one_line(out)
     assert {p.name: p.read_text() for p in sacred.iterdir()} == files
     del files["state.json"]
     (sacred / "state.json").unlink()
-    status, out = run_cli(capsys, "train", *FAST, "--out", sacred)
+    done = run_cli(capsys, "train", *FAST, "--out", sacred)
+    status, out = done.status, done.printed
     assert status == 2 and "not a rankloss-tf run" in out
     assert {p.name: p.read_text() for p in sacred.iterdir()} == files
 
@@ -344,7 +355,8 @@ def test_resume_through_a_trailing_slash_or_a_symlink(tmp_path, capsys):
     assert run_cli(capsys, "train", *FAST, "--out", run)[0] == 0
     (tmp_path / "link").symlink_to(run)
     for spelled in (f"{run}/", tmp_path / "link", f"{tmp_path}/link/"):
-        status, out = run_cli(capsys, "train", *FAST, "--out", spelled)
+        done = run_cli(capsys, "train", *FAST, "--out", spelled)
+        status, out = done.status, done.printed
         assert status == 0 and "already finished" in out, out
 
 
@@ -364,7 +376,8 @@ def test_damaged_run_directories_give_one_line(tmp_path, capsys, damage):
         state = json.loads((run / "state.json").read_text())
         (run / "state.json").write_text(json.dumps({**state, "phase": "fitted"}))
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"}
-    status, out = run_cli(capsys, "train", *FAST, "--out", run)
+    done = run_cli(capsys, "train", *FAST, "--out", run)
+    status, out = done.status, done.printed
     assert status == 2 and "The run directory is damaged" in out and one_line(out), out
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"} == before
 
@@ -385,19 +398,23 @@ def read_only(tmp_path):
 
 def test_out_under_a_file_is_refused(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
-    status, out = run_cli(capsys, "train", *FAST, "--out", tmp_path / "notes.txt" / "run")
+    done = run_cli(capsys, "train", *FAST, "--out", tmp_path / "notes.txt" / "run")
+    status, out = done.status, done.printed
     assert status == 2 and "--out lies under a file" in out and one_line(out)
     assert listing(tmp_path) == ["notes.txt"]
 
 
 def test_read_only_out_export_and_cache_are_refused_before_training(tmp_path, capsys, read_only, monkeypatch):
-    status, out = run_cli(capsys, "train", *FAST, "--out", read_only / "run")
+    done = run_cli(capsys, "train", *FAST, "--out", read_only / "run")
+    status, out = done.status, done.printed
     assert status == 2 and "--out cannot be written" in out and one_line(out)
-    status, out = run_cli(capsys, "train", *FAST, "--out", tmp_path / "run", "--export", read_only / "export")
+    done = run_cli(capsys, "train", *FAST, "--out", tmp_path / "run", "--export", read_only / "export")
+    status, out = done.status, done.printed
     assert status == 2 and "--export cannot be written" in out and not (tmp_path / "run").exists()
     folder = make_folder(tmp_path / "photos", {name: 3 for name in "abcd"})
     monkeypatch.setenv("RANKLOSS_TF_CACHE", str(read_only / "cache"))
-    status, out = run_cli(capsys, "train", *FOLDER_FAST, "--dataset", f"folder:{folder}", "--out", tmp_path / "run")
+    done = run_cli(capsys, "train", *FOLDER_FAST, "--dataset", f"folder:{folder}", "--out", tmp_path / "run")
+    status, out = done.status, done.printed
     assert status == 2 and "RANKLOSS_TF_CACHE" in out and one_line(out)
     assert not (tmp_path / "run").exists()
 
@@ -425,11 +442,13 @@ def test_a_small_folder_scores_the_recall_at_k_it_has(tmp_path, capsys, monkeypa
     # ("`k` must be between 1 and 5 ... k=8"; an outside probe); now it reports Recall@1, 2 and 4.
     monkeypatch.setenv("RANKLOSS_TF_CACHE", str(tmp_path / "cache"))
     folder = make_folder(tmp_path / "photos", {name: 3 for name in "abcd"})
-    status, out = run_cli(capsys, "train", *FOLDER_FAST, "--dataset", f"folder:{folder}", "--out", tmp_path / "run")
+    done = run_cli(capsys, "train", *FOLDER_FAST, "--dataset", f"folder:{folder}", "--out", tmp_path / "run")
+    status, out = done.status, done.printed
     assert status == 0, out
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
     assert {"recall@1", "recall@2", "recall@4"} <= set(metrics) and "recall@8" not in metrics
-    status, out = run_cli(capsys, "evaluate", "--model", tmp_path / "run", "--dataset", f"folder:{folder}")
+    done = run_cli(capsys, "evaluate", "--model", tmp_path / "run", "--dataset", f"folder:{folder}")
+    status, out = done.status, done.printed
     assert status == 0 and "recall@4" in out and "recall@8" not in out, out
 
 
@@ -442,19 +461,23 @@ def test_folder_split_is_recorded_and_a_changed_folder_is_refused(tmp_path, caps
     assert split["seed"] == 3 and split["train_fraction"] == 0.5
     assert sorted(split["train"] + split["test"]) == list("abcdef") and len(split["test"]) == 3
 
-    status, out = run_cli(capsys, "evaluate", "--model", run, "--dataset", f"folder:{folder}", "--json",
-                          tmp_path / "m.json")  # the recorded seed, not 0
+    done = run_cli(capsys, "evaluate", "--model", run, "--dataset", f"folder:{folder}", "--json",
+                   tmp_path / "m.json")  # the recorded seed, not 0
+    status, out = done.status, done.printed
     assert status == 0
     recorded = json.loads((run / "metrics.json").read_text())["metrics"]
     assert json.loads((tmp_path / "m.json").read_text()) == pytest.approx(recorded, abs=1e-4)
-    status, out = run_cli(capsys, "evaluate", "--model", run, "--dataset", f"folder:{folder}", "--seed", "0")
+    done = run_cli(capsys, "evaluate", "--model", run, "--dataset", f"folder:{folder}", "--seed", "0")
+    status, out = done.status, done.printed
     assert status == 2 and "trained with --seed 3" in out and one_line(out)
 
     moved = split["test"][0]
     (folder / moved).rename(folder / f"{moved}_renamed")
-    status, out = run_cli(capsys, "train", *FOLDER_FAST, "--dataset", f"folder:{folder}", "--seed", "3", "--out", run)
+    done = run_cli(capsys, "train", *FOLDER_FAST, "--dataset", f"folder:{folder}", "--seed", "3", "--out", run)
+    status, out = done.status, done.printed
     assert status == 2 and f"classes gone: {moved}" in out and f"new classes: {moved}_renamed" in out, out
-    status, out = run_cli(capsys, "evaluate", "--model", run, "--dataset", f"folder:{folder}")
+    done = run_cli(capsys, "evaluate", "--model", run, "--dataset", f"folder:{folder}")
+    status, out = done.status, done.printed
     assert status == 2 and f"classes gone: {moved}" in out
 
 
@@ -468,7 +491,8 @@ def test_one_image_per_test_class_is_refused_before_training(tmp_path, capsys, m
     for name in test:
         for extra in sorted((folder / name).iterdir())[1:]:
             extra.unlink()
-    status, out = run_cli(capsys, "train", *FOLDER_FAST, "--dataset", f"folder:{folder}", "--out", tmp_path / "run")
+    done = run_cli(capsys, "train", *FOLDER_FAST, "--dataset", f"folder:{folder}", "--out", tmp_path / "run")
+    status, out = done.status, done.printed
     assert status == 2 and f"Add images to these classes: {', '.join(sorted(test))}" in out
     assert one_line(out) and not (tmp_path / "run").exists()
 
@@ -497,7 +521,8 @@ def test_a_damaged_history_or_split_gives_one_line(tmp_path, capsys):
     run = tmp_path / "run"
     assert run_cli(capsys, "train", *FAST, "--out", run)[0] == 0
     (run / "split.json").write_text("[]")
-    status, out = run_cli(capsys, "evaluate", "--model", run, "--dataset", f"folder:{tmp_path}")
+    done = run_cli(capsys, "evaluate", "--model", run, "--dataset", f"folder:{tmp_path}")
+    status, out = done.status, done.printed
     assert status == 2 and "split.json is damaged" in out and one_line(out)
 
 
@@ -508,7 +533,8 @@ def test_a_latin_1_file_name_does_not_stop_the_run(tmp_path, capsys, monkeypatch
     with open(latin, "wb") as handle:
         handle.write((folder / "a" / "0.png").read_bytes())
     run = tmp_path / "run"
-    status, out = run_cli(capsys, "train", *FOLDER_FAST, "--dataset", f"folder:{folder}", "--out", run)
+    done = run_cli(capsys, "train", *FOLDER_FAST, "--dataset", f"folder:{folder}", "--out", run)
+    status, out = done.status, done.printed
     assert status == 0, out
     if (run / "unreadable_files.txt").exists():  # listed as the disk spells it, when TensorFlow cannot open it
         assert latin in (run / "unreadable_files.txt").read_bytes()

@@ -9,8 +9,8 @@ import tensorflow as tf
 
 from rankloss_tf import app
 from rankloss_tf.app import cli
-from rankloss_tf.backbones import ImageView, View, extract_view_features, files, views, weights
-from rankloss_tf.models import build_feature_extractor, embedding_model, projection_head
+from rankloss_tf.backbones import ImageView, View, build_backbone, extract_view_features, files, views, weights
+from rankloss_tf.models import embedding_model, projection_head
 
 
 def area_resize_oracle(images, size):
@@ -59,7 +59,7 @@ def test_views_order_names_and_errors():
 def test_joined_model_embeds_the_head_of_the_mean_of_the_views_features():
     keras.utils.set_random_seed(0)
     chosen = views((8, 16), mirror=True)
-    extractors = {s: build_feature_extractor((s, s, 1)) for s in (8, 16)}
+    extractors = {s: build_backbone("small_cnn", None, None, input_shape=(s, s, 1)) for s in (8, 16)}
     head = projection_head(64, 16, normalize=False)
     model = embedding_model(extractors, head, chosen, (8, 8, 1))
     features = np.mean([extractors[v.size](view_oracle(IMAGES, v)).numpy() for v in chosen], axis=0)
@@ -72,10 +72,11 @@ def test_joined_model_embeds_the_head_of_the_mean_of_the_views_features():
 
 
 def test_joined_model_refuses_views_without_their_extractor():
+    extractors = {8: build_backbone("small_cnn", None, None, input_shape=(8, 8, 1))}
     with pytest.raises(ValueError, match=r"extractor of each view size\. Received: .*extractor sizes \[8\]"):
-        embedding_model({8: build_feature_extractor((8, 8, 1))}, projection_head(64, 4), views((8, 12)), (8, 8, 1))
+        embedding_model(extractors, projection_head(64, 4), views((8, 12)), (8, 8, 1))
     with pytest.raises(ValueError, match="input_shape=None"):
-        embedding_model({8: build_feature_extractor((8, 8, 1))}, projection_head(64, 4), views((8,)))
+        embedding_model(extractors, projection_head(64, 4), views((8,)))
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +92,7 @@ def test_view_features_are_the_joined_models_features(lite0_weights, tmp_path):
     images = np.random.default_rng(1).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     dataset = tf.data.Dataset.from_tensor_slices((images, np.arange(4)))
     chosen = views((32, 40), mirror=True)
-    extractors = {s: build_feature_extractor((s, s, 3), "efficientnet_lite0", s, lite0_weights) for s in (32, 40)}
+    extractors = {s: build_backbone("efficientnet_lite0", s, lite0_weights, input_shape=(s, s, 3)) for s in (32, 40)}
     identity = keras.layers.Identity()
     model = embedding_model(extractors, identity, chosen, (32, 32, 3))
     cached = [extract_view_features(dataset, view, 32, weights=lite0_weights, dataset_id="toy:test",

@@ -32,12 +32,12 @@ import numpy as np
 import tensorflow as tf
 
 from rankloss_tf import datasets
-from rankloss_tf.backbones import FeatureRows, extract_view_features, views
+from rankloss_tf.backbones import FeatureRows, build_backbone, extract_view_features, views
 from rankloss_tf.data import pk_batches
 from rankloss_tf.data.augment import augment_batches, batch_augmentation, rotated_classes
 from rankloss_tf.evaluation import embed_dataset
-from rankloss_tf.losses_modern import with_class_head
-from rankloss_tf.models import build_embedding_model, build_feature_extractor, embedding_model, projection_head
+from rankloss_tf.losses import with_class_head
+from rankloss_tf.models import build_embedding_model, embedding_model, projection_head
 from rankloss_tf.app.config import RANDOM_WEIGHTS
 from rankloss_tf.fine_tune import BackboneRateAdam, freeze_batch_norm
 from rankloss_tf.references import streamed
@@ -166,8 +166,8 @@ class FrozenFeatures(EndToEnd):
         giving the class count) and the joined image model (views averaged)."""
         config = self.config
         channels = self.input_shape[-1]
-        extractors = {view.size: build_feature_extractor((view.size, view.size, channels), config.backbone,
-                                                         view.size, _weights(config))
+        extractors = {view.size: build_backbone(config.backbone, image_size=view.size, weights=_weights(config),
+                                                input_shape=(view.size, view.size, channels))
                       for view in self.views}
         for extractor in extractors.values():
             extractor.trainable = False

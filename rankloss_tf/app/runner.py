@@ -35,7 +35,7 @@ from rankloss_tf.evaluation import (
 )
 from rankloss_tf.export import EMBEDDING_KIND, check_export_path, check_separate, export_saved_model
 from rankloss_tf.loading import load_model
-from rankloss_tf.losses_modern import embedding_part
+from rankloss_tf.losses import embedding_part
 from rankloss_tf.app.callbacks import DivergedError, EpochCheckpoint, EpochHistory
 from rankloss_tf.cache import CACHE_ENV_VAR, default_cache_dir
 from rankloss_tf.io.atomic import check_writable, remove_stale_temporaries, temporary_path, write_file

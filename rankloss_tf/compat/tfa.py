@@ -50,8 +50,6 @@ __all__ = [
 
 _METRICS = {"L2": "l2", "squared-L2": "squared_l2", "angular": "cosine"}
 _PACKAGE = "Addons"
-# The package these classes were registered under before they took tfa's names.
-_FORMER_PACKAGE = "rankloss_tf.compat.tfa"
 
 
 def _distance(distance_metric):
@@ -207,13 +205,8 @@ class _AddonsLoss(keras.losses.Loss):
 
 
 def _register(name):
-    """Registers under tfa's ``Addons>`` name (used when saving) and the former compat name."""
-
-    def decorate(obj):
-        keras.saving.get_custom_objects()[f"{_FORMER_PACKAGE}>{name}"] = obj
-        return keras.saving.register_keras_serializable(package=_PACKAGE, name=name)(obj)
-
-    return decorate
+    """Registers under tfa's ``Addons>`` name, the one saved files hold."""
+    return keras.saving.register_keras_serializable(package=_PACKAGE, name=name)
 
 
 for _function in (

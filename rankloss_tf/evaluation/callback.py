@@ -31,7 +31,7 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         prefix: prefix of the logged names.
         batch_size: embedding batch size for an unbatched ``dataset``.
         embedder: the model that embeds ``dataset`` (default: the model being fit; a training
-            model with a class head gives its embedding part, ``losses_modern.embedding_part``).
+            model with a class head gives its embedding part, ``losses.embedding_part``).
 
     Example:
     >>> callback = RetrievalEvaluation(test_dataset, ks=(1, 2))  # doctest: +SKIP

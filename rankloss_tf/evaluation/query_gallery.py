@@ -19,7 +19,7 @@ import logging
 import numpy as np
 
 from rankloss_tf.evaluation.neighbours import nearest_neighbours
-from rankloss_tf.evaluation.retrieval import check_ks, check_labels
+from rankloss_tf.evaluation.retrieval import check_ks, check_labels, ranking_means, ranking_sums
 
 __all__ = ["query_gallery_metrics"]
 
@@ -80,10 +80,6 @@ def query_gallery_metrics(query_embeddings, query_labels, gallery, gallery_label
         indices, _ = nearest_neighbours(query_embeddings, gallery, k, metric, block_size)
         neighbour_labels = gallery_labels[indices]
     matches = (neighbour_labels == query_labels[:, None])[found]
-    r = r[found]
-    metrics = {f"recall@{top}": float(matches[:, :top].any(axis=1).mean()) for top in ks}
-    ranks = np.arange(1, k + 1)
-    relevant = matches & (ranks[None, :] <= r[:, None])
-    precision = np.cumsum(relevant, axis=1) / ranks
-    metrics["map@r"] = float(np.mean(np.sum(relevant * precision, axis=1) / r))
+    metrics = ranking_means(ranking_sums(matches, r[found], ks), int(found.sum()), ks)
+    del metrics["r_precision"]
     return metrics

@@ -23,7 +23,7 @@ import numpy as np
 
 from rankloss_tf.evaluation.neighbours import iterate_neighbours
 
-__all__ = ["check_ks", "check_labels", "retrieval_metrics"]
+__all__ = ["check_ks", "check_labels", "ranking_means", "ranking_sums", "retrieval_metrics"]
 
 logger = logging.getLogger(__name__)
 
@@ -114,23 +114,49 @@ def retrieval_metrics(embeddings, labels, ks=(1, 2, 4, 8), metric="cosine", bloc
     if counts.max() - 1 > int(max_r):
         logger.warning("R capped at max_r=%d for classes larger than %d samples.", max_r, max_r + 1)
     k = max(ks[-1], int(r.max()))
-    recall_hits = np.zeros(len(ks))
-    average_precision = 0.0
-    r_precision = 0.0
-    ranks = np.arange(1, k + 1)
+    sums = np.zeros(len(ks) + 2)
     for start, indices, _ in iterate_neighbours(embeddings, None, k, metric, block_size):
         block_ids = class_ids[start : start + len(indices)]
         block_r = r[start : start + len(indices)]
         valid = block_r > 0
-        matches = (class_ids[indices] == block_ids[:, None])[valid]
-        block_r = block_r[valid]
-        for i, top in enumerate(ks):
-            recall_hits[i] += np.count_nonzero(matches[:, :top].any(axis=1))
-        relevant = matches & (ranks[None, :] <= block_r[:, None])
-        hits_so_far = np.cumsum(relevant, axis=1)
-        average_precision += np.sum(np.sum(relevant * hits_so_far / ranks, axis=1) / block_r)
-        r_precision += np.sum(hits_so_far[:, -1] / block_r)
-    metrics = {f"recall@{top}": float(hits / num_queries) for top, hits in zip(ks, recall_hits)}
-    metrics["map@r"] = float(average_precision / num_queries)
-    metrics["r_precision"] = float(r_precision / num_queries)
+        sums += ranking_sums((class_ids[indices] == block_ids[:, None])[valid], block_r[valid], ks)
+    return ranking_means(sums, num_queries, ks)
+
+
+def ranking_sums(matches, r, ks):
+    """The ranking metrics of some queries, summed over them: the one computation of both protocols.
+
+    Args:
+        matches: bool ``[Q, k]``: whether a query's i-th neighbour is of its
+            class (``k`` at least every R).
+        r: int ``[Q]``, each query's R (>= 1).
+        ks: the K of Recall@K (checked by ``check_ks``).
+
+    Returns:
+        float ``[len(ks) + 2]``: the Recall@K hits, then the sums of AP@R and of
+        R-precision; ``ranking_means`` turns the sums of all queries into means.
+
+    Example:
+    >>> ranking_sums(np.array([[False, True], [True, True]]), np.array([1, 2]), (1, 2)).tolist()
+    [1.0, 2.0, 1.0, 1.0]
+    """
+    ranks = np.arange(1, matches.shape[1] + 1)
+    hits = [np.count_nonzero(matches[:, :top].any(axis=1)) for top in ks]
+    relevant = matches & (ranks[None, :] <= r[:, None])
+    hits_so_far = np.cumsum(relevant, axis=1)
+    average_precision = np.sum(np.sum(relevant * hits_so_far / ranks, axis=1) / r)
+    r_precision = np.sum(hits_so_far[:, -1] / r)
+    return np.array([*hits, average_precision, r_precision], dtype=np.float64)
+
+
+def ranking_means(sums, num_queries, ks):
+    """``{"recall@K": ..., "map@r": ..., "r_precision": ...}`` from ``ranking_sums`` over ``num_queries`` queries.
+
+    Example:
+    >>> ranking_means(np.array([1.0, 2.0, 1.0, 1.0]), 2, (1, 2))
+    {'recall@1': 0.5, 'recall@2': 1.0, 'map@r': 0.5, 'r_precision': 0.5}
+    """
+    metrics = {f"recall@{top}": float(hits / num_queries) for top, hits in zip(ks, sums[: len(ks)])}
+    metrics["map@r"] = float(sums[len(ks)] / num_queries)
+    metrics["r_precision"] = float(sums[len(ks) + 1] / num_queries)
     return metrics

@@ -156,7 +156,19 @@ def nan_unless_finite(losses, embeddings):
     return losses + tf.where(finite, tf.zeros([], losses.dtype), tf.constant(float("nan"), losses.dtype))
 
 
-# --- Options of the losses in rankloss_tf.losses_modern (engineer "losses") ---
+# --- Options of the losses with class heads, memories and temperatures ---
+
+
+def check_count(name, value):
+    """Returns ``value`` as a Python int if it is an integer >= 1 (NumPy integers too).
+
+    Example:
+    >>> check_count("memory_size", np.int64(8))
+    8
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
+    return int(value)
 
 
 def check_positive(name, value):

@@ -3,7 +3,7 @@
 The proxy losses (``ops.proxy``) and the margin softmax losses (``ops.margin_softmax``)
 are functions of the [B, C] cosines between the embeddings and one vector per class (the
 largest over a class's sub-centres for sub-centre ArcFace). The Keras layer that owns
-those vectors (``rankloss_tf.losses_modern.ClassCosines``) outputs the same cosines.
+those vectors (``rankloss_tf.losses.ClassCosines``) outputs the same cosines.
 """
 
 import tensorflow as tf

@@ -2,7 +2,7 @@
 
 The pair-based kernels of ``multi_similarity`` and ``supcon`` are functions of one row
 of cosine similarities at a time: anchor a against every reference column (the batch,
-then the memory of Cross-Batch Memory, ``rankloss_tf.losses_modern.XBM``), with its
+then the memory of Cross-Batch Memory, ``rankloss_tf.losses.XBM``), with its
 positives (same label, not a itself, a filled memory slot) and negatives (another label,
 a filled slot). ``row_values`` runs such a row function over blocks of anchor rows
 (``ops.blocks``): memory O(block x R), R = B + memory size, never [B, R] at once for

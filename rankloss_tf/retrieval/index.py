@@ -10,12 +10,11 @@ neighbours ``evaluation.nearest_neighbours`` finds.
 
 The items are ONE table (``retrieval.items.Items``); ``save_index`` /
 ``load_index`` (``rankloss_tf.retrieval.saved_model``, free functions that
-import this module, never the other way) write and read an index as a
-SavedModel. A loaded index is a program: load only indexes you trust.
+import this module; only the deprecated ``Index.save`` / ``Index.load`` import
+them back, when called) write and read an index as a SavedModel. A loaded index is a program: load only indexes you trust.
 """
 
 import collections
-import importlib
 import warnings
 
 import numpy as np
@@ -261,11 +260,15 @@ class Index:
         """Deprecated: use ``rankloss_tf.retrieval.save_index(index, path)`` (same arguments and result)."""
         warnings.warn("Index.save is deprecated; use rankloss_tf.retrieval.save_index(index, path)",
                       DeprecationWarning, stacklevel=2)
-        return importlib.import_module("rankloss_tf.retrieval.saved_model").save_index(self, path, overwrite, protected)
+        from rankloss_tf.retrieval.saved_model import save_index  # saved_model builds on this module
+
+        return save_index(self, path, overwrite, protected)
 
     @classmethod
     def load(cls, path, backend=None, block_size=1024):
         """Deprecated: use ``rankloss_tf.retrieval.load_index(path)`` (same arguments and result)."""
         warnings.warn("Index.load is deprecated; use rankloss_tf.retrieval.load_index(path)",
                       DeprecationWarning, stacklevel=2)
-        return importlib.import_module("rankloss_tf.retrieval.saved_model").load_index(path, backend, block_size)
+        from rankloss_tf.retrieval.saved_model import load_index  # saved_model builds on this module
+
+        return load_index(path, backend, block_size)
