@@ -40,35 +40,53 @@ import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
-P, K, SIZE = 8, 4, 224
-BACKBONE = "MobileNetV3Small"  # trained end to end from random weights: its step fits the memory target
+P, K, SIZE = 4, 4, 224
+BACKBONE = "small_cnn"  # at 224 px its full-resolution 64-channel activations take ~100 MB an image in a step
 PER_CLASS = 25
 
 
-def make_folder(root, images, side=160, seed=0):
-    """``images`` smooth random JPEGs (side x side), PER_CLASS per class folder."""
-    import tensorflow as tf
+def make_folder(root, images, classes=None, side=160, seed=0):
+    """``images`` smooth random JPEGs (side x side) in ``classes`` class folders (default: PER_CLASS per class).
 
+    Each image is an 8 x 8 colour pattern upscaled (bicubic) and JPEG-encoded with Pillow: ~1 ms an image,
+    so the issue's 200,000 images take minutes. Image ``i`` goes to class ``i % classes``.
+    """
+    from PIL import Image
+
+    classes = classes or -(-images // PER_CLASS)
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 256, (64, 8, 8, 3)).astype(np.float32)
+    for c in range(classes):
+        (root / f"c{c:05d}").mkdir(parents=True, exist_ok=True)
     for i in range(images):
-        class_dir = root / f"c{i // PER_CLASS:05d}"
-        class_dir.mkdir(parents=True, exist_ok=True)
         small = base[i % 64] * rng.uniform(0.5, 1.0) + rng.normal(0, 8, (8, 8, 3))
-        image = tf.image.resize(small[None], (side, side), method="bicubic")[0]
-        tf.io.write_file(str(class_dir / f"{i}.jpg"),
-                         tf.io.encode_jpeg(tf.cast(tf.clip_by_value(image, 0, 255), tf.uint8), quality=90))
+        image = Image.fromarray(np.clip(small, 0, 255).astype(np.uint8)).resize((side, side), Image.BICUBIC)
+        image.save(root / f"c{i % classes:05d}" / f"{i}.jpg", quality=90)
 
 
-def run_child(command, env):
-    """Runs ``command``; returns (seconds, peak RSS in GB, return code, last output lines)."""
+def run_child(command, env, stop_at=None):
+    """Runs ``command``; returns (seconds, peak RSS in GB, return code, last output lines).
+
+    ``stop_at``: a regular expression; the first output line that matches it gets the child killed (SIGKILL:
+    Ctrl-C is held while the run writes its state, and the evaluation would go on), and the seconds are those
+    until that line.
+    """
+    import re
+    import signal
+
     start = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as log:
-        child = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-        _, status, usage = os.wait4(child.pid, 0)
-        log.seek(0)
-        tail = log.read().strip().splitlines()[-3:]
-    return time.perf_counter() - start, usage.ru_maxrss / 1024 ** 2, os.waitstatus_to_exitcode(status), tail
+    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines, seconds = [], None
+    for line in child.stdout:
+        lines.append(line.rstrip())
+        if stop_at and seconds is None and re.search(stop_at, line):
+            seconds = time.perf_counter() - start
+            child.send_signal(signal.SIGKILL)
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    code = 0 if seconds is not None and child.returncode == -signal.SIGKILL else child.returncode
+    seconds = time.perf_counter() - start if seconds is None else seconds
+    return seconds, usage.ru_maxrss / 1024 ** 2, code, [line for line in lines if line][-3:]
 
 
 def child_env(cache, root=ROOT):
@@ -86,13 +104,19 @@ def scan_times(folder, cache):
     return times
 
 
-def train_rss(folder, out, cache, steps, root=ROOT):
+TRAINED = r"^\d+/\d+ - .*loss"  # Keras' line at the end of the epoch (--verbose 2)
+
+
+def train_rss(folder, out, cache, steps, root=ROOT, stop_after_training=False):
+    """(seconds, peak RSS in GB) of ``rankloss-tf train`` on ``folder``; with ``stop_after_training`` the
+    command is killed once its epoch ends (before the evaluation of the test half)."""
     command = [str(Path(sys.executable).parent / "rankloss-tf"), "train", "--dataset", f"folder:{folder}",
-               "--image-size", str(SIZE), "--backbone", BACKBONE, "--weights", "random", "--fine-tune",
+               "--image-size", str(SIZE), "--backbone", BACKBONE,
+               *(() if BACKBONE == "small_cnn" else ("--weights", "random", "--fine-tune")),
                "--augment", "none", "--classes-per-batch", str(P),
                "--samples-per-class", str(K), "--epochs", "1", "--steps-per-epoch", str(steps), "--no-plots",
                "--verbose", "2", "--out", str(out)]
-    seconds, rss, code, tail = run_child(command, child_env(cache, root))
+    seconds, rss, code, tail = run_child(command, child_env(cache, root), TRAINED if stop_after_training else None)
     if code != 0:
         raise SystemExit(f"train failed ({code}): {tail}")
     return seconds, rss
@@ -137,6 +161,71 @@ print(json.dumps({"extract_images_per_s": len(features) / (time.perf_counter() -
 """
 
 
+EXTRACT_PARTS = """
+import json, logging, os, sys, time
+import numpy as np
+from rankloss_tf import datasets
+from rankloss_tf.backbones import efficientnet_lite0, extract_features
+folder, S, weights, part_size = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+logging.basicConfig(level=logging.INFO, format="%(created).1f %(message)s", stream=sys.stdout)
+t = time.perf_counter()
+images = datasets.load("folder:" + folder, "train", image_size=S)
+print(json.dumps({"load_seconds": time.perf_counter() - t, "images": int(images.cardinality())}), flush=True)
+if not os.path.exists(weights):  # one set of random weights for every run: a resumed run finds the parts
+    model = efficientnet_lite0(weights=None, image_size=S)
+    np.savez(weights, **{f"{l.name}/{w.name}": w.numpy() for l in model.layers for w in l.weights})
+    del model
+print(json.dumps({"start": time.time()}), flush=True)
+extract_features(images, image_size=S, weights=weights, dataset_id="bench", verbose=0, part_size=part_size)
+print(json.dumps({"done": time.time()}), flush=True)
+"""
+
+
+def _rss_gb(pid):
+    """(current, peak) resident set of a live process from /proc, in GB (None once it has ended)."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+        return tuple(int(fields[key].split()[0]) / 1024 ** 2 for key in ("VmRSS", "VmHWM"))
+    except (OSError, ValueError, KeyError):  # ended (a zombie has no VmRSS)
+        return None
+
+
+def timed_extraction(folder, cache, seconds, part_size, weights):
+    """One extraction child run for at most ``seconds`` (then SIGKILL): its parts, RSS samples, rates.
+
+    The child logs every part it writes; the parent samples the child's RSS every 10 s. Returns the
+    seconds from the backbone's start to each part, the images in the parts written, and the peak RSS.
+    """
+    import signal
+
+    log = tempfile.NamedTemporaryFile("w+", delete=False, suffix=".log")
+    command = [sys.executable, "-c", EXTRACT_PARTS, str(folder), str(SIZE), str(weights), str(part_size)]
+    child = subprocess.Popen(command, env=child_env(cache), stdout=log, stderr=subprocess.STDOUT, text=True)
+    start, samples, killed = time.perf_counter(), [], False
+    while child.poll() is None:
+        time.sleep(10)
+        rss = _rss_gb(child.pid)
+        if rss:
+            samples.append([round(time.perf_counter() - start), round(rss[0], 3), round(rss[1], 3)])
+        if time.perf_counter() - start > seconds and child.poll() is None:
+            child.send_signal(signal.SIGKILL)
+            killed = True
+    child.wait()
+    log.seek(0)
+    lines = log.read().splitlines()
+    os.unlink(log.name)
+    info = {k: v for line in lines if line.startswith("{") for k, v in json.loads(line).items()}
+    parts = [(float(line.split()[0]), int(line.split("(")[1].split()[0])) for line in lines
+             if "Features: part" in line]
+    run = {"killed": killed, "wall_seconds": time.perf_counter() - start, "scan_or_load_seconds": info.get("load_seconds"),
+           "split_images": info.get("images"), "parts_written": len(parts), "images_extracted": sum(n for _, n in parts),
+           "peak_rss_gb": max([s[2] for s in samples] or [0]), "rss_samples": samples,
+           "finished": "done" in info, "tail": lines[-3:]}
+    if parts and "start" in info:
+        run["extract_images_per_s"] = run["images_extracted"] / (parts[-1][0] - info["start"])
+    return run
+
+
 def child_json(code, args, cache):
     seconds, rss, status, tail = run_child([sys.executable, "-c", code, *map(str, args)], child_env(cache))
     if status != 0:
@@ -144,42 +233,98 @@ def child_json(code, args, cache):
     return {**json.loads(tail[-1]), "peak_rss_gb": rss, "seconds": seconds}
 
 
+def _md_sizes(results):
+    lines = ["| images | classes | peak RSS of the command (GB) | command wall time (s) | scan (s) | cached re-scan (s) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for row in results["sizes"]:
+        lines.append(f"| {row['images']:,} | {row.get('classes', '')} | {row['peak_rss_gb']:.2f} | "
+                     f"{row['train_seconds']:.0f} | {row['scan_seconds']:.1f} | {row['rescan_seconds']:.2f} |")
+    return lines
+
+
+def _md_extraction(results):
+    e = results.get("extraction")
+    if e is None:
+        return []
+    if "runs" not in e:
+        return [f"Frozen-feature extraction (EfficientNet-Lite0, {SIZE} px, parts of 256 images on disk): "
+                f"{e['extract_images_per_s']:.1f} images/s over {e['extracted']:,} images, peak RSS "
+                f"{e['peak_rss_gb']:.2f} GB.", ""]
+    lines = [f"Frozen-feature extraction, {e['folder_images']:,}-image folder (its train split: "
+             f"{e['runs'][0]['split_images']:,} images), EfficientNet-Lite0 (random weights in a weights file) at "
+             f"{SIZE} px, parts of {e['part_size']:,} images on disk, `nice -n 19`. A timed prefix: each run is "
+             "killed (SIGKILL) after its time and the next one resumes from the last complete part:", "",
+             "| run | seconds | folder load + scan (s) | parts written | images extracted | images/s | "
+             "peak RSS (GB) | RSS at 10 s steps (GB, first .. last) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for i, run in enumerate(e["runs"]):
+        rss = [sample[1] for sample in run["rss_samples"]]
+        lines.append(f"| {i + 1}{' (resumed)' if i else ''} | {run['wall_seconds']:.0f} | "
+                     f"{run['scan_or_load_seconds'] or 0:.0f} | {run['parts_written']} | {run['images_extracted']:,} | "
+                     f"{run.get('extract_images_per_s', 0):.1f} | {run['peak_rss_gb']:.2f} | "
+                     f"{rss[0] if rss else 0:.2f} .. {rss[-1] if rss else 0:.2f} |")
+    return lines + [""]
+
+
 def write_results(results, path):
     path.mkdir(parents=True, exist_ok=True)
     (path / "streaming.json").write_text(json.dumps(results, indent=2) + "\n")
+    stopped = ("killed when its epoch ends: the evaluation of the test half at 224 px (~0.2 s an "
+               "image here) would take hours at this size" if results.get("stop_after_training")
+               else "then the evaluation on the test half")
     lines = ["# Streaming training data (issue 29, parts 1 and 3)", "",
              f"Machine: {results['machine']}; load average before / after: {results['load_before']} / "
              f"{results['load_after']} (a shared machine: figures vary with the load).", "",
-             f"`rankloss-tf train --dataset folder:DIR --image-size {SIZE} --backbone {BACKBONE} --weights random "
-             f"--fine-tune --augment none` (P x K = {P} x {K}, "
-             f"{results['steps']} steps, then the evaluation on the test half), JPEGs of 160 px, "
-             f"{PER_CLASS} per class:", "",
-             "| images | peak RSS of the command (GB) | command wall time (s) | scan (s) | cached re-scan (s) |",
-             "| --- | --- | --- | --- | --- |"]
-    for row in results["sizes"]:
-        lines.append(f"| {row['images']:,} | {row['peak_rss_gb']:.2f} | {row['train_seconds']:.0f} | "
-                     f"{row['scan_seconds']:.1f} | {row['rescan_seconds']:.2f} |")
+             f"`rankloss-tf train --dataset folder:DIR --image-size {SIZE} --backbone {results['backbone']} "
+             f"--augment none` (P x K = {results['pk'][0]} x {results['pk'][1]}, {results['steps']} steps, "
+             f"{stopped}), JPEGs of 160 px; the peak RSS is the whole command's (the child's rusage):", ""]
+    lines += _md_sizes(results)
     if "baseline" in results:
         base = results["baseline"]
         lines += ["", f"The same command before streaming (the folder read into memory; code at "
                   f"`{base['commit']}`), {base['images']:,} images: peak RSS {base['peak_rss_gb']:.2f} GB, "
                   f"{base['train_seconds']:.0f} s."]
-    t, e = results["throughput"], results["extraction"]
-    lines += ["", f"Input vs. step at {SIZE} px ({results['sizes'][-1]['images']:,}-image folder): the streamed sampler "
-              f"delivers {t['input_images_per_s']:.0f} images/s, a training step consumes {t['step_images_per_s']:.0f} "
-              f"images/s: **{t['input_images_per_s'] / t['step_images_per_s']:.1f}x**.", "",
-              f"Frozen-feature extraction (EfficientNet-Lite0, {SIZE} px, parts of 256 images on disk): "
-              f"{e['extract_images_per_s']:.1f} images/s over {e['extracted']:,} images, peak RSS "
-              f"{e['peak_rss_gb']:.2f} GB.", ""]
-    (path / "streaming.md").write_text("\n".join(lines))
+    t = results.get("throughput")
+    if t:
+        lines += ["", f"Input vs. step at {SIZE} px ({t['images']:,}-image folder): the streamed sampler "
+                  f"delivers {t['input_images_per_s']:.0f} images/s, a training step consumes "
+                  f"{t['step_images_per_s']:.0f} images/s: **{t['input_images_per_s'] / t['step_images_per_s']:.1f}x**.",
+                  ""]
+    lines += _md_extraction(results)
+    lines += results.get("notes", [])
+    (path / "streaming.md").write_text("\n".join(lines) + "\n")
 
 
-def main():
+def _train_sizes(args, work, results):
+    for images in sorted(args.images):
+        folder = work / f"folder_{images}"
+        if not folder.is_dir():
+            make_folder(folder, images, args.classes)
+        classes = sum(1 for _ in folder.iterdir())
+        scan, rescan = scan_times(folder, work / f"cache_{images}")
+        seconds, rss = train_rss(folder, work / f"run_{images}", work / f"cache_{images}", args.steps,
+                                 stop_after_training=args.stop_after_training)
+        shutil.rmtree(work / f"run_{images}", ignore_errors=True)
+        results["sizes"].append({"images": images, "classes": classes, "peak_rss_gb": rss, "train_seconds": seconds,
+                                 "scan_seconds": scan, "rescan_seconds": rescan})
+        print(json.dumps(results["sizes"][-1]), flush=True)
+
+
+def _parser():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, nargs="+", default=[2000, 8000])
+    parser.add_argument("--classes", type=int, default=None, help="class folders (default: 25 images a class)")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batches", type=int, default=12, help="sampler batches timed")
     parser.add_argument("--extract", type=int, default=1024, help="images through the frozen backbone")
+    parser.add_argument("--extract-seconds", type=float, nargs="+", default=None,
+                        help="instead: extract the largest folder's train split in runs of these many seconds, "
+                             "each killed at its end and resumed by the next (a timed prefix)")
+    parser.add_argument("--part-size", type=int, default=2048, help="images a part with --extract-seconds")
+    parser.add_argument("--stop-after-training", action="store_true",
+                        help="kill the train command when its epoch ends (no evaluation of the test half)")
+    parser.add_argument("--only", choices=("train", "extract"), default=None,
+                        help="run one half; the other half's figures already in the results file are kept")
     parser.add_argument("--work", default=None, help="scratch directory (default: a temporary one, removed)")
     parser.add_argument("--results", default=str(RESULTS))
     parser.add_argument("--baseline-root", default=None,
@@ -187,36 +332,43 @@ def main():
                              "before streaming, which reads the folder into memory)")
     parser.add_argument("--baseline-label", default=None, help="what the baseline code is (e.g. its commit)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 200 and 400 images, results under .bench/")
-    args = parser.parse_args()
+    return parser
+
+
+def _extraction(args, work, largest):
+    if not args.extract_seconds:
+        return child_json(EXTRACT, [largest, args.extract, SIZE, work / "lite0.npz"], work / "cache_extract")
+    runs = [timed_extraction(largest, work / "cache_extract", seconds, args.part_size, work / "lite0.npz")
+            for seconds in args.extract_seconds]
+    return {"folder_images": max(args.images), "part_size": args.part_size, "runs": runs}
+
+
+def main():
+    args = _parser().parse_args()
     if args.quick:
         args.images, args.steps, args.batches, args.extract = [200, 400], 2, 4, 64
         args.results = str(ROOT / ".bench" / "streaming")
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_streaming-"))
-    results = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_version()}",
-               "load_before": [round(x, 2) for x in os.getloadavg()], "steps": args.steps, "sizes": []}
+    previous = Path(args.results) / "streaming.json"
+    results = json.loads(previous.read_text()) if args.only and previous.is_file() else {}
+    results.update({"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_version()}",
+                    "load_before": [round(x, 2) for x in os.getloadavg()], "backbone": BACKBONE, "pk": [P, K]})
+    largest = work / f"folder_{max(args.images)}"
     try:
-        for images in sorted(args.images):
-            folder = work / f"folder_{images}"
-            if not folder.is_dir():
-                make_folder(folder, images)
-            scan, rescan = scan_times(folder, work / f"cache_{images}")
-            seconds, rss = train_rss(folder, work / f"run_{images}", work / f"cache_{images}", args.steps)
-            results["sizes"].append({"images": images, "peak_rss_gb": rss, "train_seconds": seconds,
-                                     "scan_seconds": scan, "rescan_seconds": rescan})
-            print(json.dumps(results["sizes"][-1]), flush=True)
-        largest = work / f"folder_{max(args.images)}"
-        if args.baseline_root:
-            seconds, rss = train_rss(largest, work / "run_baseline", work / "cache_baseline", args.steps,
-                                     Path(args.baseline_root).resolve())
-            results["baseline"] = {"commit": args.baseline_label or args.baseline_root, "images": max(args.images), "peak_rss_gb": rss,
-                                   "train_seconds": seconds}
-            print(json.dumps(results["baseline"]), flush=True)
-        results["throughput"] = child_json(THROUGHPUT, [largest, args.batches, P, K, SIZE, BACKBONE],
-                                           work / f"cache_{max(args.images)}")
-        print(json.dumps(results["throughput"]), flush=True)
-        results["extraction"] = child_json(EXTRACT, [largest, args.extract, SIZE, work / "lite0.npz"],
-                                           work / "cache_extract")
-        print(json.dumps(results["extraction"]), flush=True)
+        if args.only != "extract":
+            results.update({"steps": args.steps, "sizes": [], "stop_after_training": args.stop_after_training})
+            _train_sizes(args, work, results)
+            if args.baseline_root:
+                seconds, rss = train_rss(largest, work / "run_baseline", work / "cache_baseline", args.steps,
+                                         Path(args.baseline_root).resolve())
+                results["baseline"] = {"commit": args.baseline_label or args.baseline_root,
+                                       "images": max(args.images), "peak_rss_gb": rss, "train_seconds": seconds}
+            results["throughput"] = {"images": max(args.images), **child_json(
+                THROUGHPUT, [largest, args.batches, P, K, SIZE, BACKBONE], work / f"cache_{max(args.images)}")}
+            print(json.dumps(results["throughput"]), flush=True)
+        if args.only != "train":
+            results["extraction"] = _extraction(args, work, largest)
+            print(json.dumps(results["extraction"]), flush=True)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -81,6 +81,9 @@ class References:
         files: the files whose names and stamps (``file_stamp``) define the
             examples (None: ``items`` are those files).
         tag: what else defines the examples, e.g. "size=224" (part of ``content_key``).
+        read_many: optional function of a vector of references returning their examples
+            stacked (e.g. feature rows [B, F]); the P x K sampler then reads a batch in one
+            call instead of one ``read`` an example.
 
     Example:
     >>> refs = References(np.array(["a.png", "b.png"]), np.array([0, 1]), read=tf.io.read_file)
@@ -93,6 +96,7 @@ class References:
     read: Callable
     files: tuple = None
     tag: str = ""
+    read_many: Callable = None
 
     def __post_init__(self):
         items, labels = np.asarray(self.items), np.asarray(self.labels, np.int64).reshape(-1)

@@ -1,5 +1,7 @@
 """Streaming training data: the P x K sampler keeps references (paths, record positions), never decoded sets."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -161,3 +163,38 @@ def test_train_on_tfrecord_files_end_to_end(tmp_path, monkeypatch):
             "--no-plots", "--verbose", "0", "--out", str(tmp_path / "run")]
     assert cli.main(argv) == 0
     assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+def test_tfrecord_index_is_cached_by_file_and_a_changed_file_is_indexed_again(tmp_path, monkeypatch, caplog):
+    from rankloss_tf.datasets import tfrecord
+
+    monkeypatch.setenv("RANKLOSS_TF_CACHE", str(tmp_path / "cache"))
+    _photo_folder(tmp_path / "photos", classes=4, per_class=3)
+    paths = datasets.write_folder(tmp_path / "photos", str(tmp_path / "r"), records_per_file=5)
+    indexed, original = [], tfrecord._index_file
+    monkeypatch.setattr(tfrecord, "_index_file",
+                        lambda path, label_of: indexed.append(path) or original(path, label_of))
+    pattern = f"tfrecord:{tmp_path}/r-*.tfrecord"
+
+    def load():
+        records = datasets.load(pattern, "train", image_size=8)
+        return references_of(records).items, references_of(records).labels, [x for x, _ in records]
+
+    first = load()
+    assert sorted(indexed) == sorted(paths) and len(list((tmp_path / "cache" / "tfrecords").glob("*.npz"))) == 3
+    indexed.clear()
+    second = load()
+    assert indexed == [], "a second load read the records again"
+    for mine, theirs in zip(second, first):
+        np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs))
+    stat = tf.io.gfile.stat(paths[1])
+    os.utime(paths[1], ns=(stat.mtime_nsec + 10 ** 9, stat.mtime_nsec + 10 ** 9))  # touched: indexed again
+    load()
+    assert indexed == [paths[1]]
+    indexed.clear()
+    for cache in (tmp_path / "cache" / "tfrecords").glob("*.npz"):
+        cache.write_bytes(b"damaged")
+    with caplog.at_level("WARNING"):
+        third = load()
+    assert sorted(indexed) == sorted(paths) and "damaged TFRecord index cache" in caplog.text
+    np.testing.assert_array_equal(third[1], first[1])

@@ -19,6 +19,10 @@ cached on disk), the head trains on P x K batches of every view's features
 (each view a sample of the image's class) in seconds, an image's embedding is
 the head of the mean of its views' features, and the backbone and head are
 joined into one image model that computes the same (``models.embedding_model``).
+When the cached training features exceed ``STREAM_FEATURES_BYTES`` the head
+trains from the feature files on disk (``rankloss_tf.backbones.FeatureRows``):
+the P x K sampler holds the labels and row positions only and reads each
+batch's rows, the same batches for a seed as from memory.
 """
 
 from pathlib import Path
@@ -28,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from rankloss_tf import datasets
-from rankloss_tf.backbones import build_backbone, extract_view_features, views
+from rankloss_tf.backbones import FeatureRows, build_backbone, extract_view_features, views
 from rankloss_tf.data import pk_batches
 from rankloss_tf.data.augment import augment_batches, batch_augmentation, rotated_classes
 from rankloss_tf.evaluation import embed_dataset
@@ -36,10 +40,12 @@ from rankloss_tf.losses import with_class_head
 from rankloss_tf.models import build_embedding_model, embedding_model, projection_head
 from rankloss_tf.app.config import RANDOM_WEIGHTS
 from rankloss_tf.fine_tune import BackboneRateAdam, freeze_batch_norm
+from rankloss_tf.references import streamed
 
 __all__ = ["EndToEnd", "FrozenFeatures", "protocol"]
 
 HEAD = "projection_head"
+STREAM_FEATURES_BYTES = 1 << 30  # training features above this size stream from disk (the head's P x K batches)
 
 
 def _weights(config):
@@ -174,26 +180,42 @@ class FrozenFeatures(EndToEnd):
         """The labels of the training features (every view; none without images)."""
         if images is None:
             return None
-        return np.concatenate([labels for _, labels in self.view_features(images, "train")])
+        return self.train_features(images)[1]
 
     @property
     def views(self):
         """The ``View``s of every image: ``config.view_sizes``, each mirrored too with ``config.mirror_views``."""
         return views(self.config.view_sizes, self.config.mirror_views)
 
-    def view_features(self, images, split):
-        """``[(features [N, F], labels [N]) for each view]`` of a split's images, through the feature cache."""
+    def view_features(self, images, split, rows=False):
+        """``[(features [N, F], labels [N]) for each view]`` of a split's images, through the feature cache.
+
+        With ``rows``, a cached view's features are ``FeatureRows`` on disk instead (see ``extract_features``).
+        """
         config = self.config
         return [extract_view_features(images, view, config.image_size, backbone=config.backbone,
                                       weights=_weights(config), dataset_id=self._dataset_id(split),
-                                      cache_dir=config.cache_dir, verbose=0 if config.verbose == 0 else "auto")
+                                      cache_dir=config.cache_dir, verbose=0 if config.verbose == 0 else "auto",
+                                      rows=rows)
                 for view in self.views]
+
+    def train_features(self, images):
+        """Every view's training features, one after the other: ``(features, labels [N])`` in memory, or
+        ``(FeatureRows, labels)`` on disk when they are cached and exceed ``STREAM_FEATURES_BYTES``."""
+        per_view = self.view_features(images, "train", rows=True)
+        if all(isinstance(view, FeatureRows) for view in per_view):
+            rows = FeatureRows.concatenate(per_view)
+            if rows.nbytes > STREAM_FEATURES_BYTES:
+                return rows, rows.labels
+            per_view = self.view_features(images, "train")  # the parts joined into the cache file, in memory
+        return (np.concatenate([features for features, _ in per_view]),
+                np.concatenate([labels for _, labels in per_view]))
 
     def batches(self, images, skip):
         """P x K batches of every view's training features (a view is one more sample of its class)."""
-        per_view = self.view_features(images, "train")
-        features = np.concatenate([features for features, _ in per_view])
-        labels = np.concatenate([labels for _, labels in per_view])
+        features, labels = self.train_features(images)
+        if isinstance(features, FeatureRows):
+            return self._sampled(streamed(features.references()), None, skip)
         return self._sampled(features, labels, skip)
 
     def test_features(self, images):

@@ -14,7 +14,9 @@ images' features, nor an image rewritten to the same size with its
 modification time restored its old features. The extraction
 streams: it holds one part of ``PART_SIZE`` images in memory, writes it to disk
 (``rankloss_tf.backbones.feature_parts``) and, after a kill, resumes from the
-last complete part; the parts are joined into the cache file at the end. Files
+last complete part; the parts are joined into the cache file at the end, or,
+with ``rows=True`` (a head that trains from disk), kept as the cache and read
+row by row (``FeatureRows``): no step holds all the features in memory. Files
 are written to a temporary name and renamed, so an interrupted run never leaves
 a truncated file behind; an unreadable, truncated or mismatching file is named
 in a warning and recomputed.
@@ -30,7 +32,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rankloss_tf.backbones.feature_parts import PART_SIZE, done_parts, join_parts, read_features, write_parts
+from rankloss_tf.backbones.feature_parts import (PART_SIZE, FeatureRows, complete_parts, done_parts, join_parts,
+                                                 mark_complete, read_features, write_parts)
 from rankloss_tf.backbones.files import default_cache_dir, file_sha256
 from rankloss_tf.backbones.preprocessing import ImagePreprocessing
 from rankloss_tf.backbones.registry import LITE0, build_backbone
@@ -164,6 +167,7 @@ def extract_features(
     verbose="auto",
     part_size=PART_SIZE,
     content=None,
+    rows=False,
 ):
     """Embeds every image once with a frozen pretrained backbone, cached on disk.
 
@@ -186,10 +190,14 @@ def extract_features(
         verbose: Keras progress-bar verbosity ("auto", 0, 1 or 2).
         part_size: images (whole batches) per part written to disk while a cached
             extraction runs; it resumes after a kill from the last complete part.
+        rows: return the cached features as ``FeatureRows`` on disk (the parts are
+            kept, not joined; a joined cache file is read as it is) instead of arrays;
+            without a cache (no ``dataset_id``, or random weights) the arrays are returned.
 
     Returns:
         (features, labels): float32 [N, F] pooled backbone features (F = 1280 for
-        EfficientNet-Lite0) and the labels [N] in the dataset's order.
+        EfficientNet-Lite0) and the labels [N] in the dataset's order; or, with
+        ``rows`` and a cache, ``FeatureRows`` holding them.
 
     Raises:
         ValueError: on an empty dataset or one that does not yield (image, label) pairs.
@@ -210,10 +218,36 @@ def extract_features(
         return _joined(_embed(model, batches, count, verbose))
     metadata = _cache_metadata(model, backbone, weights, image_size, dataset_id, content)
     path = _cache_path(metadata, cache_dir)
-    cached = read_features(path, metadata)
+    cached = _readable_rows([path], metadata, remove=True) if rows else read_features(path, metadata)
     if cached is not None:
         logger.info("Features from cache %s", path)
-        return cached[:2]
+        return cached if rows else cached[:2]
+    files = complete_parts(path, metadata)
+    found = _readable_rows(files, metadata) if rows and files else None
+    if found is not None:
+        return found
+    if files is None or rows:  # none yet, or a complete part damaged since: the good leading parts are kept
+        files = _extract_parts(model, batches, count, verbose, path, metadata, part_size)
+    return FeatureRows(files, metadata) if rows else join_parts(path, metadata, len(files))
+
+
+def _readable_rows(files, metadata, remove=False):
+    """``FeatureRows`` of ``files``, or None: a file missing, or damaged (named in a warning; removed with
+    ``remove``, else left for ``done_parts`` to find)."""
+    if not all(Path(file).is_file() for file in files):
+        return None
+    try:
+        return FeatureRows(files, metadata)
+    except ValueError as error:
+        logger.warning("%s; recomputing.", error)
+        if remove:
+            for file in files:
+                Path(file).unlink(missing_ok=True)
+        return None
+
+
+def _extract_parts(model, batches, count, verbose, path, metadata, part_size):
+    """Embeds the batches the parts of ``path`` do not hold yet, marks the parts complete; their files."""
     parts, done, images = done_parts(path, metadata)
     if parts:
         logger.warning("Resuming the feature extraction into %s after %d images (%d parts).", path, images, parts)
@@ -221,11 +255,12 @@ def extract_features(
     parts = write_parts(path, metadata, embedded, part_size, start=parts)
     if not parts:
         raise ValueError("`dataset` has no images. Received: an empty dataset")
-    return join_parts(path, metadata, parts)
+    mark_complete(path, metadata, parts)
+    return complete_parts(path, metadata)
 
 
 def extract_view_features(dataset, view, base_size, backbone=LITE0, weights="imagenet", dataset_id=None,
-                          cache_dir=None, batch_size=64, verbose="auto"):
+                          cache_dir=None, batch_size=64, verbose="auto", rows=False):
     """``extract_features`` of one ``View`` of the images, cached under the view's name.
 
     The images go through ``ImageView(view.size, view.mirror)`` (mirror,
@@ -237,12 +272,12 @@ def extract_view_features(dataset, view, base_size, backbone=LITE0, weights="ima
         dataset: ``tf.data.Dataset`` of unbatched ``(image, label)`` pairs.
         view: a ``rankloss_tf.backbones.image_views.View``.
         base_size: the size whose views keep a short name ("plain", "flip").
-        backbone, weights, cache_dir, batch_size, verbose: as for ``extract_features``.
+        backbone, weights, cache_dir, batch_size, verbose, rows: as for ``extract_features``.
         dataset_id: the images' id; the cache id is ``dataset_id + ":" + view.name(base_size)``
             (None disables the cache), with ``content_key(dataset)``.
 
     Returns:
-        (features [N, F], labels [N]) of the viewed images.
+        (features [N, F], labels [N]) of the viewed images (``FeatureRows`` with ``rows`` and a cache).
 
     Example:
     >>> from rankloss_tf.backbones.image_views import View
@@ -253,10 +288,9 @@ def extract_view_features(dataset, view, base_size, backbone=LITE0, weights="ima
     content = content_key(dataset)
     layer = ImageView(view.size, view.mirror)
     viewed = dataset.batch(batch_size).map(lambda images, labels: (layer(images), labels))
-    features, labels = extract_features(
+    return extract_features(
         viewed, backbone=backbone, image_size=view.size, weights=weights, cache_dir=cache_dir, verbose=verbose,
-        content=content, dataset_id=None if dataset_id is None else f"{dataset_id}:{view.name(base_size)}")
-    return features, labels
+        content=content, dataset_id=None if dataset_id is None else f"{dataset_id}:{view.name(base_size)}", rows=rows)
 
 
 def _embed(model, batches, count, verbose, initial=0):

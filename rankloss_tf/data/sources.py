@@ -29,6 +29,8 @@ class IndexedExamples:
         ValueError: for missing / extra labels or mismatched lengths.
     """
 
+    read_many = None  # references read a batch at a time (``References.read_many``)
+
     def __init__(self, data, labels=None, decode_fn=None):
         if isinstance(data, tf.data.Dataset):
             if labels is not None:
@@ -41,6 +43,8 @@ class IndexedExamples:
                 data, labels = _materialise(data)
             else:
                 data, labels, decode_fn = references.items, references.labels, _after(references.read, decode_fn)
+                if references.read_many is not None and decode_fn is references.read:
+                    self.read_many, decode_fn = references.read_many, None
         elif labels is None:
             raise ValueError("`labels` is required unless `data` is a tf.data.Dataset. Received: labels=None")
         self.labels = as_label_array(labels)
@@ -72,8 +76,10 @@ class IndexedExamples:
         )
 
     def gather(self, indices):
-        """Fetches undecoded examples and labels at ``indices`` [B]."""
+        """Fetches undecoded examples (read, for references read a batch at a time) and labels at ``indices`` [B]."""
         examples = tf.nest.map_structure(lambda leaf: tf.gather(leaf, indices), self.examples)
+        if self.read_many is not None:
+            examples = self.read_many(examples)
         return examples, tf.gather(self._labels, indices)
 
     def _decode_one(self, index):

@@ -115,7 +115,7 @@ def stream_prepared(builder, split, label_key="label", image_size=VARIABLE_SIZE_
     def image_of(record):
         return features.deserialize_example(record, decoders=skip)["image"]
 
-    numbers, offsets, lengths, labels, _ = index_records(files, label_of)
+    numbers, offsets, lengths, labels, _ = index_records(files, label_of, schema=f"tfds:{builder.name}:{label_key}")
     positions = np.flatnonzero(keep(labels)) if keep is not None else np.arange(labels.size)
     logger.info("Streaming %d of the %d records of %s (%s) from %d files", positions.size, labels.size,
                 builder.name, split, len(files))

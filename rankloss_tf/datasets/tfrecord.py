@@ -15,7 +15,10 @@ order. ``write_folder(folder, prefix)`` writes such files from a class folder
 (also ``python -m rankloss_tf.datasets.tfrecord FOLDER PREFIX``).
 
 Loading reads every record once to index it (its file, byte offset, length,
-label), then keeps only that index in memory: the P x K sampler reads, decodes
+label), cached per file under ``$RANKLOSS_TF_CACHE/tfrecords`` (keyed by the
+file's path, size and modification time, so that a second load reads no
+record and a rewritten file is indexed afresh), then keeps only that index in
+memory: the P x K sampler reads, decodes
 and resizes each batch's records by position, in parallel
 (``rankloss_tf.references``). Split: the distinct labels, sorted, are split as
 a folder's classes are (``rankloss_tf.datasets.folder.split_classes``:
@@ -23,16 +26,21 @@ shuffled by ``seed``, the first ``round(train_fraction x C)`` "train").
 """
 
 import argparse
+import hashlib
+import json
 import logging
 import os
 import struct
 import sys
+import zipfile
 
 import numpy as np
 import tensorflow as tf
 
+from rankloss_tf.cache import default_cache_dir
 from rankloss_tf.datasets.folder import FolderIndex, scan_folder, split_classes
 from rankloss_tf.datasets.images import resize_uint8
+from rankloss_tf.io.atomic import write_file
 from rankloss_tf.references import References, streamed
 
 __all__ = ["FEATURES", "TFRECORD_PREFIX", "index_records", "load_tfrecord", "looks_like_an_image", "main",
@@ -159,13 +167,53 @@ def _index_file(path, label_of):
     return (offsets, lengths, labels.astype(np.int64), *rest)
 
 
-def index_records(files, label_of=_parse_label):
+def _index_cache_path(path, schema):
+    """The index cache file of TFRecord file ``path``: keyed by its path, size, modification time and ``schema``."""
+    stat = tf.io.gfile.stat(path)
+    listing = [os.path.abspath(path) if "://" not in path else path, stat.length, stat.mtime_nsec, schema]
+    key = hashlib.sha256(json.dumps(listing).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return default_cache_dir("tfrecords") / f"{key}.npz"
+
+
+def _cached_index_file(path, label_of, schema):
+    """``_index_file`` through the index cache (``schema`` None: not cached); a damaged cache file is recomputed."""
+    if schema is None:
+        return _index_file(path, label_of)
+    cache = _index_cache_path(path, schema)
+    if cache.is_file():
+        try:
+            with np.load(cache, allow_pickle=False) as stored:
+                columns = [stored[f"column{k}"] for k in range(len(stored.files))]
+            columns[3] = columns[3].astype(object)  # the class names, stored as bytes
+            return tuple(columns)
+        except (OSError, ValueError, KeyError, EOFError, IndexError, zipfile.BadZipFile) as error:
+            logger.warning("Recomputing the damaged TFRecord index cache %s (%s: %s)", cache,
+                           type(error).__name__, error)
+    columns = _index_file(path, label_of)
+
+    def save(temporary):
+        stored = [np.asarray(column.tolist(), dtype=bytes) if k == 3 else column for k, column in enumerate(columns)]
+        with open(temporary, "wb") as handle:
+            np.savez(handle, **{f"column{k}": column for k, column in enumerate(stored)})
+
+    try:
+        write_file(cache, save)
+    except OSError as error:  # a cache that cannot be written only costs the next load its time
+        logger.warning("Cannot write the TFRecord index cache %s (%s); set RANKLOSS_TF_CACHE to a writable folder",
+                       cache, error)
+    return columns
+
+
+def index_records(files, label_of=_parse_label, schema="rankloss_tf"):
     """Where every record of ``files`` lies, and its label: reads each record once.
 
     Args:
         files: uncompressed TFRecord file paths, in their order.
         label_of: function of one serialized record (a scalar string tensor)
             returning (int label, class name string, ...) tensors.
+        schema: names what ``label_of`` reads, part of the key of each file's cached
+            index (``$RANKLOSS_TF_CACHE/tfrecords``, with the file's path, size and
+            modification time); None reads every record without the cache.
 
     Returns:
         ``(file number [N], byte offset [N], length [N], labels [N], class names [N], ...)``:
@@ -179,7 +227,7 @@ def index_records(files, label_of=_parse_label):
     array([0, 0, 0])
     """
     try:
-        parts = [_index_file(path, label_of) for path in files]
+        parts = [_cached_index_file(path, label_of, schema) for path in files]
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
         message = getattr(error, "message", str(error)).strip().splitlines()[0]
         raise ValueError(f"The TFRecord files do not hold records of the expected schema ({message}). "
@@ -256,7 +304,7 @@ def load_tfrecord(pattern, split, image_size=None, train_fraction=0.5, seed=0):
     files = sorted(tf.io.gfile.glob(pattern))
     if not files:
         raise ValueError(f"No TFRecord file matches the pattern. Received: {pattern!r}")
-    numbers, offsets, lengths, labels, _, images = index_records(files, _parse_checked)
+    numbers, offsets, lengths, labels, _, images = index_records(files, _parse_checked, schema="rankloss_tf+image_check")
     _warn_not_images(files, numbers, ~images.astype(bool))
     labels = np.where(images.astype(bool), labels, -1)  # -1: left out, in no split
     if not (labels >= 0).any():
