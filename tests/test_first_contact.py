@@ -51,8 +51,11 @@ def test_the_sample_tells_colour_from_grey_and_reads_the_median_size(tmp_path):
     assert (sample.height, sample.width) == (40, 20)
     jpeg_grey = tf.io.encode_jpeg(_image("grey_rgb", (64, 64), 0), quality=60).numpy()
     assert describe_images([jpeg_grey]).colour_fraction == 0.0  # JPEG chroma noise is not colour
-    with pytest.raises(ValueError, match="No image"):
+    with pytest.raises(ValueError, match="none of the 0 sampled"):
         describe_images([])
+    assert describe_images([b"not an image", jpeg_grey]).count == 1  # what does not decode is skipped
+    with pytest.raises(ValueError, match="none of the 2 sampled images decodes"):
+        describe_images([b"not an image", jpeg_grey[:40]])
 
 
 def test_colour_photos_get_frozen_pretrained_features(tmp_path):

@@ -57,20 +57,32 @@ def _colour_spread(image):
     return float(np.mean(rgb.max(axis=-1) - rgb.min(axis=-1)))
 
 
+def _decoded(data):
+    """The image ``data`` encodes, or None when it does not decode."""
+    try:
+        return tf.io.decode_image(data, channels=0, expand_animations=False).numpy()
+    except tf.errors.InvalidArgumentError:
+        return None
+
+
 def describe_images(encoded):
-    """An ``ImageSample`` of encoded images (JPEG, PNG, BMP, GIF, WebP bytes).
+    """An ``ImageSample`` of encoded images (JPEG, PNG, BMP, GIF, WebP bytes); bytes that do not decode are skipped.
+
+    The loaders name damaged files and records themselves; the sample only
+    describes what it can read.
 
     Raises:
-        ValueError: no image given.
+        ValueError: no image given, or none that decodes.
 
     Example:
     >>> grey = tf.io.encode_png(tf.zeros([20, 30, 1], tf.uint8)).numpy()
     >>> describe_images([grey])
     ImageSample(count=1, colour_fraction=0.0, height=20, width=30)
     """
-    images = [tf.io.decode_image(data, channels=0, expand_animations=False).numpy() for data in encoded]
+    images = [image for image in map(_decoded, encoded) if image is not None]
     if not images:
-        raise ValueError("No image to describe. Received: 0 images")
+        raise ValueError(f"An image of the dataset cannot be decoded: none of the {len(encoded)} sampled images "
+                         f"decodes (damaged files, or not images). Received: {len(encoded)} encoded images")
     colour = [_colour_spread(image) > COLOUR_SPREAD for image in images]
     return ImageSample(count=len(images), colour_fraction=float(np.mean(colour)),
                        height=int(np.median([image.shape[0] for image in images])),
@@ -105,7 +117,7 @@ def sample_dataset(name, count=SAMPLE_SIZE):
     same files (paths, sizes, times) are described once per process.
 
     Raises:
-        ValueError: a missing or empty folder, no TFRecord file matching.
+        ValueError: a missing or empty folder, a ``tfrecord:`` pattern ``tfrecord_files`` refuses.
 
     Example:
     >>> sample_dataset("folder:photos").colour_fraction  # doctest: +SKIP
@@ -114,7 +126,7 @@ def sample_dataset(name, count=SAMPLE_SIZE):
     True
     """
     from rankloss_tf.datasets.folder import folder_path, scan_folder
-    from rankloss_tf.datasets.tfrecord import TFRECORD_PREFIX
+    from rankloss_tf.datasets.tfrecord import TFRECORD_PREFIX, tfrecord_files
 
     folder = folder_path(name)
     if folder is not None:
@@ -124,8 +136,4 @@ def sample_dataset(name, count=SAMPLE_SIZE):
         return _sample_files(tuple((path, s.st_size, s.st_mtime_ns) for path, s in zip(files, stats)), count)
     if not (isinstance(name, str) and name.startswith(TFRECORD_PREFIX)):
         return None
-    pattern = name[len(TFRECORD_PREFIX):]
-    files = tuple(sorted(tf.io.gfile.glob(pattern)))
-    if not files:
-        raise ValueError(f"No TFRecord file matches the pattern. Received: {pattern!r}")
-    return _sample_records(files, count)
+    return _sample_records(tuple(tfrecord_files(name[len(TFRECORD_PREFIX):])), count)

@@ -44,7 +44,7 @@ from rankloss_tf.io.atomic import write_file
 from rankloss_tf.references import References, streamed
 
 __all__ = ["FEATURES", "TFRECORD_PREFIX", "index_records", "load_tfrecord", "looks_like_an_image", "main",
-           "record_reader", "write_folder"]
+           "record_reader", "tfrecord_files", "write_folder"]
 
 TFRECORD_PREFIX = "tfrecord:"
 IMAGE, LABEL, CLASS_NAME = "image/encoded", "image/class/label", "image/class/text"
@@ -149,9 +149,6 @@ def _parse_checked(record):
 def _index_file(path, label_of):
     """``(offsets [n], lengths [n], labels [n], class names [n], ...)`` of one TFRecord file's records (the columns
     after the length are ``label_of``'s)."""
-    if tf.io.gfile.isdir(path):
-        raise ValueError(f"The TFRecord pattern matches a directory, not a file: narrow the pattern. "
-                         f"Received: {path!r}")
     with tf.io.gfile.GFile(path, "rb") as file:
         head = file.read(8)
     records = tf.data.TFRecordDataset(path).map(
@@ -278,6 +275,29 @@ def _warn_not_images(files, numbers, bad):
                    " ..." if bad.sum() > 3 else "")
 
 
+def tfrecord_files(pattern):
+    """The sorted TFRecord files ``pattern`` matches: the one check of a ``tfrecord:`` pattern.
+
+    Raises:
+        ValueError: an empty pattern, no file matching, or a directory matching.
+
+    Example:
+    >>> tfrecord_files("/data/photos-*.tfrecord")  # doctest: +SKIP
+    ['/data/photos-00000-of-00002.tfrecord', '/data/photos-00001-of-00002.tfrecord']
+    """
+    if not pattern:
+        raise ValueError("tfrecord: needs a pattern of TFRecord files, e.g. tfrecord:data/photos-*.tfrecord. "
+                         "Received: an empty pattern")
+    files = sorted(tf.io.gfile.glob(pattern))
+    if not files:
+        raise ValueError(f"No TFRecord file matches the pattern. Received: {pattern!r}")
+    for path in files:
+        if tf.io.gfile.isdir(path):
+            raise ValueError(f"The TFRecord pattern matches a directory, not a file: narrow the pattern. "
+                             f"Received: {path!r}")
+    return files
+
+
 def load_tfrecord(pattern, split, image_size=None, train_fraction=0.5, seed=0):
     """One zero-shot half of TFRecord files (schema above) as (uint8 image [H, W, 3], int64 label).
 
@@ -298,12 +318,7 @@ def load_tfrecord(pattern, split, image_size=None, train_fraction=0.5, seed=0):
     >>> train.element_spec[0].shape  # doctest: +SKIP
     TensorShape([64, 64, 3])
     """
-    if not pattern:
-        raise ValueError("tfrecord: needs a pattern of TFRecord files, e.g. tfrecord:data/photos-*.tfrecord. "
-                         "Received: an empty pattern")
-    files = sorted(tf.io.gfile.glob(pattern))
-    if not files:
-        raise ValueError(f"No TFRecord file matches the pattern. Received: {pattern!r}")
+    files = tfrecord_files(pattern)
     numbers, offsets, lengths, labels, _, images = index_records(files, _parse_checked, schema="rankloss_tf+image_check")
     _warn_not_images(files, numbers, ~images.astype(bool))
     labels = np.where(images.astype(bool), labels, -1)  # -1: left out, in no split
