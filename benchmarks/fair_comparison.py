@@ -52,10 +52,6 @@ Usage::
 """
 
 import argparse
-import functools
-import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -64,22 +60,29 @@ import keras
 import numpy as np
 
 from rankloss_tf import datasets, losses
-from rankloss_tf.data import pk_batches
 from rankloss_tf.data.augment import augment_batches, random_affine
 from rankloss_tf.evaluation import evaluate, one_shot_accuracy
 from rankloss_tf.models import build_embedding_model, projection_head
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+
+from harness import machine, results as results_file, tuning  # noqa: E402
+from harness.training import fit, frozen_features  # noqa: E402
+
 SHARED_DATA = HERE.parent.parent / "shared" / "data"
 BATCH_SIZE = 128
 COLUMNS = ("recall@1", "recall@2", "recall@4", "recall@8", "map@r", "nmi", "f1")
 HEADERS = {"recall@1": "R@1", "recall@2": "R@2", "recall@4": "R@4", "recall@8": "R@8", "map@r": "MAP@R",
            "nmi": "NMI", "f1": "F1", "one_shot": "one-shot (20 runs)"}
+# Whether the model L2-normalises its output. Margin losses, Multi-Similarity and SupCon work on cosines; the
+# class losses (proxies, ArcFace, CosFace) take the cosines of their head, so normalising changes nothing there.
 NORMALISED = {"contrastive": True, "triplet_semihard": True, "triplet_hard": True,
-              "npair": False, "angular": False, "npair_angular": False}
+              "npair": False, "angular": False, "npair_angular": False,
+              "multi_similarity": True, "supcon": True, "proxy_anchor": True, "proxy_nca": True,
+              "arcface": True, "cosface": True}
 LOSSES = tuple(NORMALISED)
-TPE_STARTUP = 10  # Optuna's default: the first 10 trials of a study are drawn at random
+TPE_STARTUP = tuning.TPE_STARTUP
 
 
 class Cars196:
@@ -97,18 +100,19 @@ class Cars196:
             "classes 99-196 (8,131 images)")
 
     def splits(self, data_dir):
-        from cars196_recipe import view_features
+        def plain(split):
+            return frozen_features("cars196", data_dir, split, view_sizes=(224,), mirror_views=False)["plain"]
 
-        features, labels = view_features(data_dir, "train", "plain")
+        features, labels = plain("train")
         held = labels >= self.validation_from
         return {"search": (features[~held], labels[~held]), "validation": (features[held], labels[held]),
-                "train": (features, labels), "test": view_features(data_dir, "test", "plain")}
+                "train": (features, labels), "test": plain("test")}
 
     def model(self, input_shape, loss):
         return projection_head(input_shape[0], self.embedding_dim, normalize=NORMALISED[loss])
 
-    def batches(self, batches, seed):
-        return batches
+    def batches(self, seed):
+        return None
 
     def learning_rate(self, value, steps):
         return value
@@ -149,8 +153,8 @@ class Omniglot:
     def model(self, input_shape, loss):
         return build_embedding_model(input_shape, embedding_dim=self.embedding_dim, normalize=NORMALISED[loss])
 
-    def batches(self, batches, seed):
-        return augment_batches(batches, random_affine, seed=seed)
+    def batches(self, seed):
+        return lambda batches: augment_batches(batches, random_affine, seed=seed)
 
     def learning_rate(self, value, steps):
         return keras.optimizers.schedules.CosineDecay(value, decay_steps=steps)
@@ -162,40 +166,14 @@ class Omniglot:
 PROTOCOLS = {protocol.name: protocol for protocol in (Cars196(), Omniglot())}
 
 
-def suggest(trial, loss, learning_rates):
-    """Optuna suggestions for one loss: the setting {loss kwargs..., learning_rate, samples_per_class}."""
-    if loss in ("contrastive", "triplet_semihard", "triplet_hard"):
-        low, high = (0.1, 1.5) if loss == "contrastive" else (0.01, 1.0)
-        trial.suggest_float("margin", low, high)
-    elif loss == "npair":
-        trial.suggest_float("l2_reg", 1e-4, 1e-1, log=True)
-    else:
-        trial.suggest_float("alpha", 25.0, 55.0)
-        if loss == "npair_angular":
-            trial.suggest_float("lam", 0.25, 4.0, log=True)
-    trial.suggest_float("learning_rate", *learning_rates, log=True)
-    trial.suggest_categorical("samples_per_class", [2, 4, 8])
-    return dict(trial.params)
-
-
-def split_setting(setting):
-    """(loss kwargs, learning rate, K) of a setting."""
-    params = {k: v for k, v in setting.items() if k not in ("learning_rate", "samples_per_class")}
-    return params, setting["learning_rate"], setting["samples_per_class"]
-
-
 def train(protocol, data, loss, setting, steps, seed, batch_size=BATCH_SIZE):
     """A model of ``protocol`` trained on ``data = (x, labels)`` with one loss and setting; returns it."""
-    params, learning_rate, samples_per_class = split_setting(setting)
-    keras.utils.set_random_seed(seed)
+    params, learning_rate, samples_per_class = tuning.split_setting(setting)
     inputs, labels = data
-    model = protocol.model(inputs.shape[1:], loss)
-    model.compile(optimizer=keras.optimizers.Adam(protocol.learning_rate(learning_rate, steps)),
-                  loss=losses.get(loss, **params))
-    batches = pk_batches(inputs, labels, classes_per_batch=batch_size // samples_per_class,
-                         samples_per_class=samples_per_class, seed=seed)
-    model.fit(protocol.batches(batches, seed), epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0)
-    return model
+    return fit(lambda: protocol.model(inputs.shape[1:], loss), losses.get(loss, **params), inputs, labels,
+               learning_rate=protocol.learning_rate(learning_rate, steps), steps=steps,
+               classes_per_batch=batch_size // samples_per_class, samples_per_class=samples_per_class, seed=seed,
+               batches=protocol.batches(seed))
 
 
 def score(model, data, clustering, seed):
@@ -207,23 +185,12 @@ def score(model, data, clustering, seed):
 
 
 def tune(protocol, loss, search, validation, trials, steps, seed, batch_size=BATCH_SIZE):
-    """Runs the search; returns (best setting, its validation Recall@1, all trials)."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-    def objective(trial):
-        setting = suggest(trial, loss, protocol.learning_rates)
-        started = time.perf_counter()
+    """``harness.tuning.tune`` of one loss: trained on ``search``, scored by Recall@1 on ``validation``."""
+    def objective(setting):
         metrics = score(train(protocol, search, loss, setting, steps, seed, batch_size), validation, False, seed)
-        trial.set_user_attr("seconds", time.perf_counter() - started)
-        return 0.0 if metrics is None else metrics["recall@1"]
+        return None if metrics is None else metrics["recall@1"]
 
-    sampler = optuna.samplers.TPESampler(n_startup_trials=TPE_STARTUP, seed=seed)
-    study = optuna.create_study(direction="maximize", sampler=sampler)
-    study.optimize(objective, n_trials=trials)
-    history = [{"params": t.params, "recall@1": t.value, "seconds": t.user_attrs["seconds"]} for t in study.trials]
-    return study.best_trial.params, study.best_value, history
+    return tuning.tune(loss, objective, trials, seed, protocol.learning_rates)
 
 
 def final_runs(protocol, data, loss, setting, steps, seeds, data_dir):
@@ -331,12 +298,6 @@ def agreement(results):
     return lines
 
 
-def write_atomically(path, text):
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
-
-
 def plot(record, path):
     import matplotlib
 
@@ -360,6 +321,16 @@ def plot(record, path):
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def kept(previous, settings):
+    """The results of ``previous`` (a record) that were run with ``settings``: the same settings but for the
+    losses' normalisation, which must agree for each kept loss (a loss added later leaves the others' valid)."""
+    before = previous.get("settings", {})
+    same = {k: v for k, v in before.items() if k != "normalised"} == {
+        k: v for k, v in settings.items() if k != "normalised"}
+    return {name: result for name, result in previous.get("results", {}).items()
+            if same and before.get("normalised", {}).get(name) == settings["normalised"].get(name)}
 
 
 def main(argv=None):
@@ -390,19 +361,16 @@ def main(argv=None):
                 "tune_seed": args.tune_seed, "batch_size": BATCH_SIZE, "embedding_dim": protocol.embedding_dim,
                 "learning_rates": list(protocol.learning_rates), "sampler": "optuna TPESampler",
                 "normalised": NORMALISED}
-    json_path = out.with_suffix(".json")
     if args.report:
-        record = json.loads(json_path.read_text())
-        write_atomically(out.with_suffix(".md"), markdown(record))
+        record = results_file.read(out)
+        results_file.write(out, record, markdown(record))
         plot(record, out.with_suffix(".png"))
         return 0
     if not Path(data_dir).is_dir():
         print(f"{args.dataset} data absent ({data_dir}): fair comparison skipped")
         return 0
-    previous = json.loads(json_path.read_text()) if args.resume and json_path.is_file() else {}
-    results = previous.get("results", {}) if previous.get("settings") == settings else {}
-    record = {"settings": settings, "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-              "results": results}
+    results = kept(results_file.read(out, {}), settings) if args.resume else {}
+    record = {"settings": settings, "machine": machine.describe(), "results": results}
     data = protocol.splits(data_dir)
     for loss in args.losses:
         if loss in results:
@@ -414,9 +382,8 @@ def main(argv=None):
         runs = final_runs(protocol, data, loss, best, steps, args.seeds, data_dir)
         results[loss] = {"best": best, "validation_recall@1": best_value, "trials": history, "runs": runs,
                          "summary": summarise(runs), "tune_seconds": tune_seconds,
-                         "seconds": time.perf_counter() - started, "load": os.getloadavg()}
-        write_atomically(json_path, json.dumps(record, indent=1) + "\n")
-        write_atomically(out.with_suffix(".md"), markdown(record))
+                         "seconds": time.perf_counter() - started, "load": machine.load()}
+        results_file.write(out, record, markdown(record))
         print(loss, best, round(best_value, 4), {c: round(v[0], 4) for c, v in results[loss]["summary"].items()},
               f"{results[loss]['seconds']:.0f} s", flush=True)
     plot(record, out.with_suffix(".png"))
