@@ -229,7 +229,8 @@ def markdown(record):
              f"{settings['steps']} steps over its own parameters, the learning rate "
              f"({settings['learning_rates'][0]:g} to {settings['learning_rates'][1]:g}, log) and K "
              f"(P = {settings['batch_size']} / K); {protocol.text}. The best setting of each loss was trained "
-             f"with seeds {', '.join(map(str, settings['seeds']))} ({settings['steps']} steps each); mean +- std "
+             f"with seeds {', '.join(map(str, settings['seeds']))}{fewer_seeds(results, settings['seeds'])} "
+             f"({settings['steps']} steps each); mean +- std "
              f"in %. Whole run {minutes:.0f} min on {record['machine']['cpus']} shared CPU cores "
              f"(1-min load {min(loads):.1f} to {max(loads):.1f} at the end of each loss).", "",
              "| loss | best setting | val R@1 | " + " | ".join(HEADERS[c] for c in shown)
@@ -243,8 +244,11 @@ def markdown(record):
     lines += ["", "Ordering by test R@1: " + " > ".join(
         f"{name} {100 * results[name]['summary']['recall@1'][0]:.1f}" for name in ordered(results)) + ".", ""]
     lines += ["Agreement with the papers (their pairs better > worse; a tie: means closer than the sum of the two "
-              "stds). Wang et al. 2017 and Sohn 2016 fine-tuned GoogLeNet on CUB-200, Cars196 and Online Products "
-              "with their own settings; here every loss had the same search.", ""]
+              "stds). Wang et al. 2017 and Sohn 2016 fine-tuned GoogLeNet, Wang et al. 2019 (Multi-Similarity) and "
+              "Kim et al. 2020 (Proxy-Anchor) BN-Inception, on CUB-200, Cars196 and Online Products with their "
+              "own settings; Deng et al. 2019 (ArcFace) compared the margin softmaxes on faces; here every loss "
+              "had the same search. Khosla et al. 2020 (SupCon) measured classification, not retrieval: no pair.",
+              ""]
     lines += agreement(results)
     return "\n".join(lines) + "\n"
 
@@ -252,12 +256,27 @@ def markdown(record):
 # What the papers found, as pairs (better, worse) of the losses they compare. Wang et al. 2017 (Tables 1-3:
 # CUB-200, Cars196, Online Products, fine-tuned GoogLeNet): angular beats N-pair and triplet, and N-pair +
 # angular beats both alone. Sohn 2016 (Tables 1-3): N-pair beats the triplet and contrastive baselines.
+# Wang et al. 2019 (Table 1 ablation and Tables 2-4): Multi-Similarity beats contrastive, triplet, N-pair, angular and
+# Proxy-NCA. Kim et al. 2020 (Tables 1-2): Proxy-Anchor beats Multi-Similarity and Proxy-NCA. Deng et al. 2019
+# (Tables 2 and 8, faces): ArcFace beats CosFace by a little.
 PAPER_CLAIMS = {
     "Wang et al. 2017": (("npair_angular", "angular"), ("npair_angular", "npair"), ("npair_angular", "triplet_semihard"),
                          ("angular", "npair"), ("angular", "triplet_semihard"), ("npair", "triplet_semihard")),
     "Sohn 2016": (("npair", "triplet_semihard"), ("npair", "contrastive")),
+    "Wang et al. 2019": (("multi_similarity", "contrastive"), ("multi_similarity", "triplet_semihard"),
+                         ("multi_similarity", "npair"), ("multi_similarity", "angular"),
+                         ("multi_similarity", "proxy_nca")),
+    "Kim et al. 2020": (("proxy_anchor", "multi_similarity"), ("proxy_anchor", "proxy_nca")),
+    "Deng et al. 2019": (("arcface", "cosface"),),
 }
 CLASSIC = ("contrastive", "triplet_semihard", "triplet_hard")  # the Reality Check's "old" baselines
+
+
+def fewer_seeds(results, seeds):
+    """The note for losses finished with other seeds than ``seeds`` (a budget cut), or ""."""
+    other = {name: [run["seed"] for run in result["runs"]] for name, result in results.items()
+             if [run["seed"] for run in result["runs"]] != list(seeds)}
+    return "".join(f" ({name}: seeds {', '.join(map(str, got))})" for name, got in other.items())
 
 
 def agreement(results):
@@ -274,6 +293,8 @@ def agreement(results):
     lines = []
     for paper, claims in PAPER_CLAIMS.items():
         pairs = [(a, b) for a, b in claims if a in r1 and b in r1]
+        if not pairs:
+            continue
         kept = [(a, b) for a, b in pairs if r1[a][0] > r1[b][0]]
         broken = [f"{a} <= {b}" + (" (tie)" if tied(a, b) else "") for a, b in pairs if (a, b) not in kept]
         ties = sum(tied(a, b) for a, b in kept)
@@ -325,10 +346,11 @@ def plot(record, path):
 
 def kept(previous, settings):
     """The results of ``previous`` (a record) that were run with ``settings``: the same settings but for the
-    losses' normalisation, which must agree for each kept loss (a loss added later leaves the others' valid)."""
+    losses' normalisation, which must agree for each kept loss (a loss added later leaves the others' valid),
+    and the seeds, which each result's runs name (the page says which losses had fewer)."""
     before = previous.get("settings", {})
-    same = {k: v for k, v in before.items() if k != "normalised"} == {
-        k: v for k, v in settings.items() if k != "normalised"}
+    same = {k: v for k, v in before.items() if k not in ("normalised", "seeds")} == {
+        k: v for k, v in settings.items() if k not in ("normalised", "seeds")}
     return {name: result for name, result in previous.get("results", {}).items()
             if same and before.get("normalised", {}).get(name) == settings["normalised"].get(name)}
 

@@ -63,6 +63,11 @@ def test_a_resumed_comparison_keeps_the_losses_run_with_the_same_settings():
     assert fair_comparison.kept(previous, settings) == {"npair": {"x": 1}}
     assert fair_comparison.kept(previous, {**settings, "trials": 6}) == {}
     assert fair_comparison.kept(previous, {**settings, "normalised": {"npair": True}}) == {}
+    # Seeds are the results' own: a loss added with fewer seeds keeps the others, and the page says so.
+    assert fair_comparison.kept({**previous, "settings": {**previous["settings"], "seeds": [0, 1, 2]}},
+                                {**settings, "seeds": [0, 1]}) == {"npair": {"x": 1}}
+    results = {"npair": {"runs": [{"seed": 0}, {"seed": 1}, {"seed": 2}]}, "supcon": {"runs": [{"seed": 0}]}}
+    assert fair_comparison.fewer_seeds(results, [0, 1, 2]) == " (supcon: seeds 0)"
 
 
 def _quick_run(tmp_path, dataset, loss):
