@@ -161,10 +161,10 @@ def markdown(summary, extraction, args):
     return "\n".join(lines) + "\n"
 
 
-def cli_default(data_dir, run_dir, saved_metrics):
-    """Runs (or reads back) the CLI default on Cars196; its record for the results."""
+def cli_default(data_dir, run_dir, saved_metrics, seed=0):
+    """Runs (or reads back) the CLI default on Cars196 (``--seed``: ``seed``); its record for the results."""
     config = training.TrainConfig(dataset="cars196", data_dir=data_dir, out_dir=str(run_dir),
-                                  export_dir=f"{run_dir}.export")
+                                  export_dir=f"{run_dir}.export", seed=seed)
     watch = machine.Stopwatch()
     result = training.train(config)
     record = {"metrics": result.metrics, "seconds": result.seconds, "resumed": result.resumed,
@@ -194,6 +194,14 @@ def cli_markdown(record):
     for name, saved in record["saved"].items():
         lines.append(f"| `rankloss-tf evaluate` on the {name} | "
                      + " | ".join(f"{saved[k]:.4f}" for k in CLI_COLUMNS) + " |")
+    others = record.get("other_seeds", [])
+    for other in others:
+        lines.append(f"| reported by train, `--seed {other['config']['seed']}` | "
+                     + " | ".join(f"{other['metrics'][k]:.4f}" for k in CLI_COLUMNS) + " |")
+    if others:
+        runs = [record, *others]
+        lines.append(f"| mean of the {len(runs)} seeds | "
+                     + " | ".join(f"{np.mean([r['metrics'][k] for r in runs]):.4f}" for k in CLI_COLUMNS) + " |")
     seconds = record["seconds"]
     lines += ["", f"Wall time of the run: {seconds['total']:.0f} s ({seconds['fit']:.0f} s to the fitted model, "
               f"features from the cache; evaluation, plots and export {seconds['evaluate']:.0f} s) on "
@@ -228,10 +236,14 @@ def main(argv=None):
     parser.add_argument("--cli-default", metavar="RUN", help="run the CLI default into RUN (export RUN.export)")
     parser.add_argument("--saved-metrics", nargs="*", default=[], metavar="NAME=JSON",
                         help="metrics of `rankloss-tf evaluate --json` on the saved run / export")
+    parser.add_argument("--cli-seeds", type=int, nargs="+", default=[0],
+                        help="with --cli-default: the seeds (the first into RUN, the others into RUN-seedN)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.cli_default:
-        record = cli_default(args.data_dir, args.cli_default, args.saved_metrics)
+        record = cli_default(args.data_dir, args.cli_default, args.saved_metrics, args.cli_seeds[0])
+        record["other_seeds"] = [cli_default(args.data_dir, f"{args.cli_default}-seed{seed}", [], seed)
+                                 for seed in args.cli_seeds[1:]]
         json_path = RESULTS / "cars196.json"
         previous = json.loads(json_path.read_text()).get("cli_default") if json_path.is_file() else None
         if record["resumed"] == "finished" and previous:  # read back: keep the load of the call that trained

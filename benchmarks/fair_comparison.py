@@ -33,11 +33,20 @@ Search spaces (same budget for all; the learning-rate range is the protocol's):
 | npair | l2_reg in [1e-4, 1e-1] (log) | same |
 | angular | alpha in [25, 55] degrees | same |
 | npair_angular | alpha in [25, 55], lam in [0.25, 4] (log) | same |
+| multi_similarity | alpha in [0.5, 10] (log), beta in [10, 80], base in [0.3, 0.8] | same |
+| supcon | temperature in [0.02, 0.5] (log) | same |
+| proxy_anchor | margin in [0, 0.3], alpha in [8, 64] (log) | same |
+| proxy_nca | softmax_scale in [1, 32] (log) | same |
+| arcface | margin in [10, 45] degrees, scale in [8, 64] (log) | same |
+| cosface | margin in [0.1, 0.5], scale in [8, 64] (log) | same |
 
-Margin losses see L2-normalised embeddings (distance l2); the N-pair and
-angular losses see the raw outputs (N-pair's dot products are meant on
-unnormalised embeddings, Sohn 2016; angular normalises inside). Retrieval is
-cosine for all.
+(``harness.tuning.SPACES``.) Margin losses, Multi-Similarity and SupCon see
+L2-normalised embeddings (distance l2); the N-pair and angular losses see the
+raw outputs (N-pair's dot products are meant on unnormalised embeddings, Sohn
+2016; angular normalises inside). Proxy-Anchor, ProxyNCA, ArcFace and CosFace
+train one vector per class in a ``ClassCosines`` head on top of the embedding
+model (``with_class_head``, trained at the same learning rate) and take its
+cosines; only the embedding model is scored. Retrieval is cosine for all.
 
 Writes benchmarks/results/fair_comparison_<dataset>.{json,md,png} (``--quick``:
 a smoke run into .bench/). ``--resume`` keeps the losses already finished with
