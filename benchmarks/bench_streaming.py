@@ -28,7 +28,6 @@ Usage: python benchmarks/bench_streaming.py [--images 2000 8000] [--steps 3] [--
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -37,6 +36,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from harness import machine, results as results_file
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,7 +147,7 @@ def child_json(code, args, cache):
 
 def write_results(results, path):
     path.mkdir(parents=True, exist_ok=True)
-    (path / "streaming.json").write_text(json.dumps(results, indent=2) + "\n")
+
     lines = ["# Streaming training data (issue 29, parts 1 and 3)", "",
              f"Machine: {results['machine']}; load average before / after: {results['load_before']} / "
              f"{results['load_after']} (a shared machine: figures vary with the load).", "",
@@ -171,7 +172,7 @@ def write_results(results, path):
               f"Frozen-feature extraction (EfficientNet-Lite0, {SIZE} px, parts of 256 images on disk): "
               f"{e['extract_images_per_s']:.1f} images/s over {e['extracted']:,} images, peak RSS "
               f"{e['peak_rss_gb']:.2f} GB.", ""]
-    (path / "streaming.md").write_text("\n".join(lines))
+    results_file.write(path / "streaming", results, "\n".join(lines))
 
 
 def main():
@@ -192,8 +193,7 @@ def main():
         args.images, args.steps, args.batches, args.extract = [200, 400], 2, 4, 64
         args.results = str(ROOT / ".bench" / "streaming")
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_streaming-"))
-    results = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_version()}",
-               "load_before": [round(x, 2) for x in os.getloadavg()], "steps": args.steps, "sizes": []}
+    results = {"machine": machine.line(), "load_before": machine.load(2), "steps": args.steps, "sizes": []}
     try:
         for images in sorted(args.images):
             folder = work / f"folder_{images}"
@@ -220,7 +220,7 @@ def main():
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    results["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    results["load_after"] = machine.load(2)
     write_results(results, Path(args.results))
 
 

@@ -5,7 +5,7 @@ import platform
 import sys
 import time
 
-__all__ = ["Stopwatch", "describe", "load"]
+__all__ = ["Stopwatch", "describe", "line", "load"]
 
 
 def describe():
@@ -20,9 +20,23 @@ def describe():
             **versions}
 
 
-def load():
-    """The 1-, 5- and 15-minute load averages (``os.getloadavg``) as a list."""
-    return list(os.getloadavg())
+def line():
+    """The machine in one line for a results page: "x86_64, 2 CPU cores, Python 3.11.2, TensorFlow 2.21.0".
+
+    Example:
+    >>> "CPU cores" in line()
+    True
+    """
+    found = describe()
+    parts = [platform.machine(), f"{found['cpus']} CPU cores", f"Python {found['python']}"]
+    if found["tensorflow"]:
+        parts.append(f"TensorFlow {found['tensorflow']}")
+    return ", ".join(parts)
+
+
+def load(digits=None):
+    """The 1-, 5- and 15-minute load averages (``os.getloadavg``) as a list, rounded to ``digits`` if given."""
+    return [value if digits is None else round(value, digits) for value in os.getloadavg()]
 
 
 class Stopwatch:
