@@ -81,6 +81,10 @@ class Variant:
 
 VIEWS4 = ("plain", "flip", "plain288", "flip288")
 FLIP = dict(train_views=("plain", "flip"), test_views=("plain", "flip"))
+VIEWS4_COSINE = dict(train_views=VIEWS4, test_views=VIEWS4, cosine=True)
+PA = dict(VIEWS4_COSINE, loss="proxy_anchor", loss_options=(("margin", 0.1), ("alpha", 32.0)), steps=2000)
+MS = dict(VIEWS4_COSINE, loss="multi_similarity", loss_options=(), normalize=True, classes_per_batch=32,
+          samples_per_class=4, learning_rate=3e-4, steps=2000)
 VARIANTS = {
     "linear": Variant(),
     "linear_lr3e-4": Variant(learning_rate=3e-4),
@@ -104,17 +108,17 @@ VARIANTS = {
     "linear_views4_cosine_lr2e-4_4k": Variant(train_views=VIEWS4, test_views=VIEWS4, cosine=True,
                                               learning_rate=2e-4, steps=4000),
     # Today's losses (issue 31) on the four views, learning rate cosine-decayed.
-    "pa_views4": Variant(train_views=VIEWS4, test_views=VIEWS4, cosine=True, loss="proxy_anchor",
-                         loss_options=(("margin", 0.1), ("alpha", 32.0)), learning_rate=1e-3, steps=2000),
-    "pa_views4_lr3e-3": Variant(train_views=VIEWS4, test_views=VIEWS4, cosine=True, loss="proxy_anchor",
-                                loss_options=(("margin", 0.1), ("alpha", 32.0)), learning_rate=3e-3, steps=2000),
-    "pa_views4_lr3e-4": Variant(train_views=VIEWS4, test_views=VIEWS4, cosine=True, loss="proxy_anchor",
-                                loss_options=(("margin", 0.1), ("alpha", 32.0)), learning_rate=3e-4, steps=2000),
-    "ms_views4": Variant(train_views=VIEWS4, test_views=VIEWS4, cosine=True, loss="multi_similarity",
-                         loss_options=(), normalize=True, classes_per_batch=32, samples_per_class=4,
-                         learning_rate=3e-4, steps=2000),
-    "cosface_views4": Variant(train_views=VIEWS4, test_views=VIEWS4, cosine=True, loss="cosface",
-                              loss_options=(("margin", 0.35), ("scale", 32.0)), learning_rate=1e-3, steps=2000),
+    "pa_views4": Variant(**PA, learning_rate=1e-3),
+    "pa_views4_lr3e-3": Variant(**PA, learning_rate=3e-3),
+    "pa_views4_lr3e-4": Variant(**PA, learning_rate=3e-4),
+    "pa_views4_lr1e-4": Variant(**PA, learning_rate=1e-4),
+    "cosface_views4": Variant(**VIEWS4_COSINE, loss="cosface", loss_options=(("margin", 0.35), ("scale", 32.0)),
+                              learning_rate=1e-3, steps=2000),
+    "ms_views4": Variant(**MS),
+    "ms_views4_lr1e-3": Variant(**{**MS, "learning_rate": 1e-3}),
+    "ms_views4_4k": Variant(**{**MS, "steps": 4000}),
+    "ms_views4_d1024": Variant(**MS, embedding_dim=1024),
+    "linear_views4_cosine_lr2e-4_d1024": Variant(**VIEWS4_COSINE, learning_rate=2e-4, embedding_dim=1024),
     "mlp_flip_288": Variant(head="mlp", learning_rate=3e-4, train_views=("plain288", "flip288"),
                             test_views=("plain288", "flip288")),
 }
