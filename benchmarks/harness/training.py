@@ -1,6 +1,6 @@
 """Training for the benchmarks: frozen features through the application's protocol, one P x K loop for arrays.
 
-``frozen_features`` asks ``rankloss_tf.training.protocols.FrozenFeatures`` (the
+``frozen_features`` asks ``rankloss_tf.app.protocols.FrozenFeatures`` (the
 protocol ``rankloss-tf train`` runs) for a split's features of each view, so a
 benchmark and the command line read and fill one feature cache.
 
@@ -16,10 +16,10 @@ import keras
 import numpy as np
 
 from rankloss_tf import datasets
+from rankloss_tf.app.config import TrainConfig
+from rankloss_tf.app.protocols import protocol
 from rankloss_tf.data import pk_batches
 from rankloss_tf.losses_modern import with_class_head
-from rankloss_tf.training import TrainConfig
-from rankloss_tf.training.protocols import protocol
 
 __all__ = ["fit", "frozen_features"]
 
