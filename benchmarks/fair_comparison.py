@@ -283,8 +283,11 @@ CLASSIC = ("contrastive", "triplet_semihard", "triplet_hard")  # the Reality Che
 
 def fewer_seeds(results, seeds):
     """The note for losses finished with other seeds than ``seeds`` (a budget cut), or ""."""
-    other = {name: [run["seed"] for run in result["runs"]] for name, result in results.items()
-             if [run["seed"] for run in result["runs"]] != list(seeds)}
+    def seeds_of(result):
+        got = [run.get("seed") for run in result["runs"]]
+        return list(seeds) if None in got and len(got) == len(seeds) else got  # runs from before runs named seeds
+
+    other = {name: seeds_of(result) for name, result in results.items() if seeds_of(result) != list(seeds)}
     return "".join(f" ({name}: seeds {', '.join(map(str, got))})" for name, got in other.items())
 
 

@@ -68,6 +68,7 @@ def test_a_resumed_comparison_keeps_the_losses_run_with_the_same_settings():
                                 {**settings, "seeds": [0, 1]}) == {"npair": {"x": 1}}
     results = {"npair": {"runs": [{"seed": 0}, {"seed": 1}, {"seed": 2}]}, "supcon": {"runs": [{"seed": 0}]}}
     assert fair_comparison.fewer_seeds(results, [0, 1, 2]) == " (supcon: seeds 0)"
+    assert fair_comparison.fewer_seeds({"npair": {"runs": [{}, {}, {}]}}, [0, 1, 2]) == ""  # runs without seeds
 
 
 def _quick_run(tmp_path, dataset, loss):
