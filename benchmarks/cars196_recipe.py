@@ -119,6 +119,7 @@ VARIANTS = {
     "ms_views4_4k": Variant(**{**MS, "steps": 4000}),
     "ms_views4_d1024": Variant(**MS, embedding_dim=1024),
     "linear_views4_cosine_lr2e-4_d1024": Variant(**VIEWS4_COSINE, learning_rate=2e-4, embedding_dim=1024),
+    "linear_views4_cosine_lr2e-4_d1280": Variant(**VIEWS4_COSINE, learning_rate=2e-4, embedding_dim=1280),
     "linear_views4_cosine_lr2e-4_d2048": Variant(**VIEWS4_COSINE, learning_rate=2e-4, embedding_dim=2048),
     "mlp_flip_288": Variant(head="mlp", learning_rate=3e-4, train_views=("plain288", "flip288"),
                             test_views=("plain288", "flip288")),
