@@ -17,7 +17,6 @@ Usage: python benchmarks/bench_deploy.py [--quick] [--epochs 80] [--model RUN_OR
 
 import argparse
 import json
-import os
 import platform
 import sys
 import tempfile
@@ -25,6 +24,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from harness import machine, results as results_file
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -109,8 +110,6 @@ def measure(model, args, directory):
 
 
 def write(rows, meta, out):
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"machine": meta, "results": rows}, indent=2) + "\n")
     base = rows[0]
     lines = [
         "# Deploy targets: SavedModel, LiteRT (float32, int8), ONNX",
@@ -127,7 +126,7 @@ def write(rows, meta, out):
     for r in rows:
         lines.append(f"| {r['format']} | {r['bytes'] / 1024:,.0f} | {r['max_abs_diff']:.2e} | {r['recall@1']:.4f} | "
                      f"{r['recall@1'] - base['recall@1']:+.4f} | {r['map@r']:.4f} | {r['ms_per_image']:.3f} |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    results_file.write(out, {"machine": meta, "results": rows}, "\n".join(lines) + "\n")
 
 
 def main(argv=None):
@@ -142,12 +141,12 @@ def main(argv=None):
     if args.quick:
         args.epochs, args.data_dir = 1, None
     results = ROOT / (".bench/results-quick" if args.quick else "benchmarks/results")
-    meta = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "load_before": [round(x, 2) for x in os.getloadavg()]}
+    meta = {"cpu": platform.processor() or platform.machine(), "cores": machine.describe()["cpus"],
+            "load_before": machine.load(2)}
     model, meta["source"] = trained_model(args, ROOT / ".bench" / f"deploy_{args.dataset}_{args.epochs}")
     with tempfile.TemporaryDirectory() as directory:
         rows, found = measure(model, args, Path(directory))
-    meta.update(found, load_after=[round(x, 2) for x in os.getloadavg()])
+    meta.update(found, load_after=machine.load(2))
     write(rows, meta, results / "deploy")
     print((results / "deploy.md").read_text())
 

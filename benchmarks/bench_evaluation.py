@@ -20,7 +20,6 @@ Usage: python benchmarks/bench_evaluation.py [--sizes 10000 25000 50000 100000] 
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -29,6 +28,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from harness import machine, results as results_file
 
 RESULTS = Path(__file__).resolve().parent / "results"
 QUICK_RESULTS = Path(__file__).resolve().parents[1] / ".bench" / "results-quick"
@@ -125,16 +126,13 @@ def main():
             print(json.dumps(scaling[-1]), flush=True)
 
     import sklearn
-    import tensorflow as tf
 
-    results = dict(machine=dict(cpus=os.cpu_count(), platform=platform.platform(), tensorflow=tf.__version__,
-                                sklearn=sklearn.__version__), dim=DIM, evaluate=evaluation, knn_scaling=scaling)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "evaluation.json").write_text(json.dumps(results, indent=2) + "\n")
+    results = dict(machine=dict(machine.describe(), sklearn=sklearn.__version__), dim=DIM, evaluate=evaluation,
+                   knn_scaling=scaling)
     lines = [
         "# Evaluation benchmark",
         "",
-        f"{os.cpu_count()} CPU cores, TensorFlow {tf.__version__}, scikit-learn {sklearn.__version__}; "
+        f"{machine.line()}, scikit-learn {sklearn.__version__}; "
         f"embeddings {DIM}-d, unit norm, classes of 5. Produced by benchmarks/bench_evaluation.py.",
         "",
         f"`evaluate` on {evaluation['n']:,} x {DIM} (Recall@1/2/4/8, MAP@R, R-precision): "
@@ -152,7 +150,7 @@ def main():
         f"{row['sklearn_seconds']:.1f} s / {row['sklearn_peak_rss_gb']:.2f} GB | {row['same_neighbour_sets']:.2%} |"
         for row in scaling
     ]
-    (out / "evaluation.md").write_text("\n".join(lines) + "\n")
+    results_file.write(out / "evaluation", results, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from harness import machine, results as results_file
+
 ROOT = Path(__file__).resolve().parents[1]
 LOSSES = ("multi_similarity", "supcon", "ntxent")
 
@@ -56,14 +58,13 @@ def _one(name, batch, dim):
 def _write(rows, load, quick):
     folder = ROOT / (".bench" if quick else "benchmarks/results")
     folder.mkdir(parents=True, exist_ok=True)
-    report = {"machine": f"{os.cpu_count()} cores, {os.uname().machine}", "load_average": load, "rows": rows}
-    (folder / "losses_modern.json").write_text(json.dumps(report, indent=2) + "\n")
+    report = {"machine": machine.line(), "load_average": load, "rows": rows}
     lines = ["# Today's pair losses at a large batch: one forward + backward pass", "",
              f"Machine: {report['machine']}; load average before / after: {load}.", "",
              "| loss | B | D | seconds | peak RSS (GiB) | finite gradient |", "| --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {r['loss']} | {r['batch']} | {r['dim']} | {r['seconds']} | {r['peak_rss_gib']} | {r['finite_gradient']} |"
               for r in rows]
-    (folder / "losses_modern.md").write_text("\n".join(lines) + "\n")
+    results_file.write(folder / "losses_modern", report, "\n".join(lines) + "\n")
     return folder
 
 
@@ -78,7 +79,7 @@ def main(argv=None):
     if args.one:
         sys.stdout.write(json.dumps(_one(args.one, batch, args.dim)) + "\n")
         return 0
-    before, rows = [round(v, 2) for v in os.getloadavg()], []
+    before, rows = machine.load(2), []
     for name in LOSSES:
         out = subprocess.run([sys.executable, __file__, "--one", name, "--batch", str(batch), "--dim", str(args.dim)],
                              capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
@@ -87,7 +88,7 @@ def main(argv=None):
             return 1
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         sys.stdout.write(json.dumps(rows[-1]) + "\n")
-    load = [before, [round(v, 2) for v in os.getloadavg()]]
+    load = [before, machine.load(2)]
     sys.stdout.write(f"written to {_write(rows, load, args.quick)}\n")
     return 0
 

@@ -14,9 +14,6 @@ Usage: python benchmarks/bench_sampler.py [--data-dir ../shared/data/omniglot] [
 """
 
 import argparse
-import json
-import os
-import platform
 import tempfile
 import time
 import zipfile
@@ -29,6 +26,8 @@ import tensorflow as tf
 from rankloss_tf import datasets
 from rankloss_tf.data import pk_batches
 from rankloss_tf.losses import TripletSemiHardLoss
+
+from harness import machine, results as results_file
 
 P, K = 32, 4
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -116,20 +115,17 @@ def main():
         "unit": "samples/s",
         "batch": {"classes_per_batch": P, "samples_per_class": K, "image": [105, 105, 1]},
         "model": "3 conv (32/64/128, stride 2) + GAP + Dense 64 + L2 norm, TripletSemiHardLoss, Adam",
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, TF {tf.__version__}",
+        "machine": machine.line(),
         "figures": {name: round(value, 1) for name, value in figures.items()},
         "sampler_not_bottleneck": min(figures["sampler_in_memory"], figures["sampler_png_files"])
         > figures["train_step_cached_batch"],
     }
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "sampler.json").write_text(json.dumps(report, indent=2) + "\n")
     rows = "\n".join(f"| {name} | {value:,.0f} |" for name, value in report["figures"].items())
-    (results / "sampler.md").write_text(
-        "# P x K sampler throughput vs. training step\n\n"
-        f"Omniglot train alphabets, P={P} x K={K} batches of 105x105x1 uint8; {report['machine']}.\n"
-        f"Model: {report['model']}.\n\n| measure | samples/s |\n| --- | --- |\n{rows}\n\n"
-        f"Sampler never the bottleneck: {report['sampler_not_bottleneck']}.\n"
-    )
+    page = ("# P x K sampler throughput vs. training step\n\n"
+            f"Omniglot train alphabets, P={P} x K={K} batches of 105x105x1 uint8; {report['machine']}.\n"
+            f"Model: {report['model']}.\n\n| measure | samples/s |\n| --- | --- |\n{rows}\n\n"
+            f"Sampler never the bottleneck: {report['sampler_not_bottleneck']}.\n")
+    results_file.write(results / "sampler", report, page)
     return report
 
 

@@ -28,7 +28,6 @@ Usage: python benchmarks/bench_streaming.py [--images 2000 8000] [--steps 3] [--
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -37,6 +36,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from harness import machine, results as results_file
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
@@ -268,7 +269,6 @@ def _md_extraction(results):
 
 def write_results(results, path):
     path.mkdir(parents=True, exist_ok=True)
-    (path / "streaming.json").write_text(json.dumps(results, indent=2) + "\n")
     stopped = ("killed when its epoch ends: the evaluation of the test half at 224 px (~0.2 s an "
                "image here) would take hours at this size" if results.get("stop_after_training")
                else "then the evaluation on the test half")
@@ -292,7 +292,7 @@ def write_results(results, path):
                   ""]
     lines += _md_extraction(results)
     lines += results.get("notes", [])
-    (path / "streaming.md").write_text("\n".join(lines) + "\n")
+    results_file.write(path / "streaming", results, "\n".join(lines) + "\n")
 
 
 def _train_sizes(args, work, results):
@@ -351,8 +351,7 @@ def main():
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_streaming-"))
     previous = Path(args.results) / "streaming.json"
     results = json.loads(previous.read_text()) if args.only and previous.is_file() else {}
-    results.update({"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_version()}",
-                    "load_before": [round(x, 2) for x in os.getloadavg()], "backbone": BACKBONE, "pk": [P, K]})
+    results.update({"machine": machine.line(), "load_before": machine.load(2), "backbone": BACKBONE, "pk": [P, K]})
     largest = work / f"folder_{max(args.images)}"
     try:
         if args.only != "extract":
@@ -372,7 +371,7 @@ def main():
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    results["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    results["load_after"] = machine.load(2)
     write_results(results, Path(args.results))
 
 

@@ -44,23 +44,23 @@ Usage: python benchmarks/cars196.py [--data-dir ../shared/data/cars196] [--seeds
 import argparse
 import json
 import logging
-import os
-import platform
-import time
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from rankloss_tf import app as training  # the application: TrainConfig, train
-from rankloss_tf.datasets import load
 from rankloss_tf.evaluation import evaluate
-from rankloss_tf.frozen_backbone import backbone_features, train_head
 from rankloss_tf.losses import AngularLoss, NPairAngularLoss, NPairLoss, TripletSemiHardLoss
+from rankloss_tf.models import projection_head
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import machine, results as results_file  # noqa: E402
+from harness.training import fit, frozen_features  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cars196"
-BACKBONE = "efficientnet_lite0"
-IMAGE_SIZE = 224
 EMBEDDING_DIM = 512
 LEARNING_RATE = 1e-4
 COLUMNS = ("recall@1", "recall@2", "recall@4", "recall@8", "nmi", "f1")
@@ -84,37 +84,32 @@ PAPER_RECALL_AT_1 = {
 
 
 def cached_features(data_dir, split, cache_dir):
-    """(features [N, 1280], labels [N], seconds) of one half, through the feature cache."""
-    start = time.perf_counter()
-    features, labels = backbone_features(
-        load("cars196", split, data_dir=data_dir),
-        BACKBONE,
-        IMAGE_SIZE,
-        "imagenet",
-        dataset_id=f"cars196:{Path(data_dir).resolve()}:{split}",
-        cache_dir=cache_dir,
-    )
-    return features, labels, time.perf_counter() - start
+    """(features [N, 1280], labels [N], seconds) of one half, through the feature cache ``rankloss-tf train`` uses."""
+    watch = machine.Stopwatch()
+    features, labels = frozen_features("cars196", data_dir, split, view_sizes=(224,), mirror_views=False,
+                                       cache_dir=cache_dir)["plain"]
+    return features, labels, watch.seconds
 
 
 def train_method_head(train, method, seed, steps):
     """A linear 1280 -> 512 embedding head trained on cached features with one loss."""
     make_loss, classes_per_batch, samples_per_class, normalise = METHODS[method]
-    head, _ = train_head(*train, make_loss(), EMBEDDING_DIM, classes_per_batch, samples_per_class,
-                         steps_per_epoch=steps, learning_rate=LEARNING_RATE, normalize=normalise, seed=seed)
-    return head
+    features, labels = train
+    return fit(lambda: projection_head(features.shape[1], EMBEDDING_DIM, normalize=normalise), make_loss(), features,
+               labels, learning_rate=LEARNING_RATE, steps=steps, classes_per_batch=classes_per_batch,
+               samples_per_class=samples_per_class, seed=seed)
 
 
 def run(train, test, method, seed, steps):
     """Metrics (in %) and wall time of one method and seed."""
-    start = time.perf_counter()
+    watch = machine.Stopwatch()
     if method is None:
         embeddings = test[0]
     else:
         embeddings = train_method_head(train, method, seed, steps).predict(test[0], batch_size=1024, verbose=0)
     metrics = evaluate(embeddings, test[1], ks=(1, 2, 4, 8), seed=seed)
     result = {name: 100.0 * metrics[name] for name in COLUMNS}
-    result["seconds"] = time.perf_counter() - start
+    result["seconds"] = watch.seconds
     return result
 
 
@@ -131,7 +126,7 @@ def markdown(summary, extraction, args):
         f"Train classes 1-98 ({extraction['train']['images']} images), test classes 99-196 "
         f"({extraction['test']['images']} images); {len(args.seeds)} seeds "
         f"({', '.join(map(str, args.seeds))}), mean +- std, in %. Head: linear 1280 -> {EMBEDDING_DIM}, "
-        f"Adam {LEARNING_RATE}, {args.steps} steps. Wall time per run on {os.cpu_count()} CPU cores "
+        f"Adam {LEARNING_RATE}, {args.steps} steps. Wall time per run on {machine.describe()['cpus']} CPU cores "
         "(head training + test embedding + evaluation; features cached).",
         "",
         "| method | R@1 | R@2 | R@4 | R@8 | NMI | F1 | wall s | paper R@1 |",
@@ -166,15 +161,14 @@ def markdown(summary, extraction, args):
     return "\n".join(lines) + "\n"
 
 
-def cli_default(data_dir, run_dir, saved_metrics):
-    """Runs (or reads back) the CLI default on Cars196; its record for the results."""
+def cli_default(data_dir, run_dir, saved_metrics, seed=0):
+    """Runs (or reads back) the CLI default on Cars196 (``--seed``: ``seed``); its record for the results."""
     config = training.TrainConfig(dataset="cars196", data_dir=data_dir, out_dir=str(run_dir),
-                                  export_dir=f"{run_dir}.export")
-    load_before, started = os.getloadavg(), time.perf_counter()
+                                  export_dir=f"{run_dir}.export", seed=seed)
+    watch = machine.Stopwatch()
     result = training.train(config)
     record = {"metrics": result.metrics, "seconds": result.seconds, "resumed": result.resumed,
-              "this_call_seconds": time.perf_counter() - started, "load_before": load_before,
-              "load_after": os.getloadavg(), "config": {k: v for k, v in vars(config.resolved()).items()},
+              "this_call_seconds": watch.seconds, "load_before": watch.load_before, "load_after": machine.load(), "config": {k: v for k, v in vars(config.resolved()).items()},
               "saved": {}}
     for item in saved_metrics:
         name, _, path = item.partition("=")
@@ -200,10 +194,18 @@ def cli_markdown(record):
     for name, saved in record["saved"].items():
         lines.append(f"| `rankloss-tf evaluate` on the {name} | "
                      + " | ".join(f"{saved[k]:.4f}" for k in CLI_COLUMNS) + " |")
+    others = record.get("other_seeds", [])
+    for other in others:
+        lines.append(f"| reported by train, `--seed {other['config']['seed']}` | "
+                     + " | ".join(f"{other['metrics'][k]:.4f}" for k in CLI_COLUMNS) + " |")
+    if others:
+        runs = [record, *others]
+        lines.append(f"| mean of the {len(runs)} seeds | "
+                     + " | ".join(f"{np.mean([r['metrics'][k] for r in runs]):.4f}" for k in CLI_COLUMNS) + " |")
     seconds = record["seconds"]
     lines += ["", f"Wall time of the run: {seconds['total']:.0f} s ({seconds['fit']:.0f} s to the fitted model, "
               f"features from the cache; evaluation, plots and export {seconds['evaluate']:.0f} s) on "
-              f"{os.cpu_count()} shared CPU cores, 1-min load {record['load_before'][0]:.1f} before / "
+              f"{machine.describe()['cpus']} shared CPU cores, 1-min load {record['load_before'][0]:.1f} before / "
               f"{record['load_after'][0]:.1f} after."
               + (" (This call read back a finished run.)" if record["resumed"] == "finished" else "")]
     return "\n".join(lines) + "\n"
@@ -211,11 +213,9 @@ def cli_markdown(record):
 
 def _write_results(key, value, table, section):
     """Updates one key of cars196.json and one part of cars196.md (comparison table or CLI section)."""
-    RESULTS.mkdir(exist_ok=True)
-    json_path, md_path = RESULTS / "cars196.json", RESULTS / "cars196.md"
-    results = json.loads(json_path.read_text()) if json_path.is_file() else {}
-    results.update(value if key is None else {key: value})
-    json_path.write_text(json.dumps(results, indent=1, default=str))
+    md_path = RESULTS / "cars196.md"
+    results = results_file.read(RESULTS / "cars196", {})
+    results.update(json.loads(json.dumps(value if key is None else {key: value}, default=str)))
     text = md_path.read_text() if md_path.is_file() else ""
     comparison, _, cli = text.partition(CLI_SECTION)
     cli = CLI_SECTION + cli if cli else ""
@@ -223,7 +223,7 @@ def _write_results(key, value, table, section):
         cli = table
     else:
         comparison = table
-    md_path.write_text(comparison.rstrip("\n") + "\n\n" + cli if cli else comparison)
+    results_file.write(RESULTS / "cars196", results, comparison.rstrip("\n") + "\n\n" + cli if cli else comparison)
 
 
 def main(argv=None):
@@ -236,10 +236,14 @@ def main(argv=None):
     parser.add_argument("--cli-default", metavar="RUN", help="run the CLI default into RUN (export RUN.export)")
     parser.add_argument("--saved-metrics", nargs="*", default=[], metavar="NAME=JSON",
                         help="metrics of `rankloss-tf evaluate --json` on the saved run / export")
+    parser.add_argument("--cli-seeds", type=int, nargs="+", default=[0],
+                        help="with --cli-default: the seeds (the first into RUN, the others into RUN-seedN)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.cli_default:
-        record = cli_default(args.data_dir, args.cli_default, args.saved_metrics)
+        record = cli_default(args.data_dir, args.cli_default, args.saved_metrics, args.cli_seeds[0])
+        record["other_seeds"] = [cli_default(args.data_dir, f"{args.cli_default}-seed{seed}", [], seed)
+                                 for seed in args.cli_seeds[1:]]
         json_path = RESULTS / "cars196.json"
         previous = json.loads(json_path.read_text()).get("cli_default") if json_path.is_file() else None
         if record["resumed"] == "finished" and previous:  # read back: keep the load of the call that trained
@@ -267,7 +271,7 @@ def main(argv=None):
     summary = {method: summarise(method_runs) for method, method_runs in runs.items()}
     table = markdown(summary, extraction, args)
     _write_results(None, {"runs": runs, "summary": summary, "extraction": extraction, "steps": args.steps,
-                          "seeds": args.seeds, "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}},
+                          "seeds": args.seeds, "machine": machine.describe()},
                    table, "comparison")
     logging.info("\n%s", table)
 

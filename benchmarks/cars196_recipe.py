@@ -5,15 +5,17 @@ measured here, chosen on validation classes and only then run on the test
 classes:
 
 - views: the 224 x 224 crop as stored ("plain"), mirrored left-right
-  ("flip"), or upsampled to ``--large`` pixels; a view's features are
-  extracted once and cached (``backbone_features``, dataset id
-  ``cars196:<root>:<split>:<view>``). Training may use several views of an
-  image as separate samples of its class (feature-level augmentation);
-  queries average the features of the test views before the head.
+  ("flip"), or resized to 288 pixels ("plain288", "flip288"); a view's
+  features are extracted once and cached by the protocol ``rankloss-tf
+  train`` runs (``harness.training.frozen_features``: one cache for both).
+  Training may use several views of an image as separate samples of its
+  class (feature-level augmentation); queries average the features of the
+  test views before the head.
 - head: ``linear`` (dense 1280 -> 512, the library's ``projection_head``) or
   ``mlp`` (dense 1280 -> hidden, ReLU, dropout, dense -> 512).
-- loss and optimisation: N-pair mc (Sohn 2016) by default; learning rate and
-  steps.
+- loss and optimisation: N-pair mc (Sohn 2016) by default, or one of today's
+  losses (a class head trains the proxies / class vectors, ``harness.training.fit``);
+  learning rate and steps.
 
 Selection: train on classes 1-73, score Recall@1 on classes 74-98 (2,000 or
 so images, never the test classes). Final: train on 1-98, test on 99-196
@@ -24,7 +26,7 @@ settings, seed, wall time and the load).
 
 Usage::
 
-    python benchmarks/cars196_recipe.py --extract plain flip
+    python benchmarks/cars196_recipe.py --extract
     python benchmarks/cars196_recipe.py --variants linear mlp mlp_flip --stage validation
     python benchmarks/cars196_recipe.py --variants mlp_flip --stage test --seeds 0 1 2
 """
@@ -32,42 +34,31 @@ Usage::
 import argparse
 import dataclasses
 import json
-import os
-import time
+import sys
 from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from rankloss_tf import losses
-from rankloss_tf.data import pk_batches
-from rankloss_tf.datasets import load
 from rankloss_tf.evaluation import evaluate
-from rankloss_tf.frozen_backbone import backbone_features
+from rankloss_tf.models import projection_head
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from harness import machine, results as results_file  # noqa: E402
+from harness.training import fit, frozen_features  # noqa: E402
+
 DATA = HERE.parent.parent / "shared" / "data" / "cars196"
 RESULTS = HERE / "results" / "cars196_recipe"
-BACKBONE = "efficientnet_lite0"
 TRAIN_CLASSES = 98  # labels 0..97 are classes 1-98
 VALIDATION_FROM = 73  # labels 73..97 (classes 74-98) validate the choices
 
 
-def _view_dataset(data_dir, split, view):
-    images = load("cars196", split, data_dir=data_dir)
-    if view.startswith("flip"):
-        images = images.map(lambda image, label: (tf.image.flip_left_right(image), label))
-    return images
-
-
-def view_features(data_dir, split, view, cache_dir=None):
-    """(features, labels) of one split seen through one view ("plain", "flip", "plain288", "flip288")."""
-    size = int(view.lstrip("plainflip") or 224)
-    return backbone_features(
-        _view_dataset(data_dir, split, view), BACKBONE, size, "imagenet",
-        dataset_id=f"cars196:{Path(data_dir).resolve()}:{split}:{view}", cache_dir=cache_dir,
-    )
+def view_features(data_dir, split):
+    """``{view: (features, labels)}`` of one split for the four views "plain", "flip", "plain288", "flip288"."""
+    return frozen_features("cars196", data_dir, split, view_sizes=(224, 288), mirror_views=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,10 +76,15 @@ class Variant:
     learning_rate: float = 1e-4
     steps: int = 2000
     cosine: bool = False  # cosine-decay the learning rate to 0 over the steps (as ``rankloss-tf train`` does)
+    normalize: bool = False  # L2-normalise the head's output (the pair losses on cosines)
 
 
 VIEWS4 = ("plain", "flip", "plain288", "flip288")
 FLIP = dict(train_views=("plain", "flip"), test_views=("plain", "flip"))
+VIEWS4_COSINE = dict(train_views=VIEWS4, test_views=VIEWS4, cosine=True)
+PA = dict(VIEWS4_COSINE, loss="proxy_anchor", loss_options=(("margin", 0.1), ("alpha", 32.0)), steps=2000)
+MS = dict(VIEWS4_COSINE, loss="multi_similarity", loss_options=(), normalize=True, classes_per_batch=32,
+          samples_per_class=4, learning_rate=3e-4, steps=2000)
 VARIANTS = {
     "linear": Variant(),
     "linear_lr3e-4": Variant(learning_rate=3e-4),
@@ -111,38 +107,51 @@ VARIANTS = {
     "linear_views4_cosine_4k": Variant(train_views=VIEWS4, test_views=VIEWS4, cosine=True, steps=4000),
     "linear_views4_cosine_lr2e-4_4k": Variant(train_views=VIEWS4, test_views=VIEWS4, cosine=True,
                                               learning_rate=2e-4, steps=4000),
+    # Today's losses (issue 31) on the four views, learning rate cosine-decayed.
+    "pa_views4": Variant(**PA, learning_rate=1e-3),
+    "pa_views4_lr3e-3": Variant(**PA, learning_rate=3e-3),
+    "pa_views4_lr3e-4": Variant(**PA, learning_rate=3e-4),
+    "pa_views4_lr1e-4": Variant(**PA, learning_rate=1e-4),
+    "cosface_views4": Variant(**VIEWS4_COSINE, loss="cosface", loss_options=(("margin", 0.35), ("scale", 32.0)),
+                              learning_rate=1e-3, steps=2000),
+    "ms_views4": Variant(**MS),
+    "ms_views4_lr1e-3": Variant(**{**MS, "learning_rate": 1e-3}),
+    "ms_views4_4k": Variant(**{**MS, "steps": 4000}),
+    "ms_views4_d1024": Variant(**MS, embedding_dim=1024),
+    "linear_views4_cosine_lr2e-4_d1024": Variant(**VIEWS4_COSINE, learning_rate=2e-4, embedding_dim=1024),
+    "linear_views4_cosine_lr2e-4_d1280": Variant(**VIEWS4_COSINE, learning_rate=2e-4, embedding_dim=1280),
+    "linear_views4_cosine_lr2e-4_d2048": Variant(**VIEWS4_COSINE, learning_rate=2e-4, embedding_dim=2048),
     "mlp_flip_288": Variant(head="mlp", learning_rate=3e-4, train_views=("plain288", "flip288"),
                             test_views=("plain288", "flip288")),
 }
 
 
 def build_head(variant, feature_dim):
-    inputs = keras.Input((feature_dim,), name="features")
-    x = inputs
-    if variant.head == "mlp":
-        x = keras.layers.Dense(variant.hidden, activation="relu", name="hidden")(x)
-        if variant.dropout:
-            x = keras.layers.Dropout(variant.dropout)(x)
-    elif variant.head != "linear":
+    if variant.head == "linear":
+        return projection_head(feature_dim, variant.embedding_dim, normalize=variant.normalize, name="linear_head")
+    if variant.head != "mlp":
         raise ValueError(f"`head` must be 'linear' or 'mlp'. Received: head={variant.head!r}")
+    inputs = keras.Input((feature_dim,), name="features")
+    x = keras.layers.Dense(variant.hidden, activation="relu", name="hidden")(inputs)
+    if variant.dropout:
+        x = keras.layers.Dropout(variant.dropout)(x)
     outputs = keras.layers.Dense(variant.embedding_dim, name="projection")(x)
-    return keras.Model(inputs, outputs, name=f"{variant.head}_head")
+    if variant.normalize:
+        outputs = keras.layers.UnitNormalization()(outputs)
+    return keras.Model(inputs, outputs, name="mlp_head")
 
 
 def train_and_embed(variant, train, test, seed):
     """Trains a head on the train views' features; returns the embeddings of the averaged test views."""
-    keras.utils.set_random_seed(seed)
     features = np.concatenate([train[view][0] for view in variant.train_views])
     labels = np.concatenate([train[view][1] for view in variant.train_views])
-    head = build_head(variant, features.shape[1])
     learning_rate = variant.learning_rate
     if variant.cosine:
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=variant.steps)
-    head.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                 loss=losses.get(variant.loss, **dict(variant.loss_options)))
-    batches = pk_batches(features, labels, classes_per_batch=variant.classes_per_batch,
-                         samples_per_class=variant.samples_per_class, seed=seed)
-    head.fit(batches, epochs=1, steps_per_epoch=variant.steps, shuffle=False, verbose=0)
+    head = fit(lambda: build_head(variant, features.shape[1]),
+               losses.get(variant.loss, **dict(variant.loss_options)), features, labels,
+               learning_rate=learning_rate, steps=variant.steps, classes_per_batch=variant.classes_per_batch,
+               samples_per_class=variant.samples_per_class, seed=seed)
     queries = np.mean([test[view][0] for view in variant.test_views], axis=0)
     return head.predict(queries, batch_size=1024, verbose=0)
 
@@ -152,26 +161,23 @@ def _select(features_by_view, keep):
 
 
 def run(variant, stage, seed, data_dir):
-    views = sorted(set(variant.train_views) | set(variant.test_views))
-    train_split = {view: view_features(data_dir, "train", view) for view in views}
+    train_split = view_features(data_dir, "train")
     if stage == "validation":
         train = _select(train_split, lambda labels: labels < VALIDATION_FROM)
         test = _select(train_split, lambda labels: labels >= VALIDATION_FROM)
     else:
-        train, test = train_split, {view: view_features(data_dir, "test", view) for view in variant.test_views}
-    started, load_before = time.perf_counter(), os.getloadavg()
+        train, test = train_split, view_features(data_dir, "test")
+    watch = machine.Stopwatch()
     embeddings = train_and_embed(variant, train, test, seed)
-    seconds = time.perf_counter() - started
+    timing = watch.record()
     labels = test[variant.test_views[0]][1]
     metrics = evaluate(embeddings, labels, clustering=stage == "test", seed=seed)
     return {"stage": stage, "variant": dataclasses.asdict(variant), "seed": seed, "metrics": metrics,
-            "train_seconds": seconds, "load_before": load_before, "load_after": os.getloadavg()}
+            "train_seconds": timing["seconds"], "load_before": timing["load_before"],
+            "load_after": timing["load_after"]}
 
 
-def write(records, results):
-    json_path = results.with_suffix(".json")
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(records, indent=1) + "\n")
+def markdown(records):
     default = dataclasses.asdict(Variant())
     lines = ["# Cars196 (cropped), frozen EfficientNet-Lite0: head, views and settings", "",
              "Validation: head trained on classes 1-73, Recall@1 on classes 74-98. Test: trained on 1-98, "
@@ -187,33 +193,30 @@ def write(records, results):
                  ("recall@1", "recall@2", "recall@4", "recall@8", "map@r", "nmi", "f1")]
         lines.append(f"| {r['stage']} | {r['name']} | {r['seed']} | {' | '.join(cells)} | {r['train_seconds']:.0f} | "
                      f"{r['load_before'][0]:.1f}/{r['load_after'][0]:.1f} | {changes or '-'} |")
-    results.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--extract", nargs="*", default=[], help="views to extract and cache")
+    parser.add_argument("--extract", action="store_true", help="extract and cache the four views' features")
     parser.add_argument("--variants", nargs="*", default=[], choices=sorted(VARIANTS))
     parser.add_argument("--stage", choices=("validation", "test"), default="validation")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--data-dir", default=str(DATA))
     parser.add_argument("--results", default=str(RESULTS))
     args = parser.parse_args(argv)
-    results = Path(args.results)
-    for view in args.extract:
+    if args.extract:
         for split in ("train", "test"):
-            started = time.perf_counter()
-            features, _ = view_features(args.data_dir, split, view)
-            print(f"{view} {split}: {features.shape} in {time.perf_counter() - started:.0f} s, "
-                  f"load {os.getloadavg()[0]:.1f}", flush=True)
-    json_path = results.with_suffix(".json")
-    records = json.loads(json_path.read_text()) if json_path.is_file() else []
+            watch = machine.Stopwatch()
+            shapes = {view: features.shape for view, (features, _) in view_features(args.data_dir, split).items()}
+            print(f"{split}: {shapes} in {watch.seconds:.0f} s, load {machine.load()[0]:.1f}", flush=True)
+    records = results_file.read(args.results, [])
     for name in args.variants:
         for seed in args.seeds:
             record = run(VARIANTS[name], args.stage, seed, args.data_dir)
             record["name"] = name
             records.append(record)
-            write(records, results)
+            results_file.write(args.results, records, markdown(records))
             print(name, seed, {k: round(v, 4) for k, v in record["metrics"].items()}, flush=True)
 
 

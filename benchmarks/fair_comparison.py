@@ -33,11 +33,20 @@ Search spaces (same budget for all; the learning-rate range is the protocol's):
 | npair | l2_reg in [1e-4, 1e-1] (log) | same |
 | angular | alpha in [25, 55] degrees | same |
 | npair_angular | alpha in [25, 55], lam in [0.25, 4] (log) | same |
+| multi_similarity | alpha in [0.5, 10] (log), beta in [10, 80], base in [0.3, 0.8] | same |
+| supcon | temperature in [0.02, 0.5] (log) | same |
+| proxy_anchor | margin in [0, 0.3], alpha in [8, 64] (log) | same |
+| proxy_nca | softmax_scale in [1, 32] (log) | same |
+| arcface | margin in [10, 45] degrees, scale in [8, 64] (log) | same |
+| cosface | margin in [0.1, 0.5], scale in [8, 64] (log) | same |
 
-Margin losses see L2-normalised embeddings (distance l2); the N-pair and
-angular losses see the raw outputs (N-pair's dot products are meant on
-unnormalised embeddings, Sohn 2016; angular normalises inside). Retrieval is
-cosine for all.
+(``harness.tuning.SPACES``.) Margin losses, Multi-Similarity and SupCon see
+L2-normalised embeddings (distance l2); the N-pair and angular losses see the
+raw outputs (N-pair's dot products are meant on unnormalised embeddings, Sohn
+2016; angular normalises inside). Proxy-Anchor, ProxyNCA, ArcFace and CosFace
+train one vector per class in a ``ClassCosines`` head on top of the embedding
+model (``with_class_head``, trained at the same learning rate) and take its
+cosines; only the embedding model is scored. Retrieval is cosine for all.
 
 Writes benchmarks/results/fair_comparison_<dataset>.{json,md,png} (``--quick``:
 a smoke run into .bench/). ``--resume`` keeps the losses already finished with
@@ -52,10 +61,6 @@ Usage::
 """
 
 import argparse
-import functools
-import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -64,22 +69,29 @@ import keras
 import numpy as np
 
 from rankloss_tf import datasets, losses
-from rankloss_tf.data import pk_batches
 from rankloss_tf.data.augment import augment_batches, random_affine
 from rankloss_tf.evaluation import evaluate, one_shot_accuracy
 from rankloss_tf.models import build_embedding_model, projection_head
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+
+from harness import machine, results as results_file, tuning  # noqa: E402
+from harness.training import fit, frozen_features  # noqa: E402
+
 SHARED_DATA = HERE.parent.parent / "shared" / "data"
 BATCH_SIZE = 128
 COLUMNS = ("recall@1", "recall@2", "recall@4", "recall@8", "map@r", "nmi", "f1")
 HEADERS = {"recall@1": "R@1", "recall@2": "R@2", "recall@4": "R@4", "recall@8": "R@8", "map@r": "MAP@R",
            "nmi": "NMI", "f1": "F1", "one_shot": "one-shot (20 runs)"}
+# Whether the model L2-normalises its output. Margin losses, Multi-Similarity and SupCon work on cosines; the
+# class losses (proxies, ArcFace, CosFace) take the cosines of their head, so normalising changes nothing there.
 NORMALISED = {"contrastive": True, "triplet_semihard": True, "triplet_hard": True,
-              "npair": False, "angular": False, "npair_angular": False}
+              "npair": False, "angular": False, "npair_angular": False,
+              "multi_similarity": True, "supcon": True, "proxy_anchor": True, "proxy_nca": True,
+              "arcface": True, "cosface": True}
 LOSSES = tuple(NORMALISED)
-TPE_STARTUP = 10  # Optuna's default: the first 10 trials of a study are drawn at random
+TPE_STARTUP = tuning.TPE_STARTUP
 
 
 class Cars196:
@@ -97,18 +109,19 @@ class Cars196:
             "classes 99-196 (8,131 images)")
 
     def splits(self, data_dir):
-        from cars196_recipe import view_features
+        def plain(split):
+            return frozen_features("cars196", data_dir, split, view_sizes=(224,), mirror_views=False)["plain"]
 
-        features, labels = view_features(data_dir, "train", "plain")
+        features, labels = plain("train")
         held = labels >= self.validation_from
         return {"search": (features[~held], labels[~held]), "validation": (features[held], labels[held]),
-                "train": (features, labels), "test": view_features(data_dir, "test", "plain")}
+                "train": (features, labels), "test": plain("test")}
 
     def model(self, input_shape, loss):
         return projection_head(input_shape[0], self.embedding_dim, normalize=NORMALISED[loss])
 
-    def batches(self, batches, seed):
-        return batches
+    def batches(self, seed):
+        return None
 
     def learning_rate(self, value, steps):
         return value
@@ -149,8 +162,8 @@ class Omniglot:
     def model(self, input_shape, loss):
         return build_embedding_model(input_shape, embedding_dim=self.embedding_dim, normalize=NORMALISED[loss])
 
-    def batches(self, batches, seed):
-        return augment_batches(batches, random_affine, seed=seed)
+    def batches(self, seed):
+        return lambda batches: augment_batches(batches, random_affine, seed=seed)
 
     def learning_rate(self, value, steps):
         return keras.optimizers.schedules.CosineDecay(value, decay_steps=steps)
@@ -162,40 +175,14 @@ class Omniglot:
 PROTOCOLS = {protocol.name: protocol for protocol in (Cars196(), Omniglot())}
 
 
-def suggest(trial, loss, learning_rates):
-    """Optuna suggestions for one loss: the setting {loss kwargs..., learning_rate, samples_per_class}."""
-    if loss in ("contrastive", "triplet_semihard", "triplet_hard"):
-        low, high = (0.1, 1.5) if loss == "contrastive" else (0.01, 1.0)
-        trial.suggest_float("margin", low, high)
-    elif loss == "npair":
-        trial.suggest_float("l2_reg", 1e-4, 1e-1, log=True)
-    else:
-        trial.suggest_float("alpha", 25.0, 55.0)
-        if loss == "npair_angular":
-            trial.suggest_float("lam", 0.25, 4.0, log=True)
-    trial.suggest_float("learning_rate", *learning_rates, log=True)
-    trial.suggest_categorical("samples_per_class", [2, 4, 8])
-    return dict(trial.params)
-
-
-def split_setting(setting):
-    """(loss kwargs, learning rate, K) of a setting."""
-    params = {k: v for k, v in setting.items() if k not in ("learning_rate", "samples_per_class")}
-    return params, setting["learning_rate"], setting["samples_per_class"]
-
-
 def train(protocol, data, loss, setting, steps, seed, batch_size=BATCH_SIZE):
     """A model of ``protocol`` trained on ``data = (x, labels)`` with one loss and setting; returns it."""
-    params, learning_rate, samples_per_class = split_setting(setting)
-    keras.utils.set_random_seed(seed)
+    params, learning_rate, samples_per_class = tuning.split_setting(setting)
     inputs, labels = data
-    model = protocol.model(inputs.shape[1:], loss)
-    model.compile(optimizer=keras.optimizers.Adam(protocol.learning_rate(learning_rate, steps)),
-                  loss=losses.get(loss, **params))
-    batches = pk_batches(inputs, labels, classes_per_batch=batch_size // samples_per_class,
-                         samples_per_class=samples_per_class, seed=seed)
-    model.fit(protocol.batches(batches, seed), epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0)
-    return model
+    return fit(lambda: protocol.model(inputs.shape[1:], loss), losses.get(loss, **params), inputs, labels,
+               learning_rate=protocol.learning_rate(learning_rate, steps), steps=steps,
+               classes_per_batch=batch_size // samples_per_class, samples_per_class=samples_per_class, seed=seed,
+               batches=protocol.batches(seed))
 
 
 def score(model, data, clustering, seed):
@@ -207,23 +194,12 @@ def score(model, data, clustering, seed):
 
 
 def tune(protocol, loss, search, validation, trials, steps, seed, batch_size=BATCH_SIZE):
-    """Runs the search; returns (best setting, its validation Recall@1, all trials)."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-    def objective(trial):
-        setting = suggest(trial, loss, protocol.learning_rates)
-        started = time.perf_counter()
+    """``harness.tuning.tune`` of one loss: trained on ``search``, scored by Recall@1 on ``validation``."""
+    def objective(setting):
         metrics = score(train(protocol, search, loss, setting, steps, seed, batch_size), validation, False, seed)
-        trial.set_user_attr("seconds", time.perf_counter() - started)
-        return 0.0 if metrics is None else metrics["recall@1"]
+        return None if metrics is None else metrics["recall@1"]
 
-    sampler = optuna.samplers.TPESampler(n_startup_trials=TPE_STARTUP, seed=seed)
-    study = optuna.create_study(direction="maximize", sampler=sampler)
-    study.optimize(objective, n_trials=trials)
-    history = [{"params": t.params, "recall@1": t.value, "seconds": t.user_attrs["seconds"]} for t in study.trials]
-    return study.best_trial.params, study.best_value, history
+    return tuning.tune(loss, objective, trials, seed, protocol.learning_rates)
 
 
 def final_runs(protocol, data, loss, setting, steps, seeds, data_dir):
@@ -262,7 +238,8 @@ def markdown(record):
              f"{settings['steps']} steps over its own parameters, the learning rate "
              f"({settings['learning_rates'][0]:g} to {settings['learning_rates'][1]:g}, log) and K "
              f"(P = {settings['batch_size']} / K); {protocol.text}. The best setting of each loss was trained "
-             f"with seeds {', '.join(map(str, settings['seeds']))} ({settings['steps']} steps each); mean +- std "
+             f"with seeds {', '.join(map(str, settings['seeds']))}{fewer_seeds(results, settings['seeds'])} "
+             f"({settings['steps']} steps each); mean +- std "
              f"in %. Whole run {minutes:.0f} min on {record['machine']['cpus']} shared CPU cores "
              f"(1-min load {min(loads):.1f} to {max(loads):.1f} at the end of each loss).", "",
              "| loss | best setting | val R@1 | " + " | ".join(HEADERS[c] for c in shown)
@@ -276,8 +253,11 @@ def markdown(record):
     lines += ["", "Ordering by test R@1: " + " > ".join(
         f"{name} {100 * results[name]['summary']['recall@1'][0]:.1f}" for name in ordered(results)) + ".", ""]
     lines += ["Agreement with the papers (their pairs better > worse; a tie: means closer than the sum of the two "
-              "stds). Wang et al. 2017 and Sohn 2016 fine-tuned GoogLeNet on CUB-200, Cars196 and Online Products "
-              "with their own settings; here every loss had the same search.", ""]
+              "stds). Wang et al. 2017 and Sohn 2016 fine-tuned GoogLeNet, Wang et al. 2019 (Multi-Similarity) and "
+              "Kim et al. 2020 (Proxy-Anchor) BN-Inception, on CUB-200, Cars196 and Online Products with their "
+              "own settings; Deng et al. 2019 (ArcFace) compared the margin softmaxes on faces; here every loss "
+              "had the same search. Khosla et al. 2020 (SupCon) measured classification, not retrieval: no pair.",
+              ""]
     lines += agreement(results)
     return "\n".join(lines) + "\n"
 
@@ -285,12 +265,30 @@ def markdown(record):
 # What the papers found, as pairs (better, worse) of the losses they compare. Wang et al. 2017 (Tables 1-3:
 # CUB-200, Cars196, Online Products, fine-tuned GoogLeNet): angular beats N-pair and triplet, and N-pair +
 # angular beats both alone. Sohn 2016 (Tables 1-3): N-pair beats the triplet and contrastive baselines.
+# Wang et al. 2019 (Table 1 ablation and Tables 2-4): Multi-Similarity beats contrastive, triplet, N-pair, angular and
+# Proxy-NCA. Kim et al. 2020 (Tables 1-2): Proxy-Anchor beats Multi-Similarity and Proxy-NCA. Deng et al. 2019
+# (Tables 2 and 8, faces): ArcFace beats CosFace by a little.
 PAPER_CLAIMS = {
     "Wang et al. 2017": (("npair_angular", "angular"), ("npair_angular", "npair"), ("npair_angular", "triplet_semihard"),
                          ("angular", "npair"), ("angular", "triplet_semihard"), ("npair", "triplet_semihard")),
     "Sohn 2016": (("npair", "triplet_semihard"), ("npair", "contrastive")),
+    "Wang et al. 2019": (("multi_similarity", "contrastive"), ("multi_similarity", "triplet_semihard"),
+                         ("multi_similarity", "npair"), ("multi_similarity", "angular"),
+                         ("multi_similarity", "proxy_nca")),
+    "Kim et al. 2020": (("proxy_anchor", "multi_similarity"), ("proxy_anchor", "proxy_nca")),
+    "Deng et al. 2019": (("arcface", "cosface"),),
 }
 CLASSIC = ("contrastive", "triplet_semihard", "triplet_hard")  # the Reality Check's "old" baselines
+
+
+def fewer_seeds(results, seeds):
+    """The note for losses finished with other seeds than ``seeds`` (a budget cut), or ""."""
+    def seeds_of(result):
+        got = [run.get("seed") for run in result["runs"]]
+        return list(seeds) if None in got and len(got) == len(seeds) else got  # runs from before runs named seeds
+
+    other = {name: seeds_of(result) for name, result in results.items() if seeds_of(result) != list(seeds)}
+    return "".join(f" ({name}: seeds {', '.join(map(str, got))})" for name, got in other.items())
 
 
 def agreement(results):
@@ -307,6 +305,8 @@ def agreement(results):
     lines = []
     for paper, claims in PAPER_CLAIMS.items():
         pairs = [(a, b) for a, b in claims if a in r1 and b in r1]
+        if not pairs:
+            continue
         kept = [(a, b) for a, b in pairs if r1[a][0] > r1[b][0]]
         broken = [f"{a} <= {b}" + (" (tie)" if tied(a, b) else "") for a, b in pairs if (a, b) not in kept]
         ties = sum(tied(a, b) for a, b in kept)
@@ -329,12 +329,6 @@ def agreement(results):
                      + (", a tie" if tied(old, new) else "") + ")")
         lines.append(line + ".")
     return lines
-
-
-def write_atomically(path, text):
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
 
 
 def plot(record, path):
@@ -360,6 +354,17 @@ def plot(record, path):
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def kept(previous, settings):
+    """The results of ``previous`` (a record) that were run with ``settings``: the same settings but for the
+    losses' normalisation, which must agree for each kept loss (a loss added later leaves the others' valid),
+    and the seeds, which each result's runs name (the page says which losses had fewer)."""
+    before = previous.get("settings", {})
+    same = {k: v for k, v in before.items() if k not in ("normalised", "seeds")} == {
+        k: v for k, v in settings.items() if k not in ("normalised", "seeds")}
+    return {name: result for name, result in previous.get("results", {}).items()
+            if same and before.get("normalised", {}).get(name) == settings["normalised"].get(name)}
 
 
 def main(argv=None):
@@ -390,19 +395,16 @@ def main(argv=None):
                 "tune_seed": args.tune_seed, "batch_size": BATCH_SIZE, "embedding_dim": protocol.embedding_dim,
                 "learning_rates": list(protocol.learning_rates), "sampler": "optuna TPESampler",
                 "normalised": NORMALISED}
-    json_path = out.with_suffix(".json")
     if args.report:
-        record = json.loads(json_path.read_text())
-        write_atomically(out.with_suffix(".md"), markdown(record))
+        record = results_file.read(out)
+        results_file.write(out, record, markdown(record))
         plot(record, out.with_suffix(".png"))
         return 0
     if not Path(data_dir).is_dir():
         print(f"{args.dataset} data absent ({data_dir}): fair comparison skipped")
         return 0
-    previous = json.loads(json_path.read_text()) if args.resume and json_path.is_file() else {}
-    results = previous.get("results", {}) if previous.get("settings") == settings else {}
-    record = {"settings": settings, "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-              "results": results}
+    results = kept(results_file.read(out, {}), settings) if args.resume else {}
+    record = {"settings": settings, "machine": machine.describe(), "results": results}
     data = protocol.splits(data_dir)
     for loss in args.losses:
         if loss in results:
@@ -414,9 +416,8 @@ def main(argv=None):
         runs = final_runs(protocol, data, loss, best, steps, args.seeds, data_dir)
         results[loss] = {"best": best, "validation_recall@1": best_value, "trials": history, "runs": runs,
                          "summary": summarise(runs), "tune_seconds": tune_seconds,
-                         "seconds": time.perf_counter() - started, "load": os.getloadavg()}
-        write_atomically(json_path, json.dumps(record, indent=1) + "\n")
-        write_atomically(out.with_suffix(".md"), markdown(record))
+                         "seconds": time.perf_counter() - started, "load": machine.load()}
+        results_file.write(out, record, markdown(record))
         print(loss, best, round(best_value, 4), {c: round(v[0], 4) for c, v in results[loss]["summary"].items()},
               f"{results[loss]['seconds']:.0f} s", flush=True)
     plot(record, out.with_suffix(".png"))

@@ -28,7 +28,6 @@ Usage::
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -43,6 +42,8 @@ from rankloss_tf.app.recipes import FINE_TUNE
 from rankloss_tf.evaluation import evaluate
 from rankloss_tf.models import build_embedding_model
 from rankloss_tf.fine_tune import BackboneRateAdam, freeze_batch_norm
+
+from harness import machine, results as results_file
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "cars196"
@@ -95,9 +96,9 @@ def run(args):
         "metrics": metrics,
         "seconds": {"load": loaded - started, "train": trained - loaded, "evaluate": finished - trained,
                     "total": finished - started},
-        "device": device, "frozen_batch_norm_layers": frozen, "load_average": os.getloadavg(),
+        "device": device, "frozen_batch_norm_layers": frozen, "load_average": machine.load(),
         "settings": {k: v for k, v in vars(args).items() if k not in ("data_dir", "verbose")},
-        "platform": platform.platform(),
+        "platform": machine.describe()["platform"],
     }
 
 
@@ -125,10 +126,8 @@ def main(argv=None):
         args.classes_per_batch, args.image_size, args.weights, args.embedding_dim = 4, 32, None, 16
     out = Path(args.out) if args.out else (HERE.parent / ".bench" if args.smoke else HERE / "results") / "finetune_gpu"
     record = run(args)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     m, s = record["metrics"], record["seconds"]
-    out.with_suffix(".md").write_text(
+    page = (
         "# Fine-tuning EfficientNet-Lite0 on Cars196 (cropped), photo recipe\n\n"
         f"Device: {record['device']}. {args.steps} steps of {args.classes_per_batch} x 2 images at "
         f"{args.image_size} px, random resized crop + flip, frozen batch-norm statistics, backbone learning "
@@ -137,6 +136,7 @@ def main(argv=None):
         f"| {m['recall@1']:.3f} | {m['recall@2']:.3f} | {m['recall@4']:.3f} | {m['recall@8']:.3f} | "
         f"{m['map@r']:.3f} | {s['train']:.0f} | {s['total']:.0f} |\n"
     )
+    results_file.write(out, record, page)
     print(json.dumps({"metrics": m, "seconds": s, "device": record["device"]}), flush=True)
 
 

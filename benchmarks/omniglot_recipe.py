@@ -30,8 +30,7 @@ import argparse
 import dataclasses
 import functools
 import json
-import os
-import time
+import sys
 import zipfile
 from pathlib import Path
 
@@ -40,13 +39,17 @@ import numpy as np
 import tensorflow as tf
 
 from rankloss_tf import datasets, losses
-from rankloss_tf.data import pk_batches
 from rankloss_tf.data.augment import augment_batches, random_affine, rotated_classes
 from rankloss_tf.datasets import omniglot
 from rankloss_tf.evaluation import OneShotRun, evaluate, one_shot_accuracy
 from rankloss_tf.models import build_embedding_model
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from harness import machine, results as results_file  # noqa: E402
+from harness.training import fit  # noqa: E402
+
 DATA = HERE.parent.parent / "shared" / "data" / "omniglot"
 RESULTS = HERE / "results" / "omniglot_recipe"
 VALIDATION_ALPHABETS = ("Korean",)
@@ -126,25 +129,22 @@ def arrays(split, data_dir):
 
 def train_model(recipe, images, labels, seed):
     """Trains a small-CNN embedding model on (images, labels) with ``recipe``; returns it."""
-    keras.utils.set_random_seed(seed)
-    model = build_embedding_model(
-        images.shape[1:], embedding_dim=recipe.embedding_dim, image_size=(recipe.image_size,) * 2
-    )
-    examples = tf.data.Dataset.from_tensor_slices((images, labels))
-    batches = pk_batches(
-        rotated_classes(examples, recipe.class_rotations), classes_per_batch=recipe.classes_per_batch,
-        samples_per_class=recipe.samples_per_class, seed=seed,
-    )
-    if recipe.augmented:
-        augment = functools.partial(
-            random_affine, rotation=recipe.rotation, shear=recipe.shear, scale=recipe.scale,
-            translation=recipe.translation,
-        )
-        batches = augment_batches(batches, augment, seed=seed)
+
+    def build():
+        return build_embedding_model(images.shape[1:], embedding_dim=recipe.embedding_dim,
+                                     image_size=(recipe.image_size,) * 2)
+
+    def augmented(batches):
+        augment = functools.partial(random_affine, rotation=recipe.rotation, shear=recipe.shear,
+                                    scale=recipe.scale, translation=recipe.translation)
+        return augment_batches(batches, augment, seed=seed)
+
+    examples = rotated_classes(tf.data.Dataset.from_tensor_slices((images, labels)), recipe.class_rotations)
     schedule = keras.optimizers.schedules.CosineDecay(recipe.learning_rate, decay_steps=recipe.steps)
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=losses.get(recipe.loss, **dict(recipe.loss_options)))
-    model.fit(batches, epochs=1, steps_per_epoch=recipe.steps, shuffle=False, verbose=0)
-    return model
+    return fit(build, losses.get(recipe.loss, **dict(recipe.loss_options)), examples, None,
+               learning_rate=schedule, steps=recipe.steps, classes_per_batch=recipe.classes_per_batch,
+               samples_per_class=recipe.samples_per_class, seed=seed,
+               batches=augmented if recipe.augmented else None)
 
 
 def episodes(images, labels, count, ways=20, seed=0):
@@ -165,31 +165,27 @@ def episodes(images, labels, count, ways=20, seed=0):
     return runs
 
 
-def _load():
-    return os.getloadavg()
-
-
 def validate(name, recipe, seed, data_dir):
     images, labels = arrays("train", data_dir)
     alphabets = class_alphabets(data_dir)[labels]
     held = np.isin(alphabets, VALIDATION_ALPHABETS)
-    started, load_before = time.perf_counter(), _load()
+    watch = machine.Stopwatch()
     model = train_model(recipe, images[~held], labels[~held], seed)
-    seconds = time.perf_counter() - started
+    timing = watch.record()
     embeddings = model.predict(images[held], batch_size=256, verbose=0)
     metrics = evaluate(embeddings, labels[held], clustering=False)
     metrics["one_shot"] = one_shot_accuracy(model, episodes(images[held], labels[held], EPISODES, seed=seed))["accuracy"]
     return {"stage": "validation", "name": name, "recipe": dataclasses.asdict(recipe), "seed": seed,
             "validation_alphabets": list(VALIDATION_ALPHABETS), "episodes": EPISODES, "metrics": metrics,
-            "train_seconds": seconds, "load_before": load_before, "load_after": _load()}
+            "train_seconds": timing["seconds"], "load_before": timing["load_before"], "load_after": machine.load()}
 
 
 def final(name, recipe, seed, data_dir, export_dir=None):
     images, labels = arrays("train", data_dir)
     test_images, test_labels = arrays("test", data_dir)
-    started, load_before = time.perf_counter(), _load()
+    watch = machine.Stopwatch()
     model = train_model(recipe, images, labels, seed)
-    seconds = time.perf_counter() - started
+    timing = watch.record()
     metrics = evaluate(model.predict(test_images, batch_size=256, verbose=0), test_labels, seed=seed)
     runs = Path(data_dir) / "all_runs.zip"
     one_shot = one_shot_accuracy(model, runs)
@@ -200,29 +196,29 @@ def final(name, recipe, seed, data_dir, export_dir=None):
         metrics["one_shot_exported"] = one_shot_accuracy(SavedModelEmbedder(export_dir), runs)["accuracy"]
     metrics["one_shot"] = one_shot["accuracy"]
     return {"stage": "final", "name": name, "recipe": dataclasses.asdict(recipe), "seed": seed,
-            "metrics": metrics, "one_shot_runs": one_shot["runs"], "train_seconds": seconds,
-            "load_before": load_before, "load_after": _load()}
+            "metrics": metrics, "one_shot_runs": one_shot["runs"], "train_seconds": timing["seconds"],
+            "load_before": timing["load_before"], "load_after": machine.load()}
 
 
-def write(record, results=RESULTS):
-    json_path = results.with_suffix(".json")
-    records = json.loads(json_path.read_text()) if json_path.is_file() else []
-    records.append(record)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(records, indent=1) + "\n")
+def markdown(records):
     lines = ["# Omniglot recipe search", "",
              f"Validation: train on 96 classes (Balinese, Early_Aramaic, Greek, Latin), score on "
              f"{', '.join(VALIDATION_ALPHABETS)} (40 classes): Recall@1 and 20-way one-shot over "
              f"{EPISODES} random episodes. Final: all 136 training classes; test Recall@1 on 106 classes "
              "and the 20 official one-shot runs. 2 shared CPU cores; load = 1-min load average before / after.",
              "", "| stage | name | seed | R@1 | one-shot | train s | load | settings |", "| --- " * 8 + "|"]
+    default = dataclasses.asdict(Recipe())
     for r in records:
-        default = dataclasses.asdict(Recipe())
         recipe = {k: v for k, v in r["recipe"].items() if json.dumps(v) != json.dumps(default[k])}
         lines.append(f"| {r['stage']} | {r['name']} | {r['seed']} | {r['metrics']['recall@1']:.3f} | "
                      f"{r['metrics']['one_shot']:.3f} | {r['train_seconds']:.0f} | "
                      f"{r['load_before'][0]:.1f}/{r['load_after'][0]:.1f} | {recipe or 'defaults'} |")
-    results.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def write(record, results=RESULTS):
+    records = results_file.read(results, []) + [record]
+    results_file.write(results, records, markdown(records))
 
 
 def main(argv=None):

@@ -14,8 +14,6 @@ Usage: python benchmarks/one_shot_index.py --model RUN_OR_SAVEDMODEL [--runs-zip
 """
 
 import argparse
-import json
-import os
 import sys
 import tempfile
 import time
@@ -27,6 +25,8 @@ import tensorflow as tf
 
 from rankloss_tf.retrieval import Index, save_index
 from rankloss_tf.retrieval.embedder import as_embedder
+
+from harness import machine, results as results_file
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS_ZIP = ROOT.parent / "shared" / "data" / "omniglot" / "all_runs.zip"
@@ -73,10 +73,10 @@ def main(argv=None):
     accuracy = float(np.mean(list(per_run.values())))
     record = {"model": args.model, "accuracy": accuracy, "per_run": per_run, "queries": 20 * len(per_run),
               "exported_vs_python_mismatches": mismatches, "seconds": time.perf_counter() - start,
-              "load": os.getloadavg()}
+              "load": machine.load()}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+
     lines = [
         "# Omniglot one-shot (20 official runs, 20-way) through the exported index",
         "",
@@ -91,7 +91,7 @@ def main(argv=None):
         "| --- | ---: |",
         *[f"| {run} | {value:.2f} |" for run, value in per_run.items()],
     ]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    results_file.write(out, record, "\n".join(lines) + "\n")
     print(f"one-shot accuracy {accuracy:.4f} ({mismatches} exported/Python mismatches)")
     return 0
 

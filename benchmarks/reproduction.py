@@ -36,8 +36,6 @@ import dataclasses
 import datetime
 import json
 import logging
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -48,6 +46,8 @@ import tensorflow as tf
 from rankloss_tf import losses
 from rankloss_tf.app.recipes import RECIPES
 from rankloss_tf.app import TrainConfig, train
+
+from harness import machine, results as results_file
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -234,16 +234,10 @@ def plot(record, path):
     plt.close(figure)
 
 
-def machine():
-    return {
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "gpus": len(tf.config.list_physical_devices("GPU")),
-        "description": f"{os.cpu_count()} CPU cores, {len(tf.config.list_physical_devices('GPU'))} GPU, "
-                       f"TensorFlow {tf.__version__}, {platform.platform()}",
-    }
+def describe_machine():
+    found, gpus = machine.describe(), len(tf.config.list_physical_devices("GPU"))
+    return {**found, "gpus": gpus, "description": f"{found['cpus']} CPU cores, {gpus} GPU, "
+                                                  f"TensorFlow {found['tensorflow']}, {found['platform']}"}
 
 
 def main(argv=None):
@@ -275,7 +269,7 @@ def main(argv=None):
         "settings": {"epochs": args.epochs, "steps_per_epoch": 2720 // BATCH_SIZE, "learning_rate": 1e-3,
                      "batch_size": BATCH_SIZE, "seeds": args.seeds, "data_dir": str(args.data_dir)},
         "methods": {k: dataclasses.asdict(m) for k, m in METHODS.items()},
-        "machine": machine(),
+        "machine": describe_machine(),
         "runs": runs,
         "discussion": discussion,
     }
@@ -283,8 +277,7 @@ def main(argv=None):
     def write():
         record["summary"] = summarise(record["runs"])
         record["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        json_path.write_text(json.dumps(record, indent=1) + "\n")
-        out.with_suffix(".md").write_text(markdown(record, discussion))
+        results_file.write(out, record, markdown(record, discussion))
         try:
             plot(record, out.parent / f"{out.name}_recall1.png")
         except ImportError as error:

@@ -96,3 +96,36 @@ def test_every_script_run_all_passes_quick_to_accepts_it():
         help_text = subprocess.run([sys.executable, *map(str, script), "--help"], capture_output=True, text=True,
                                    timeout=120).stdout
         assert "--quick" in help_text, name
+
+
+def test_harness_writes_results_and_describes_the_machine(tmp_path):
+    from harness import machine, results
+
+    watch = machine.Stopwatch()
+    record = {"machine": machine.describe(), **watch.record()}
+    results.write(tmp_path / "sub" / "page", record, "# page\n")
+    assert results.read(tmp_path / "sub" / "page") == json.loads(json.dumps(record))
+    assert (tmp_path / "sub" / "page.md").read_text() == "# page\n"
+    assert results.read(tmp_path / "absent", []) == [] and record["machine"]["cpus"] >= 1
+    assert "CPU cores" in machine.line() and len(machine.load(2)) == 3
+
+
+@pytest.mark.parametrize("loss", ["proxy_anchor", "npair"])
+def test_harness_fit_trains_a_class_head_only_for_class_losses(loss):
+    import numpy as np
+    import tensorflow as tf
+    from harness.training import fit
+
+    from rankloss_tf import losses
+    from rankloss_tf.models import projection_head
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(24, 6)).astype(np.float32)
+    labels = np.repeat([3, 7, 9], 8)  # not 0 .. C - 1: the class head numbers the distinct labels
+    model = fit(lambda: projection_head(6, 4), losses.get(loss), features, labels, learning_rate=1e-2, steps=2,
+                classes_per_batch=3, samples_per_class=2, seed=0)
+    assert model.output_shape == (None, 4) and model.name == "projection_head"
+    examples = tf.data.Dataset.from_tensor_slices((features, labels))
+    model = fit(lambda: projection_head(6, 4), losses.get(loss), examples, None, learning_rate=1e-2, steps=1,
+                classes_per_batch=3, samples_per_class=2, seed=0, batches=lambda batches: batches.take(1))
+    assert model.output_shape == (None, 4)

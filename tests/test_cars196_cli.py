@@ -98,7 +98,7 @@ def test_fine_tune_trains_the_whole_network(tmp_path):
 def test_cars196_defaults():
     config = app.TrainConfig(dataset="cars196").resolved()
     assert (config.image_size, config.embedding_dim, config.classes_per_batch, config.samples_per_class) == (
-        224, 512, 64, 2)
+        224, 1280, 64, 2)
     assert (config.backbone, config.loss, config.weights, config.frozen) == (
         "efficientnet_lite0", "npair", "imagenet", True)
     assert (config.view_sizes, config.mirror_views) == ((224, 288), True)

@@ -14,6 +14,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 import fair_comparison  # noqa: E402
+from harness import tuning  # noqa: E402
 import finetune_gpu  # noqa: E402
 import omniglot_recipe  # noqa: E402
 
@@ -36,12 +37,38 @@ def test_every_loss_is_tuned_within_its_budget(loss):
     best, value, history = fair_comparison.tune(protocol, loss, train, validation, trials=2, steps=3, seed=0,
                                                 batch_size=16)
     assert len(history) == 2 and 0.0 <= value <= 1.0 and all(t["seconds"] > 0 for t in history)
-    params, learning_rate, k = fair_comparison.split_setting(best)
+    params, learning_rate, k = tuning.split_setting(best)
     assert k in (2, 4, 8) and 1e-5 <= learning_rate <= 3e-3
-    assert set(params) == {"contrastive": {"margin"}, "triplet_semihard": {"margin"}, "triplet_hard": {"margin"},
-                           "npair": {"l2_reg"}, "angular": {"alpha"}, "npair_angular": {"alpha", "lam"}}[loss]
+    assert set(params) == set(tuning.SPACES[loss])
+    for name, value in params.items():
+        low, high, _ = tuning.SPACES[loss][name]
+        assert low <= value <= high, (name, value)
     head = fair_comparison.train(protocol, train, loss, best, steps=2, seed=0, batch_size=16)
-    assert head.output_shape == (None, protocol.embedding_dim)
+    assert head.output_shape == (None, protocol.embedding_dim)  # the embedding model, not a class head
+
+
+def test_the_search_spaces_are_the_old_ones_for_the_seed_losses():
+    # The committed fair_comparison pages were searched with these ranges (drawn in this order).
+    assert {loss: tuning.SPACES[loss] for loss in fair_comparison.LOSSES[:6]} == {
+        "contrastive": {"margin": (0.1, 1.5, False)}, "triplet_semihard": {"margin": (0.01, 1.0, False)},
+        "triplet_hard": {"margin": (0.01, 1.0, False)}, "npair": {"l2_reg": (1e-4, 1e-1, True)},
+        "angular": {"alpha": (25.0, 55.0, False)},
+        "npair_angular": {"alpha": (25.0, 55.0, False), "lam": (0.25, 4.0, True)}}
+    assert set(tuning.SPACES) == set(fair_comparison.LOSSES)
+
+
+def test_a_resumed_comparison_keeps_the_losses_run_with_the_same_settings():
+    settings = {"trials": 4, "normalised": {"npair": False, "supcon": True}}
+    previous = {"settings": {"trials": 4, "normalised": {"npair": False}}, "results": {"npair": {"x": 1}}}
+    assert fair_comparison.kept(previous, settings) == {"npair": {"x": 1}}
+    assert fair_comparison.kept(previous, {**settings, "trials": 6}) == {}
+    assert fair_comparison.kept(previous, {**settings, "normalised": {"npair": True}}) == {}
+    # Seeds are the results' own: a loss added with fewer seeds keeps the others, and the page says so.
+    assert fair_comparison.kept({**previous, "settings": {**previous["settings"], "seeds": [0, 1, 2]}},
+                                {**settings, "seeds": [0, 1]}) == {"npair": {"x": 1}}
+    results = {"npair": {"runs": [{"seed": 0}, {"seed": 1}, {"seed": 2}]}, "supcon": {"runs": [{"seed": 0}]}}
+    assert fair_comparison.fewer_seeds(results, [0, 1, 2]) == " (supcon: seeds 0)"
+    assert fair_comparison.fewer_seeds({"npair": {"runs": [{}, {}, {}]}}, [0, 1, 2]) == ""  # runs without seeds
 
 
 def _quick_run(tmp_path, dataset, loss):

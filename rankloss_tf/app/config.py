@@ -134,7 +134,7 @@ class TrainConfig:
                                    why="every loss needs pairs of samples of one class")
     epochs: int = _spec("training epochs", minimum=1)
     steps_per_epoch: int = _spec("batches per epoch (default: one pass over the training images)", minimum=1)
-    embedding_dim: int = _spec("embedding size (default 128; digits 64, cars196 512)", minimum=1)
+    embedding_dim: int = _spec("embedding size (default 128; digits 64, cars196 1280)", minimum=1)
     normalize: bool = _spec("L2-normalise the embeddings in the model (default: yes, except a frozen-feature "
                             "head for npair / angular losses); --no-normalize trains on raw embeddings",
                             kind=bool)
