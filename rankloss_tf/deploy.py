@@ -262,7 +262,8 @@ def export(model, path, format="saved_model", overwrite=False, protected=(), **o
             TF Hub, ``TFSMLayer``), ``"litert"`` or ``"onnx"`` (fixed size).
         overwrite: replace a previous export at ``path``.
         protected: paths the export must not be equal to, inside or above.
-        **options: ``int8`` and ``representative_images`` (litert), ``opset`` (onnx).
+        **options: ``int8`` and ``representative_images`` (litert), ``opset`` (onnx),
+            ``split`` (saved_model: the held-out split kept in the export).
 
     Returns:
         ``Path`` of the export.

@@ -227,7 +227,7 @@ class _Embedding(tf.Module):
         return self.serve(images)["embeddings"]
 
 
-def export_saved_model(model, path, overwrite=False, protected=()):
+def export_saved_model(model, path, overwrite=False, protected=(), split=None):
     """Exports an embedding model as a SavedModel with a uint8 serving signature.
 
     ``serving_default(images uint8 [N, h, w, c]) -> {"embeddings": float32
@@ -242,6 +242,10 @@ def export_saved_model(model, path, overwrite=False, protected=()):
         overwrite: replace a previous export of this tool at ``path``.
         protected: paths the export must not be equal to, inside or above
             (see ``check_export_path``).
+        split: the held-out split the model was trained with (a folder's
+            ``{"seed", "train_fraction", "train", "test"}`` by class name), kept
+            in the export's marker (``read_export_info(path)["split"]``) so
+            that evaluating the export scores the classes it did not train on.
 
     Returns:
         ``Path`` of the export.
@@ -267,6 +271,8 @@ def export_saved_model(model, path, overwrite=False, protected=()):
     described = "images uint8 [N, H, W, C] -> embeddings float32 [N, D]"
     info = {"kind": EMBEDDING_KIND, "image_shape": list(module.image_shape), "embedding_dim": module.embedding_dim,
             "signatures": {SIGNATURE: described, SERVE: described}}
+    if split is not None:
+        info["split"] = split
     path = write_export(path, write, info, overwrite, protected)
     logger.info("Exported the embedding model to %s", path)
     return path

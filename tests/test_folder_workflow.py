@@ -90,6 +90,8 @@ def test_folder_trains_evaluates_exports_and_serves_with_cli_defaults(tmp_path, 
     config = json.loads((run / "metrics.json").read_text())["config"]
     assert config["image_size"] == 64 and config["classes_per_batch"] == 3  # adapted to the folder
 
+    assert json.loads((export / "rankloss_tf_export.json").read_text())["split"] == json.loads(
+        (run / "split.json").read_text())  # train --export carries the run's held-out split
     assert cli.main(["evaluate", "--model", str(export), "--dataset", f"folder:{folder}", "--json",
                      str(tmp_path / "m.json")]) == 0
     assert cli.main(["evaluate", "--model", str(run), "--dataset", f"folder:{folder}"]) == 0

@@ -471,6 +471,18 @@ def test_folder_split_is_recorded_and_a_changed_folder_is_refused(tmp_path, caps
     status, out = done.status, done.printed
     assert status == 2 and "trained with --seed 3" in out and one_line(out)
 
+    # the export carries the split: evaluating it scores the run's held-out classes, not seed 0's
+    assert run_cli(capsys, "export", "--model", run, "--out", tmp_path / "exported")[0] == 0
+    marker = json.loads((tmp_path / "exported" / "rankloss_tf_export.json").read_text())
+    assert marker["split"] == split
+    done = run_cli(capsys, "evaluate", "--model", tmp_path / "exported", "--dataset", f"folder:{folder}",
+                   "--json", tmp_path / "e.json")
+    assert done.status == 0, done.printed
+    assert json.loads((tmp_path / "e.json").read_text())["recall@1"] == pytest.approx(recorded["recall@1"], abs=1e-4)
+    done = run_cli(capsys, "evaluate", "--model", tmp_path / "exported", "--dataset", f"folder:{folder}",
+                   "--seed", "0")
+    assert done.status == 2 and "trained with --seed 3" in done.printed and one_line(done.printed), done.printed
+
     moved = split["test"][0]
     (folder / moved).rename(folder / f"{moved}_renamed")
     done = run_cli(capsys, "train", *FOLDER_FAST, "--dataset", f"folder:{folder}", "--seed", "3", "--out", run)

@@ -18,6 +18,7 @@ from rankloss_tf.export import EMBEDDING_KIND, SavedModelEmbedder, check_export_
 from rankloss_tf.images import model_image_shape
 from rankloss_tf.io.atomic import check_writable
 from rankloss_tf.loading import load_model
+from rankloss_tf.app.split import recorded_split
 
 __all__ = ["evaluate_model", "export_model"]
 # Images per forward pass of `evaluate`: a joined model with several views runs the backbone once
@@ -108,4 +109,9 @@ def export_model(model_path, export_dir, overwrite=False, format="saved_model", 
     if representative is not None:
         dataset, data_dir, seed = representative
         options["representative_images"] = representative_images(dataset, model_image_shape(model), data_dir, seed=seed)
+    if format == "saved_model":  # the run's held-out split travels with the export (evaluate reads it there)
+        where, split = recorded_split(model_path)
+        if where is not None and not isinstance(split, dict):
+            raise ValueError(f"{where} is damaged: the model's split cannot be read. Received: --model={model_path}")
+        options.setdefault("split", split)
     return export(model, export_dir, format=format, overwrite=overwrite, protected=protected, **options)

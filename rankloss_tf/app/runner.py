@@ -46,7 +46,7 @@ from rankloss_tf.app.limits import check_image_memory
 from rankloss_tf.app.protocols import protocol
 from rankloss_tf.app.recipes import describe
 from rankloss_tf.app.run_dir import RunDirectory
-from rankloss_tf.app.split import check_test_classes, folder_of, folder_split, record_split
+from rankloss_tf.app.split import check_test_classes, folder_split, record_split
 from rankloss_tf.app.strategy import (build_strategy, from_chief, is_chief, is_multi_worker,
                                            symbolic_build_from_spec, synchronized_batch_norm, worker_name)
 
@@ -94,7 +94,7 @@ class TrainResult:
 def _check_paths(config, run):
     """Refuses, before any work, an export that would replace the run, the data or a user's files, or that
     cannot be written."""
-    data = {"the dataset folder": folder_of(config.dataset), "--data-dir": config.data_dir}
+    data = {"the dataset folder": datasets.folder_path(config.dataset), "--data-dir": config.data_dir}
     check_separate(run.path, "--out", data)
     if config.export_dir:
         protected = {"the run directory --out": run.path, **data}
@@ -107,7 +107,7 @@ def _check_paths(config, run):
 def _check_caches(config):
     """Refuses, before any work, a cache directory that this run would write and cannot."""
     hint = f"Point {CACHE_ENV_VAR} (or --cache-dir for features) to a writable folder."
-    caches = [default_cache_dir("folders")] if folder_of(config.dataset) else []
+    caches = [default_cache_dir("folders")] if datasets.folder_path(config.dataset) else []
     if config.frozen:
         caches.append(config.cache_dir or default_cache_dir("features"))
     for cache in caches:
@@ -117,7 +117,7 @@ def _check_caches(config):
 
 def _scan(config):
     """A folder dataset's scan and split, its held-out classes checked before any work (None otherwise)."""
-    folder = folder_of(config.dataset)
+    folder = datasets.folder_path(config.dataset)
     if folder is None:
         return None
     index = datasets.scan_folder(folder)
@@ -286,7 +286,7 @@ def _train(config, strategy, callbacks):
             run.advance("evaluated", clock())
         if config.export_dir and not _exported_by(run, config.export_dir):
             export_saved_model(model, config.export_dir, overwrite=config.overwrite,
-                               protected={"the run directory --out": run.path})
+                               protected={"the run directory --out": run.path}, split=run.read_json(run.SPLIT))
             run.advance("evaluated", clock(), exported_to=os.path.abspath(config.export_dir))
         seconds = _record(run, config, method, metrics, fit_seconds, clock())
         run.advance("finished", clock())

@@ -22,23 +22,15 @@ from pathlib import Path
 
 from rankloss_tf import datasets
 from rankloss_tf.datasets.folder import split_classes
+from rankloss_tf.export import MARKER as EXPORT_MARKER
 from rankloss_tf.app.run_dir import MARKER, RunDirectory
 
-__all__ = ["TRAIN_FRACTION", "check_test_classes", "evaluation_seed", "folder_of", "folder_split", "record_split"]
+__all__ = ["TRAIN_FRACTION", "check_test_classes", "evaluation_seed", "folder_split", "record_split",
+           "recorded_split"]
 
 logger = logging.getLogger(__name__)
 
 TRAIN_FRACTION = 0.5  # the share of a folder's classes that trains (``datasets.load``'s default)
-
-
-def folder_of(dataset):
-    """The folder of a ``"folder:PATH"`` dataset name, or None for other datasets.
-
-    Example:
-    >>> folder_of("folder:photos"), folder_of("omniglot")
-    ('photos', None)
-    """
-    return datasets.folder_path(dataset)
 
 
 def folder_split(index, seed, train_fraction=TRAIN_FRACTION):
@@ -122,12 +114,41 @@ def check_test_classes(index, split):
                        len(alone), index.root, ", ".join(alone[:10]))
 
 
+def recorded_split(model_path):
+    """The split a trained model recorded: a run's ``split.json``, an export's marker; None when it has none.
+
+    Returns:
+        ``(where, split)``: the file it was read from and the split (a dict
+        whose keys ``check`` has not yet verified), or ``(None, None)``.
+
+    Example:
+    >>> recorded_split("exported/model")  # doctest: +SKIP
+    (PosixPath('exported/model/rankloss_tf_export.json'), {'seed': 3, 'train_fraction': 0.5, ...})
+    """
+    path = Path(model_path)
+    record, export = path / RunDirectory.SPLIT, path / EXPORT_MARKER
+    if (path / MARKER).is_file() and record.is_file():
+        return record, _read_json(record)
+    info = _read_json(export) if export.is_file() else None
+    if isinstance(info, dict) and "split" in info:
+        return export, info["split"]
+    return (export, None) if export.is_file() and not isinstance(info, dict) else (None, None)
+
+
+def _read_json(path):
+    """The JSON value of ``path``, None when it cannot be read."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError):
+        return None
+
+
 def evaluation_seed(model_path, dataset, seed=None):
-    """The folder-split seed ``evaluate`` uses: a run's recorded one for a folder dataset, else ``seed`` (or 0).
+    """The folder-split seed ``evaluate`` uses: the one a run or an export recorded for a folder dataset, else ``seed`` (or 0).
 
     Raises:
-        ValueError: ``seed`` differs from the run's recorded seed, or the folder's
-            split changed since the run recorded it.
+        ValueError: ``seed`` differs from the recorded seed, the folder's split
+            changed since it was recorded, or the record is damaged.
 
     Example:
     >>> evaluation_seed("exported/model", "digits"), evaluation_seed("runs/mine", "folder:photos", 3)  # doctest: +SKIP
@@ -135,23 +156,20 @@ def evaluation_seed(model_path, dataset, seed=None):
     >>> evaluation_seed("exported/model", "digits", seed=2)
     2
     """
-    folder, record = folder_of(dataset), Path(model_path) / RunDirectory.SPLIT
-    if folder is None or not record.is_file() or not (Path(model_path) / MARKER).is_file():
+    folder = datasets.folder_path(dataset)
+    where, recorded = recorded_split(model_path) if folder is not None else (None, None)
+    if where is None:
         return 0 if seed is None else seed
-    try:
-        recorded = json.loads(record.read_text(encoding="utf-8"))
-    except (ValueError, OSError):
-        recorded = None
     if not isinstance(recorded, dict) or not {"seed", "train_fraction", "train", "test"} <= recorded.keys():
-        raise ValueError(f"{record} is damaged: the run's split cannot be read. Received: --model={model_path}")
+        raise ValueError(f"{where} is damaged: the model's split cannot be read. Received: --model={model_path}")
     if seed is not None and seed != recorded["seed"]:
         raise ValueError(
-            f"The run {model_path} was trained with --seed {recorded['seed']}: its held-out classes are those of "
+            f"The model {model_path} was trained with --seed {recorded['seed']}: its held-out classes are those of "
             f"that seed, and seed {seed} would score classes it trained on. Leave --seed out. Received: --seed={seed}")
     changes = _changes(recorded, folder_split(datasets.scan_folder(folder), recorded["seed"],
                                               recorded["train_fraction"]))
     if changes:
         raise ValueError(
-            f"The classes of {folder} changed since the run {model_path} recorded its split ({'; '.join(changes)}): "
-            f"its held-out classes cannot be scored on it. Received: --dataset={dataset}")
+            f"The classes of {folder} changed since the model {model_path} recorded its split "
+            f"({'; '.join(changes)}): its held-out classes cannot be scored on it. Received: --dataset={dataset}")
     return recorded["seed"]
