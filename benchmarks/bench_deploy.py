@@ -17,7 +17,6 @@ Usage: python benchmarks/bench_deploy.py [--quick] [--epochs 80] [--model RUN_OR
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -141,7 +140,7 @@ def main(argv=None):
     if args.quick:
         args.epochs, args.data_dir = 1, None
     results = ROOT / (".bench/results-quick" if args.quick else "benchmarks/results")
-    meta = {"cpu": platform.processor() or platform.machine(), "cores": machine.describe()["cpus"],
+    meta = {"cpu": machine.cpu(), "cores": machine.describe()["cpus"],
             "load_before": machine.load(2)}
     model, meta["source"] = trained_model(args, ROOT / ".bench" / f"deploy_{args.dataset}_{args.epochs}")
     with tempfile.TemporaryDirectory() as directory:

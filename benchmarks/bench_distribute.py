@@ -27,13 +27,14 @@ Usage: python benchmarks/bench_distribute.py [--steps 40] [--quick]
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from harness import machine, results as results_file
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -189,7 +190,7 @@ def run_config(name, steps):
     command = [sys.executable, __file__, "--worker", str(config["devices"]), str(config["cross_replica"]), str(steps)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    load = os.getloadavg()[0]
+    load = machine.load()[0]
     result = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
     return {**config, **json.loads(result.stdout.strip().splitlines()[-1]), "load_before": load}
 
@@ -198,7 +199,7 @@ def run_kernel(loss, replicas, batch, dim, repeats, order, worker="--kernel-work
     command = [sys.executable, __file__, worker, loss, str(replicas), str(batch), str(dim), str(repeats), order]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    load = os.getloadavg()[0]
+    load = machine.load()[0]
     result = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
     return {**json.loads(result.stdout.strip().splitlines()[-1]), "load_before": load}
 
@@ -275,12 +276,12 @@ def main(argv=None):
             return
     steps = 5 if args.quick else args.steps
     batch, repeats = (64, 1) if args.quick else (args.kernel_batch, 15)
-    import tensorflow as tf
+    import tensorflow  # noqa: F401  (imported, so machine.line() names its version)
 
     report = {
         "steps": steps,
-        "cores": os.cpu_count(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}",
+        "cores": machine.describe()["cpus"],
+        "machine": machine.line(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "results": {name: run_config(name, steps) for name in CONFIGS},
         "cross_replica": {
@@ -299,9 +300,7 @@ def main(argv=None):
         },
     }
     out = ROOT / ".bench" if args.quick else HERE / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "distribute.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "distribute.md").write_text(markdown(report))
+    results_file.write(out / "distribute", report, markdown(report))
     sys.stdout.write(markdown(report))
 
 

@@ -23,13 +23,14 @@ Usage: python benchmarks/bench_gpu.py [--tiny] [--budget-s 270] [--out PATH] [--
 """
 
 import argparse
-import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from harness import results as results_file
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -193,9 +194,7 @@ def main(argv=None):
     }
     default = ROOT / ".bench" / "results-tiny" / "gpu" if args.tiny else HERE / "results" / "gpu"
     out = Path(args.out) if args.out else default
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(report))
+    results_file.write(out, report, markdown(report))
     sys.stdout.write(markdown(report))
     return 0
 

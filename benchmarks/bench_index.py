@@ -25,7 +25,6 @@ Usage: python benchmarks/bench_index.py [--quick] [--min-time 3] [--ann-timeout 
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -34,6 +33,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from harness import machine, results as results_file
 
 RESULTS = Path(__file__).resolve().parent / "results"
 QUICK_RESULTS = Path(__file__).resolve().parents[1] / ".bench" / "results-quick"
@@ -142,8 +143,6 @@ def available(method):
 
 
 def write(rows, out, meta):
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"machine": meta, "results": rows}, indent=2) + "\n")
     lines = [
         "# Retrieval index: exact search vs floor, scikit-learn, ANN backends",
         "",
@@ -170,7 +169,7 @@ def write(rows, out, meta):
     old = page.read_text() if page.exists() else ""
     if IVF_BEGIN in old and IVF_END in old:  # the section bench_ivf.py writes is kept
         lines += ["", old[old.index(IVF_BEGIN) : old.index(IVF_END) + len(IVF_END)]]
-    page.write_text("\n".join(lines) + "\n")
+    results_file.write(out, {"machine": meta, "results": rows}, "\n".join(lines) + "\n")
 
 
 def plot(rows, out):
@@ -211,8 +210,8 @@ def main(argv=None):
     galleries = QUICK_GALLERIES if args.quick else GALLERIES
     out = (QUICK_RESULTS if args.quick else RESULTS) / "index"
     min_time = 0.5 if args.quick else args.min_time
-    meta = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "load_before": os.getloadavg(), "min_time": min_time, "floor_ratios": {}}
+    meta = {"cpu": machine.cpu(), "cores": machine.describe()["cpus"],
+            "load_before": machine.load(), "min_time": min_time, "floor_ratios": {}}
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for n, dim in galleries:
@@ -230,7 +229,7 @@ def main(argv=None):
                 meta["floor_ratios"][f"{n:,} x {dim}"] = [
                     by_method["floor"][key] / by_method["index"][key] for key in ("qps_batch1", "qps_batch256")
                 ]
-    meta["load_after"] = os.getloadavg()
+    meta["load_after"] = machine.load()
     write(rows, out, meta)
     plot(rows, out)
     return 0

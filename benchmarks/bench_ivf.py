@@ -29,7 +29,6 @@ Usage: python benchmarks/bench_ivf.py [--quick] [--size 1000000] [--min-time 2]
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -45,6 +44,7 @@ DIM, INTRINSIC, CLASSES, QUERIES, K, BATCH = 128, 16, 1000, 1024, 10, 256
 PROBES = (1, 2, 4, 8, 16, 32, 64, 128)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_index import IVF_BEGIN as BEGIN, IVF_END as END  # noqa: E402  (one home for the section markers)
+from harness import machine, results as results_file  # noqa: E402  (imports no rankloss_tf: the serving process)
 
 BLOCKER = """
 import importlib.abc, sys
@@ -325,13 +325,14 @@ def large_lines(large):
 
 def write(result, out_dir):
     """index_ivf.json and the ivf section of index.md (replaced in place, the rest of the file kept)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "index_ivf.json").write_text(json.dumps(result, indent=2) + "\n")
+    from rankloss_tf.io.atomic import write_file  # not at the top: the serving process runs without rankloss_tf
+
+    results_file.write(out_dir / "index_ivf", result)
     page = out_dir / "index.md"
     text = page.read_text() if page.exists() else ""
     if BEGIN in text and END in text:
         text = text[: text.index(BEGIN)] + text[text.index(END) + len(END) + 1 :]
-    page.write_text(text.rstrip("\n") + ("\n\n" if text.strip() else "") + section(result))
+    write_file(page, text.rstrip("\n") + ("\n\n" if text.strip() else "") + section(result))
 
 
 def plot(result, out_dir):
@@ -369,8 +370,8 @@ def step(backend, n, scratch, truth, min_time, timeout, serve_mode):
 
 def measure(n, min_time, timeout, scratch):
     """Every step for a gallery of ``n`` items; the result record."""
-    result = {"n": n, "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                                  "load_before": [round(x, 2) for x in os.getloadavg()], "min_time": min_time}}
+    result = {"n": n, "machine": {"cpu": machine.cpu(), "cores": machine.describe()["cpus"],
+                                  "load_before": machine.load(2), "min_time": min_time}}
     truth = str(Path(scratch) / "truth.npy")
     for backend in ("exact", "ivf", "ivf_int8"):
         result[backend] = step(backend, n, scratch, truth, min_time, timeout, "1" if backend == "ivf" else "0")
@@ -379,15 +380,15 @@ def measure(n, min_time, timeout, scratch):
     if find_spec("faiss") is not None and "lists" in result["ivf"]:
         result["faiss"] = run(["--faiss", str(n), str(result["ivf"]["lists"]), truth, str(min_time)], timeout)
         print(json.dumps({"faiss": result["faiss"]}), flush=True)
-    result["machine"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    result["machine"]["load_after"] = machine.load(2)
     return result
 
 
 def measure_large(n, min_time, timeout, scratch):
     """The IVF with int8 codes on a gallery of ``n`` (build, peak RSS, recall@10 vs the float rows' exact top 10)."""
-    load = [round(x, 2) for x in os.getloadavg()]
+    load = machine.load(2)
     record = step("ivf_int8", n, scratch, str(Path(scratch) / f"truth_{n}.npy"), min_time, timeout, "truth")
-    return {**record, "n": n, "load_before": load, "load_after": [round(x, 2) for x in os.getloadavg()]}
+    return {**record, "n": n, "load_before": load, "load_after": machine.load(2)}
 
 
 def main(argv=None):

@@ -36,7 +36,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -49,6 +48,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import envs  # noqa: E402  (benchmarks/ is not a package)
+from harness import machine, results as results_file  # noqa: E402
 
 LOSSES = ["semihard", "hard", "contrastive", "npair", "angular", "npair_angular"]
 IMPLS = ["ours", "ours_xla", "ours_before", "ours_before_xla", "tfa", "pml", "matmul", "matmul_torch", "matmul_tuples"]
@@ -188,8 +188,8 @@ def machine_description(impls):
         "cpu": cpu,
         "cores": len(os.sched_getaffinity(0)),
         "memory_gb": round(total_gb, 1),
-        "os": platform.platform(),
-        "python": platform.python_version(),
+        "os": machine.describe()["platform"],
+        "python": machine.describe()["python"],
         "ours": f"TensorFlow {ours[0]}, Keras {ours[1]}" if len(ours) == 2 else "unknown",
         "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
     }
@@ -245,10 +245,10 @@ def sweep(args, records):
             "per_class": per_class(loss), "repeats": args.repeats,
             "budget_s": args.budget, "min_time_s": args.min_time, "seed": 0,
         }
-        load = os.getloadavg()[0]
+        load = machine.load()[0]
         result = run_config(config, args.timeout, args.mem_cap_gb, args.mem_reserve_gb, args.before)
         if result["status"] == "aborted" and wait_for_memory(args.mem_cap_gb + 2.0, args.wait):
-            load = os.getloadavg()[0]
+            load = machine.load()[0]
             result = run_config(config, args.timeout, args.mem_cap_gb, args.mem_reserve_gb, args.before)
         result.update(impl=impl, loss=loss, batch=batch, dim=dim, load_before=round(load, 2),
                       mem_cap_gb=args.mem_cap_gb)
@@ -422,16 +422,13 @@ def plot(out, records):
 
 
 def save(args, records):
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     settings = {k: getattr(args, k) for k in ("repeats", "rounds", "budget", "min_time", "timeout", "mem_cap_gb",
                                               "max_batch_d512")}
     # --update keeps the settings of the run it adds to; each record holds its own cap.
     settings = getattr(args, "previous_settings", None) or settings
     payload = {"machine": args.machine, "settings": settings,
                "results": [records[key] for key in sorted(records, key=str)]}
-    out.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(args.machine, settings, records) + "\n")
+    results_file.write(Path(args.out), payload, markdown(args.machine, settings, records) + "\n")
 
 
 def load(path):

@@ -30,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import envs  # noqa: E402  (benchmarks/ is not a package)
+from harness import results as results_file  # noqa: E402
 
 VALUE_TOL = 1e-5
 GRADIENT_TOL = 1e-4
@@ -272,11 +273,8 @@ def run(out_dir=HERE / "results"):
         rows = references("tfa", path) + references("pml", path)
     rows = compare(rows, cases)
     versions = [f"tfa: TensorFlow {envs.versions('tfa')}", f"pml: PyTorch {envs.versions('pml')}"]
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     payload = {"environments": versions, "rows": rows}
-    (out_dir / "golden.json").write_text(json.dumps(payload, indent=1) + "\n")
-    (out_dir / "golden.md").write_text(markdown(rows, versions))
+    results_file.write(Path(out_dir) / "golden", payload, markdown(rows, versions))
     return rows
 
 

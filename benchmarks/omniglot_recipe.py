@@ -39,7 +39,9 @@ import numpy as np
 import tensorflow as tf
 
 from rankloss_tf import datasets, losses
-from rankloss_tf.data.augment import augment_batches, random_affine, rotated_classes
+from rankloss_tf.app import recipes
+from rankloss_tf.app.recipes import Recipe
+from rankloss_tf.data.augment import CHARACTER_AFFINE, augment_batches, random_affine, rotated_classes
 from rankloss_tf.datasets import omniglot
 from rankloss_tf.evaluation import OneShotRun, evaluate, one_shot_accuracy
 from rankloss_tf.models import build_embedding_model
@@ -56,58 +58,62 @@ VALIDATION_ALPHABETS = ("Korean",)
 EPISODES = 200
 
 
-@dataclasses.dataclass(frozen=True)
-class Recipe:
-    """One candidate: model, batches, optimisation, loss and augmentation."""
-
-    image_size: int = 32
-    embedding_dim: int = 128
-    classes_per_batch: int = 32
-    samples_per_class: int = 4
-    steps: int = 840  # 40 epochs x 21 batches (the first default; the recipe is now 80 epochs)
-    learning_rate: float = 1e-3
-    loss: str = "npair_angular"
-    loss_options: tuple = ()
-    rotation: float = 0.0  # augmentation off when all four are 0
-    shear: float = 0.0
-    scale: tuple = (1.0, 1.0)
-    translation: float = 0.0
-    class_rotations: int = 1  # 4: each class turned by 90, 180, 270 degrees is a new class
-
-    @property
-    def augmented(self):
-        return (self.rotation, self.shear, self.scale, self.translation) != (0.0, 0.0, (1.0, 1.0), 0.0)
+STEPS_PER_EPOCH = 21  # batches of an epoch of the search (a recipe's epochs x 21 = its steps)
+NO_AFFINE = dict(rotation=0.0, shear=0.0, scale=(1.0, 1.0), translation=0.0)
+KOCH = dict(rotation=10.0, shear=0.3, scale=(0.8, 1.2), translation=2.0)  # the search's first affine ranges
+STRONG = CHARACTER_AFFINE  # the app's "affine": 15 degrees, 6 px
+ROT4 = dict(learning_rate=3e-3, class_rotations=4)
+# The baseline: the first Omniglot recipe (40 epochs, lr 1e-3, no augmentation), in the app's Recipe.
+BASE = Recipe(image_size=32, classes_per_batch=32, samples_per_class=4, epochs=40, embedding_dim=128,
+              learning_rate=1e-3)
 
 
-KOCH = dict(rotation=10.0, shear=0.3, scale=(0.8, 1.2), translation=2.0)
-STRONG = dict(rotation=15.0, shear=0.3, scale=(0.8, 1.2), translation=6.0)
+def candidate(affine=None, **changes):
+    """``(app Recipe, affine ranges)``: ``BASE`` with ``changes``, augmented by ``affine`` ranges (None: none)."""
+    return dataclasses.replace(BASE, augment="none" if affine is None else "affine", **changes), affine
+
+
 CANDIDATES = {
-    "baseline": Recipe(),
-    "affine": Recipe(**KOCH),
-    "affine_2x": Recipe(steps=1680, **KOCH),
-    "affine_lr3": Recipe(learning_rate=3e-3, **KOCH),
-    "affine_28": Recipe(image_size=28, **KOCH),
-    "affine_40": Recipe(image_size=40, **KOCH),
-    "affine_strong": Recipe(rotation=15.0, shear=0.3, scale=(0.8, 1.2), translation=6.0),
-    "affine_strong_lr3": Recipe(learning_rate=3e-3, rotation=15.0, shear=0.3, scale=(0.8, 1.2), translation=6.0),
-    "affine_semihard": Recipe(loss="triplet_semihard", loss_options=(("margin", 0.2), ("distance", "cosine")), **KOCH),
-    "affine_npair": Recipe(loss="npair", classes_per_batch=64, samples_per_class=2, **KOCH),
-    "affine_p64k2": Recipe(classes_per_batch=64, samples_per_class=2, **KOCH),
-    "rot4_strong_lr3": Recipe(learning_rate=3e-3, class_rotations=4, **STRONG),
-    "rot4_p64k2": Recipe(learning_rate=3e-3, class_rotations=4, classes_per_batch=64, samples_per_class=2, **STRONG),
-    "rot4_1260": Recipe(learning_rate=3e-3, class_rotations=4, steps=1260, **STRONG),
-    "rot4_48": Recipe(learning_rate=3e-3, class_rotations=4, image_size=48, **STRONG),
-    "rot4_lr6": Recipe(learning_rate=6e-3, class_rotations=4, **STRONG),
-    "rot4_alpha36": Recipe(learning_rate=3e-3, class_rotations=4, loss_options=(("alpha", 36.0),), **STRONG),
-    "rot4_d64": Recipe(learning_rate=3e-3, class_rotations=4, embedding_dim=64, **STRONG),
-    "rot4_1680": Recipe(learning_rate=3e-3, class_rotations=4, steps=1680, **STRONG),
-    "rot4_2100": Recipe(learning_rate=3e-3, class_rotations=4, steps=2100, **STRONG),
-    "rot4_40_1260": Recipe(learning_rate=3e-3, class_rotations=4, image_size=40, steps=1260, **STRONG),
-    "rot4_48_1050": Recipe(learning_rate=3e-3, class_rotations=4, image_size=48, steps=1050, **STRONG),
+    "baseline": candidate(),
+    "affine": candidate(KOCH),
+    "affine_2x": candidate(KOCH, epochs=80),
+    "affine_lr3": candidate(KOCH, learning_rate=3e-3),
+    "affine_28": candidate(KOCH, image_size=28),
+    "affine_40": candidate(KOCH, image_size=40),
+    "affine_strong": candidate(STRONG),
+    "affine_strong_lr3": candidate(STRONG, learning_rate=3e-3),
+    "affine_semihard": candidate(KOCH, loss="triplet_semihard", loss_options={"margin": 0.2, "distance": "cosine"}),
+    "affine_npair": candidate(KOCH, loss="npair", classes_per_batch=64, samples_per_class=2),
+    "affine_p64k2": candidate(KOCH, classes_per_batch=64, samples_per_class=2),
+    "rot4_strong_lr3": candidate(STRONG, **ROT4),
+    "rot4_p64k2": candidate(STRONG, classes_per_batch=64, samples_per_class=2, **ROT4),
+    "rot4_1260": candidate(STRONG, epochs=60, **ROT4),
+    "rot4_48": candidate(STRONG, image_size=48, **ROT4),
+    "rot4_lr6": candidate(STRONG, learning_rate=6e-3, class_rotations=4),
+    "rot4_alpha36": candidate(STRONG, loss_options={"alpha": 36.0}, **ROT4),
+    "rot4_d64": candidate(STRONG, embedding_dim=64, **ROT4),
+    "rot4_1680": (recipes.recipe("omniglot"), STRONG),  # the chosen one: the app's Omniglot recipe
+    "rot4_2100": candidate(STRONG, epochs=100, **ROT4),
+    "rot4_40_1260": candidate(STRONG, image_size=40, epochs=60, **ROT4),
+    "rot4_48_1050": candidate(STRONG, image_size=48, epochs=50, **ROT4),
     # angular's best setting in results/fair_comparison_omniglot.json (alpha 41.5, lr 0.00269, K 2)
-    "rot4_angular_1680": Recipe(learning_rate=2.69e-3, class_rotations=4, steps=1680, loss="angular",
-                           loss_options=(("alpha", 41.5),), classes_per_batch=64, samples_per_class=2, **STRONG),
+    "rot4_angular_1680": candidate(STRONG, learning_rate=2.69e-3, class_rotations=4, epochs=80, loss="angular",
+                                   loss_options={"alpha": 41.5}, classes_per_batch=64, samples_per_class=2),
 }
+
+
+def settings(recipe, affine, steps=None):
+    """A candidate's settings as its results record keeps them (flat, the keys of the records written so far).
+
+    Args:
+        recipe, affine: a ``CANDIDATES`` value.
+        steps: training steps (None: the recipe's epochs x ``STEPS_PER_EPOCH``).
+    """
+    return {"image_size": recipe.image_size, "embedding_dim": recipe.embedding_dim,
+            "classes_per_batch": recipe.classes_per_batch, "samples_per_class": recipe.samples_per_class,
+            "steps": steps or recipe.epochs * STEPS_PER_EPOCH, "learning_rate": recipe.learning_rate,
+            "loss": recipe.loss, "loss_options": tuple((recipe.loss_options or {}).items()),
+            **(NO_AFFINE if recipe.augment == "none" else affine), "class_rotations": recipe.class_rotations}
 
 
 def class_alphabets(data_dir):
@@ -128,23 +134,22 @@ def arrays(split, data_dir):
 
 
 def train_model(recipe, images, labels, seed):
-    """Trains a small-CNN embedding model on (images, labels) with ``recipe``; returns it."""
+    """Trains a small-CNN embedding model on (images, labels) with ``recipe`` (``settings``); returns it."""
 
     def build():
-        return build_embedding_model(images.shape[1:], embedding_dim=recipe.embedding_dim,
-                                     image_size=(recipe.image_size,) * 2)
+        return build_embedding_model(images.shape[1:], embedding_dim=recipe["embedding_dim"],
+                                     image_size=(recipe["image_size"],) * 2)
 
     def augmented(batches):
-        augment = functools.partial(random_affine, rotation=recipe.rotation, shear=recipe.shear,
-                                    scale=recipe.scale, translation=recipe.translation)
+        augment = functools.partial(random_affine, **{key: recipe[key] for key in NO_AFFINE})
         return augment_batches(batches, augment, seed=seed)
 
-    examples = rotated_classes(tf.data.Dataset.from_tensor_slices((images, labels)), recipe.class_rotations)
-    schedule = keras.optimizers.schedules.CosineDecay(recipe.learning_rate, decay_steps=recipe.steps)
-    return fit(build, losses.get(recipe.loss, **dict(recipe.loss_options)), examples, None,
-               learning_rate=schedule, steps=recipe.steps, classes_per_batch=recipe.classes_per_batch,
-               samples_per_class=recipe.samples_per_class, seed=seed,
-               batches=augmented if recipe.augmented else None)
+    examples = rotated_classes(tf.data.Dataset.from_tensor_slices((images, labels)), recipe["class_rotations"])
+    schedule = keras.optimizers.schedules.CosineDecay(recipe["learning_rate"], decay_steps=recipe["steps"])
+    augmenting = any(json.dumps(recipe[key]) != json.dumps(value) for key, value in NO_AFFINE.items())
+    return fit(build, losses.get(recipe["loss"], **dict(recipe["loss_options"])), examples, None,
+               learning_rate=schedule, steps=recipe["steps"], classes_per_batch=recipe["classes_per_batch"],
+               samples_per_class=recipe["samples_per_class"], seed=seed, batches=augmented if augmenting else None)
 
 
 def episodes(images, labels, count, ways=20, seed=0):
@@ -175,7 +180,7 @@ def validate(name, recipe, seed, data_dir):
     embeddings = model.predict(images[held], batch_size=256, verbose=0)
     metrics = evaluate(embeddings, labels[held], clustering=False)
     metrics["one_shot"] = one_shot_accuracy(model, episodes(images[held], labels[held], EPISODES, seed=seed))["accuracy"]
-    return {"stage": "validation", "name": name, "recipe": dataclasses.asdict(recipe), "seed": seed,
+    return {"stage": "validation", "name": name, "recipe": recipe, "seed": seed,
             "validation_alphabets": list(VALIDATION_ALPHABETS), "episodes": EPISODES, "metrics": metrics,
             "train_seconds": timing["seconds"], "load_before": timing["load_before"], "load_after": machine.load()}
 
@@ -195,7 +200,7 @@ def final(name, recipe, seed, data_dir, export_dir=None):
         export_saved_model(model, export_dir, overwrite=True)
         metrics["one_shot_exported"] = one_shot_accuracy(SavedModelEmbedder(export_dir), runs)["accuracy"]
     metrics["one_shot"] = one_shot["accuracy"]
-    return {"stage": "final", "name": name, "recipe": dataclasses.asdict(recipe), "seed": seed,
+    return {"stage": "final", "name": name, "recipe": recipe, "seed": seed,
             "metrics": metrics, "one_shot_runs": one_shot["runs"], "train_seconds": timing["seconds"],
             "load_before": timing["load_before"], "load_after": machine.load()}
 
@@ -207,7 +212,7 @@ def markdown(records):
              f"{EPISODES} random episodes. Final: all 136 training classes; test Recall@1 on 106 classes "
              "and the 20 official one-shot runs. 2 shared CPU cores; load = 1-min load average before / after.",
              "", "| stage | name | seed | R@1 | one-shot | train s | load | settings |", "| --- " * 8 + "|"]
-    default = dataclasses.asdict(Recipe())
+    default = settings(*CANDIDATES["baseline"])
     for r in records:
         recipe = {k: v for k, v in r["recipe"].items() if json.dumps(v) != json.dumps(default[k])}
         lines.append(f"| {r['stage']} | {r['name']} | {r['seed']} | {r['metrics']['recall@1']:.3f} | "
@@ -234,8 +239,7 @@ def main(argv=None):
     results = Path(args.results)
 
     def chosen(name):
-        recipe = CANDIDATES[name]
-        return dataclasses.replace(recipe, steps=args.steps) if args.steps else recipe
+        return settings(*CANDIDATES[name], steps=args.steps)
 
     for name in args.candidates:
         write(validate(name, chosen(name), args.seed, args.data_dir), results)

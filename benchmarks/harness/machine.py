@@ -5,7 +5,7 @@ import platform
 import sys
 import time
 
-__all__ = ["Stopwatch", "describe", "line", "load"]
+__all__ = ["Stopwatch", "cpu", "describe", "line", "load"]
 
 
 def describe():
@@ -18,6 +18,11 @@ def describe():
     versions = {name: getattr(sys.modules.get(name), "__version__", None) for name in ("tensorflow", "keras")}
     return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
             **versions}
+
+
+def cpu():
+    """The processor's name, or the architecture where the platform names none ("x86_64")."""
+    return platform.processor() or platform.machine()
 
 
 def line():

@@ -3,8 +3,6 @@
 import json
 from pathlib import Path
 
-from rankloss_tf.io.atomic import write_file
-
 __all__ = ["read", "write"]
 
 
@@ -16,6 +14,8 @@ def write(out, record, markdown=None):
         record: anything ``json.dumps`` takes.
         markdown: the page's text, or None for no page.
     """
+    from rankloss_tf.io.atomic import write_file  # here: processes that block rankloss_tf import harness (bench_ivf)
+
     out = Path(out)
     path = write_file(out.with_suffix(".json"), json.dumps(record, indent=1) + "\n")
     if markdown is not None:
