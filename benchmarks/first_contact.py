@@ -19,8 +19,6 @@ import argparse
 import csv
 import io
 import json
-import os
-import platform
 import tempfile
 import time
 import zipfile
@@ -29,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from harness import machine, results as results_file
 from rankloss_tf.app.config import TrainConfig
 from rankloss_tf.app.runner import train
 
@@ -113,7 +112,7 @@ def run(folder, flags, cache_dir, seed):
         recorded = json.loads((Path(out) / "run.json").read_text())
     keys = ("recipe", "recipe_why", "backbone", "loss", "epochs", "view_sizes", "mirror_views", "image_size")
     return {"recall@1": result.metrics["recall@1"], "seconds": time.perf_counter() - started,
-            "load": round(os.getloadavg()[0], 1),
+            "load": machine.load(1)[0],
             **{key: recorded[key] for key in keys}}
 
 
@@ -164,10 +163,9 @@ def main(argv=None):
     parser.add_argument("--results", default=RESULTS, help="results/first_contact (.json and .md)")
     parser.add_argument("--seed", type=int, default=0, help="the folder's class split (rows of seed > 0: entry@seed)")
     args = parser.parse_args(argv)
-    path = Path(args.results).with_suffix(".json")
-    results = json.loads(path.read_text()) if path.is_file() else {"folders": {}}
-    results.update(machine=f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-                   load=" ".join(f"{x:.1f}" for x in os.getloadavg()))
+    out = Path(args.results).with_suffix("")
+    results = results_file.read(out, default={"folders": {}})
+    results.update(machine=machine.line(), load=" ".join(f"{x:.1f}" for x in machine.load()))
     for name in args.folders:
         folder = build_folder(args.root, name)
         rows = results["folders"].setdefault(name, {})
@@ -178,8 +176,7 @@ def main(argv=None):
             key = entry if args.seed == 0 else f"{entry}@{args.seed}"
             rows[key] = run(folder, GRID[entry], str(args.root / "features"), args.seed)
             print(name, key, f"R@1 {rows[key]['recall@1']:.3f}", f"{rows[key]['seconds']:.0f} s", flush=True)
-            path.write_text(json.dumps(results, indent=1) + "\n")
-            path.with_suffix(".md").write_text(write_markdown(results))
+            results_file.write(out, results, write_markdown(results))
 
 
 if __name__ == "__main__":
