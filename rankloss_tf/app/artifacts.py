@@ -11,7 +11,7 @@ from pathlib import Path
 import keras
 
 from rankloss_tf import datasets
-from rankloss_tf.app.limits import check_image_memory
+from rankloss_tf.app.limits import check_image_memory, evaluation_batch
 from rankloss_tf.evaluation import KS, embed_dataset, evaluate, ks_within
 from rankloss_tf.deploy import export, representative_images
 from rankloss_tf.export import EMBEDDING_KIND, SavedModelEmbedder, check_export_path, check_separate
@@ -23,7 +23,6 @@ from rankloss_tf.app.split import recorded_split
 __all__ = ["evaluate_model", "export_model"]
 # Images per forward pass of `evaluate`: a joined model with several views runs the backbone once
 # per view, and 256 images of EfficientNet-Lite0 at 288 x 4 views take over 14 GB of activations.
-EVALUATION_BATCH = 32
 
 
 
@@ -54,7 +53,7 @@ def evaluate_model(model_path, dataset, data_dir=None, split="test", ks=KS, clus
     """
     if data_dir is not None and not Path(data_dir).is_dir():
         raise ValueError(f"Data directory not found. Received: data_dir={data_dir!r}")
-    check_image_memory(image_size, EVALUATION_BATCH)
+    check_image_memory(image_size, evaluation_batch(image_size))
     model = load_model(model_path)
     expected = model_image_shape(model, required=False) or (None, None, None)
     images = datasets.load(dataset, split, data_dir=data_dir, image_size=image_size, seed=seed)
@@ -66,7 +65,7 @@ def evaluate_model(model_path, dataset, data_dir=None, split="test", ks=KS, clus
             f"The model takes images of shape {expected}; dataset {dataset!r} has {got}. Pass --image-size or "
             f"use the exported SavedModel, which resizes. Received: model={model_path}, dataset={dataset!r}"
         )
-    embeddings, labels = embed_dataset(model, images, batch_size=EVALUATION_BATCH)
+    embeddings, labels = embed_dataset(model, images, batch_size=evaluation_batch(got))
     # A small held-out set scores the K it has (an explicit --ks beyond it is still refused by evaluate).
     ks = ks_within(len(labels)) if tuple(ks) == KS else ks
     return evaluate(embeddings, labels, ks=ks, clustering=clustering, seed=seed)

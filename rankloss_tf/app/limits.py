@@ -13,10 +13,14 @@ reports in one line (exit 2).
 
 import os
 
-__all__ = ["MEMORY_SHARE", "check_image_memory", "memory_bytes"]
+__all__ = ["EVALUATION_PIXELS", "MEMORY_SHARE", "check_image_memory", "evaluation_batch", "memory_bytes"]
 
 # The share of memory one batch's float32 pixels may take.
 MEMORY_SHARE = 0.5
+# Images x pixels per evaluation batch: 256 images up to 64 x 64, fewer above (20 at 224 x 224), so embedding
+# the held-out images takes memory bounded by the batch, not by the image size (the small CNN's activations at
+# 224 px took 5.5 GB for a batch of 256).
+EVALUATION_PIXELS = 256 * 64 * 64
 _CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 
 
@@ -69,3 +73,19 @@ def check_image_memory(image_size, batch, role="--image-size"):
                      f"{need / 2**30:,.0f} GiB as float32, over half of this machine's {memory_bytes() / 2**30:.0f} GiB; pass a smaller "
                      f"{role} (the pixels alone fit up to {side}; the model's activations take several times more). "
                      f"Received: {role}={shown}")
+
+
+def evaluation_batch(image_size):
+    """Images per batch when the held-out images are embedded: ``EVALUATION_PIXELS`` over the image's pixels.
+
+    Args:
+        image_size: the side (int) or ``(height, width, ...)``; None: the size is not known (32 images).
+
+    Example:
+    >>> evaluation_batch(32), evaluation_batch(64), evaluation_batch(224), evaluation_batch((480, 640))
+    (256, 256, 20, 8)
+    """
+    if image_size is None or (not isinstance(image_size, int) and None in tuple(image_size)[:2]):
+        return 32
+    height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)[:2]
+    return max(8, min(256, EVALUATION_PIXELS // (int(height) * int(width))))

@@ -39,6 +39,7 @@ from rankloss_tf.evaluation import embed_dataset
 from rankloss_tf.losses import with_class_head
 from rankloss_tf.models import build_embedding_model, embedding_model, projection_head
 from rankloss_tf.app.config import RANDOM_WEIGHTS
+from rankloss_tf.app.limits import evaluation_batch
 from rankloss_tf.fine_tune import BackboneRateAdam, freeze_batch_norm
 from rankloss_tf.references import streamed
 
@@ -142,12 +143,12 @@ class EndToEnd:
         return batches.skip(skip) if skip else batches
 
     def evaluation_data(self, images):
-        """What ``RetrievalEvaluation`` embeds during ``fit``: the test images."""
-        return images
+        """What ``RetrievalEvaluation`` embeds during ``fit``: the test images, in ``evaluation_batch`` batches."""
+        return images.batch(evaluation_batch(self.input_shape))
 
     def embed(self, model, images):
-        """``(embeddings [N, D], labels [N])`` of the test ``images``."""
-        return embed_dataset(model, images)
+        """``(embeddings [N, D], labels [N])`` of the test ``images`` (batches bounded by ``evaluation_batch``)."""
+        return embed_dataset(model, images, batch_size=evaluation_batch(self.input_shape))
 
 
 class FrozenFeatures(EndToEnd):
