@@ -103,7 +103,8 @@ def export_model(model_path, export_dir, overwrite=False, format="saved_model", 
         check_export_path(export_dir, overwrite, protected, role="--out", kind=EMBEDDING_KIND)
     else:
         check_separate(export_dir, "--out", protected)
-    check_writable(export_dir, "--out")  # a read-only place is named before the export is computed
+    # a read-only place is named before the export is computed (a file target: its folder)
+    check_writable(export_dir if format == "saved_model" else Path(export_dir).parent, "--out")
     representative = options.pop("representative", None)
     if representative is not None:
         dataset, data_dir, seed = representative
