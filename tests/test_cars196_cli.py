@@ -110,7 +110,7 @@ def test_cars196_defaults():
     [
         (["--fine-tune"], "`fine_tune` applies to pretrained backbones"),
         (["--backbone", "resnet_typo"], "Unknown backbone"),
-        (["--backbone", "efficientnet_lite0", "--weights", "/no/such.npz"], "python -m rankloss_tf.backbones.convert"),
+        (["--backbone", "efficientnet_lite0", "--weights", "/no/such.npz"], "python -m rankloss_tf.backbones.convert_weights"),
         (["--backbone", "efficientnet_lite0", "--weights", "random"], "worth nothing"),
     ],
 )
@@ -129,4 +129,4 @@ def test_missing_imagenet_weights_say_how_to_get_them(tmp_path, capsys, monkeypa
                   "--out", str(tmp_path / "run")])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "python -m rankloss_tf.backbones.convert" in err and "rankloss-tf[weights]" in err
+    assert "python -m rankloss_tf.backbones.convert_weights" in err and "rankloss-tf[weights]" in err

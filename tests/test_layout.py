@@ -141,3 +141,27 @@ def test_the_house_drawn_in_the_docs_is_the_code():
             _, number, rest = line.split(None, 2)
             drawn[int(number)] = set(rest.split("  ")[0].split())
     assert drawn == dict(enumerate(LAYERS)), "docs/architecture.md's layers differ from LAYERS"
+
+
+def test_importing_a_submodule_changes_no_public_name():
+    """A package's public function must not share its name with a submodule that importing later rebinds.
+
+    ``backbones.convert`` (a function) and ``backbones/convert.py`` (a command) once did: after
+    the command was imported, ``from rankloss_tf.backbones import convert`` gave the module.
+    """
+    import subprocess
+    import sys
+
+    code = (
+        "import importlib, pkgutil, warnings, rankloss_tf\n"
+        "warnings.simplefilter('ignore')\n"
+        "packages = [importlib.import_module(m.name) for m in pkgutil.walk_packages(rankloss_tf.__path__, 'rankloss_tf.') if m.ispkg]\n"
+        "before = {(p.__name__, n): id(getattr(p, n)) for p in packages for n in getattr(p, '__all__', ())}\n"
+        "for m in pkgutil.walk_packages(rankloss_tf.__path__, 'rankloss_tf.'):\n"
+        "    if not m.name.endswith('__main__'):\n"
+        "        importlib.import_module(m.name)\n"
+        "changed = sorted(f'{p}.{n}' for (p, n), i in before.items() if id(getattr(importlib.import_module(p), n)) != i)\n"
+        "print(changed)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]", out

