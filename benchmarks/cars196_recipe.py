@@ -11,8 +11,9 @@ classes:
   Training may use several views of an image as separate samples of its
   class (feature-level augmentation); queries average the features of the
   test views before the head.
-- head: ``linear`` (dense 1280 -> 512, the library's ``projection_head``) or
-  ``mlp`` (dense 1280 -> hidden, ReLU, dropout, dense -> 512).
+- head: ``linear`` (dense 1280 -> 512, the library's ``projection_head``),
+  ``bn_linear`` / ``ln_linear`` (batch / layer normalisation of the features,
+  then the dense layer) or ``mlp`` (dense 1280 -> hidden, ReLU, dropout, dense -> 512).
 - loss and optimisation: N-pair mc (Sohn 2016) by default, or one of today's
   losses (a class head trains the proxies / class vectors, ``harness.training.fit``);
   learning rate and steps.
@@ -85,6 +86,9 @@ VIEWS4_COSINE = dict(train_views=VIEWS4, test_views=VIEWS4, cosine=True)
 PA = dict(VIEWS4_COSINE, loss="proxy_anchor", loss_options=(("margin", 0.1), ("alpha", 32.0)), steps=2000)
 MS = dict(VIEWS4_COSINE, loss="multi_similarity", loss_options=(), normalize=True, classes_per_batch=32,
           samples_per_class=4, learning_rate=3e-4, steps=2000)
+RECIPE = dict(VIEWS4_COSINE, learning_rate=2e-4, embedding_dim=1280, steps=3968)
+PA_FAST = dict(RECIPE, loss="proxy_anchor", learning_rate=1e-4,
+               loss_options=(("margin", 0.1), ("alpha", 32.0), ("class_lr_multiplier", 100.0)))
 VARIANTS = {
     "linear": Variant(),
     "linear_lr3e-4": Variant(learning_rate=3e-4),
@@ -121,17 +125,49 @@ VARIANTS = {
     "linear_views4_cosine_lr2e-4_d1024": Variant(**VIEWS4_COSINE, learning_rate=2e-4, embedding_dim=1024),
     "linear_views4_cosine_lr2e-4_d1280": Variant(**VIEWS4_COSINE, learning_rate=2e-4, embedding_dim=1280),
     "linear_views4_cosine_lr2e-4_d2048": Variant(**VIEWS4_COSINE, learning_rate=2e-4, embedding_dim=2048),
+    # Issue 31 part 3: the recipe as ``rankloss-tf train`` runs it (64 epochs of 62 batches = 3,968 steps), and
+    # what might beat it: a normalisation of the features before the dense layer, larger batches, today's losses.
+    "recipe": Variant(**RECIPE),
+    "recipe_2k": Variant(**{**RECIPE, "steps": 2000}),
+    "recipe_bn": Variant(**{**RECIPE, "head": "bn_linear"}),
+    "recipe_ln": Variant(**{**RECIPE, "head": "ln_linear"}),
+    "recipe_p72": Variant(**{**RECIPE, "classes_per_batch": 72}),
+    "recipe_lr4e-4": Variant(**{**RECIPE, "learning_rate": 4e-4}),
+    "ms_d1280": Variant(**{**MS, "embedding_dim": 1280, "steps": RECIPE["steps"]}),
+    "ms_d1280_lr1e-4": Variant(**{**MS, "embedding_dim": 1280, "steps": RECIPE["steps"], "learning_rate": 1e-4}),
+    "supcon_d1280": Variant(**{**MS, "loss": "supcon", "embedding_dim": 1280, "steps": RECIPE["steps"]}),
+    "supcon_d1280_lr1e-4": Variant(**{**MS, "loss": "supcon", "embedding_dim": 1280, "steps": RECIPE["steps"],
+                                      "learning_rate": 1e-4}),
+    # Proxy-Anchor with its proxies at 100 times the head's learning rate, as Kim et al. 2020 train them
+    # (``class_lr_multiplier``); ArcFace / CosFace likewise.
+    "pa_m100_lr1e-4": Variant(**PA_FAST),
+    "pa_m100_lr3e-4": Variant(**{**PA_FAST, "learning_rate": 3e-4}),
+    "pa_m100_lr3e-5": Variant(**{**PA_FAST, "learning_rate": 3e-5}),
+    "pa_m10_lr3e-4": Variant(**{**PA_FAST, "learning_rate": 3e-4, "loss_options": PA_FAST["loss_options"][:2] + (
+        ("class_lr_multiplier", 10.0),)}),
+    "cosface_m100_lr1e-4": Variant(**{**PA_FAST, "loss": "cosface", "loss_options": (
+        ("margin", 0.35), ("scale", 32.0), ("class_lr_multiplier", 100.0))}),
+    "arcface_m100_lr1e-4": Variant(**{**PA_FAST, "loss": "arcface", "loss_options": (
+        ("margin", 28.6), ("scale", 32.0), ("class_lr_multiplier", 100.0))}),
     "mlp_flip_288": Variant(head="mlp", learning_rate=3e-4, train_views=("plain288", "flip288"),
                             test_views=("plain288", "flip288")),
 }
 
 
+FEATURE_NORMS = {"bn_linear": keras.layers.BatchNormalization, "ln_linear": keras.layers.LayerNormalization}
+
+
 def build_head(variant, feature_dim):
     if variant.head == "linear":
         return projection_head(feature_dim, variant.embedding_dim, normalize=variant.normalize, name="linear_head")
-    if variant.head != "mlp":
-        raise ValueError(f"`head` must be 'linear' or 'mlp'. Received: head={variant.head!r}")
     inputs = keras.Input((feature_dim,), name="features")
+    if variant.head in FEATURE_NORMS:  # the features normalised (batch / layer), then the dense projection
+        x = keras.layers.Dense(variant.embedding_dim, name="projection")(FEATURE_NORMS[variant.head]()(inputs))
+        outputs = keras.layers.UnitNormalization()(x) if variant.normalize else x
+        return keras.Model(inputs, outputs, name=variant.head)
+    if variant.head != "mlp":
+        raise ValueError(f"`head` must be 'linear', 'mlp' or one of {sorted(FEATURE_NORMS)}. "
+                         f"Received: head={variant.head!r}")
     x = keras.layers.Dense(variant.hidden, activation="relu", name="hidden")(inputs)
     if variant.dropout:
         x = keras.layers.Dropout(variant.dropout)(x)

@@ -69,7 +69,7 @@ def fit(build, loss, inputs, labels, *, learning_rate, steps, classes_per_batch,
         else:
             classes, labels = np.unique(np.asarray(labels), return_inverse=True)
             count = len(classes)
-        trained = with_class_head(model, int(count), sub_centers=loss.sub_centers)
+        trained = with_class_head(model, int(count), **loss.head_options())
     trained.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss)
     stream = pk_batches(inputs, labels, classes_per_batch=classes_per_batch, samples_per_class=samples_per_class,
                         seed=seed)

@@ -64,7 +64,7 @@ def _compile(model, config, steps, class_labels=None):
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     loss = config.build_loss()
     if getattr(loss, "class_head", False):  # issue 31: proxies / class weights live in the trained model's head
-        model = with_class_head(model, _class_count(class_labels(), config), sub_centers=loss.sub_centers)
+        model = with_class_head(model, _class_count(class_labels(), config), **loss.head_options())
     elif replicas > 1:
         loss = config.build_loss(cross_replica=True)
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=config.epochs * steps)

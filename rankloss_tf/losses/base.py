@@ -24,7 +24,7 @@ Without a strategy the option changes nothing.
 import keras
 import tensorflow as tf
 
-from rankloss_tf.ops.checks import check_non_negative, standardize_inputs
+from rankloss_tf.ops.checks import check_non_negative, check_positive, standardize_inputs
 from rankloss_tf.ops.distances import check_distance
 
 __all__ = ["RankingLoss", "ClassLoss", "MarginDistanceLoss", "reduce_losses"]
@@ -165,20 +165,35 @@ class ClassLoss(RankingLoss):
     """Base of the losses on ``ClassCosines`` output: ``y_pred`` = cosines [B, C], ``y_true`` = ids 0 .. C - 1.
 
     ``class_head = True`` tells a training loop (``rankloss-tf train``) to train through
-    ``with_class_head``; ``sub_centers`` is the head's. Per replica only (no
+    ``with_class_head``, with ``head_options()``: the head's ``sub_centers`` and the class
+    vectors' learning-rate multiplier ``class_lr_multiplier`` (Kim et al. 2020 train the
+    proxies at 100 times the network's rate; see ``ClassCosines``). Per replica only (no
     ``cross_replica``): see ``ops.proxy`` and ``ops.margin_softmax``.
+
+    Args:
+        class_lr_multiplier: > 0 (default 1), the class vectors' learning rate
+            relative to the embedding network's, under Adam-like optimizers.
+        cross_replica, name, reduction, dtype: as ``RankingLoss``.
 
     Example:
     >>> from rankloss_tf.losses import CosFaceLoss
-    >>> loss = CosFaceLoss()
-    >>> isinstance(loss, ClassLoss), loss.class_head, loss.sub_centers
-    (True, True, 1)
+    >>> loss = CosFaceLoss(class_lr_multiplier=100)
+    >>> isinstance(loss, ClassLoss), loss.class_head, loss.head_options()
+    (True, True, {'sub_centers': 1, 'lr_multiplier': 100.0})
     """
 
     class_head = True
     sub_centers = 1
 
-    def __init__(self, cross_replica=False, name=None, **kwargs):
+    def __init__(self, cross_replica=False, name=None, class_lr_multiplier=1.0, **kwargs):
         if cross_replica:
             raise ValueError(f"{type(self).__name__} computes per replica. Received: cross_replica={cross_replica!r}")
         super().__init__(cross_replica=False, name=name, **kwargs)
+        self.class_lr_multiplier = check_positive("class_lr_multiplier", class_lr_multiplier)
+
+    def head_options(self):
+        """The ``with_class_head`` arguments this loss trains with: ``sub_centers``, ``lr_multiplier``."""
+        return {"sub_centers": self.sub_centers, "lr_multiplier": self.class_lr_multiplier}
+
+    def get_config(self):
+        return {**super().get_config(), "class_lr_multiplier": self.class_lr_multiplier}

@@ -32,6 +32,7 @@ class ArcFaceLoss(_MarginSoftmaxLoss):
     Args:
         margin: degrees, 0 <= margin < 180 (default 28.6). scale: > 0 (default 64).
         sub_centers: class vectors per class of the head (sub-centre ArcFace: 3).
+        class_lr_multiplier: the class vectors' learning rate relative to the network's (default 1; ``ClassLoss``).
         name, reduction, dtype: Keras' ``Loss`` arguments.
 
     Example:
@@ -51,6 +52,7 @@ class CosFaceLoss(_MarginSoftmaxLoss):
 
     Args:
         margin: >= 0 (default 0.35). scale: > 0 (default 64). sub_centers: of the head.
+        class_lr_multiplier: as ``ArcFaceLoss``.
         name, reduction, dtype: Keras' ``Loss`` arguments.
 
     Example:

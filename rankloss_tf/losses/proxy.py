@@ -13,11 +13,16 @@ class ProxyAnchorLoss(ClassLoss):
 
     Args:
         margin: >= 0 (default 0.1). alpha: > 0 (default 32).
+        class_lr_multiplier: the proxies' learning rate relative to the network's
+            (default 1; Kim et al. 2020 train the proxies at 100 times the rate:
+            ``ClassLoss``, ``ClassCosines``).
         name, reduction, dtype: Keras' ``Loss`` arguments.
 
     Example:
     >>> round(float(ProxyAnchorLoss()([0, 1], [[1.0, 0.0], [0.0, 1.0]])), 4)
     3.24
+    >>> ProxyAnchorLoss(class_lr_multiplier=100).head_options()["lr_multiplier"]
+    100.0
     """
 
     kernel = staticmethod(proxy_anchor_from_cosines)
@@ -33,6 +38,11 @@ class ProxyAnchorLoss(ClassLoss):
 @SERIALIZABLE
 class ProxyNCALoss(ClassLoss):
     """ProxyNCA (softmax_scale 1) and ProxyNCA++ (softmax_scale 9) on ``ClassCosines`` output; see ``ops.proxy``.
+
+    Args:
+        softmax_scale: > 0 (default 1).
+        class_lr_multiplier: the proxies' learning rate relative to the network's (default 1; ``ClassLoss``).
+        name, reduction, dtype: Keras' ``Loss`` arguments.
 
     Example:
     >>> round(float(ProxyNCALoss()([0], [[1.0, 0.0]])), 4)
