@@ -196,4 +196,8 @@ class ClassLoss(RankingLoss):
         return {"sub_centers": self.sub_centers, "lr_multiplier": self.class_lr_multiplier}
 
     def get_config(self):
-        return {**super().get_config(), "class_lr_multiplier": self.class_lr_multiplier}
+        # The default is left out: the configs saved before the option existed stay the same.
+        config = super().get_config()
+        if self.class_lr_multiplier != 1.0:
+            config["class_lr_multiplier"] = self.class_lr_multiplier
+        return config
