@@ -54,3 +54,17 @@ def test_the_layer_keeps_its_multiplier_through_a_keras_file(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     assert loaded.get_layer("class_head").lr_multiplier == pytest.approx(100.0)
     np.testing.assert_allclose(loaded.get_layer("class_head").class_vectors.numpy(), head.class_vectors.numpy())
+
+
+def test_train_builds_the_class_head_with_the_loss_options_multiplier():
+    import tensorflow as tf
+
+    from rankloss_tf.app import TrainConfig
+    from rankloss_tf.app.protocols import protocol
+
+    config = TrainConfig(dataset="digits", loss="proxy_anchor", loss_options={"class_lr_multiplier": 100},
+                         verbose=0).resolved()
+    images = tf.data.Dataset.from_tensor_slices((np.zeros((8, 8, 8, 1), np.uint8), np.arange(8) % 4))
+    trained, _ = protocol(config, (8, 8, 1)).build(steps=2, images=images)
+    head = trained.get_layer("class_head")
+    assert (head.num_classes, head.lr_multiplier) == (4, pytest.approx(100.0))
