@@ -75,11 +75,11 @@ FROZEN = dict(augment="none", class_rotations=1)
 # 2048), linear head, lr 2e-4 cosine-decayed over 64 epochs of the 8,054 images (3,968 steps); 4 views (the 224
 # crop, the image at 288, each mirrored): training on every view, embedding the mean of the views' features. Today's losses on the same
 # views did not beat N-pair there (proxy-anchor 0.781, multi-similarity 0.785, 0.787 at 1024-d; cosface 0.702). Issue 31
-# part 3, at the recipe's 3,968 steps (N-pair: 0.802 / 0.799, seeds 0 / 1): proxies at 100x the head's rate
+# part 3, at the recipe's 3,968 steps (N-pair: 0.802 / 0.799 / 0.800, seeds 0-2): proxies at 100x the head's rate
 # (class_lr_multiplier) lift proxy-anchor to 0.799 (head lr 1e-4; 0.794 at 3e-5, 0.737 at 3e-4), cosface to 0.782 and
 # arcface to 0.770, below N-pair; multi-similarity 0.769 and supcon 0.704 at 1280-d; 72 x 2 batches 0.800; a layer norm
-# of the features before the dense layer 0.813 / 0.805 (+0.008, within the seeds' noise; test 0.787 / 0.786 against
-# 0.783), batch norm 0.770.
+# of the features before the dense layer 0.813 / 0.805 / 0.804 (+0.007, within the seeds' noise, MAP@R 0.254 against
+# 0.263; test 0.787 / 0.786 against 0.783), batch norm 0.770.
 # Omniglot: chosen on validation alphabets (benchmarks/omniglot_recipe.py, results/omniglot_recipe.md): npair_angular,
 # 32 x 32, 32 x 4, lr 3e-3 cosine-decayed over 80 epochs of 21 batches (1,680 steps; validation one-shot 0.860,
 # 2,100 steps 0.859), affine (15 degrees, 6 px) at 105 px, every class turned by quarter turns into 4.
