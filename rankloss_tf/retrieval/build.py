@@ -51,7 +51,7 @@ def build_index(model, gallery, metric="cosine", batch_size=256, on_batch=None, 
     """Embeds every image of a ``Gallery`` into a new ``Index``, in memory.
 
     For galleries too large for memory, or builds that must survive a kill,
-    use ``embed_blocks`` (what ``rankloss-tf index`` runs).
+    use ``retrieval.build.embed_blocks`` (what ``rankloss-tf index`` runs).
 
     Args:
         model: anything ``Index`` accepts as its model.
