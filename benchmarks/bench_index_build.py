@@ -16,7 +16,7 @@ Streaming keeps the peak RSS flat in N: only one block of images is decoded
 at a time; what grows is the final index (N x 64 float32, ids and paths).
 Writes benchmarks/results/index_build.json and index_build.md with the machine and the load.
 
-Usage: python benchmarks/bench_index_build.py [--images 2000 20000] [--block-size 1024] [--work DIR]
+Usage: python benchmarks/bench_index_build.py [--images 2000 20000] [--block-size 1024] [--work DIR] [--quick]
 """
 
 import argparse
@@ -92,8 +92,9 @@ def measure(images, work, model, block_size):
     rate = [int(m.group(3)) for m in RATE.finditer(whole[3])][-1]
     blocks = -(-images // block_size)
     target = work / f"resumed{images}"
-    half = lambda: len(list((target.parent / (target.name + ".rankloss_tf-build")).glob("block-*.npz"))) >= max(1, blocks // 2)
-    killed = run(index_command(model, folder, target, block_size), env, kill_when=half)
+    written = target.parent / (target.name + ".rankloss_tf-build")
+    killed = run(index_command(model, folder, target, block_size), env,
+                 kill_when=lambda: len(list(written.glob("block-*.npz"))) >= max(1, blocks // 2))
     resumed = run(index_command(model, folder, target, block_size), env)
     if resumed[2] != 0:
         raise SystemExit(f"resume failed ({resumed[2]}): {resumed[3][-2000:]}")
@@ -134,7 +135,12 @@ def main(argv=None):
     parser.add_argument("--block-size", type=int, default=1024)
     parser.add_argument("--work", type=Path)
     parser.add_argument("--out", type=Path, default=RESULTS / "index_build")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 200 and 400 images in blocks of 64, "
+                                                             "results under .bench/")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.images, args.block_size = [200, 400], 64
+        args.out = RESULTS.parents[1] / ".bench" / "index_build"
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_index_build_"))
     work.mkdir(parents=True, exist_ok=True)
     model = work / "model"
