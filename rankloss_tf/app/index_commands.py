@@ -33,7 +33,7 @@ from pathlib import Path
 
 __all__ = ["add_index_arguments", "add_search_arguments", "run_index", "run_search"]
 
-BLOCK_SIZE = 8192  # images per block file: about a minute of embedding on 2 cores at 64 px
+BLOCK_SIZE = 8192  # images per block file: a kill loses at most this (15 s for the small CNN at 32 px, index_build.md)
 PROGRESS_SECONDS = 10.0  # off a terminal: one progress line this often
 
 
@@ -82,8 +82,8 @@ def add_index_arguments(parser):
     parser.add_argument("--model", required=True, type=path_argument,
                         help="embedding model: SavedModel directory, .keras file or training run directory")
     parser.add_argument("--gallery",
-                        help="(required unless --merge) ""a dataset name (digits, omniglot, cars196, ...), tfrecord:PATTERN (its --split, "
-                             "read as training reads it) or folder:PATH (every image of its class sub-folders, "
+                        help="(required unless --merge) a dataset name (digits, omniglot, cars196, ...), "
+                             "tfrecord:PATTERN (its --split, read as training reads it) or folder:PATH (every image of its class sub-folders, "
                              "labelled by folder)")
     parser.add_argument("--data-dir", type=path_argument, help="local copy of a named dataset (e.g. the Omniglot zips)")
     parser.add_argument("--split", choices=("test", "train"), default="test",
@@ -96,8 +96,9 @@ def add_index_arguments(parser):
                         help="index directory to write (one SavedModel); with --shard, the shard's directory")
     parser.add_argument("--overwrite", action="store_true", help="replace a previous export of this tool at --out")
     parser.add_argument("--block-size", type=_positive_int, default=BLOCK_SIZE,
-                        help="images per block of embeddings, each written beside --out (OUT.rankloss_tf-build/) as it finishes: a "
-                             f"killed build run again goes on from its last block (default {BLOCK_SIZE})")
+                        help="images per block of embeddings, each written beside --out (OUT.rankloss_tf-build/) "
+                             f"as it finishes: a killed build run again goes on from its last block (default "
+                             f"{BLOCK_SIZE})")
     parser.add_argument("--restart", action="store_true",
                         help="discard the blocks of an interrupted build of another model or gallery at --out")
     parser.add_argument("--shard", type=shard_argument, metavar="I/N",
