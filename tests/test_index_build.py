@@ -254,3 +254,22 @@ def test_a_sigkilled_console_build_resumes_from_its_finished_blocks(model_dir, t
     whole = tmp_path / "whole"
     assert _index(model_dir, photos, whole, capsys=capsys).status == 0
     _assert_same_index(load_index(out), load_index(whole))
+
+
+def test_a_named_dataset_resumes_from_its_blocks_with_its_labels(tmp_path, capsys, monkeypatch):
+    """A gallery without files of its own (digits) is read range by range too (skip / take)."""
+    from rankloss_tf import datasets
+
+    keras.utils.set_random_seed(0)
+    model = export_saved_model(build_embedding_model((8, 8, 1), embedding_dim=4), tmp_path / "model")
+    argv = ["index", "--model", model, "--gallery", "digits", "--block-size", "300", "--out"]
+    _kill_after_blocks(monkeypatch, 1)
+    assert run_cli(capsys, *argv, tmp_path / "index").status == 130
+    monkeypatch.undo()
+    run = run_cli(capsys, *argv, tmp_path / "index")
+    assert run.status == 0 and "Resuming: 300 images" in run.out, run.err
+    index = load_index(tmp_path / "index")
+    want = np.concatenate([labels.numpy() for _, labels in datasets.load("digits", "test").batch(1000)])
+    assert index.labels.tolist() == want.tolist() and index.ids[300] == "digits/test/000300"
+    assert run_cli(capsys, *argv[:-3], "--out", tmp_path / "whole").status == 0
+    _assert_same_index(index, load_index(tmp_path / "whole"))
