@@ -119,7 +119,10 @@ Small CNN (random weights, SavedModel, D = {DIM}) at {SIZE} px on {SIDE} px JPEG
 {record['block_size']} images, batch 256, exact backend. Scan: the folder scan (every image decoded once)
 in a first command, then cached; the build runs on the cached scan. Peak RSS: the whole command's (rusage).
 Resume: the build killed (SIGKILL) once half its blocks were written, then run again; overhead = both
-runs - the uninterrupted build (a second start-up and the block in flight).
+runs - the uninterrupted build (a second start-up and the block in flight). On a shared machine the
+seconds swing with the other processes' load (here {record['load_before'][0]}-{record['load_after'][0]} on
+2 cores): the overhead is a second start-up (tens of seconds at that load) and at most one block
+lost, and a row can show it negative when the load fell between runs. Peak RSS does not swing.
 
 | images | scan s | build s | embed images/s | peak RSS GB | killed + resumed s | resume overhead s | resume peak RSS GB |
 | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
