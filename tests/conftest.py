@@ -30,6 +30,9 @@ SLOW = {
     "test_faults.py::test_a_run_stopped_before_its_first_phase_takes_the_corrected_command":
         "two training subprocesses (~40 s): a kill between the start and the first phase (issue 27, second probe); "
         "in-process, test_user_errors covers the same rule",
+    "test_index_build.py::test_a_sigkilled_console_build_resumes_from_its_finished_blocks":
+        "a real SIGKILL of the console script once its first block file is on disk (~40 s: two processes); "
+        "in-process, test_index_build stops a build after two blocks and checks the same resume",
     **{f"{_UNKNOWN_SHAPE}[{case}]": _UNKNOWN_SHAPE_WHY for case in (
         "contrastive_loss-0.5-l2", "contrastive_loss-1.0-l2", "triplet_semihard_loss-1.0-l2",
         "triplet_semihard_loss-0.2-l2", "triplet_hard_loss-1.0-True-l2")},

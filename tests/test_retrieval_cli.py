@@ -28,10 +28,10 @@ def model_dir(tmp_path_factory):
 
 def test_index_then_search_prints_ranked_ids_and_scores(model_dir, tmp_path, capsys):
     out = tmp_path / "index"
-    status, stdout, _ = run_cli(capsys, "index", "--model", model_dir, "--gallery", "digits", "--out", out,
-                                "--batch-size", "400")
+    status, stdout, err = run_cli(capsys, "index", "--model", model_dir, "--gallery", "digits", "--out", out,
+                                  "--batch-size", "400")
     assert status == 0
-    assert "embedding: batch 1/3" in stdout and "embedding: batch 3/3" in stdout  # a line per step off a terminal
+    assert "embedding: 896/896 images" in err and "images/s" in err  # progress on stderr, stdout kept for results
     assert "Index of 896 items" in stdout
     assert json.loads((out / MARKER).read_text())["kind"] == "index" and (out / "1" / "saved_model.pb").is_file()
 
@@ -219,7 +219,7 @@ def test_ctrl_c_during_index_exits_130_with_an_index_message(model_dir, tmp_path
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(build, "build_index", interrupted)
+    monkeypatch.setattr(build, "embed_blocks", interrupted)
     status, _, err = run_cli(capsys, "index", "--model", model_dir, "--gallery", "digits", "--out", tmp_path / "x")
     assert status == 130 and "rankloss-tf index: interrupted; nothing was written" in err
     assert "epochs" not in err and not (tmp_path / "x").exists()
