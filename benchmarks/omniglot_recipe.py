@@ -99,6 +99,10 @@ CANDIDATES = {
     # angular's best setting in results/fair_comparison_omniglot.json (alpha 41.5, lr 0.00269, K 2)
     "rot4_angular_1680": candidate(STRONG, learning_rate=2.69e-3, class_rotations=4, epochs=80, loss="angular",
                                    loss_options={"alpha": 41.5}, classes_per_batch=64, samples_per_class=2),
+    # multi-similarity's best setting in results/fair_comparison_omniglot.json (alpha 2.39, beta 39, base 0.432, K 4)
+    "rot4_ms_1680": candidate(STRONG, epochs=80, loss="multi_similarity",
+                              loss_options={"alpha": 2.39, "beta": 39.0, "base": 0.432}, **ROT4),
+    "rot4_supcon_1680": candidate(STRONG, epochs=80, loss="supcon", loss_options={"temperature": 0.1}, **ROT4),
 }
 
 
@@ -170,13 +174,15 @@ def episodes(images, labels, count, ways=20, seed=0):
     return runs
 
 
-def validate(name, recipe, seed, data_dir):
+def validate(name, recipe, seed, data_dir, save_dir=None):
     images, labels = arrays("train", data_dir)
     alphabets = class_alphabets(data_dir)[labels]
     held = np.isin(alphabets, VALIDATION_ALPHABETS)
     watch = machine.Stopwatch()
     model = train_model(recipe, images[~held], labels[~held], seed)
     timing = watch.record()
+    if save_dir:
+        model.save(Path(save_dir) / f"{name}_seed{seed}.keras")
     embeddings = model.predict(images[held], batch_size=256, verbose=0)
     metrics = evaluate(embeddings, labels[held], clustering=False)
     metrics["one_shot"] = one_shot_accuracy(model, episodes(images[held], labels[held], EPISODES, seed=seed))["accuracy"]
@@ -234,6 +240,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, help="override the candidates' steps (smoke runs)")
     parser.add_argument("--data-dir", default=str(DATA))
     parser.add_argument("--export-dir")
+    parser.add_argument("--save-dir", help="validation: save each candidate's model here as NAME_seedS.keras")
     parser.add_argument("--results", default=str(RESULTS))
     args = parser.parse_args(argv)
     results = Path(args.results)
@@ -242,7 +249,7 @@ def main(argv=None):
         return settings(*CANDIDATES[name], steps=args.steps)
 
     for name in args.candidates:
-        write(validate(name, chosen(name), args.seed, args.data_dir), results)
+        write(validate(name, chosen(name), args.seed, args.data_dir, args.save_dir), results)
     if args.final:
         write(final(args.final, chosen(args.final), args.seed, args.data_dir, args.export_dir), results)
 
