@@ -43,7 +43,7 @@ from rankloss_tf.app import recipes
 from rankloss_tf.app.recipes import Recipe
 from rankloss_tf.data.augment import CHARACTER_AFFINE, augment_batches, random_affine, rotated_classes
 from rankloss_tf.datasets import omniglot
-from rankloss_tf.evaluation import OneShotRun, evaluate, one_shot_accuracy
+from rankloss_tf.evaluation import OneShotRun, evaluate, load_one_shot_runs, one_shot_accuracy
 from rankloss_tf.models import build_embedding_model
 
 HERE = Path(__file__).resolve().parent
@@ -56,6 +56,7 @@ DATA = HERE.parent.parent / "shared" / "data" / "omniglot"
 RESULTS = HERE / "results" / "omniglot_recipe"
 VALIDATION_ALPHABETS = ("Korean",)
 EPISODES = 200
+SHIFTS = (0, 2, 3, 4, 6)  # the test-time shifts (px of the 105 px images) ``--shifts`` scores
 
 
 STEPS_PER_EPOCH = 21  # batches of an epoch of the search (a recipe's epochs x 21 = its steps)
@@ -92,7 +93,8 @@ CANDIDATES = {
     "rot4_lr6": candidate(STRONG, learning_rate=6e-3, class_rotations=4),
     "rot4_alpha36": candidate(STRONG, loss_options={"alpha": 36.0}, **ROT4),
     "rot4_d64": candidate(STRONG, embedding_dim=64, **ROT4),
-    "rot4_1680": (recipes.recipe("omniglot"), STRONG),  # the chosen one: the app's Omniglot recipe
+    "rot4_1680": candidate(STRONG, epochs=80, **ROT4),  # the app's Omniglot recipe until multi-similarity
+    "recipe": (recipes.recipe("omniglot"), STRONG),  # the app's Omniglot (and small_grey) recipe
     "rot4_2100": candidate(STRONG, epochs=100, **ROT4),
     "rot4_40_1260": candidate(STRONG, image_size=40, epochs=60, **ROT4),
     "rot4_48_1050": candidate(STRONG, image_size=48, epochs=50, **ROT4),
@@ -211,6 +213,29 @@ def final(name, recipe, seed, data_dir, export_dir=None):
             "load_before": timing["load_before"], "load_after": machine.load()}
 
 
+def shifts(model_path, stage, seed, data_dir, name=None):
+    """One-shot accuracy of a saved model at every test-time shift of ``SHIFTS`` (``one_shot_accuracy(shift=)``).
+
+    Args:
+        model_path: a model ``load_model`` reads (a validation model of ``--save-dir``, a CLI run).
+        stage: "validation" (the Korean episodes of seed ``seed``, as ``validate``) or "final" (the official runs).
+        seed: the model's seed (validation: the episodes' seed).
+        name: the row's name (None: the model's file or folder name).
+    """
+    from rankloss_tf.loading import load_model
+
+    model = load_model(model_path)
+    if stage == "validation":
+        images, labels = arrays("train", data_dir)
+        held = np.isin(class_alphabets(data_dir)[labels], VALIDATION_ALPHABETS)
+        runs = episodes(images[held], labels[held], EPISODES, seed=seed)
+    else:
+        runs = load_one_shot_runs(Path(data_dir) / "all_runs.zip")
+    accuracy = {str(shift): one_shot_accuracy(model, runs, shift=shift)["accuracy"] for shift in SHIFTS}
+    return {"stage": f"{stage} shifts", "name": name or Path(model_path).stem, "seed": seed, "model": str(model_path),
+            "one_shot_by_shift": accuracy, "load": machine.load()}
+
+
 def markdown(records):
     lines = ["# Omniglot recipe search", "",
              f"Validation: train on 96 classes (Balinese, Early_Aramaic, Greek, Latin), score on "
@@ -219,11 +244,22 @@ def markdown(records):
              "and the 20 official one-shot runs. 2 shared CPU cores; load = 1-min load average before / after.",
              "", "| stage | name | seed | R@1 | one-shot | train s | load | settings |", "| --- " * 8 + "|"]
     default = settings(*CANDIDATES["baseline"])
-    for r in records:
+    shifted = [r for r in records if "one_shot_by_shift" in r]
+    for r in (r for r in records if "one_shot_by_shift" not in r):
         recipe = {k: v for k, v in r["recipe"].items() if json.dumps(v) != json.dumps(default[k])}
         lines.append(f"| {r['stage']} | {r['name']} | {r['seed']} | {r['metrics']['recall@1']:.3f} | "
                      f"{r['metrics']['one_shot']:.3f} | {r['train_seconds']:.0f} | "
                      f"{r['load_before'][0]:.1f}/{r['load_after'][0]:.1f} | {recipe or 'defaults'} |")
+    if shifted:
+        lines += ["", "Test-time shifts (`one_shot_accuracy(shift=s)`: each image embedded as the mean over itself and "
+                  "its 8 translates by s px of the 105 px input): one-shot accuracy of saved models.", "",
+                  "| stage | name | seed | " + " | ".join(f"shift {s}" for s in SHIFTS) + " |",
+                  "| --- " * (3 + len(SHIFTS)) + "|"]
+        for r in shifted:
+            by_shift = r["one_shot_by_shift"]
+            lines.append(f"| {r['stage']} | {r['name']} | {r['seed']} | "
+                         + " | ".join(f"{by_shift[str(s)]:.3f}" for s in SHIFTS)
+                         + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -242,6 +278,10 @@ def main(argv=None):
     parser.add_argument("--export-dir")
     parser.add_argument("--save-dir", help="validation: save each candidate's model here as NAME_seedS.keras")
     parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--shifts", nargs="*", default=[], metavar="MODEL",
+                        help="score saved models at every test-time shift of SHIFTS (with --stage and --seed)")
+    parser.add_argument("--stage", choices=("validation", "final"), default="validation",
+                        help="--shifts: the validation episodes (validation models) or the official runs")
     args = parser.parse_args(argv)
     results = Path(args.results)
 
@@ -250,6 +290,8 @@ def main(argv=None):
 
     for name in args.candidates:
         write(validate(name, chosen(name), args.seed, args.data_dir, args.save_dir), results)
+    for model_path in args.shifts:
+        write(shifts(model_path, args.stage, args.seed, args.data_dir), results)
     if args.final:
         write(final(args.final, chosen(args.final), args.seed, args.data_dir, args.export_dir), results)
 
