@@ -142,7 +142,7 @@ def build_parser():
                                "(all_runs.zip or its extracted folder) by nearest neighbour")
     evaluate.add_argument("--one-shot-shift", type=int, metavar="PIXELS",
                           help="test-time augmentation of --one-shot: each image embeds as the mean over itself and its "
-                               "8 translates by PIXELS of the model's input; 0: off (default: the Omniglot recipe's)")
+                               "8 translates by PIXELS of the runs' images; 0: off (default: the Omniglot recipe's)")
     evaluate.add_argument("--split", choices=("test", "train"), default="test",
                           help="score the held-out test classes (default) or the training classes")
     _add_field(evaluate, FIELDS["image_size"], help="side the images are resized to as they load (default: the "

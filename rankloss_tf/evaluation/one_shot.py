@@ -199,9 +199,11 @@ def shifted_views(images, shift):
     return [padded[:, shift - dy: shift - dy + height, shift - dx: shift - dx + width] for dy, dx in offsets]
 
 
-def _embed_views(embed, images, shift):
-    """The mean embedding of each image over its ``shifted_views``, rows L2-normalised."""
-    embeddings = np.mean([np.asarray(embed(view), np.float32) for view in shifted_views(images, shift)], axis=0)
+def _embed_views(embed, images, shift, shape):
+    """The mean embedding of each image over its ``shifted_views`` (each fitted to the model's ``shape``), rows
+    L2-normalised when there are several."""
+    views = shifted_views(images, shift)
+    embeddings = np.mean([np.asarray(embed(_fit_to(view, shape)), np.float32) for view in views], axis=0)
     if shift:
         embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
     return embeddings
@@ -224,10 +226,10 @@ def one_shot_accuracy(model, runs, metric="cosine", shift=0):
             of ``OneShotRun``.
         metric: ``"cosine"`` or ``"l2"``.
         shift: test-time augmentation: 0 (off) embeds each image as it is;
-            ``s`` pixels (of the model's input) embeds an image as the mean,
-            L2-normalised, of the embeddings of ``shifted_views(image, s)``
-            (itself and its 8 translates by ``s`` px), for support and queries
-            alike (9 times the embedding work).
+            ``s`` pixels (of the runs' images, before any resize) embeds an
+            image as the mean, L2-normalised, of the embeddings of
+            ``one_shot.shifted_views(image, s)`` (itself and its 8 translates by ``s``
+            px), for support and queries alike (9 times the embedding work).
 
     Returns:
         ``{"accuracy": float, "runs": {run name: accuracy}, "ways": N,
@@ -252,8 +254,7 @@ def one_shot_accuracy(model, runs, metric="cosine", shift=0):
     embed = model.predict_on_batch if isinstance(model, keras.Model) else model
     scores = {}
     for run in runs:
-        images = _fit_to(np.concatenate([run.support, run.queries]), shape)
-        embeddings = _embed_views(embed, images, shift)
+        embeddings = _embed_views(embed, np.concatenate([run.support, run.queries]), shift, shape)
         support, queries = embeddings[: len(run.support)], embeddings[len(run.support):]
         nearest, _ = nearest_neighbours(queries, support, k=1, metric=metric)
         scores[run.name] = float(np.mean(nearest[:, 0] == run.targets))
