@@ -24,6 +24,9 @@ Usage::
 
     python benchmarks/omniglot_recipe.py --candidates baseline affine      # validation runs
     python benchmarks/omniglot_recipe.py --final affine --seed 0           # test + one-shot
+    python benchmarks/omniglot_recipe.py --candidates recipe --save-dir models  # keep the validation models
+    python benchmarks/omniglot_recipe.py --shifts models/recipe_seed0.keras --stage validation --seed 0
+    python benchmarks/omniglot_recipe.py --shifts RUN --stage final --seed 0  # a CLI run on the official runs
 """
 
 import argparse

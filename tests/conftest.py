@@ -30,6 +30,9 @@ SLOW = {
     "test_faults.py::test_a_run_stopped_before_its_first_phase_takes_the_corrected_command":
         "two training subprocesses (~40 s): a kill between the start and the first phase (issue 27, second probe); "
         "in-process, test_user_errors covers the same rule",
+    "test_quality_benchmarks.py::test_recipe_shifts_smoke":
+        "a 2-step Omniglot validation run saved, then its one-shot accuracy at 7 test-time shifts on the official "
+        "runs (the shifts themselves: test_one_shot)",
     **{f"{_UNKNOWN_SHAPE}[{case}]": _UNKNOWN_SHAPE_WHY for case in (
         "contrastive_loss-0.5-l2", "contrastive_loss-1.0-l2", "triplet_semihard_loss-1.0-l2",
         "triplet_semihard_loss-0.2-l2", "triplet_hard_loss-1.0-True-l2")},
