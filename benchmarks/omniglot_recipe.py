@@ -24,6 +24,9 @@ Usage::
 
     python benchmarks/omniglot_recipe.py --candidates baseline affine      # validation runs
     python benchmarks/omniglot_recipe.py --final affine --seed 0           # test + one-shot
+    python benchmarks/omniglot_recipe.py --candidates recipe --save-dir models  # keep the validation models
+    python benchmarks/omniglot_recipe.py --shifts models/recipe_seed0.keras --stage validation --seed 0
+    python benchmarks/omniglot_recipe.py --shifts RUN --stage final --seed 0  # a CLI run on the official runs
 """
 
 import argparse
@@ -43,7 +46,7 @@ from rankloss_tf.app import recipes
 from rankloss_tf.app.recipes import Recipe
 from rankloss_tf.data.augment import CHARACTER_AFFINE, augment_batches, random_affine, rotated_classes
 from rankloss_tf.datasets import omniglot
-from rankloss_tf.evaluation import OneShotRun, evaluate, one_shot_accuracy
+from rankloss_tf.evaluation import OneShotRun, evaluate, load_one_shot_runs, one_shot_accuracy
 from rankloss_tf.models import build_embedding_model
 
 HERE = Path(__file__).resolve().parent
@@ -56,6 +59,8 @@ DATA = HERE.parent.parent / "shared" / "data" / "omniglot"
 RESULTS = HERE / "results" / "omniglot_recipe"
 VALIDATION_ALPHABETS = ("Korean",)
 EPISODES = 200
+SHIFTS = (0, 2, 3, 4, 6, 8, 10)
+SHIFTED = f"one_shot_shift{recipes.ONE_SHOT_SHIFT}"  # the one-shot accuracy at the recipe's test-time shift  # the test-time shifts (px of the 105 px images) ``--shifts`` scores
 
 
 STEPS_PER_EPOCH = 21  # batches of an epoch of the search (a recipe's epochs x 21 = its steps)
@@ -92,13 +97,18 @@ CANDIDATES = {
     "rot4_lr6": candidate(STRONG, learning_rate=6e-3, class_rotations=4),
     "rot4_alpha36": candidate(STRONG, loss_options={"alpha": 36.0}, **ROT4),
     "rot4_d64": candidate(STRONG, embedding_dim=64, **ROT4),
-    "rot4_1680": (recipes.recipe("omniglot"), STRONG),  # the chosen one: the app's Omniglot recipe
+    "rot4_1680": candidate(STRONG, epochs=80, **ROT4),  # the app's Omniglot recipe until multi-similarity
+    "recipe": (recipes.recipe("omniglot"), STRONG),  # the app's Omniglot (and small_grey) recipe
     "rot4_2100": candidate(STRONG, epochs=100, **ROT4),
     "rot4_40_1260": candidate(STRONG, image_size=40, epochs=60, **ROT4),
     "rot4_48_1050": candidate(STRONG, image_size=48, epochs=50, **ROT4),
     # angular's best setting in results/fair_comparison_omniglot.json (alpha 41.5, lr 0.00269, K 2)
     "rot4_angular_1680": candidate(STRONG, learning_rate=2.69e-3, class_rotations=4, epochs=80, loss="angular",
                                    loss_options={"alpha": 41.5}, classes_per_batch=64, samples_per_class=2),
+    # multi-similarity's best setting in results/fair_comparison_omniglot.json (alpha 2.39, beta 39, base 0.432, K 4)
+    "rot4_ms_1680": candidate(STRONG, epochs=80, loss="multi_similarity",
+                              loss_options={"alpha": 2.39, "beta": 39.0, "base": 0.432}, **ROT4),
+    "rot4_supcon_1680": candidate(STRONG, epochs=80, loss="supcon", loss_options={"temperature": 0.1}, **ROT4),
 }
 
 
@@ -170,16 +180,20 @@ def episodes(images, labels, count, ways=20, seed=0):
     return runs
 
 
-def validate(name, recipe, seed, data_dir):
+def validate(name, recipe, seed, data_dir, save_dir=None):
     images, labels = arrays("train", data_dir)
     alphabets = class_alphabets(data_dir)[labels]
     held = np.isin(alphabets, VALIDATION_ALPHABETS)
     watch = machine.Stopwatch()
     model = train_model(recipe, images[~held], labels[~held], seed)
     timing = watch.record()
+    if save_dir:
+        model.save(Path(save_dir) / f"{name}_seed{seed}.keras")
     embeddings = model.predict(images[held], batch_size=256, verbose=0)
     metrics = evaluate(embeddings, labels[held], clustering=False)
-    metrics["one_shot"] = one_shot_accuracy(model, episodes(images[held], labels[held], EPISODES, seed=seed))["accuracy"]
+    runs = episodes(images[held], labels[held], EPISODES, seed=seed)
+    metrics["one_shot"] = one_shot_accuracy(model, runs)["accuracy"]
+    metrics[SHIFTED] = one_shot_accuracy(model, runs, shift=recipes.ONE_SHOT_SHIFT)["accuracy"]
     return {"stage": "validation", "name": name, "recipe": recipe, "seed": seed,
             "validation_alphabets": list(VALIDATION_ALPHABETS), "episodes": EPISODES, "metrics": metrics,
             "train_seconds": timing["seconds"], "load_before": timing["load_before"], "load_after": machine.load()}
@@ -200,9 +214,39 @@ def final(name, recipe, seed, data_dir, export_dir=None):
         export_saved_model(model, export_dir, overwrite=True)
         metrics["one_shot_exported"] = one_shot_accuracy(SavedModelEmbedder(export_dir), runs)["accuracy"]
     metrics["one_shot"] = one_shot["accuracy"]
+    metrics[SHIFTED] = one_shot_accuracy(model, runs, shift=recipes.ONE_SHOT_SHIFT)["accuracy"]
     return {"stage": "final", "name": name, "recipe": recipe, "seed": seed,
             "metrics": metrics, "one_shot_runs": one_shot["runs"], "train_seconds": timing["seconds"],
             "load_before": timing["load_before"], "load_after": machine.load()}
+
+
+def shifts(model_path, stage, seed, data_dir, name=None):
+    """One-shot accuracy of a saved model at every test-time shift of ``SHIFTS`` (``one_shot_accuracy(shift=)``).
+
+    Args:
+        model_path: a model ``load_model`` reads (a validation model of ``--save-dir``, a CLI run).
+        stage: "validation" (the Korean episodes of seed ``seed``, as ``validate``) or "final" (the official runs).
+        seed: the model's seed (validation: the episodes' seed).
+        name: the row's name (None: the model's file or folder name).
+    """
+    from rankloss_tf.loading import load_model
+
+    model = load_model(model_path)
+    if stage == "validation":
+        images, labels = arrays("train", data_dir)
+        held = np.isin(class_alphabets(data_dir)[labels], VALIDATION_ALPHABETS)
+        runs = episodes(images[held], labels[held], EPISODES, seed=seed)
+    else:
+        runs = load_one_shot_runs(Path(data_dir) / "all_runs.zip")
+    accuracy = {str(shift): one_shot_accuracy(model, runs, shift=shift)["accuracy"] for shift in SHIFTS}
+    return {"stage": f"{stage} shifts", "name": name or Path(model_path).stem, "seed": seed, "model": str(model_path),
+            "one_shot_by_shift": accuracy, "load": machine.load()}
+
+
+def shifted_cell(record):
+    """The record's one-shot accuracy at the recipe's shift, as the page shows it ("-": not measured)."""
+    value = record["metrics"].get(SHIFTED)
+    return "-" if value is None else f"{value:.3f}"
 
 
 def markdown(records):
@@ -211,13 +255,25 @@ def markdown(records):
              f"{', '.join(VALIDATION_ALPHABETS)} (40 classes): Recall@1 and 20-way one-shot over "
              f"{EPISODES} random episodes. Final: all 136 training classes; test Recall@1 on 106 classes "
              "and the 20 official one-shot runs. 2 shared CPU cores; load = 1-min load average before / after.",
-             "", "| stage | name | seed | R@1 | one-shot | train s | load | settings |", "| --- " * 8 + "|"]
+             "", f"| stage | name | seed | R@1 | one-shot | one-shot, shift {recipes.ONE_SHOT_SHIFT} | train s | load "
+             "| settings |", "| --- " * 9 + "|"]
     default = settings(*CANDIDATES["baseline"])
-    for r in records:
+    shifted = [r for r in records if "one_shot_by_shift" in r]
+    for r in (r for r in records if "one_shot_by_shift" not in r):
         recipe = {k: v for k, v in r["recipe"].items() if json.dumps(v) != json.dumps(default[k])}
         lines.append(f"| {r['stage']} | {r['name']} | {r['seed']} | {r['metrics']['recall@1']:.3f} | "
-                     f"{r['metrics']['one_shot']:.3f} | {r['train_seconds']:.0f} | "
+                     f"{r['metrics']['one_shot']:.3f} | {shifted_cell(r)} | {r['train_seconds']:.0f} | "
                      f"{r['load_before'][0]:.1f}/{r['load_after'][0]:.1f} | {recipe or 'defaults'} |")
+    if shifted:
+        lines += ["", "Test-time shifts (`one_shot_accuracy(shift=s)`: each image embedded as the mean over itself and "
+                  "its 8 translates by s px of the 105 px input): one-shot accuracy of saved models.", "",
+                  "| stage | name | seed | " + " | ".join(f"shift {s}" for s in SHIFTS) + " |",
+                  "| --- " * (3 + len(SHIFTS)) + "|"]
+        for r in shifted:
+            by_shift = r["one_shot_by_shift"]
+            lines.append(f"| {r['stage']} | {r['name']} | {r['seed']} | "
+                         + " | ".join((f"{by_shift[str(s)]:.3f}" if str(s) in by_shift else "-") for s in SHIFTS)
+                         + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -234,7 +290,12 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, help="override the candidates' steps (smoke runs)")
     parser.add_argument("--data-dir", default=str(DATA))
     parser.add_argument("--export-dir")
+    parser.add_argument("--save-dir", help="validation: save each candidate's model here as NAME_seedS.keras")
     parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--shifts", nargs="*", default=[], metavar="MODEL",
+                        help="score saved models at every test-time shift of SHIFTS (with --stage and --seed)")
+    parser.add_argument("--stage", choices=("validation", "final"), default="validation",
+                        help="--shifts: the validation episodes (validation models) or the official runs")
     args = parser.parse_args(argv)
     results = Path(args.results)
 
@@ -242,7 +303,9 @@ def main(argv=None):
         return settings(*CANDIDATES[name], steps=args.steps)
 
     for name in args.candidates:
-        write(validate(name, chosen(name), args.seed, args.data_dir), results)
+        write(validate(name, chosen(name), args.seed, args.data_dir, args.save_dir), results)
+    for model_path in args.shifts:
+        write(shifts(model_path, args.stage, args.seed, args.data_dir), results)
     if args.final:
         write(final(args.final, chosen(args.final), args.seed, args.data_dir, args.export_dir), results)
 

@@ -33,6 +33,9 @@ SLOW = {
     "test_index_build.py::test_a_sigkilled_console_build_resumes_from_its_finished_blocks":
         "a real SIGKILL of the console script once its first block file is on disk (~40 s: two processes); "
         "in-process, test_index_build stops a build after two blocks and checks the same resume",
+    "test_quality_benchmarks.py::test_recipe_shifts_smoke":
+        "a 2-step Omniglot validation run saved, then its one-shot accuracy at 7 test-time shifts on the official "
+        "runs (the shifts themselves: test_one_shot)",
     **{f"{_UNKNOWN_SHAPE}[{case}]": _UNKNOWN_SHAPE_WHY for case in (
         "contrastive_loss-0.5-l2", "contrastive_loss-1.0-l2", "triplet_semihard_loss-1.0-l2",
         "triplet_semihard_loss-0.2-l2", "triplet_hard_loss-1.0-True-l2")},

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from rankloss_tf.evaluation import OneShotRun, load_one_shot_runs, one_shot_accuracy
+from rankloss_tf.evaluation.one_shot import shifted_views
 from rankloss_tf.models import build_embedding_model
 from tests.conftest import SHARED_DATA
 
@@ -180,3 +181,44 @@ def test_official_runs():
     assert result["accuracy"] == pytest.approx(_oracle(runs, _flatten, "cosine"))
     # Raw pixels are a weak but better-than-chance (1/20) classifier (Lake et al. 2015: pixel kNN ~ 0.2).
     assert 0.1 < result["accuracy"] < 0.35
+
+
+def test_shifted_views_translate_with_edge_padding():
+    image = np.arange(1, 26, dtype=np.uint8).reshape(1, 5, 5, 1)
+    views = shifted_views(image, 2)
+    assert len(views) == 9 and all(view.shape == image.shape for view in views)
+    np.testing.assert_array_equal(views[0], image)  # the image itself first
+    offsets = [(dy, dx) for dy in (-2, 0, 2) for dx in (-2, 0, 2) if dy or dx]
+    for (dy, dx), view in zip(offsets, views[1:]):
+        rows = np.clip(np.arange(5) - dy, 0, 4)  # oracle: content moved (dy, dx), border = nearest edge pixel
+        cols = np.clip(np.arange(5) - dx, 0, 4)
+        np.testing.assert_array_equal(view[0, :, :, 0], image[0, :, :, 0][np.ix_(rows, cols)])
+    assert len(shifted_views(image, 0)) == 1
+
+
+@pytest.mark.parametrize("shift", [-1, 1.5, 5, True])
+def test_bad_shift(shift):
+    with pytest.raises(ValueError, match="shift"):
+        shifted_views(np.zeros((1, 5, 5, 1), np.uint8), shift)
+
+
+def test_shift_averages_the_views_embeddings():
+    # Each image is a single bright pixel; embedding = its one-hot position. With shift 1, an image embeds as
+    # the normalised mean of the one-hots of its 9 translates, which the oracle computes by hand.
+    rng = np.random.default_rng(0)
+    support = np.zeros((4, 7, 7, 1), np.uint8)
+    for c, (y, x) in enumerate([(1, 1), (1, 5), (5, 1), (5, 5)]):
+        support[c, y, x] = 255
+    queries = np.roll(support, 1, axis=2)  # each query: its class's pixel one step right
+    targets = rng.permutation(4)
+    run = OneShotRun("run01", support=support, queries=queries[targets], targets=targets)
+
+    def oracle(images):
+        views = shifted_views(images, 1)
+        mean = np.mean([_flatten(v) for v in views], axis=0)
+        return mean / np.linalg.norm(mean, axis=1, keepdims=True)
+
+    plain = one_shot_accuracy(_flatten, [run])["accuracy"]
+    shifted = one_shot_accuracy(_flatten, [run], shift=1)["accuracy"]
+    assert plain == 0.25  # disjoint pixels: every cosine is 0, the first support item wins (right once)
+    assert shifted == pytest.approx(_oracle([run], oracle, "cosine")) and shifted == 1.0

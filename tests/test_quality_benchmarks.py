@@ -147,6 +147,21 @@ def test_recipe_validation_smoke(tmp_path):
     assert record["stage"] == "validation" and record["recipe"]["rotation"] == 10.0
     assert 0.0 <= record["metrics"]["one_shot"] <= 1.0 and "recall@1" in record["metrics"]
     assert "| validation | affine |" in (tmp_path / "recipe.md").read_text()
+    assert 0.0 <= record["metrics"][omniglot_recipe.SHIFTED] <= 1.0  # at the recipe's test-time shift
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not omniglot.is_local_dir(OMNIGLOT), reason="Omniglot zips absent")
+def test_recipe_shifts_smoke(tmp_path):
+    omniglot_recipe.main(["--candidates", "baseline", "--steps", "2", "--results", str(tmp_path / "recipe"),
+                          "--save-dir", str(tmp_path)])
+    omniglot_recipe.main(["--shifts", str(tmp_path / "baseline_seed0.keras"), "--stage", "final",
+                          "--results", str(tmp_path / "recipe")])
+    record = json.loads((tmp_path / "recipe.json").read_text())[-1]
+    assert record["stage"] == "final shifts" and set(record["one_shot_by_shift"]) == {
+        str(s) for s in omniglot_recipe.SHIFTS}
+    assert all(0.0 <= value <= 1.0 for value in record["one_shot_by_shift"].values())
+    assert "| final shifts | baseline_seed0 | 0 |" in (tmp_path / "recipe.md").read_text()
 
 
 @pytest.mark.slow

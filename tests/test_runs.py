@@ -318,6 +318,11 @@ def test_evaluate_scores_the_official_one_shot_runs(tmp_path, capsys):
     status, out = done.status, done.printed
     assert status == 0 and "| one_shot_20way |" in out
     assert 0.0 <= json.loads((tmp_path / "m.json").read_text())["one_shot_20way"] <= 1.0
+    # Test-time shifts: the default is the Omniglot recipe's; an explicit one is taken; a bad one is a clear error.
+    done = run_cli(capsys, "evaluate", "--model", run, "--one-shot", runs, "--one-shot-shift", "2")
+    assert done.status == 0 and "| one_shot_20way |" in done.printed
+    done = run_cli(capsys, "evaluate", "--model", run, "--one-shot", runs, "--one-shot-shift", "-1")
+    assert done.status == 2 and "Received: shift=-1" in done.printed
     done = run_cli(capsys, "evaluate", "--model", run)
     status, out = done.status, done.printed
     assert status == 2 and "needs --dataset, --one-shot or both" in out

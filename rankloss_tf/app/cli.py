@@ -140,6 +140,9 @@ def build_parser():
     evaluate.add_argument("--one-shot", metavar="ALL_RUNS_ZIP", type=_existing_path,
                           help="also (or, without --dataset, only) score the official Omniglot 20-way one-shot runs "
                                "(all_runs.zip or its extracted folder) by nearest neighbour")
+    evaluate.add_argument("--one-shot-shift", type=int, metavar="PIXELS",
+                          help="test-time augmentation of --one-shot: each image embeds as the mean over itself and its "
+                               "8 translates by PIXELS of the runs' images; 0: off (default: the Omniglot recipe's)")
     evaluate.add_argument("--split", choices=("test", "train"), default="test",
                           help="score the held-out test classes (default) or the training classes")
     _add_field(evaluate, FIELDS["image_size"], help="side the images are resized to as they load (default: the "
@@ -256,8 +259,10 @@ def _evaluate(args):
     if args.one_shot is not None:
         from rankloss_tf.loading import load_model
         from rankloss_tf.evaluation import one_shot_accuracy
+        from rankloss_tf.app.recipes import ONE_SHOT_SHIFT
 
-        result = one_shot_accuracy(load_model(args.model), args.one_shot)
+        shift = ONE_SHOT_SHIFT if args.one_shot_shift is None else args.one_shot_shift
+        result = one_shot_accuracy(load_model(args.model), args.one_shot, shift=shift)
         metrics[f"one_shot_{result['ways']}way"] = result["accuracy"]
     print(format_table(metrics))
     if args.json_path:

@@ -28,7 +28,7 @@ import tensorflow as tf
 from rankloss_tf.evaluation.neighbours import nearest_neighbours
 from rankloss_tf.images import conform, model_image_shape
 
-__all__ = ["OneShotRun", "load_one_shot_runs", "one_shot_accuracy"]
+__all__ = ["OneShotRun", "load_one_shot_runs", "one_shot_accuracy", "shifted_views"]
 
 LABELS_FILE = "class_labels.txt"
 
@@ -163,7 +163,53 @@ def _fit_to(images, shape):
     return images if shape is None else conform(images, shape).numpy()
 
 
-def one_shot_accuracy(model, runs, metric="cosine"):
+def shifted_views(images, shift):
+    """``images`` and their 8 translates by ``shift`` pixels (the 3 x 3 grid of offsets -shift, 0, +shift).
+
+    An offset (dy, dx) moves the content dy px down and dx px right; the
+    uncovered border repeats the image's edge pixels (the background of a
+    character), so no stroke wraps around. Small translations keep an image's
+    class, unlike rotations or mirrors of characters.
+
+    Args:
+        images: ``[N, H, W, C]`` array.
+        shift: offset in pixels, 0 <= shift < min(H, W); 0 gives ``[images]``.
+
+    Returns:
+        A list of ``[N, H, W, C]`` arrays, ``images`` first.
+
+    Raises:
+        ValueError: a negative, non-integer or too large ``shift``.
+
+    Example:
+    >>> views = shifted_views(np.arange(9, dtype=np.uint8).reshape(1, 3, 3, 1), 1)
+    >>> len(views), views[-1][0, :, :, 0].tolist()  # moved 1 px down and right
+    (9, [[0, 0, 1], [0, 0, 1], [3, 3, 4]])
+    """
+    images = np.asarray(images)
+    if isinstance(shift, bool) or int(shift) != shift or not 0 <= shift < min(images.shape[1:3]):
+        raise ValueError(f"`shift` must be an integer number of pixels in [0, {min(images.shape[1:3])}) for "
+                         f"images of shape {images.shape}. Received: shift={shift!r}")
+    shift = int(shift)
+    if shift == 0:
+        return [images]
+    height, width = images.shape[1:3]
+    padded = np.pad(images, ((0, 0), (shift, shift), (shift, shift), (0, 0)), mode="edge")
+    offsets = [(0, 0)] + [(dy, dx) for dy in (-shift, 0, shift) for dx in (-shift, 0, shift) if dy or dx]
+    return [padded[:, shift - dy: shift - dy + height, shift - dx: shift - dx + width] for dy, dx in offsets]
+
+
+def _embed_views(embed, images, shift, shape):
+    """The mean embedding of each image over its ``shifted_views`` (each fitted to the model's ``shape``), rows
+    L2-normalised when there are several."""
+    views = shifted_views(images, shift)
+    embeddings = np.mean([np.asarray(embed(_fit_to(view, shape)), np.float32) for view in views], axis=0)
+    if shift:
+        embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    return embeddings
+
+
+def one_shot_accuracy(model, runs, metric="cosine", shift=0):
     """N-way one-shot accuracy by nearest neighbour, over the official Omniglot runs.
 
     For every run, the support and query images are embedded together; each
@@ -179,6 +225,11 @@ def one_shot_accuracy(model, runs, metric="cosine"):
         runs: a path to ``all_runs.zip`` (or its extracted folder), or a list
             of ``OneShotRun``.
         metric: ``"cosine"`` or ``"l2"``.
+        shift: test-time augmentation: 0 (off) embeds each image as it is;
+            ``s`` pixels (of the runs' images, before any resize) embeds an
+            image as the mean, L2-normalised, of the embeddings of
+            ``one_shot.shifted_views(image, s)`` (itself and its 8 translates by ``s``
+            px), for support and queries alike (9 times the embedding work).
 
     Returns:
         ``{"accuracy": float, "runs": {run name: accuracy}, "ways": N,
@@ -203,8 +254,7 @@ def one_shot_accuracy(model, runs, metric="cosine"):
     embed = model.predict_on_batch if isinstance(model, keras.Model) else model
     scores = {}
     for run in runs:
-        images = _fit_to(np.concatenate([run.support, run.queries]), shape)
-        embeddings = np.asarray(embed(images), np.float32)
+        embeddings = _embed_views(embed, np.concatenate([run.support, run.queries]), shift, shape)
         support, queries = embeddings[: len(run.support)], embeddings[len(run.support):]
         nearest, _ = nearest_neighbours(queries, support, k=1, metric=metric)
         scores[run.name] = float(np.mean(nearest[:, 0] == run.targets))
