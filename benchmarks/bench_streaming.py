@@ -315,7 +315,8 @@ def child_json(code, args, cache, seconds=None):
 def _md_sizes(results):
     lines = ["| images | classes | peak RSS of the command (GB) | peak RSS through training (GB) | "
              "RSS in the evaluation (GB, first / peak / last) | training (s) | evaluation (s) | load | scan (s) | "
-             "cached re-scan (s) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "cached re-scan (s) | evaluate() alone on N/2 embeddings: peak RSS (GB), s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in results["sizes"]:
         e, trained = row.get("evaluation"), row.get("training_peak_rss_gb")
         rss = f"{e['rss_first_gb']:.2f} / {e['rss_peak_gb']:.2f} / {e['rss_last_gb']:.2f}" if e else "-"
@@ -323,8 +324,16 @@ def _md_sizes(results):
         lines.append(f"| {row['images']:,} | {row.get('classes', '')} | {row['peak_rss_gb']:.2f} | "
                      f"{trained or row['peak_rss_gb']:.2f} | {rss} | {row.get('fit_seconds') or row['train_seconds']:.0f} | "
                      f"{e['seconds'] if e else 0:.0f} | {row.get('load', [''])[0]} | {row['scan_seconds']:.1f} | "
-                     f"{row['rescan_seconds']:.2f} |")
+                     f"{row['rescan_seconds']:.2f} | {_md_metrics(row.get('metrics_only'))} |")
     return lines
+
+
+def _md_metrics(metrics):
+    if not metrics:
+        return "-"
+    if metrics.get("cut"):
+        return f"{metrics['peak_rss_gb']:.2f}, cut at {metrics['seconds']:.0f} s"
+    return f"{metrics['peak_rss_gb']:.2f}, {metrics['evaluate_seconds']:.0f} s"
 
 
 def _md_extraction(results):
