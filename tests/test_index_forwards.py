@@ -34,4 +34,4 @@ def test_the_deprecated_save_and_load_warn_and_round_trip(tmp_path):
     again = load_index(tmp_path / "index")
     queries = np.eye(3, dtype=np.float32)
     for other in (loaded, again):
-        np.testing.assert_array_equal(other.search(queries, k=1).labels, index.search(queries, k=1).labels)
+        np.testing.assert_array_equal(other.search_embeddings(queries, k=1).labels, index.search_embeddings(queries, k=1).labels)
