@@ -250,8 +250,8 @@ head.compile(optimizer=keras.optimizers.Adam(1e-3), loss=MultiSimilarityLoss())
 print(json.dumps({"rows": len(rows), "feature_gb": rows.nbytes / 1e9, "start": time.time()}), flush=True)
 t = time.perf_counter()
 head.fit(batches, epochs=1, steps_per_epoch=steps, verbose=0)
-print(json.dumps({"head_steps": steps, "pk": [P, 4], "head_rows_per_s": steps * P * 4 / (time.perf_counter() - t)}),
-      flush=True)
+print(json.dumps({"rows": len(rows), "feature_gb": rows.nbytes / 1e9, "head_steps": steps, "pk": [P, 4],
+                  "head_rows_per_s": steps * P * 4 / (time.perf_counter() - t)}), flush=True)
 """
 
 
