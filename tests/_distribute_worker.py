@@ -3,10 +3,11 @@
 `tests/test_distribute.py` launches this script and reads the JSON report it prints as
 the last line of stdout:
 
-    python tests/_distribute_worker.py mirrored --replicas 2 4
+    python tests/_distribute_worker.py mirrored --replicas 2 [--loop]
         Splits the CPU into max(replicas) logical devices; for every loss and every
-        replica count, compares a custom loop (per-replica losses and gradients summed)
-        and `model.fit` under `MirroredStrategy` with one device on the global batch.
+        replica count, compares `model.fit` under `MirroredStrategy` with one device fed
+        the same global batches, the epoch ending in a batch of one sample (with `--loop`
+        also a custom loop: per-replica losses and gradients summed).
     python tests/_distribute_worker.py multiworker --task 0 --ports 12345 12346 --losses npair
         One worker of a two-process `MultiWorkerMirroredStrategy` on localhost: the
         custom-loop comparison.
@@ -18,7 +19,9 @@ the last line of stdout:
         first epoch and resumed (DIR/interrupted) against the uninterrupted one.
 
 The model has one linear embedding head per loss on a shared input, so one traced step
-covers every loss. The report gives, per replica count and loss, the largest absolute
+covers every loss. Tracing is the cost (every loss's mining graph once per replica, the
+replicas meeting at each cross-replica gather): one `fit` per strategy covers the weights,
+the logged losses and the last batch of one sample. The report gives, per replica count and loss, the largest absolute
 differences from one device.
 """
 
@@ -135,23 +138,18 @@ def fit(strategy, names, weights, x, y, batch_size=GLOBAL_BATCH):
 
 
 def fitted_heads(strategy, names, weights, x, y):
-    """Head weights after `FIT_STEPS` SGD steps of `model.fit` on global batches, and the logged losses."""
+    """Head weights after an epoch of SGD `model.fit` on `x, y` (global batches, then what is left: one sample),
+    the logged losses, and whether every weight is finite."""
     model, history = fit(strategy, names, weights, x, y)
-    return head_values(model, model.trainable_variables), history
-
-
-def fit_with_a_last_sample(strategy, names, weights, x, y):
-    """Whether `model.fit` on a global batch and then a batch of one sample (the replicas but
-    one get no sample) logs finite losses and leaves finite weights."""
-    model, history = fit(strategy, names, weights, x, y, batch_size=len(x) - 1)
-    logged = [history[f"{name}_loss"][-1] for name in names]
-    return bool(np.isfinite(logged).all() and all(np.isfinite(w).all() for w in model.get_weights()))
+    finite = all(np.isfinite(w).all() for w in model.get_weights())
+    return head_values(model, model.trainable_variables), history, finite
 
 
 def one_device(names, with_fit):
     """The single-device figures on the global batch: loss values, gradients, fitted weights."""
     keras.utils.set_random_seed(0)
     x, y = global_batches(FIT_STEPS)
+    x, y = x[: FIT_STEPS * GLOBAL_BATCH + 1], y[: FIT_STEPS * GLOBAL_BATCH + 1]  # the epoch ends in one sample
     model = build_model(names)
     values, gradients = losses_and_gradients(model, loss_objects(names), x[:GLOBAL_BATCH], y[:GLOBAL_BATCH])
     result = {
@@ -167,38 +165,47 @@ def one_device(names, with_fit):
     return result
 
 
-def compare(strategy, names, reference):
-    """Report per loss: largest differences between one device (`reference`) and `strategy`."""
+def compare_loop(strategy, names, reference):
+    """Per loss: the custom loop's largest differences from one device (`reference`) on one global batch."""
     x, y, weights = reference["x"][:GLOBAL_BATCH], reference["y"][:GLOBAL_BATCH], reference["weights"]
     values, gradients = distributed_loop(strategy, names, weights, x, y)
-    replicas = strategy.num_replicas_in_sync
-    report = {}
-    for name in names:
-        expected = reference["values"][name]
-        report[name] = {
-            "loss": expected,
-            "loop_loss": abs(values[name] - expected),
-            "loop_gradients": max_difference(gradients[name], reference["gradients"][name]),
-            "gradient_scale": max(float(np.max(np.abs(g))) for g in reference["gradients"][name]),
-            "local_mining_loss": abs(local_mining_loss(reference["model"], name, x, y, replicas) - expected),
-        }
-    if "fit" in reference:
-        fitted, history = reference["fit"]
-        dist_fitted, dist_history = fitted_heads(strategy, names, weights, reference["x"], reference["y"])
-        initial = head_values(reference["model"], weights)
+    return {name: {"loop_loss": abs(values[name] - reference["values"][name]),
+                   "loop_gradients": max_difference(gradients[name], reference["gradients"][name])}
+            for name in names}
+
+
+def compare_fit(strategy, names, reference):
+    """Per loss: `model.fit`'s largest differences from one device fed the same batches."""
+    fitted, history, _ = reference["fit"]
+    dist_fitted, dist_history, finite = fitted_heads(strategy, names, reference["weights"], reference["x"],
+                                                     reference["y"])
+    initial = head_values(reference["model"], reference["weights"])
+    return {name: {"fit_weights": max_difference(dist_fitted[name], fitted[name]),
+                   "fit_moved": max_difference(fitted[name], initial[name]),
+                   "fit_logged_loss": abs(dist_history[f"{name}_loss"][-1] - history[f"{name}_loss"][-1]),
+                   "last_sample_fit_finite": finite}
+            for name in names}
+
+
+def compare(strategy, names, reference, loop=True):
+    """Report per loss: largest differences between one device (`reference`) and `strategy`: the custom loop
+    (with `loop`), `model.fit` (when `reference` has one), and what mining each replica's slice alone gives."""
+    x, y = reference["x"][:GLOBAL_BATCH], reference["y"][:GLOBAL_BATCH]
+    report = {name: {"loss": reference["values"][name],
+                     "gradient_scale": max(float(np.max(np.abs(g))) for g in reference["gradients"][name]),
+                     "local_mining_loss": abs(local_mining_loss(reference["model"], name, x, y,
+                                                                strategy.num_replicas_in_sync)
+                                              - reference["values"][name])}
+              for name in names}
+    parts = ([compare_loop(strategy, names, reference)] if loop else []) + (
+        [compare_fit(strategy, names, reference)] if "fit" in reference else [])
+    for part in parts:
         for name in names:
-            logged = f"{name}_loss"
-            report[name]["fit_weights"] = max_difference(dist_fitted[name], fitted[name])
-            report[name]["fit_moved"] = max_difference(fitted[name], initial[name])
-            report[name]["fit_logged_loss"] = abs(dist_history[logged][-1] - history[logged][-1])
-        finite = fit_with_a_last_sample(strategy, names, weights, reference["x"][: GLOBAL_BATCH + 1],
-                                        reference["y"][: GLOBAL_BATCH + 1])
-        for name in names:
-            report[name]["last_sample_fit_finite"] = finite
+            report[name].update(part[name])
     return report
 
 
-def mirrored(replica_counts, names):
+def mirrored(replica_counts, names, loop=False):
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * max(replica_counts)
@@ -212,7 +219,7 @@ def mirrored(replica_counts, names):
             "MirroredStrategy", (tf.distribute.MirroredStrategy,), {"_collective_key_base": 1000 * count}
         )
         strategy = strategy_class([f"/cpu:{i}" for i in range(count)])
-        report[str(count)] = compare(strategy, names, reference)
+        report[str(count)] = compare(strategy, names, reference, loop=loop)
     return report
 
 
@@ -269,7 +276,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     mirrored_parser = commands.add_parser("mirrored")
-    mirrored_parser.add_argument("--replicas", type=int, nargs="+", default=[2, 4])
+    mirrored_parser.add_argument("--replicas", type=int, nargs="+", default=[2])
+    mirrored_parser.add_argument("--loop", action="store_true", help="also compare a custom loop")
     worker = commands.add_parser("multiworker")
     worker.add_argument("--task", type=int, required=True)
     worker.add_argument("--ports", type=int, nargs=2, required=True)
@@ -282,7 +290,7 @@ def main(argv=None):
     if args.command == "train":
         report = train_twice(args.out, args.devices)
     elif args.command == "mirrored":
-        report = mirrored(args.replicas, args.losses)
+        report = mirrored(args.replicas, args.losses, args.loop)
     else:
         report = multiworker(args.task, args.ports, args.losses)
     sys.stdout.write(json.dumps(report) + "\n")

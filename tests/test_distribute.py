@@ -1,10 +1,13 @@
 """Cross-replica mining under tf.distribute: one device on the global batch == R replicas.
 
 Logical devices and clusters are process-wide, so the strategies run in fresh processes
-(`tests/_distribute_worker.py`), all started at once: one process with 4 logical CPUs
-(MirroredStrategy with 2 and 4 replicas, custom loop and `model.fit`, also on a last batch of
-one sample) and two worker
-processes of a MultiWorkerMirroredStrategy on localhost.
+(`tests/_distribute_worker.py`), all started at once: one process with 2 logical CPUs
+(`model.fit` under MirroredStrategy with 2 replicas against one device fed the same global
+batches, the epoch ending in a batch of one sample) and two worker processes of a
+MultiWorkerMirroredStrategy on localhost (a custom loop: per-replica losses and gradients).
+Tracing is the cost (each loss's mining graph once per replica and strategy): it took 309 s
+when the mirrored process also ran a custom loop and a second `fit` for the last sample, at 2
+and 4 replicas (`python tests/_distribute_worker.py mirrored --replicas 2 4 --loop` still does).
 """
 
 import json
@@ -60,7 +63,7 @@ def _report(process):
 def reports():
     """`{"mirrored": {replicas: {loss: figures}}, "multiworker": [one report per worker]}`."""
     ports = [str(_free_port()), str(_free_port())]
-    mirrored = _start("mirrored", "--replicas", "2", "4")
+    mirrored = _start("mirrored", "--replicas", "2")
     workers = [
         _start("multiworker", "--task", str(task), "--ports", *ports, "--losses", *MULTIWORKER_LOSSES)
         for task in range(2)
@@ -69,11 +72,13 @@ def reports():
 
 
 def _check(figures, with_fit):
-    assert figures["loop_loss"] <= LOSS_TOLERANCE * max(1.0, figures["loss"])
-    assert figures["loop_gradients"] <= GRADIENT_TOLERANCE * max(1.0, figures["gradient_scale"])
     # Mining over each replica's own slice gives another loss, far outside the tolerance.
     assert figures["local_mining_loss"] > 10 * LOSS_TOLERANCE * max(1.0, figures["loss"])
-    if with_fit:
+    if not with_fit:
+        assert figures["loop_loss"] <= LOSS_TOLERANCE * max(1.0, figures["loss"])
+        assert figures["loop_gradients"] <= GRADIENT_TOLERANCE * max(1.0, figures["gradient_scale"])
+    else:
+        # SGD(0.1) steps: equal weights after the epoch mean equal gradients at every step.
         assert figures["fit_moved"] > 1e-2
         assert figures["fit_weights"] <= GRADIENT_TOLERANCE
         assert figures["fit_logged_loss"] <= LOSS_TOLERANCE * max(1.0, figures["loss"])
@@ -81,10 +86,9 @@ def _check(figures, with_fit):
         assert figures["last_sample_fit_finite"]
 
 
-@pytest.mark.parametrize("replicas", ["2", "4"])
 @pytest.mark.parametrize("name", sorted(LOSSES))
-def test_mirrored_custom_loop_and_fit_equal_one_device(reports, replicas, name):
-    _check(reports["mirrored"][replicas][name], with_fit=True)
+def test_mirrored_fit_equals_one_device(reports, name):
+    _check(reports["mirrored"]["2"][name], with_fit=True)
 
 
 @pytest.mark.parametrize("name", MULTIWORKER_LOSSES)

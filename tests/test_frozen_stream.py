@@ -38,6 +38,14 @@ def folder(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def features_cache(tmp_path_factory):
+    """One feature cache for the runs of this module: the same folder's features are extracted once, not once per
+    run (an extraction builds the backbone and embeds every view of a split; the cache is keyed by the images, the
+    backbone and its weights, so a shared one changes no figure)."""
+    return tmp_path_factory.mktemp("features")
+
+
 @pytest.fixture
 def streaming(monkeypatch):
     """Every cached feature set streams from disk; reading the training features into memory fails the test."""
@@ -81,8 +89,9 @@ def test_small_features_stay_in_memory_and_large_ones_stream(folder, weights_fil
     np.testing.assert_array_equal(rows.read(np.arange(len(rows))), features)
 
 
-def test_streamed_head_batches_equal_the_in_memory_ones_and_resume(folder, weights_file, tmp_path, monkeypatch):
-    config = frozen_config(folder, weights_file, tmp_path).resolved()
+def test_streamed_head_batches_equal_the_in_memory_ones_and_resume(folder, weights_file, tmp_path, monkeypatch,
+                                                                   features_cache):
+    config = frozen_config(folder, weights_file, tmp_path, cache_dir=str(features_cache)).resolved()
     in_memory = head_batches(config)
     monkeypatch.setattr(protocols, "STREAM_FEATURES_BYTES", 0)
     monkeypatch.setattr(sources, "_materialise", lambda dataset: pytest.fail("materialised"))
@@ -104,9 +113,9 @@ class Interrupt(keras.callbacks.Callback):
 
 
 def test_a_streamed_head_run_killed_after_an_epoch_ends_like_an_uninterrupted_one(folder, weights_file, tmp_path,
-                                                                                  streaming):
-    whole = app.train(frozen_config(folder, weights_file, tmp_path / "whole"))
-    config = frozen_config(folder, weights_file, tmp_path / "cut")
+                                                                                  streaming, features_cache):
+    whole = app.train(frozen_config(folder, weights_file, tmp_path / "whole", cache_dir=str(features_cache)))
+    config = frozen_config(folder, weights_file, tmp_path / "cut", cache_dir=str(features_cache))
     with pytest.raises(KeyboardInterrupt):
         app.train(config, callbacks=[Interrupt()])
     resumed = app.train(config)

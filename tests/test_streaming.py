@@ -107,7 +107,7 @@ def test_tfrecord_errors_name_the_input(tmp_path):
 
 
 def test_tfrecord_tool_exits_0_then_2_with_one_line(tmp_path, capsys):
-    from rankloss_tf.datasets.tfrecord import main
+    from rankloss_tf.datasets.tfrecord_writer import main
 
     _photo_folder(tmp_path / "photos", classes=2, per_class=2)
     argv = [str(tmp_path / "photos"), str(tmp_path / "r")]

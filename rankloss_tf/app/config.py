@@ -121,7 +121,7 @@ class TrainConfig:
 
     dataset: str = _spec("digits, omniglot, cars196, caltech_birds2011, stanford_online_products, "
                          "folder:PATH (one sub-folder of images per class) or tfrecord:PATTERN (TFRecord files: "
-                         "python -m rankloss_tf.datasets.tfrecord)", default="omniglot", required=True)
+                         "python -m rankloss_tf.datasets.tfrecord_writer)", default="omniglot", required=True)
     data_dir: str = _spec("local copy of the dataset (e.g. the folder holding the Omniglot zips)", is_dir=True)
     loss: str = _spec("ranking loss (default: per dataset; npair_angular, cars196 npair)", choices=LOSS_NAMES)
     alpha: float = _spec("angle of the angular losses, degrees in (0, 90) (default 45); the alpha of multi_similarity "

@@ -77,6 +77,9 @@ class FolderIndex:
         files: ``{class name: [image paths]}``, readable images only, sorted.
         unreadable: ``[(path, reason)]`` of the files left out (paths as
             ``os.listdir`` gives them: ``printable`` them for messages).
+        fingerprint: the scan's key: a hash of the folder and every file's
+            path and ``file_stamp`` ("" when not scanned); any change to a file
+            changes it, so what is computed from the files can be cached by it.
 
     Example:
     >>> FolderIndex("photos", ["cats"], {"cats": ["photos/cats/a.jpg"]}, []).classes
@@ -87,11 +90,16 @@ class FolderIndex:
     classes: list
     files: dict
     unreadable: list
+    fingerprint: str = ""
+
+
+def _listing_key(root, listing):
+    """The scan's key of a folder: a hash of its path and every file's path and stamp."""
+    return hashlib.sha256(json.dumps([str(root), listing]).encode()).hexdigest()[:16]
 
 
 def _cache_path(root, listing):
-    key = hashlib.sha256(json.dumps([str(root), listing]).encode()).hexdigest()[:16]
-    return default_cache_dir("folders") / f"{key}.json"
+    return default_cache_dir("folders") / f"{_listing_key(root, listing)}.json"
 
 
 def _problem(path):
@@ -186,7 +194,8 @@ def scan_folder(path):
             f"The folder holds no class sub-folder with readable images ({', '.join(IMAGE_SUFFIXES)}). "
             f"Received: {printable(path)!r}"
         )
-    return FolderIndex(root=str(root), classes=list(files), files=files, unreadable=sorted(problems.items()))
+    return FolderIndex(root=str(root), classes=list(files), files=files, unreadable=sorted(problems.items()),
+                       fingerprint=_listing_key(root.resolve(), listing))
 
 
 def split_classes(index, split, train_fraction=0.5, seed=0):

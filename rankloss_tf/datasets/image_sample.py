@@ -1,8 +1,8 @@
 """A look at a few images of a "folder:" or "tfrecord:" dataset: their size and whether colour carries information.
 
 ``sample_dataset(name)`` decodes up to ``SAMPLE_SIZE`` images spread evenly over
-the dataset (a folder's readable images in class then file order, the first
-records of TFRecord files) and describes them with an ``ImageSample``. An image
+the dataset (a folder's readable images in class then file order, the records
+of TFRecord files that hold an image, in file then record order) and describes them with an ``ImageSample``. An image
 "carries colour" when its pixels' spread over the R, G, B channels (max - min,
 0-255) averages above ``COLOUR_SPREAD``: a grey image saved as RGB (a JPEG's
 chroma noise included) stays below it, a colour photo lies far above
@@ -97,16 +97,21 @@ def _spread(items, count):
 
 
 @functools.lru_cache(maxsize=32)
-def _sample_files(listing, count):
-    """``listing``: ``(path, size, mtime)`` of every file (the cache key: a changed file is described anew)."""
-    return describe_images([tf.io.read_file(os.fsencode(path)).numpy() for path, _, _ in _spread(listing, count)])
+def _sample_files(paths, fingerprint):
+    """``paths``: the files to describe; ``fingerprint``: the folder scan's (part of the cache key: a changed file
+    changes it, and the files are described anew)."""
+    return describe_images([tf.io.read_file(os.fsencode(path)).numpy() for path in paths])
 
 
 @functools.lru_cache(maxsize=32)
 def _sample_records(files, count):
-    from rankloss_tf.datasets.tfrecord import FEATURES, IMAGE
+    """Up to ``count`` records spread evenly over all the records of ``files`` that hold an image (files are often
+    written class by class: the first records would be one class's)."""
+    from rankloss_tf.datasets.tfrecord import FEATURES, IMAGE, index_checked, read_record
 
-    records = tf.data.TFRecordDataset(list(files)).take(count)
+    numbers, offsets, lengths, _, _, images = index_checked(list(files))
+    chosen = _spread(np.flatnonzero(images.astype(bool)), count)
+    records = [read_record(files, numbers, offsets, lengths, position) for position in chosen]
     return describe_images([tf.io.parse_single_example(record, FEATURES)[IMAGE].numpy() for record in records])
 
 
@@ -114,7 +119,8 @@ def sample_dataset(name, count=SAMPLE_SIZE):
     """An ``ImageSample`` of a "folder:PATH" or "tfrecord:PATTERN" dataset, None for any other name.
 
     A folder is read through ``scan_folder`` (its readable images only); the
-    same files (paths, sizes, times) are described once per process.
+    same files are described once per process, keyed by the scan's
+    fingerprint of every file's stamp (no file is looked at again).
 
     Raises:
         ValueError: a missing or empty folder, a ``tfrecord:`` pattern ``tfrecord_files`` refuses.
@@ -132,8 +138,7 @@ def sample_dataset(name, count=SAMPLE_SIZE):
     if folder is not None:
         index = scan_folder(folder)
         files = [path for images in index.files.values() for path in images]
-        stats = [os.stat(path) for path in files]
-        return _sample_files(tuple((path, s.st_size, s.st_mtime_ns) for path, s in zip(files, stats)), count)
+        return _sample_files(tuple(_spread(files, count)), index.fingerprint)
     if not (isinstance(name, str) and name.startswith(TFRECORD_PREFIX)):
         return None
     return _sample_records(tuple(tfrecord_files(name[len(TFRECORD_PREFIX):])), count)

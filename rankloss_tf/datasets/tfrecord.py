@@ -12,7 +12,7 @@ Files are uncompressed TFRecords (``tf.io.TFRecordWriter`` without
 compression); ``PATTERN`` is a glob (``tf.io.gfile.glob``: local paths, or
 ``gs://`` and other file systems TensorFlow reads), its files read in sorted
 order. ``write_folder(folder, prefix)`` writes such files from a class folder
-(also ``python -m rankloss_tf.datasets.tfrecord FOLDER PREFIX``).
+(also ``python -m rankloss_tf.datasets.tfrecord_writer FOLDER PREFIX``).
 
 Loading reads every record once to index it (its file, byte offset, length,
 label), cached per file under ``$RANKLOSS_TF_CACHE/tfrecords`` (keyed by the
@@ -25,13 +25,11 @@ a folder's classes are (``rankloss_tf.datasets.folder.split_classes``:
 shuffled by ``seed``, the first ``round(train_fraction x C)`` "train").
 """
 
-import argparse
 import hashlib
 import json
 import logging
 import os
 import struct
-import sys
 import zipfile
 
 import numpy as np
@@ -43,8 +41,8 @@ from rankloss_tf.datasets.images import resize_uint8
 from rankloss_tf.io.atomic import write_file
 from rankloss_tf.references import References, streamed
 
-__all__ = ["FEATURES", "TFRECORD_PREFIX", "index_records", "load_tfrecord", "looks_like_an_image", "main",
-           "record_reader", "tfrecord_files", "write_folder"]
+__all__ = ["FEATURES", "TFRECORD_PREFIX", "index_checked", "index_records", "load_tfrecord", "looks_like_an_image",
+           "read_record", "record_reader", "tfrecord_files", "write_folder"]
 
 TFRECORD_PREFIX = "tfrecord:"
 IMAGE, LABEL, CLASS_NAME = "image/encoded", "image/class/label", "image/class/text"
@@ -252,10 +250,7 @@ def record_reader(files, numbers, offsets, lengths, image_of, image_size):
     TensorShape([64, 64, 3])
     """
     def read_bytes(position):
-        position = int(position)
-        with tf.io.gfile.GFile(files[numbers[position]], "rb") as file:
-            file.seek(int(offsets[position]))
-            return file.read(int(lengths[position]))
+        return read_record(files, numbers, offsets, lengths, int(position))
 
     def read(position):
         record = tf.ensure_shape(tf.py_function(read_bytes, [position], tf.string), [])
@@ -263,6 +258,25 @@ def record_reader(files, numbers, offsets, lengths, image_of, image_size):
         return resize_uint8(image, image_size)
 
     return read
+
+
+def read_record(files, numbers, offsets, lengths, position):
+    """The serialized record at ``position`` (an index into ``index_records``' columns), read by its offset.
+
+    Example:
+    >>> files = ["/data/photos-00000-of-00001.tfrecord"]  # doctest: +SKIP
+    >>> numbers, offsets, lengths, *_ = index_records(files)  # doctest: +SKIP
+    >>> tf.train.Example.FromString(read_record(files, numbers, offsets, lengths, 0))  # doctest: +SKIP
+    """
+    with tf.io.gfile.GFile(files[numbers[position]], "rb") as file:
+        file.seek(int(offsets[position]))
+        return file.read(int(lengths[position]))
+
+
+def index_checked(files):
+    """``index_records`` of ``files`` with the image check ``load_tfrecord`` makes (its cache shared):
+    ``(file number, offset, length, labels, class names, holds an image)``, one entry a record."""
+    return index_records(files, _parse_checked, schema="rankloss_tf+image_check")
 
 
 def _warn_not_images(files, numbers, bad):
@@ -319,7 +333,7 @@ def load_tfrecord(pattern, split, image_size=None, train_fraction=0.5, seed=0):
     TensorShape([64, 64, 3])
     """
     files = tfrecord_files(pattern)
-    numbers, offsets, lengths, labels, _, images = index_records(files, _parse_checked, schema="rankloss_tf+image_check")
+    numbers, offsets, lengths, labels, _, images = index_checked(files)
     _warn_not_images(files, numbers, ~images.astype(bool))
     labels = np.where(images.astype(bool), labels, -1)  # -1: left out, in no split
     if not (labels >= 0).any():
@@ -333,33 +347,3 @@ def load_tfrecord(pattern, split, image_size=None, train_fraction=0.5, seed=0):
     references = References(positions, labels[positions], read=read, files=tuple(files),
                             tag=f"tfrecord:{split}:{train_fraction}:{seed}:{image_size}")
     return streamed(references)
-
-
-def main(argv=None):
-    """``python -m rankloss_tf.datasets.tfrecord FOLDER PREFIX``: a class folder to TFRecord files.
-
-    Exits 0, or 2 with one line naming the bad input.
-
-    Example:
-    >>> main(["photos", "/data/photos"])  # doctest: +SKIP
-    Wrote 1 files: --dataset 'tfrecord:/data/photos-*.tfrecord'
-    0
-    """
-    parser = argparse.ArgumentParser(prog="python -m rankloss_tf.datasets.tfrecord",
-                                     description="Writes a class folder's readable images as TFRecord files "
-                                                 "(image/encoded, image/class/label, image/class/text).")
-    parser.add_argument("folder", help="a folder with one sub-folder of images per class")
-    parser.add_argument("prefix", help="output prefix: PREFIX-00000-of-0000N.tfrecord")
-    parser.add_argument("--records-per-file", type=int, default=10_000)
-    parser.add_argument("--overwrite", action="store_true", help="replace existing files of those names")
-    args = parser.parse_args(argv)
-    try:
-        paths = write_folder(args.folder, args.prefix, args.records_per_file, args.overwrite)
-    except (ValueError, OSError) as error:
-        parser.exit(2, f"error: {error}\n")
-    sys.stdout.write(f"Wrote {len(paths)} files: --dataset 'tfrecord:{args.prefix}-*.tfrecord'\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -272,7 +272,10 @@ class Index:
         """Deprecated: use ``rankloss_tf.retrieval.save_index(index, path)`` (same arguments and result)."""
         warnings.warn("Index.save is deprecated; use rankloss_tf.retrieval.save_index(index, path)",
                       DeprecationWarning, stacklevel=2)
-        from rankloss_tf.retrieval.saved_model import save_index  # saved_model builds on this module
+        # Here, not at the top: the layer rules allow it (one package), but saved_model imports Index from this
+        # module at its top, so a top-level import here would be circular (whichever module is imported first
+        # would see the other half-initialised).
+        from rankloss_tf.retrieval.saved_model import save_index
 
         return save_index(self, path, overwrite, protected)
 
@@ -281,6 +284,6 @@ class Index:
         """Deprecated: use ``rankloss_tf.retrieval.load_index(path)`` (same arguments and result)."""
         warnings.warn("Index.load is deprecated; use rankloss_tf.retrieval.load_index(path)",
                       DeprecationWarning, stacklevel=2)
-        from rankloss_tf.retrieval.saved_model import load_index  # saved_model builds on this module
+        from rankloss_tf.retrieval.saved_model import load_index  # here, not at the top: see ``save``
 
         return load_index(path, backend, block_size)
