@@ -110,7 +110,8 @@ def true_top(n, queries):
             scores = np.concatenate([best_scores, queries @ part.T], axis=1)
             ids = np.concatenate([best, np.broadcast_to(np.arange(start + first, start + first + len(part)),
                                                         scores[:, K:].shape)], 1)
-            top = np.argsort(-scores, axis=1, kind="stable")[:, :K]
+            top = np.argpartition(-scores, K - 1, axis=1)[:, :K]  # the K best, then sorted (a full sort: 10x slower)
+            top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable"), 1)
             best_scores, best = np.take_along_axis(scores, top, 1), np.take_along_axis(ids, top, 1)
     return best
 
