@@ -321,7 +321,27 @@ def large_lines(large):
             + (f"; served: peak RSS {large['serve_peak_rss_gb']:.2f} GB, recall@10 {large['recall_at_10']:.3f} "
                f"against the exact top 10 of the float rows, {large['qps_batch1']:,.0f} q/s one per call, "
                f"{large['qps_batch256']:,.0f} q/s in batches of 256" if served else f"; serving: {large.get('status')}")
-            + "."]
+            + "."] + extrapolated(large)
+
+
+TARGET_LARGE = 10**7
+
+
+def extrapolated(large):
+    """A line scaling a large run smaller than 10^7 linearly to 10^7 (an upper bound: the runtime's fixed share
+    scales too), or none.
+
+    Example:
+    >>> extrapolated({"n": 10**7})
+    []
+    """
+    if large["n"] >= TARGET_LARGE or "peak_rss_gb" not in large:
+        return []
+    scale = TARGET_LARGE / large["n"]
+    serve = f", serving {large['serve_peak_rss_gb'] * scale:.1f} GB" if "serve_peak_rss_gb" in large else ""
+    return ["", f"Not run at {TARGET_LARGE:,} (time or memory on the shared machine); scaled linearly from "
+            f"{large['n']:,} to {TARGET_LARGE:,} (upper bound): build peak RSS {large['peak_rss_gb'] * scale:.1f} GB"
+            f"{serve}, int8 codes {TARGET_LARGE * DIM / 2**30:.2f} GiB, build ~{large['build_s'] * scale:.0f} s."]
 
 
 def write(result, out_dir):
