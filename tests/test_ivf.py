@@ -8,6 +8,7 @@ import textwrap
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from rankloss_tf.retrieval import Index, load_index, save_index
 from rankloss_tf.retrieval.ivf import IVF, default_lists
@@ -68,6 +69,28 @@ def test_default_probes_reach_the_documented_recall_on_overlapping_classes(galle
     assert len(ivf.ivf.centroids) == default_lists(6000) and 1 < ivf.ivf.probes < len(ivf.ivf.centroids)
     assert recall(got.indices, truth.indices) >= DOCUMENTED_RECALL
     assert recall(ivf.search_embeddings(queries, k=10, probes=1).indices, truth.indices) < DOCUMENTED_RECALL
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_faiss_ivf_backend_chooses_lists_and_probes_as_the_ivf_backend(gallery, metric):
+    faiss = pytest.importorskip("faiss")
+    rows, labels, queries, _ = gallery
+    exact, approximate = Index(metric=metric), Index(metric=metric, backend="faiss_ivf")
+    for index in (exact, approximate):
+        index.add_embeddings(rows, labels)
+    truth, got = exact.search_embeddings(queries, k=10), approximate.search_embeddings(queries, k=10)
+    backend = faiss.extract_index_ivf(approximate._backend[1])
+    assert backend.nlist == default_lists(6000) and 1 < backend.nprobe < backend.nlist
+    assert recall(got.indices, truth.indices) >= DOCUMENTED_RECALL
+    np.testing.assert_allclose(got.scores, score_rows(rows, queries, got.indices, metric), rtol=1e-4, atol=1e-4)
+
+
+def score_rows(rows, queries, indices, metric):
+    """Exact scores of the rows ``indices [Nq, k]`` for ``queries``: cosine similarities or L2 distances."""
+    if metric == "l2":
+        return np.linalg.norm(rows[indices] - queries[:, None], axis=2)
+    unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    return np.einsum("qkd,qd->qk", unit[indices], queries / np.linalg.norm(queries, axis=1, keepdims=True))
 
 
 @pytest.mark.parametrize("metric", ["cosine", "l2"])
@@ -179,6 +202,27 @@ def test_saved_model_answers_in_a_process_without_rankloss_tf(gallery, tmp_path,
     assert info["ivf"].get("codes", "float32") == codes
 
 
+def _matmuls(signature):
+    graph = signature.graph.as_graph_def()
+    return sum(node.op == "MatMul" for function in graph.library.function for node in function.node_def)
+
+
+def test_default_signature_scans_the_default_probes_alone_with_the_same_answers(gallery, tmp_path):
+    rows, labels, queries, _ = gallery
+    index = Index(metric="cosine", backend="ivf", lists=40, probes=5)
+    index.add_embeddings(rows, labels)
+    loaded = tf.saved_model.load(str(index.save(tmp_path / "index")))
+    default, probes = loaded.signatures["search_embeddings"], loaded.signatures["search_embeddings_probes"]
+    # One matmul per unrolled list: 5 (+ the coarse and list-by-list ones) in the default graph, not one per size.
+    assert _matmuls(default) < 16 < _matmuls(probes)
+    for query in queries[:20]:
+        one = tf.constant(query[None])
+        got, want = default(embeddings=one, k=tf.constant(10)), probes(embeddings=one, k=tf.constant(10),
+                                                                        probes=tf.constant(5))
+        assert np.array_equal(got["indices"].numpy(), want["indices"].numpy())
+        np.testing.assert_allclose(got["scores"].numpy(), want["scores"].numpy(), rtol=1e-6, atol=1e-6)
+
+
 def test_add_remove_save_load_round_trip(gallery, tmp_path):
     rows, labels, queries, _ = gallery
     index = Index(metric="cosine", backend="ivf", lists=30, probes=6)
@@ -227,21 +271,39 @@ def test_bad_options_are_refused(option):
         IVF("cosine").search(np.eye(2, dtype=np.float32), None, np.eye(2, dtype=np.float32), 1, probes=0)
 
 
-def test_index_command_writes_an_ivf_index(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
     import keras
 
-    from rankloss_tf.app import cli
     from rankloss_tf.export import export_saved_model
     from rankloss_tf.models import build_embedding_model
 
     keras.utils.set_random_seed(0)
-    model = export_saved_model(build_embedding_model((8, 8, 1), embedding_dim=8), tmp_path / "model")
+    return export_saved_model(build_embedding_model((8, 8, 1), embedding_dim=8), tmp_path_factory.mktemp("m") / "model")
+
+
+@pytest.mark.parametrize("codes", [None, "int8"])
+def test_index_command_writes_an_ivf_index(tmp_path, capsys, codes, small_model):
+    from rankloss_tf.app import cli
+
+    model = small_model
     out = tmp_path / "index"
     status = cli.main(["index", "--model", str(model), "--gallery", "digits", "--out", str(out),
-                       "--backend", "ivf", "--lists", "12", "--probes", "3"])
+                       "--backend", "ivf", "--lists", "12", "--probes", "3"] + (["--codes", codes] if codes else []))
     assert status in (0, None)
-    assert "IVF: 12 lists, 3 probed per query" in capsys.readouterr().out
+    assert f"IVF: 12 lists, 3 probed per query, rows as {codes or 'float32'}" in capsys.readouterr().out
     info = json.loads((out / "rankloss_tf_export.json").read_text())
-    assert info["backend"] == "ivf" and info["ivf"] == {"lists": 12, "probes": 3}
+    assert info["backend"] == "ivf" and info["ivf"] == {"lists": 12, "probes": 3, **({"codes": codes} if codes else {})}
     loaded = load_index(out)
     assert len(loaded.ivf.centroids) == 12 and loaded.ivf.probes == 3
+    assert loaded.ivf.codes == (codes or "float32") and loaded.references.dtype == (np.int8 if codes else np.float32)
+
+
+def test_index_command_refuses_codes_without_ivf(tmp_path, capsys, small_model):
+    from rankloss_tf.app import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["index", "--model", str(small_model), "--gallery", "digits", "--out", str(tmp_path / "i"),
+                  "--codes", "int8"])
+    assert exit_info.value.code == 2
+    assert "--codes apply to --backend ivf. Received: --backend=exact" in capsys.readouterr().err

@@ -180,6 +180,24 @@ def test_export_is_marked_and_serves_any_image_size(model, tmp_path):
     assert SavedModelEmbedder(path)(rgb).shape == (2, 8)  # serving_default = embed
 
 
+@pytest.mark.parametrize("backend", ["exact", "ivf"])
+def test_exported_search_of_no_queries_answers_empty_results(model, tmp_path, backend):
+    index = Index(model, backend=backend, **({"lists": 3} if backend == "ivf" else {}))
+    index.add(*gallery_of(30)[:3])
+    loaded = tf.saved_model.load(str(save_index(index, tmp_path / "index")))
+    inputs = {"images": tf.zeros([0, *SHAPE], tf.uint8), "embeddings": tf.zeros([0, 8])}
+    names = [name for name in loaded.signatures if name.startswith("search")]
+    assert len(names) == (4 if backend == "ivf" else 2)
+    for name in names:
+        signature = loaded.signatures[name]
+        arguments = {key: inputs[key] for key in ("images", "embeddings") if key in signature.structured_input_signature[1]}
+        arguments.update(k=tf.constant(5), **({"probes": tf.constant(2)} if "probes" in name else {}))
+        found = signature(**arguments)
+        assert {key: tuple(value.shape) for key, value in found.items()} == dict.fromkeys(
+            ("ids", "scores", "labels", "paths", "indices"), (0, 5)), name
+    assert index.search(images(0), k=5).ids.shape == (0, 5)
+
+
 def test_exported_search_errors_are_clear(model, tmp_path):
     index = Index(model)
     index.add(*gallery_of(10)[:3])
@@ -228,9 +246,9 @@ def test_python_errors_are_clear(model, tmp_path):
         load_index(tmp_path / "mine")
 
 
-@pytest.mark.parametrize("backend", ["faiss", "usearch"])
+@pytest.mark.parametrize("backend", ["faiss", "usearch", "faiss_ivf"])
 def test_ann_backends_behind_the_same_interface(backend):
-    pytest.importorskip("usearch.index" if backend == "usearch" else backend)
+    pytest.importorskip({"usearch": "usearch.index", "faiss_ivf": "faiss"}.get(backend, backend))
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(20, 16))
     gallery = centres[np.arange(2000) % 20] + 0.3 * rng.normal(size=(2000, 16))

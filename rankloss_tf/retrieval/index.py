@@ -90,8 +90,8 @@ class Index:
         backend: ``"exact"`` (default); ``"ivf"``: inverted lists searched
             in Python and inside the exported SavedModel
             (``rankloss_tf.retrieval.ivf``); or an approximate backend of
-            ``rankloss_tf.retrieval.ann`` (``"faiss"``, ``"usearch"``; pip
-            extra ``rankloss-tf[ann]``) used by ``search`` in Python, whose
+            ``rankloss_tf.retrieval.ann`` (``"faiss"``, ``"usearch"``,
+            ``"faiss_ivf"``; pip extra ``rankloss-tf[ann]``) used by ``search`` in Python, whose
             export searches exactly.
         block_size: query rows per matmul of the exact search.
         items: the gallery as an ``Items`` table of *prepared* rows (what

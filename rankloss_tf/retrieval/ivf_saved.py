@@ -65,8 +65,9 @@ def export_parts(index):
     tables = [variables[0], variables[1], gallery[0], gallery[1], variables[2], variables[3], variables[6],
               variables[7]]
 
-    def search(embeddings, k, probes=None):
-        return ivf_search(embeddings, k, variables[4] if probes is None else probes, tables, index.metric, ivf.probes)
+    def search(embeddings, k, probes=None):  # the default signatures scan the default probes' lists alone
+        return ivf_search(embeddings, k, variables[4] if probes is None else probes, tables, index.metric, ivf.probes,
+                          default_only=probes is None)
 
     info = {"backend": "ivf", "ivf": {"lists": len(centroids), "probes": ivf.probes}}
     if ivf.quantiser is not None:
