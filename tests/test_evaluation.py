@@ -21,6 +21,7 @@ from rankloss_tf.evaluation import (
     plot_tsne,
 )
 from rankloss_tf.evaluation.clustering import cluster_scores
+from rankloss_tf.evaluation.embedding import thumbnails
 from tests import oracles
 
 
@@ -218,3 +219,28 @@ def test_plots_write_files(tmp_path):
     with pytest.raises(ValueError, match="recall@K"):
         plot_recall_at_k({"nmi": 1.0}, tmp_path / "bad.png")
     json.dumps(metrics)
+
+
+def test_thumbnails_of_chosen_positions_equal_those_of_all(tmp_path):
+    dataset, images, labels = tiny_dataset()
+    every = thumbnails(dataset, size=4, batch_size=5)
+    chosen = thumbnails(dataset, size=4, batch_size=5, indices=[23, 0, 7, 7])
+    np.testing.assert_array_equal(chosen, every[[23, 0, 7, 7]])
+    with pytest.raises(ValueError, match="Received: \\[24\\]"):
+        thumbnails(dataset, size=4, indices=[3, 24])
+
+
+def test_the_gallery_plot_reads_only_the_images_it_shows(tmp_path):
+    pytest.importorskip("matplotlib")
+    _, images, labels = tiny_dataset()
+    embeddings = tiny_model()(images).numpy()
+    asked = []
+
+    def read(positions):
+        asked.append(np.asarray(positions))
+        return np.asarray(images)[positions]
+
+    plot_retrieval_gallery(read, labels, embeddings, tmp_path / "a.png", num_queries=3, k=2)
+    plot_retrieval_gallery(images, labels, embeddings, tmp_path / "b.png", num_queries=3, k=2)
+    assert len(asked) == 1 and asked[0].shape == (9,)
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()

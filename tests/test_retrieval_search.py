@@ -83,9 +83,8 @@ def test_nearest_neighbours_bounded_scratch_gives_the_same_answer(monkeypatch):
     rng = np.random.default_rng(3)
     x = rng.normal(size=(200, 6)).astype(np.float32)
     whole = nearest_neighbours(x, k=7, metric="l2", block_size=64)
-    monkeypatch.setattr(neighbours, "SCRATCH_SIZE", 64 * 20)
-    monkeypatch.setattr(neighbours.chunk_size_for, "__defaults__", (64 * 20,))
-    assert neighbours.chunk_size_for(200, 64, 7) == 20
+    monkeypatch.setattr(neighbours, "NEIGHBOURS_SCRATCH_SIZE", 64 * 20)
+    assert neighbours.chunk_size_for(200, 64, 7, neighbours.NEIGHBOURS_SCRATCH_SIZE) == 20
     chunked = nearest_neighbours(x, k=7, metric="l2", block_size=64)
     assert_same_neighbours(chunked[0], whole[0], score_matrix(x, x, "l2"))  # other matmul shapes: near-ties may swap
     np.testing.assert_allclose(chunked[1], whole[1], rtol=1e-6)

@@ -58,21 +58,44 @@ def _shrink(images, size):
     return tf.cast(tf.image.resize(images, target, antialias=True), tf.uint8).numpy()
 
 
-def thumbnails(dataset, size=64, batch_size=256):
-    """Every image of a dataset shrunk to fit in ``size`` x ``size`` (for the gallery plot).
+def thumbnails(dataset, size=64, batch_size=256, indices=None):
+    """The images of a dataset (or those at ``indices``) shrunk to fit in ``size`` x ``size`` (for the gallery plot).
+
+    With ``indices`` only those images are kept, so the memory is that of the
+    thumbnails asked for, whatever the size of the dataset (one pass over it).
 
     Args:
         dataset: ``tf.data.Dataset`` of ``(image [H, W, C], label)`` pairs.
         size: the largest side of a thumbnail.
         batch_size: images per resize call.
+        indices: None (every image) or positions in the dataset, in the order
+            wanted (repeats allowed).
 
     Returns:
-        uint8 ``[N, h, w, C]``.
+        uint8 ``[N, h, w, C]`` (N = ``len(indices)`` when given).
+
+    Raises:
+        ValueError: an index is not a position of the dataset.
 
     Example:
     >>> import numpy as np, tensorflow as tf
     >>> ds = tf.data.Dataset.from_tensor_slices((np.zeros((3, 128, 96, 1), np.uint8), [0, 1, 1]))
-    >>> thumbnails(ds, size=64).shape
-    (3, 64, 48, 1)
+    >>> thumbnails(ds, size=64).shape, thumbnails(ds, size=64, indices=[2, 0, 2]).shape
+    ((3, 64, 48, 1), (3, 64, 48, 1))
     """
-    return np.concatenate([_shrink(images, size) for images, _ in dataset.batch(batch_size)])
+    if indices is None:
+        return np.concatenate([_shrink(images, size) for images, _ in dataset.batch(batch_size)])
+    wanted = [int(index) for index in np.asarray(indices).reshape(-1)]
+    found, start = {}, 0
+    for images, _ in dataset.batch(batch_size):
+        chosen = sorted({index for index in wanted if start <= index < start + len(images)})
+        if chosen:
+            shrunk = _shrink(tf.gather(images, [index - start for index in chosen]), size)
+            found.update(zip(chosen, shrunk))
+        start += len(images)
+        if len(found) == len(set(wanted)):
+            break
+    missing = sorted(set(wanted) - set(found))
+    if missing:
+        raise ValueError(f"`indices` must be positions of the dataset's {start} images. Received: {missing[:5]}")
+    return np.stack([found[index] for index in wanted]) if wanted else np.zeros((0, 0, 0, 0), np.uint8)

@@ -24,6 +24,7 @@ import tensorflow as tf
 __all__ = [
     "METRICS",
     "SCRATCH_SIZE",
+    "NEIGHBOURS_SCRATCH_SIZE",
     "chunk_size_for",
     "iterate_neighbours",
     "nearest_neighbours",
@@ -34,7 +35,11 @@ __all__ = [
 ]
 
 METRICS = ("cosine", "l2")
-SCRATCH_SIZE = 2**26  # floats of the [block, chunk] score matrix: 256 MB
+SCRATCH_SIZE = 2**26  # floats of the [block, chunk] score matrix of a search: 256 MB
+# The all-pairs blocks of ``iterate_neighbours`` (evaluation, which runs beside the trained model) hold about
+# eight score-sized temporaries (scores, the self mask, top-k's copies): at 2**26 the evaluation of 100,000 x 128
+# embeddings peaked 1.25 GB above its inputs, at 2**24 0.58 GB (issue 29, a 200k-image folder's command).
+NEIGHBOURS_SCRATCH_SIZE = 2**24
 
 TopK = collections.namedtuple("TopK", ["values", "indices"])
 
@@ -204,7 +209,7 @@ def iterate_neighbours(queries, references=None, k=1, metric="cosine", block_siz
         metric: ``"cosine"`` (rows are L2-normalised first; the score is the
             cosine similarity) or ``"l2"`` (Euclidean distance).
         block_size: number of query rows per matmul; the scratch memory is
-            ``min(block_size * Nr, SCRATCH_SIZE)`` floats.
+            ``min(block_size * Nr, NEIGHBOURS_SCRATCH_SIZE)`` floats.
 
     Yields:
         ``(start, indices, values)`` for the queries ``start:start + b``:
@@ -243,7 +248,8 @@ def iterate_neighbours(queries, references=None, k=1, metric="cosine", block_siz
         queries = references
     else:
         queries = unit_rows(queries) if metric == "cosine" else tf.convert_to_tensor(queries)
-    chunk_size = chunk_size_for(references.shape[0], min(int(block_size), queries.shape[0]), k)
+    chunk_size = chunk_size_for(references.shape[0], min(int(block_size), queries.shape[0]), k,
+                                NEIGHBOURS_SCRATCH_SIZE)
     for start in range(0, queries.shape[0], int(block_size)):
         block = queries[start : start + int(block_size)]
         values, indices = _block_top_k(

@@ -109,7 +109,9 @@ def plot_retrieval_gallery(images, labels, embeddings, path, num_queries=8, k=5,
     """Queries with their top-k neighbours; correct neighbours framed green, wrong red.
 
     Args:
-        images: ``uint8 [N, H, W, C]`` images (thumbnails are fine).
+        images: ``uint8 [N, H, W, C]`` images (thumbnails are fine), or a function
+            from positions to those images (``uint8 [len(positions), H, W, C]``),
+            so that a large test set is not held in memory for the few shown.
         labels: ``[N]`` class labels.
         embeddings: float ``[N, D]``.
         path: output image file.
@@ -127,16 +129,20 @@ def plot_retrieval_gallery(images, labels, embeddings, path, num_queries=8, k=5,
     >>> plot_retrieval_gallery(images, np.arange(30) % 3, rng.normal(size=(30, 4)), "/tmp/gallery.png").name
     'gallery.png'
     """
-    images, labels = np.asarray(images), np.asarray(labels)
+    images = images if callable(images) else np.asarray(images)
+    labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     queries = rng.choice(len(labels), size=min(num_queries, len(labels)), replace=False)
     neighbours, _ = nearest_neighbours(np.asarray(embeddings)[queries], np.asarray(embeddings), k + 1, metric)
+    rows = [[query, *[i for i in found if i != query][:k]] for query, found in zip(queries, neighbours)]
+    shown = images(np.concatenate(rows)) if callable(images) else images[np.concatenate(rows)]
+    starts = np.cumsum([0] + [len(items) for items in rows])
     figure = _figure(1.3 * (k + 1), 1.3 * len(queries))
-    for row, (query, found) in enumerate(zip(queries, neighbours)):
-        found = [i for i in found if i != query][:k]
-        for column, index in enumerate([query, *found]):
+    for row, items in enumerate(rows):
+        query = items[0]
+        for column, index in enumerate(items):
             axes = figure.add_subplot(len(queries), k + 1, row * (k + 1) + column + 1)
-            image = images[index]
+            image = shown[starts[row] + column]
             axes.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray")
             axes.set_xticks([])
             axes.set_yticks([])
