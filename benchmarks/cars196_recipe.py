@@ -36,6 +36,7 @@ Usage::
     python benchmarks/cars196_recipe.py --extract
     python benchmarks/cars196_recipe.py --variants linear mlp mlp_flip --stage validation
     python benchmarks/cars196_recipe.py --variants mlp_flip --stage test --seeds 0 1 2
+    python benchmarks/cars196_recipe.py --variants ens_np_ln ens_np2_ln2 --stage test --seeds 0 1
 """
 
 import argparse
@@ -161,12 +162,14 @@ VARIANTS = {
     "pa_m100_ln": Variant(**{**PA_FAST, "head": "ln_linear"}),
     # Lead 1: ensembles of independent heads on the same frozen features, each head's output L2-normalised,
     # concatenated and normalised again (a repeated name trains again with another seed).
+    "ens_np": Variant(members=("recipe",)),  # one head: the baseline on the cached embeddings the ensembles share
     "ens_np_ln": Variant(members=("recipe", "recipe_ln")),
     "ens_np_ln_pa": Variant(members=("recipe", "recipe_ln", "pa_m100_lr1e-4")),
     "ens_ln_ln": Variant(members=("recipe_ln", "recipe_ln")),
     "ens_ln_pa": Variant(members=("recipe_ln", "pa_m100_lr1e-4")),
     "ens_np_np": Variant(members=("recipe", "recipe")),
     "ens_np_ln_ln_pa": Variant(members=("recipe", "recipe_ln", "recipe_ln", "pa_m100_lr1e-4")),
+    "ens_np2_ln2": Variant(members=("recipe", "recipe", "recipe_ln", "recipe_ln")),
     "mlp_flip_288": Variant(head="mlp", learning_rate=3e-4, train_views=("plain288", "flip288"),
                             test_views=("plain288", "flip288")),
 }
