@@ -17,6 +17,12 @@ classes:
 - loss and optimisation: N-pair mc (Sohn 2016) by default, or one of today's
   losses (a class head trains the proxies / class vectors, ``harness.training.fit``);
   learning rate and steps.
+- ensembles (``members``): independent heads (each its own variant and seed)
+  on the same features; each head's output L2-normalised, concatenated and
+  normalised again. A member's embeddings are cached per stage, name and
+  seed (~/.cache/rankloss_tf/cars196_recipe_embeddings), so ensembles that
+  share heads train each once; the row's "head s" counts the heads trained
+  in that run only.
 
 Selection: train on classes 1-73, score Recall@1 on classes 74-98 (2,000 or
 so images, never the test classes). Final: train on 1-98, test on 99-196
@@ -30,6 +36,7 @@ Usage::
     python benchmarks/cars196_recipe.py --extract
     python benchmarks/cars196_recipe.py --variants linear mlp mlp_flip --stage validation
     python benchmarks/cars196_recipe.py --variants mlp_flip --stage test --seeds 0 1 2
+    python benchmarks/cars196_recipe.py --variants ens_np_ln ens_np2_ln2 --stage test --seeds 0 1
 """
 
 import argparse
@@ -78,6 +85,7 @@ class Variant:
     steps: int = 2000
     cosine: bool = False  # cosine-decay the learning rate to 0 over the steps (as ``rankloss-tf train`` does)
     normalize: bool = False  # L2-normalise the head's output (the pair losses on cosines)
+    members: tuple = ()  # an ensemble: names of variants whose heads train apart; embeddings concatenated
 
 
 VIEWS4 = ("plain", "flip", "plain288", "flip288")
@@ -149,6 +157,19 @@ VARIANTS = {
         ("margin", 0.35), ("scale", 32.0), ("class_lr_multiplier", 100.0))}),
     "arcface_m100_lr1e-4": Variant(**{**PA_FAST, "loss": "arcface", "loss_options": (
         ("margin", 28.6), ("scale", 32.0), ("class_lr_multiplier", 100.0))}),
+    # Lead 2: LayerNorm with a higher learning rate, LayerNorm under Proxy-Anchor (proxies at 100x).
+    "recipe_ln_lr4e-4": Variant(**{**RECIPE, "head": "ln_linear", "learning_rate": 4e-4}),
+    "pa_m100_ln": Variant(**{**PA_FAST, "head": "ln_linear"}),
+    # Lead 1: ensembles of independent heads on the same frozen features, each head's output L2-normalised,
+    # concatenated and normalised again (a repeated name trains again with another seed).
+    "ens_np": Variant(members=("recipe",)),  # one head: the baseline on the cached embeddings the ensembles share
+    "ens_np_ln": Variant(members=("recipe", "recipe_ln")),
+    "ens_np_ln_pa": Variant(members=("recipe", "recipe_ln", "pa_m100_lr1e-4")),
+    "ens_ln_ln": Variant(members=("recipe_ln", "recipe_ln")),
+    "ens_ln_pa": Variant(members=("recipe_ln", "pa_m100_lr1e-4")),
+    "ens_np_np": Variant(members=("recipe", "recipe")),
+    "ens_np_ln_ln_pa": Variant(members=("recipe", "recipe_ln", "recipe_ln", "pa_m100_lr1e-4")),
+    "ens_np2_ln2": Variant(members=("recipe", "recipe", "recipe_ln", "recipe_ln")),
     "mlp_flip_288": Variant(head="mlp", learning_rate=3e-4, train_views=("plain288", "flip288"),
                             test_views=("plain288", "flip288")),
 }
@@ -192,6 +213,32 @@ def train_and_embed(variant, train, test, seed):
     return head.predict(queries, batch_size=1024, verbose=0)
 
 
+EMBEDDINGS = Path.home() / ".cache" / "rankloss_tf" / "cars196_recipe_embeddings"
+
+
+def _unit(x):
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def ensemble_embed(variant, train, test, seed, stage):
+    """The members' L2-normalised embeddings concatenated and normalised again; returns (embeddings, fresh s).
+
+    A member's embeddings are cached per (stage, name, seed), so ensembles that share heads train them once;
+    the n-th repeat of a name trains with ``seed + 1000 * n``.
+    """
+    parts, seconds = [], 0.0
+    for i, name in enumerate(variant.members):
+        member_seed = seed + 1000 * variant.members[:i].count(name)
+        path = EMBEDDINGS / f"{stage}_{name}_{member_seed}.npy"
+        if not path.exists():
+            watch = machine.Stopwatch()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path, train_and_embed(VARIANTS[name], train, test, member_seed))
+            seconds += watch.seconds
+        parts.append(_unit(np.load(path)))
+    return _unit(np.concatenate(parts, axis=1)), seconds
+
+
 def _select(features_by_view, keep):
     return {view: (f[keep(l)], l[keep(l)]) for view, (f, l) in features_by_view.items()}
 
@@ -204,8 +251,13 @@ def run(variant, stage, seed, data_dir):
     else:
         train, test = train_split, view_features(data_dir, "test")
     watch = machine.Stopwatch()
-    embeddings = train_and_embed(variant, train, test, seed)
+    if variant.members:
+        embeddings, fresh = ensemble_embed(variant, train, test, seed, stage)
+    else:
+        embeddings = train_and_embed(variant, train, test, seed)
     timing = watch.record()
+    if variant.members:
+        timing["seconds"] = fresh  # the heads trained now; cached members count 0
     labels = test[variant.test_views[0]][1]
     metrics = evaluate(embeddings, labels, clustering=stage == "test", seed=seed)
     return {"stage": stage, "variant": dataclasses.asdict(variant), "seed": seed, "metrics": metrics,
