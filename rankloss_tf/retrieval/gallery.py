@@ -33,7 +33,7 @@ class Gallery:
             unreadable files, as training leaves them out).
         references: the ``References`` (files, labels, decoder) of a folder
             gallery, read range by range; None for other galleries.
-        key: what defines the items when there are no ``references`` (see ``content_key``).
+        key: what defines the items (a folder: its scan's fingerprint; see ``content_key``).
 
     Example:
     >>> dataset = tf.data.Dataset.from_tensor_slices((np.zeros((2, 8, 8, 1), np.uint8), [0, 1]))
@@ -73,10 +73,10 @@ class Gallery:
     def content_key(self):
         """Hex digest of what the items are: a folder's file names and stamps, else the source's description.
 
-        A folder's key changes when any of its files is added, removed,
-        renamed or rewritten (``References.content_key``).
+        A folder's key (its scan's fingerprint, ``FolderIndex.fingerprint``) changes
+        when any of its files is added, removed, renamed or rewritten.
         """
-        return self.references.content_key() if self.references is not None else self.key
+        return self.key or self.references.content_key()
 
 
 def _described(*parts):
@@ -101,7 +101,9 @@ def _folder_gallery(root, image_size):
     references = References(np.array([os.fsencode(f) for f in files]), labels, read=decode,
                             tag=f"index-gallery:{image_size}")
     ids = [str(Path(f).relative_to(scan.root)) for f in files]
-    return Gallery(references.dataset(), ids, files, scan.unreadable, references=references)
+    # The scan has stamped every file already: its fingerprint is the content key (no second pass over the files).
+    key = _described("folder", scan.fingerprint, image_size)
+    return Gallery(references.dataset(), ids, files, scan.unreadable, references=references, key=key)
 
 
 def load_gallery(source, split="test", data_dir=None, image_size=None, labels=None):
