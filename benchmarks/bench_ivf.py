@@ -23,7 +23,7 @@ Writes benchmarks/results/index_ivf.json and the section between the
 ``<!-- ivf -->`` markers of benchmarks/results/index.md (--quick: a
 20,000-item gallery, results under .bench/results-quick/).
 
-Usage: python benchmarks/bench_ivf.py [--quick] [--size 1000000] [--min-time 2]
+Usage: python benchmarks/bench_ivf.py [--quick] [--size 1000000] [--min-time 2] [--large N [--large-only]]
 """
 
 import argparse
@@ -430,6 +430,8 @@ def main(argv=None):
     parser.add_argument("--timeout", type=int, default=900, help="seconds allowed to one step")
     parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results)")
     parser.add_argument("--large", type=int, help="also the IVF with int8 codes on a gallery of this size")
+    parser.add_argument("--large-only", action="store_true",
+                        help="with --large: only that run; the other figures already in index_ivf.json are kept")
     parser.add_argument("--build", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--serve", nargs=5, help=argparse.SUPPRESS)
     parser.add_argument("--faiss", nargs=4, help=argparse.SUPPRESS)
@@ -444,8 +446,13 @@ def main(argv=None):
         return faiss_run(int(n), int(lists), truth, float(min_time))
     n, min_time = (20_000, 0.3) if args.quick else (args.size, args.min_time)
     out_dir = args.out or (QUICK_RESULTS if args.quick else RESULTS)
+    if args.large_only and not (args.large and (out_dir / "index_ivf.json").is_file()):
+        parser.error(f"--large-only needs --large and an earlier {out_dir / 'index_ivf.json'}")
     with tempfile.TemporaryDirectory() as scratch:
-        result = measure(n, min_time, args.timeout, scratch)
+        if args.large_only:
+            result = json.loads((out_dir / "index_ivf.json").read_text())
+        else:
+            result = measure(n, min_time, args.timeout, scratch)
         if args.large:
             result["large"] = measure_large(args.large, min_time, args.timeout * 3, scratch)
     write(result, out_dir)

@@ -135,18 +135,19 @@ TRAINED = r"^\d+/\d+ - .*loss"  # Keras' line at the end of the epoch (--verbose
 
 
 def train_rss(folder, out, cache, steps, root=ROOT, stop_after_training=False, backbone=BACKBONE,
-              evaluation_seconds=None):
+              evaluation_seconds=None, plots=False):
     """``run_child``'s figures of ``rankloss-tf train`` on ``folder``, with ``evaluation``: the seconds, the RSS
     samples (first, peak, last) after the epoch ended (the evaluation of the test half and the rest of the
     command) and the peak RSS through training (``marked_rss_gb``); with ``stop_after_training`` the command is
     killed once its epoch ends (before the evaluation of the test half), with ``evaluation_seconds`` that many
-    seconds after it (``evaluation["cut"]``: the evaluation did not end)."""
+    seconds after it (``evaluation["cut"]``: the evaluation did not end); ``plots``: the command's default plots
+    (their gallery reads the images it shows), else ``--no-plots``."""
     command = [str(Path(sys.executable).parent / "rankloss-tf"), "train", "--dataset", f"folder:{folder}",
                "--image-size", str(SIZE), "--backbone", backbone,
                *(() if backbone == "small_cnn" else ("--weights", "random", "--fine-tune")),
                "--augment", "none", "--classes-per-batch", str(P),
-               "--samples-per-class", str(K), "--epochs", "1", "--steps-per-epoch", str(steps), "--no-plots",
-               "--verbose", "2", "--out", str(out)]
+               "--samples-per-class", str(K), "--epochs", "1", "--steps-per-epoch", str(steps),
+               *(() if plots else ("--no-plots",)), "--verbose", "2", "--out", str(out)]
     run = run_child(command, child_env(cache, root), TRAINED if stop_after_training else None, mark=TRAINED,
                     after_mark=evaluation_seconds)
     if run["code"] != 0:
@@ -422,7 +423,7 @@ def _train_sizes(args, work, results):
         scan, rescan = scan_times(folder, work / f"cache_{images}")
         run = train_rss(folder, work / f"run_{images}", work / f"cache_{images}", args.steps,
                         stop_after_training=args.stop_after_training, backbone=args.backbone,
-                        evaluation_seconds=limits.get(images) or None)
+                        evaluation_seconds=limits.get(images) or None, plots=args.plots)
         shutil.rmtree(work / f"run_{images}", ignore_errors=True)
         results["sizes"].append({"images": images, "classes": classes, "peak_rss_gb": run["peak_rss_gb"],
                                  "train_seconds": run["seconds"], "scan_seconds": scan, "rescan_seconds": rescan,
@@ -457,6 +458,7 @@ def _parser():
     parser.add_argument("--evaluation-seconds", type=float, nargs="+", default=None,
                         help="for each size (smallest first; 0: no limit): kill the train command this many seconds "
                              "after its epoch ends (a timed part of the evaluation: its RSS, not its end)")
+    parser.add_argument("--plots", action="store_true", help="the train command with its plots (default: --no-plots)")
     parser.add_argument("--metrics-seconds", type=float, default=None,
                         help="kill the metrics-only child (evaluate() on random embeddings as many as the test half) "
                              "after this many seconds: its RSS so far")
