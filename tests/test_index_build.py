@@ -148,6 +148,60 @@ def test_files_put_in_the_work_directory_are_kept(model_dir, photos, tmp_path, c
     assert sorted(p.name for p in work_path(out).iterdir()) == ["notes.txt"]
 
 
+def _kill_before_cleanup(monkeypatch):
+    """Stops the build once --out is written, before its work files are removed (a kill at that moment)."""
+    def stopping(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(BuildWork, "remove", stopping)
+
+
+def _files(path):
+    return {p.relative_to(path): p.read_bytes() for p in sorted(Path(path).rglob("*")) if p.is_file()}
+
+
+def test_a_build_killed_after_writing_its_index_is_finished_by_the_same_command(model_dir, photos, tmp_path, capsys,
+                                                                                monkeypatch):
+    out = tmp_path / "index"
+    _kill_before_cleanup(monkeypatch)
+    run = _index(model_dir, photos, out, capsys=capsys)
+    assert run.status == 130 and "interrupted after" in run.err and "run the same command again" in run.err, run.err
+    monkeypatch.undo()
+    written, work = _files(out), work_path(out)
+    assert len(list(work.glob("block-*.npz"))) == 6 and (work / "build.json").is_file()
+    (work / "notes.txt").write_text("mine")
+    for extra, change in ((["--block-size", "5"], "--block-size changed"), (["--metric", "l2"], "--metric changed"),
+                          (["--backend", "ivf"], "--backend, --lists, --probes or --codes changed")):
+        run = _index(model_dir, photos, out, *extra, capsys=capsys)  # another build: refused, naming what differs
+        assert run.status == 2 and f"holds the index of another build ({change})" in run.err, run.err
+        assert "--overwrite" in run.err and len(run.err.strip().splitlines()) == 1
+    other = export_saved_model(build_embedding_model((8, 8, 1), embedding_dim=8), tmp_path / "other")
+    run = _index(other, photos, out, capsys=capsys)
+    assert run.status == 2 and "holds the index of another build (the model changed" in run.err, run.err
+    assert _files(out) == written and len(list(work.glob("block-*.npz"))) == 6
+    run = _index(model_dir, photos, out, capsys=capsys)
+    assert run.status == 0 and "already holds the index this command builds" in run.out, run.err
+    assert len(run.out.strip().splitlines()) == 1 and "Embedding" not in run.out
+    assert _files(out) == written  # the index unchanged: no new version
+    assert sorted(p.name for p in work.iterdir()) == ["notes.txt"]  # only the files the build wrote removed
+    run = _index(model_dir, photos, out, capsys=capsys)  # done: an existing index is refused as before
+    assert run.status == 2 and "already exists" in run.err
+
+
+def test_a_shard_killed_after_writing_it_is_finished_by_the_same_command(model_dir, photos, tmp_path, capsys,
+                                                                         monkeypatch):
+    out = tmp_path / "shard"
+    _kill_before_cleanup(monkeypatch)
+    assert _index(model_dir, photos, out, "--shard", "0/2", capsys=capsys).status == 130
+    monkeypatch.undo()
+    written = _files(out)
+    run = _index(model_dir, photos, out, "--shard", "1/2", capsys=capsys)
+    assert run.status == 2 and "holds the shard of another build (the items to embed changed" in run.err, run.err
+    run = _index(model_dir, photos, out, "--shard", "0/2", capsys=capsys)
+    assert run.status == 0 and "already holds the shard this command builds" in run.out, run.err
+    assert _files(out) == written and not work_path(out).exists()
+
+
 def _shards(model_dir, photos, tmp_path, count, capsys, model=None, only=None):
     paths = []
     for i in range(count) if only is None else [only]:

@@ -85,6 +85,65 @@ def test_faiss_ivf_backend_chooses_lists_and_probes_as_the_ivf_backend(gallery, 
     np.testing.assert_allclose(got.scores, score_rows(rows, queries, got.indices, metric), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_faiss_ivf_with_every_list_probed_is_exact_search(gallery, metric):
+    faiss = pytest.importorskip("faiss")
+    rows, labels, queries, _ = gallery
+    exact, approximate = Index(metric=metric), Index(metric=metric, backend="faiss_ivf", lists=40, probes=2)
+    for index in (exact, approximate):
+        index.add_embeddings(rows, labels)
+    want = exact.search_embeddings(queries, k=10)
+    got = approximate.search_embeddings(queries, k=10, probes=40)  # per call: every list
+    backend = faiss.extract_index_ivf(approximate._backend[1])
+    assert (backend.nlist, backend.nprobe) == (40, 2) and approximate.list_options == (40, 2)
+    np.testing.assert_allclose(got.scores, want.scores, rtol=1e-5, atol=1e-5)
+    assert recall(got.indices, want.indices) > 0.99  # the same items, up to ties
+    assert recall(approximate.search_embeddings(queries, k=10).indices, want.indices) < 0.9  # the index's 2 probes
+    every = Index(metric=metric, backend="faiss_ivf", lists=40, probes=40)
+    every.add_embeddings(rows, labels)
+    np.testing.assert_allclose(every.search_embeddings(queries, k=10).scores, want.scores, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("option", [{"lists": 0}, {"probes": "3"}, {"lists": 2.5}, {"probes": True}])
+def test_faiss_ivf_refuses_bad_options_naming_them(option):
+    pytest.importorskip("faiss")
+    (name, value), = option.items()
+    with pytest.raises(ValueError, match=f"`{name}` must be a positive integer or None. Received: {name}={value!r}"):
+        Index(backend="faiss_ivf", **option)
+    index = Index(backend="faiss_ivf")
+    index.add_embeddings(np.eye(4, dtype=np.float32), labels=[0, 1, 2, 3])
+    if name == "probes":
+        with pytest.raises(ValueError, match=f"Received: probes={value!r}"):
+            index.search_embeddings(np.eye(4, dtype=np.float32), k=2, probes=value)
+    with pytest.raises(ValueError, match="`codes` to backend='ivf' only. Received: backend='faiss_ivf'"):
+        Index(backend="faiss_ivf", codes="int8")
+
+
+def test_probes_per_call_are_refused_by_a_backend_without_lists():
+    index = Index()
+    index.add_embeddings(np.eye(4, dtype=np.float32), labels=[0, 1, 2, 3])
+    with pytest.raises(ValueError, match="apply to backend='ivf' or 'faiss_ivf'.*Received: backend='exact'.*probes=3"):
+        index.search_embeddings(np.eye(4, dtype=np.float32), k=2, probes=3)
+
+
+def test_faiss_ivf_options_are_saved_and_loaded_back(gallery, tmp_path, monkeypatch, caplog):
+    pytest.importorskip("faiss")
+    rows, labels, queries, _ = gallery
+    index = Index(backend="faiss_ivf", lists=12, probes=3)
+    index.add_embeddings(rows[:500], labels[:500])
+    path = save_index(index, tmp_path / "index")
+    assert json.loads((path / "rankloss_tf_export.json").read_text())["faiss_ivf"] == {"lists": 12, "probes": 3}
+    loaded = load_index(tmp_path / "index")
+    assert loaded.backend == "faiss_ivf" and loaded.list_options == (12, 3)
+    np.testing.assert_array_equal(loaded.search_embeddings(queries, k=5).indices,
+                                  index.search_embeddings(queries, k=5).indices)
+    assert load_index(tmp_path / "index", backend="exact").list_options == (None, None)
+    monkeypatch.setitem(sys.modules, "faiss", None)  # where faiss is not installed: searched exactly, said once
+    with caplog.at_level(logging.WARNING, logger="rankloss_tf.retrieval.saved_model"):
+        assert load_index(tmp_path / "index").backend == "exact"
+    assert "pip install faiss-cpu" in caplog.text and "searched exactly" in caplog.text
+
+
 def score_rows(rows, queries, indices, metric):
     """Exact scores of the rows ``indices [Nq, k]`` for ``queries``: cosine similarities or L2 distances."""
     if metric == "l2":
@@ -265,7 +324,7 @@ def test_unbalanced_growth_offers_a_rebuild(gallery, caplog):
 def test_bad_options_are_refused(option):
     with pytest.raises(ValueError, match=next(iter(option))):
         Index(backend="ivf", **option)
-    with pytest.raises(ValueError, match="backend='ivf' only"):
+    with pytest.raises(ValueError, match="apply to backend='ivf' or 'faiss_ivf'"):
         Index(backend="exact", **option)
     with pytest.raises(ValueError, match="probes"):
         IVF("cosine").search(np.eye(2, dtype=np.float32), None, np.eye(2, dtype=np.float32), 1, probes=0)
@@ -306,4 +365,24 @@ def test_index_command_refuses_codes_without_ivf(tmp_path, capsys, small_model):
         cli.main(["index", "--model", str(small_model), "--gallery", "digits", "--out", str(tmp_path / "i"),
                   "--codes", "int8"])
     assert exit_info.value.code == 2
-    assert "--codes apply to --backend ivf. Received: --backend=exact" in capsys.readouterr().err
+    assert "--codes applies to --backend ivf. Received: --backend=exact" in capsys.readouterr().err
+
+
+def test_index_command_builds_a_faiss_ivf_index_with_its_options(tmp_path, capsys, small_model, monkeypatch):
+    from tests.conftest import run_cli
+
+    pytest.importorskip("faiss")
+    common = ["index", "--model", small_model, "--gallery", "digits", "--lists", "12"]
+    argv = [*common, "--backend", "faiss_ivf", "--probes", "3"]
+    run = run_cli(capsys, *argv, "--out", tmp_path / "index")
+    assert run.status == 0 and "faiss_ivf: 12 lists, 3 probes" in run.out, run.err
+    loaded = load_index(tmp_path / "index")
+    assert loaded.backend == "faiss_ivf" and loaded.list_options == (12, 3)
+    run = run_cli(capsys, *common, "--out", tmp_path / "exact")
+    assert run.status == 2 and "--lists and --probes apply to --backend ivf or faiss_ivf" in run.err
+    run = run_cli(capsys, *common, "--backend", "faiss_ivf", "--probes", "13", "--out", tmp_path / "many")
+    assert run.status == 2 and "--probes 13 exceeds --lists 12" in run.err
+    monkeypatch.setitem(sys.modules, "faiss", None)  # not installed: refused before any work
+    run = run_cli(capsys, *argv, "--out", tmp_path / "none")
+    assert run.status == 2 and "pip install faiss-cpu" in run.err and "Embedding" not in run.out
+    assert not (tmp_path / "none").exists()

@@ -22,7 +22,10 @@ Examples::
 A build streams its gallery in blocks (``--block-size`` images), each
 written to ``OUT.rankloss_tf-build/`` when finished (``retrieval.block_files``):
 run a killed build again with the same command and it goes on from its last
-finished block. Progress, images/s and the time left go to stderr.
+finished block; killed after writing ``--out`` but before removing its work
+files, the same command recognises its own output (the build key recorded in
+its marker) and only removes them. Progress, images/s and the time left go
+to stderr.
 """
 
 import argparse
@@ -108,11 +111,14 @@ def add_index_arguments(parser):
                         help="build the index --out from the shard directories of every --shard I/N (with the "
                              "same --model; no --gallery)")
     # IVF hook: the approximate backend that ships inside the SavedModel (retrieval.ivf)
-    parser.add_argument("--backend", choices=("exact", "ivf"), default="exact",
-                        help="exact search, or ivf: inverted lists for galleries of millions (default exact)")
-    parser.add_argument("--lists", type=_positive_int, help="ivf: number of lists (default: sqrt of the gallery size)")
+    parser.add_argument("--backend", choices=("exact", "ivf", "faiss_ivf"), default="exact",
+                        help="exact search; ivf: inverted lists for galleries of millions, also inside the "
+                             "SavedModel; faiss_ivf: faiss IVFFlat, searched by load_index / `rankloss-tf search` "
+                             "in Python (pip install faiss-cpu; the SavedModel searches exactly) (default exact)")
+    parser.add_argument("--lists", type=_positive_int,
+                        help="ivf, faiss_ivf: number of lists (default: sqrt of the gallery size)")
     parser.add_argument("--probes", type=_positive_int,
-                        help="ivf: lists probed per query (default: calibrated for recall@10 >= 0.95)")
+                        help="ivf, faiss_ivf: lists probed per query (default: calibrated for recall@10 >= 0.95)")
     parser.add_argument("--codes", choices=("float32", "int8"),
                         help="ivf: rows kept as float32 (default) or int8 codes (a quarter of the memory, for 10^7 items)")
     parser.set_defaults(func=run_index)
@@ -204,7 +210,9 @@ def _check_index_arguments(args):
     from rankloss_tf.export import check_export_path
     from rankloss_tf.io.atomic import check_writable
     from rankloss_tf.loading import model_form
+    from rankloss_tf.retrieval.ann import check_backend
     from rankloss_tf.retrieval.block_files import SHARD_KIND
+    from rankloss_tf.retrieval.ivf import LIST_BACKENDS
     from rankloss_tf.retrieval.versions import check_index_path
 
     model_form(args.model)
@@ -213,14 +221,20 @@ def _check_index_arguments(args):
     if args.probes is not None and args.lists is not None and args.probes > args.lists:
         raise ValueError(f"--probes {args.probes} exceeds --lists {args.lists}: a query probes at most every list. "
                          f"Received: --probes={args.probes}, --lists={args.lists}")
-    if (args.lists is not None or args.probes is not None or args.codes is not None) and args.backend != "ivf":
-        raise ValueError(f"--lists, --probes and --codes apply to --backend ivf. Received: --backend={args.backend}")
+    if (args.lists is not None or args.probes is not None) and args.backend not in LIST_BACKENDS:
+        raise ValueError(f"--lists and --probes apply to --backend {' or '.join(LIST_BACKENDS)}. "
+                         f"Received: --backend={args.backend}")
+    if args.codes is not None and args.backend != "ivf":
+        raise ValueError(f"--codes applies to --backend ivf. Received: --backend={args.backend}")
+    check_backend(args.backend)  # faiss_ivf without faiss: refused before any work
     check_image_memory(args.image_size, args.batch_size)
     protected = [args.model, args.data_dir, folder, *(args.merge or ())]
+    # --out written by this very build, killed before removing its work files: compared once the gallery is read
+    replace = args.overwrite or _leftover(args)
     if args.shard is not None:
-        check_export_path(args.out, args.overwrite, protected, role="--out", kind=SHARD_KIND)
+        check_export_path(args.out, replace, protected, role="--out", kind=SHARD_KIND)
     else:
-        check_index_path(args.out, args.overwrite, protected, role="--out")  # the save's rules, before any embedding
+        check_index_path(args.out, replace, protected, role="--out")  # the save's rules, before any embedding
     check_writable(args.out, "--out")
     return protected
 
@@ -235,7 +249,8 @@ def run_index(args):
     as in training. The gallery streams in blocks, each kept in
     ``OUT.rankloss_tf-build/`` once embedded: Ctrl-C (or a kill) exits
     leaving --out as it was, and the same command run again goes on from
-    the last finished block. With ``args.merge``, the shards are joined instead.
+    the last finished block (killed after writing --out, it only removes the
+    work files: ``_finish``). With ``args.merge``, the shards are joined instead.
 
     Example:
     >>> run_index(argparse.Namespace(model="runs/demo/saved_model", gallery="digits", split="test",
@@ -258,9 +273,9 @@ def run_index(args):
 
 def _backend_options(args):
     """The ``Index`` backend arguments of the command line."""
-    if args.backend != "ivf":
+    if args.backend == "exact":
         return {}
-    return {"backend": "ivf", "lists": args.lists, "probes": args.probes, "codes": args.codes}
+    return {"backend": args.backend, "lists": args.lists, "probes": args.probes, "codes": args.codes}
 
 
 def _index(args):
@@ -276,7 +291,10 @@ def _index(args):
     _print_skipped(gallery)
     _check_probes(args, len(gallery))
     start, stop = shard_range(len(gallery), args.shard)
-    work = BuildWork(work_path(args.out), _plan(args, gallery, start, stop)).open(args.restart)
+    plan = _plan(args, gallery, start, stop)
+    if _leftover(args):
+        return _finish(args, plan)
+    work = BuildWork(work_path(args.out), plan).open(args.restart)
     _embed(args, model, gallery, work)
     embeddings, labels = work.read()
     ids, paths = gallery.ids[start:stop], gallery.paths[start:stop]
@@ -287,8 +305,8 @@ def _index(args):
 
         index = index_from_embeddings(model, embeddings, labels, ids, paths, args.metric, **_backend_options(args))
         del embeddings
-        _save(args, index, protected)
-    _remove_work(work)
+        _save(args, index, protected, _build_key(args, plan))
+    _remove_work(args, work)
 
 
 def _print_skipped(gallery):
@@ -306,6 +324,47 @@ def _plan(args, gallery, start, stop):
 
     return {"model": model_key(args.model), "gallery": gallery.content_key(), "image_size": args.image_size,
             "range": [start, stop], "block_size": args.block_size}
+
+
+def _build_key(args, plan):
+    """What this build writes, recorded in --out's marker: the blocks' plan and, for an index, its settings."""
+    if args.shard is not None:
+        return dict(plan)
+    return {**plan, "metric": args.metric, "index": _backend_options(args)}
+
+
+def _leftover(args):
+    """True when --out records the build that wrote it and that build's work directory is beside it: a build
+    killed after writing --out but before removing its work files (``_finish`` compares it with this one)."""
+    from rankloss_tf.export import read_export_info
+    from rankloss_tf.retrieval.block_files import MANIFEST, work_path
+
+    if args.overwrite or args.merge is not None:
+        return False
+    recorded = (read_export_info(args.out) or {}).get("build")
+    return isinstance(recorded, dict) and (work_path(args.out) / MANIFEST).is_file()
+
+
+def _finish(args, plan):
+    """Removes the work files left by a killed run of this very build, whose --out is complete; refuses
+    (naming what differs) when --out was written by another build."""
+    from rankloss_tf.export import read_export_info
+    from rankloss_tf.retrieval.block_files import BuildWork, changes, work_path
+
+    what = "index" if args.shard is None else "shard"
+    changed = changes(read_export_info(args.out)["build"], _build_key(args, plan))
+    if changed:
+        raise ValueError(f"--out holds the {what} of another build ({'; '.join(changed)}); it is replaced only "
+                         f"with --overwrite. Received: --out={args.out}")
+    work = BuildWork(work_path(args.out), plan)
+    if work.changes():
+        left = f"{work.directory} holds the blocks of another build: left as it is"
+    elif work.remove():
+        left = f"removed its work files in {work.directory}"
+    else:
+        left = f"removed its work files; {work.directory} is left: it holds files this build did not write"
+    print(f"{args.out} already holds the {what} this command builds (an earlier run stopped before cleaning up): "
+          f"{left}.", flush=True)
 
 
 def _embed(args, model, gallery, work):
@@ -328,8 +387,15 @@ def _embed(args, model, gallery, work):
         raise
 
 
-def _remove_work(work):
-    if not work.remove():
+def _remove_work(args, work):
+    """Removes the work files once --out is written (interrupted meanwhile: the same command finishes it)."""
+    try:
+        gone = work.remove()
+    except KeyboardInterrupt:
+        print(f"\nrankloss-tf index: interrupted after {args.out} was written, before its work files in "
+              f"{work.directory} were removed: run the same command again to remove them.", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
+    if not gone:
         print(f"Left {work.directory}: it holds files this build did not write.", flush=True)
 
 
@@ -339,7 +405,8 @@ def _write_shard(args, items, gallery, work, protected):
     index, count = args.shard
     start, stop = work.plan["range"]
     info = {"shard": index, "shards": count, "range": [start, stop], "items": len(gallery),
-            "items_key": gallery.items_key(), "model": work.plan["model"], "gallery": args.gallery}
+            "items_key": gallery.items_key(), "model": work.plan["model"], "gallery": args.gallery,
+            "build": _build_key(args, work.plan)}
     write_shard(args.out, *items, info, overwrite=args.overwrite, protected=protected)
     print(f"Shard {index}/{count} (items {start}-{stop} of {len(gallery)}) written to {args.out}. When every shard "
           f"is written: rankloss-tf index --model {args.model} --merge SHARD_DIR... --out INDEX")
@@ -360,10 +427,11 @@ def _merge(args, model, protected):
     _save(args, index, protected)
 
 
-def _save(args, index, protected):
+def _save(args, index, protected, build=None):
+    from rankloss_tf.retrieval.ivf import lists_for
     from rankloss_tf.retrieval.saved_model import save_index
 
-    version = save_index(index, args.out, overwrite=args.overwrite, protected=protected)
+    version = save_index(index, args.out, overwrite=args.overwrite, protected=protected, build=build)
     print(f"Index of {len(index)} items ({args.metric}) written to {args.out} (version {version.name}, one "
           f"SavedModel at {version}) with signatures search(images, k), embed(images), search_embeddings("
           f"embeddings, k). Search it with `rankloss-tf search --index {args.out}`; TF Serving: "
@@ -371,15 +439,18 @@ def _save(args, index, protected):
     if index.ivf is not None:  # IVF hook
         print(f"IVF: {len(index.ivf.centroids)} lists, {index.ivf.probes} probed per query, rows as {index.ivf.codes}; "
               "search_probes(images, k, probes) and search_embeddings_probes(embeddings, k, probes) set them per call")
+    if index.backend == "faiss_ivf":
+        print(f"faiss_ivf: {lists_for(len(index), args.lists)} lists, {args.probes or 'calibrated'} probes; faiss builds "
+              "them on the first search of load_index / `rankloss-tf search` (its SavedModel signatures search exactly)")
 
 
 def _check_probes(args, size):
     """Refuses, before embedding, more --probes than the gallery of ``size`` items will have lists."""
-    from rankloss_tf.retrieval.ivf import default_lists
+    from rankloss_tf.retrieval.ivf import LIST_BACKENDS, lists_for
 
-    if args.backend != "ivf" or args.probes is None:
+    if args.backend not in LIST_BACKENDS or args.probes is None:
         return
-    lists = min(args.lists or default_lists(size), size)
+    lists = lists_for(size, args.lists)
     if args.probes > lists:
         raise ValueError(f"--probes {args.probes} exceeds the {lists} lists of this gallery of {size} items "
                          f"({'--lists' if args.lists else 'the default lists, sqrt of the size'}): pass --probes "

@@ -7,10 +7,12 @@
   expansion_add 128, expansion_search max(64, 2k); ``ip`` or ``l2sq``).
   Package ``usearch``.
 - ``"faiss_ivf"``: ``faiss.IndexIVFFlat``, inverted lists like the ``"ivf"``
-  backend's and chosen the same way (``retrieval.ivf``): ``default_lists(N)``
-  lists trained on 64 rows per list, the lists probed calibrated on the
-  gallery for recall@10 >= 0.95 (``ivf.calibrate_probes``). Builds 10^6 items
-  in seconds where the HNSW backends take minutes. Package ``faiss-cpu``.
+  backend's, with its options and defaults (``retrieval.ivf``): ``lists``
+  (default ``default_lists(N)``, at most N; trained on 64 rows per list) and
+  ``probes`` (default: calibrated on the gallery for recall@10 >= 0.95,
+  ``ivf.calibrate_probes``), checked by ``ivf.list_options``; the probes can
+  also be given per search. Builds 10^6 items in seconds where the HNSW
+  backends take minutes. Package ``faiss-cpu``.
 
 Both return candidate items; their scores are then recomputed exactly and
 the candidates ordered like the exact search (ties to the earlier item), so
@@ -22,7 +24,7 @@ import importlib
 
 import numpy as np
 
-from rankloss_tf.retrieval.ivf import calibrate_probes, default_lists
+from rankloss_tf.retrieval.ivf import calibrate_probes, lists_for
 
 __all__ = ["BACKENDS", "build", "check_backend", "search"]
 
@@ -55,8 +57,11 @@ def _module(name):
         ) from error
 
 
-def build(name, references, metric):
+def build(name, references, metric, lists=None, probes=None):
     """Builds the approximate index of backend ``name`` over prepared references ``[N, D]``.
+
+    ``lists`` / ``probes``: those of ``"faiss_ivf"`` (checked by
+    ``ivf.list_options``; None: chosen as the ``"ivf"`` backend chooses them).
 
     Example:
     >>> backend = build("faiss", np.eye(3, dtype=np.float32), "cosine")  # doctest: +SKIP
@@ -66,7 +71,7 @@ def build(name, references, metric):
     references = np.ascontiguousarray(references, np.float32)
     dim = references.shape[1]
     if name == "faiss_ivf":
-        return name, _faiss_ivf(references, metric)
+        return name, _faiss_ivf(references, metric, lists, probes)
     if name == "faiss":
         faiss = _module("faiss")
         kind = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
@@ -81,27 +86,30 @@ def build(name, references, metric):
     return name, index
 
 
-def _faiss_ivf(references, metric, seed=0):
-    """``faiss.IndexIVFFlat`` over prepared references, lists and probes chosen as the ``"ivf"`` backend's."""
+def _faiss_ivf(references, metric, lists=None, probes=None, seed=0):
+    """``faiss.IndexIVFFlat`` over prepared references, lists and probes given or chosen as the ``"ivf"`` backend's."""
     faiss = _module("faiss_ivf")
-    dim, lists = references.shape[1], default_lists(len(references))
+    dim, lists = references.shape[1], lists_for(len(references), lists)
     kind = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
     index = faiss.IndexIVFFlat(faiss.IndexFlat(dim, kind), dim, lists, kind)
     rng = np.random.default_rng(seed)
     sample = min(len(references), TRAINING_ROWS_PER_LIST * lists)
     index.train(references[np.sort(rng.choice(len(references), sample, replace=False))])
     index.add(references)
-    centroids = index.quantizer.reconstruct_n(0, lists)
-    assignment = index.quantizer.search(references, 1)[1][:, 0]
-    sq_norms = np.sum(np.square(references), axis=1) if metric == "l2" else None
-    index.nprobe = calibrate_probes(references, sq_norms, centroids, assignment, metric, seed=seed)
+    if probes is None:
+        centroids = index.quantizer.reconstruct_n(0, lists)
+        assignment = index.quantizer.search(references, 1)[1][:, 0]
+        sq_norms = np.sum(np.square(references), axis=1) if metric == "l2" else None
+        probes = calibrate_probes(references, sq_norms, centroids, assignment, metric, seed=seed)
+    index.nprobe = int(probes)  # more than the lists: faiss probes them all, as the "ivf" backend
     return index
 
 
-def _candidates(backend, queries, k):
+def _candidates(backend, queries, k, probes=None):
     name, index = backend
     if name == "faiss_ivf":
-        return index.search(queries, k)[1].astype(np.int64)
+        params = None if probes is None else _module(name).SearchParametersIVF(nprobe=int(probes))
+        return index.search(queries, k, params=params)[1].astype(np.int64)
     if name == "faiss":
         index.hnsw.efSearch = max(64, 2 * k)
         return index.search(queries, k)[1].astype(np.int64)
@@ -113,11 +121,13 @@ def _candidates(backend, queries, k):
     return keys
 
 
-def search(backend, queries, references, sq_norms, k, metric):
+def search(backend, queries, references, sq_norms, k, metric, probes=None):
     """Approximate top k of raw query embeddings: ``(indices int32 [Nq, k], scores float32 [Nq, k])``.
 
     Candidates the backend leaves out (fewer than k) are filled with the next
-    gallery items not yet listed, scored exactly.
+    gallery items not yet listed, scored exactly. ``probes``: lists probed
+    by this call (``"faiss_ivf"``, a checked positive integer; more than the
+    lists probes them all; None: the index's).
 
     Example:
     >>> backend = build("usearch", np.eye(3, dtype=np.float32), "l2")  # doctest: +SKIP
@@ -127,7 +137,7 @@ def search(backend, queries, references, sq_norms, k, metric):
     queries = np.asarray(queries, np.float32)
     if metric == "cosine":
         queries = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
-    candidates = _candidates(backend, np.ascontiguousarray(queries), k)
+    candidates = _candidates(backend, np.ascontiguousarray(queries), k, probes)
     for row in np.nonzero((candidates < 0).any(axis=1))[0]:
         found = [c for c in candidates[row] if c >= 0]
         spare = [i for i in range(len(references)) if i not in set(found)][: k - len(found)]

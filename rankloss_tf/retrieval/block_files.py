@@ -16,7 +16,11 @@ blocks by the model's content (``model_key``), the gallery's content
 and the range; a build whose key differs is refused and says what changed
 (model, gallery, settings), never mixed. When the build is done the work
 directory's files are removed by their exact names (a file someone else put
-there is kept, and so is the directory then).
+there is kept, and so is the directory then). The build's key (the plan,
+plus the index's metric and backend settings) is recorded in the marker of
+what it writes (``"build"``), so that a build killed after writing its output
+but before removing its work files is recognised when run again
+(``changes``) and only has its work files to remove.
 
 A shard (``--shard i/N``) writes its items' embeddings, ids, labels and paths
 to a shard directory (``write_shard``, an export of kind ``index-shard``,
@@ -37,20 +41,32 @@ from rankloss_tf.export import read_export_info, write_export
 from rankloss_tf.io.atomic import remove_stale_temporaries, write_file
 from rankloss_tf.loading import model_form
 
-__all__ = ["BuildWork", "SHARD_KIND", "model_key", "read_shards", "shard_range", "work_path", "write_shard"]
+__all__ = ["BuildWork", "SHARD_KIND", "changes", "model_key", "read_shards", "shard_range", "work_path", "write_shard"]
 
 WORK_SUFFIX = ".rankloss_tf-build"
 MANIFEST = "build.json"
 MANIFEST_KIND = "index-build"
 SHARD_KIND = "index-shard"
-# The fields of build.json, and how a message names a change of each.
+# The fields of a build's key (build.json holds the first five), and how a message names a change of each.
 _CHANGES = {
     "model": "the model changed (its files differ)",
     "gallery": "the gallery changed (a file was added, removed, renamed or rewritten)",
     "image_size": "--image-size changed",
     "range": "the items to embed changed (gallery size or --shard)",
     "block_size": "--block-size changed",
+    "metric": "--metric changed",
+    "index": "--backend, --lists, --probes or --codes changed",
 }
+
+
+def changes(found, key):
+    """What differs between two build keys (dicts of the ``_CHANGES`` fields), as messages name it.
+
+    Example:
+    >>> changes({"model": "a1", "block_size": 8}, {"model": "a1", "block_size": 4})
+    ['--block-size changed']
+    """
+    return [text for field, text in _CHANGES.items() if found.get(field) != key.get(field)]
 
 
 def work_path(out):
@@ -162,7 +178,7 @@ class BuildWork:
                              f"{MANIFEST}); it is never touched: move it away. Received: {self.directory}")
         if manifest.is_file():
             found = _read_manifest(manifest)
-            changed = [text for field, text in _CHANGES.items() if found.get(field) != self.plan.get(field)]
+            changed = changes(found, self.plan)
             if changed and not restart:
                 raise ValueError(
                     f"An interrupted build in {self.directory} embedded other items: {'; '.join(changed)}. Its "
@@ -175,6 +191,11 @@ class BuildWork:
         if not manifest.is_file():
             write_file(manifest, json.dumps({"kind": MANIFEST_KIND, **self.plan}, indent=1) + "\n")
         return self
+
+    def changes(self):
+        """What the build whose ``build.json`` is in the directory differs in from this one (``[]``: none there)."""
+        manifest = self.directory / MANIFEST
+        return changes(_read_manifest(manifest), self.plan) if manifest.is_file() else []
 
     def write(self, start, stop, embeddings, labels):
         """Writes one finished block atomically."""

@@ -30,7 +30,7 @@ from rankloss_tf.evaluation.neighbours import (
 )
 from rankloss_tf.images import check_images
 from rankloss_tf.retrieval import ann
-from rankloss_tf.retrieval.ivf import ivf_for  # IVF hook
+from rankloss_tf.retrieval.ivf import ivf_for, list_options  # IVF hook
 from rankloss_tf.retrieval.embedder import as_embedder
 from rankloss_tf.retrieval.items import Items, check_labels
 
@@ -96,15 +96,17 @@ class Index:
         block_size: query rows per matmul of the exact search.
         items: the gallery as an ``Items`` table of *prepared* rows (what
             ``load_index`` passes); None starts empty.
-        lists, probes: the IVF's number of lists and lists probed per query
-            (``backend="ivf"`` only; None: chosen from the gallery, see
-            ``retrieval.ivf``).
+        lists, probes: the number of inverted lists and of lists probed per
+            query (``backend="ivf"`` or ``"faiss_ivf"`` only; None: chosen
+            from the gallery, see ``retrieval.ivf``).
         codes: ``backend="ivf"`` only: "float32" (default) or "int8": rows
             kept as int8 codes, a quarter of the memory
             (``retrieval.ivf_codes``; the decoded rows are the gallery).
 
     Raises:
-        ValueError: unknown metric or backend.
+        ValueError: unknown metric or backend; lists, probes or codes for a
+            backend without them, or not positive integers (the message names
+            what was received).
 
     Example:
     >>> index = Index(metric="l2")
@@ -124,7 +126,8 @@ class Index:
         self.block_size = int(block_size)
         self.embedder = None if model is None else as_embedder(model)
         self._backend_name = ann.check_backend(backend)
-        self.ivf = ivf_for(backend, metric, lists, probes, codes)  # IVF hook: None unless backend="ivf"
+        self._list_options = list_options(backend, lists, probes, codes)  # (lists, probes), checked
+        self.ivf = ivf_for(backend, metric, *self._list_options, codes)  # IVF hook: None unless backend="ivf"
         self._backend = None
         self._tensors = None
         self.items = Items.empty() if items is None else items
@@ -139,6 +142,16 @@ class Index:
     ids = property(lambda self: self.items.ids, doc="str ``[N]`` item ids.")
     labels = property(lambda self: self.items.labels, doc="int64 ``[N]`` labels.")
     paths = property(lambda self: self.items.paths, doc="str ``[N]`` source paths.")
+
+    @property
+    def backend(self):
+        """The backend's name (``"exact"``, ``"ivf"``, or one of ``retrieval.ann``)."""
+        return self._backend_name
+
+    @property
+    def list_options(self):
+        """``(lists, probes)`` as given to ``"ivf"`` / ``"faiss_ivf"`` (None: chosen from the gallery)."""
+        return self._list_options
 
     @property
     def embedding_dim(self):
@@ -228,8 +241,8 @@ class Index:
         Args:
             embeddings: float ``[Nq, D]`` query embeddings.
             k: number of neighbours, ``1 <= k <= len(index)``.
-            probes: lists probed per query (``backend="ivf"``; None: the
-                index's ``ivf.probes``).
+            probes: lists probed per query (``backend="ivf"`` or
+                ``"faiss_ivf"``; None: the index's).
 
         Returns:
             ``SearchResult`` of ``[Nq, k]`` arrays, best first; exact search
@@ -237,14 +250,15 @@ class Index:
 
         Raises:
             ValueError: an empty index, k outside [1, len(index)], queries of
-                another dimension or with non-finite values.
+                another dimension or with non-finite values, probes not a
+                positive integer or given to a backend without lists.
         """
         if not len(self):
             raise ValueError("The index is empty: add items before searching. Received: an index of 0 items")
         queries = _check_embeddings(embeddings, "embeddings", self.embedding_dim)
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= len(self):
             raise ValueError(f"`k` must be an integer between 1 and the index size {len(self)}. Received: k={k!r}")
-        k = int(k)
+        k, probes = int(k), list_options(self._backend_name, probes=probes)[1]
         if not len(queries):  # no query: empty results of the documented shapes
             indices, scores = np.zeros((0, k), np.int32), np.zeros((0, k), np.float32)
         elif self._backend_name == "exact":
@@ -253,8 +267,9 @@ class Index:
             indices, scores = self.ivf.search(self.references, self.sq_norms, queries, k, probes, self.block_size)
         else:
             if self._backend is None:
-                self._backend = ann.build(self._backend_name, self.references, self.metric)
-            indices, scores = ann.search(self._backend, queries, self.references, self.sq_norms, k, self.metric)
+                self._backend = ann.build(self._backend_name, self.references, self.metric, *self._list_options)
+            indices, scores = ann.search(self._backend, queries, self.references, self.sq_norms, k, self.metric,
+                                         probes)
         return SearchResult(self.ids[indices], scores, self.labels[indices], self.paths[indices], indices)
 
     def _exact(self, queries, k):

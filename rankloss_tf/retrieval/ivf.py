@@ -14,7 +14,9 @@ search or save, or ``train``):
   items are searched exactly (k = 10, the item itself left out) and the
   smallest number of lists whose union holds ``TARGET_RECALL`` of their true
   top 10 is kept (with the safety factor ``PROBE_MARGIN``). Both can be set;
-  the probes also per call.
+  the probes also per call. ``"faiss_ivf"`` (``retrieval.ann``) takes the
+  same options with the same defaults and checks (``list_options``,
+  ``lists_for``, ``calibrate_probes``).
 
 Growth: items added after training go to their nearest list (the centroids
 stay); removed items leave their lists. When the largest list grows above
@@ -40,7 +42,7 @@ from rankloss_tf.retrieval.ivf_codes import Quantiser, check_codes
 from rankloss_tf.retrieval.ivf_search import search_function
 from rankloss_tf.retrieval.kmeans import assign, train_centroids
 
-__all__ = ["IVF", "default_lists", "ivf_for"]
+__all__ = ["IVF", "LIST_BACKENDS", "default_lists", "ivf_for", "list_options", "lists_for"]
 
 log = logging.getLogger(__name__)
 
@@ -62,23 +64,50 @@ def default_lists(size):
     return int(max(1, min(round(math.sqrt(size)), size // 16)))
 
 
-def ivf_for(backend, metric, lists=None, probes=None, codes=None):
-    """The ``IVF`` of an ``Index`` of ``backend`` ("ivf"), else None; lists / probes / codes are for "ivf" only.
+LIST_BACKENDS = ("ivf", "faiss_ivf")  # the backends with lists and probes (faiss_ivf: retrieval.ann)
+
+
+def lists_for(size, lists=None):
+    """The number of lists of a gallery of ``size`` items: ``lists``, or ``default_lists(size)``; at most ``size``.
+
+    Example:
+    >>> lists_for(10**6), lists_for(10**6, lists=4096), lists_for(5, lists=8)
+    (1000, 4096, 5)
+    """
+    return int(min(lists or default_lists(size), size))
+
+
+def list_options(backend, lists=None, probes=None, codes=None):
+    """``(lists, probes)`` of an ``Index`` of ``backend``, checked: one vocabulary for "ivf" and "faiss_ivf".
 
     Raises:
-        ValueError: lists, probes or codes given for another backend, lists or
-            probes not positive integers, codes not one of ``ivf_codes.CODES``.
+        ValueError: lists or probes given for a backend without lists (not
+            in ``LIST_BACKENDS``), codes for another backend than "ivf", lists
+            or probes not positive integers.
+
+    Example:
+    >>> list_options("faiss_ivf", lists=64), list_options("exact")
+    ((64, None), (None, None))
+    """
+    if (backend not in LIST_BACKENDS and (lists is not None or probes is not None)) or (
+            backend != "ivf" and codes is not None):
+        raise ValueError(f"`lists` and `probes` apply to backend='ivf' or 'faiss_ivf', `codes` to backend='ivf' only. "
+                         f"Received: backend={backend!r}, lists={lists!r}, probes={probes!r}, codes={codes!r}")
+    return _check_count(lists, "lists"), _check_count(probes, "probes")
+
+
+def ivf_for(backend, metric, lists=None, probes=None, codes=None):
+    """The ``IVF`` of an ``Index`` of ``backend`` ("ivf"), else None; options checked by ``list_options``.
+
+    Raises:
+        ValueError: see ``list_options``; codes not one of ``ivf_codes.CODES``.
 
     Example:
     >>> ivf_for("ivf", "cosine", probes=8).probes, ivf_for("exact", "cosine")
     (8, None)
     """
-    if backend == "ivf":
-        return IVF(metric, lists, probes, codes or "float32")
-    if lists is not None or probes is not None or codes is not None:
-        raise ValueError(f"`lists`, `probes` and `codes` apply to backend='ivf' only. Received: backend={backend!r}, "
-                         f"lists={lists!r}, probes={probes!r}, codes={codes!r}")
-    return None
+    lists, probes = list_options(backend, lists, probes, codes)
+    return IVF(metric, lists, probes, codes or "float32") if backend == "ivf" else None
 
 
 def _check_count(value, name):
@@ -185,7 +214,7 @@ class IVF:
     def train(self, rows, sq_norms):
         """(Re)trains the centroids on the stored rows ``[N, D]`` (floats or codes) and reassigns every item."""
         rows = np.asarray(rows) if self.quantiser is not None else np.asarray(rows, np.float32)
-        lists = min(self.lists or default_lists(len(rows)), len(rows))
+        lists = lists_for(len(rows), self.lists)
         self.centroids = train_centroids(rows, lists, self.metric, decode=self._decode)
         self.assignment = assign(rows, self.centroids, self.metric, self._decode)
         if not self._fixed_probes:

@@ -35,6 +35,7 @@ which can read and write files. Load only indexes you (or someone you trust)
 wrote.
 """
 
+import logging
 import warnings
 
 import keras
@@ -44,12 +45,14 @@ import tensorflow as tf
 from rankloss_tf.evaluation.neighbours import chunk_size_for
 from rankloss_tf.export import IMAGES_SPEC, MARKER, SIGNATURE, read_export_info
 from rankloss_tf.retrieval.embedder import Embedder
-from rankloss_tf.retrieval import ivf_saved  # IVF hook
+from rankloss_tf.retrieval import ann, ivf_saved  # IVF hook
 from rankloss_tf.retrieval.index import Index, exact_search
 from rankloss_tf.retrieval.items import Items
 from rankloss_tf.retrieval.versions import KIND, publish, read_current
 
 __all__ = ["export_index", "load_index", "save_index"]
+
+log = logging.getLogger(__name__)
 
 EXPORT_BLOCK_ROWS = 256  # request rows the reference chunk is sized for
 
@@ -122,8 +125,12 @@ def _archive(gallery, search_embeddings, embedder, dim, ivf_parts=None):
     return write
 
 
-def save_index(index, path, overwrite=False, protected=()):
+def save_index(index, path, overwrite=False, protected=(), build=None):
     """Saves an ``Index`` as a new version of the index directory ``path`` (see the module docstring).
+
+    The marker records the metric, size and dimension; for ``backend="ivf"``
+    the lists; for ``"faiss_ivf"`` (searched exactly by the SavedModel) its
+    ``lists`` / ``probes`` options, which ``load_index`` gives back.
 
     Args:
         index: a non-empty ``Index``; without a model only
@@ -132,6 +139,10 @@ def save_index(index, path, overwrite=False, protected=()):
         overwrite: replace the current version of an existing index of this
             tool (readers loading meanwhile get the old or the new one).
         protected: paths the index must not be equal to, inside or above.
+        build: JSON-serialisable description of the build that wrote the
+            index, recorded in the marker as ``"build"`` (``rankloss-tf index``
+            records its build key there to recognise its own index); None:
+            not recorded.
 
     Returns:
         ``Path`` of the new version, one SavedModel (``path/<n>``): what
@@ -180,6 +191,10 @@ def save_index(index, path, overwrite=False, protected=()):
     }
     if ivf_parts is not None:  # IVF hook
         info.update(ivf_parts.info)
+    if index.backend == "faiss_ivf":  # a Python backend with options: load_index gives them back
+        info.update(backend="faiss_ivf", faiss_ivf=dict(zip(("lists", "probes"), index.list_options)))
+    if build is not None:
+        info["build"] = build
     return publish(path, _archive(gallery, search_embeddings, embedder, dim, ivf_parts), info, overwrite, protected)
 
 
@@ -202,7 +217,7 @@ def _read_version(directory, backend, block_size):
     loaded = tf.saved_model.load(str(directory))
     references, sq_norms, ids, labels, paths = (v.numpy() for v in loaded.gallery)
     saved_ivf = info.get("backend") == "ivf"
-    backend = info.get("backend", "exact") if backend is None else backend  # None: as saved
+    backend, options = _loaded_backend(info, backend)
     if saved_ivf:  # IVF hook: the rows are stored sorted by list (int8 codes decoded unless searched as IVF)
         references, sq_norms = ivf_saved.gallery_order(loaded, references, sq_norms, keep_codes=backend == "ivf")
     items = Items.of(references, sq_norms, _from_bytes(ids), labels, _from_bytes(paths))
@@ -210,10 +225,29 @@ def _read_version(directory, backend, block_size):
     if "embed" in loaded.signatures:
         signature = loaded.signatures["embed"]
         model = Embedder(lambda images: signature(images=images)["embeddings"], loaded, info["image_shape"])
-    index = Index(model, metric=info["metric"], backend=backend, block_size=block_size, items=items)
+    index = Index(model, metric=info["metric"], backend=backend, block_size=block_size, items=items, **options)
     if saved_ivf and index.ivf is not None:  # IVF hook: the lists as saved
         ivf_saved.restore_lists(index.ivf, loaded)
     return index
+
+
+def _loaded_backend(info, backend):
+    """``(backend, options)`` of a loaded index: ``backend``, or as saved (None); saved faiss_ivf options kept.
+
+    An index saved with ``"faiss_ivf"`` loaded where faiss is not installed
+    is searched exactly (a warning says so), as its SavedModel searches.
+    """
+    saved = info.get("backend", "exact")
+    if backend is None and saved == "faiss_ivf":
+        try:
+            ann.check_backend(saved)
+        except ImportError as error:
+            log.warning("%s; the index is searched exactly instead", error)
+            return "exact", {}
+    backend = saved if backend is None else backend
+    if backend == saved == "faiss_ivf":
+        return backend, {key: info.get("faiss_ivf", {}).get(key) for key in ("lists", "probes")}
+    return backend, {}
 
 
 def load_index(path, backend=None, block_size=1024):
