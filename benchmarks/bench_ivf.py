@@ -303,15 +303,19 @@ def section(result):
             if other else ["-", "-", "-"]
         lines.append(f"| {point['probes']} | {point['recall_at_10']:.3f} | {point['qps_batch1']:,.0f} | "
                      f"{point['qps_batch256']:,.0f} | " + " | ".join(theirs) + " |")
-    lines += large_lines(result.get("large"), {**result.get("ivf_int8", {}), "n": n})
+    runs = sorted(result.get("large_runs", {}).values(), key=lambda run: run["n"])  # every size measured
+    reached = any(run["n"] >= TARGET_LARGE and "build_s" in run for run in runs)
+    for large in runs:
+        lines += large_lines(large, {**result.get("ivf_int8", {}), "n": n}, extrapolate=not reached)
     statuses = {name: result[name].get("status") for name in ("exact", "ivf", "ivf_int8", "faiss", "large")
                 if name in result}
     lines += ["", f"Step status: {statuses}.", "", END]
     return "\n".join(lines) + "\n"
 
 
-def large_lines(large, small=None):
-    """The lines of the large int8 run (``--large``; ``small``: the int8 run at the main size), or none."""
+def large_lines(large, small=None, extrapolate=True):
+    """The lines of a large int8 run (``--large``; ``small``: the int8 run at the main size; ``extrapolate``: with
+    the line taking it to 10^7 when it is smaller), or none."""
     if not large or "build_s" not in large:
         return [] if not large else ["", f"IVF with int8 codes, {large['n']:,} x {DIM}: {large.get('status')}."]
     served = "qps_batch1" in large
@@ -321,7 +325,7 @@ def large_lines(large, small=None):
             + (f"; served: peak RSS {large['serve_peak_rss_gb']:.2f} GB, recall@10 {large['recall_at_10']:.3f} "
                f"against the exact top 10 of the float rows, {large['qps_batch1']:,.0f} q/s one per call, "
                f"{large['qps_batch256']:,.0f} q/s in batches of 256" if served else f"; serving: {large.get('status')}")
-            + "."] + extrapolated(large, small)
+            + "."] + (extrapolated(large, small) if extrapolate else [])
 
 
 TARGET_LARGE = 10**7
@@ -455,6 +459,7 @@ def main(argv=None):
             result = measure(n, min_time, args.timeout, scratch)
         if args.large:
             result["large"] = measure_large(args.large, min_time, args.timeout * 3, scratch)
+            result.setdefault("large_runs", {})[str(args.large)] = result["large"]  # other sizes' runs kept
     write(result, out_dir)
     plot(result, out_dir)
     return 0
