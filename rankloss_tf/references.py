@@ -7,8 +7,10 @@ that reads them in order, carrying its ``References``. Given such a dataset,
 the P x K sampler (``rankloss_tf.data``) keeps only the references and labels
 in memory and reads, decodes and resizes each batch's examples in parallel;
 the frozen-feature cache (``rankloss_tf.backbones``) keys its files by the
-files' content (``References.content_key``: their names and
-``file_stamp``), not by a path that may hold other files tomorrow.
+files' content (``References.content_key``: their real paths and
+``file_stamp``, or the ``key`` of a scan that has just stamped them), not by a
+path that may hold other files tomorrow: the same files reached through a
+symbolic link or a relative path give the same key.
 Any transformation of the dataset (``.map``, ``.batch``) returns a plain
 dataset without the references: it is read into memory as before.
 """
@@ -22,7 +24,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["SAMPLE_BYTES", "References", "file_stamp", "references_of", "streamed"]
+__all__ = ["SAMPLE_BYTES", "References", "file_stamp", "real_path", "references_of", "streamed"]
 
 # The bytes of a file read for its stamp: this many at its start, middle and end.
 SAMPLE_BYTES = 4096
@@ -81,6 +83,9 @@ class References:
         files: the files whose names and stamps (``file_stamp``) define the
             examples (None: ``items`` are those files).
         tag: what else defines the examples, e.g. "size=224" (part of ``content_key``).
+        key: the files' content key when a scan has just stamped every one of them
+            (a folder: ``FolderIndex.fingerprint``): ``content_key`` hashes ``tag`` and
+            ``key`` instead of stamping the files a second time; "" stamps them.
         read_many: optional function of a vector of references returning their examples
             stacked (e.g. feature rows [B, F]); the P x K sampler then reads a batch in one
             call instead of one ``read`` an example.
@@ -97,6 +102,7 @@ class References:
     files: tuple = None
     tag: str = ""
     read_many: Callable = None
+    key: str = ""
 
     def __post_init__(self):
         items, labels = np.asarray(self.items), np.asarray(self.labels, np.int64).reshape(-1)
@@ -118,16 +124,35 @@ class References:
                          deterministic=True)
 
     def content_key(self):
-        """Hex digest of ``tag`` and every file's name and ``file_stamp`` (size, modification
-        and change times, inode, a hash of sampled bytes).
+        """Hex digest of ``tag`` and what the files are: ``key``, else every file's real path
+        (``os.path.realpath``) and ``file_stamp`` (size, modification and change times, inode, a hash
+        of sampled bytes).
 
         Any file added, removed, renamed, rewritten (even to the same size with its modification time restored)
-        or touched changes the key.
+        or touched changes the key; the same files reached through a symbolic link or a relative path do not.
         """
+        if self.key:
+            return _digest([self.tag, self.key])
         files = self.files if self.files is not None else self.items.tolist()
-        listing = [(os.fsdecode(name), *file_stamp(name)) for name in files]
-        text = json.dumps([self.tag, listing], ensure_ascii=True, default=str)
-        return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        return _digest([self.tag, [(real_path(name), *file_stamp(name)) for name in files]])
+
+
+def real_path(path):
+    """``path`` as a ``str`` with every symbolic link and relative part resolved (``os.path.realpath``);
+    a path with a scheme (``gs://``) as it is: the one form of a path that enters a cache key.
+
+    Example:
+    >>> real_path("gs://bucket/a.tfrecord")
+    'gs://bucket/a.tfrecord'
+    """
+    name = os.fsdecode(path)
+    return name if "://" in name else os.path.realpath(name)
+
+
+def _digest(parts):
+    """The first 16 hex digits of the SHA-256 of JSON-serialisable ``parts`` (any file name fits)."""
+    text = json.dumps(parts, ensure_ascii=True, default=str)
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 def streamed(references):

@@ -19,6 +19,7 @@ Examples::
 """
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -222,7 +223,8 @@ def _run_training(config):
     protocol = f" (frozen {resolved.backbone} features)" if resolved.frozen else ""
     print(f"Training {resolved.loss} on {config.dataset}{protocol}"
           f"{f' ({config.data_dir})' if config.data_dir else ''}; run directory {config.out_dir}", flush=True)
-    result = train(config)
+    with _feature_cache_events() as events:
+        result = train(config)
     if result.worker != "chief":
         print(f"\n{result.worker.capitalize()} done: it trained its share of every step; the chief wrote the run "
               f"directory {config.out_dir} (metrics, model{', export' if config.export_dir else ''}).")
@@ -238,6 +240,49 @@ def _run_training(config):
     print(f"\nWritten to {result.out_dir}: model.keras, metrics.json, history.csv"
           f"{', plots/' if plots else ''}"
           f"{f'; SavedModel in {config.export_dir}' if config.export_dir else ''}")
+    if events:
+        print(_feature_cache_line(events))
+
+
+@contextlib.contextmanager
+def _feature_cache_events():
+    """Collects what the frozen-feature cache gave each of its files while a run trains: ``{path: event}``.
+
+    The events are ``extract_features``' INFO records (``CACHE_EVENT``), kept off the screen (its
+    warnings still show); the first event of a file stays (computed, then read back: computed).
+    """
+    from rankloss_tf.backbones import features
+
+    events = {}
+
+    def collect(record):
+        event, path = getattr(record, features.CACHE_EVENT, (None, None))
+        if event is not None:
+            events.setdefault(path, event)
+        return record.levelno >= logging.WARNING
+
+    log = logging.getLogger(features.__name__)
+    level = log.level
+    log.setLevel(logging.INFO)
+    log.addFilter(collect)
+    try:
+        yield events
+    finally:
+        log.removeFilter(collect)
+        log.setLevel(level)
+
+
+def _feature_cache_line(events):
+    """One line saying whether a run's frozen features were read from the cache or computed."""
+    from rankloss_tf.backbones.features import READ
+
+    read = sum(event == READ for event in events.values())
+    where = Path(next(iter(events))).parent
+    if read == len(events):
+        return (f"Frozen features: all {read} feature files read from the cache {where} (no image went through "
+                f"the backbone)")
+    return (f"Frozen features: {len(events) - read} feature files computed and cached in {where}"
+            f"{f', {read} read from there' if read else ''} (a run on the same images reads them from there)")
 
 
 def _evaluate(args):

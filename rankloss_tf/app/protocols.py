@@ -25,7 +25,7 @@ the P x K sampler holds the labels and row positions only and reads each
 batch's rows, the same batches for a seed as from memory.
 """
 
-from pathlib import Path
+import os
 
 import keras
 import numpy as np
@@ -41,7 +41,7 @@ from rankloss_tf.models import build_embedding_model, embedding_model, projectio
 from rankloss_tf.app.config import RANDOM_WEIGHTS
 from rankloss_tf.app.limits import evaluation_batch
 from rankloss_tf.fine_tune import BackboneRateAdam, freeze_batch_norm
-from rankloss_tf.references import streamed
+from rankloss_tf.references import real_path, streamed
 
 __all__ = ["EndToEnd", "FrozenFeatures", "protocol"]
 
@@ -232,12 +232,14 @@ class FrozenFeatures(EndToEnd):
         return model.get_layer(HEAD).predict(features, batch_size=1024, verbose=0), labels
 
     def _dataset_id(self, split):
-        """The feature-cache name of a split: dataset, resolved data location, split."""
+        """The feature-cache name of a split: dataset (a folder or TFRecord pattern: its real path), real data
+        location, split; the same data reached through a symbolic link or a relative path has one name."""
         config = self.config
         name = config.dataset
-        if name.startswith(datasets.FOLDER_PREFIX):
-            name = datasets.FOLDER_PREFIX + str(Path(name[len(datasets.FOLDER_PREFIX):]).resolve())
-        source = "default" if config.data_dir is None else Path(config.data_dir).resolve()
+        for prefix in (datasets.FOLDER_PREFIX, datasets.TFRECORD_PREFIX):
+            if name.startswith(prefix):
+                name = prefix + real_path(os.path.expanduser(name[len(prefix):]))
+        source = "default" if config.data_dir is None else real_path(os.path.expanduser(config.data_dir))
         return f"{name}:{source}:{split}"
 
 

@@ -6,12 +6,15 @@ A cache file is keyed by the backbone name, a hash of its weights file, a
 fingerprint of what the backbone computes (its features of two fixed probe images:
 this catches a change of preprocessing or architecture too), the image size, the
 dataset's identity and, for a dataset read from files (``rankloss_tf.references``:
-a folder, TFRecords, local Cars196), the files' content (every file's name and
-``rankloss_tf.references.file_stamp``: size, modification and change times, inode
-and a hash of bytes sampled at its start, middle and end), so that any change
-of these computes afresh: a folder cut from 48 to 25 images never reuses the 48
-images' features, nor an image rewritten to the same size with its
-modification time restored its old features. The extraction
+a folder, TFRecords, local Cars196), the files' content (``References.content_key``:
+every file's real path and ``rankloss_tf.references.file_stamp``: size, modification
+and change times, inode and a hash of bytes sampled at its start, middle and end;
+for a folder, its scan's fingerprint, which holds the same and was computed by the
+scan, with the split and image size), so that any change of these computes afresh:
+a folder cut from 48 to 25 images never reuses the 48 images' features, nor an
+image rewritten to the same size with its modification time restored its old
+features, while the same folder reached through a symbolic link or a relative
+path reuses them. The extraction
 streams: it holds one part of ``PART_SIZE`` images in memory, writes it to disk
 (``rankloss_tf.backbones.feature_parts``) and, after a kill, resumes from the
 last complete part; the parts are joined into the cache file at the end, or,
@@ -22,6 +25,7 @@ a truncated file behind; an unreadable, truncated or mismatching file is named
 in a warning and recomputed.
 """
 
+import functools
 import hashlib
 import json
 import logging
@@ -42,6 +46,11 @@ from rankloss_tf.backbones.weights import imagenet_weights_path
 from rankloss_tf.references import references_of
 
 _CACHE_FORMAT = 2
+
+# The attribute of ``extract_features``' INFO log records that says what the cache gave: (READ or COMPUTED, path);
+# a program counts them to report whether a run read its features from the cache.
+CACHE_EVENT = "feature_cache"
+READ, COMPUTED = "read", "computed"
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +134,8 @@ def feature_cache_path(dataset_id, backbone=LITE0, weights="imagenet", image_siz
 
 
 def content_key(dataset):
-    """The key of the files a dataset is read from (``References.content_key``), or None for other datasets.
+    """The key of the files a dataset is read from (``References.content_key``: a folder's scan
+    fingerprint, else the files' real paths and stamps), or None for other datasets.
 
     Example:
     >>> content_key(tf.data.Dataset.range(2)) is None
@@ -182,8 +192,9 @@ def extract_features(
         dataset_id: a string naming the images and their order ("cars196:<root>:test");
             None disables the cache.
         content: the key of the images' content, part of the cache key; None:
-            ``content_key(dataset)`` (the files' names and stamps,
-            ``rankloss_tf.references.file_stamp``, for a dataset read from files, else None).
+            ``content_key(dataset)`` (for a dataset read from files: a folder's scan
+            fingerprint, else the files' real paths and ``rankloss_tf.references.file_stamp``;
+            None for other datasets).
         cache_dir: cache directory; default ``$RANKLOSS_TF_CACHE/features`` or
             ``~/.cache/rankloss_tf/features``.
         batch_size: images per forward pass when ``dataset`` is not batched.
@@ -197,7 +208,9 @@ def extract_features(
     Returns:
         (features, labels): float32 [N, F] pooled backbone features (F = 1280 for
         EfficientNet-Lite0) and the labels [N] in the dataset's order; or, with
-        ``rows`` and a cache, ``FeatureRows`` holding them.
+        ``rows`` and a cache, ``FeatureRows`` holding them. With a cache, one INFO log
+        record says whether the features were read from it or computed (its
+        ``CACHE_EVENT`` attribute: ``(READ or COMPUTED, cache path)``).
 
     Raises:
         ValueError: on an empty dataset or one that does not yield (image, label) pairs.
@@ -220,15 +233,24 @@ def extract_features(
     path = _cache_path(metadata, cache_dir)
     cached = _readable_rows([path], metadata, remove=True) if rows else read_features(path, metadata)
     if cached is not None:
-        logger.info("Features from cache %s", path)
+        _cache_event(READ, path)
         return cached if rows else cached[:2]
     files = complete_parts(path, metadata)
     found = _readable_rows(files, metadata) if rows and files else None
     if found is not None:
+        _cache_event(READ, path)
         return found
-    if files is None or rows:  # none yet, or a complete part damaged since: the good leading parts are kept
+    computed = files is None or rows  # none yet, or a complete part damaged since: the good leading parts are kept
+    if computed:
         files = _extract_parts(model, batches, count, verbose, path, metadata, part_size)
+    _cache_event(COMPUTED if computed else READ, path)
     return FeatureRows(files, metadata) if rows else join_parts(path, metadata, len(files))
+
+
+def _cache_event(event, path):
+    """Logs (INFO) what the cache gave: ``READ`` or ``COMPUTED``, in the record's ``CACHE_EVENT`` attribute."""
+    message = "Features from cache %s" if event == READ else "Features computed and cached in %s"
+    logger.info(message, path, extra={CACHE_EVENT: (event, str(path))})
 
 
 def _readable_rows(files, metadata, remove=False):
@@ -295,7 +317,9 @@ def extract_view_features(dataset, view, base_size, backbone=LITE0, weights="ima
 
 def _embed(model, batches, count, verbose, initial=0):
     """Runs the backbone over the batches with a progress bar: yields (features [b, F], labels [b]) per batch."""
-    forward = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
+    # One function per model (traced once each: every backbone is a new model); a partial, not a lambda, so
+    # that TensorFlow does not take the views' and splits' models for one function retraced again and again.
+    forward = tf.function(functools.partial(model, training=False), reduce_retracing=True)
     progress = keras.utils.Progbar(count, verbose=verbose, unit_name="image")
     progress.update(initial)
     for images, labels in batches:

@@ -7,9 +7,11 @@ evaluation and ``rankloss-tf index --gallery folder:`` all read a folder
 through it. Hidden entries (``.git/``, ``.ipynb_checkpoints/``) are not data;
 broken links, directories named like images and formats TensorFlow does not
 decode (``.tiff``, ...) are left out and listed; file names that are not UTF-8
-are read like any other. The scan is cached per folder
-(keyed by every file's path and ``rankloss_tf.references.file_stamp``) under
-``$RANKLOSS_TF_CACHE/folders`` (default ``~/.cache/rankloss_tf/folders``).
+are read like any other. The scan is cached per folder (keyed by its
+fingerprint: the folder's real path, every file's path inside it and
+``rankloss_tf.references.file_stamp``; the same for the folder reached through a
+symbolic link or a relative path) under ``$RANKLOSS_TF_CACHE/folders`` (default
+``~/.cache/rankloss_tf/folders``).
 
 Split: the class folders, sorted by name, are shuffled with ``seed``; the
 first ``round(train_fraction x C)`` are "train", the rest "test" (held-out
@@ -33,7 +35,7 @@ import tensorflow as tf
 from rankloss_tf.cache import default_cache_dir
 from rankloss_tf.io.atomic import write_file
 from rankloss_tf.io.text import printable
-from rankloss_tf.references import file_stamp
+from rankloss_tf.references import file_stamp, real_path
 
 logger = logging.getLogger(__name__)
 
@@ -77,9 +79,11 @@ class FolderIndex:
         files: ``{class name: [image paths]}``, readable images only, sorted.
         unreadable: ``[(path, reason)]`` of the files left out (paths as
             ``os.listdir`` gives them: ``printable`` them for messages).
-        fingerprint: the scan's key: a hash of the folder and every file's
-            path and ``file_stamp`` ("" when not scanned); any change to a file
-            changes it, so what is computed from the files can be cached by it.
+        fingerprint: the scan's key: a hash of the folder's real path and every
+            file's path inside it and ``file_stamp`` ("" when not scanned); any change
+            to a file changes it, so what is computed from the files can be cached by
+            it (``References.key``); how the folder is reached (a link, a relative
+            path) does not.
 
     Example:
     >>> FolderIndex("photos", ["cats"], {"cats": ["photos/cats/a.jpg"]}, []).classes
@@ -94,8 +98,8 @@ class FolderIndex:
 
 
 def _listing_key(root, listing):
-    """The scan's key of a folder: a hash of its path and every file's path and stamp."""
-    return hashlib.sha256(json.dumps([str(root), listing]).encode()).hexdigest()[:16]
+    """The scan's key of a folder: a hash of its real path and every file's path inside it and stamp."""
+    return hashlib.sha256(json.dumps([real_path(root), listing]).encode()).hexdigest()[:16]
 
 
 def _cache_path(root, listing):
@@ -145,16 +149,17 @@ def _list_candidates(root):
 
 
 def _decode_problems(root, listing):
-    """``{path: reason}`` of the files that do not decode; cached by the listing (paths and file stamps)."""
-    cache = _cache_path(root.resolve(), listing)
+    """``{path inside root: reason}`` of the files that do not decode; cached by the folder's fingerprint."""
+    cache = _cache_path(root, listing)
     if cache.is_file():
         try:
             return dict(json.loads(cache.read_text()))
         except (OSError, ValueError, TypeError) as error:
             logger.warning("Recomputing the damaged folder-scan cache %s (%s)", cache, error)
-    paths = [f for f, *_ in listing]
+    names = [name for name, *_ in listing]
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        problems = {f: reason for f, reason in zip(paths, pool.map(_problem, paths)) if reason}
+        reasons = pool.map(_problem, [str(root / name) for name in names])
+        problems = {name: reason for name, reason in zip(names, reasons) if reason}
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         write_file(cache, json.dumps(sorted(problems.items())))  # ASCII JSON: any file name fits
@@ -185,8 +190,9 @@ def scan_folder(path):
     if not root.is_dir():
         raise ValueError(f"The folder does not exist. Received: {printable(path)!r}")
     candidates, problems = _list_candidates(root)
-    listing = [(f, *file_stamp(f)) for images in candidates.values() for f in images]
-    problems.update(_decode_problems(root, listing))
+    # Paths inside the folder: its key is the same however the folder is reached (a link, a relative path).
+    listing = [(str(Path(f).relative_to(root)), *file_stamp(f)) for images in candidates.values() for f in images]
+    problems.update((str(root / name), reason) for name, reason in _decode_problems(root, listing).items())
     files = {name: [f for f in images if f not in problems] for name, images in candidates.items()}
     files = {name: images for name, images in files.items() if images}
     if not files:
@@ -195,7 +201,7 @@ def scan_folder(path):
             f"Received: {printable(path)!r}"
         )
     return FolderIndex(root=str(root), classes=list(files), files=files, unreadable=sorted(problems.items()),
-                       fingerprint=_listing_key(root.resolve(), listing))
+                       fingerprint=_listing_key(root, listing))
 
 
 def split_classes(index, split, train_fraction=0.5, seed=0):

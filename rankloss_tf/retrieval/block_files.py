@@ -12,7 +12,7 @@ in blocks of ``block_size`` items. Each finished block is written atomically
 so that a killed build run again with the same command embeds only the
 missing blocks, and memory holds one block at a time. ``build.json`` keys the
 blocks by the model's content (``model_key``), the gallery's content
-(``Gallery.content_key``: a folder's file names and stamps), the image size
+(``Gallery.content_key``: a folder's scan fingerprint), the image size
 and the range; a build whose key differs is refused and says what changed
 (model, gallery, settings), never mixed. When the build is done the work
 directory's files are removed by their exact names (a file someone else put

@@ -3,8 +3,9 @@
 A gallery is read in ranges (``Gallery.dataset_range``): a folder's range
 decodes only its own files, so a build of a million images streams block by
 block and a resumed build starts at its first missing block. ``content_key``
-says what the gallery's items are made of (a folder: every file's name and
-``references.file_stamp``), so that work saved from one gallery is never
+says what the gallery's items are made of (a folder: its scan's fingerprint,
+every file's path and ``references.file_stamp``, see
+``datasets.class_references``), so that work saved from one gallery is never
 mixed into another.
 """
 
@@ -33,7 +34,7 @@ class Gallery:
             unreadable files, as training leaves them out).
         references: the ``References`` (files, labels, decoder) of a folder
             gallery, read range by range; None for other galleries.
-        key: what defines the items (a folder: its scan's fingerprint; see ``content_key``).
+        key: what defines the items when there are no ``references`` (see ``content_key``).
 
     Example:
     >>> dataset = tf.data.Dataset.from_tensor_slices((np.zeros((2, 8, 8, 1), np.uint8), [0, 1]))
@@ -71,12 +72,13 @@ class Gallery:
         return digest.hexdigest()[:16]
 
     def content_key(self):
-        """Hex digest of what the items are: a folder's file names and stamps, else the source's description.
+        """Hex digest of what the items are: a folder's ``References.content_key``, else the source's description.
 
-        A folder's key (its scan's fingerprint, ``FolderIndex.fingerprint``) changes
-        when any of its files is added, removed, renamed or rewritten.
+        A folder's key (its scan's fingerprint, ``FolderIndex.fingerprint``, and the
+        image size) changes when any of its files is added, removed, renamed or
+        rewritten; not when the folder is reached through a link or a relative path.
         """
-        return self.key or self.references.content_key()
+        return self.references.content_key() if self.references is not None else self.key
 
 
 def _described(*parts):
@@ -95,15 +97,11 @@ def _stamped_files(data_dir):
 def _folder_gallery(root, image_size):
     """Every readable image of ``datasets.scan_folder(root)``: labels as in training, id = relative path."""
     scan = datasets.scan_folder(root)
-    files = [f for name in scan.classes for f in scan.files[name]]
-    labels = np.concatenate([np.full(len(scan.files[name]), label, np.int64) for label, name in enumerate(scan.classes)])
-    decode = datasets.image_decoder(image_size, channels=3)
-    references = References(np.array([os.fsencode(f) for f in files]), labels, read=decode,
-                            tag=f"index-gallery:{image_size}")
+    references = datasets.class_references(scan, np.arange(len(scan.classes)), image_size,
+                                           tag=f"index-gallery:{image_size}")
+    files = [os.fsdecode(f) for f in references.items]
     ids = [str(Path(f).relative_to(scan.root)) for f in files]
-    # The scan has stamped every file already: its fingerprint is the content key (no second pass over the files).
-    key = _described("folder", scan.fingerprint, image_size)
-    return Gallery(references.dataset(), ids, files, scan.unreadable, references=references, key=key)
+    return Gallery(references.dataset(), ids, files, scan.unreadable, references=references)
 
 
 def load_gallery(source, split="test", data_dir=None, image_size=None, labels=None):
