@@ -233,3 +233,43 @@ def test_training_again_on_a_cut_folder_recomputes_its_features(tmp_path, weight
         path.unlink()
     features, labels = train_features()
     assert len(features) == len(labels) == 13, "the 48-image folder's features were reused"
+
+
+@pytest.fixture
+def count_builds(monkeypatch):
+    """Counts the backbones the feature cache builds (to key it or to extract), from a cold memo."""
+    builds, original = [], features_module.build_backbone
+    monkeypatch.setattr(features_module, "build_backbone", lambda *args, **kw: builds.append(kw) or original(*args, **kw))
+    features_module._backbone_key_of.cache_clear()
+    yield builds
+    features_module._backbone_key_of.cache_clear()
+
+
+def test_cached_features_build_no_backbone_and_one_key_build_serves_every_split(
+    toy_images, weights_file, tmp_path, count_builds
+):
+    first = extract(toy_images, weights_file, tmp_path)
+    extract(toy_images, weights_file, tmp_path, dataset_id="toy:test")
+    assert len(count_builds) == 3  # the key's backbone once, then one per extraction
+    count_builds.clear()
+    for dataset_id in ("toy:train", "toy:test", "toy:train"):  # every feature cached: no backbone at all
+        again = extract(toy_images, weights_file, tmp_path, dataset_id=dataset_id)
+    np.testing.assert_array_equal(again[0], first[0])
+    assert count_builds == []
+    features_module._backbone_key_of.cache_clear()  # a new process: one build for the key, none to extract
+    extract(toy_images, weights_file, tmp_path)
+    extract(toy_images, weights_file, tmp_path, dataset_id="toy:test")
+    assert len(count_builds) == 1
+
+
+def test_weights_rewritten_in_place_change_the_key_within_one_process(toy_images, tmp_path, count_passes):
+    weights = tmp_path / "weights" / "lite0.npz"
+    weights.parent.mkdir()
+    model = efficientnet_lite0(weights=None, image_size=SIZE)
+    arrays = {f"{layer.name}/{w.name}": w.numpy() for layer in model.layers for w in layer.weights}
+    np.savez(weights, **arrays)
+    before, _ = extract(toy_images, weights, tmp_path / "cache")
+    arrays["bn1/beta"] = arrays["bn1/beta"] + 1.0
+    np.savez(weights, **arrays)  # the same path, new content
+    after, _ = extract(toy_images, weights, tmp_path / "cache")
+    assert len(count_passes) == 2 and not np.allclose(before, after)

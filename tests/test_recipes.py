@@ -23,3 +23,12 @@ def test_lookup_folder_and_pretrained_rules():
     assert recipe("folder:x", pretrained=True).image_size == PRETRAINED_IMAGE_SIZE
     assert recipe("digits", pretrained=True).image_size == PRETRAINED_IMAGE_SIZE
     assert recipe("omniglot", pretrained=True).image_size == 32
+
+
+def test_a_given_image_size_scales_the_recipes_views_and_given_views_win():
+    photos = dict(dataset="folder:x", recipe="photos", backbone="efficientnet_lite0", weights="imagenet")
+    assert TrainConfig(**photos, image_size=64).resolved().view_sizes == (64, 82)  # 288 x 64 / 224 = 82.3
+    assert TrainConfig(**photos).resolved().view_sizes == (224, 288)
+    assert TrainConfig(**photos, image_size=64, view_sizes=(96,)).resolved().view_sizes == (96,)
+    assert TrainConfig(dataset="cars196", image_size=112).resolved().view_sizes == (112, 144)
+    assert TrainConfig(dataset="digits", backbone="efficientnet_lite0", image_size=48).resolved().view_sizes == (48,)

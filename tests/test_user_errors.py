@@ -67,6 +67,16 @@ def test_a_dataset_error_leaves_no_run_directory_and_the_corrected_command_runs(
     assert status == 0, out
 
 
+def test_an_empty_tfrecord_file_is_one_line_naming_it(tmp_path, capsys):
+    empty = tmp_path / "empty.tfrecord"
+    with tf.io.TFRecordWriter(str(empty)):
+        pass  # a TFRecord file of no record
+    status, out = run_cli(capsys, "train", *FOLDER_FAST, "--dataset", f"tfrecord:{empty}", "--out", tmp_path / "run")
+    assert status == 2 and one_line(out), out
+    assert "no records" in out and str(empty) in out and "unpack" not in out, out
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_run_that_never_reached_its_first_phase_takes_the_corrected_command(tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     with RunDirectory(run).locked() as directory:  # what a kill right after the start leaves

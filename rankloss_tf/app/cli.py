@@ -445,9 +445,11 @@ def main(argv=None):
     import tensorflow as tf
 
     from rankloss_tf.app.callbacks import DivergedError
+    from rankloss_tf.datasets.folder import one_scan
 
     try:
-        args.func(args)
+        with one_scan():  # a folder is scanned once per command, however many steps read it
+            args.func(args)
     except DivergedError as error:
         parser.exit(3, f"{PROG}: error: {error}\n")
     except tf.errors.ResourceExhaustedError as error:

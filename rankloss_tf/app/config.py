@@ -91,7 +91,8 @@ class TrainConfig:
         backbone_lr_scale: with ``fine_tune``, the pretrained backbone's
             learning rate relative to the head's.
         view_sizes: frozen features: the sides each image is resized to, one
-            view each (None: ``(image_size,)``, or the recipe's).
+            view each (None: ``(image_size,)``, or the recipe's, scaled by a
+            given ``image_size`` over the recipe's: ``recipes.views_at``).
         mirror_views: frozen features: each size's mirror image is a view too.
         cache_dir: feature cache of the frozen-backbone protocol.
         learning_rate: initial Adam learning rate, cosine-decayed to 0.
@@ -159,7 +160,8 @@ class TrainConfig:
                                      "(default 0.1)", minimum=0.0, maximum=1.0, open_minimum=True, kind=float)
     view_sizes: tuple = _spec("frozen features: sides each image is seen at, comma-separated (e.g. 224,288); "
                               "the head trains on every view's features and embeds an image from their mean "
-                              "(default: per dataset; image_size, cars196 224,288)", kind=_sizes)
+                              "(default: per dataset; image_size, cars196 224,288, scaled by a given --image-size: "
+                              "64 gives 64,82)", kind=_sizes)
     mirror_views: bool = _spec("frozen features: the mirror image at each view size is a view too (default: per "
                                "dataset; cars196 yes)", kind=bool)
     cache_dir: str = _spec("feature cache of frozen backbones (default ~/.cache/rankloss_tf/features)")
@@ -193,13 +195,14 @@ class TrainConfig:
                 weights file.
         """
         from rankloss_tf.backbones import registry
-        from rankloss_tf.app.recipes import choose, default_backbone, recipe
+        from rankloss_tf.app.recipes import choose, default_backbone, recipe, views_at
 
         choice = choose(self.dataset, *((self.recipe, self.recipe_why) if self.recipe else self._recorded_recipe()))
         backbone = registry.resolve(self.backbone or default_backbone(self.dataset, choice))
         pretrained = registry.is_pretrained(backbone)
         found = recipe(self.dataset, pretrained=pretrained, fine_tune=self.fine_tune, kind=choice and choice.kind)
         defaults = dataclasses.asdict(found)
+        defaults["view_sizes"] = views_at(found, self.image_size)  # the recipe's views, at a given --image-size
         if self.loss not in (None, found.loss):
             defaults["loss_options"] = None  # the recipe's options are for its own loss
         filled = {k: v if v is not None or k not in defaults else defaults[k]

@@ -162,6 +162,20 @@ def recipe(name, pretrained=False, fine_tune=False, kind=None):
     return found
 
 
+def views_at(found, image_size=None):
+    """The view sizes of recipe ``found`` for a run at ``image_size``: the recipe's views scaled by ``image_size``
+    over the recipe's own image size (a given ``--image-size`` scales the views as it scales the image: the
+    photos recipe's 224 and 288 become 64 and 82 at 64), the recipe's own when ``image_size`` is None.
+
+    Example:
+    >>> views_at(RECIPES[PHOTOS], 64), views_at(RECIPES[PHOTOS])
+    ((64, 82), (224, 288))
+    """
+    if image_size is None or not found.view_sizes or not found.image_size:
+        return found.view_sizes
+    return tuple(dict.fromkeys(max(1, round(side * image_size / found.image_size)) for side in found.view_sizes))
+
+
 @dataclasses.dataclass(frozen=True)
 class Choice:
     """What a "folder:" or "tfrecord:" dataset holds, and why it was read so.

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from rankloss_tf import datasets
-from rankloss_tf.datasets.folder import printable
+from rankloss_tf.datasets.folder import one_scan, printable
 from rankloss_tf.evaluation import (
     KS,
     RetrievalEvaluation,
@@ -223,7 +223,7 @@ def train(config, callbacks=()):
     ['f1', 'map@r', 'nmi', 'r_precision', 'recall@1', 'recall@2', 'recall@4', 'recall@8']
     """
     strategy = build_strategy(config.strategy, config.tpu)  # first: a multi-worker one configures the runtime
-    with _workers_stay(strategy):
+    with one_scan(), _workers_stay(strategy):  # a folder dataset is scanned once (recipe, splits, recorded split)
         return _train(config, strategy, callbacks)
 
 

@@ -43,7 +43,7 @@ from rankloss_tf.backbones.preprocessing import ImagePreprocessing
 from rankloss_tf.backbones.registry import LITE0, build_backbone
 from rankloss_tf.backbones.image_views import ImageView
 from rankloss_tf.backbones.weights import imagenet_weights_path
-from rankloss_tf.references import references_of
+from rankloss_tf.references import file_stamp, real_path, references_of
 
 _CACHE_FORMAT = 2
 
@@ -90,13 +90,37 @@ def backbone_fingerprint(model, image_size):
     return hashlib.sha256(features.tobytes()).hexdigest()[:16]
 
 
-def _cache_metadata(model, backbone, weights, image_size, dataset_id, content):
+def _weights_file(backbone, weights):
+    """The weights file behind ``weights`` (None for ``keras.applications``' own ImageNet weights)."""
+    if weights != "imagenet":
+        return weights
+    return imagenet_weights_path() if backbone == LITE0 else None
+
+
+def _backbone_key(backbone, weights, image_size):
+    """``(weights_id, backbone_fingerprint)`` of a frozen backbone: built once per process for each backbone,
+    weights file (its real path and ``file_stamp``: a file rewritten in place is built and hashed anew) and
+    size, not once per split and view whose cache is looked up."""
+    path = _weights_file(backbone, weights)
+    stamp = None if path is None else (real_path(path), tuple(file_stamp(path)))
+    return _backbone_key_of(backbone, weights, image_size, stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _backbone_key_of(backbone, weights, image_size, stamp):
+    """``_backbone_key``; ``stamp`` keys the memo by the weights file's identity."""
+    model = _frozen(backbone, image_size, weights)
+    return weights_id(backbone, weights), backbone_fingerprint(model, image_size)
+
+
+def _cache_metadata(backbone, weights, image_size, dataset_id, content):
+    identity, fingerprint = _backbone_key(backbone, weights, image_size)
     return {
         "content": content,
         "format": _CACHE_FORMAT,
         "backbone": backbone,
-        "weights": weights_id(backbone, weights),
-        "fingerprint": backbone_fingerprint(model, image_size),
+        "weights": identity,
+        "fingerprint": fingerprint,
         "image_size": image_size,
         "dataset": dataset_id,
     }
@@ -111,7 +135,7 @@ def _cache_path(metadata, cache_dir):
 
 def feature_cache_path(dataset_id, backbone=LITE0, weights="imagenet", image_size=224, cache_dir=None,
                        content=None):
-    """The cache file of one dataset split's features (builds the backbone to key it).
+    """The cache file of one dataset split's features (builds the backbone to key it, once per process).
 
     Args:
         dataset_id: a string naming the images and their order, e.g.
@@ -129,8 +153,7 @@ def feature_cache_path(dataset_id, backbone=LITE0, weights="imagenet", image_siz
     >>> feature_cache_path("digits:test", "resnet50", cache_dir="/tmp").name  # doctest: +SKIP
     'digits_test-resnet50-224-5c1f0a8e2b7d9c11.npz'
     """
-    model = build_backbone(backbone, image_size=image_size, weights=weights, trainable=False)
-    return _cache_path(_cache_metadata(model, backbone, weights, image_size, dataset_id, content), cache_dir)
+    return _cache_path(_cache_metadata(backbone, weights, image_size, dataset_id, content), cache_dir)
 
 
 def content_key(dataset):
@@ -226,10 +249,9 @@ def extract_features(
     batches = _batched_images(dataset, image_size, batch_size)
     count = int(dataset.cardinality()) if dataset.element_spec[0].shape.rank == 3 else -1
     count = count if count >= 0 else None
-    model = build_backbone(backbone, image_size=image_size, weights=weights, trainable=False)
     if dataset_id is None or weights is None:
-        return _joined(_embed(model, batches, count, verbose))
-    metadata = _cache_metadata(model, backbone, weights, image_size, dataset_id, content)
+        return _joined(_embed(_frozen(backbone, image_size, weights), batches, count, verbose))
+    metadata = _cache_metadata(backbone, weights, image_size, dataset_id, content)
     path = _cache_path(metadata, cache_dir)
     cached = _readable_rows([path], metadata, remove=True) if rows else read_features(path, metadata)
     if cached is not None:
@@ -241,10 +263,16 @@ def extract_features(
         _cache_event(READ, path)
         return found
     computed = files is None or rows  # none yet, or a complete part damaged since: the good leading parts are kept
-    if computed:
-        files = _extract_parts(model, batches, count, verbose, path, metadata, part_size)
+    if computed:  # the only case that needs the backbone itself: features cached build none
+        files = _extract_parts(_frozen(backbone, image_size, weights), batches, count, verbose, path, metadata,
+                               part_size)
     _cache_event(COMPUTED if computed else READ, path)
     return FeatureRows(files, metadata) if rows else join_parts(path, metadata, len(files))
+
+
+def _frozen(backbone, image_size, weights):
+    """The frozen backbone that computes features."""
+    return build_backbone(backbone, image_size=image_size, weights=weights, trainable=False)
 
 
 def _cache_event(event, path):

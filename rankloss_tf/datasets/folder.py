@@ -22,6 +22,7 @@ with ``image_size``, resized (antialiased bilinear, aspect ratio not kept).
 """
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -40,7 +41,7 @@ from rankloss_tf.references import file_stamp, real_path
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "FOLDER_PREFIX", "FolderIndex", "IMAGE_SUFFIXES", "folder_path", "printable", "scan_folder",
+    "FOLDER_PREFIX", "FolderIndex", "IMAGE_SUFFIXES", "folder_path", "one_scan", "printable", "scan_folder",
     "split_classes",
 ]
 
@@ -48,6 +49,7 @@ FOLDER_PREFIX = "folder:"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")  # what TensorFlow's decode_image reads
 # Image files TensorFlow does not decode: listed as left out, never silently ignored.
 UNREAD_SUFFIXES = (".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".ppm", ".pgm", ".psd", ".raw")
+_SCANS = []  # the open ``one_scan`` scopes' scans: {real path of a folder: its FolderIndex}
 
 
 def folder_path(name):
@@ -169,6 +171,24 @@ def _decode_problems(root, listing):
     return problems
 
 
+@contextlib.contextmanager
+def one_scan():
+    """A scope (one command) in which each folder is scanned once: ``scan_folder`` of a folder scanned already
+    in it returns that scan's ``FolderIndex`` (the recipe's sample, the train and test splits and the recorded
+    split of one run read the same files, stamped once). Scopes nest: an inner one reuses the outer's scans.
+
+    Example:
+    >>> with one_scan():  # doctest: +SKIP
+    ...     scan_folder("photos") is scan_folder("./photos/")
+    True
+    """
+    _SCANS.append(_SCANS[-1] if _SCANS else {})
+    try:
+        yield
+    finally:
+        _SCANS.pop()
+
+
 def scan_folder(path):
     """Lists and checks the images of a class folder.
 
@@ -177,6 +197,8 @@ def scan_folder(path):
 
     Returns:
         A ``FolderIndex``.
+
+    Within ``one_scan`` a folder is scanned once, its ``FolderIndex`` shared.
 
     Raises:
         ValueError: a missing folder, or no class sub-folder with a readable image.
@@ -189,6 +211,14 @@ def scan_folder(path):
     root = Path(path).expanduser()
     if not root.is_dir():
         raise ValueError(f"The folder does not exist. Received: {printable(path)!r}")
+    scans = _SCANS[-1] if _SCANS else {}
+    if real_path(root) not in scans:
+        scans[real_path(root)] = _scan(root, path)
+    return scans[real_path(root)]
+
+
+def _scan(root, path):
+    """``scan_folder`` of the existing folder ``root`` (``path`` as the user gave it, for messages)."""
     candidates, problems = _list_candidates(root)
     # Paths inside the folder: its key is the same however the folder is reached (a link, a relative path).
     listing = [(str(Path(f).relative_to(root)), *file_stamp(f)) for images in candidates.values() for f in images]

@@ -215,7 +215,7 @@ def index_records(files, label_of=_parse_label, schema="rankloss_tf"):
         one column more for each further tensor ``label_of`` returns.
 
     Raises:
-        ValueError: records ``label_of`` cannot parse, or a compressed file.
+        ValueError: records ``label_of`` cannot parse, a compressed file, or no record at all.
 
     Example:
     >>> index_records(["/data/photos-00000-of-00001.tfrecord"])[3][:3]  # doctest: +SKIP
@@ -227,6 +227,10 @@ def index_records(files, label_of=_parse_label, schema="rankloss_tf"):
         message = getattr(error, "message", str(error)).strip().splitlines()[0]
         raise ValueError(f"The TFRecord files do not hold records of the expected schema ({message}). "
                          f"Received: {files[0]!r} ...") from error
+    if not any(len(part[0]) for part in parts):  # an empty file has none of the further columns to unpack
+        found = files[0] if len(files) == 1 else f"{len(files)} files: {files[0]!r} ..."
+        raise ValueError(f"The TFRecord files hold no records: write images into them first "
+                         f"(rankloss_tf.datasets.write_folder). Received: 0 records in {found}")
     numbers = np.concatenate([np.full(len(part[0]), i, np.int64) for i, part in enumerate(parts)])
     columns = max(len(part) for part in parts)
     if any(len(part) < columns for part in parts):  # a file without records has no further columns
