@@ -40,6 +40,8 @@ class Recipe:
         loss_options: the loss's arguments, taken when the loss is the recipe's.
         view_sizes: frozen features: the sides each image is seen at (None: ``image_size``).
         mirror_views: frozen features: each size's mirror image is a view too.
+        pooling: frozen features: the pooling of the backbone's last feature map,
+            "avg" or "gem" (``rankloss_tf.backbones.pooling``).
 
     Example:
     >>> Recipe(32, 32, 4, 40, 128, 1e-3).samples_per_class
@@ -60,6 +62,7 @@ class Recipe:
     loss_options: dict = None
     view_sizes: tuple = None
     mirror_views: bool = False
+    pooling: str = "avg"
 
 
 # The photo recipe of --fine-tune (benchmarks/finetune_gpu.py): random resized crop + flip,
@@ -250,8 +253,9 @@ def describe(config):
     choice = Choice(config.recipe, config.recipe_why)
     if config.frozen:
         views = ",".join(str(size) for size in config.view_sizes or (config.image_size,))
+        pooled = f", GeM p={config.gem_power:g}" if config.pooling == "gem" else ""
         trains = (f"frozen {config.backbone} features (views {views}{' + mirrored' if config.mirror_views else ''}"
-                  f", {config.loss} head)")
+                  f"{pooled}, {config.loss} head)")
     else:
         extras = [f"{config.augment} augmentation"] * (config.augment not in (None, "none")) + \
             [f"{config.class_rotations} class rotations"] * ((config.class_rotations or 1) > 1)

@@ -4,8 +4,9 @@ For the frozen-backbone protocol every image goes through the pretrained backbon
 once; the embedding head then trains on the cached [N, F] features in seconds.
 A cache file is keyed by the backbone name, a hash of its weights file, a
 fingerprint of what the backbone computes (its features of two fixed probe images:
-this catches a change of preprocessing or architecture too), the image size, the
-dataset's identity and, for a dataset read from files (``rankloss_tf.references``:
+this catches a change of preprocessing or architecture too), the pooling of the
+last feature map when it is not the average (``rankloss_tf.backbones.pooling``),
+the image size, the dataset's identity and, for a dataset read from files (``rankloss_tf.references``:
 a folder, TFRecords, local Cars196), the files' content (every file's name and
 ``rankloss_tf.references.file_stamp``: size, modification and change times, inode
 and a hash of bytes sampled at its start, middle and end), so that any change
@@ -35,6 +36,7 @@ import tensorflow as tf
 from rankloss_tf.backbones.feature_parts import (PART_SIZE, FeatureRows, complete_parts, done_parts, join_parts,
                                                  mark_complete, read_features, write_parts)
 from rankloss_tf.backbones.files import default_cache_dir, file_sha256
+from rankloss_tf.backbones.pooling import GEM_POWER, pooling_key
 from rankloss_tf.backbones.preprocessing import ImagePreprocessing
 from rankloss_tf.backbones.registry import LITE0, build_backbone
 from rankloss_tf.backbones.image_views import ImageView
@@ -81,8 +83,11 @@ def backbone_fingerprint(model, image_size):
     return hashlib.sha256(features.tobytes()).hexdigest()[:16]
 
 
-def _cache_metadata(model, backbone, weights, image_size, dataset_id, content):
+def _cache_metadata(model, backbone, weights, image_size, dataset_id, content, pooling="avg", gem_power=GEM_POWER):
+    """The cache key's fields; "pooling" only when not the average, so that older caches keep their keys."""
+    key = pooling_key(pooling, gem_power)
     return {
+        **({} if key is None else {"pooling": key}),
         "content": content,
         "format": _CACHE_FORMAT,
         "backbone": backbone,
@@ -101,7 +106,7 @@ def _cache_path(metadata, cache_dir):
 
 
 def feature_cache_path(dataset_id, backbone=LITE0, weights="imagenet", image_size=224, cache_dir=None,
-                       content=None):
+                       content=None, pooling="avg", gem_power=GEM_POWER):
     """The cache file of one dataset split's features (builds the backbone to key it).
 
     Args:
@@ -110,18 +115,21 @@ def feature_cache_path(dataset_id, backbone=LITE0, weights="imagenet", image_siz
         backbone, weights, image_size: as for ``extract_features``.
         cache_dir: cache directory; default ``default_cache_dir("features")``.
         content: the images' content key (``content_key``), None for in-memory data.
+        pooling, gem_power: as for ``extract_features``.
 
     Returns:
         ``pathlib.Path`` "<dataset>-<backbone>-<size>-<key>.npz", key = the first 16
         hex digits of the SHA-256 of the metadata: backbone name, weights file hash,
-        ``backbone_fingerprint``, image size, dataset id and content key.
+        ``backbone_fingerprint``, pooling (unless "avg"), image size, dataset id and content key.
 
     Example:
     >>> feature_cache_path("digits:test", "resnet50", cache_dir="/tmp").name  # doctest: +SKIP
     'digits_test-resnet50-224-5c1f0a8e2b7d9c11.npz'
     """
-    model = build_backbone(backbone, image_size=image_size, weights=weights, trainable=False)
-    return _cache_path(_cache_metadata(model, backbone, weights, image_size, dataset_id, content), cache_dir)
+    model = build_backbone(backbone, image_size=image_size, weights=weights, trainable=False, pooling=pooling,
+                           gem_power=gem_power)
+    return _cache_path(_cache_metadata(model, backbone, weights, image_size, dataset_id, content, pooling, gem_power),
+                       cache_dir)
 
 
 def content_key(dataset):
@@ -168,6 +176,8 @@ def extract_features(
     part_size=PART_SIZE,
     content=None,
     rows=False,
+    pooling="avg",
+    gem_power=GEM_POWER,
 ):
     """Embeds every image once with a frozen pretrained backbone, cached on disk.
 
@@ -193,6 +203,9 @@ def extract_features(
         rows: return the cached features as ``FeatureRows`` on disk (the parts are
             kept, not joined; a joined cache file is read as it is) instead of arrays;
             without a cache (no ``dataset_id``, or random weights) the arrays are returned.
+        pooling: how the backbone's last feature map is pooled, "avg" or "gem" (generalised mean,
+            ``rankloss_tf.backbones.pooling``; often the better frozen features for retrieval).
+        gem_power: the exponent ``p`` of "gem" (default 3).
 
     Returns:
         (features, labels): float32 [N, F] pooled backbone features (F = 1280 for
@@ -200,7 +213,7 @@ def extract_features(
         ``rows`` and a cache, ``FeatureRows`` holding them.
 
     Raises:
-        ValueError: on an empty dataset or one that does not yield (image, label) pairs.
+        ValueError: on an empty dataset or one that does not yield (image, label) pairs, or an invalid pooling.
 
     Example:
     >>> images = np.zeros((4, 32, 32, 3), np.uint8)
@@ -213,10 +226,11 @@ def extract_features(
     batches = _batched_images(dataset, image_size, batch_size)
     count = int(dataset.cardinality()) if dataset.element_spec[0].shape.rank == 3 else -1
     count = count if count >= 0 else None
-    model = build_backbone(backbone, image_size=image_size, weights=weights, trainable=False)
+    model = build_backbone(backbone, image_size=image_size, weights=weights, trainable=False, pooling=pooling,
+                           gem_power=gem_power)
     if dataset_id is None or weights is None:
         return _joined(_embed(model, batches, count, verbose))
-    metadata = _cache_metadata(model, backbone, weights, image_size, dataset_id, content)
+    metadata = _cache_metadata(model, backbone, weights, image_size, dataset_id, content, pooling, gem_power)
     path = _cache_path(metadata, cache_dir)
     cached = _readable_rows([path], metadata, remove=True) if rows else read_features(path, metadata)
     if cached is not None:
@@ -260,7 +274,8 @@ def _extract_parts(model, batches, count, verbose, path, metadata, part_size):
 
 
 def extract_view_features(dataset, view, base_size, backbone=LITE0, weights="imagenet", dataset_id=None,
-                          cache_dir=None, batch_size=64, verbose="auto", rows=False):
+                          cache_dir=None, batch_size=64, verbose="auto", rows=False, pooling="avg",
+                          gem_power=GEM_POWER):
     """``extract_features`` of one ``View`` of the images, cached under the view's name.
 
     The images go through ``ImageView(view.size, view.mirror)`` (mirror,
@@ -272,7 +287,8 @@ def extract_view_features(dataset, view, base_size, backbone=LITE0, weights="ima
         dataset: ``tf.data.Dataset`` of unbatched ``(image, label)`` pairs.
         view: a ``rankloss_tf.backbones.image_views.View``.
         base_size: the size whose views keep a short name ("plain", "flip").
-        backbone, weights, cache_dir, batch_size, verbose, rows: as for ``extract_features``.
+        backbone, weights, cache_dir, batch_size, verbose, rows, pooling, gem_power: as for
+            ``extract_features``.
         dataset_id: the images' id; the cache id is ``dataset_id + ":" + view.name(base_size)``
             (None disables the cache), with ``content_key(dataset)``.
 
@@ -290,7 +306,8 @@ def extract_view_features(dataset, view, base_size, backbone=LITE0, weights="ima
     viewed = dataset.batch(batch_size).map(lambda images, labels: (layer(images), labels))
     return extract_features(
         viewed, backbone=backbone, image_size=view.size, weights=weights, cache_dir=cache_dir, verbose=verbose,
-        content=content, dataset_id=None if dataset_id is None else f"{dataset_id}:{view.name(base_size)}", rows=rows)
+        content=content, dataset_id=None if dataset_id is None else f"{dataset_id}:{view.name(base_size)}", rows=rows,
+        pooling=pooling, gem_power=gem_power)
 
 
 def _embed(model, batches, count, verbose, initial=0):
