@@ -159,3 +159,30 @@ def test_a_gem_run_evaluates_the_same_from_its_export(lite0_weights, tmp_path, c
     assert json.loads(path.read_text()) == pytest.approx(reported["metrics"], abs=2e-3)
     capsys.readouterr()
     keras.backend.clear_session()
+
+
+def test_a_run_recorded_before_pooling_resumes_only_with_the_average(tmp_path):
+    """A frozen-features run recorded without ``pooling`` pooled by average: resuming it on GeM features is
+    refused, naming the field; with the average it resumes. An end-to-end run is not concerned."""
+    from rankloss_tf.app.run_dir import RunDirectory
+
+    out = tmp_path / "run"
+    with RunDirectory(out).locked() as run:
+        run.start(app.TrainConfig(dataset="cars196", out_dir=str(out)).resolved())
+        run.advance("fitting", 1.0)
+    recorded = json.loads((out / "run.json").read_text())
+    del recorded["pooling"], recorded["gem_power"]
+    (out / "run.json").write_text(json.dumps(recorded))
+    with RunDirectory(out).locked() as run:
+        run.start(app.TrainConfig(dataset="cars196", out_dir=str(out), pooling="avg").resolved())
+        with pytest.raises(ValueError, match=r"another configuration \(pooling: 'avg' -> 'gem'; gem_power: None"):
+            run.start(app.TrainConfig(dataset="cars196", out_dir=str(out), pooling="gem").resolved())
+    small = tmp_path / "small"
+    with RunDirectory(small).locked() as run:
+        run.start(app.TrainConfig(dataset="digits", out_dir=str(small)).resolved())
+        run.advance("fitting", 1.0)
+    recorded = json.loads((small / "run.json").read_text())
+    del recorded["pooling"], recorded["gem_power"]
+    (small / "run.json").write_text(json.dumps(recorded))
+    with RunDirectory(small).locked() as run:
+        run.start(app.TrainConfig(dataset="digits", out_dir=str(small)).resolved())
