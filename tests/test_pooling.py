@@ -2,6 +2,7 @@
 backbone, the feature cache, the configuration and a run whose export pools as its cached features did."""
 
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -161,28 +162,28 @@ def test_a_gem_run_evaluates_the_same_from_its_export(lite0_weights, tmp_path, c
     keras.backend.clear_session()
 
 
-def test_a_run_recorded_before_pooling_resumes_only_with_the_average(tmp_path):
-    """A frozen-features run recorded without ``pooling`` pooled by average: resuming it on GeM features is
-    refused, naming the field; with the average it resumes. An end-to-end run is not concerned."""
+def started_without_pooling(config):
+    """A run of ``config`` past its first phase, its run.json as recorded before pooling was a field."""
     from rankloss_tf.app.run_dir import RunDirectory
 
-    out = tmp_path / "run"
+    out = Path(config.out_dir)
     with RunDirectory(out).locked() as run:
-        run.start(app.TrainConfig(dataset="cars196", out_dir=str(out)).resolved())
+        run.start(config)
         run.advance("fitting", 1.0)
     recorded = json.loads((out / "run.json").read_text())
     del recorded["pooling"], recorded["gem_power"]
     (out / "run.json").write_text(json.dumps(recorded))
-    with RunDirectory(out).locked() as run:
-        run.start(app.TrainConfig(dataset="cars196", out_dir=str(out), pooling="avg").resolved())
+    return RunDirectory(out)
+
+
+def test_a_run_recorded_before_pooling_resumes_only_with_the_average(tmp_path):
+    """A frozen-features run recorded without ``pooling`` pooled by average: resuming it on GeM features is
+    refused, naming the field; with the average it resumes. An end-to-end run is not concerned."""
+    out = str(tmp_path / "run")
+    with started_without_pooling(app.TrainConfig(dataset="cars196", out_dir=out).resolved()).locked() as run:
+        run.start(app.TrainConfig(dataset="cars196", out_dir=out, pooling="avg").resolved())
         with pytest.raises(ValueError, match=r"another configuration \(pooling: 'avg' -> 'gem'; gem_power: None"):
-            run.start(app.TrainConfig(dataset="cars196", out_dir=str(out), pooling="gem").resolved())
-    small = tmp_path / "small"
-    with RunDirectory(small).locked() as run:
-        run.start(app.TrainConfig(dataset="digits", out_dir=str(small)).resolved())
-        run.advance("fitting", 1.0)
-    recorded = json.loads((small / "run.json").read_text())
-    del recorded["pooling"], recorded["gem_power"]
-    (small / "run.json").write_text(json.dumps(recorded))
-    with RunDirectory(small).locked() as run:
-        run.start(app.TrainConfig(dataset="digits", out_dir=str(small)).resolved())
+            run.start(app.TrainConfig(dataset="cars196", out_dir=out, pooling="gem").resolved())
+    small = app.TrainConfig(dataset="digits", out_dir=str(tmp_path / "small")).resolved()
+    with started_without_pooling(small).locked() as run:
+        run.start(small)
