@@ -123,12 +123,15 @@ def test_gem_features_are_cached_apart_and_equal_the_backbone_s(lite0_weights, t
 
 def test_config_pooling_defaults_and_errors(capsys):
     cars = app.TrainConfig(dataset="cars196").resolved()
-    assert (cars.pooling, cars.gem_power) == ("avg", None)
-    gem = app.TrainConfig(dataset="cars196", pooling="gem").resolved()
-    assert (gem.pooling, gem.gem_power) == ("gem", 3.0)
-    assert app.TrainConfig(dataset="cars196", pooling="gem", gem_power=4.0).resolved().gem_power == 4.0
+    assert (cars.pooling, cars.gem_power) == ("gem", 3.0)  # the Cars196 recipe's (results/cars196_recipe.md)
+    average = app.TrainConfig(dataset="cars196", pooling="avg").resolved()
+    assert (average.pooling, average.gem_power) == ("avg", None)
+    photos = app.TrainConfig(dataset="digits", backbone="efficientnet_lite0").resolved()
+    assert (photos.pooling, photos.gem_power) == ("avg", None)
+    assert app.TrainConfig(dataset="cars196", gem_power=4.0).resolved().gem_power == 4.0
     with pytest.raises(ValueError, match=r"`gem_power` applies to pooling='gem'. Received: gem_power=2.0"):
-        app.TrainConfig(dataset="cars196", gem_power=2.0).resolved()
+        app.TrainConfig(dataset="cars196", pooling="avg", gem_power=2.0).resolved()
+    assert app.TrainConfig(dataset="cars196", fine_tune=True).resolved().pooling is None
     with pytest.raises(ValueError, match=r"Received: pooling='gem', backbone='small_cnn'"):
         app.TrainConfig(dataset="digits", pooling="gem").resolved()
     with pytest.raises(ValueError, match=r"Received: pooling='gem', backbone='efficientnet_lite0', fine_tune"):

@@ -171,7 +171,7 @@ class TrainConfig:
     mirror_views: bool = _spec("frozen features: the mirror image at each view size is a view too (default: per "
                                "dataset; cars196 yes)", kind=bool)
     pooling: str = _spec("frozen features: how the backbone's last feature map is pooled: avg (global average) or gem "
-                         "(generalised mean, Radenovic et al. 2018) (default: per dataset; avg)",
+                         "(generalised mean, Radenovic et al. 2018) (default: per dataset; avg, cars196 gem)",
                          choices=POOLING_NAMES)
     gem_power: float = _spec("frozen features with --pooling gem: the exponent p of the generalised mean (default 3; "
                              "1 is the average)", minimum=0.0, maximum=1000.0, open_minimum=True, kind=float)
