@@ -11,6 +11,9 @@ classes:
   Training may use several views of an image as separate samples of its
   class (feature-level augmentation); queries average the features of the
   test views before the head.
+- pooling: the backbone's last feature map pooled by average ("avg", as
+  every row before GeM) or generalised mean ("gem", p = ``gem_power``;
+  ``rankloss_tf.backbones.pooling``), each cached under its own key.
 - head: ``linear`` (dense 1280 -> 512, the library's ``projection_head``),
   ``bn_linear`` / ``ln_linear`` (batch / layer normalisation of the features,
   then the dense layer) or ``mlp`` (dense 1280 -> hidden, ReLU, dropout, dense -> 512).
@@ -64,9 +67,23 @@ TRAIN_CLASSES = 98  # labels 0..97 are classes 1-98
 VALIDATION_FROM = 73  # labels 73..97 (classes 74-98) validate the choices
 
 
-def view_features(data_dir, split):
-    """``{view: (features, labels)}`` of one split for the four views "plain", "flip", "plain288", "flip288"."""
-    return frozen_features("cars196", data_dir, split, view_sizes=(224, 288), mirror_views=True)
+def view_features(data_dir, split, views=("plain", "flip", "plain288", "flip288"), pooling="avg", gem_power=None):
+    """``{view: (features, labels)}`` of one split, at least for ``views`` (of "plain", "flip", "plain288",
+    "flip288"; only the sizes and mirrors they need are extracted), pooled by ``pooling``."""
+    sizes = tuple(sorted({288 if view.endswith("288") else 224 for view in views}))
+    mirror = any(view.startswith("flip") for view in views)
+    return frozen_features("cars196", data_dir, split, view_sizes=sizes, mirror_views=mirror, pooling=pooling,
+                           gem_power=gem_power if pooling == "gem" else None)
+
+
+def feature_needs(variant):
+    """``(views, pooling, gem_power)`` the variant (every member of an ensemble) trains and embeds from."""
+    parts = [VARIANTS[name] for name in variant.members] or [variant]
+    poolings = {(part.pooling, part.gem_power) for part in parts}
+    if len(poolings) > 1:
+        raise ValueError(f"An ensemble's members must share their pooling. Received: {sorted(poolings)}")
+    views = sorted({view for part in parts for view in part.train_views + part.test_views})
+    return (tuple(views), *poolings.pop())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +102,8 @@ class Variant:
     steps: int = 2000
     cosine: bool = False  # cosine-decay the learning rate to 0 over the steps (as ``rankloss-tf train`` does)
     normalize: bool = False  # L2-normalise the head's output (the pair losses on cosines)
+    pooling: str = "avg"  # the backbone's last feature map: "avg" or "gem" (generalised mean)
+    gem_power: float = 3.0  # the exponent of "gem"
     members: tuple = ()  # an ensemble: names of variants whose heads train apart; embeddings concatenated
 
 
@@ -170,6 +189,10 @@ VARIANTS = {
     "ens_np_np": Variant(members=("recipe", "recipe")),
     "ens_np_ln_ln_pa": Variant(members=("recipe", "recipe_ln", "recipe_ln", "pa_m100_lr1e-4")),
     "ens_np2_ln2": Variant(members=("recipe", "recipe", "recipe_ln", "recipe_ln")),
+    # GeM pooling (Radenovic et al. 2018, p = 3) of the backbone's last map instead of its average: the plain view
+    # first (against "linear"), then the recipe on GeM features of the four views.
+    "linear_gem3": Variant(pooling="gem"),
+    "recipe_gem3": Variant(**RECIPE, pooling="gem"),
     "mlp_flip_288": Variant(head="mlp", learning_rate=3e-4, train_views=("plain288", "flip288"),
                             test_views=("plain288", "flip288")),
 }
@@ -244,12 +267,13 @@ def _select(features_by_view, keep):
 
 
 def run(variant, stage, seed, data_dir):
-    train_split = view_features(data_dir, "train")
+    needs = feature_needs(variant)
+    train_split = view_features(data_dir, "train", *needs)
     if stage == "validation":
         train = _select(train_split, lambda labels: labels < VALIDATION_FROM)
         test = _select(train_split, lambda labels: labels >= VALIDATION_FROM)
     else:
-        train, test = train_split, view_features(data_dir, "test")
+        train, test = train_split, view_features(data_dir, "test", *needs)
     watch = machine.Stopwatch()
     if variant.members:
         embeddings, fresh = ensemble_embed(variant, train, test, seed, stage)
@@ -287,6 +311,10 @@ def markdown(records):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--extract", action="store_true", help="extract and cache the four views' features")
+    parser.add_argument("--pooling", choices=("avg", "gem"), default="avg", help="the pooling --extract extracts "
+                                                                                 "(gem: p = 3)")
+    parser.add_argument("--splits", nargs="+", choices=("train", "test"), default=["train", "test"],
+                        help="the splits --extract extracts")
     parser.add_argument("--variants", nargs="*", default=[], choices=sorted(VARIANTS))
     parser.add_argument("--stage", choices=("validation", "test"), default="validation")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -294,9 +322,10 @@ def main(argv=None):
     parser.add_argument("--results", default=str(RESULTS))
     args = parser.parse_args(argv)
     if args.extract:
-        for split in ("train", "test"):
+        for split in args.splits:
             watch = machine.Stopwatch()
-            shapes = {view: features.shape for view, (features, _) in view_features(args.data_dir, split).items()}
+            extracted = view_features(args.data_dir, split, pooling=args.pooling, gem_power=Variant.gem_power)
+            shapes = {view: features.shape for view, (features, _) in extracted.items()}
             print(f"{split}: {shapes} in {watch.seconds:.0f} s, load {machine.load()[0]:.1f}", flush=True)
     records = results_file.read(args.results, [])
     for name in args.variants:

@@ -34,6 +34,10 @@ SLOW = {
     "test_index_build.py::test_a_sigkilled_console_build_resumes_from_its_finished_blocks":
         "a real SIGKILL of the console script once its first block file is on disk (~40 s: two processes); "
         "in-process, test_index_build stops a build after two blocks and checks the same resume",
+    "test_pooling.py::test_a_gem_run_evaluates_the_same_from_its_export":
+        "a frozen-features run with --pooling gem, exported and evaluated (~45 s under load): the export pools "
+        "as the cached features did; in-process, test_gem_features_are_cached_apart_and_equal_the_backbone_s "
+        "checks the backbone against the cache",
     "test_quality_benchmarks.py::test_recipe_shifts_smoke":
         "a 2-step Omniglot validation run saved, then its one-shot accuracy at 7 test-time shifts on the official "
         "runs (the shifts themselves: test_one_shot)",

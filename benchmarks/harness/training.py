@@ -24,7 +24,8 @@ from rankloss_tf.losses_modern import with_class_head
 __all__ = ["fit", "frozen_features"]
 
 
-def frozen_features(dataset, data_dir, split, view_sizes=None, mirror_views=None, cache_dir=None):
+def frozen_features(dataset, data_dir, split, view_sizes=None, mirror_views=None, cache_dir=None, pooling=None,
+                    gem_power=None):
     """``{view name: (features [N, F], labels [N])}`` of one split, as ``rankloss-tf train`` computes them.
 
     Args:
@@ -34,9 +35,10 @@ def frozen_features(dataset, data_dir, split, view_sizes=None, mirror_views=None
         view_sizes, mirror_views: the views (None: the recipe's); names as in the feature cache:
             "plain", "flip", "plain288", "flip288" for sizes (224, 288) mirrored.
         cache_dir: the feature cache (None: the default one).
+        pooling, gem_power: the pooling of the backbone's last feature map (None: the recipe's; see ``TrainConfig``).
     """
     config = TrainConfig(dataset=dataset, data_dir=str(data_dir), view_sizes=view_sizes, mirror_views=mirror_views,
-                         cache_dir=cache_dir, verbose=0).resolved()
+                         cache_dir=cache_dir, pooling=pooling, gem_power=gem_power, verbose=0).resolved()
     images = datasets.load(dataset, split, data_dir=config.data_dir, seed=config.seed)
     method = protocol(config, images.element_spec[0].shape)
     return {view.name(config.image_size): arrays

@@ -21,6 +21,8 @@ __all__ = ["AUGMENTATION_NAMES", "LOSS_NAMES", "RESULT_FIELDS", "STRATEGY_NAMES"
 
 # The names of rankloss_tf.losses.LOSSES, spelled here so that the command line
 # can list them without importing TensorFlow (a test keeps the two equal).
+# The poolings of rankloss_tf.backbones.pooling.POOLINGS, likewise (a test keeps the two equal).
+POOLING_NAMES = ("avg", "gem")
 LOSS_NAMES = ("angular", "arcface", "contrastive", "cosface", "multi_similarity", "npair", "npair_angular", "ntxent",
               "proxy_anchor", "proxy_nca", "supcon", "triplet_hard", "triplet_semihard")
 
@@ -42,6 +44,7 @@ RAW_HEAD_LOSSES = ("npair", "angular", "npair_angular")
 PRESENTATION_FIELDS = ("plots", "export_dir", "overwrite", "verbose", "cache_dir", "eval_every", "out_dir",
                        "strategy", "tpu", "recipe_why")
 RESULT_FIELDS = None  # filled below: every other field
+FROZEN_ONLY = ("view_sizes", "mirror_views", "pooling", "gem_power")  # the fields of frozen features only
 
 
 def _sizes(text):
@@ -94,6 +97,11 @@ class TrainConfig:
             view each (None: ``(image_size,)``, or the recipe's, scaled by a
             given ``image_size`` over the recipe's: ``recipes.views_at``).
         mirror_views: frozen features: each size's mirror image is a view too.
+        pooling: frozen features: how the backbone's last feature map is
+            pooled, "avg" or "gem" (generalised mean,
+            ``rankloss_tf.backbones.pooling``; None: the recipe's).
+        gem_power: frozen features with ``pooling="gem"``: the exponent p
+            (None: ``rankloss_tf.backbones.pooling.GEM_POWER``).
         cache_dir: feature cache of the frozen-backbone protocol.
         learning_rate: initial Adam learning rate, cosine-decayed to 0.
         seed: seed of the weights, the sampler, the folder split and k-means.
@@ -164,6 +172,11 @@ class TrainConfig:
                               "64 gives 64,82)", kind=_sizes)
     mirror_views: bool = _spec("frozen features: the mirror image at each view size is a view too (default: per "
                                "dataset; cars196 yes)", kind=bool)
+    pooling: str = _spec("frozen features: how the backbone's last feature map is pooled: avg (global average) or gem "
+                         "(generalised mean, Radenovic et al. 2018) (default: per dataset; avg, cars196 gem)",
+                         choices=POOLING_NAMES)
+    gem_power: float = _spec("frozen features with --pooling gem: the exponent p of the generalised mean (default 3; "
+                             "1 is the average)", minimum=0.0, maximum=1000.0, open_minimum=True, kind=float)
     cache_dir: str = _spec("feature cache of frozen backbones (default ~/.cache/rankloss_tf/features)")
     learning_rate: float = _spec("initial Adam learning rate, cosine-decayed (default 1e-3)", minimum=0.0,
                                  open_minimum=True, kind=float)
@@ -213,11 +226,21 @@ class TrainConfig:
             filled["weights"] = filled["weights"] or "imagenet"
         frozen = pretrained and not filled["fine_tune"]
         if frozen:
+            from rankloss_tf.backbones.pooling import GEM_POWER
+
             filled["view_sizes"] = tuple(filled["view_sizes"] or (filled["image_size"],))
             filled["mirror_views"] = bool(filled["mirror_views"])
+            filled["pooling"] = filled["pooling"] or "avg"
+            if self.gem_power is not None and filled["pooling"] != "gem":
+                raise ValueError(f"`gem_power` applies to pooling='gem'. Received: gem_power={self.gem_power!r}, "
+                                 f"pooling={filled['pooling']!r}")
+            if filled["pooling"] != "gem":
+                filled["gem_power"] = None
+            elif filled["gem_power"] is None:
+                filled["gem_power"] = GEM_POWER
         else:
             self._check_no_views(backbone)
-            filled["view_sizes"], filled["mirror_views"] = None, False
+            filled.update(view_sizes=None, mirror_views=False, pooling=None, gem_power=None)
         if filled["normalize"] is None:
             filled["normalize"] = not (frozen and filled["loss"] in RAW_HEAD_LOSSES)
         if filled["verbose"] is None:
@@ -292,11 +315,12 @@ class TrainConfig:
             self.view_sizes = tuple(self.view_sizes)
 
     def _check_no_views(self, backbone):
-        """Views belong to frozen features: refused when given to an end-to-end run."""
-        given = {name: getattr(self, name) for name in ("view_sizes", "mirror_views") if getattr(self, name)}
+        """Views and pooling belong to frozen features: refused when given to an end-to-end run."""
+        given = {name: getattr(self, name) for name in FROZEN_ONLY if getattr(self, name)}
         if given:
             raise ValueError(
-                "`view_sizes` and `mirror_views` apply to a head on frozen pretrained features (a pretrained "
+                "`view_sizes`, `mirror_views`, `pooling` and `gem_power` apply to a head on frozen pretrained "
+                "features (a pretrained "
                 f"backbone without fine_tune). Received: {', '.join(f'{k}={v!r}' for k, v in given.items())}, "
                 f"backbone={backbone!r}, fine_tune={self.fine_tune}")
 

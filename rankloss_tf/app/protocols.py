@@ -54,6 +54,14 @@ def _weights(config):
     return None if config.weights == RANDOM_WEIGHTS else config.weights
 
 
+def _pooling(config):
+    """The backbone builders' pooling arguments of a frozen-features configuration (the cache keys on them);
+    a configuration recorded before pooling was a choice pools by average."""
+    if config.pooling == "gem":
+        return {"pooling": "gem", "gem_power": config.gem_power}
+    return {"pooling": "avg"}
+
+
 def _compile(model, config, steps, class_labels=None):
     """Compiles ``model`` (or, for a loss on class cosines, ``model`` + a ``ClassCosines`` head) with the loss.
 
@@ -168,7 +176,7 @@ class FrozenFeatures(EndToEnd):
         config = self.config
         channels = self.input_shape[-1]
         extractors = {view.size: build_backbone(config.backbone, image_size=view.size, weights=_weights(config),
-                                                input_shape=(view.size, view.size, channels))
+                                                input_shape=(view.size, view.size, channels), **_pooling(config))
                       for view in self.views}
         for extractor in extractors.values():
             extractor.trainable = False
@@ -197,7 +205,7 @@ class FrozenFeatures(EndToEnd):
         return [extract_view_features(images, view, config.image_size, backbone=config.backbone,
                                       weights=_weights(config), dataset_id=self._dataset_id(split),
                                       cache_dir=config.cache_dir, verbose=0 if config.verbose == 0 else "auto",
-                                      rows=rows)
+                                      rows=rows, **_pooling(config))
                 for view in self.views]
 
     def train_features(self, images):

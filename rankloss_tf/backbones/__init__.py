@@ -3,6 +3,7 @@
 from rankloss_tf.backbones.efficientnet_lite import efficientnet_lite0
 from rankloss_tf.backbones.feature_parts import FeatureRows
 from rankloss_tf.backbones.features import content_key, extract_features, extract_view_features, feature_cache_path
+from rankloss_tf.backbones.pooling import GeneralizedMeanPooling2D, generalized_mean_pool
 from rankloss_tf.backbones.preprocessing import ImagePreprocessing
 from rankloss_tf.backbones.registry import backbone_names, build_backbone, is_pretrained, resolve
 from rankloss_tf.backbones.small_cnn import small_cnn
@@ -11,6 +12,7 @@ from rankloss_tf.backbones.weights import convert, imagenet_weights_path
 
 __all__ = [
     "FeatureRows",
+    "GeneralizedMeanPooling2D",
     "ImagePreprocessing",
     "ImageView",
     "View",
@@ -22,6 +24,7 @@ __all__ = [
     "extract_features",
     "extract_view_features",
     "feature_cache_path",
+    "generalized_mean_pool",
     "imagenet_weights_path",
     "is_pretrained",
     "resolve",

@@ -4,8 +4,9 @@ For the frozen-backbone protocol every image goes through the pretrained backbon
 once; the embedding head then trains on the cached [N, F] features in seconds.
 A cache file is keyed by the backbone name, a hash of its weights file, a
 fingerprint of what the backbone computes (its features of two fixed probe images:
-this catches a change of preprocessing or architecture too), the image size, the
-dataset's identity and, for a dataset read from files (``rankloss_tf.references``:
+this catches a change of preprocessing or architecture too), the pooling of the
+last feature map when it is not the average (``rankloss_tf.backbones.pooling``),
+the image size, the dataset's identity and, for a dataset read from files (``rankloss_tf.references``:
 a folder, TFRecords, local Cars196), the files' content (``References.content_key``:
 every file's real path and ``rankloss_tf.references.file_stamp``: size, modification
 and change times, inode and a hash of bytes sampled at its start, middle and end;
@@ -39,6 +40,7 @@ import tensorflow as tf
 from rankloss_tf.backbones.feature_parts import (PART_SIZE, FeatureRows, complete_parts, done_parts, join_parts,
                                                  mark_complete, read_features, write_parts)
 from rankloss_tf.backbones.files import default_cache_dir, file_sha256
+from rankloss_tf.backbones.pooling import GEM_POWER, pooling_key
 from rankloss_tf.backbones.preprocessing import ImagePreprocessing
 from rankloss_tf.backbones.registry import LITE0, build_backbone
 from rankloss_tf.backbones.image_views import ImageView
@@ -97,25 +99,28 @@ def _weights_file(backbone, weights):
     return imagenet_weights_path() if backbone == LITE0 else None
 
 
-def _backbone_key(backbone, weights, image_size):
+def _backbone_key(backbone, weights, image_size, pooling="avg", gem_power=GEM_POWER):
     """``(weights_id, backbone_fingerprint)`` of a frozen backbone: built once per process for each backbone,
-    weights file (its real path and ``file_stamp``: a file rewritten in place is built and hashed anew) and
-    size, not once per split and view whose cache is looked up."""
+    weights file (its real path and ``file_stamp``: a file rewritten in place is built and hashed anew), size
+    and pooling, not once per split and view whose cache is looked up."""
     path = _weights_file(backbone, weights)
     stamp = None if path is None else (real_path(path), tuple(file_stamp(path)))
-    return _backbone_key_of(backbone, weights, image_size, stamp)
+    return _backbone_key_of(backbone, weights, image_size, stamp, pooling, gem_power)
 
 
 @functools.lru_cache(maxsize=64)
-def _backbone_key_of(backbone, weights, image_size, stamp):
+def _backbone_key_of(backbone, weights, image_size, stamp, pooling, gem_power):
     """``_backbone_key``; ``stamp`` keys the memo by the weights file's identity."""
-    model = _frozen(backbone, image_size, weights)
+    model = _frozen(backbone, image_size, weights, pooling, gem_power)
     return weights_id(backbone, weights), backbone_fingerprint(model, image_size)
 
 
-def _cache_metadata(backbone, weights, image_size, dataset_id, content):
-    identity, fingerprint = _backbone_key(backbone, weights, image_size)
+def _cache_metadata(backbone, weights, image_size, dataset_id, content, pooling="avg", gem_power=GEM_POWER):
+    """The cache key's fields; "pooling" only when not the average, so that older caches keep their keys."""
+    identity, fingerprint = _backbone_key(backbone, weights, image_size, pooling, gem_power)
+    key = pooling_key(pooling, gem_power)
     return {
+        **({} if key is None else {"pooling": key}),
         "content": content,
         "format": _CACHE_FORMAT,
         "backbone": backbone,
@@ -134,7 +139,7 @@ def _cache_path(metadata, cache_dir):
 
 
 def feature_cache_path(dataset_id, backbone=LITE0, weights="imagenet", image_size=224, cache_dir=None,
-                       content=None):
+                       content=None, pooling="avg", gem_power=GEM_POWER):
     """The cache file of one dataset split's features (builds the backbone to key it, once per process).
 
     Args:
@@ -143,17 +148,19 @@ def feature_cache_path(dataset_id, backbone=LITE0, weights="imagenet", image_siz
         backbone, weights, image_size: as for ``extract_features``.
         cache_dir: cache directory; default ``default_cache_dir("features")``.
         content: the images' content key (``content_key``), None for in-memory data.
+        pooling, gem_power: as for ``extract_features``.
 
     Returns:
         ``pathlib.Path`` "<dataset>-<backbone>-<size>-<key>.npz", key = the first 16
         hex digits of the SHA-256 of the metadata: backbone name, weights file hash,
-        ``backbone_fingerprint``, image size, dataset id and content key.
+        ``backbone_fingerprint``, pooling (unless "avg"), image size, dataset id and content key.
 
     Example:
     >>> feature_cache_path("digits:test", "resnet50", cache_dir="/tmp").name  # doctest: +SKIP
     'digits_test-resnet50-224-5c1f0a8e2b7d9c11.npz'
     """
-    return _cache_path(_cache_metadata(backbone, weights, image_size, dataset_id, content), cache_dir)
+    return _cache_path(_cache_metadata(backbone, weights, image_size, dataset_id, content, pooling, gem_power),
+                       cache_dir)
 
 
 def content_key(dataset):
@@ -201,6 +208,8 @@ def extract_features(
     part_size=PART_SIZE,
     content=None,
     rows=False,
+    pooling="avg",
+    gem_power=GEM_POWER,
 ):
     """Embeds every image once with a frozen pretrained backbone, cached on disk.
 
@@ -227,6 +236,9 @@ def extract_features(
         rows: return the cached features as ``FeatureRows`` on disk (the parts are
             kept, not joined; a joined cache file is read as it is) instead of arrays;
             without a cache (no ``dataset_id``, or random weights) the arrays are returned.
+        pooling: how the backbone's last feature map is pooled, "avg" or "gem" (generalised mean,
+            ``rankloss_tf.backbones.pooling``; often the better frozen features for retrieval).
+        gem_power: the exponent ``p`` of "gem" (default 3).
 
     Returns:
         (features, labels): float32 [N, F] pooled backbone features (F = 1280 for
@@ -236,7 +248,7 @@ def extract_features(
         ``CACHE_EVENT`` attribute: ``(READ or COMPUTED, cache path)``).
 
     Raises:
-        ValueError: on an empty dataset or one that does not yield (image, label) pairs.
+        ValueError: on an empty dataset or one that does not yield (image, label) pairs, or an invalid pooling.
 
     Example:
     >>> images = np.zeros((4, 32, 32, 3), np.uint8)
@@ -250,8 +262,8 @@ def extract_features(
     count = int(dataset.cardinality()) if dataset.element_spec[0].shape.rank == 3 else -1
     count = count if count >= 0 else None
     if dataset_id is None or weights is None:
-        return _joined(_embed(_frozen(backbone, image_size, weights), batches, count, verbose))
-    metadata = _cache_metadata(backbone, weights, image_size, dataset_id, content)
+        return _joined(_embed(_frozen(backbone, image_size, weights, pooling, gem_power), batches, count, verbose))
+    metadata = _cache_metadata(backbone, weights, image_size, dataset_id, content, pooling, gem_power)
     path = _cache_path(metadata, cache_dir)
     cached = _readable_rows([path], metadata, remove=True) if rows else read_features(path, metadata)
     if cached is not None:
@@ -264,15 +276,16 @@ def extract_features(
         return found
     computed = files is None or rows  # none yet, or a complete part damaged since: the good leading parts are kept
     if computed:  # the only case that needs the backbone itself: features cached build none
-        files = _extract_parts(_frozen(backbone, image_size, weights), batches, count, verbose, path, metadata,
-                               part_size)
+        model = _frozen(backbone, image_size, weights, pooling, gem_power)
+        files = _extract_parts(model, batches, count, verbose, path, metadata, part_size)
     _cache_event(COMPUTED if computed else READ, path)
     return FeatureRows(files, metadata) if rows else join_parts(path, metadata, len(files))
 
 
-def _frozen(backbone, image_size, weights):
+def _frozen(backbone, image_size, weights, pooling="avg", gem_power=GEM_POWER):
     """The frozen backbone that computes features."""
-    return build_backbone(backbone, image_size=image_size, weights=weights, trainable=False)
+    return build_backbone(backbone, image_size=image_size, weights=weights, trainable=False, pooling=pooling,
+                          gem_power=gem_power)
 
 
 def _cache_event(event, path):
@@ -310,7 +323,8 @@ def _extract_parts(model, batches, count, verbose, path, metadata, part_size):
 
 
 def extract_view_features(dataset, view, base_size, backbone=LITE0, weights="imagenet", dataset_id=None,
-                          cache_dir=None, batch_size=64, verbose="auto", rows=False):
+                          cache_dir=None, batch_size=64, verbose="auto", rows=False, pooling="avg",
+                          gem_power=GEM_POWER):
     """``extract_features`` of one ``View`` of the images, cached under the view's name.
 
     The images go through ``ImageView(view.size, view.mirror)`` (mirror,
@@ -322,7 +336,8 @@ def extract_view_features(dataset, view, base_size, backbone=LITE0, weights="ima
         dataset: ``tf.data.Dataset`` of unbatched ``(image, label)`` pairs.
         view: a ``rankloss_tf.backbones.image_views.View``.
         base_size: the size whose views keep a short name ("plain", "flip").
-        backbone, weights, cache_dir, batch_size, verbose, rows: as for ``extract_features``.
+        backbone, weights, cache_dir, batch_size, verbose, rows, pooling, gem_power: as for
+            ``extract_features``.
         dataset_id: the images' id; the cache id is ``dataset_id + ":" + view.name(base_size)``
             (None disables the cache), with ``content_key(dataset)``.
 
@@ -340,7 +355,8 @@ def extract_view_features(dataset, view, base_size, backbone=LITE0, weights="ima
     viewed = dataset.batch(batch_size).map(lambda images, labels: (layer(images), labels))
     return extract_features(
         viewed, backbone=backbone, image_size=view.size, weights=weights, cache_dir=cache_dir, verbose=verbose,
-        content=content, dataset_id=None if dataset_id is None else f"{dataset_id}:{view.name(base_size)}", rows=rows)
+        content=content, dataset_id=None if dataset_id is None else f"{dataset_id}:{view.name(base_size)}", rows=rows,
+        pooling=pooling, gem_power=gem_power)
 
 
 def _embed(model, batches, count, verbose, initial=0):

@@ -5,13 +5,15 @@ Names: ``"small_cnn"`` (this package's CPU-sized network, random weights),
 and every ``keras.applications`` model, matched case-insensitively and ignoring
 underscores (``"ResNet50"``, ``"resnet50"``, ``"efficientnet_b0"``). Every
 backbone is built as ``uint8 images -> ImagePreprocessing -> network ->
-pooled features``, so cached frozen features, the trained model and its export
-all compute the same thing.
+pooled features`` (a pretrained network's last map pooled by average or
+generalised mean, ``rankloss_tf.backbones.pooling``), so cached frozen
+features, the trained model and its export all compute the same thing.
 """
 
 import keras
 
 from rankloss_tf.backbones.efficientnet_lite import efficientnet_lite0
+from rankloss_tf.backbones.pooling import GEM_POWER, GeneralizedMeanPooling2D, check_pooling
 from rankloss_tf.backbones.preprocessing import ImagePreprocessing
 from rankloss_tf.backbones.small_cnn import check_input_shape, small_cnn
 
@@ -101,17 +103,26 @@ def _image_size(image_size, input_shape):
     return size
 
 
-def _pretrained_network(name, size, weights):
+def _pretrained_network(name, size, weights, pooling="avg", gem_power=GEM_POWER):
     """The float ``[N, S, S, 3]`` (0..255 or preprocessed) -> pooled features network."""
     if size[0] != size[1] or size[0] < MIN_PRETRAINED_SIZE:
         raise ValueError(
             f"Backbone {name!r} needs square images of side >= {MIN_PRETRAINED_SIZE}. Received: image size {size}"
         )
+    network = _feature_network(name, size, weights, "avg" if pooling == "avg" else None)
+    if pooling == "avg":
+        return network
+    pooled = GeneralizedMeanPooling2D(gem_power, name="gem_pooling")(network.output)
+    return keras.Model(network.inputs, pooled, name=network.name)
+
+
+def _feature_network(name, size, weights, pooling):
+    """The pretrained network pooled by average (``pooling="avg"``) or its last feature map (None)."""
     if name == LITE0:
-        return efficientnet_lite0(include_top=False, weights=weights, image_size=size[0])
+        return efficientnet_lite0(include_top=False, weights=weights, image_size=size[0], pooling=pooling)
     try:
         return getattr(keras.applications, name)(
-            include_top=False, weights=weights, input_shape=(*size, 3), pooling="avg"
+            include_top=False, weights=weights, input_shape=(*size, 3), pooling=pooling
         )
     except Exception as error:  # Keras raises a bare Exception for a failed weights download.
         raise ValueError(
@@ -121,7 +132,8 @@ def _pretrained_network(name, size, weights):
         ) from error
 
 
-def build_backbone(name=LITE0, image_size=224, weights="imagenet", trainable=True, input_shape=None):
+def build_backbone(name=LITE0, image_size=224, weights="imagenet", trainable=True, input_shape=None, pooling="avg",
+                   gem_power=GEM_POWER):
     """A backbone mapping raw uint8 images to pooled features, preprocessing inside.
 
     Layout: ``uint8 [N, H, W, C]`` -> ``ImagePreprocessing`` (resize to
@@ -138,13 +150,18 @@ def build_backbone(name=LITE0, image_size=224, weights="imagenet", trainable=Tru
         trainable: whether the backbone's weights train (False for frozen features).
         input_shape: ``(H, W, C)`` of the raw images (default: ``image_size``
             square RGB).
+        pooling: how a pretrained network's last feature map is pooled: "avg"
+            (global average) or "gem" (generalised mean,
+            ``rankloss_tf.backbones.pooling``); small_cnn takes "avg" only (it
+            pools in its own way).
+        gem_power: the exponent ``p`` of "gem" (default 3; 1 is the average).
 
     Returns:
         ``keras.Model`` from uint8 ``[N, H, W, C]`` to float32 ``[N, F]``.
 
     Raises:
-        ValueError: an unknown name, invalid sizes or weights, or weights that
-            could not be loaded.
+        ValueError: an unknown name, invalid sizes, weights or pooling, or
+            weights that could not be loaded.
 
     Example:
     >>> model = build_backbone("MobileNetV3Small", image_size=64, weights=None)
@@ -152,6 +169,7 @@ def build_backbone(name=LITE0, image_size=224, weights="imagenet", trainable=Tru
     TensorShape([1, 576])
     """
     canonical = resolve(name)
+    pooling, gem_power = check_pooling(pooling, gem_power)
     if input_shape is None:
         square = _image_size(image_size, None)
         input_shape = (*square, 3)
@@ -161,9 +179,11 @@ def build_backbone(name=LITE0, image_size=224, weights="imagenet", trainable=Tru
     if canonical == SMALL_CNN:
         if weights not in (None, "random"):
             raise ValueError(f"small_cnn has no pretrained weights. Received: weights={weights!r}")
+        if pooling != "avg":
+            raise ValueError(f"small_cnn pools in its own way: pooling must be 'avg'. Received: pooling={pooling!r}")
         model = small_cnn(input_shape, image_size=resize)
     else:
-        network = _pretrained_network(canonical, size, weights)
+        network = _pretrained_network(canonical, size, weights, pooling, gem_power)
         inputs = keras.Input(input_shape, dtype="uint8", name="images")
         x = ImagePreprocessing(
             image_size=resize, channels=3, backbone=None if canonical == LITE0 else canonical,
