@@ -83,8 +83,9 @@ def _scan(side, tables, metric, pair_queries, distinct, starts, k):
     """
     rows, row_sq_norms, offsets = tables[2], tables[3], tables[4]
     firsts, lasts = tf.gather(offsets, distinct), tf.gather(offsets, distinct + 1)
-    values = tf.TensorArray(tf.float32, size=tf.size(distinct), infer_shape=False, element_shape=[None, None])
-    found = tf.TensorArray(tf.int32, size=tf.size(distinct), infer_shape=False, element_shape=[None, None])
+    # Flat [pairs * k] elements: an empty list (no query) concatenates only with its trailing dims known.
+    values = tf.TensorArray(tf.float32, size=tf.size(distinct), infer_shape=False, element_shape=[None])
+    found = tf.TensorArray(tf.int32, size=tf.size(distinct), infer_shape=False, element_shape=[None])
 
     def body(u, values, found):
         first, last = firsts[u], lasts[u]
@@ -92,11 +93,12 @@ def _scan(side, tables, metric, pair_queries, distinct, starts, k):
         block = [None if part is None else tf.gather(part, pairs) for part in side]
         scores = _row_scores(block, rows[first:last], row_sq_norms[first:last], metric)
         top = tf.math.top_k(tf.pad(scores, [[0, 0], [0, k]], constant_values=-np.inf), k)
-        return u + 1, values.write(u, top.values), found.write(u, tf.where(top.values > -np.inf, first + top.indices, 0))
+        positions = tf.where(top.values > -np.inf, first + top.indices, 0)
+        return u + 1, values.write(u, tf.reshape(top.values, [-1])), found.write(u, tf.reshape(positions, [-1]))
 
     _, values, found = tf.while_loop(lambda u, *_: u < tf.size(distinct), body, [0, values, found],
                                      parallel_iterations=8)
-    return values.concat(), found.concat()
+    return tf.reshape(values.concat(), [-1, k]), tf.reshape(found.concat(), [-1, k])
 
 
 def _probed(query, probes, tables, metric):
