@@ -76,6 +76,16 @@ def _check_embeddings(embeddings, name, dim=None):
     return embeddings.astype(np.float32, copy=False)
 
 
+def _repeated_ids(ids, tables):
+    """The ids of ``ids`` given twice or already in one of ``tables`` (no set of the whole gallery is built)."""
+    new = set(ids.tolist())
+    repeated = {i for i, count in collections.Counter(ids.tolist()).items() if count > 1}
+    for table in tables:
+        if not new.isdisjoint(table.ids):  # iterates the table's ids, looked up in the new ones
+            repeated |= new.intersection(table.ids)
+    return repeated
+
+
 class Index:
     """A searchable gallery: per item an id (str), a label (int) and a source path.
 
@@ -132,8 +142,20 @@ class Index:
         self._tensors = None
         self.items = Items.empty() if items is None else items
 
+    @property
+    def items(self):
+        """The gallery, an ``Items`` table (the parts added since the last read joined once, here)."""
+        if self._parts:
+            self._items = Items.join([self._items, *self._parts])
+            self._parts = []
+        return self._items
+
+    @items.setter
+    def items(self, items):
+        self._items, self._parts = items, []
+
     def __len__(self):
-        return len(self.items)
+        return len(self._items) + sum(map(len, self._parts))
 
     # The columns of the table, read-only (``add_embeddings`` / ``remove`` change the table).
     references = property(lambda self: self.items.references,
@@ -156,7 +178,8 @@ class Index:
     @property
     def embedding_dim(self):
         """``D``, or None before the first item."""
-        return self.references.shape[1] if len(self) else None
+        table = self._parts[-1] if self._parts else self._items  # no join of the parts
+        return table.references.shape[1] if len(table) else None
 
     def embed(self, images):
         """Embeds uint8 images ``[N, H, W, C]`` (any size; gray, RGB or RGBA) with the index's model.
@@ -199,8 +222,7 @@ class Index:
         paths = np.full(n, "", object) if paths is None else np.array([str(p) for p in np.asarray(paths).tolist()], object)
         if ids.shape != (n,) or paths.shape != (n,):
             raise ValueError(f"`ids` and `paths` must have {n} entries. Received: {ids.shape} and {paths.shape}")
-        seen = set(self.ids.tolist())
-        repeated = sorted({i for i in ids.tolist() if i in seen} | {i for i, c in collections.Counter(ids.tolist()).items() if c > 1})
+        repeated = sorted(_repeated_ids(ids, [self._items, *self._parts]))
         if repeated:
             raise ValueError(f"Item ids must be unique in the index. Received: duplicate ids {repeated[:5]}")
         if n == 0:
@@ -210,7 +232,7 @@ class Index:
         if self.ivf is not None:  # IVF hook: rows stored as int8 codes with codes="int8"
             references, sq_norms = self.ivf.encode(references, sq_norms)
         sq_norms = np.zeros(n, np.float32) if sq_norms is None else sq_norms
-        self.items = self.items.concat(Items(references, sq_norms, ids, labels, paths))
+        self._parts.append(Items(references, sq_norms, ids, labels, paths))  # joined on the next read: no copy
         self._backend = self._tensors = None
         if self.ivf is not None:  # IVF hook: new items go to their nearest lists
             self.ivf.add(references)

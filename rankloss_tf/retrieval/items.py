@@ -94,6 +94,34 @@ class Items:
             return other
         return Items(*(np.concatenate([mine, theirs]) for mine, theirs in zip(self.columns(), other.columns())))
 
+    @classmethod
+    def join(cls, tables):
+        """The tables one after the other; the list ``tables`` is emptied as each is copied (bounded memory).
+
+        Each column is allocated once and every table freed once copied, so
+        joining many parts holds their total and one part, not two copies
+        (``np.concatenate`` keeps every part alive until the end).
+
+        Example:
+        >>> parts = [Items.of([[1.0]], [0.0], ["a"], [1], [""]), Items.of([[2.0]], [0.0], ["b"], [2], [""])]
+        >>> joined = Items.join(parts)
+        >>> joined.ids.tolist(), joined.references[:, 0].tolist(), parts
+        (['a', 'b'], [1.0, 2.0], [])
+        """
+        tables[:] = [table for table in tables if len(table)]
+        if len(tables) < 2:
+            return tables.pop() if tables else cls.empty()
+        total, first = sum(map(len, tables)), tables[0].columns()
+        columns = [np.empty((total, *column.shape[1:]), column.dtype) for column in first]
+        start = 0
+        while tables:  # the part is dropped as soon as it is copied
+            table = tables.pop(0)
+            for column, part in zip(columns, table.columns()):
+                column[start : start + len(table)] = part
+            start += len(table)
+            del table
+        return cls(*columns)
+
     def select(self, keep):
         """The rows where the boolean ``keep`` is True, in order."""
         return Items(*(column[keep] for column in self.columns()))

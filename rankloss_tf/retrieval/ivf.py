@@ -52,6 +52,7 @@ CALIBRATION_QUERIES = 256
 CALIBRATION_K = 10
 CALIBRATION_ROWS = 1_000_000  # larger galleries: probes calibrated on this many rows (and their lists)
 UNBALANCED = 2.0
+CALIBRATION_SCRATCH = 2**24  # floats of one [queries, chunk] score block of the calibration search (64 MB)
 
 
 def default_lists(size):
@@ -118,6 +119,31 @@ def _check_count(value, name):
     return int(value)
 
 
+GATHER_BLOCK = 262144  # rows copied into a ``gathered_variable`` at a time
+
+
+def gathered_variable(rows, order, name, decode=None):
+    """A variable holding ``rows[order]`` (``decode``d: codes -> floats), filled a block at a time.
+
+    Converting a large numpy array to a tensor copies it (twice, transiently);
+    here the slices are assigned in place (``ResourceStridedSliceAssign`` on
+    the fresh variable's only buffer), so the caller holds the rows, the
+    variable and one block.
+
+    Example:
+    >>> gathered_variable(np.array([[1], [2], [3]], np.int8), np.array([2, 0]), "rows").numpy().tolist()
+    [[3], [1]]
+    """
+    decode = decode or (lambda block: block)
+    dtype = decode(rows[:0]).dtype
+    variable = tf.Variable(lambda: tf.zeros((len(order), rows.shape[1]), dtype), trainable=False, name=name)
+    for start in range(0, len(order), GATHER_BLOCK):
+        block = decode(rows[order[start : start + GATHER_BLOCK]])
+        tf.raw_ops.ResourceStridedSliceAssign(ref=variable.handle, begin=[start], end=[start + len(block)],
+                                              strides=[1], value=block)
+    return variable
+
+
 def calibrate_probes(rows, sq_norms, centroids, assignment, metric, target=TARGET_RECALL, seed=0, decode=None):
     """The fewest lists probed that find ``target`` of the exact top 10 of sample gallery queries.
 
@@ -130,18 +156,19 @@ def calibrate_probes(rows, sq_norms, centroids, assignment, metric, target=TARGE
     rng = np.random.default_rng(seed)
     if len(rows) > CALIBRATION_ROWS or decode is not None:  # a sample of the gallery (decoded codes)
         subset = np.sort(rng.choice(len(rows), min(len(rows), CALIBRATION_ROWS), replace=False))
-        rows, assignment = rows[subset], assignment[subset]
+        rows, assignment = gathered_variable(rows, subset, "calibration_rows", decode), assignment[subset]
         sq_norms = None if sq_norms is None else np.asarray(sq_norms)[subset]
-        rows = rows if decode is None else decode(rows)
-    n = len(rows)
+    n = len(assignment)
     k = min(CALIBRATION_K, n - 1)
     if k < 1 or len(centroids) == 1:
         return 1
     picked = rng.choice(n, min(CALIBRATION_QUERIES, n), replace=False)
-    queries = np.asarray(rows[picked], np.float32)
+    rows = tf.convert_to_tensor(rows)  # one tensor for every chunk (a variable's: no copy)
+    queries = tf.gather(rows, picked)
     l2 = metric == "l2"
-    chunk = chunk_size_for(n, len(queries), k + 1)
+    chunk = chunk_size_for(n, len(queries), k + 1, CALIBRATION_SCRATCH)
     top = search_top_k(queries, rows, k + 1, sq_norms if l2 else None, chunk).indices.numpy()
+    queries = queries.numpy()
     truth = np.array([[j for j in row if j != i][:k] for row, i in zip(top, picked)])
     coarse = queries @ centroids.T
     if l2:
@@ -273,15 +300,21 @@ class IVF:
             self._layout = order, np.concatenate([[0], np.cumsum(sizes)]).astype(np.int32)
         return self._layout
 
-    def tables(self, rows, sq_norms):
-        """The arrays of ``ivf_search.TABLES`` for the stored rows ``[N, D]`` (and their squared norms)."""
+    def tables(self, rows, sq_norms, sort_rows=True):
+        """The arrays of ``ivf_search.TABLES`` for the stored rows ``[N, D]`` (and their squared norms).
+
+        ``sort_rows=False``: the rows are returned as given, not sorted by list
+        (no copy of the gallery; ``positions`` sorts them, see
+        ``ivf_saved.export_parts``).
+        """
         order, offsets = self.layout()
         sq_norms = np.zeros(len(rows), np.float32) if sq_norms is None else np.asarray(sq_norms, np.float32)
         centroid_sq = np.sum(np.square(self.centroids, dtype=np.float64), axis=1).astype(np.float32)
         dim = self.centroids.shape[1]
         quantiser = self.quantiser or Quantiser(np.ones(dim, np.float32), np.zeros(dim, np.float32))
         rows = np.asarray(rows) if self.quantiser is not None else np.asarray(rows, np.float32)
-        return (self.centroids, centroid_sq, rows[order], sq_norms[order], offsets, order, quantiser.scale,
+        return (self.centroids, centroid_sq, rows[order] if sort_rows else rows, sq_norms[order], offsets, order,
+                quantiser.scale,
                 quantiser.offset)
 
     def search(self, rows, sq_norms, queries, k, probes=None, block_size=1024):

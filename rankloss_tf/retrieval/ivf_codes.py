@@ -71,6 +71,9 @@ class Quantiser:
         return codes
 
     def decode(self, codes):
-        """float32 ``[N, D]`` rows of int8 codes."""
-        return (self.offset + self.scale * np.asarray(codes, np.float32)).astype(np.float32)
+        """float32 ``[N, D]`` rows of int8 codes (one float array, scaled and shifted in place)."""
+        rows = np.array(codes, np.float32)  # always a new array: the in-place steps never touch the input
+        rows *= self.scale
+        rows += self.offset
+        return rows
 

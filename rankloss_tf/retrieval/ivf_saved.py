@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from rankloss_tf.export import IMAGES_SPEC
+from rankloss_tf.retrieval.ivf import gathered_variable
 from rankloss_tf.retrieval.ivf_codes import Quantiser
 from rankloss_tf.retrieval.ivf_search import ivf_search
 
@@ -46,10 +47,10 @@ def export_parts(index):
     """
     ivf = index.ivf
     ivf.ensure(index.references, index.sq_norms)
-    centroids, centroid_sq, rows, row_sq, offsets, positions, scale, shift = ivf.tables(index.references,
-                                                                                     index.sq_norms)
+    centroids, centroid_sq, rows, row_sq, offsets, positions, scale, shift = ivf.tables(
+        index.references, index.sq_norms, sort_rows=False)
     gallery = [
-        tf.Variable(rows, trainable=False, name="gallery_embeddings"),
+        gathered_variable(rows, positions, "gallery_embeddings"),
         tf.Variable(row_sq, trainable=False, name="gallery_sq_norms"),
     ]
     variables = [

@@ -7,8 +7,9 @@ sorted row back to its gallery position. A query batch is searched list by
 list: the (query, list) pairs of the ``probes`` nearest lists of each query
 are sorted by list, and a ``tf.while_loop`` over the distinct lists probed
 multiplies the queries probing a list with that list's contiguous slice of
-rows (one matmul, no copy of the gallery rows), keeping each pair's top k.
-The top k over a query's pairs is its answer. One query alone (what online
+rows (one matmul, no copy of the gallery rows), keeping each pair's top k
+only (the batch never holds all its candidates' scores). The top k over a
+query's pairs is its answer. One query alone (what online
 serving sends) takes a path without loop: its probed lists' slices are
 multiplied in an unrolled graph (one of a few fixed sizes, chosen by
 ``tf.switch_case``), the answer is the top k of the concatenated scores. Scores are those of the exact
@@ -73,28 +74,31 @@ def _pairs(queries, centroids, centroid_sq_norms, probes, metric):
     return order, sorted_lists, order // probes, distinct, starts
 
 
-def _scan(side, tables, metric, pair_queries, distinct, starts):
-    """The scores of every (query, list) pair against its list's rows, pairs sorted by list, flat."""
+def _scan(side, tables, metric, pair_queries, distinct, starts, k):
+    """The top k of every (query, list) pair among its list's rows, pairs sorted by list: ``(values, positions)``,
+    ``[pairs, k]`` each (sorted row positions; -inf and 0 past a list's end).
+
+    Each list's scores are reduced to their top k inside the loop: the batch never holds the scores of all its
+    candidates (at 10^7 rows, 3,162 lists and 48 probes, 256 queries have ~40 million), only ``k`` per pair.
+    """
     rows, row_sq_norms, offsets = tables[2], tables[3], tables[4]
     firsts, lasts = tf.gather(offsets, distinct), tf.gather(offsets, distinct + 1)
-    scores = tf.TensorArray(tf.float32, size=tf.size(distinct), infer_shape=False, element_shape=[None])
+    # Flat [pairs * k] elements: an empty list (no query) concatenates only with its trailing dims known.
+    values = tf.TensorArray(tf.float32, size=tf.size(distinct), infer_shape=False, element_shape=[None])
+    found = tf.TensorArray(tf.int32, size=tf.size(distinct), infer_shape=False, element_shape=[None])
 
-    def body(u, scores):
+    def body(u, values, found):
         first, last = firsts[u], lasts[u]
         pairs = pair_queries[starts[u] : starts[u + 1]]
         block = [None if part is None else tf.gather(part, pairs) for part in side]
-        return u + 1, scores.write(u, tf.reshape(_row_scores(block, rows[first:last], row_sq_norms[first:last],
-                                                             metric), [-1]))
+        scores = _row_scores(block, rows[first:last], row_sq_norms[first:last], metric)
+        top = tf.math.top_k(tf.pad(scores, [[0, 0], [0, k]], constant_values=-np.inf), k)
+        positions = tf.where(top.values > -np.inf, first + top.indices, 0)
+        return u + 1, values.write(u, tf.reshape(top.values, [-1])), found.write(u, tf.reshape(positions, [-1]))
 
-    _, scores = tf.while_loop(lambda u, _: u < tf.size(distinct), body, [0, scores], parallel_iterations=8)
-    return scores.concat()
-
-
-def _per_query(pairs, back, count):
-    """Ragged rows of pairs sorted by list regrouped by query: ``[count, None]``."""
-    pairs = tf.gather(pairs, back)
-    per_query = tf.reduce_sum(tf.reshape(pairs.row_lengths(), [count, -1]), axis=1)
-    return tf.RaggedTensor.from_row_lengths(pairs.flat_values, per_query)
+    _, values, found = tf.while_loop(lambda u, *_: u < tf.size(distinct), body, [0, values, found],
+                                     parallel_iterations=8)
+    return tf.reshape(values.concat(), [-1, k]), tf.reshape(found.concat(), [-1, k])
 
 
 def _probed(query, probes, tables, metric):
@@ -162,17 +166,12 @@ def _single(query, k, probes, tables, metric, sizes):
 
 
 def _approximate(queries, k, probes, tables, metric):
-    offsets = tables[4]
-    order, sorted_lists, pair_queries, distinct, starts = _pairs(queries, tables[0], tables[1], probes, metric)
-    flat = _scan(_query_side(queries, tables), tables, metric, pair_queries, distinct, starts)
-    firsts, lasts = tf.gather(offsets, sorted_lists), tf.gather(offsets, sorted_lists + 1)
-    back = tf.math.invert_permutation(order)
+    order, _, pair_queries, distinct, starts = _pairs(queries, tables[0], tables[1], probes, metric)
+    values, found = _scan(_query_side(queries, tables), tables, metric, pair_queries, distinct, starts, k)
+    back = tf.math.invert_permutation(order)  # pairs back in query order: each query's probes, nearest first
     count = tf.shape(queries)[0]
-    scores = _per_query(tf.RaggedTensor.from_row_lengths(flat, lasts - firsts), back, count)
-    positions = _per_query(tf.ragged.range(firsts, lasts), back, count)
-    padding = [[0, 0], [0, k]]
-    top = tf.math.top_k(tf.pad(scores.to_tensor(-np.inf), padding, constant_values=-np.inf), k)
-    return top.values, tf.gather(tf.pad(positions.to_tensor(0), padding), top.indices, batch_dims=1)
+    top = tf.math.top_k(tf.reshape(tf.gather(values, back), [count, -1]), k)
+    return top.values, tf.gather(tf.reshape(tf.gather(found, back), [count, -1]), top.indices, batch_dims=1)
 
 
 def ivf_search(embeddings, k, probes, tables, metric, default_probes=None, default_only=False):
