@@ -176,12 +176,19 @@ def cli_default(data_dir, run_dir, saved_metrics, seed=0):
     return record
 
 
+def _pooling(config):
+    """How the run pooled the backbone's last feature map, in words (runs recorded before pooling: average)."""
+    if config.get("pooling", "avg") == "gem":
+        return f"GeM pooling, p = {config.get('gem_power', 3.0):g}"
+    return "average pooling"
+
+
 def cli_markdown(record):
     config, metrics = record["config"], record["metrics"]
     lines = [
         CLI_SECTION, "",
         "`rankloss-tf train --dataset cars196 --data-dir DIR --out RUN --export EXP`, no other flag: "
-        f"frozen ImageNet {config['backbone']}, views {config['view_sizes']} x "
+        f"frozen ImageNet {config['backbone']} ({_pooling(config)}), views {config['view_sizes']} x "
         f"{'(image, mirror)' if config['mirror_views'] else '(image)'} (the head trains on every view's features, "
         f"an image is embedded from their mean), linear head {config['embedding_dim']}-d, {config['loss']} "
         f"{config['loss_options']}, P x K {config['classes_per_batch']} x {config['samples_per_class']}, Adam "
@@ -204,7 +211,7 @@ def cli_markdown(record):
                      + " | ".join(f"{np.mean([r['metrics'][k] for r in runs]):.4f}" for k in CLI_COLUMNS) + " |")
     seconds = record["seconds"]
     lines += ["", f"Wall time of the run: {seconds['total']:.0f} s ({seconds['fit']:.0f} s to the fitted model, "
-              f"features from the cache; evaluation, plots and export {seconds['evaluate']:.0f} s) on "
+              f"frozen features extracted or read from the cache; evaluation, plots and export {seconds['evaluate']:.0f} s) on "
               f"{machine.describe()['cpus']} shared CPU cores, 1-min load {record['load_before'][0]:.1f} before / "
               f"{record['load_after'][0]:.1f} after."
               + (" (This call read back a finished run.)" if record["resumed"] == "finished" else "")]
