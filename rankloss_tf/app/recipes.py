@@ -41,7 +41,8 @@ class Recipe:
         view_sizes: frozen features: the sides each image is seen at (None: ``image_size``).
         mirror_views: frozen features: each size's mirror image is a view too.
         pooling: frozen features: the pooling of the backbone's last feature map,
-            "avg" or "gem" (``rankloss_tf.backbones.pooling``).
+            "avg" or "gem" (``rankloss_tf.backbones.pooling``; None: the average, and
+            none for a network trained end to end).
 
     Example:
     >>> Recipe(32, 32, 4, 40, 128, 1e-3).samples_per_class
@@ -62,7 +63,7 @@ class Recipe:
     loss_options: dict = None
     view_sizes: tuple = None
     mirror_views: bool = False
-    pooling: str = "avg"
+    pooling: str = None
 
 
 # The photo recipe of --fine-tune (benchmarks/finetune_gpu.py): random resized crop + flip,

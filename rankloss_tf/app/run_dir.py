@@ -205,7 +205,7 @@ class RunDirectory:
         known = {f.name for f in dataclasses.fields(config)}
         # A frozen-features run recorded before pooling was a choice pooled by average.
         before_pooling = {"pooling": "avg", "gem_power": None} if config.pooling is not None else {}
-        previous = dataclasses.replace(config, **before_pooling, **{k: v for k, v in recorded.items() if k in known})
+        previous = dataclasses.replace(config, **{**before_pooling, **{k: v for k, v in recorded.items() if k in known}})
         differences = _resolved_paths(previous).results_differ(_resolved_paths(config))
         if differences:
             lines = "; ".join(f"{name}: {old!r} -> {new!r}" for name, old, new in differences)
