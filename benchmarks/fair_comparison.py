@@ -35,13 +35,15 @@ Search spaces (same budget for all; the learning-rate range is the protocol's):
 | npair_angular | alpha in [25, 55], lam in [0.25, 4] (log) | same |
 | multi_similarity | alpha in [0.5, 10] (log), beta in [10, 80], base in [0.3, 0.8] | same |
 | supcon | temperature in [0.02, 0.5] (log) | same |
+| ntxent | temperature in [0.02, 0.5] (log) | same |
 | proxy_anchor | margin in [0, 0.3], alpha in [8, 64] (log) | same |
 | proxy_nca | softmax_scale in [1, 32] (log) | same |
 | arcface | margin in [10, 45] degrees, scale in [8, 64] (log) | same |
 | cosface | margin in [0.1, 0.5], scale in [8, 64] (log) | same |
 
 (``harness.tuning.SPACES``.) Margin losses, Multi-Similarity and SupCon see
-L2-normalised embeddings (distance l2); the N-pair and angular losses see the
+L2-normalised embeddings (distance l2; NT-Xent with labels is not SupCon:
+its denominator holds one positive and the negatives, SupCon's every other sample); the N-pair and angular losses see the
 raw outputs (N-pair's dot products are meant on unnormalised embeddings, Sohn
 2016; angular normalises inside). Proxy-Anchor, ProxyNCA, ArcFace and CosFace
 train one vector per class in a ``ClassCosines`` head on top of the embedding
@@ -50,7 +52,8 @@ cosines; only the embedding model is scored. Retrieval is cosine for all.
 
 Writes benchmarks/results/fair_comparison_<dataset>.{json,md,png} (``--quick``:
 a smoke run into .bench/). ``--resume`` keeps the losses already finished with
-the same settings.
+the same settings; ``--more-seeds`` trains the kept best setting of each loss with
+the ``--seeds`` its runs lack (no new search), as a budget cut is made up later.
 
 Usage::
 
@@ -58,6 +61,7 @@ Usage::
     python benchmarks/fair_comparison.py --dataset cars196        # 4 trials x 500 steps per loss
     python benchmarks/fair_comparison.py --dataset omniglot --quick
     python benchmarks/fair_comparison.py --dataset cars196 --report  # redraw .md/.png from .json
+    python benchmarks/fair_comparison.py --dataset omniglot --losses supcon --more-seeds  # seeds 0-4 of supcon
 """
 
 import argparse
@@ -88,7 +92,7 @@ HEADERS = {"recall@1": "R@1", "recall@2": "R@2", "recall@4": "R@4", "recall@8": 
 # class losses (proxies, ArcFace, CosFace) take the cosines of their head, so normalising changes nothing there.
 NORMALISED = {"contrastive": True, "triplet_semihard": True, "triplet_hard": True,
               "npair": False, "angular": False, "npair_angular": False,
-              "multi_similarity": True, "supcon": True, "proxy_anchor": True, "proxy_nca": True,
+              "multi_similarity": True, "supcon": True, "ntxent": True, "proxy_anchor": True, "proxy_nca": True,
               "arcface": True, "cosface": True}
 LOSSES = tuple(NORMALISED)
 TPE_STARTUP = tuning.TPE_STARTUP
@@ -212,6 +216,21 @@ def final_runs(protocol, data, loss, setting, steps, seeds, data_dir):
         runs.append({"seed": seed, **metrics, **protocol.extras(model, data_dir),
                      "seconds": time.perf_counter() - started})
     return runs
+
+
+def extend(protocol, data, loss, result, steps, seeds, data_dir):
+    """Adds to ``result`` (one loss's, updated in place) the final runs of its best setting with the ``seeds`` its
+    runs lack, in seed order, and summarises them all again; the search is not rerun."""
+    missing = [seed for seed in seeds if seed not in {run.get("seed") for run in result["runs"]}]
+    if not missing:
+        return
+    started = time.perf_counter()
+    runs = final_runs(protocol, data, loss, result["best"], steps, missing, data_dir)
+    result["runs"] = sorted(result["runs"] + runs, key=lambda run: run["seed"])
+    result["summary"] = summarise(result["runs"])
+    result["seconds"] += time.perf_counter() - started
+    result["load"] = machine.load()
+    print(loss, "seeds", missing, {c: round(v[0], 4) for c, v in result["summary"].items()}, flush=True)
 
 
 def summarise(runs):
@@ -380,6 +399,9 @@ def main(argv=None):
     parser.add_argument("--out", help="results path without suffix (default: benchmarks/results/fair_comparison_"
                                       "<dataset>, or .bench/ with --quick)")
     parser.add_argument("--resume", action="store_true", help="skip losses already finished with these settings")
+    parser.add_argument("--more-seeds", action="store_true",
+                        help="keep the finished losses (as --resume) and train each one's best setting with the "
+                             "--seeds its runs lack, without a new search")
     parser.add_argument("--quick", action="store_true", help="2 trials, 3 steps, 1 seed, into .bench/")
     parser.add_argument("--report", action="store_true", help="only rewrite the .md and .png from the .json")
     args = parser.parse_args(argv)
@@ -403,11 +425,14 @@ def main(argv=None):
     if not Path(data_dir).is_dir():
         print(f"{args.dataset} data absent ({data_dir}): fair comparison skipped")
         return 0
-    results = kept(results_file.read(out, {}), settings) if args.resume else {}
+    results = kept(results_file.read(out, {}), settings) if args.resume or args.more_seeds else {}
     record = {"settings": settings, "machine": machine.describe(), "results": results}
     data = protocol.splits(data_dir)
     for loss in args.losses:
         if loss in results:
+            if args.more_seeds:
+                extend(protocol, data, loss, results[loss], steps, args.seeds, data_dir)
+                results_file.write(out, record, markdown(record))
             continue
         started = time.perf_counter()
         best, best_value, history = tune(protocol, loss, data["search"], data["validation"], args.trials, steps,

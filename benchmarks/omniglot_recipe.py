@@ -109,6 +109,14 @@ CANDIDATES = {
     "rot4_ms_1680": candidate(STRONG, epochs=80, loss="multi_similarity",
                               loss_options={"alpha": 2.39, "beta": 39.0, "base": 0.432}, **ROT4),
     "rot4_supcon_1680": candidate(STRONG, epochs=80, loss="supcon", loss_options={"temperature": 0.1}, **ROT4),
+    # The tuned comparison's validation winners among today's losses (results/fair_comparison_omniglot.json: cosface
+    # 71.4, arcface 70.5 against npair_angular 70.4): their best settings (lr 0.00161, K 8) at the recipe's length.
+    "rot4_cosface_1680": candidate(STRONG, learning_rate=1.61e-3, class_rotations=4, epochs=80, loss="cosface",
+                                   loss_options={"margin": 0.32, "scale": 35.4}, classes_per_batch=16,
+                                   samples_per_class=8),
+    "rot4_arcface_1680": candidate(STRONG, learning_rate=1.61e-3, class_rotations=4, epochs=80, loss="arcface",
+                                   loss_options={"margin": 29.2, "scale": 35.4}, classes_per_batch=16,
+                                   samples_per_class=8),
 }
 
 

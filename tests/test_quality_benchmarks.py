@@ -71,6 +71,26 @@ def test_a_resumed_comparison_keeps_the_losses_run_with_the_same_settings():
     assert fair_comparison.fewer_seeds({"npair": {"runs": [{}, {}, {}]}}, [0, 1, 2]) == ""  # runs without seeds
 
 
+def test_more_seeds_trains_only_the_missing_seeds_of_the_kept_setting(monkeypatch):
+    calls = []
+
+    def final_runs(protocol, data, loss, setting, steps, seeds, data_dir):
+        calls.append((loss, setting, steps, list(seeds)))
+        return [{"seed": seed, "recall@1": 0.1 * seed, "seconds": 1.0} for seed in seeds]
+
+    monkeypatch.setattr(fair_comparison, "final_runs", final_runs)
+    result = {"best": {"temperature": 0.1}, "runs": [{"seed": 3, "recall@1": 0.3, "seconds": 1.0},
+                                                      {"seed": 0, "recall@1": 0.0, "seconds": 1.0}],
+              "summary": {}, "seconds": 10.0, "tune_seconds": 8.0, "load": (0, 0, 0)}
+    fair_comparison.extend(None, None, "supcon", result, 7, [0, 1, 2, 3, 4], "data")
+    assert calls == [("supcon", {"temperature": 0.1}, 7, [1, 2, 4])]  # no new search, the kept setting
+    assert [run["seed"] for run in result["runs"]] == [0, 1, 2, 3, 4]
+    assert result["summary"]["recall@1"][0] == pytest.approx(0.2)
+    assert result["seconds"] > 10.0 and result["tune_seconds"] == 8.0
+    fair_comparison.extend(None, None, "supcon", result, 7, [0, 1, 2, 3, 4], "data")
+    assert len(calls) == 1  # nothing missing: nothing trained
+
+
 def _quick_run(tmp_path, dataset, loss):
     """The script's --quick path for one loss; returns (record, markdown)."""
     out = tmp_path / f"fair_{dataset}"

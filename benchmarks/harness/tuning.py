@@ -24,6 +24,7 @@ SPACES = {
     # Today's losses (issue 31): ranges around each paper's setting and PML's defaults.
     "multi_similarity": {"alpha": (0.5, 10.0, True), "beta": (10.0, 80.0, False), "base": (0.3, 0.8, False)},
     "supcon": {"temperature": (0.02, 0.5, True)},
+    "ntxent": {"temperature": (0.02, 0.5, True)},
     "proxy_anchor": {"margin": (0.0, 0.3, False), "alpha": (8.0, 64.0, True)},
     "proxy_nca": {"softmax_scale": (1.0, 32.0, True)},
     "arcface": {"margin": (10.0, 45.0, False), "scale": (8.0, 64.0, True)},
