@@ -13,7 +13,7 @@ One search / final / report path for both datasets; a ``Protocol`` says only
 how a model is built, fed and scored:
 
 - ``cars196``: Cars196 (cropped), frozen ImageNet EfficientNet-Lite0 features
-  (224, cached, as in benchmarks/cars196_recipe.py), a linear 1280 -> 512 head,
+  (224, average-pooled, cached, as in benchmarks/cars196_recipe.py), a linear 1280 -> 512 head,
   Adam at a constant learning rate. Search: train classes 1-73, validation
   classes 74-98; final: classes 1-98, test classes 99-196.
 - ``omniglot``: the small CNN trained end to end at 32 x 32 (128-d), mild
@@ -41,9 +41,10 @@ Search spaces (same budget for all; the learning-rate range is the protocol's):
 | arcface | margin in [10, 45] degrees, scale in [8, 64] (log) | same |
 | cosface | margin in [0.1, 0.5], scale in [8, 64] (log) | same |
 
-(``harness.tuning.SPACES``.) Margin losses, Multi-Similarity and SupCon see
-L2-normalised embeddings (distance l2; NT-Xent with labels is not SupCon:
-its denominator holds one positive and the negatives, SupCon's every other sample); the N-pair and angular losses see the
+(``harness.tuning.SPACES``.) Margin losses, Multi-Similarity, SupCon and NT-Xent
+see L2-normalised embeddings (distance l2; NT-Xent with labels is not SupCon
+at another temperature: its denominator holds one positive and the negatives,
+SupCon's every other sample); the N-pair and angular losses see the
 raw outputs (N-pair's dot products are meant on unnormalised embeddings, Sohn
 2016; angular normalises inside). Proxy-Anchor, ProxyNCA, ArcFace and CosFace
 train one vector per class in a ``ClassCosines`` head on top of the embedding
@@ -108,13 +109,15 @@ class Cars196:
     extra_columns = ()
     embedding_dim = 512
     validation_from = 73  # labels 73..97 = classes 74-98
-    text = ("linear 1280 -> 512 head on cached 224 features, Adam at a constant learning rate; search trained on "
-            "classes 1-73 and scored by Recall@1 on classes 74-98; finals trained on classes 1-98 and scored on "
-            "classes 99-196 (8,131 images)")
+    text = ("linear 1280 -> 512 head on cached 224 features (average-pooled), Adam at a constant learning rate; "
+            "search trained on classes 1-73 and scored by Recall@1 on classes 74-98; finals trained on classes 1-98 "
+            "and scored on classes 99-196 (8,131 images)")
 
     def splits(self, data_dir):
         def plain(split):
-            return frozen_features("cars196", data_dir, split, view_sizes=(224,), mirror_views=False)["plain"]
+            # The comparison's features stay average-pooled (as every committed result), whatever the recipe pools.
+            return frozen_features("cars196", data_dir, split, view_sizes=(224,), mirror_views=False,
+                                   pooling="avg")["plain"]
 
         features, labels = plain("train")
         held = labels >= self.validation_from

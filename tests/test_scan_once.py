@@ -48,3 +48,32 @@ def test_a_scan_outside_a_command_is_made_each_time(tmp_path, scans):
         with folder_module.one_scan():
             assert folder_module.scan_folder(f"{folder}/.") is first
     assert len(scans) == 3
+
+
+def test_a_scope_is_its_threads_own_and_ends_even_on_an_error(tmp_path, scans):
+    import threading
+
+    folder = make_folder(tmp_path / "photos", {"a": 1, "b": 1})
+    inside, leave = threading.Event(), threading.Event()
+
+    def other_command():
+        with folder_module.one_scan():
+            folder_module.scan_folder(folder)
+            inside.set()
+            leave.wait(10)
+            folder_module.scan_folder(folder)
+
+    thread = threading.Thread(target=other_command)
+    thread.start()
+    inside.wait(10)
+    with folder_module.one_scan():
+        folder_module.scan_folder(folder)  # this thread's scope: a scan of its own, not the other's
+    leave.set()
+    thread.join(10)
+    assert len(scans) == 2  # one per scope; the other thread's second call reused its own scope's scan
+    with pytest.raises(RuntimeError), folder_module.one_scan():
+        folder_module.scan_folder(folder)
+        raise RuntimeError("a failed command")
+    (folder / "c").mkdir()
+    (folder / "a" / "0.png").rename(folder / "c" / "0.png")
+    assert "c" in folder_module.scan_folder(folder).classes  # no scope left open: the folder as it is now

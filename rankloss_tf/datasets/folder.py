@@ -23,6 +23,7 @@ with ``image_size``, resized (antialiased bilinear, aspect ratio not kept).
 
 import concurrent.futures
 import contextlib
+import contextvars
 import dataclasses
 import hashlib
 import json
@@ -49,7 +50,9 @@ FOLDER_PREFIX = "folder:"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")  # what TensorFlow's decode_image reads
 # Image files TensorFlow does not decode: listed as left out, never silently ignored.
 UNREAD_SUFFIXES = (".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".ppm", ".pgm", ".psd", ".raw")
-_SCANS = []  # the open ``one_scan`` scopes' scans: {real path of a folder: its FolderIndex}
+# The scans of the innermost open ``one_scan`` scope, {real path of a folder: its FolderIndex}, or None outside one.
+# A context variable: each thread (and asyncio task) has its own scopes.
+_SCANS = contextvars.ContextVar("rankloss_tf_folder_scans", default=None)
 
 
 def folder_path(name):
@@ -173,20 +176,22 @@ def _decode_problems(root, listing):
 
 @contextlib.contextmanager
 def one_scan():
-    """A scope (one command) in which each folder is scanned once: ``scan_folder`` of a folder scanned already
-    in it returns that scan's ``FolderIndex`` (the recipe's sample, the train and test splits and the recorded
-    split of one run read the same files, stamped once). Scopes nest: an inner one reuses the outer's scans.
+    """A scope (one command, in one thread) in which each folder is scanned once.
+
+    ``scan_folder`` of a folder scanned already in the scope returns that scan's ``FolderIndex`` (the recipe's
+    sample, the train and test splits and the recorded split of one run read the same files, stamped once).
+    Scopes nest: an inner one reuses the outer's scans. Each thread has its own scopes (a context variable).
 
     Example:
     >>> with one_scan():  # doctest: +SKIP
     ...     scan_folder("photos") is scan_folder("./photos/")
     True
     """
-    _SCANS.append(_SCANS[-1] if _SCANS else {})
+    token = _SCANS.set(_SCANS.get() if _SCANS.get() is not None else {})
     try:
         yield
     finally:
-        _SCANS.pop()
+        _SCANS.reset(token)
 
 
 def scan_folder(path):
@@ -211,7 +216,9 @@ def scan_folder(path):
     root = Path(path).expanduser()
     if not root.is_dir():
         raise ValueError(f"The folder does not exist. Received: {printable(path)!r}")
-    scans = _SCANS[-1] if _SCANS else {}
+    scans = _SCANS.get()
+    if scans is None:
+        return _scan(root, path)
     if real_path(root) not in scans:
         scans[real_path(root)] = _scan(root, path)
     return scans[real_path(root)]
