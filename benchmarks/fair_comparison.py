@@ -274,6 +274,8 @@ def markdown(record):
                      f"{r['tune_seconds']:.0f} | {r['seconds'] - r['tune_seconds']:.0f} |")
     lines += ["", "Ordering by test R@1: " + " > ".join(
         f"{name} {100 * results[name]['summary']['recall@1'][0]:.1f}" for name in ordered(results)) + ".", ""]
+    if len(results) > 2:
+        lines += [validation_agreement(results), ""]
     lines += ["Agreement with the papers (their pairs better > worse; a tie: means closer than the sum of the two "
               "stds). Wang et al. 2017 and Sohn 2016 fine-tuned GoogLeNet, Wang et al. 2019 (Multi-Similarity) and "
               "Kim et al. 2020 (Proxy-Anchor) BN-Inception, on CUB-200, Cars196 and Online Products with their "
@@ -301,6 +303,19 @@ PAPER_CLAIMS = {
     "Deng et al. 2019": (("arcface", "cosface"),),
 }
 CLASSIC = ("contrastive", "triplet_semihard", "triplet_hard")  # the Reality Check's "old" baselines
+
+
+def validation_agreement(results):
+    """A sentence on how well the search's validation R@1 (one seed) foretells the losses' test order."""
+    names = list(results)
+    validation = [results[name]["validation_recall@1"] for name in names]
+    test = [results[name]["summary"]["recall@1"][0] for name in names]
+    ranks = [np.argsort(np.argsort(-np.asarray(values))) for values in (validation, test)]  # no ties in practice
+    rho = float(np.corrcoef(*ranks)[0, 1])
+    best = names[int(np.argmax(validation))]
+    return (f"Validation foretells test: Spearman rank correlation {rho:.2f} between the validation R@1 of the "
+            f"search (one seed) and the test R@1 (mean of the seeds) over the {len(names)} losses; the best on "
+            f"validation, {best}, is number {1 + int(ranks[1][names.index(best)])} on test.")
 
 
 def fewer_seeds(results, seeds):

@@ -91,6 +91,17 @@ def test_more_seeds_trains_only_the_missing_seeds_of_the_kept_setting(monkeypatc
     assert len(calls) == 1  # nothing missing: nothing trained
 
 
+def test_the_page_says_how_well_validation_foretold_the_test_order():
+    def result(validation, test):
+        return {"validation_recall@1": validation, "summary": {"recall@1": (test, 0.0)}}
+
+    same = {"a": result(0.9, 0.5), "b": result(0.8, 0.4), "c": result(0.7, 0.3)}
+    assert "correlation 1.00" in fair_comparison.validation_agreement(same)
+    reversed_ = {"a": result(0.9, 0.3), "b": result(0.8, 0.4), "c": result(0.7, 0.5)}
+    text = fair_comparison.validation_agreement(reversed_)
+    assert "correlation -1.00" in text and "the best on validation, a, is number 3 on test" in text
+
+
 def _quick_run(tmp_path, dataset, loss):
     """The script's --quick path for one loss; returns (record, markdown)."""
     out = tmp_path / f"fair_{dataset}"
