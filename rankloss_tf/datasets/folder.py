@@ -50,8 +50,8 @@ FOLDER_PREFIX = "folder:"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")  # what TensorFlow's decode_image reads
 # Image files TensorFlow does not decode: listed as left out, never silently ignored.
 UNREAD_SUFFIXES = (".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".ppm", ".pgm", ".psd", ".raw")
-# The scans of the innermost open ``one_scan`` scope, {real path of a folder: its FolderIndex}, or None outside one.
-# A context variable: each thread (and asyncio task) has its own scopes.
+# The innermost ``one_scan`` scope (a ``_Scope``), or None outside one. A context variable: each thread (and
+# asyncio task) has its own scopes.
 _SCANS = contextvars.ContextVar("rankloss_tf_folder_scans", default=None)
 
 
@@ -174,6 +174,24 @@ def _decode_problems(root, listing):
     return problems
 
 
+@dataclasses.dataclass(eq=False)
+class _Scope:
+    """One ``one_scan`` scope: ``scans`` ({real path of a folder: its FolderIndex}, shared with the scopes it
+    nests in), the scope it nests in, and whether it is still open."""
+
+    scans: dict
+    outer: "_Scope" = None
+    open: bool = True
+
+
+def _open_scope():
+    """The innermost open scope of this context, or None: a scope left behind closed (exited elsewhere) is not."""
+    scope = _SCANS.get()
+    while scope is not None and not scope.open:
+        scope = scope.outer
+    return scope
+
+
 @contextlib.contextmanager
 def one_scan():
     """A scope (one command, in one thread) in which each folder is scanned once.
@@ -182,16 +200,27 @@ def one_scan():
     sample, the train and test splits and the recorded split of one run read the same files, stamped once).
     Scopes nest: an inner one reuses the outer's scans. Each thread has its own scopes (a context variable).
 
+    A scope belongs to the code that opens it: do not hold one across a ``yield``. While a generator is suspended
+    inside a scope, its caller sees that scope (its scans are reused: a changed folder is not seen anew); once the
+    generator finishes, even in another thread or context, the scope is closed and never reused.
+
     Example:
     >>> with one_scan():  # doctest: +SKIP
     ...     scan_folder("photos") is scan_folder("./photos/")
     True
     """
-    token = _SCANS.set(_SCANS.get() if _SCANS.get() is not None else {})
+    outer = _open_scope()
+    scope = _Scope(outer.scans if outer is not None else {}, outer)
+    token = _SCANS.set(scope)
     try:
         yield
     finally:
-        _SCANS.reset(token)
+        scope.open = False
+        try:
+            _SCANS.reset(token)
+        except ValueError:  # "Token was created in a different Context": exited elsewhere than it was entered
+            if _SCANS.get() is scope:  # this context holds it: back to the scope it had on entering
+                _SCANS.set(outer)
 
 
 def scan_folder(path):
@@ -216,12 +245,12 @@ def scan_folder(path):
     root = Path(path).expanduser()
     if not root.is_dir():
         raise ValueError(f"The folder does not exist. Received: {printable(path)!r}")
-    scans = _SCANS.get()
-    if scans is None:
+    scope = _open_scope()
+    if scope is None:
         return _scan(root, path)
-    if real_path(root) not in scans:
-        scans[real_path(root)] = _scan(root, path)
-    return scans[real_path(root)]
+    if real_path(root) not in scope.scans:
+        scope.scans[real_path(root)] = _scan(root, path)
+    return scope.scans[real_path(root)]
 
 
 def _scan(root, path):
