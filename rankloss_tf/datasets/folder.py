@@ -36,7 +36,7 @@ import tensorflow as tf
 
 from rankloss_tf.cache import default_cache_dir
 from rankloss_tf.io.atomic import write_file
-from rankloss_tf.io.text import printable
+from rankloss_tf.io.text import printable, reason
 from rankloss_tf.references import file_stamp, real_path
 
 logger = logging.getLogger(__name__)
@@ -116,8 +116,7 @@ def _problem(path):
     try:  # as bytes: a file name that is not UTF-8 is read like any other
         image = tf.io.decode_image(tf.io.read_file(os.fsencode(path)), channels=3, expand_animations=False)
     except (tf.errors.OpError, ValueError) as error:
-        message = getattr(error, "message", str(error)) or type(error).__name__
-        return message.strip().splitlines()[0][:200]
+        return reason(error)  # "Unknown image file format. ...", without TensorFlow's graph and op names
     if min(image.shape[:2]) < 1:
         return "empty image"
     return None
@@ -164,7 +163,7 @@ def _decode_problems(root, listing):
     names = [name for name, *_ in listing]
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         reasons = pool.map(_problem, [str(root / name) for name in names])
-        problems = {name: reason for name, reason in zip(names, reasons) if reason}
+        problems = {name: why for name, why in zip(names, reasons) if why}
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         write_file(cache, json.dumps(sorted(problems.items())))  # ASCII JSON: any file name fits
