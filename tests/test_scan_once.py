@@ -77,3 +77,58 @@ def test_a_scope_is_its_threads_own_and_ends_even_on_an_error(tmp_path, scans):
     (folder / "c").mkdir()
     (folder / "a" / "0.png").rename(folder / "c" / "0.png")
     assert "c" in folder_module.scan_folder(folder).classes  # no scope left open: the folder as it is now
+
+
+def test_one_scan_is_exported_by_datasets():
+    from rankloss_tf import datasets
+    from rankloss_tf.datasets import one_scan
+
+    assert one_scan is folder_module.one_scan and "one_scan" in datasets.__all__
+
+
+def test_a_scope_held_by_a_generator_finished_in_another_thread_is_closed(tmp_path, scans):
+    import threading
+
+    folder = make_folder(tmp_path / "photos", {"a": 1, "b": 1})
+
+    def reader():
+        with folder_module.one_scan():  # held across a yield: what one_scan's docstring warns against
+            yield folder_module.scan_folder(folder)
+
+    generator, errors = reader(), []
+    next(generator)  # suspended inside its scope, which this thread now sees
+
+    def finish():
+        try:
+            next(generator, None)
+        except Exception as error:  # "Token was created in a different Context", before
+            errors.append(error)
+
+    thread = threading.Thread(target=finish)
+    thread.start()
+    thread.join(10)
+    assert not errors
+    (folder / "c").mkdir()
+    (folder / "a" / "0.png").rename(folder / "c" / "0.png")
+    assert "c" in folder_module.scan_folder(folder).classes  # the closed scope is not reused: the folder as it is
+    with folder_module.one_scan():
+        assert folder_module.scan_folder(folder).classes == ["b", "c"]  # a new scope, not the stale one's scans
+    assert len(scans) == 3
+
+
+def test_a_scope_exited_in_a_copied_context_leaves_that_context_as_it_was(tmp_path, scans):
+    import contextvars
+
+    folder = make_folder(tmp_path / "photos", {"a": 1, "b": 1})
+
+    def reader():
+        with folder_module.one_scan():
+            yield folder_module.scan_folder(folder)
+
+    generator = reader()
+    next(generator)
+    copied = contextvars.copy_context()  # holds the generator's scope, entered in this context
+    copied.run(next, generator, None)  # the scope's token is not this copy's: the copy goes back to no scope
+    assert copied.run(folder_module._SCANS.get) is None
+    folder_module.scan_folder(folder)
+    assert len(scans) == 2

@@ -410,7 +410,7 @@ def _os_error(error):
 
 def _out_of_memory(error):
     """One line for TensorFlow's out-of-memory error (its message spans a page of allocator notes)."""
-    from rankloss_tf.app.errors import reason
+    from rankloss_tf.io.text import reason
 
     return (f"Out of memory ({reason(error)}). What was written before stays intact: pass a smaller --image-size or "
             "batch (--classes-per-batch / --batch-size), then run the same command again. "

@@ -461,7 +461,7 @@ def _read_image(path):
     """A query image as uint8 ``[1, H, W, C]``, decoded as training decodes: gray + alpha becomes gray."""
     import tensorflow as tf
 
-    from rankloss_tf.app.errors import reason
+    from rankloss_tf.io.text import reason
 
     if not Path(path).is_file():
         raise ValueError(f"Query image not found. Received: {path}")

@@ -41,7 +41,7 @@ from rankloss_tf.references import references_of
 from rankloss_tf.app.callbacks import DivergedError, EpochCheckpoint, EpochHistory
 from rankloss_tf.cache import CACHE_ENV_VAR, default_cache_dir
 from rankloss_tf.io.atomic import check_writable, remove_stale_temporaries, temporary_path, write_file
-from rankloss_tf.app.errors import UNDECODABLE, reason
+from rankloss_tf.io.text import UNDECODABLE, reason
 from rankloss_tf.app.limits import check_image_memory
 from rankloss_tf.app.protocols import protocol
 from rankloss_tf.app.recipes import describe

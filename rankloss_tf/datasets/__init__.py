@@ -9,7 +9,7 @@ import functools
 
 from rankloss_tf.datasets.cars196 import load_cars196
 from rankloss_tf.datasets.digits import load_digits
-from rankloss_tf.datasets.folder import FOLDER_PREFIX, folder_path, scan_folder
+from rankloss_tf.datasets.folder import FOLDER_PREFIX, folder_path, one_scan, scan_folder
 from rankloss_tf.datasets.folder_stream import class_references, load_folder_stream
 from rankloss_tf.datasets.images import image_decoder
 from rankloss_tf.datasets.omniglot import load_omniglot
@@ -97,4 +97,4 @@ def load(name, split, data_dir=None, image_size=None, *, train_fraction=0.5, see
 
 
 __all__ = ["FOLDER_PREFIX", "NAMES", "TFRECORD_PREFIX", "class_references", "folder_path", "image_decoder", "load",
-           "scan_folder", "sizes_vary", "write_folder"]
+           "one_scan", "scan_folder", "sizes_vary", "write_folder"]

@@ -7,10 +7,13 @@ evaluation and ``rankloss-tf index --gallery folder:`` all read a folder
 through it. Hidden entries (``.git/``, ``.ipynb_checkpoints/``) are not data;
 broken links, directories named like images and formats TensorFlow does not
 decode (``.tiff``, ...) are left out and listed; file names that are not UTF-8
-are read like any other. The scan is cached per folder (keyed by its
+are read like any other. Linked folders are followed at any depth (a class
+folder, or a folder inside one); a link to a folder above it, which would loop,
+is left out and listed. The scan is cached per folder (keyed by its
 fingerprint: the folder's real path, every file's path inside it and
-``rankloss_tf.references.file_stamp``; the same for the folder reached through a
-symbolic link or a relative path) under ``$RANKLOSS_TF_CACHE/folders`` (default
+``rankloss_tf.references.file_stamp``, and the real path of a file reached
+through a link inside it; the same for the folder reached through a symbolic
+link or a relative path) under ``$RANKLOSS_TF_CACHE/folders`` (default
 ``~/.cache/rankloss_tf/folders``).
 
 Split: the class folders, sorted by name, are shuffled with ``seed``; the
@@ -36,7 +39,7 @@ import tensorflow as tf
 
 from rankloss_tf.cache import default_cache_dir
 from rankloss_tf.io.atomic import write_file
-from rankloss_tf.io.text import printable
+from rankloss_tf.io.text import printable, reason
 from rankloss_tf.references import file_stamp, real_path
 
 logger = logging.getLogger(__name__)
@@ -50,8 +53,8 @@ FOLDER_PREFIX = "folder:"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")  # what TensorFlow's decode_image reads
 # Image files TensorFlow does not decode: listed as left out, never silently ignored.
 UNREAD_SUFFIXES = (".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".ppm", ".pgm", ".psd", ".raw")
-# The scans of the innermost open ``one_scan`` scope, {real path of a folder: its FolderIndex}, or None outside one.
-# A context variable: each thread (and asyncio task) has its own scopes.
+# The innermost ``one_scan`` scope (a ``_Scope``), or None outside one. A context variable: each thread (and
+# asyncio task) has its own scopes.
 _SCANS = contextvars.ContextVar("rankloss_tf_folder_scans", default=None)
 
 
@@ -85,10 +88,11 @@ class FolderIndex:
         unreadable: ``[(path, reason)]`` of the files left out (paths as
             ``os.listdir`` gives them: ``printable`` them for messages).
         fingerprint: the scan's key: a hash of the folder's real path and every
-            file's path inside it and ``file_stamp`` ("" when not scanned); any change
-            to a file changes it, so what is computed from the files can be cached by
-            it (``References.key``); how the folder is reached (a link, a relative
-            path) does not.
+            file's path inside it and ``file_stamp`` (and real path, for a file reached
+            through a link inside the folder; "" when not scanned); any change to a
+            file, or to where a link inside points, changes it, so what is computed
+            from the files can be cached by it (``References.key``); how the folder is
+            reached (a link, a relative path) does not.
 
     Example:
     >>> FolderIndex("photos", ["cats"], {"cats": ["photos/cats/a.jpg"]}, []).classes
@@ -103,7 +107,8 @@ class FolderIndex:
 
 
 def _listing_key(root, listing):
-    """The scan's key of a folder: a hash of its real path and every file's path inside it and stamp."""
+    """The scan's key of a folder: a hash of its real path and every file's path inside it and stamp (and real
+    path, for a file reached through a link)."""
     return hashlib.sha256(json.dumps([real_path(root), listing]).encode()).hexdigest()[:16]
 
 
@@ -116,31 +121,72 @@ def _problem(path):
     try:  # as bytes: a file name that is not UTF-8 is read like any other
         image = tf.io.decode_image(tf.io.read_file(os.fsencode(path)), channels=3, expand_animations=False)
     except (tf.errors.OpError, ValueError) as error:
-        message = getattr(error, "message", str(error)) or type(error).__name__
-        return message.strip().splitlines()[0][:200]
+        return reason(error)  # "Unknown image file format. ...", without TensorFlow's graph and op names
     if min(image.shape[:2]) < 1:
         return "empty image"
     return None
 
 
-def _hidden(entry, class_dir):
-    return any(part.startswith(".") for part in entry.relative_to(class_dir).parts)
+CYCLE = "a link to a folder that holds it (a cycle): not followed"
+
+
+def _holds(real, chain):
+    """Whether the folder of real path ``real`` is one of the folders ``chain`` (real paths) or holds one."""
+    inside = real if real.endswith(os.sep) else real + os.sep
+    return any(folder == real or folder.startswith(inside) for folder in chain)
+
+
+def _walk(class_dir, chain, problems):
+    """``[(entry, real path or None)]`` under ``class_dir`` at any depth, sorted; the real path of an entry reached
+    through a symbolic link (itself or a folder above it), else None.
+
+    Hidden entries are not data, not even looked into. Linked folders are followed, as a class folder is; a link
+    to a folder of ``chain`` (the real paths of the folders above, the root first) or to one holding it would
+    loop: it is left out, with a reason in ``problems``, as is a folder that cannot be listed.
+    """
+    found, todo = [], [(class_dir, chain, class_dir.is_symlink())]
+    while todo:
+        folder, chain, linked = todo.pop()
+        try:
+            with os.scandir(folder) as listing:
+                children = list(listing)
+        except OSError as error:
+            problems[str(folder)] = f"the folder cannot be listed ({error.strerror or error})"
+            continue
+        for child in children:
+            if child.name.startswith("."):  # .git/, .ipynb_checkpoints/, .DS_Store
+                continue
+            entry, link = folder / child.name, child.is_symlink()
+            real = real_path(entry) if link else os.path.join(chain[-1], child.name)
+            if entry.is_dir() if link else child.is_dir(follow_symlinks=False):
+                if link and _holds(real, chain):
+                    problems[str(entry)] = CYCLE
+                    continue
+                todo.append((entry, chain + (real,), linked or link))
+            found.append((entry, real if linked or link else None))
+    return sorted(found, key=lambda pair: pair[0])
 
 
 def _list_candidates(root):
-    """``({class: [image files]}, {path: reason})``: the images to decode, and what is left out by its name.
+    """``({class: [image files]}, {path: reason}, {image file: real path})``: the images to decode, what is left
+    out by its name, and the real paths of the images reached through a symbolic link.
 
     Hidden entries (``.git/``, ``.ipynb_checkpoints/``, ``.DS_Store``) at any
-    depth are not data. An image name that is not a readable file (a broken
-    link, a directory named ``x.png``) and image formats TensorFlow does not
-    decode (``UNREAD_SUFFIXES``) are left out with a reason.
+    depth are not data. Linked folders are followed, at any depth; a link to a
+    folder above it (a cycle) is left out with a reason. An image name that is
+    not a readable file (a broken link, a directory named ``x.png``) and image
+    formats TensorFlow does not decode (``UNREAD_SUFFIXES``) are left out with a
+    reason.
     """
-    candidates, problems = {}, {}
+    candidates, problems, reals, chain = {}, {}, {}, (real_path(root),)
     for class_dir in sorted(entry for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith(".")):
+        if _holds(real_path(class_dir), chain):  # a link to the root, or to a folder holding it
+            problems[str(class_dir)] = CYCLE
+            continue
         images = []
-        for entry in sorted(class_dir.rglob("*")):
+        for entry, real in _walk(class_dir, chain + (real_path(class_dir),), problems):
             suffix = entry.suffix.lower()
-            if _hidden(entry, class_dir) or suffix not in IMAGE_SUFFIXES + UNREAD_SUFFIXES:
+            if suffix not in IMAGE_SUFFIXES + UNREAD_SUFFIXES:
                 continue
             if suffix in UNREAD_SUFFIXES:
                 problems[str(entry)] = f"{suffix} images are not read (JPEG, PNG, BMP, GIF, WebP are): convert it"
@@ -148,9 +194,11 @@ def _list_candidates(root):
                 problems[str(entry)] = "not a readable file (a directory, a broken link or a special file)"
             else:
                 images.append(str(entry))
+                if real is not None:
+                    reals[str(entry)] = real
         if images:
             candidates[class_dir.name] = images
-    return candidates, problems
+    return candidates, problems, reals
 
 
 def _decode_problems(root, listing):
@@ -164,7 +212,7 @@ def _decode_problems(root, listing):
     names = [name for name, *_ in listing]
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         reasons = pool.map(_problem, [str(root / name) for name in names])
-        problems = {name: reason for name, reason in zip(names, reasons) if reason}
+        problems = {name: why for name, why in zip(names, reasons) if why}
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         write_file(cache, json.dumps(sorted(problems.items())))  # ASCII JSON: any file name fits
@@ -172,6 +220,24 @@ def _decode_problems(root, listing):
         logger.warning("Cannot write the folder-scan cache %s (%s); set RANKLOSS_TF_CACHE to a writable folder",
                        cache, error)
     return problems
+
+
+@dataclasses.dataclass(eq=False)
+class _Scope:
+    """One ``one_scan`` scope: ``scans`` ({real path of a folder: its FolderIndex}, shared with the scopes it
+    nests in), the scope it nests in, and whether it is still open."""
+
+    scans: dict
+    outer: "_Scope" = None
+    open: bool = True
+
+
+def _open_scope():
+    """The innermost open scope of this context, or None: a scope left behind closed (exited elsewhere) is not."""
+    scope = _SCANS.get()
+    while scope is not None and not scope.open:
+        scope = scope.outer
+    return scope
 
 
 @contextlib.contextmanager
@@ -182,16 +248,27 @@ def one_scan():
     sample, the train and test splits and the recorded split of one run read the same files, stamped once).
     Scopes nest: an inner one reuses the outer's scans. Each thread has its own scopes (a context variable).
 
+    A scope belongs to the code that opens it: do not hold one across a ``yield``. While a generator is suspended
+    inside a scope, its caller sees that scope (its scans are reused: a changed folder is not seen anew); once the
+    generator finishes, even in another thread or context, the scope is closed and never reused.
+
     Example:
     >>> with one_scan():  # doctest: +SKIP
     ...     scan_folder("photos") is scan_folder("./photos/")
     True
     """
-    token = _SCANS.set(_SCANS.get() if _SCANS.get() is not None else {})
+    outer = _open_scope()
+    scope = _Scope(outer.scans if outer is not None else {}, outer)
+    token = _SCANS.set(scope)
     try:
         yield
     finally:
-        _SCANS.reset(token)
+        scope.open = False
+        try:
+            _SCANS.reset(token)
+        except ValueError:  # "Token was created in a different Context": exited elsewhere than it was entered
+            if _SCANS.get() is scope:  # this context holds it: back to the scope it had on entering
+                _SCANS.set(outer)
 
 
 def scan_folder(path):
@@ -216,20 +293,22 @@ def scan_folder(path):
     root = Path(path).expanduser()
     if not root.is_dir():
         raise ValueError(f"The folder does not exist. Received: {printable(path)!r}")
-    scans = _SCANS.get()
-    if scans is None:
+    scope = _open_scope()
+    if scope is None:
         return _scan(root, path)
-    if real_path(root) not in scans:
-        scans[real_path(root)] = _scan(root, path)
-    return scans[real_path(root)]
+    if real_path(root) not in scope.scans:
+        scope.scans[real_path(root)] = _scan(root, path)
+    return scope.scans[real_path(root)]
 
 
 def _scan(root, path):
     """``scan_folder`` of the existing folder ``root`` (``path`` as the user gave it, for messages)."""
-    candidates, problems = _list_candidates(root)
-    # Paths inside the folder: its key is the same however the folder is reached (a link, a relative path).
-    listing = [(str(Path(f).relative_to(root)), *file_stamp(f)) for images in candidates.values() for f in images]
-    problems.update((str(root / name), reason) for name, reason in _decode_problems(root, listing).items())
+    candidates, problems, reals = _list_candidates(root)
+    # Paths inside the folder: its key is the same however the folder is reached (a link, a relative path); an
+    # image reached through a link inside it is keyed by its real path too (the link may point elsewhere tomorrow).
+    listing = [(str(Path(f).relative_to(root)), *file_stamp(f), *([reals[f]] if f in reals else []))
+               for images in candidates.values() for f in images]
+    problems.update((str(root / name), why) for name, why in _decode_problems(root, listing).items())
     files = {name: [f for f in images if f not in problems] for name, images in candidates.items()}
     files = {name: images for name, images in files.items() if images}
     if not files:
