@@ -194,11 +194,14 @@ def one_scan():
         _SCANS.reset(token)
 
 
-def scan_folder(path):
+def scan_folder(path, fresh=False):
     """Lists and checks the images of a class folder.
 
     Args:
         path: a folder with one sub-folder per class (images may sit deeper).
+        fresh: scan the folder as it is now even within ``one_scan`` (whose
+            scan is kept for the rest of the scope), e.g. after a file
+            disappeared mid-run.
 
     Returns:
         A ``FolderIndex``.
@@ -217,7 +220,7 @@ def scan_folder(path):
     if not root.is_dir():
         raise ValueError(f"The folder does not exist. Received: {printable(path)!r}")
     scans = _SCANS.get()
-    if scans is None:
+    if scans is None or fresh:
         return _scan(root, path)
     if real_path(root) not in scans:
         scans[real_path(root)] = _scan(root, path)
