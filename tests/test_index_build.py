@@ -170,8 +170,10 @@ def test_a_build_killed_after_writing_its_index_is_finished_by_the_same_command(
     written, work = _files(out), work_path(out)
     assert len(list(work.glob("block-*.npz"))) == 6 and (work / "build.json").is_file()
     (work / "notes.txt").write_text("mine")
-    for extra, change in ((["--block-size", "5"], "--block-size changed"), (["--metric", "l2"], "--metric changed"),
-                          (["--backend", "ivf"], "--backend, --lists, --probes or --codes changed")):
+    for extra, change in ((["--block-size", "5"], "--block-size: 4 -> 5"),
+                          (["--metric", "l2"], "--metric: cosine -> l2"),
+                          (["--backend", "ivf"], "--backend: exact -> ivf"),
+                          (["--backend", "ivf", "--lists", "2"], "--backend: exact -> ivf; --lists: default -> 2")):
         run = _index(model_dir, photos, out, *extra, capsys=capsys)  # another build: refused, naming what differs
         assert run.status == 2 and f"holds the index of another build ({change})" in run.err, run.err
         assert "--overwrite" in run.err and len(run.err.strip().splitlines()) == 1
@@ -188,6 +190,39 @@ def test_a_build_killed_after_writing_its_index_is_finished_by_the_same_command(
     assert run.status == 2 and "already exists" in run.err
 
 
+def test_another_builds_index_options_are_named_with_their_recorded_and_new_values(model_dir, photos, tmp_path, capsys,
+                                                                                   monkeypatch):
+    out = tmp_path / "index"
+    _kill_before_cleanup(monkeypatch)
+    assert _index(model_dir, photos, out, "--backend", "ivf", "--lists", "2", capsys=capsys).status == 130
+    monkeypatch.undo()
+    run = _index(model_dir, photos, out, "--backend", "ivf", "--lists", "3", capsys=capsys)
+    assert run.status == 2 and "holds the index of another build (--lists: 2 -> 3); it is replaced only" in run.err
+    run = _index(model_dir, photos, out, "--backend", "ivf", "--lists", "2", "--probes", "2", "--codes", "int8",
+                 capsys=capsys)
+    assert run.status == 2 and "(--probes: default -> 2; --codes: default -> int8)" in run.err, run.err
+    run = _index(model_dir, photos, out, "--backend", "ivf", "--lists", "2", capsys=capsys)
+    assert run.status == 0 and "already holds the index this command builds" in run.out, run.err
+
+
+def test_an_interrupted_builds_changed_options_are_named_with_their_values(model_dir, photos, tmp_path, capsys,
+                                                                          monkeypatch):
+    out = tmp_path / "index"
+    _kill_after_blocks(monkeypatch, 1)
+    assert _index(model_dir, photos, out, capsys=capsys).status == 130
+    monkeypatch.undo()
+    run = _index(model_dir, photos, out, "--block-size", "5", "--image-size", "8", capsys=capsys)
+    assert run.status == 2 and "embedded other items: the gallery changed (its key holds --image-size; or a file was added, removed, " \
+        "renamed or rewritten); --image-size: default -> 8; --block-size: 4 -> 5. " in run.err, \
+        run.err
+    manifest = work_path(out) / "build.json"
+    recorded = json.loads(manifest.read_text())
+    del recorded["block_size"]  # a work folder of a version that did not record the field: the sentence as before
+    manifest.write_text(json.dumps(recorded))
+    run = _index(model_dir, photos, out, "--block-size", "5", capsys=capsys)
+    assert run.status == 2 and "embedded other items: --block-size changed. " in run.err, run.err
+
+
 def test_a_shard_killed_after_writing_it_is_finished_by_the_same_command(model_dir, photos, tmp_path, capsys,
                                                                          monkeypatch):
     out = tmp_path / "shard"
@@ -196,7 +231,8 @@ def test_a_shard_killed_after_writing_it_is_finished_by_the_same_command(model_d
     monkeypatch.undo()
     written = _files(out)
     run = _index(model_dir, photos, out, "--shard", "1/2", capsys=capsys)
-    assert run.status == 2 and "holds the shard of another build (the items to embed changed" in run.err, run.err
+    assert run.status == 2 and "holds the shard of another build (the items to embed changed (gallery size or " \
+        "--shard): items 0-10 -> 10-21)" in run.err, run.err
     run = _index(model_dir, photos, out, "--shard", "0/2", capsys=capsys)
     assert run.status == 0 and "already holds the shard this command builds" in run.out, run.err
     assert _files(out) == written and not work_path(out).exists()

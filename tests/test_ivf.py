@@ -119,6 +119,39 @@ def test_faiss_ivf_refuses_bad_options_naming_them(option):
         Index(backend="faiss_ivf", codes="int8")
 
 
+@pytest.mark.parametrize("backend", ["ivf", "faiss_ivf"])
+def test_more_probes_than_lists_are_refused_where_the_lists_are_known(backend):
+    if backend == "faiss_ivf":
+        pytest.importorskip("faiss")
+    with pytest.raises(ValueError, match="probes 50 exceeds lists 4: a query probes at most every list; pass probes 4 "
+                                         "or less. Received: probes=50, lists=4"):
+        Index(backend=backend, lists=4, probes=50)  # as the command line refuses --probes 50 --lists 4
+    rows = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
+    index = Index(backend=backend, probes=13)  # the default lists are known once the gallery is: at training
+    index.add_embeddings(rows, np.arange(200))
+    with pytest.raises(ValueError, match=r"probes 13 exceeds the 12 lists of this gallery of 200 items \(the default "
+                                         r"lists: round\(sqrt\(N\)\), at most N // 16, at least 1, for a gallery of N "
+                                         r"items\): .* pass probes 12 or less"):
+        index.search_embeddings(rows[:2], k=3)
+    assert index.ivf is None or not index.ivf.trained
+    fits = Index(backend=backend, lists=4, probes=4)
+    fits.add_embeddings(rows, np.arange(200))
+    every = fits.search_embeddings(rows[:3], k=3, probes=50)  # per call: clipped to the lists (every list)
+    assert every.indices[:, 0].tolist() == [0, 1, 2]
+
+
+def test_a_faiss_ivf_index_saved_with_more_probes_than_lists_still_loads(tmp_path):
+    pytest.importorskip("faiss")
+    index = Index(backend="faiss_ivf", lists=4, probes=4)
+    index.add_embeddings(np.random.default_rng(0).normal(size=(100, 8)).astype(np.float32), np.arange(100))
+    path = save_index(index, tmp_path / "index")
+    marker = path / "rankloss_tf_export.json"
+    info = json.loads(marker.read_text())
+    info["faiss_ivf"]["probes"] = 50  # what the library accepted before (faiss probed every list)
+    marker.write_text(json.dumps(info))
+    assert load_index(tmp_path / "index").list_options == (4, 4)
+
+
 def test_probes_per_call_are_refused_by_a_backend_without_lists():
     index = Index()
     index.add_embeddings(np.eye(4, dtype=np.float32), labels=[0, 1, 2, 3])
@@ -386,3 +419,16 @@ def test_index_command_builds_a_faiss_ivf_index_with_its_options(tmp_path, capsy
     run = run_cli(capsys, *argv, "--out", tmp_path / "none")
     assert run.status == 2 and "pip install faiss-cpu" in run.err and "Embedding" not in run.out
     assert not (tmp_path / "none").exists()
+
+
+def test_the_default_lists_are_stated_by_one_rule_in_the_help_and_the_docs(capsys):
+    from pathlib import Path
+
+    from rankloss_tf.retrieval.ivf_lists import DEFAULT_LISTS
+    from tests.conftest import run_cli
+
+    assert (default_lists(200), default_lists(48)) == (12, 3)  # as DEFAULT_LISTS says: sqrt 14 and 7, at most N // 16
+    run = run_cli(capsys, "index", "--help")
+    assert run.status == 0 and f"(default: {DEFAULT_LISTS})" in " ".join(run.out.split()), run.out
+    docs = " ".join((Path(__file__).resolve().parents[1] / "docs" / "index.md").read_text().split())
+    assert docs.count(DEFAULT_LISTS) == 2 and "at most N)" not in docs and "sqrt of" not in docs

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -527,6 +528,29 @@ def test_images_deleted_mid_training_name_the_file(tmp_path, monkeypatch):
                     samples_per_class=2)
     with pytest.raises(ValueError, match=r"A file of the dataset disappeared while it was read \(.*photos/.*\.png"):
         app.train(config(tmp_path, **settings), callbacks=[DeleteImages()])
+
+
+def test_a_class_folder_deleted_mid_training_gives_the_advice_that_holds(tmp_path, monkeypatch):
+    from rankloss_tf.app.split import folder_split
+    from rankloss_tf.datasets import scan_folder
+
+    monkeypatch.setenv("RANKLOSS_TF_CACHE", str(tmp_path / "cache"))
+    folder = make_folder(tmp_path / "photos", {name: 3 for name in "abcdef"})
+    gone = folder_split(scan_folder(folder), seed=0)["train"][0]
+
+    class DeleteClass(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            shutil.rmtree(folder / gone, ignore_errors=True)
+
+    settings = dict(dataset=f"folder:{folder}", epochs=3, steps_per_epoch=2, image_size=16, classes_per_batch=3,
+                    samples_per_class=2)  # every batch holds each of the 3 training classes
+    with pytest.raises(ValueError, match=r"A file of the dataset disappeared while it was read") as error:
+        app.train(config(tmp_path, **settings), callbacks=[DeleteClass()])
+    said = str(error.value)
+    assert f"classes gone: {gone}" in said and "Restore the folder, or train afresh in another --out" in said, said
+    assert "run the same command again" not in said and "\n" not in said
+    with pytest.raises(ValueError, match=f"changed since this run recorded its split \\(classes gone: {gone}"):
+        app.train(config(tmp_path, **settings))  # the advice holds: the same command is refused
 
 
 def test_a_damaged_history_or_split_gives_one_line(tmp_path, capsys):

@@ -220,10 +220,14 @@ def test_tfrecord_shrinks_p_as_a_folder_does(tmp_path, capsys, caplog):
 
 
 def test_probes_beyond_the_lists_are_refused_before_embedding(tmp_path, capsys):
+    from rankloss_tf.retrieval.ivf_lists import DEFAULT_LISTS
+
     assert run_cli(capsys, "train", *FAST, "--out", tmp_path / "run")[0] == 0
     index = ["index", "--model", tmp_path / "run", "--gallery", "digits", "--out", tmp_path / "index"]
     for extra, said in ((["--backend", "ivf", "--lists", "4", "--probes", "9"], "--probes 9 exceeds --lists 4"),
-                        (["--backend", "ivf", "--probes", "99"], "exceeds the 30 lists of this gallery"),
+                        (["--backend", "ivf", "--probes", "99"], "exceeds the 30 lists of this gallery of "),
+                        (["--backend", "ivf", "--probes", "99"], f"(the default lists: {DEFAULT_LISTS}): a query "
+                                                                 "probes at most every list; pass --probes 30 or less"),
                         (["--probes", "2"], "apply to --backend ivf")):
         status, out = run_cli(capsys, *index, *extra)
         assert status == 2 and said in out and "Embedding" not in out and one_line(out), out

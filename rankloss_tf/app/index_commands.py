@@ -34,10 +34,13 @@ import sys
 import time
 from pathlib import Path
 
+from rankloss_tf.retrieval.ivf_lists import DEFAULT_LISTS
+
 __all__ = ["add_index_arguments", "add_search_arguments", "run_index", "run_search"]
 
 BLOCK_SIZE = 8192  # images per block file: a kill loses at most this (15 s for the small CNN at 32 px, index_build.md)
 PROGRESS_SECONDS = 10.0  # off a terminal: one progress line this often
+OPTION_NAMES = ("--probes", "--lists")  # how ivf_lists.check_probes names them here
 
 
 def _positive_int(text):
@@ -116,7 +119,7 @@ def add_index_arguments(parser):
                              "SavedModel; faiss_ivf: faiss IVFFlat, searched by load_index / `rankloss-tf search` "
                              "in Python (pip install faiss-cpu; the SavedModel searches exactly) (default exact)")
     parser.add_argument("--lists", type=_positive_int,
-                        help="ivf, faiss_ivf: number of lists (default: sqrt of the gallery size)")
+                        help=f"ivf, faiss_ivf: number of lists (default: {DEFAULT_LISTS})")
     parser.add_argument("--probes", type=_positive_int,
                         help="ivf, faiss_ivf: lists probed per query (default: calibrated for recall@10 >= 0.95)")
     parser.add_argument("--codes", choices=("float32", "int8"),
@@ -213,14 +216,13 @@ def _check_index_arguments(args):
     from rankloss_tf.retrieval.ann import check_backend
     from rankloss_tf.retrieval.block_files import SHARD_KIND
     from rankloss_tf.retrieval.ivf import LIST_BACKENDS
+    from rankloss_tf.retrieval.ivf_lists import check_probes
     from rankloss_tf.retrieval.versions import check_index_path
 
     model_form(args.model)
     _check_build_mode(args)
     folder = None if args.gallery is None else _check_gallery(args)
-    if args.probes is not None and args.lists is not None and args.probes > args.lists:
-        raise ValueError(f"--probes {args.probes} exceeds --lists {args.lists}: a query probes at most every list. "
-                         f"Received: --probes={args.probes}, --lists={args.lists}")
+    check_probes(args.probes, args.lists, names=OPTION_NAMES)
     if (args.lists is not None or args.probes is not None) and args.backend not in LIST_BACKENDS:
         raise ValueError(f"--lists and --probes apply to --backend {' or '.join(LIST_BACKENDS)}. "
                          f"Received: --backend={args.backend}")
@@ -446,15 +448,10 @@ def _save(args, index, protected, build=None):
 
 def _check_probes(args, size):
     """Refuses, before embedding, more --probes than the gallery of ``size`` items will have lists."""
-    from rankloss_tf.retrieval.ivf import LIST_BACKENDS, lists_for
+    from rankloss_tf.retrieval.ivf_lists import LIST_BACKENDS, check_probes
 
-    if args.backend not in LIST_BACKENDS or args.probes is None:
-        return
-    lists = lists_for(size, args.lists)
-    if args.probes > lists:
-        raise ValueError(f"--probes {args.probes} exceeds the {lists} lists of this gallery of {size} items "
-                         f"({'--lists' if args.lists else 'the default lists, sqrt of the size'}): pass --probes "
-                         f"{lists} or less. Received: --probes={args.probes}")
+    if args.backend in LIST_BACKENDS:
+        check_probes(args.probes, args.lists, size, names=OPTION_NAMES)
 
 
 def _read_image(path):

@@ -46,7 +46,7 @@ from rankloss_tf.app.limits import check_image_memory
 from rankloss_tf.app.protocols import protocol
 from rankloss_tf.app.recipes import describe
 from rankloss_tf.app.run_dir import RunDirectory
-from rankloss_tf.app.split import check_test_classes, folder_split, record_split
+from rankloss_tf.app.split import check_split, check_test_classes, folder_split, record_split, split_changes
 from rankloss_tf.app.strategy import (build_strategy, from_chief, is_chief, is_multi_worker,
                                            symbolic_build_from_spec, synchronized_batch_norm, worker_name)
 
@@ -136,15 +136,30 @@ def _files_stay(config):
         # always the first (a streamed dataset's error starts "Graph execution error:").
         named = re.search(r"([^\s;{}\[\]]+); No such file or directory", text)
         gone = named.group(1) if named else (text.splitlines() or [type(error).__name__])[0]
-        raise ValueError(f"A file of the dataset disappeared while it was read ({printable(gone)}). Restore it, or "
-                         f"run the same command again to resume on the files there are now. "
-                         f"Received: dataset={printable(config.dataset)}") from None
+        raise ValueError(_disappeared(config, gone)) from None
     except (tf.errors.InvalidArgumentError, tf.errors.FailedPreconditionError) as error:
         if not UNDECODABLE.search(getattr(error, "message", "") or str(error)):
             raise
         raise ValueError(f"An image of the dataset cannot be decoded ({reason(error, UNDECODABLE)}): remove or "
                          f"replace it, then run the same command again to resume. "
                          f"Received: dataset={printable(config.dataset)}") from None
+
+
+def _disappeared(config, gone):
+    """The message of a dataset file ``gone`` mid-run, with the advice that holds: a folder whose recorded split
+    changed with it (a class folder deleted) is refused on resume (``split.record_split``), not resumed."""
+    head = f"A file of the dataset disappeared while it was read ({printable(gone)})"
+    received = f"Received: dataset={printable(config.dataset)}"
+    folder = datasets.folder_path(config.dataset)
+    try:
+        changed = split_changes(config.out_dir, folder) if folder is not None and config.out_dir else []
+    except (ValueError, OSError):  # the folder cannot be scanned as it is now: a rerun is refused before any work
+        return f"{head}, and {printable(folder)} cannot be scanned as it is now: restore it. {received}"
+    if changed:
+        return (f"{head}, and with it the classes of the split this run recorded ({'; '.join(changed)}): a run "
+                f"never resumes on other classes, so the same command would be refused. Restore the folder, or train "
+                f"afresh in another --out. {received}")
+    return f"{head}. Restore it, or run the same command again to resume on the files there are now. {received}"
 
 
 def _fit_to_classes(config, given, train_images):
@@ -254,6 +269,8 @@ def _train(config, strategy, callbacks):
     run = RunDirectory(resolved.out_dir)
     _check_paths(resolved, run)
     index = _scan(resolved)
+    if index is not None:  # a started run's classes changed: named as such, before the data's checks (P)
+        check_split(run, index, resolved.seed)
     # The data is loaded (and with it every user error it can hold) before the run directory is created.
     config, train_images, test_images = _prepare(resolved, config)
     with run.locked():

@@ -25,8 +25,8 @@ from rankloss_tf.datasets.folder import split_classes
 from rankloss_tf.export import MARKER as EXPORT_MARKER
 from rankloss_tf.app.run_dir import MARKER, RunDirectory
 
-__all__ = ["TRAIN_FRACTION", "check_test_classes", "evaluation_seed", "folder_split", "record_split",
-           "recorded_split"]
+__all__ = ["TRAIN_FRACTION", "check_split", "check_test_classes", "evaluation_seed", "folder_split",
+           "record_split", "recorded_split", "split_changes"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,16 +70,37 @@ def record_split(run, index, seed):
     ...     record_split(run, scan_folder("photos"), seed=0)["test"]
     ['dogs', 'owls']
     """
-    current = folder_split(index, seed)
+    recorded = check_split(run, index, seed)
+    if recorded is None:  # nothing trained yet: the folder's split as it is now
+        recorded = folder_split(index, seed)
+        run.write_json(run.SPLIT, recorded)
+    return recorded
+
+
+def check_split(run, index, seed):
+    """The split a started run recorded, checked against the folder's now; None before the run has started.
+
+    Read only: ``train`` asks it before loading the data too, so that a class
+    folder removed from a run's folder is named as such, before another check
+    (too few classes for --classes-per-batch) would name a consequence.
+
+    Raises:
+        ValueError: the folder's split changed since the run recorded it (naming
+            what changed), or the run's ``split.json`` is damaged.
+
+    Example:
+    >>> from rankloss_tf.datasets import scan_folder
+    >>> check_split(RunDirectory("runs/mine"), scan_folder("photos"), seed=0)["test"]  # doctest: +SKIP
+    ['dogs', 'owls']
+    """
     recorded = run.read_json(run.SPLIT)
-    if recorded is None and run.phase is not None:
+    if run.phase is None:
+        return None
+    if recorded is None:
         raise run.damaged(f"{run.SPLIT} is missing")
-    if run.phase is None:  # nothing trained yet: the folder's split as it is now
-        run.write_json(run.SPLIT, current)
-        return current
     if not isinstance(recorded, dict):
         raise run.damaged(f"{run.SPLIT} holds a {type(recorded).__name__}, not a split")
-    changes = _changes(recorded, current)
+    changes = _changes(recorded, folder_split(index, seed))
     if changes:
         raise ValueError(
             f"The classes of {index.root} changed since this run recorded its split ({'; '.join(changes)}): "
@@ -135,6 +156,36 @@ def recorded_split(model_path):
     return (export, None) if export.is_file() and not isinstance(info, dict) else (None, None)
 
 
+def split_changes(model_path, folder):
+    """What changed in ``folder``'s split since the run or export ``model_path`` recorded it, in words.
+
+    What a resume of the run (``record_split``) or ``evaluate`` would refuse,
+    asked when a file of the folder disappears mid-run, to say whether
+    running the same command again can resume.
+
+    Returns:
+        The changes (classes gone, new or moved); ``[]`` when the split is
+        the recorded one, or when nothing (or nothing readable) is recorded.
+
+    Raises:
+        ValueError: the folder cannot be scanned (``datasets.scan_folder``).
+
+    Example:
+    >>> split_changes("runs/mine", "photos")  # doctest: +SKIP
+    ['classes gone: owls']
+    """
+    _, recorded = recorded_split(model_path)
+    if not isinstance(recorded, dict) or not {"seed", "train_fraction", "train", "test"} <= recorded.keys():
+        return []
+    return _changes_now(recorded, folder, fresh=True)  # not the scan this command started with
+
+
+def _changes_now(recorded, folder, fresh=False):
+    """``_changes`` between a recorded split and the one ``folder`` gives now with its seed and fraction."""
+    index = datasets.scan_folder(folder, fresh=fresh)
+    return _changes(recorded, folder_split(index, recorded["seed"], recorded["train_fraction"]))
+
+
 def _read_json(path):
     """The JSON value of ``path``, None when it cannot be read."""
     try:
@@ -166,8 +217,7 @@ def evaluation_seed(model_path, dataset, seed=None):
         raise ValueError(
             f"The model {model_path} was trained with --seed {recorded['seed']}: its held-out classes are those of "
             f"that seed, and seed {seed} would score classes it trained on. Leave --seed out. Received: --seed={seed}")
-    changes = _changes(recorded, folder_split(datasets.scan_folder(folder), recorded["seed"],
-                                              recorded["train_fraction"]))
+    changes = _changes_now(recorded, folder)
     if changes:
         raise ValueError(
             f"The classes of {folder} changed since the model {model_path} recorded its split "

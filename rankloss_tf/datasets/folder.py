@@ -271,11 +271,14 @@ def one_scan():
                 _SCANS.set(outer)
 
 
-def scan_folder(path):
+def scan_folder(path, fresh=False):
     """Lists and checks the images of a class folder.
 
     Args:
         path: a folder with one sub-folder per class (images may sit deeper).
+        fresh: scan the folder as it is now even within ``one_scan`` (whose
+            scan is kept for the rest of the scope), e.g. after a file
+            disappeared mid-run.
 
     Returns:
         A ``FolderIndex``.
@@ -294,7 +297,7 @@ def scan_folder(path):
     if not root.is_dir():
         raise ValueError(f"The folder does not exist. Received: {printable(path)!r}")
     scope = _open_scope()
-    if scope is None:
+    if scope is None or fresh:
         return _scan(root, path)
     if real_path(root) not in scope.scans:
         scope.scans[real_path(root)] = _scan(root, path)

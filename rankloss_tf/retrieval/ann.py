@@ -8,10 +8,12 @@
   Package ``usearch``.
 - ``"faiss_ivf"``: ``faiss.IndexIVFFlat``, inverted lists like the ``"ivf"``
   backend's, with its options and defaults (``retrieval.ivf``): ``lists``
-  (default ``default_lists(N)``, at most N; trained on 64 rows per list) and
-  ``probes`` (default: calibrated on the gallery for recall@10 >= 0.95,
-  ``ivf.calibrate_probes``), checked by ``ivf.list_options``; the probes can
-  also be given per search. Builds 10^6 items in seconds where the HNSW
+  (default ``ivf_lists.DEFAULT_LISTS``, at most N; trained on 64 rows per
+  list) and ``probes`` (default: calibrated on the gallery for recall@10 >=
+  0.95, ``ivf.calibrate_probes``; never more than the lists), checked by
+  ``ivf.list_options`` and, once the gallery's size gives the default lists,
+  ``ivf.check_probes``; the probes can also be given per search (clipped to
+  the lists). Builds 10^6 items in seconds where the HNSW
   backends take minutes. Package ``faiss-cpu``.
 
 Both return candidate items; their scores are then recomputed exactly and
@@ -24,7 +26,7 @@ import importlib
 
 import numpy as np
 
-from rankloss_tf.retrieval.ivf import calibrate_probes, lists_for
+from rankloss_tf.retrieval.ivf import calibrate_probes, check_probes, lists_for
 
 __all__ = ["BACKENDS", "build", "check_backend", "search"]
 
@@ -89,6 +91,7 @@ def build(name, references, metric, lists=None, probes=None):
 def _faiss_ivf(references, metric, lists=None, probes=None, seed=0):
     """``faiss.IndexIVFFlat`` over prepared references, lists and probes given or chosen as the ``"ivf"`` backend's."""
     faiss = _module("faiss_ivf")
+    check_probes(probes, lists, len(references))  # the default lists known now, as the "ivf" backend's training
     dim, lists = references.shape[1], lists_for(len(references), lists)
     kind = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
     index = faiss.IndexIVFFlat(faiss.IndexFlat(dim, kind), dim, lists, kind)
@@ -101,13 +104,14 @@ def _faiss_ivf(references, metric, lists=None, probes=None, seed=0):
         assignment = index.quantizer.search(references, 1)[1][:, 0]
         sq_norms = np.sum(np.square(references), axis=1) if metric == "l2" else None
         probes = calibrate_probes(references, sq_norms, centroids, assignment, metric, seed=seed)
-    index.nprobe = int(probes)  # more than the lists: faiss probes them all, as the "ivf" backend
+    index.nprobe = int(probes)
     return index
 
 
 def _candidates(backend, queries, k, probes=None):
     name, index = backend
     if name == "faiss_ivf":
+        # per call, more probes than lists probe every list (faiss clips them), as the "ivf" backend's search
         params = None if probes is None else _module(name).SearchParametersIVF(nprobe=int(probes))
         return index.search(queries, k, params=params)[1].astype(np.int64)
     if name == "faiss":

@@ -14,9 +14,9 @@ missing blocks, and memory holds one block at a time. ``build.json`` keys the
 blocks by the model's content (``model_key``), the gallery's content
 (``Gallery.content_key``: a folder's scan fingerprint), the image size
 and the range; a build whose key differs is refused and says what changed
-(model, gallery, settings), never mixed. When the build is done the work
-directory's files are removed by their exact names (a file someone else put
-there is kept, and so is the directory then). The build's key (the plan,
+(model, gallery; each option with its recorded and new value), never mixed.
+When the build is done the work directory's files are removed by their exact
+names (a file someone else put there is kept, and so is the directory then). The build's key (the plan,
 plus the index's metric and backend settings) is recorded in the marker of
 what it writes (``"build"``), so that a build killed after writing its output
 but before removing its work files is recognised when run again
@@ -47,7 +47,8 @@ WORK_SUFFIX = ".rankloss_tf-build"
 MANIFEST = "build.json"
 MANIFEST_KIND = "index-build"
 SHARD_KIND = "index-shard"
-# The fields of a build's key (build.json holds the first five), and how a message names a change of each.
+# The fields of a build's key (build.json holds the first five), and how a message names a change of each
+# whose values say nothing (digests) or were not recorded; the options' changes give their values (``changes``).
 _CHANGES = {
     "model": "the model changed (its files differ)",
     "gallery": "the gallery changed (a file was added, removed, renamed or rewritten)",
@@ -57,16 +58,58 @@ _CHANGES = {
     "metric": "--metric changed",
     "index": "--backend, --lists, --probes or --codes changed",
 }
+_OPTIONS = {"image_size": "--image-size", "block_size": "--block-size", "metric": "--metric"}
+_INDEX_OPTIONS = {"backend": "--backend", "lists": "--lists", "probes": "--probes", "codes": "--codes"}
 
 
 def changes(found, key):
-    """What differs between two build keys (dicts of the ``_CHANGES`` fields), as messages name it.
+    """What differs between a recorded build key ``found`` and this build's ``key``, as messages name it.
+
+    A command-line option that changed is named with its recorded and new
+    value (``"--lists: 6 -> 9"``; ``default``: not given); a field the
+    recorded key lacks (written by an older version) keeps the ``_CHANGES``
+    sentence.
 
     Example:
     >>> changes({"model": "a1", "block_size": 8}, {"model": "a1", "block_size": 4})
-    ['--block-size changed']
+    ['--block-size: 8 -> 4']
+    >>> changes({"index": {"backend": "ivf", "lists": 6}}, {"index": {"backend": "ivf", "lists": 9}})
+    ['--lists: 6 -> 9']
     """
-    return [text for field, text in _CHANGES.items() if found.get(field) != key.get(field)]
+    said = []
+    for field, text in _CHANGES.items():
+        old, new = found.get(field), key.get(field)
+        if old == new:
+            continue
+        if field not in found:
+            said.append(text)
+        elif field == "gallery" and found.get("image_size") != key.get("image_size") and "image_size" in found:
+            said.append("the gallery changed (its key holds --image-size; or a file was added, removed, renamed or "
+                        "rewritten)")
+        elif field in _OPTIONS:
+            said.append(f"{_OPTIONS[field]}: {_shown(old)} -> {_shown(new)}")
+        elif field == "range" and _is_range(old) and _is_range(new):
+            said.append(f"{text}: items {old[0]}-{old[1]} -> {new[0]}-{new[1]}")
+        elif field == "index" and isinstance(old, dict) and isinstance(new, dict):
+            said.extend(_index_changes(old, new) or [text])
+        else:
+            said.append(text)
+    return said
+
+
+def _index_changes(old, new):
+    """``--backend: exact -> ivf``, ``--lists: 6 -> 9``, ...: the index options that differ (``{}``: exact)."""
+    old, new = ({"backend": "exact", **options} for options in (old, new))
+    return [f"{name}: {_shown(old.get(field))} -> {_shown(new.get(field))}" for field, name in _INDEX_OPTIONS.items()
+            if old.get(field) != new.get(field)]
+
+
+def _shown(value):
+    return "default" if value is None else str(value)
+
+
+def _is_range(value):
+    return isinstance(value, (list, tuple)) and len(value) == 2
 
 
 def work_path(out):

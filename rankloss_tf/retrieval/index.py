@@ -108,15 +108,17 @@ class Index:
             ``load_index`` passes); None starts empty.
         lists, probes: the number of inverted lists and of lists probed per
             query (``backend="ivf"`` or ``"faiss_ivf"`` only; None: chosen
-            from the gallery, see ``retrieval.ivf``).
+            from the gallery, see ``retrieval.ivf``); never more probes than
+            lists (``ivf.check_probes``: refused here, or, with the default
+            lists, when the lists are trained on the first search or save).
         codes: ``backend="ivf"`` only: "float32" (default) or "int8": rows
             kept as int8 codes, a quarter of the memory
             (``retrieval.ivf_codes``; the decoded rows are the gallery).
 
     Raises:
         ValueError: unknown metric or backend; lists, probes or codes for a
-            backend without them, or not positive integers (the message names
-            what was received).
+            backend without them, or not positive integers, or more probes
+            than lists (the message names what was received).
 
     Example:
     >>> index = Index(metric="l2")
@@ -264,7 +266,8 @@ class Index:
             embeddings: float ``[Nq, D]`` query embeddings.
             k: number of neighbours, ``1 <= k <= len(index)``.
             probes: lists probed per query (``backend="ivf"`` or
-                ``"faiss_ivf"``; None: the index's).
+                ``"faiss_ivf"``; None: the index's; more than the lists:
+                every list is probed).
 
         Returns:
             ``SearchResult`` of ``[Nq, k]`` arrays, best first; exact search

@@ -9,7 +9,8 @@ SavedModel).
 Defaults, from the gallery size N when the lists are trained (on the first
 search or save, or ``train``):
 
-- lists: ``round(sqrt(N))`` (at most N / 16, at least 1): 1,000 lists at 10^6;
+- lists: ``ivf_lists.DEFAULT_LISTS`` (``default_lists``): 1,000 lists at 10^6,
+  12 at 200 items, 3 at 48;
 - probes: calibrated on the gallery itself: ``CALIBRATION_QUERIES`` gallery
   items are searched exactly (k = 10, the item itself left out) and the
   smallest number of lists whose union holds ``TARGET_RECALL`` of their true
@@ -17,6 +18,12 @@ search or save, or ``train``):
   the probes also per call. ``"faiss_ivf"`` (``retrieval.ann``) takes the
   same options with the same defaults and checks (``list_options``,
   ``lists_for``, ``calibrate_probes``).
+
+Probes given with the index never exceed its lists (``ivf_lists.check_probes``,
+also the command line's check): refused when the index is made with both,
+and, with the default lists, when the lists are trained (the first moment the
+gallery's size, hence the number of lists, is known). Probes given to one
+search call are clipped to the lists (every list: the exact answer).
 
 Growth: items added after training go to their nearest list (the centroids
 stay); removed items leave their lists. When the largest list grows above
@@ -39,10 +46,12 @@ import tensorflow as tf
 
 from rankloss_tf.evaluation.neighbours import chunk_size_for, search_top_k
 from rankloss_tf.retrieval.ivf_codes import Quantiser, check_codes
+from rankloss_tf.retrieval.ivf_lists import DEFAULT_LISTS, LIST_BACKENDS, check_probes, default_lists, lists_for
 from rankloss_tf.retrieval.ivf_search import search_function
 from rankloss_tf.retrieval.kmeans import assign, train_centroids
 
-__all__ = ["IVF", "LIST_BACKENDS", "default_lists", "ivf_for", "list_options", "lists_for"]
+__all__ = ["DEFAULT_LISTS", "IVF", "LIST_BACKENDS", "check_probes", "default_lists", "ivf_for", "list_options",
+           "lists_for"]
 
 log = logging.getLogger(__name__)
 
@@ -55,27 +64,6 @@ UNBALANCED = 2.0
 CALIBRATION_SCRATCH = 2**24  # floats of one [queries, chunk] score block of the calibration search (64 MB)
 
 
-def default_lists(size):
-    """The default number of lists for a gallery of ``size`` items.
-
-    Example:
-    >>> default_lists(10**6), default_lists(10**4), default_lists(10)
-    (1000, 100, 1)
-    """
-    return int(max(1, min(round(math.sqrt(size)), size // 16)))
-
-
-LIST_BACKENDS = ("ivf", "faiss_ivf")  # the backends with lists and probes (faiss_ivf: retrieval.ann)
-
-
-def lists_for(size, lists=None):
-    """The number of lists of a gallery of ``size`` items: ``lists``, or ``default_lists(size)``; at most ``size``.
-
-    Example:
-    >>> lists_for(10**6), lists_for(10**6, lists=4096), lists_for(5, lists=8)
-    (1000, 4096, 5)
-    """
-    return int(min(lists or default_lists(size), size))
 
 
 def list_options(backend, lists=None, probes=None, codes=None):
@@ -84,7 +72,8 @@ def list_options(backend, lists=None, probes=None, codes=None):
     Raises:
         ValueError: lists or probes given for a backend without lists (not
             in ``LIST_BACKENDS``), codes for another backend than "ivf", lists
-            or probes not positive integers.
+            or probes not positive integers, more probes than lists
+            (``check_probes``; with the default lists, checked at training).
 
     Example:
     >>> list_options("faiss_ivf", lists=64), list_options("exact")
@@ -94,7 +83,8 @@ def list_options(backend, lists=None, probes=None, codes=None):
             backend != "ivf" and codes is not None):
         raise ValueError(f"`lists` and `probes` apply to backend='ivf' or 'faiss_ivf', `codes` to backend='ivf' only. "
                          f"Received: backend={backend!r}, lists={lists!r}, probes={probes!r}, codes={codes!r}")
-    return _check_count(lists, "lists"), _check_count(probes, "probes")
+    lists, probes = _check_count(lists, "lists"), _check_count(probes, "probes")
+    return lists, check_probes(probes, lists)
 
 
 def ivf_for(backend, metric, lists=None, probes=None, codes=None):
@@ -189,7 +179,9 @@ class IVF:
         codes: "float32" (rows as given) or "int8" (``retrieval.ivf_codes``).
 
     Raises:
-        ValueError: lists or probes not a positive integer, unknown codes.
+        ValueError: lists or probes not a positive integer, more probes than
+            lists (``check_probes``: here, and by ``train`` once the gallery's
+            size gives the default lists), unknown codes.
 
     Example:
     >>> ivf = IVF("cosine", lists=2)
@@ -204,7 +196,7 @@ class IVF:
         self.codes = check_codes(codes)
         self.quantiser = None
         self.lists = _check_count(lists, "lists")
-        self.probes = _check_count(probes, "probes")
+        self.probes = check_probes(_check_count(probes, "probes"), self.lists)
         self._fixed_probes = self.probes is not None
         self.centroids = None
         self.assignment = np.zeros((0,), np.int32)
@@ -242,6 +234,8 @@ class IVF:
         """(Re)trains the centroids on the stored rows ``[N, D]`` (floats or codes) and reassigns every item."""
         rows = np.asarray(rows) if self.quantiser is not None else np.asarray(rows, np.float32)
         lists = lists_for(len(rows), self.lists)
+        if self._fixed_probes:
+            check_probes(self.probes, self.lists, len(rows))  # the default lists known now: before any work
         self.centroids = train_centroids(rows, lists, self.metric, decode=self._decode)
         self.assignment = assign(rows, self.centroids, self.metric, self._decode)
         if not self._fixed_probes:

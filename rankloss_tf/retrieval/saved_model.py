@@ -246,7 +246,10 @@ def _loaded_backend(info, backend):
             return "exact", {}
     backend = saved if backend is None else backend
     if backend == saved == "faiss_ivf":
-        return backend, {key: info.get("faiss_ivf", {}).get(key) for key in ("lists", "probes")}
+        options = {key: info.get("faiss_ivf", {}).get(key) for key in ("lists", "probes")}
+        if options["lists"] and options["probes"] and options["probes"] > options["lists"]:
+            options["probes"] = options["lists"]  # saved before more probes than lists were refused: they were clipped
+        return backend, options
     return backend, {}
 
 
