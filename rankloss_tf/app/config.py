@@ -100,8 +100,9 @@ class TrainConfig:
         pooling: frozen features: how the backbone's last feature map is
             pooled, "avg" or "gem" (generalised mean,
             ``rankloss_tf.backbones.pooling``; None: the recipe's).
-        gem_power: frozen features with ``pooling="gem"``: the exponent p
-            (None: ``rankloss_tf.backbones.pooling.GEM_POWER``).
+        gem_power: frozen features with ``pooling="gem"``: the exponent p, in
+            ``rankloss_tf.backbones.pooling.GEM_POWER_RANGE`` (None:
+            ``rankloss_tf.backbones.pooling.GEM_POWER``); refused with "avg".
         cache_dir: feature cache of the frozen-backbone protocol.
         learning_rate: initial Adam learning rate, cosine-decayed to 0.
         seed: seed of the weights, the sampler, the folder split and k-means.
@@ -175,8 +176,12 @@ class TrainConfig:
     pooling: str = _spec("frozen features: how the backbone's last feature map is pooled: avg (global average) or gem "
                          "(generalised mean, Radenovic et al. 2018) (default: per dataset; avg, cars196 gem)",
                          choices=POOLING_NAMES)
-    gem_power: float = _spec("frozen features with --pooling gem: the exponent p of the generalised mean (default 3; "
-                             "1 is the average)", minimum=0.0, maximum=1000.0, open_minimum=True, kind=float)
+    # Its range is checked by rankloss_tf.backbones.pooling.check_pooling when resolved (a test keeps the help's
+    # range equal to pooling.GEM_POWER_RANGE).
+    gem_power: float = _spec("frozen features with --pooling gem: the exponent p of the generalised mean, in "
+                             "[0.1, 1000] (default 3; 1 is the average of the map clamped at 1e-6, the plain average "
+                             "only for non-negative maps such as efficientnet_lite0's ReLU6 ones; large values "
+                             "approach the maximum)", kind=float)
     cache_dir: str = _spec("feature cache of frozen backbones (default ~/.cache/rankloss_tf/features)")
     learning_rate: float = _spec("initial Adam learning rate, cosine-decayed (default 1e-3)", minimum=0.0,
                                  open_minimum=True, kind=float)
@@ -226,18 +231,12 @@ class TrainConfig:
             filled["weights"] = filled["weights"] or "imagenet"
         frozen = pretrained and not filled["fine_tune"]
         if frozen:
-            from rankloss_tf.backbones.pooling import GEM_POWER
+            from rankloss_tf.backbones.pooling import check_pooling
 
             filled["view_sizes"] = tuple(filled["view_sizes"] or (filled["image_size"],))
             filled["mirror_views"] = bool(filled["mirror_views"])
-            filled["pooling"] = filled["pooling"] or "avg"
-            if self.gem_power is not None and filled["pooling"] != "gem":
-                raise ValueError(f"`gem_power` applies to pooling='gem'. Received: gem_power={self.gem_power!r}, "
-                                 f"pooling={filled['pooling']!r}")
-            if filled["pooling"] != "gem":
-                filled["gem_power"] = None
-            elif filled["gem_power"] is None:
-                filled["gem_power"] = GEM_POWER
+            note = "" if self.pooling else " (not given: the recipe's default for this dataset; pass --pooling gem)"
+            filled["pooling"], filled["gem_power"] = check_pooling(filled["pooling"] or "avg", self.gem_power, note)
         else:
             self._check_no_views(backbone)
             filled.update(view_sizes=None, mirror_views=False, pooling=None, gem_power=None)

@@ -40,7 +40,7 @@ import tensorflow as tf
 from rankloss_tf.backbones.feature_parts import (PART_SIZE, FeatureRows, complete_parts, done_parts, join_parts,
                                                  mark_complete, read_features, write_parts)
 from rankloss_tf.backbones.files import default_cache_dir, file_sha256
-from rankloss_tf.backbones.pooling import GEM_POWER, pooling_key
+from rankloss_tf.backbones.pooling import pooling_key
 from rankloss_tf.backbones.preprocessing import ImagePreprocessing
 from rankloss_tf.backbones.registry import LITE0, build_backbone
 from rankloss_tf.backbones.image_views import ImageView
@@ -99,7 +99,7 @@ def _weights_file(backbone, weights):
     return imagenet_weights_path() if backbone == LITE0 else None
 
 
-def _backbone_key(backbone, weights, image_size, pooling="avg", gem_power=GEM_POWER):
+def _backbone_key(backbone, weights, image_size, pooling="avg", gem_power=None):
     """``(weights_id, backbone_fingerprint)`` of a frozen backbone: built once per process for each backbone,
     weights file (its real path and ``file_stamp``: a file rewritten in place is built and hashed anew), size
     and pooling, not once per split and view whose cache is looked up."""
@@ -115,7 +115,7 @@ def _backbone_key_of(backbone, weights, image_size, stamp, pooling, gem_power):
     return weights_id(backbone, weights), backbone_fingerprint(model, image_size)
 
 
-def _cache_metadata(backbone, weights, image_size, dataset_id, content, pooling="avg", gem_power=GEM_POWER):
+def _cache_metadata(backbone, weights, image_size, dataset_id, content, pooling="avg", gem_power=None):
     """The cache key's fields; "pooling" only when not the average, so that older caches keep their keys."""
     identity, fingerprint = _backbone_key(backbone, weights, image_size, pooling, gem_power)
     key = pooling_key(pooling, gem_power)
@@ -139,7 +139,7 @@ def _cache_path(metadata, cache_dir):
 
 
 def feature_cache_path(dataset_id, backbone=LITE0, weights="imagenet", image_size=224, cache_dir=None,
-                       content=None, pooling="avg", gem_power=GEM_POWER):
+                       content=None, pooling="avg", gem_power=None):
     """The cache file of one dataset split's features (builds the backbone to key it, once per process).
 
     Args:
@@ -209,7 +209,7 @@ def extract_features(
     content=None,
     rows=False,
     pooling="avg",
-    gem_power=GEM_POWER,
+    gem_power=None,
 ):
     """Embeds every image once with a frozen pretrained backbone, cached on disk.
 
@@ -238,7 +238,7 @@ def extract_features(
             without a cache (no ``dataset_id``, or random weights) the arrays are returned.
         pooling: how the backbone's last feature map is pooled, "avg" or "gem" (generalised mean,
             ``rankloss_tf.backbones.pooling``; often the better frozen features for retrieval).
-        gem_power: the exponent ``p`` of "gem" (default 3).
+        gem_power: the exponent ``p`` of "gem" (None: 3); refused with "avg".
 
     Returns:
         (features, labels): float32 [N, F] pooled backbone features (F = 1280 for
@@ -282,7 +282,7 @@ def extract_features(
     return FeatureRows(files, metadata) if rows else join_parts(path, metadata, len(files))
 
 
-def _frozen(backbone, image_size, weights, pooling="avg", gem_power=GEM_POWER):
+def _frozen(backbone, image_size, weights, pooling="avg", gem_power=None):
     """The frozen backbone that computes features."""
     return build_backbone(backbone, image_size=image_size, weights=weights, trainable=False, pooling=pooling,
                           gem_power=gem_power)
@@ -324,7 +324,7 @@ def _extract_parts(model, batches, count, verbose, path, metadata, part_size):
 
 def extract_view_features(dataset, view, base_size, backbone=LITE0, weights="imagenet", dataset_id=None,
                           cache_dir=None, batch_size=64, verbose="auto", rows=False, pooling="avg",
-                          gem_power=GEM_POWER):
+                          gem_power=None):
     """``extract_features`` of one ``View`` of the images, cached under the view's name.
 
     The images go through ``ImageView(view.size, view.mirror)`` (mirror,

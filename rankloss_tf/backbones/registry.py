@@ -13,7 +13,7 @@ features, the trained model and its export all compute the same thing.
 import keras
 
 from rankloss_tf.backbones.efficientnet_lite import efficientnet_lite0
-from rankloss_tf.backbones.pooling import GEM_POWER, GeneralizedMeanPooling2D, check_pooling
+from rankloss_tf.backbones.pooling import GeneralizedMeanPooling2D, check_pooling
 from rankloss_tf.backbones.preprocessing import ImagePreprocessing
 from rankloss_tf.backbones.small_cnn import check_input_shape, small_cnn
 
@@ -103,7 +103,7 @@ def _image_size(image_size, input_shape):
     return size
 
 
-def _pretrained_network(name, size, weights, pooling="avg", gem_power=GEM_POWER):
+def _pretrained_network(name, size, weights, pooling="avg", gem_power=None):
     """The float ``[N, S, S, 3]`` (0..255 or preprocessed) -> pooled features network."""
     if size[0] != size[1] or size[0] < MIN_PRETRAINED_SIZE:
         raise ValueError(
@@ -133,7 +133,7 @@ def _feature_network(name, size, weights, pooling):
 
 
 def build_backbone(name=LITE0, image_size=224, weights="imagenet", trainable=True, input_shape=None, pooling="avg",
-                   gem_power=GEM_POWER):
+                   gem_power=None):
     """A backbone mapping raw uint8 images to pooled features, preprocessing inside.
 
     Layout: ``uint8 [N, H, W, C]`` -> ``ImagePreprocessing`` (resize to
@@ -154,13 +154,17 @@ def build_backbone(name=LITE0, image_size=224, weights="imagenet", trainable=Tru
             (global average) or "gem" (generalised mean,
             ``rankloss_tf.backbones.pooling``); small_cnn takes "avg" only (it
             pools in its own way).
-        gem_power: the exponent ``p`` of "gem" (default 3; 1 is the average).
+        gem_power: the exponent ``p`` of "gem", in [0.1, 1000] (None: 3; 1 is
+            the average of the map clamped at 1e-6, which is the plain average
+            for non-negative maps, e.g. ReLU / ReLU6 backbones). Refused with
+            "avg", which would ignore it (``pooling.check_pooling``).
 
     Returns:
         ``keras.Model`` from uint8 ``[N, H, W, C]`` to float32 ``[N, F]``.
 
     Raises:
-        ValueError: an unknown name, invalid sizes, weights or pooling, or
+        ValueError: an unknown name, invalid sizes, weights or pooling (a
+            ``gem_power`` with "avg" among them), or
             weights that could not be loaded.
 
     Example:
