@@ -357,3 +357,17 @@ def test_a_keras_file_saved_with_the_former_layer_loads_and_pools_the_same():
     np.testing.assert_allclose(model.predict(saved["maps"], verbose=0), saved["pooled"], rtol=1e-6)
     again = GeneralizedMeanPooling2D.from_config(layer.get_config())
     assert again.get_config() == layer.get_config()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_maps_pool_in_float32_and_keep_their_dtype(dtype):
+    maps = np.random.default_rng(0).uniform(0.05, 6.0, (3, 7, 7, 5))
+    expected = np.mean(maps ** 0.1, axis=(1, 2)) ** 10.0
+    half = tf.cast(tf.constant(maps, tf.float32), dtype)
+    pooled = generalized_mean_pool(half, 0.1)
+    assert keras.backend.standardize_dtype(pooled.dtype) == dtype
+    # Computed in the half type, p = 0.1 raises its rounding to the 10th power (about 1e-2 in float16).
+    reference = np.mean(np.asarray(tf.cast(half, tf.float32)) ** 0.1, axis=(1, 2)) ** 10.0
+    tolerance = 4e-3 if dtype == "float16" else 2e-2  # one rounding of the result to the half type
+    np.testing.assert_allclose(np.asarray(tf.cast(pooled, tf.float32)), reference, rtol=tolerance)
+    np.testing.assert_allclose(reference, expected, rtol=tolerance)

@@ -180,12 +180,15 @@ def generalized_mean_pool(feature_map, power=GEM_POWER, epsilon=GEM_EPSILON):
     _check_feature_maps(x.shape)
     if x.shape[0] == 0:  # keras.ops.max refuses an empty tensor when run eagerly
         return keras.ops.zeros((0, x.shape[-1]), dtype=x.dtype)
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    if dtype in ("float16", "bfloat16"):  # mixed precision: the powers in float32, the result in the input's dtype
+        x = keras.ops.cast(x, "float32")
     clamped = keras.ops.where(keras.ops.isnan(x), x, keras.ops.maximum(x, epsilon))
     peak = keras.ops.max(clamped, axis=(1, 2))  # [N, C]
     infinite = keras.ops.equal(peak, math.inf)  # -inf only when a graph's maps have no position: NaN below
     scale = keras.ops.where(infinite, keras.ops.ones_like(peak), peak)  # no inf / inf = NaN in the ratio
     mean = keras.ops.mean((clamped / scale[:, None, None, :]) ** power, axis=(1, 2))
-    return keras.ops.where(infinite, peak, mean ** (1.0 / power) * scale)
+    return keras.ops.cast(keras.ops.where(infinite, peak, mean ** (1.0 / power) * scale), dtype)
 
 
 @keras.saving.register_keras_serializable(package="rankloss_tf")
