@@ -286,7 +286,7 @@ def test_offline_keras_applications_weights_give_a_clear_error(tmp_path, capsys,
                    "--out", tmp_path / "run")
     status, out = done.status, done.printed
     assert status == 2 and "Could not build keras.applications.MobileNetV3Small" in out
-    assert "weights file or weights=None" in out
+    assert "--weights random" in out  # the command line's words, beside the library's
 
 
 def test_infinite_dataset_is_refused_by_the_sampler():

@@ -127,7 +127,8 @@ def _feature_network(name, size, weights, pooling):
     except Exception as error:  # Keras raises a bare Exception for a failed weights download.
         raise ValueError(
             f"Could not build keras.applications.{name} with weights={weights!r} ({error}). Without internet, "
-            "pass a local weights file or weights=None. "
+            "pass a local weights file or random weights (weights=None; on the command line "
+            "--weights FILE or --weights random). "
             f"Received: backbone={name!r}, weights={weights!r}"
         ) from error
 
