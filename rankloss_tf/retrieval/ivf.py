@@ -64,8 +64,6 @@ UNBALANCED = 2.0
 CALIBRATION_SCRATCH = 2**24  # floats of one [queries, chunk] score block of the calibration search (64 MB)
 
 
-
-
 def list_options(backend, lists=None, probes=None, codes=None):
     """``(lists, probes)`` of an ``Index`` of ``backend``, checked: one vocabulary for "ivf" and "faiss_ivf".
 
